@@ -1,0 +1,1 @@
+"""Dashboard logic (launcher, queries, charts): importable without Streamlit."""

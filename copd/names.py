@@ -1,0 +1,74 @@
+"""Metric names, defined once. Every algorithm logs through these so the dashboard can
+overlay CoPD and its baselines.
+
+Scopes: `branch/<b>/...` (one branch), `pair/<student>~<teacher>/...` (ordered pair: the
+student's rollouts, the teacher's distribution), `base/<b>/...` (branch vs the base model),
+`merged/...`, `time/...` (seconds per phase part), `system/...` (CPU/RAM/GPU), `run/...`.
+"""
+
+from __future__ import annotations
+
+PAIR_SEP = "~"
+
+
+def branch(b: str, key: str) -> str:
+    """e.g. branch("add", "reward/mean") -> "branch/add/reward/mean"."""
+    return f"branch/{b}/{key}"
+
+
+def pair(student: str, teacher: str, key: str) -> str:
+    """e.g. pair("add", "rev", "overlap_top10") -> "pair/add~rev/overlap_top10"."""
+    return f"pair/{student}{PAIR_SEP}{teacher}/{key}"
+
+
+def vs_base(b: str, key: str) -> str:
+    return f"base/{b}/{key}"
+
+
+def merged(key: str) -> str:
+    return f"merged/{key}"
+
+
+def overlap_key(k: int) -> str:
+    return f"overlap_top{k}"
+
+
+def scope_of(name: str) -> str:
+    """The scope a metric belongs to: the branch name, "a~b" for a pair, "merged", or ""."""
+    parts = name.split("/")
+    if parts[0] in ("branch", "pair", "base") and len(parts) >= 3:
+        return parts[1]
+    if parts[0] == "merged":
+        return "merged"
+    return ""
+
+
+# Per-branch training metrics (under branch/<b>/)
+REWARD_MEAN = "reward/mean"  # mean verifier reward of the native GRPO batch
+REWARD_ON = "reward_on/{task}"  # mean reward on a given domain's prompts (native or cross)
+PG_LOSS = "loss/pg"
+OPD_LOSS = "loss/opd"
+OPD_ADV_MEAN = "opd/adv_mean"  # mean beta*(log p_T - log p_S) over cross tokens
+OPD_REVERSE_KL = "opd/reverse_kl"  # mean (log p_S - log p_T) on sampled tokens
+CLIP_FRAC = "clip_frac"
+GRAD_NORM = "grad_norm"
+ENTROPY = "entropy"
+RESPONSE_LEN = "response_len"
+KL_REF = "kl_ref"
+
+# Pair/base diagnostics keys (under pair/<s>~<t>/ or base/<b>/)
+SYM_KL = "sym_kl"
+OVERLAP_MASS = "overlap_mass"
+ENTROPY_GAP = "entropy_gap"
+
+# Timing breakdown
+TIME_ROLLOUT = "time/rollout_s"
+TIME_TEACHER = "time/teacher_s"
+TIME_UPDATE = "time/update_s"
+TIME_DIAG = "time/diagnostics_s"
+TIME_EVAL = "time/eval_s"
+TIME_LOG = "time/logging_s"
+TIME_STEP = "time/step_s"
+
+# Run progress
+PROGRESS = "run/progress"  # fraction of the schedule done, in [0, 1]
