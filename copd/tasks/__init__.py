@@ -1,0 +1,77 @@
+"""Verifiable tasks: prompts, a fixed held-out split and an exact-match verifier.
+
+    from copd.tasks import get_task, builtin_task_names
+    task = get_task("add", difficulty=2)          # a built-in domain
+    task = get_task("mypkg.tasks:make_task", n=3)  # or your own: factory(**options) -> Task
+
+See `copd.tasks.base` for the interface and `copd.tasks.synthetic` for the built-ins.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from copd.tasks.base import DIFFICULTIES, Example, SyntheticTask, Task
+from copd.tasks.synthetic import BUILTIN_TASKS, builtin_alphabet
+
+__all__ = [
+    "DIFFICULTIES",
+    "Example",
+    "SyntheticTask",
+    "Task",
+    "builtin_alphabet",
+    "builtin_task_names",
+    "get_task",
+]
+
+
+def builtin_task_names() -> list[str]:
+    """Names of the built-in synthetic domains, sorted."""
+    return sorted(BUILTIN_TASKS)
+
+
+def get_task(spec: str, **options: Any) -> Task:
+    """A task from a built-in name or an import path `package.module:factory`.
+
+    `options` go to the task's constructor (built-ins take `difficulty` and
+    `holdout_fraction`) or to the factory, which must return a `Task`.
+    """
+    if spec in BUILTIN_TASKS:
+        cls = BUILTIN_TASKS[spec]
+        try:
+            return cls(**options)
+        except TypeError as e:
+            raise ValueError(
+                f"task {spec!r}: bad options {sorted(options)} ({e}); built-in tasks accept "
+                "difficulty (1..5) and holdout_fraction"
+            ) from e
+    if ":" not in spec:
+        raise ValueError(
+            f"unknown task {spec!r}: use a built-in name ({', '.join(builtin_task_names())}) "
+            "or an import path 'package.module:factory' where factory(**options) returns a Task"
+        )
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ValueError(
+            f"task {spec!r}: cannot import module {module_name!r} ({e}); check that it is on "
+            "sys.path (installed, or run from the directory that contains it)"
+        ) from e
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ValueError(f"task {spec!r}: module {module_name!r} has no callable {attr!r}")
+    task = factory(**options)
+    if not isinstance(task, Task):
+        missing = [
+            a
+            for a in ("name", "alphabet", "sample", "eval_examples", "reward")
+            if not hasattr(task, a)
+        ]
+        if missing:
+            raise TypeError(
+                f"task {spec!r}: the factory returned {type(task).__name__}, which lacks "
+                f"{missing}; return a copd.tasks.Task subclass"
+            )
+    return task
