@@ -1,0 +1,501 @@
+"""Launch and supervise background training runs; the one code path of the CLI and dashboard.
+
+    from app.launcher import Launcher, detect_gpus
+    L = Launcher(store, runs_root=Path("~/.copd/runs").expanduser())
+    run = L.submit(cfg.to_dict(), group="ablation-beta")   # validated, queued, config.json written
+    L.tick()          # mark dead runs crashed, start queued runs whose resources are free
+    L.cancel(run.id)  # SIGTERM the trainer's process group, SIGKILL after the grace period
+    L.resume(run.id)  # back to queued; the next start passes --resume <run_dir>
+
+A queued run only starts when something ticks: the dashboard's background thread
+(`start_supervisor`), `copd supervise`, or any `copd launch` / `copd runs` call.
+
+Every run lives in `runs_root/<id>-<slug>/` (config.json, train.log, checkpoints). The trainer is
+`python -m copd train <run_dir>/config.json --out <run_dir> --db <URL> --run-id <id>`, started
+in its own session with its output in train.log; it records running/finished/failed/cancelled
+itself. The launcher holds no state beyond the DB and the run folders (the Popen objects it
+keeps only serve to reap its own children), so a new Launcher on the same DB, e.g. after a
+dashboard restart, supervises runs started by an earlier one: liveness is the recorded
+(pid, create time) pair checked with psutil, plus the heartbeat.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from app import procs
+from app.gpus import GPU, detect_gpus
+from copd.config import ConfigError, RunConfig
+
+__all__ = ["GPU", "Launcher", "LauncherError", "TickReport", "detect_gpus", "start_supervisor"]
+
+REPO = Path(__file__).resolve().parent.parent
+HEARTBEAT_S = 5.0  # same default as storage.tracking.track_run(heartbeat_s=...)
+CONFIG_NAME = "config.json"
+LOG_NAME = "train.log"
+RESUME_MARKER = ".resume"  # present: start the trainer with --resume <run_dir>
+CANCEL_MARKER = ".cancel"  # holds the epoch time after which a cancelled run gets SIGKILL
+LOCK_NAME = ".launcher.lock"
+CRASH_LOG_LINES = 40
+
+
+class LauncherError(RuntimeError):
+    """An action the run's state does not allow (e.g. deleting a running run)."""
+
+
+@dataclass
+class TickReport:
+    """What one tick changed: run ids started, marked crashed, and cancelled."""
+
+    started: list[int] = field(default_factory=list)
+    crashed: list[int] = field(default_factory=list)
+    cancelled: list[int] = field(default_factory=list)
+
+
+class Launcher:
+    """Queue, start, watch, cancel and resume trainer processes recorded in a RunStore.
+
+    `max_cpu_runs`: concurrent runs that ask for no GPU (default: one per 4 cores, at least
+    1; see `procs.default_max_cpu_runs`). `heartbeat_s`: the trainers' heartbeat interval,
+    passed to them as COPD_HEARTBEAT_S; a run whose process is gone is marked crashed once its
+    heartbeat is older than two intervals. `gpus`: override detection (tests, pinning).
+    `trainer_argv`: the command before the config path (default `python -m copd train`).
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        runs_root: str | Path,
+        max_cpu_runs: int | None = None,
+        *,
+        heartbeat_s: float = HEARTBEAT_S,
+        gpus: Sequence[GPU] | None = None,
+        db_url: str | None = None,
+        trainer_argv: Sequence[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        repo_root: Path = REPO,
+    ):
+        self.store = store
+        self.runs_root = Path(runs_root).expanduser().resolve()
+        self.cores = procs.cpu_count()
+        self.max_cpu_runs = max_cpu_runs or procs.default_max_cpu_runs(self.cores)
+        if self.max_cpu_runs < 1:
+            raise ConfigError("max_cpu_runs: must be >= 1")
+        self.heartbeat_s = float(heartbeat_s)
+        self.gpus = list(detect_gpus() if gpus is None else gpus)
+        self.db_url = db_url or _store_url(store)
+        self.trainer_argv = list(trainer_argv or [sys.executable, "-m", "copd", "train"])
+        self.base_env = dict(os.environ if env is None else env)
+        self.repo_root = Path(repo_root)
+        self.host = socket.gethostname()
+        self._children: dict[int, subprocess.Popen] = {}  # run id -> our child (reaping only)
+
+    # ------------------------------------------------------------------ queue
+    def submit(
+        self,
+        cfg: Mapping[str, Any] | RunConfig,
+        name: str | None = None,
+        method: str | None = None,
+        group: str | None = None,
+        gpus: int = 0,
+        seed: int | None = None,
+    ) -> Any:
+        """Validate `cfg` (raises ConfigError), record a queued run and write its config.json."""
+        data = cfg.to_dict() if isinstance(cfg, RunConfig) else json.loads(json.dumps(dict(cfg)))
+        for key, value in (("name", name), ("method", method), ("group", group), ("seed", seed)):
+            if value is not None:
+                data[key] = value
+        rc = RunConfig.from_dict(data).validate()
+        if gpus < 0:
+            raise ConfigError("gpus: must be >= 0 (0 runs on the CPU)")
+        if gpus > len(self.gpus):
+            raise ConfigError(
+                f"gpus: {gpus} requested but this machine has {len(self.gpus)}; "
+                f"ask for at most {len(self.gpus)}"
+            )
+        data = rc.to_dict()
+        run = self.store.create_run(
+            name=rc.name,
+            method=rc.method,
+            config=data,
+            seed=rc.seed,
+            group=rc.group,
+            requested_gpus=gpus,
+            cpu_slots=0 if gpus else 1,
+            code_revision=code_revision(self.repo_root),
+        )
+        run_dir = self.runs_root / f"{run.id}-{slugify(rc.name)}"
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / CONFIG_NAME).write_text(json.dumps(data, indent=2) + "\n")
+            return self.store.update_run(run.id, run_dir=str(run_dir))
+        except Exception:
+            self.store.delete_run(run.id)  # nothing half-recorded
+            raise
+
+    def tick(self) -> TickReport:
+        """One supervision pass: reap children, mark dead runs, start what fits (FIFO)."""
+        report = TickReport()
+        with self._lock():
+            for p in self._children.values():
+                p.poll()  # reap: a finished child must not linger as a zombie
+            self._reconcile(report)
+            self._start_queued(report)
+        return report
+
+    # ------------------------------------------------------------------ cancel / resume
+    def request_cancel(self, run_id: int, grace_s: float = 20.0) -> Any:
+        """Non-blocking cancel: queued -> cancelled now; running -> SIGTERM now, and later
+        ticks SIGKILL the group after `grace_s` and record cancelled if the trainer did not."""
+        with self._lock():
+            run = self.store.get_run(run_id)
+            if run.status == "queued":
+                return self.store.set_status(run_id, "cancelled")
+            if run.status != "running":
+                return run
+            run_dir = self._run_dir(run)
+            (run_dir / CANCEL_MARKER).write_text(f"{time.time() + grace_s}\n")
+            if self._alive(run):
+                procs.signal_group(run.pid, signal.SIGTERM)
+            return run
+
+    def cancel(self, run_id: int, grace_s: float = 20.0) -> Any:
+        """Cancel and wait: SIGTERM, up to `grace_s` for the trainer to checkpoint and exit,
+        then SIGKILL the group; the run ends `cancelled` either way."""
+        run = self.request_cancel(run_id, grace_s)
+        if run.status != "running":
+            return run
+        deadline = time.monotonic() + grace_s
+        while self._alive(run) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if self._alive(run):
+            procs.signal_group(run.pid, signal.SIGKILL)
+            kill_deadline = time.monotonic() + 10.0
+            while self._alive(run) and time.monotonic() < kill_deadline:
+                time.sleep(0.05)
+        self.tick()  # records cancelled when the trainer could not
+        self._run_dir(run).joinpath(CANCEL_MARKER).unlink(missing_ok=True)
+        return self.store.get_run(run_id)
+
+    def resume(self, run_id: int) -> Any:
+        """cancelled/crashed/failed -> queued; the next start resumes from the run folder's
+        latest checkpoint (`--resume <run_dir>`)."""
+        with self._lock():
+            run = self.store.get_run(run_id)
+            if run.status not in ("cancelled", "crashed", "failed"):
+                raise LauncherError(
+                    f"run {run_id} is {run.status}; only cancelled, crashed or failed runs "
+                    "can be resumed"
+                )
+            run_dir = self._run_dir(run)
+            (run_dir / RESUME_MARKER).write_text("resume from the latest checkpoint\n")
+            (run_dir / CANCEL_MARKER).unlink(missing_ok=True)
+            return self.store.set_status(run_id, "queued")
+
+    def delete(self, run_id: int) -> None:
+        """Remove a run that is not running, with its folder (only if under runs_root)."""
+        with self._lock():
+            run = self.store.get_run(run_id)
+            if run.status == "running":
+                raise LauncherError(f"run {run_id} is running; cancel it before deleting it")
+            self.store.delete_run(run_id)
+            self._children.pop(run_id, None)
+        if run.run_dir:
+            d = Path(run.run_dir).resolve()
+            if d != self.runs_root and self.runs_root in d.parents:
+                shutil.rmtree(d, ignore_errors=True)
+
+    def log_tail(self, run_id: int, n_lines: int = 200) -> str:
+        """The last lines of the run's train.log ('' before it exists)."""
+        run = self.store.get_run(run_id)
+        return procs.tail_lines(self._run_dir(run) / LOG_NAME, n_lines) if run.run_dir else ""
+
+    # ------------------------------------------------------------------ internals
+    def _reconcile(self, report: TickReport) -> None:
+        now = time.time()
+        for run in self.store.list_runs(status="running"):
+            run_dir = self._run_dir(run)
+            cancel_marker = run_dir / CANCEL_MARKER
+            alive = self._alive(run)
+            if cancel_marker.exists():
+                if alive:
+                    if now > _read_float(cancel_marker, default=now):
+                        procs.signal_group(run.pid, signal.SIGKILL)
+                    continue
+                cancel_marker.unlink(missing_ok=True)
+                if self._set_status(
+                    run.id,
+                    "cancelled",
+                    "cancelled; the process stopped before recording its own status",
+                ):
+                    report.cancelled.append(run.id)
+                continue
+            if alive:
+                continue
+            child = self._children.get(run.id)
+            beat = run.heartbeat_at or run.started_at
+            age = now - beat.timestamp() if beat is not None else float("inf")
+            # Our own child that exited is known dead, and it writes its final status before
+            # exiting, so there is nothing to wait for. Otherwise only (pid, create time)
+            # speaks for it, and a stale heartbeat must confirm.
+            exited = child is not None and child.poll() is not None
+            if not exited and age <= 2 * self.heartbeat_s:
+                continue
+            how = f"exited with code {child.returncode}" if exited else "is no longer running"
+            error = (
+                f"crashed: process {run.pid} on {run.host} {how} without recording a final "
+                f"status; last heartbeat {age:.1f} s ago.\n--- last lines of {LOG_NAME} ---\n"
+                + procs.tail_lines(run_dir / LOG_NAME, CRASH_LOG_LINES)
+            )
+            if self._set_status(run.id, "crashed", error):
+                report.crashed.append(run.id)
+            self._children.pop(run.id, None)
+
+    def _start_queued(self, report: TickReport) -> None:
+        running = self.store.list_runs(status="running")
+        held = {int(g) for r in running for g in (r.assigned_gpus or "").split(",") if g}
+        free_gpus = [g.index for g in self.gpus if g.index not in held]
+        cpu_busy = sum(1 for r in running if not r.requested_gpus)
+        # FIFO per resource kind (oldest id first); a GPU run that does not fit yet blocks
+        # later GPU runs so that a big request is not starved by small ones.
+        gpu_blocked = False
+        for run in sorted(self.store.list_runs(status="queued"), key=lambda r: r.id):
+            n = run.requested_gpus or 0
+            if n == 0:
+                if cpu_busy >= self.max_cpu_runs:
+                    continue
+                cpu_busy += 1
+                self._start(run, [])
+            else:
+                if gpu_blocked or n > len(self.gpus):
+                    continue  # more than this machine has: leave it queued, block nobody
+                if n > len(free_gpus):
+                    gpu_blocked = True
+                    continue
+                assigned, free_gpus = free_gpus[:n], free_gpus[n:]
+                self._start(run, assigned)
+            report.started.append(run.id)
+
+    def _start(self, run: Any, gpu_ids: list[int]) -> None:
+        run_dir = self._run_dir(run)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cfg_path = run_dir / CONFIG_NAME
+        if not cfg_path.exists():  # folder cleaned by hand: the DB holds the config too
+            cfg_path.write_text(json.dumps(run.config, indent=2) + "\n")
+        if not run.run_dir:
+            self.store.update_run(run.id, run_dir=str(run_dir))
+        argv = [*self.trainer_argv, str(cfg_path), "--out", str(run_dir)]
+        argv += ["--db", self.db_url, "--run-id", str(run.id)]
+        if (run_dir / RESUME_MARKER).exists():
+            argv += ["--resume", str(run_dir)]
+        log_path = run_dir / LOG_NAME
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        with open(log_path, "a") as log:
+            log.write(f"=== {stamp} launch: {' '.join(argv)}\n")
+        child = procs.spawn(
+            argv, log_path=log_path, env=self._child_env(gpu_ids), cwd=self.repo_root
+        )
+        start = procs.process_start_time(child.pid) or time.time()
+        assigned = ",".join(str(g) for g in gpu_ids) if gpu_ids else None
+        try:
+            self.store.mark_running(run.id, child.pid, start, self.host, assigned_gpus=assigned)
+        except Exception:
+            procs.signal_group(child.pid, signal.SIGKILL)
+            child.wait()
+            raise
+        self._children[run.id] = child
+
+    def _child_env(self, gpu_ids: list[int]) -> dict[str, str]:
+        env = dict(self.base_env)
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        env.setdefault("HF_DATASETS_OFFLINE", "1")
+        env.setdefault("TOKENIZERS_PARALLELISM", "false")
+        env.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")  # ids as nvidia-smi/NVML number them
+        env["PYTHONUNBUFFERED"] = "1"
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpu_ids)  # "" hides all GPUs
+        if gpu_ids:
+            threads = max(1, self.cores // max(1, len(self.gpus)))
+        else:
+            threads = max(1, self.cores // self.max_cpu_runs)
+        for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "COPD_THREADS"):
+            env[key] = str(threads)
+        env["COPD_HEARTBEAT_S"] = str(self.heartbeat_s)
+        return env
+
+    def _alive(self, run: Any) -> bool:
+        """Whether the run's recorded process is running here (other hosts: by heartbeat)."""
+        if run.host and run.host != self.host:
+            beat = run.heartbeat_at or run.started_at
+            return beat is not None and time.time() - beat.timestamp() <= 2 * self.heartbeat_s
+        child = self._children.get(run.id)
+        if child is not None and child.pid == run.pid and child.poll() is not None:
+            return False
+        return procs.is_alive(run.pid, run.pid_start_time)
+
+    def _set_status(self, run_id: int, status: str, error: str | None) -> bool:
+        """Set a status unless the trainer got there first (then its own record stands)."""
+        try:
+            self.store.set_status(run_id, status, error=error)
+            return True
+        except ValueError:  # IllegalTransition: the run already left `running`
+            return False
+
+    def _run_dir(self, run: Any) -> Path:
+        if run.run_dir:
+            return Path(run.run_dir)
+        return self.runs_root / f"{run.id}-{slugify(run.name)}"
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        """Serialise state changes between supervisors on this machine (dashboard thread,
+        `copd launch`, `copd supervise`), so no queued run is started twice."""
+        self.runs_root.mkdir(parents=True, exist_ok=True)
+        with open(self.runs_root / LOCK_NAME, "a") as f:
+            try:
+                import fcntl
+            except ImportError:  # not POSIX: a single supervisor is assumed
+                yield
+                return
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# ---------------------------------------------------------------------- supervisor loop
+def supervise(
+    store: Any,
+    runs_root: str | Path,
+    interval_s: float = 2.0,
+    stop_event: threading.Event | None = None,
+    launcher: Launcher | None = None,
+    **launcher_kwargs: Any,
+) -> None:
+    """Tick every `interval_s` until `stop_event` is set; an error in one tick is printed and
+    the loop goes on (a supervisor must outlive a transient DB lock)."""
+    launcher = launcher or Launcher(store, runs_root, **launcher_kwargs)
+    stop_event = stop_event or threading.Event()
+    while not stop_event.is_set():
+        try:
+            launcher.tick()
+        except Exception as exc:  # keep supervising; the next tick retries
+            print(f"copd supervisor: tick failed: {exc!r}", file=sys.stderr)
+        stop_event.wait(interval_s)
+
+
+@dataclass
+class Supervisor:
+    """A background supervisor thread; `stop()` ends it after the current tick."""
+
+    launcher: Launcher
+    thread: threading.Thread
+    stop_event: threading.Event
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout)
+
+
+def start_supervisor(
+    store: Any, runs_root: str | Path, interval_s: float = 2.0, **launcher_kwargs: Any
+) -> Supervisor:
+    """Start `supervise` in a daemon thread (the dashboard keeps one per process through
+    `st.cache_resource`). The thread only touches the DB and processes, never Streamlit."""
+    launcher = Launcher(store, runs_root, **launcher_kwargs)
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=supervise,
+        args=(store, runs_root, interval_s, stop, launcher),
+        name="copd-supervisor",
+        daemon=True,
+    )
+    thread.start()
+    return Supervisor(launcher, thread, stop)
+
+
+# ---------------------------------------------------------------------- helpers
+def slugify(name: str) -> str:
+    """A folder-safe slug of a run name: `CoPD demo (β=1)` -> `copd-demo-1`."""
+    slug = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-.")
+    return slug[:48] or "run"
+
+
+def code_revision(repo_root: Path = REPO) -> str | None:
+    """`git rev-parse --short HEAD` (+ `-dirty` with uncommitted changes), or None."""
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=repo_root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo_root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def default_runs_root() -> Path:
+    """$COPD_HOME/runs (COPD_HOME defaults to ~/.copd)."""
+    home = os.environ.get("COPD_HOME") or os.path.join("~", ".copd")
+    return Path(home).expanduser() / "runs"
+
+
+def _store_url(store: Any) -> str:
+    """The URL a child process uses to reach the same DB (passwords included)."""
+    for attr in ("url", "db_url"):
+        value = getattr(store, attr, None)
+        if value:
+            return _render_url(value)
+    engine = getattr(store, "engine", None)
+    if engine is not None:
+        return _render_url(engine.url)
+    raise ConfigError("db_url: cannot tell this store's URL; pass Launcher(..., db_url=...)")
+
+
+def _render_url(url: Any) -> str:
+    """Render for a child process: keep the password, make a SQLite path absolute (children
+    run in the repository root, not in our working directory)."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(str(url) if not hasattr(url, "render_as_string") else url)
+    if u.get_backend_name() == "sqlite":
+        if not u.database or u.database == ":memory:":
+            raise ConfigError(
+                "db_url: an in-memory SQLite store cannot be shared with trainer processes; "
+                "use a file (sqlite:///path/to/copd.db)"
+            )
+        u = u.set(database=str(Path(u.database).expanduser().resolve()))
+    return u.render_as_string(hide_password=False)
+
+
+def _read_float(path: Path, default: float) -> float:
+    try:
+        return float(path.read_text().strip())
+    except (OSError, ValueError):
+        return default
