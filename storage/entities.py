@@ -1,0 +1,111 @@
+"""What callers of the run store see: plain frozen dataclasses, plus the run status machine.
+
+ORM rows (storage/models.py) never leave the store; every query converts them to these.
+Datetimes are timezone-aware UTC; `wall_time` fields are float epoch seconds.
+
+Status machine (the only legal moves; `check_transition` enforces it):
+
+    queued    -> running | cancelled
+    running   -> finished | failed | cancelled | crashed
+    cancelled | crashed | failed -> queued      (resume)
+    finished  -> (nothing)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+STATUSES = ("queued", "running", "finished", "failed", "cancelled", "crashed")
+TERMINAL = ("finished", "failed", "cancelled", "crashed")
+
+_LEGAL: dict[str, tuple[str, ...]] = {
+    "queued": ("running", "cancelled"),
+    "running": ("finished", "failed", "cancelled", "crashed"),
+    "cancelled": ("queued",),
+    "crashed": ("queued",),
+    "failed": ("queued",),
+    "finished": (),
+}
+
+
+class IllegalTransition(ValueError):
+    """A status move the state machine forbids (e.g. finished -> running)."""
+
+
+def check_transition(current: str, requested: str) -> None:
+    """Raise IllegalTransition (or ValueError for an unknown status) unless current -> requested
+    is a legal move."""
+    if requested not in STATUSES:
+        raise ValueError(f"status {requested!r} is unknown; use one of {', '.join(STATUSES)}")
+    allowed = _LEGAL.get(current, ())
+    if requested not in allowed:
+        hint = f"allowed from {current!r}: {', '.join(allowed)}" if allowed else "it is final"
+        raise IllegalTransition(f"cannot move a run from {current!r} to {requested!r} ({hint})")
+
+
+@dataclass(frozen=True)
+class Run:
+    id: int
+    name: str
+    method: str
+    group: str | None
+    status: str
+    config: dict[str, Any]
+    seed: int
+    created_at: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+    pid: int | None
+    pid_start_time: float | None
+    host: str | None
+    heartbeat_at: datetime | None
+    progress: float
+    error: str | None
+    code_revision: str | None
+    run_dir: str | None
+    requested_gpus: int
+    assigned_gpus: str | None
+    cpu_slots: int
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    key: str
+    value: float
+    step: int
+    cycle: int = 0
+    phase: str = ""
+    scope: str = ""
+    wall_time: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    model: str
+    benchmark: str
+    score: float
+    n: int
+    step: int
+    wall_time: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class Event:
+    message: str
+    level: str = "info"
+    step: int | None = None
+    wall_time: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    step: int
+    path: str
+    wall_time: float = field(default_factory=time.time)

@@ -1,0 +1,130 @@
+"""Schema migrations: bring a database to the newest Alembic revision, safely across processes.
+
+The Alembic environment ships inside the package (storage/migrations/); its Config is built
+here in code, so nothing depends on an alembic.ini or the current directory.
+
+    python -m storage.migrate upgrade [URL]       # what RunStore.from_url does on open
+    python -m storage.migrate current [URL]
+    python -m storage.migrate revision -m "add x" # autogenerate against storage/models.py
+
+Concurrency: first-time creation and upgrades are serialised, on SQLite by an exclusive
+fcntl lock on `<db file>.lock`, on PostgreSQL by an advisory lock; a database already at head
+is detected with one cheap read and skips the lock. Migrations run on a connection with
+SQLite foreign keys OFF: a batch ("move and copy") table rebuild drops the old table, and
+with foreign keys on that drop would cascade-delete every child row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, text
+
+from storage.db import default_db_url, is_sqlite, make_engine, sqlite_path, writer
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+_PG_LOCK_KEY = 0x636F7064  # "copd"
+
+
+def alembic_config(url: str | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if url:
+        cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def head_revision() -> str:
+    heads = ScriptDirectory.from_config(alembic_config()).get_heads()
+    if len(heads) != 1:
+        raise RuntimeError(f"the migration history has {len(heads)} heads {heads}; merge them")
+    return heads[0]
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        rev = MigrationContext.configure(conn).get_current_revision()
+        conn.rollback()
+    return rev
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    import fcntl  # POSIX only; imported here so the module imports on Windows
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def upgrade_database(url: str, revision: str = "head", engine: Engine | None = None) -> None:
+    """Migrate the database at `url` to `revision` (default: the newest). `engine` is used for
+    in-memory SQLite, where a second engine would see a different, empty database."""
+    target = head_revision() if revision == "head" else revision
+    path = sqlite_path(url)
+    own = engine is None
+    eng = make_engine(url, foreign_keys=False, pooled=False) if own else engine
+    try:
+        if current_revision(eng) == target:
+            return
+        if path is not None:
+            with _file_lock(path.with_name(path.name + ".lock")):
+                _run_upgrade(eng, revision)
+        elif not is_sqlite(url) and eng.dialect.name == "postgresql":
+            with eng.connect() as lock_conn:
+                lock_conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_LOCK_KEY})
+                try:
+                    _run_upgrade(eng, revision)
+                finally:
+                    lock_conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_LOCK_KEY})
+                    lock_conn.commit()
+        else:
+            _run_upgrade(eng, revision)
+    finally:
+        if own:
+            eng.dispose()
+
+
+def _run_upgrade(engine: Engine, revision: str) -> None:
+    # Another process may have finished the work while we waited for the lock; Alembic reads
+    # the version table inside the transaction and then has nothing to do.
+    with writer(engine).connect() as conn:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+        conn.commit()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m storage.migrate", description=__doc__)
+    p.add_argument("action", choices=["upgrade", "current", "revision"])
+    p.add_argument("url", nargs="?", default=None, help="database URL (default: COPD_DB_URL)")
+    p.add_argument("-m", "--message", default="schema change", help="revision message")
+    args = p.parse_args(argv)
+    url = args.url or default_db_url()
+    if args.action == "upgrade":
+        upgrade_database(url)
+        print(f"{url}: at {head_revision()}")
+    elif args.action == "current":
+        eng = make_engine(url)
+        print(f"{url}: at {current_revision(eng)} (head {head_revision()})")
+        eng.dispose()
+    else:
+        upgrade_database(url)
+        cfg = alembic_config(url)
+        command.revision(cfg, message=args.message, autogenerate=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""SQLAlchemy 2 ORM rows of the run store. They stay inside `storage`; callers get entities.
+
+Tables: runs, metrics, evaluations, events, checkpoints. Every child row references
+`runs.id` with ON DELETE CASCADE, so deleting a run removes its data (SQLite needs
+`PRAGMA foreign_keys=ON`, which storage/db.py sets on every connection).
+
+NaN / infinity policy (metrics.value and evaluations.score):
+    The value column always holds a finite double; two boolean flags carry the rest.
+    NaN is stored as value 0.0 with is_nan = true; +inf / -inf are stored as
+    +/-1.7976931348623157e308 (the largest finite double) with is_inf = true. Reading
+    inverts this exactly (is_nan -> float("nan"), is_inf -> copysign(inf, value)), so values
+    round-trip bit-for-bit on SQLite and PostgreSQL alike (SQLite would turn a bound NaN into
+    NULL). Infinities keep their place in SQL ordering (MIN/MAX and the downsampler see them
+    as the extremes); NaN rows are kept but never ranked as a minimum or maximum.
+
+The schema here is the head of the Alembic history in storage/migrations/versions/; a change
+here needs a new revision there (tests/storage/test_migrations.py checks they agree).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    Double,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+FLOAT_MAX = 1.7976931348623157e308
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit id.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def encode_float(x: float) -> tuple[float, bool, bool]:
+    """float -> (finite value, is_nan, is_inf), per the module's NaN/inf policy."""
+    x = float(x)
+    if math.isnan(x):
+        return 0.0, True, False
+    if math.isinf(x):
+        return math.copysign(FLOAT_MAX, x), False, True
+    return x, False, False
+
+
+def decode_float(value: float, is_nan: bool, is_inf: bool) -> float:
+    """Inverse of encode_float."""
+    if is_nan:
+        return math.nan
+    if is_inf:
+        return math.copysign(math.inf, value)
+    return float(value)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class RunRow(Base):
+    __tablename__ = "runs"
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('queued','running','finished','failed','cancelled','crashed')",
+            name="status",
+        ),
+        Index("ix_runs_status", "status"),
+        Index("ix_runs_run_group", "run_group"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(250))
+    method: Mapped[str] = mapped_column(String(100))
+    # "group" is an SQL keyword; the column is run_group, the attribute and entity field group.
+    group: Mapped[str | None] = mapped_column("run_group", String(250), nullable=True)
+    status: Mapped[str] = mapped_column(String(20), default="queued")
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    seed: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    pid_start_time: Mapped[float | None] = mapped_column(Double, nullable=True)
+    host: Mapped[str | None] = mapped_column(String(250), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    progress: Mapped[float] = mapped_column(Double, default=0.0)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    code_revision: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    run_dir: Mapped[str | None] = mapped_column(Text, nullable=True)
+    requested_gpus: Mapped[int] = mapped_column(Integer, default=0)
+    assigned_gpus: Mapped[str | None] = mapped_column(String(250), nullable=True)
+    cpu_slots: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+
+
+def _run_fk() -> Any:
+    return ForeignKey("runs.id", ondelete="CASCADE")
+
+
+class MetricRow(Base):
+    __tablename__ = "metrics"
+    __table_args__ = (Index("ix_metrics_run_id_key_step", "run_id", "key", "step"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(Integer, _run_fk())
+    step: Mapped[int] = mapped_column(Integer)
+    cycle: Mapped[int] = mapped_column(Integer, default=0)
+    phase: Mapped[str] = mapped_column(String(32), default="")
+    scope: Mapped[str] = mapped_column(String(250), default="")
+    key: Mapped[str] = mapped_column(String(250))
+    value: Mapped[float] = mapped_column(Double)
+    is_nan: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_inf: Mapped[bool] = mapped_column(Boolean, default=False)
+    wall_time: Mapped[float] = mapped_column(Double)
+
+
+class EvaluationRow(Base):
+    __tablename__ = "evaluations"
+    __table_args__ = (Index("ix_evaluations_run_id_step", "run_id", "step"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(Integer, _run_fk())
+    model: Mapped[str] = mapped_column(String(250))
+    benchmark: Mapped[str] = mapped_column(String(250))
+    score: Mapped[float] = mapped_column(Double)
+    is_nan: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_inf: Mapped[bool] = mapped_column(Boolean, default=False)
+    n: Mapped[int] = mapped_column(Integer)
+    step: Mapped[int] = mapped_column(Integer)
+    wall_time: Mapped[float] = mapped_column(Double)
+
+
+class EventRow(Base):
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_run_id_id", "run_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(Integer, _run_fk())
+    message: Mapped[str] = mapped_column(Text)
+    level: Mapped[str] = mapped_column(String(16), default="info")
+    step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    wall_time: Mapped[float] = mapped_column(Double)
+
+
+class CheckpointRow(Base):
+    __tablename__ = "checkpoints"
+    __table_args__ = (Index("ix_checkpoints_run_id_step", "run_id", "step"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(Integer, _run_fk())
+    step: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(Text)
+    wall_time: Mapped[float] = mapped_column(Double)

@@ -1,0 +1,154 @@
+"""Metric read queries of the run store: downsampled series and latest values, in SQL.
+
+Downsampling (`series_frame`), per (run, key) series with more than `max_points` rows:
+    - the step range [s0, s1] is split into nb equal buckets,
+      bucket = (step - s0) * nb // (s1 - s0 + 1); when the range has fewer distinct steps
+      than buckets (e.g. every point logged at step 0) rows are bucketed by position instead;
+    - each bucket keeps its minimum-value row and its maximum-value row (infinities rank as
+      the extremes, NaN rows never do), plus its first NaN row so the UI can show gaps;
+    - the first and last row of the series are always kept;
+    - nb = (max_points - 2) // 2, or (max_points - 2) // 3 when the series holds a NaN, so the
+      result never exceeds max_points rows.
+Shorter series come back whole. Everything runs in one SQL statement with window functions
+(SQLite >= 3.28, PostgreSQL), so only kept rows leave the database.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import bindparam, text
+from sqlalchemy.orm import Session
+
+from storage.entities import MetricPoint
+from storage.models import decode_float
+
+SERIES_COLUMNS = ["run_id", "key", "scope", "step", "cycle", "phase", "value", "wall_time"]
+
+_SERIES_SQL = """
+WITH base AS (
+  SELECT id, run_id, key, scope, step, cycle, phase, value, is_nan, is_inf, wall_time,
+         COUNT(*) OVER w AS n,
+         MIN(step) OVER w AS s0,
+         MAX(step) OVER w AS s1,
+         MAX(CASE WHEN is_nan THEN 1 ELSE 0 END) OVER w AS has_nan,
+         ROW_NUMBER() OVER (PARTITION BY run_id, key ORDER BY step, id) AS rn_first,
+         ROW_NUMBER() OVER (PARTITION BY run_id, key ORDER BY step DESC, id DESC) AS rn_last
+  FROM metrics
+  WHERE run_id IN :run_ids AND key IN :keys
+  WINDOW w AS (PARTITION BY run_id, key)
+),
+sized AS (
+  SELECT *, CASE WHEN has_nan = 1 THEN :nb_nan ELSE :nb END AS nb FROM base
+),
+bucketed AS (
+  SELECT *,
+         CASE WHEN n <= :max_points THEN rn_first
+              WHEN s1 - s0 + 1 >= nb THEN CAST(step - s0 AS BIGINT) * nb / (s1 - s0 + 1)
+              ELSE CAST(rn_first - 1 AS BIGINT) * nb / n
+         END AS bucket
+  FROM sized
+),
+ranked AS (
+  SELECT *,
+         ROW_NUMBER() OVER (PARTITION BY run_id, key, bucket
+                            ORDER BY is_nan, value, step, id) AS r_min,
+         ROW_NUMBER() OVER (PARTITION BY run_id, key, bucket
+                            ORDER BY is_nan, value DESC, step, id) AS r_max,
+         ROW_NUMBER() OVER (PARTITION BY run_id, key, bucket, is_nan
+                            ORDER BY step, id) AS r_nan
+  FROM bucketed
+)
+SELECT run_id, key, scope, step, cycle, phase, value, is_nan, is_inf, wall_time
+FROM ranked
+WHERE n <= :max_points OR rn_first = 1 OR rn_last = 1 OR r_min = 1 OR r_max = 1
+   OR (is_nan AND r_nan = 1)
+ORDER BY run_id, key, step, id
+"""
+
+_LATEST_SQL = """
+SELECT m.id, m.key, m.scope, m.step, m.cycle, m.phase, m.value, m.is_nan, m.is_inf, m.wall_time
+FROM metrics m
+JOIN (SELECT key, MAX(step) AS s FROM metrics WHERE run_id = :run_id {key_filter}
+      GROUP BY key) t
+  ON m.run_id = :run_id AND m.key = t.key AND m.step = t.s
+ORDER BY m.key, m.id
+"""
+
+
+def bucket_count(max_points: int, has_nan: bool) -> int:
+    """Buckets per downsampled series: each keeps up to 2 rows (3 with a NaN marker), plus the
+    series' first and last row, so the total stays <= max_points."""
+    return max(1, (max_points - 2) // (3 if has_nan else 2))
+
+
+def decode_values(value: np.ndarray, is_nan: np.ndarray, is_inf: np.ndarray) -> np.ndarray:
+    """Vectorised decode_float over columns of equal length N -> float64[N]."""
+    value = value.astype(np.float64)
+    out = np.where(is_inf.astype(bool), np.copysign(np.inf, value), value)
+    return np.where(is_nan.astype(bool), np.nan, out)
+
+
+def series_frame(s: Session, run_ids: list[int], keys: list[str], max_points: int) -> pd.DataFrame:
+    if max_points < 4:
+        raise ValueError(f"max_points={max_points} is too small; use at least 4")
+    if not run_ids or not keys:
+        return pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in SERIES_COLUMNS})
+    stmt = text(_SERIES_SQL).bindparams(
+        bindparam("run_ids", expanding=True), bindparam("keys", expanding=True)
+    )
+    rows = s.execute(
+        stmt,
+        {
+            "run_ids": list(run_ids),
+            "keys": list(keys),
+            "max_points": max_points,
+            "nb": bucket_count(max_points, False),
+            "nb_nan": bucket_count(max_points, True),
+        },
+    ).all()
+    cols = [*SERIES_COLUMNS[:6], "value", "is_nan", "is_inf", "wall_time"]
+    df = pd.DataFrame(rows, columns=cols)
+    if df.empty:
+        return pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in SERIES_COLUMNS})
+    df["value"] = decode_values(
+        df["value"].to_numpy(), df["is_nan"].to_numpy(), df["is_inf"].to_numpy()
+    )
+    df = df.drop(columns=["is_nan", "is_inf"])
+    for c in SERIES_COLUMNS:
+        df[c] = df[c].astype(_dtype(c))
+    return df[SERIES_COLUMNS].reset_index(drop=True)
+
+
+def _dtype(col: str) -> str:
+    return {
+        "run_id": "int64",
+        "step": "int64",
+        "cycle": "int64",
+        "value": "float64",
+        "wall_time": "float64",
+    }.get(col, "object")
+
+
+def latest_points(s: Session, run_id: int, keys: list[str] | None) -> dict[str, MetricPoint]:
+    """Per key, the point with the highest step (the last written one on ties)."""
+    sql = _LATEST_SQL.format(key_filter="AND key IN :keys" if keys is not None else "")
+    stmt = text(sql)
+    params: dict = {"run_id": run_id}
+    if keys is not None:
+        if not keys:
+            return {}
+        stmt = stmt.bindparams(bindparam("keys", expanding=True))
+        params["keys"] = list(keys)
+    out: dict[str, MetricPoint] = {}
+    for r in s.execute(stmt, params):  # ordered by key, id: the last one per key wins
+        out[r.key] = MetricPoint(
+            key=r.key,
+            value=decode_float(r.value, bool(r.is_nan), bool(r.is_inf)),
+            step=int(r.step),
+            cycle=int(r.cycle),
+            phase=r.phase,
+            scope=r.scope,
+            wall_time=float(r.wall_time),
+        )
+    return out

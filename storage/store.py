@@ -1,0 +1,398 @@
+"""RunStore: the run store's API (runs, metrics, evaluations, events, checkpoints).
+
+    from storage import RunStore
+    store = RunStore.from_url()            # $COPD_DB_URL, else sqlite:///$COPD_HOME/copd.db
+    run = store.create_run("demo", "copd", config={...})
+    store.log_metrics(run.id, [MetricPoint("branch/add/reward/mean", 0.4, step=1)])
+    df = store.metric_series([run.id], ["branch/add/reward/mean"], max_points=500)
+
+Opening a store migrates its database to the newest schema (storage/migrate.py). Every method
+runs in its own short session (storage/db.py), so one store object is safe to share between
+threads and is cheap to keep for the life of a process. Entities come back, never ORM rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from storage.db import Database, default_db_url, make_engine, sqlite_path
+from storage.entities import (
+    STATUSES,
+    TERMINAL,
+    Checkpoint,
+    Evaluation,
+    Event,
+    MetricPoint,
+    Run,
+    check_transition,
+)
+from storage.migrate import upgrade_database
+from storage.models import (
+    CheckpointRow,
+    EvaluationRow,
+    EventRow,
+    MetricRow,
+    RunRow,
+    decode_float,
+    encode_float,
+)
+from storage.queries import latest_points, series_frame
+
+UPDATABLE = frozenset(
+    {
+        "name",
+        "group",
+        "config",
+        "run_dir",
+        "assigned_gpus",
+        "requested_gpus",
+        "cpu_slots",
+        "code_revision",
+        "progress",
+    }
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _utc(dt: datetime | None) -> datetime | None:
+    # SQLite hands datetimes back naive; everything is written in UTC.
+    if dt is None or dt.tzinfo is not None:
+        return dt
+    return dt.replace(tzinfo=timezone.utc)
+
+
+def _as_ids(run_ids: int | Iterable[int]) -> list[int]:
+    return [int(run_ids)] if isinstance(run_ids, int) else [int(r) for r in run_ids]
+
+
+def _run_entity(r: RunRow) -> Run:
+    return Run(
+        id=r.id, name=r.name, method=r.method, group=r.group, status=r.status,
+        config=dict(r.config or {}), seed=r.seed, created_at=_utc(r.created_at),
+        started_at=_utc(r.started_at), ended_at=_utc(r.ended_at), pid=r.pid,
+        pid_start_time=r.pid_start_time, host=r.host, heartbeat_at=_utc(r.heartbeat_at),
+        progress=float(r.progress), error=r.error, code_revision=r.code_revision,
+        run_dir=r.run_dir, requested_gpus=r.requested_gpus, assigned_gpus=r.assigned_gpus,
+        cpu_slots=r.cpu_slots,
+    )  # fmt: skip
+
+
+class RunStore:
+    """The run store. Build it with `RunStore.from_url(url)`."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    @classmethod
+    def from_url(cls, url: str | None = None) -> RunStore:
+        """Open (creating or migrating as needed) the database at `url`; None means
+        $COPD_DB_URL, else sqlite:///$COPD_HOME/copd.db."""
+        url = url or default_db_url()
+        if url.startswith("sqlite") and sqlite_path(url) is None:
+            engine = make_engine(url)  # in-memory: migrate on the very engine the store uses
+            upgrade_database(url, engine=engine)
+            return cls(Database(url, engine))
+        upgrade_database(url)
+        return cls(Database(url))
+
+    @property
+    def url(self) -> str:
+        return self.db.url
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    # ---- runs ---------------------------------------------------------------------------
+
+    def create_run(
+        self, name: str, method: str, config: dict[str, Any], seed: int = 0,
+        group: str | None = None, run_dir: str | None = None, requested_gpus: int = 0,
+        cpu_slots: int = 1, code_revision: str | None = None,
+    ) -> Run:  # fmt: skip
+        """A new run in status "queued"."""
+        row = RunRow(
+            name=name, method=method, group=group, status="queued", config=dict(config),
+            seed=int(seed), created_at=utcnow(), progress=0.0, run_dir=run_dir,
+            requested_gpus=int(requested_gpus), cpu_slots=int(cpu_slots),
+            code_revision=code_revision,
+        )  # fmt: skip
+        with self.db.session(write=True) as s:
+            s.add(row)
+            s.flush()
+            return _run_entity(row)
+
+    def _row(self, s: Session, run_id: int) -> RunRow:
+        row = s.get(RunRow, int(run_id))
+        if row is None:
+            raise KeyError(f"run {run_id} does not exist")
+        return row
+
+    def get_run(self, run_id: int) -> Run:
+        with self.db.session() as s:
+            return _run_entity(self._row(s, run_id))
+
+    def list_runs(
+        self, status: str | list[str] | None = None, group: str | None = None,
+        method: str | None = None, limit: int | None = None,
+    ) -> list[Run]:  # fmt: skip
+        """Runs, newest first, filtered by status (one or several), group and method."""
+        q = select(RunRow).order_by(RunRow.id.desc())
+        if status is not None:
+            statuses = [status] if isinstance(status, str) else list(status)
+            unknown = [x for x in statuses if x not in STATUSES]
+            if unknown:
+                raise ValueError(f"status {unknown} unknown; use one of {', '.join(STATUSES)}")
+            q = q.where(RunRow.status.in_(statuses))
+        if group is not None:
+            q = q.where(RunRow.group == group)
+        if method is not None:
+            q = q.where(RunRow.method == method)
+        if limit is not None:
+            q = q.limit(int(limit))
+        with self.db.session() as s:
+            return [_run_entity(r) for r in s.scalars(q)]
+
+    def list_groups(self) -> list[str]:
+        q = select(RunRow.group).where(RunRow.group.is_not(None)).distinct().order_by(RunRow.group)
+        with self.db.session() as s:
+            return list(s.scalars(q))
+
+    def set_status(self, run_id: int, status: str, error: str | None = None) -> Run:
+        """Move a run along the status machine (storage/entities.py); IllegalTransition if the
+        move is not allowed. running sets started_at, terminal states set ended_at, and a
+        resume (-> queued) clears the previous attempt's end time, error and process."""
+        with self.db.session(write=True) as s:
+            row = self._row(s, run_id)
+            check_transition(row.status, status)
+            now = utcnow()
+            row.status = status
+            if status == "running":
+                row.started_at = now
+                row.heartbeat_at = now
+            elif status in TERMINAL:
+                row.ended_at = now
+                if error is not None:
+                    row.error = error
+                if status == "finished":
+                    row.progress = 1.0
+            elif status == "queued":
+                row.ended_at = row.error = row.pid = row.pid_start_time = None
+                row.heartbeat_at = row.assigned_gpus = None
+            s.flush()
+            return _run_entity(row)
+
+    def mark_running(
+        self, run_id: int, pid: int, pid_start_time: float | None, host: str | None,
+        assigned_gpus: str | None = None,
+    ) -> Run:  # fmt: skip
+        """queued -> running, recording the process. On a run already running (the launcher
+        recorded the child it spawned, the trainer then records itself) it only refreshes the
+        process fields."""
+        with self.db.session(write=True) as s:
+            row = self._row(s, run_id)
+            now = utcnow()
+            if row.status != "running":
+                check_transition(row.status, "running")
+                row.status = "running"
+                row.started_at = now
+            row.pid, row.pid_start_time, row.host = int(pid), pid_start_time, host
+            row.heartbeat_at = now
+            if assigned_gpus is not None:
+                row.assigned_gpus = assigned_gpus
+            s.flush()
+            return _run_entity(row)
+
+    def heartbeat(self, run_id: int, progress: float | None = None) -> None:
+        values: dict[str, Any] = {"heartbeat_at": utcnow()}
+        if progress is not None:
+            values["progress"] = min(1.0, max(0.0, float(progress)))
+        with self.db.session(write=True) as s:
+            res = s.execute(update(RunRow).where(RunRow.id == int(run_id)).values(**values))
+            if res.rowcount == 0:
+                raise KeyError(f"run {run_id} does not exist")
+
+    def update_run(self, run_id: int, **fields: Any) -> Run:
+        """Plain field updates, e.g. update_run(7, run_dir="runs/7", assigned_gpus="0,1").
+        Status and process fields have their own methods (set_status, mark_running)."""
+        bad = sorted(set(fields) - UPDATABLE)
+        if bad:
+            raise TypeError(
+                f"update_run cannot set {bad}; settable: {sorted(UPDATABLE)} "
+                "(use set_status / mark_running / heartbeat for the rest)"
+            )
+        with self.db.session(write=True) as s:
+            row = self._row(s, run_id)
+            for k, v in fields.items():
+                setattr(row, k, dict(v) if k == "config" else v)
+            s.flush()
+            return _run_entity(row)
+
+    def delete_run(self, run_id: int) -> None:
+        """Delete a run and (ON DELETE CASCADE) its metrics, evaluations, events, checkpoints."""
+        with self.db.session(write=True) as s:
+            res = s.execute(delete(RunRow).where(RunRow.id == int(run_id)))
+            if res.rowcount == 0:
+                raise KeyError(f"run {run_id} does not exist")
+
+    # ---- writes of run data --------------------------------------------------------------
+
+    def _insert(self, run_id: int, model: type, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        try:
+            with self.db.session(write=True) as s:
+                s.execute(insert(model), rows)  # one executemany, one transaction
+        except IntegrityError:
+            self.get_run(run_id)  # raises KeyError "run N does not exist" when that is why
+            raise
+
+    def log_metrics(self, run_id: int, points: list[MetricPoint]) -> None:
+        """Insert a batch of metric points in one transaction. NaN/inf are kept (models.py)."""
+        rows = []
+        for p in points:
+            v, is_nan, is_inf = encode_float(p.value)
+            rows.append(
+                {"run_id": run_id, "step": int(p.step), "cycle": int(p.cycle), "phase": p.phase,
+                 "scope": p.scope, "key": p.key, "value": v, "is_nan": is_nan,
+                 "is_inf": is_inf, "wall_time": float(p.wall_time)}
+            )  # fmt: skip
+        self._insert(run_id, MetricRow, rows)
+
+    def log_evals(self, run_id: int, evals: list[Evaluation]) -> None:
+        rows = []
+        for e in evals:
+            v, is_nan, is_inf = encode_float(e.score)
+            rows.append(
+                {"run_id": run_id, "model": e.model, "benchmark": e.benchmark, "score": v,
+                 "is_nan": is_nan, "is_inf": is_inf, "n": int(e.n), "step": int(e.step),
+                 "wall_time": float(e.wall_time)}
+            )  # fmt: skip
+        self._insert(run_id, EvaluationRow, rows)
+
+    def log_event(
+        self, run_id: int, message: str, level: str = "info", step: int | None = None,
+        wall_time: float | None = None,
+    ) -> None:  # fmt: skip
+        ev = (
+            Event(message, level, step)
+            if wall_time is None
+            else Event(message, level, step, wall_time)
+        )
+        self.log_events(run_id, [ev])
+
+    def log_events(self, run_id: int, events: list[Event]) -> None:
+        rows = [
+            {"run_id": run_id, "message": e.message, "level": e.level, "step": e.step,
+             "wall_time": float(e.wall_time)}
+            for e in events
+        ]  # fmt: skip
+        self._insert(run_id, EventRow, rows)
+
+    def add_checkpoint(
+        self, run_id: int, step: int, path: str, wall_time: float | None = None
+    ) -> Checkpoint:
+        ck = (
+            Checkpoint(int(step), str(path))
+            if wall_time is None
+            else Checkpoint(int(step), str(path), wall_time)
+        )
+        row = {"run_id": run_id, "step": ck.step, "path": ck.path, "wall_time": ck.wall_time}
+        self._insert(run_id, CheckpointRow, [row])
+        return ck
+
+    # ---- reads ---------------------------------------------------------------------------
+
+    def latest_checkpoint(self, run_id: int) -> Checkpoint | None:
+        q = (
+            select(CheckpointRow)
+            .where(CheckpointRow.run_id == int(run_id))
+            .order_by(CheckpointRow.step.desc(), CheckpointRow.id.desc())
+            .limit(1)
+        )
+        with self.db.session() as s:
+            r = s.scalars(q).first()
+            return None if r is None else Checkpoint(r.step, r.path, r.wall_time)
+
+    def checkpoints(self, run_id: int) -> list[Checkpoint]:
+        q = (
+            select(CheckpointRow)
+            .where(CheckpointRow.run_id == int(run_id))
+            .order_by(CheckpointRow.step, CheckpointRow.id)
+        )
+        with self.db.session() as s:
+            return [Checkpoint(r.step, r.path, r.wall_time) for r in s.scalars(q)]
+
+    def metric_keys(self, run_ids: int | list[int]) -> list[str]:
+        ids = _as_ids(run_ids)
+        q = (
+            select(MetricRow.key)
+            .where(MetricRow.run_id.in_(ids))
+            .distinct()
+            .order_by(MetricRow.key)
+        )
+        with self.db.session() as s:
+            return list(s.scalars(q))
+
+    def metric_series(
+        self, run_ids: int | list[int], keys: str | list[str], max_points: int = 500
+    ) -> pd.DataFrame:
+        """Columns [run_id, key, scope, step, cycle, phase, value, wall_time] sorted by run, key,
+        step; each (run, key) series downsampled to <= max_points rows keeping every bucket's
+        min and max (storage/queries.py)."""
+        key_list = [keys] if isinstance(keys, str) else list(keys)
+        with self.db.session() as s:
+            return series_frame(s, _as_ids(run_ids), key_list, int(max_points))
+
+    def latest_metrics(self, run_id: int, keys: list[str] | None = None) -> dict[str, MetricPoint]:
+        """Per key, the point with the highest step (ties: the last written)."""
+        with self.db.session() as s:
+            return latest_points(s, int(run_id), None if keys is None else list(keys))
+
+    def metric_count(self, run_ids: int | list[int]) -> int:
+        q = (
+            select(func.count())
+            .select_from(MetricRow)
+            .where(MetricRow.run_id.in_(_as_ids(run_ids)))
+        )
+        with self.db.session() as s:
+            return int(s.scalar(q) or 0)
+
+    def evaluations(self, run_ids: int | list[int]) -> pd.DataFrame:
+        """Columns [run_id, model, benchmark, score, n, step, wall_time], by run, step, id."""
+        q = (
+            select(EvaluationRow)
+            .where(EvaluationRow.run_id.in_(_as_ids(run_ids)))
+            .order_by(EvaluationRow.run_id, EvaluationRow.step, EvaluationRow.id)
+        )
+        cols = ["run_id", "model", "benchmark", "score", "n", "step", "wall_time"]
+        with self.db.session() as s:
+            rows = [
+                (r.run_id, r.model, r.benchmark, decode_float(r.score, r.is_nan, r.is_inf),
+                 r.n, r.step, r.wall_time)
+                for r in s.scalars(q)
+            ]  # fmt: skip
+        df = pd.DataFrame(rows, columns=cols)
+        return df.astype({"run_id": "int64", "score": "float64", "n": "int64", "step": "int64",
+                          "wall_time": "float64"})  # fmt: skip
+
+    def events(self, run_id: int, limit: int = 200) -> list[Event]:
+        """The last `limit` events of a run, oldest first (newest last)."""
+        q = (
+            select(EventRow)
+            .where(EventRow.run_id == int(run_id))
+            .order_by(EventRow.id.desc())
+            .limit(int(limit))
+        )
+        with self.db.session() as s:
+            rows = list(s.scalars(q))
+        return [Event(r.message, r.level, r.step, r.wall_time) for r in reversed(rows)]
