@@ -1,16 +1,33 @@
 """Streamlit entrypoint: `streamlit run app/main.py` (or `copd dashboard`).
 
-One `st.navigation` over the thin page scripts in the top-level `pages/` folder.
+One `st.navigation` over the thin page scripts in the top-level `pages/` folder; the logic
+lives in `app/` (charts, queries, forms are Streamlit-free). The DB comes from
+$COPD_DB_URL, else the store's default (~/.copd/copd.db). A single background thread per
+process supervises queued and running runs (disable with COPD_SUPERVISE=0).
 """
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-import streamlit as st
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `streamlit run app/main.py` puts app/ on the path, not the repo
+    sys.path.insert(0, str(ROOT))
 
-PAGES = Path(__file__).resolve().parent.parent / "pages"
+import streamlit as st  # noqa: E402
+
+from app.widgets import PAGES_DIR, ensure_supervisor  # noqa: E402
 
 st.set_page_config(page_title="copd", page_icon="📊", layout="wide")
-nav = st.navigation([st.Page(PAGES / "home.py", title="Home", default=True)])
+ensure_supervisor()
+nav = st.navigation(
+    [
+        st.Page(PAGES_DIR / "home.py", title="Home", icon="🏠", default=True),
+        st.Page(PAGES_DIR / "launch.py", title="Launch", icon="🚀"),
+        st.Page(PAGES_DIR / "runs.py", title="Runs", icon="📋"),
+        st.Page(PAGES_DIR / "live.py", title="Live run view", icon="📈"),
+        st.Page(PAGES_DIR / "compare.py", title="Compare", icon="⚖️"),
+    ]
+)
 nav.run()

@@ -1,0 +1,264 @@
+"""Read models for the dashboard pages: RunStore -> pandas tables (no Streamlit here).
+
+    frame = runs_frame(store)                      # the Runs page table
+    arms = seed_arms(runs)                         # run_id -> method label for seed groups
+    table = results_table(store.evaluations(ids), runs, arms)   # the paper's layout
+    diff = config_diff_frame(runs)                 # only the config keys that differ
+
+Statuses get a text marker so a crashed run reads as crashed even without colour.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from copd.config import config_diff
+
+STATUS_MARKERS = {
+    "queued": "⏳ queued",
+    "running": "🟢 running",
+    "finished": "✅ finished",
+    "failed": "❌ failed",
+    "cancelled": "⏹️ cancelled",
+    "crashed": "💥 crashed",
+}
+REWARD_KEY = "reward/mean"
+OVERLAP_KEY = "overlap_top10"
+# Fields that never make two runs different arms of an ablation.
+IDENTITY_FIELDS = ("seed", "name", "group")
+
+
+def status_label(status: str) -> str:
+    return STATUS_MARKERS.get(status, status)
+
+
+def format_duration(seconds: float | None) -> str:
+    """`3725` -> `1h 02m`, `95` -> `1m 35s`, None -> ``."""
+    if seconds is None or not math.isfinite(seconds):
+        return ""
+    s = int(max(seconds, 0))
+    if s >= 3600:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s}s"
+
+
+def _utc(dt: datetime | None) -> datetime | None:
+    if dt is None:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def run_duration(run: Any, now: datetime | None = None) -> float | None:
+    """Seconds from start to end (or to now while running); None before it starts."""
+    start = _utc(run.started_at)
+    if start is None:
+        return None
+    end = _utc(run.ended_at) or (now or datetime.now(timezone.utc))
+    return (end - start).total_seconds()
+
+
+def mean_latest(latest: dict[str, Any], prefix: str, suffix: str) -> float | None:
+    """Mean of the latest values of keys `prefix*suffix` (finite ones); None if none."""
+    vals = [
+        float(p.value)
+        for k, p in latest.items()
+        if k.startswith(prefix) and k.endswith(suffix) and math.isfinite(float(p.value))
+    ]
+    return float(np.mean(vals)) if vals else None
+
+
+def runs_frame(store: Any, runs: list[Any] | None = None) -> pd.DataFrame:
+    """One row per run (newest first) for the Runs table and the home page."""
+    runs = store.list_runs() if runs is None else runs
+    rows = []
+    for r in runs:
+        latest = store.latest_metrics(r.id)
+        rows.append(
+            {
+                "id": r.id,
+                "status": status_label(r.status),
+                "name": r.name,
+                "method": r.method,
+                "group": r.group or "",
+                "seed": r.seed,
+                "progress": float(r.progress or 0.0),
+                "started": _utc(r.started_at),
+                "duration": format_duration(run_duration(r)),
+                "latest reward": mean_latest(latest, "branch/", "/" + REWARD_KEY),
+                "latest overlap": mean_latest(latest, "pair/", "/" + OVERLAP_KEY),
+            }
+        )
+    cols = [
+        "id",
+        "status",
+        "name",
+        "method",
+        "group",
+        "seed",
+        "progress",
+        "started",
+        "duration",
+        "latest reward",
+        "latest overlap",
+    ]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def status_counts(runs: list[Any]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in runs:
+        out[r.status] = out.get(r.status, 0) + 1
+    return out
+
+
+def flatten_config(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested config dict -> `dotted.key -> leaf` (lists kept as JSON text for display)."""
+    out: dict[str, Any] = {}
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten_config(v, key + "."))
+        elif isinstance(v, (list, tuple, dict)):
+            out[key] = json.dumps(v)
+        else:
+            out[key] = v
+    return out
+
+
+def config_diff_frame(runs: list[Any], labels: dict[int, str] | None = None) -> pd.DataFrame:
+    """Rows = config keys that differ between any two of `runs`, columns = runs."""
+    if len(runs) < 2:
+        return pd.DataFrame()
+    flat = [flatten_config(r.config or {}) for r in runs]
+    keys: set[str] = set()
+    for other in flat[1:]:
+        keys |= set(config_diff(flat[0], other))
+    labels = labels or {}
+    data = {
+        labels.get(r.id, f"#{r.id} {r.name}"): [_show(f.get(k)) for k in sorted(keys)]
+        for r, f in zip(runs, flat, strict=True)
+    }
+    return pd.DataFrame(data, index=sorted(keys))
+
+
+def _show(v: Any) -> str:
+    return "—" if v is None else str(v)
+
+
+def seed_arms(runs: list[Any]) -> dict[int, str]:
+    """run_id -> arm label, where an arm is a set of runs with equal config apart from the
+    seed (and name/group). Labelled by method; a method with several arms gets `#2`, `#3`."""
+    arms: dict[str, list[int]] = {}
+    method_of: dict[str, str] = {}
+    for r in runs:
+        cfg = {k: v for k, v in (r.config or {}).items() if k not in IDENTITY_FIELDS}
+        sig = json.dumps(cfg, sort_keys=True, default=str) + "|" + r.method
+        arms.setdefault(sig, []).append(r.id)
+        method_of[sig] = r.method
+    out: dict[int, str] = {}
+    seen: dict[str, int] = {}
+    for sig, ids in arms.items():
+        m = method_of[sig]
+        seen[m] = seen.get(m, 0) + 1
+        label = m if seen[m] == 1 else f"{m} #{seen[m]}"
+        for rid in ids:
+            out[rid] = label
+    return out
+
+
+def latest_evals(evals: pd.DataFrame) -> pd.DataFrame:
+    """Rows of each run's latest evaluation step only."""
+    if evals.empty:
+        return evals
+    last = evals.groupby("run_id")["step"].transform("max")
+    return evals[evals["step"] == last]
+
+
+def results_table(
+    evals: pd.DataFrame,
+    runs: list[Any],
+    arms: dict[int, str] | None = None,
+) -> pd.DataFrame:
+    """The paper's table: rows "<method> · <model>", columns each benchmark then Overall.
+
+    Uses each run's latest evaluation step. With `arms`, runs of one arm (seeds) are
+    averaged: cells hold the mean, and a parallel `<col> std` column the std across seeds.
+    Returns a frame indexed by row label; columns `<bench>`, ..., `Overall` (+ `... std`).
+    """
+    ev = latest_evals(evals)
+    if ev.empty:
+        return pd.DataFrame()
+    method = {r.id: r.method for r in runs}
+    arm = arms or {r.id: f"{r.method} #{r.id}" for r in runs}
+    ev = ev[ev["run_id"].isin(arm)].copy()
+    ev["row"] = ev["run_id"].map(arm).fillna(ev["run_id"].map(method)) + " · " + ev["model"]
+    per_run = ev.pivot_table(
+        index=["row", "run_id"], columns="benchmark", values="score", aggfunc="mean"
+    )
+    benches = sorted(per_run.columns)
+    per_run["Overall"] = per_run[benches].mean(axis=1)
+    cols = [*benches, "Overall"]
+    mean = per_run.groupby(level="row")[cols].mean()
+    if arms:
+        std = per_run.groupby(level="row")[cols].std().fillna(0.0)
+        n = per_run.groupby(level="row").size()
+        for c in cols:
+            mean[f"{c} std"] = std[c]
+        mean["seeds"] = n
+    order = sorted(mean.index, key=_row_order)
+    return mean.loc[order]
+
+
+def _row_order(label: str) -> tuple[str, int, str]:
+    method, _, model = label.partition(" · ")
+    return (method, {"merged": 1, "base": 2}.get(model, 0), model)
+
+
+def format_results(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """Cells as text: `0.812 ± 0.010` when a std column exists, else `0.812`."""
+    if table.empty:
+        return table
+    value_cols = [c for c in table.columns if not c.endswith(" std") and c != "seeds"]
+    out = pd.DataFrame(index=table.index)
+    for c in value_cols:
+        if f"{c} std" in table:
+            out[c] = [
+                f"{m:.{digits}f} ± {s:.{digits}f}"
+                for m, s in zip(table[c], table[f"{c} std"], strict=True)
+            ]
+        else:
+            out[c] = [f"{m:.{digits}f}" for m in table[c]]
+    if "seeds" in table:
+        out["seeds"] = table["seeds"].astype(int)
+    return out
+
+
+def best_rows(table: pd.DataFrame) -> dict[str, str]:
+    """Column -> row label holding the best (highest) mean score."""
+    cols = [c for c in table.columns if not c.endswith(" std") and c != "seeds"]
+    return {c: str(table[c].idxmax()) for c in cols if table[c].notna().any()}
+
+
+def results_markdown(table: pd.DataFrame, digits: int = 3) -> str:
+    """The results table as markdown with the best cell of each column in bold."""
+    if table.empty:
+        return ""
+    text = format_results(table, digits)
+    best = best_rows(table)
+    head = ["model", *text.columns]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in text.index:
+        cells = [str(row)]
+        for c in text.columns:
+            v = str(text.at[row, c])
+            cells.append(f"**{v}**" if best.get(c) == row else v)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,121 @@
+"""Launch: a preset, a base model, branches and every config field as a form; errors show
+inline before anything is recorded. Also launches an ablation set (presets x seeds)."""
+
+import streamlit as st
+
+from app.forms import build_config, parse_seeds
+from app.launch_form import branch_editor, config_form, gpu_picker, model_picker, shared_values
+from app.widgets import cached_gpus, get_launcher, invalidate, page_path
+from copd import presets
+from copd.config import ConfigError
+from copd.tasks import builtin_task_names
+
+st.title("🚀 Launch a run")
+
+names = presets.names()
+if "launch_preset" in st.session_state:  # set by "Launch the demo" buttons elsewhere
+    wanted = st.session_state.pop("launch_preset")
+    if wanted in names:
+        st.session_state["launch:preset"] = wanted
+preset = st.selectbox(
+    "Preset",
+    names,
+    index=names.index("demo") if "demo" in names else 0,
+    key="launch:preset",
+    help="Start from a named configuration; every field below can be edited.",
+)
+st.caption(presets.describe(preset))
+base = presets.get(preset)
+prefix = f"cfg:{preset}"
+
+errors: list[str] = []
+st.subheader("Model and branches")
+model_path, model_errors = model_picker(base, prefix)
+errors += model_errors
+branches, branch_errors = branch_editor(base, prefix, builtin_task_names())
+errors += branch_errors
+n_gpus = gpu_picker(cached_gpus(), prefix)
+
+st.subheader("Configuration")
+values, form_errors = config_form(base, prefix)
+errors += form_errors
+values["model.path"] = model_path
+values["branches"] = branches
+
+cfg = None
+if not errors:
+    try:
+        cfg = build_config(base.to_dict(), values)
+    except ConfigError as e:
+        errors.append(str(e))
+for err in errors:
+    st.error(err)
+if cfg is not None:
+    st.caption(
+        f"{cfg.method} · {len(cfg.branches)} branches · {cfg.schedule.total_steps()} steps "
+        f"({cfg.schedule.cycles} cycles of {cfg.schedule.rl_steps} RL + "
+        f"{cfg.schedule.opd_steps} OPD)"
+    )
+
+if st.button("Launch", type="primary", key="launch:go"):
+    if errors or cfg is None:
+        st.error("Nothing was launched: fix the errors above first.")
+    else:
+        launcher = get_launcher()
+        try:
+            run = launcher.submit(cfg, gpus=n_gpus)
+            launcher.tick()
+        except (ConfigError, ValueError) as e:
+            st.error(str(e))
+        else:
+            invalidate()
+            st.session_state["live_run"] = run.id
+            st.success(f"Run #{run.id} {run.name} queued.")
+            st.page_link(page_path("live"), label="Watch it live", icon="📈")
+
+st.divider()
+st.subheader("Launch an ablation set")
+st.caption(
+    "Several presets as one group, every arm with the same seeds and the budgets, model, "
+    "evaluation and diagnostics of the form above. Compare them on the Compare page."
+)
+default_arms = [n for n in ("demo", "mixed") if n in names] or names[:1]
+arms = st.multiselect("Presets (arms)", names, default=default_arms, key="ablation:presets")
+seeds_text = st.text_input("Seeds", value="0, 1, 2", key="ablation:seeds", help="0, 1, 2 or 0-2")
+group = st.text_input("Group name", value="ablation-1", key="ablation:group")
+if st.button("Launch ablation set", key="ablation:go"):
+    set_errors: list[str] = list(errors)
+    configs = []
+    try:
+        seeds = parse_seeds(seeds_text)
+    except ConfigError as e:
+        set_errors.append(str(e))
+        seeds = []
+    if not group.strip():
+        set_errors.append("group: give the ablation set a name")
+    if not arms:
+        set_errors.append("presets: pick at least one preset")
+    shared = {k: v for k, v in shared_values(values).items() if k != "branches"}
+    for arm in arms:
+        for seed in seeds:
+            over = {
+                **shared,
+                "seed": seed,
+                "group": group.strip(),
+                "name": f"{group}-{arm}-s{seed}",
+            }
+            try:
+                configs.append(build_config(presets.get(arm).to_dict(), over))
+            except ConfigError as e:
+                set_errors.append(f"{arm}: {e}")
+    if set_errors:
+        for err in dict.fromkeys(set_errors):
+            st.error(err)
+        st.error("Nothing was launched.")
+    else:
+        launcher = get_launcher()
+        ids = [launcher.submit(c, gpus=n_gpus).id for c in configs]
+        launcher.tick()
+        invalidate()
+        st.success(f"Group {group!r}: {len(ids)} runs queued (#{ids[0]}…#{ids[-1]}).")
+        st.page_link(page_path("compare"), label="Compare them", icon="⚖️")
