@@ -41,6 +41,7 @@ from typing import Any
 from app import procs
 from app.gpus import GPU, detect_gpus
 from copd.config import ConfigError, RunConfig
+from storage.revision import code_revision
 
 __all__ = ["GPU", "Launcher", "LauncherError", "TickReport", "detect_gpus", "start_supervisor"]
 
@@ -434,30 +435,6 @@ def slugify(name: str) -> str:
     """A folder-safe slug of a run name: `CoPD demo (β=1)` -> `copd-demo-1`."""
     slug = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-.")
     return slug[:48] or "run"
-
-
-def code_revision(repo_root: Path = REPO) -> str | None:
-    """`git rev-parse --short HEAD` (+ `-dirty` with uncommitted changes), or None."""
-    try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=repo_root,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        if rev.returncode != 0:
-            return None
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=repo_root,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def default_runs_root() -> Path:
