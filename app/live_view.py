@@ -1,0 +1,161 @@
+"""The Live run view's charts for one run (Streamlit): called inside an auto-refreshing
+fragment by pages/live.py. Each chart has a stable key and a constant uirevision, so
+zoom survives refreshes; data comes downsampled from the store.
+
+    draw_run(run, url, smoothing=0.6, x="step", max_points=500)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from app import charts
+from app.queries import status_label
+from app.series import describe_nonfinite, nonfinite_points, relabel_keys, with_x
+from app.widgets import cached_evals, cached_keys, cached_series, csv_button, plot
+
+
+def select_keys(keys: list[str]) -> dict[str, list[str]]:
+    """Split a run's metric keys into the live view's chart groups."""
+    groups: dict[str, list[str]] = {
+        "overlap": [],
+        "overlap_base": [],
+        "sym_kl": [],
+        "reward": [],
+        "time": [],
+        "system": [],
+    }
+    for k in keys:
+        if k.startswith("pair/") and k.endswith("/overlap_top10"):
+            groups["overlap"].append(k)
+        elif k.startswith("base/") and k.endswith("/overlap_top10"):
+            groups["overlap_base"].append(k)
+        elif k.startswith("pair/") and k.endswith("/sym_kl"):
+            groups["sym_kl"].append(k)
+        elif k.startswith("branch/") and ("/reward/mean" in k or "/reward_on/" in k):
+            groups["reward"].append(k)
+        elif k.startswith("time/"):
+            groups["time"].append(k)
+        elif k.startswith("system/"):
+            groups["system"].append(k)
+    return groups
+
+
+def reward_label(key: str) -> str:
+    """`branch/add/reward/mean` -> `add · own batch`; `branch/add/reward_on/rev` -> `add · on rev`."""
+    parts = key.split("/")
+    b = parts[1]
+    if parts[2] == "reward_on":
+        return f"{b} · on {parts[3]}"
+    return f"{b} · reward/mean"
+
+
+def _labelled(df: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
+    d = df[df["key"].isin(labels)]
+    return d.assign(label=d["key"].map(labels))
+
+
+def draw_run(run: Any, url: str, *, smoothing: float, x: str, max_points: int, fmt: str) -> None:
+    """Header, NaN warning and every chart of one run."""
+    keys = cached_keys(url, (run.id,))
+    groups = select_keys(keys)
+    wanted = tuple(k for g in groups.values() for k in g)
+    df = cached_series(url, (run.id,), wanted, max_points)
+    df = with_x(df, x)
+
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("status", status_label(run.status))
+    c2.metric("progress", f"{run.progress:.0%}")
+    c3.metric("last step", int(df["step"].max()) if len(df) else 0)
+    c4.metric("cycle", int(df["cycle"].max()) if len(df) else 0)
+    st.progress(min(max(float(run.progress), 0.0), 1.0))
+    if run.status in ("failed", "crashed") and run.error:
+        st.error(f"{run.status}: {run.error.splitlines()[0]}")
+
+    bad = nonfinite_points(df)
+    if len(bad):
+        st.warning(
+            "Non-finite values (marked ✕ on the charts):\n\n"
+            + "\n".join(f"- `{line}`" for line in describe_nonfinite(bad))
+        )
+    if df.empty:
+        st.info(
+            "No metrics logged yet. The trainer writes its first points after the first "
+            "step; this view refreshes by itself."
+        )
+        return
+
+    rid = run.id
+    if groups["overlap"]:
+        labels = relabel_keys(groups["overlap"], "pair/", "/overlap_top10")
+        fig = charts.series_figure(
+            _labelled(df, labels),
+            title="Top-10 overlap between branches (student~teacher)",
+            y_title="overlap@10",
+            x=x,
+            smoothing=smoothing,
+            revision=f"overlap:{rid}",
+        )
+        plot(fig, f"live:{rid}:overlap", fmt)
+    if groups["overlap_base"]:
+        labels = relabel_keys(groups["overlap_base"], "base/", "/overlap_top10")
+        fig = charts.series_figure(
+            _labelled(df, labels),
+            title="Overlap vs base model",
+            y_title="overlap@10",
+            x=x,
+            smoothing=smoothing,
+            revision=f"base:{rid}",
+        )
+        plot(fig, f"live:{rid}:overlap_base", fmt)
+    if groups["sym_kl"]:
+        labels = relabel_keys(groups["sym_kl"], "pair/", "/sym_kl")
+        fig = charts.series_figure(
+            _labelled(df, labels),
+            title="Symmetric KL between branches",
+            y_title="KL(p‖q)+KL(q‖p)",
+            x=x,
+            smoothing=smoothing,
+            log_y=True,
+            revision=f"kl:{rid}",
+        )
+        plot(fig, f"live:{rid}:sym_kl", fmt)
+    if groups["reward"]:
+        labels = {k: reward_label(k) for k in groups["reward"]}
+        fig = charts.series_figure(
+            _labelled(df, labels),
+            title="Reward per branch per domain",
+            y_title="mean reward",
+            x=x,
+            smoothing=smoothing,
+            revision=f"reward:{rid}",
+        )
+        plot(fig, f"live:{rid}:reward", fmt)
+
+    evals = cached_evals(url, (rid,))
+    if len(evals):
+        plot(charts.eval_figure(evals, revision=f"eval:{rid}"), f"live:{rid}:eval", fmt)
+    left, right = st.columns(2)
+    with left:
+        if groups["time"]:
+            plot(charts.timing_figure(df, revision=f"time:{rid}"), f"live:{rid}:time", fmt)
+    with right:
+        if groups["system"]:
+            fig = charts.system_figure(df, x=x, revision=f"sys:{rid}")
+            plot(fig, f"live:{rid}:system", fmt)
+    d1, d2 = st.columns(2)
+    with d1:
+        csv_button(
+            df.drop(columns=["x"]),
+            "Download series (CSV)",
+            f"run{rid}-series.csv",
+            f"live:{rid}:csv",
+        )
+    with d2:
+        if len(evals):
+            csv_button(
+                evals, "Download evaluations (CSV)", f"run{rid}-evals.csv", f"live:{rid}:evcsv"
+            )

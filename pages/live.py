@@ -1,0 +1,47 @@
+"""Live run view: one run's overlap, KL, rewards, evaluations, timing and system metrics,
+refreshing by itself (pausable) while the run is active."""
+
+import streamlit as st
+
+from app.live_view import draw_run
+from app.widgets import cached_runs, db_url, empty_state, get_store, run_label
+
+st.title("📈 Live run view")
+url = db_url()
+runs = cached_runs(url)
+if not runs:
+    empty_state("No runs yet: launch the demo, then watch it here.", key="live")
+    st.stop()
+
+by_id = {r.id: r for r in runs}
+ids = list(by_id)
+# Default: the run asked for elsewhere (Launch/Runs), else the newest running one.
+wanted = st.session_state.pop("live_run", None)
+if wanted in by_id:
+    st.session_state["live:run"] = wanted
+elif st.session_state.get("live:run") not in by_id:
+    running = [r.id for r in runs if r.status == "running"]
+    st.session_state["live:run"] = running[0] if running else ids[0]
+run_id = st.selectbox("Run", ids, format_func=lambda i: run_label(by_id[i]), key="live:run")
+
+c1, c2, c3, c4, c5 = st.columns([1, 1, 2, 1, 1])
+live = c1.toggle("Auto-refresh", value=True, key="live:auto", help="pause to inspect a chart")
+every = c2.selectbox("every (s)", [2, 5, 10, 30], index=1, key="live:every")
+smoothing = c3.slider("Smoothing (EMA)", 0.0, 0.99, 0.0, 0.01, key="live:smooth")
+x = c4.radio("x axis", ["step", "time"], horizontal=True, key="live:x")
+fmt = c5.selectbox("image", ["png", "svg"], key="live:fmt", help="format of the 📷 button")
+max_points = 500
+
+active = by_id[run_id].status in ("queued", "running")
+run_every = every if (live and active) else None
+
+
+@st.fragment(run_every=run_every)
+def charts_fragment() -> None:
+    run = get_store().get_run(run_id)  # fresh status/progress on every tick
+    draw_run(run, url, smoothing=smoothing, x=x, max_points=max_points, fmt=fmt)
+
+
+charts_fragment()
+if not active:
+    st.caption("This run is not active: auto-refresh is off.")
