@@ -1,0 +1,298 @@
+"""Dashboard tests: pure chart/series/query/form functions, and every page through
+Streamlit's AppTest against a seeded SQLite store (tests/seed.py).
+
+Pages run with COPD_SUPERVISE=0 (no background thread); one test checks the supervisor
+thread starts once and stops when the resource cache is cleared.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from app import charts, forms, queries, series
+from copd.config import ConfigError, RunConfig
+from storage import RunStore
+from tests.seed import GROUP, seed_store
+
+ENTRY = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
+
+
+# ---------------------------------------------------------------------- pure functions
+def _frame(values, phases, cycles, key="k", run_id=1):
+    n = len(values)
+    return pd.DataFrame(
+        {
+            "run_id": run_id,
+            "key": key,
+            "scope": "",
+            "step": np.arange(n),
+            "cycle": cycles,
+            "phase": phases,
+            "value": np.asarray(values, dtype=float),
+            "wall_time": 1000.0 + 2 * np.arange(n),
+        }
+    )
+
+
+def test_ema_debiased_and_skips_nonfinite():
+    out = series.ema(np.array([1.0, 1.0, np.nan, 1.0]), 0.9)
+    assert out[0] == pytest.approx(1.0)  # debiased: a constant stays constant
+    assert np.isnan(out[2]) and out[3] == pytest.approx(1.0)
+    assert np.array_equal(series.ema(np.array([3.0, 5.0]), 0.0), [3.0, 5.0])
+
+
+def test_phase_spans_and_cycle_boundaries():
+    df = series.with_x(
+        _frame(range(8), ["rl", "rl", "opd", "opd", "rl", "rl", "opd", "opd"], [0] * 4 + [1] * 4)
+    )
+    spans = series.phase_spans(df)
+    assert [(s.x0, s.x1, s.phase) for s in spans] == [
+        (0, 2, "rl"),
+        (2, 4, "opd"),
+        (4, 6, "rl"),
+        (6, 7, "opd"),
+    ]
+    assert series.cycle_boundaries(df) == [4.0]
+
+
+def test_with_x_time_is_relative_per_run():
+    df = series.with_x(_frame([1, 2, 3], ["rl"] * 3, [0] * 3), "time")
+    assert list(df["x"]) == [0.0, 2.0, 4.0]
+
+
+def test_nonfinite_points_are_reported_with_steps():
+    df = _frame([1.0, np.nan, np.inf, 2.0], ["rl"] * 4, [0] * 4, key="a/b")
+    bad = series.nonfinite_points(df)
+    assert list(bad["step"]) == [1, 2]
+    assert series.describe_nonfinite(bad) == ["a/b: NaN at step 1; inf at step 2"]
+
+
+def test_series_figure_marks_nan_shades_phases_and_keeps_uirevision():
+    df = _frame([0.1, np.nan, 0.3, 0.4], ["rl", "rl", "opd", "opd"], [0, 0, 0, 1])
+    fig = charts.series_figure(df, title="t", smoothing=0.5, revision="rev")
+    names = [t.name for t in fig.data]
+    assert "NaN / inf" in names and "phase I · RL" in names and "phase II · OPD" in names
+    marks = next(t for t in fig.data if t.name == "NaN / inf")
+    assert list(marks.x) == [1.0] and list(marks.y) == [0.1]  # at the last finite value
+    assert "k (raw)" in names  # raw line kept behind the smoothed one
+    assert fig.layout.uirevision == "rev"
+    rects = [s for s in fig.layout.shapes if s.type == "rect"]
+    lines = [s for s in fig.layout.shapes if s.type == "line"]
+    assert len(rects) == 2 and len(lines) == 1
+
+
+def test_log_axis_and_eval_overall():
+    fig = charts.series_figure(_frame([0.0, 1.0], ["rl"] * 2, [0] * 2), title="kl", log_y=True)
+    assert fig.layout.yaxis.type == "log"
+    ev = pd.DataFrame(
+        {"model": ["merged", "merged"], "benchmark": ["add", "rev"], "score": [0.2, 0.6],
+         "step": [5, 5]}
+    )  # fmt: skip
+    assert charts.overall_scores(ev)["score"].tolist() == [pytest.approx(0.4)]
+    names = [t.name for t in charts.eval_figure(ev).data]
+    assert "merged · overall" in names and "merged · add" in names
+
+
+def test_timing_totals_exclude_step_total():
+    df = pd.concat(
+        [
+            _frame([1.0, 1.0], ["rl", "opd"], [0, 0], key="time/rollout_s"),
+            _frame([9.0, 9.0], ["rl", "opd"], [0, 0], key="time/step_s"),
+        ]
+    )
+    tot = charts.timing_totals(df)
+    assert set(tot["part"]) == {"rollout"} and tot["seconds"].sum() == 2.0
+
+
+def test_aggregate_runs_mean_and_band():
+    df = pd.concat([_frame([1.0, 2.0], ["rl"] * 2, [0] * 2, run_id=i) for i in (1, 2)])
+    df.loc[df["run_id"] == 2, "value"] += 2.0
+    agg = series.aggregate_runs(series.with_x(df), {1: "copd", 2: "copd"})
+    assert agg["mean"].tolist() == [2.0, 3.0] and agg["min"].tolist() == [1.0, 2.0]
+    fig = charts.compare_figure(
+        series.with_x(df), {1: "a", 2: "b"}, title="m", arms={1: "copd", 2: "copd"}
+    )
+    assert any(t.fill == "toself" for t in fig.data)
+
+
+def test_form_schema_comes_from_config_dataclasses():
+    secs = {s.name: s for s in forms.form_sections()}
+    assert list(secs)[1:] == list(forms.SECTIONS)
+    by_path = {f.path: f for s in secs.values() for f in s.fields}
+    assert by_path["grpo.group_size"].kind == "int"
+    assert by_path["opd.teacher"].kind == "choice" and "snapshot" in by_path["opd.teacher"].choices
+    assert by_path["grpo.std_normalize"].kind == "bool"
+    assert "Dr. GRPO" in by_path["grpo.std_normalize"].help  # the inline comment
+    assert by_path["diagnostics.extra_k"].kind == "list"
+    with pytest.raises(ConfigError, match="grpo.group_size"):
+        forms.build_config(RunConfig().to_dict(), {"grpo.group_size": 1})
+    assert forms.parse_seeds("0-2") == [0, 1, 2] and forms.parse_seeds("3, 5") == [3, 5]
+
+
+def test_check_model_dir(tmp_path):
+    assert forms.check_model_dir("demo") is None
+    assert "config.json" in forms.check_model_dir(str(tmp_path))
+    (tmp_path / "config.json").write_text("{}")
+    assert forms.check_model_dir(str(tmp_path)) is None
+
+
+# ---------------------------------------------------------------------- seeded store
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory):
+    path = tmp_path_factory.mktemp("dash") / "copd.db"
+    url = f"sqlite:///{path}"
+    return url, seed_store(url)
+
+
+def test_queries_on_seeded_store(seeded):
+    url, ids = seeded
+    store = RunStore.from_url(url)
+    frame = queries.runs_frame(store)
+    crashed = frame[frame["id"] == ids.crashed].iloc[0]
+    assert "crashed" in crashed["status"]
+    runs = store.list_runs(group=GROUP)
+    arms = queries.seed_arms(runs)
+    assert sorted(set(arms.values())) == ["copd", "mixed"]
+    table = queries.results_table(store.evaluations([r.id for r in runs]), runs, arms)
+    assert "Overall" in table.columns and "copd · merged" in table.index
+    assert table.loc["copd · merged", "seeds"] == 3
+    md = queries.results_markdown(table)
+    assert "**" in md and "Overall" in md
+    diff = queries.config_diff_frame(runs[:2])
+    assert set(diff.index) == {"name", "seed"}
+
+
+@pytest.fixture
+def app(seeded, monkeypatch, tmp_path):
+    """A fresh AppTest on the seeded store, with no caches shared with other tests."""
+    url, ids = seeded
+    monkeypatch.setenv("COPD_DB_URL", url)
+    monkeypatch.setenv("COPD_HOME", str(tmp_path))
+    monkeypatch.setenv("COPD_SUPERVISE", "0")
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    at = AppTest.from_file(ENTRY, default_timeout=60)
+    yield at, ids
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+def _text(at) -> str:
+    parts = [e.value for e in at.markdown] + [e.value for e in at.caption]
+    parts += (
+        [e.value for e in at.info] + [e.value for e in at.warning] + [e.value for e in at.error]
+    )
+    return "\n".join(str(p) for p in parts)
+
+
+def test_home_shows_counts(app):
+    at, _ = app
+    at.run()
+    assert not at.exception
+    labels = {m.label: m.value for m in at.metric}
+    assert labels["💥 crashed"] == "1" and labels["🟢 running"] == "1"
+
+
+def test_runs_page_lists_crashed_run_with_traceback(app):
+    at, ids = app
+    at.run()
+    at.switch_page("../pages/runs.py").run()
+    assert not at.exception
+    df = at.dataframe[0].value
+    row = df[df["id"] == ids.crashed].iloc[0]
+    assert row["status"] == "💥 crashed"
+    at.selectbox(key="runs:selected").set_value(ids.crashed).run()
+    assert not at.exception
+    assert any("crashed" in e.value for e in at.error)
+    assert any("CUDA out of memory" in c.value for c in at.code)
+
+
+def test_runs_page_delete_asks_first(app, seeded):
+    at, ids = app
+    at.run()
+    at.switch_page("../pages/runs.py").run()
+    at.selectbox(key="runs:selected").set_value(ids.nan).run()
+    at.button(key="runs:delete").click().run()
+    assert any("Really delete" in w.value for w in at.warning)
+    at.button(key="runs:no").click().run()
+    assert not at.exception
+    RunStore.from_url(seeded[0]).get_run(ids.nan)  # still there
+
+
+def test_live_view_draws_overlap_and_flags_nan(app):
+    at, ids = app
+    at.run()
+    at.switch_page("../pages/live.py").run()
+    assert not at.exception
+    charts_ = at.get("plotly_chart")
+    assert len(charts_) >= 5
+    titles = " ".join(c.proto.spec for c in charts_)
+    assert "Top-10 overlap" in titles and "Overlap vs base" in titles
+    at.selectbox(key="live:run").set_value(ids.nan).run()
+    assert not at.exception
+    warn = "\n".join(w.value for w in at.warning)
+    assert "branch/add/reward/mean: NaN at steps 20, 21" in warn
+    assert "pair/add~rev/sym_kl: inf at step 21" in warn
+
+
+def test_compare_group_table(app):
+    at, _ = app
+    at.run()
+    at.switch_page("../pages/compare.py").run()
+    assert not at.exception
+    assert at.selectbox(key="compare:group").value == GROUP
+    text = _text(at)
+    assert "Overall" in text and "copd · merged" in text and "mixed · merged" in text
+    assert "±" in text  # mean ± std over seeds
+    assert len(at.get("plotly_chart")) >= 1
+
+
+def test_launch_rejects_invalid_value_and_records_nothing(app, seeded):
+    at, _ = app
+    at.run()
+    at.switch_page("../pages/launch.py").run()
+    assert not at.exception
+    before = len(RunStore.from_url(seeded[0]).list_runs())
+    at.number_input(key="cfg:demo:grpo.group_size").set_value(1).run()
+    assert any("grpo.group_size" in e.value for e in at.error)
+    at.button(key="launch:go").click().run()
+    assert not at.exception
+    assert any("Nothing was launched" in e.value for e in at.error)
+    assert len(RunStore.from_url(seeded[0]).list_runs()) == before
+
+
+def test_empty_store_shows_next_steps(monkeypatch, tmp_path):
+    monkeypatch.setenv("COPD_DB_URL", f"sqlite:///{tmp_path / 'empty.db'}")
+    monkeypatch.setenv("COPD_HOME", str(tmp_path))
+    monkeypatch.setenv("COPD_SUPERVISE", "0")
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    at = AppTest.from_file(ENTRY, default_timeout=60).run()
+    for page in ("runs", "live", "compare"):
+        at.switch_page(f"../pages/{page}.py").run()
+        assert not at.exception
+        assert any("No runs yet" in i.value for i in at.info), page
+    st.cache_data.clear()
+
+
+def test_supervisor_starts_once_and_stops_on_clear(monkeypatch, tmp_path):
+    monkeypatch.setenv("COPD_DB_URL", f"sqlite:///{tmp_path / 'sup.db'}")
+    monkeypatch.setenv("COPD_HOME", str(tmp_path))
+    monkeypatch.setenv("COPD_SUPERVISE", "1")
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    at = AppTest.from_file(ENTRY, default_timeout=60).run()
+    at.run()
+    assert not at.exception
+    sups = [t for t in threading.enumerate() if t.name == "copd-supervisor" and t.is_alive()]
+    assert len(sups) == 1
+    st.cache_resource.clear()  # releases the cached supervisor, which stops its thread
+    sups[0].join(15)
+    assert not sups[0].is_alive()
