@@ -1,4 +1,5 @@
-"""metric_series downsampling keeps every bucket's true min and max, and NaN rows.
+"""metric_series downsampling keeps every bucket's true min and max, and NaN rows (SQLite and
+PostgreSQL: the same SQL runs on both).
 
 Buckets are the documented ones (storage/queries.py): the step range [s0, s1] split into
 nb = (max_points - 2) // 2 equal parts, bucket = (step - s0) * nb // (s1 - s0 + 1)."""
@@ -31,15 +32,15 @@ def _log(store: RunStore, run_id: int, key: str, steps: np.ndarray, values: np.n
     )
 
 
-def test_downsampling_keeps_bucket_extremes(store: RunStore):
+def test_downsampling_keeps_bucket_extremes(any_store: RunStore):
     n, max_points = 10_000, 200
-    run = store.create_run("a", "copd", {})
+    run = any_store.create_run("a", "copd", {})
     steps = np.arange(n) * 3 + 7  # uneven origin and stride
     values = _spiky_walk(n, seed=0)
-    _log(store, run.id, "loss", steps, values)
-    _log(store, run.id, "short", steps[:50], values[:50])
+    _log(any_store, run.id, "loss", steps, values)
+    _log(any_store, run.id, "short", steps[:50], values[:50])
 
-    df = store.metric_series(run.id, ["loss", "short"], max_points=max_points)
+    df = any_store.metric_series(run.id, ["loss", "short"], max_points=max_points)
     loss = df[df["key"] == "loss"]
     assert len(loss) <= max_points
     assert len(loss) >= max_points - 2  # the budget is used, not wasted
@@ -60,15 +61,15 @@ def test_downsampling_keeps_bucket_extremes(store: RunStore):
     assert short["value"].tolist() == values[:50].tolist()
 
 
-def test_downsampling_keeps_nan_and_inf(store: RunStore):
+def test_downsampling_keeps_nan_and_inf(any_store: RunStore):
     n, max_points = 5_000, 100
-    run = store.create_run("a", "copd", {})
+    run = any_store.create_run("a", "copd", {})
     values = _spiky_walk(n, seed=1)
     values[1000:1010] = np.nan
     values[3000] = np.inf
     values[4000] = -np.inf
-    _log(store, run.id, "kl", np.arange(n), values)
-    df = store.metric_series(run.id, "kl", max_points=max_points)
+    _log(any_store, run.id, "kl", np.arange(n), values)
+    df = any_store.metric_series(run.id, "kl", max_points=max_points)
     assert len(df) <= max_points
     got = df["value"].to_numpy()
     assert np.isnan(got).any()
@@ -78,18 +79,18 @@ def test_downsampling_keeps_nan_and_inf(store: RunStore):
     assert np.nanmin(got[np.isfinite(got)]) == finite.min()
 
 
-def test_downsampling_same_step_and_many_runs(store: RunStore):
+def test_downsampling_same_step_and_many_runs(any_store: RunStore):
     # every point at step 0 (a pitfall of step-based samplers): rows are bucketed by position
-    a = store.create_run("a", "copd", {})
-    b = store.create_run("b", "copd", {})
+    a = any_store.create_run("a", "copd", {})
+    b = any_store.create_run("b", "copd", {})
     values = _spiky_walk(3_000, seed=2)
-    _log(store, a.id, "x", np.zeros(3_000, dtype=int), values)
-    _log(store, b.id, "x", np.arange(3_000), -values)
-    df = store.metric_series([a.id, b.id], ["x"], max_points=50)
+    _log(any_store, a.id, "x", np.zeros(3_000, dtype=int), values)
+    _log(any_store, b.id, "x", np.arange(3_000), -values)
+    df = any_store.metric_series([a.id, b.id], ["x"], max_points=50)
     for rid, sign in ((a.id, 1), (b.id, -1)):
         part = df[df["run_id"] == rid]
         assert 10 < len(part) <= 50
         assert part["value"].max() == (sign * values).max()
         assert part["value"].min() == (sign * values).min()
     assert df["run_id"].is_monotonic_increasing
-    assert store.metric_series(a.id, ["missing"]).empty
+    assert any_store.metric_series(a.id, ["missing"]).empty
