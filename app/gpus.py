@@ -91,12 +91,13 @@ def parse_nvidia_smi(text: str) -> list[GPU]:
     --format=csv,noheader,nounits` output; lines that do not parse are skipped."""
     out = []
     for line in text.splitlines():
-        parts = [p.strip() for p in line.split(",")]
+        parts = line.split(",")
         if len(parts) < 5:
             continue
         # A GPU name may itself contain commas: the first field is the index, the last three
         # are numbers, everything between is the name.
-        idx, name, total, free, util = parts[0], ",".join(parts[1:-3]), *parts[-3:]
+        idx, name = parts[0].strip(), ",".join(parts[1:-3]).strip()
+        total, free, util = (p.strip() for p in parts[-3:])
         try:
             out.append(GPU(int(idx), name, int(float(total)), int(float(free)), _num(util)))
         except ValueError:

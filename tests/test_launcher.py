@@ -1,0 +1,374 @@
+"""Launcher tests with real trainer processes (`python -m copd train`) on the tiny test model
+and a real SQLite file: queue -> run -> finish, FIFO on one CPU slot, cancel with checkpoint,
+resume, supervision after a restart, kill -9 detection, pid reuse, GPU detection, CLI.
+
+Runs are spawned for real, so the tests poll with generous timeouts (trainer start-up alone
+is several seconds of imports on a small machine) and share one short config.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from app import procs
+from app.cli_commands import latest_overlap, run_summary
+from app.gpus import GPU, detect_gpus, parse_nvidia_smi
+from app.launcher import CANCEL_MARKER, Launcher, LauncherError
+from copd.config import ConfigError, RunConfig
+from storage import MetricPoint, RunStore
+
+HEARTBEAT_S = 1.0
+START_TIMEOUT_S = 240.0  # imports + model load + one step, on 2 busy cores
+SHORT = [  # on top of conftest.tiny_overrides: one RL and one OPD step, no evaluation
+    "schedule.cycles=1",
+    "schedule.rl_steps=1",
+    "schedule.opd_steps=1",
+    "schedule.eval_every_cycles=0",
+    "eval.at_start=false",
+    "eval.n_prompts=2",
+    "diagnostics.vs_base=false",
+    "diagnostics.n_prompts=1",
+    "diagnostics.samples_per_prompt=1",
+]
+LONG = ["schedule.cycles=200", "schedule.rl_steps=5", "schedule.opd_steps=5"]
+
+pytestmark = pytest.mark.timeout(900)
+
+
+@pytest.fixture
+def store(tmp_path) -> RunStore:
+    s = RunStore.from_url(f"sqlite:///{tmp_path / 'copd.db'}")
+    yield s
+    s.close()
+
+
+def make_launcher(store: RunStore, root: Path, **kw) -> Launcher:
+    kw.setdefault("heartbeat_s", HEARTBEAT_S)
+    kw.setdefault("max_cpu_runs", 1)
+    kw.setdefault("gpus", [])
+    return Launcher(store, root, **kw)
+
+
+def wait_until(launcher: Launcher, run_id: int, pred, timeout: float, what: str) -> float:
+    """Tick until pred(run) holds; return the seconds it took. Fails with the log tail."""
+    t0 = time.monotonic()
+    while True:
+        launcher.tick()
+        run = launcher.store.get_run(run_id)
+        if pred(run):
+            return time.monotonic() - t0
+        if time.monotonic() - t0 > timeout:
+            pytest.fail(
+                f"run {run_id} not {what} after {timeout:.0f} s (status {run.status}, "
+                f"error {run.error!r})\n{launcher.log_tail(run_id, 40)}"
+            )
+        time.sleep(0.2)
+
+
+def training(launcher: Launcher):
+    """Predicate: the trainer runs its loop (its first metrics have reached the store)."""
+    return lambda run: run.status == "running" and bool(launcher.store.metric_keys(run.id))
+
+
+def kill_all(store: RunStore) -> None:
+    """Leave no trainer behind whatever a test's outcome."""
+    for run in store.list_runs(status="running"):
+        if procs.is_alive(run.pid, run.pid_start_time):
+            procs.signal_group(run.pid, signal.SIGKILL)
+
+
+# ---------------------------------------------------------------------- real trainer runs
+@pytest.fixture(scope="module")
+def sequential_pair(tmp_path_factory, tiny_model_dir):
+    """Two short runs queued on one CPU slot, supervised to the end."""
+    from conftest import tiny_overrides
+
+    from copd import presets
+    from copd.config import apply_overrides
+
+    tmp = tmp_path_factory.mktemp("seq")
+    store = RunStore.from_url(f"sqlite:///{tmp / 'copd.db'}")
+    cfg = apply_overrides(presets.get("demo"), tiny_overrides(tiny_model_dir) + SHORT)
+    launcher = make_launcher(store, tmp / "runs")
+    a = launcher.submit(cfg, name="first")
+    b = launcher.submit(cfg, name="second")
+    seen_a = [store.get_run(a.id).status]
+    b_while_a_ran = set()
+    t0 = time.monotonic()
+    try:
+        while time.monotonic() - t0 < 2 * START_TIMEOUT_S:
+            launcher.tick()
+            ra, rb = store.get_run(a.id), store.get_run(b.id)
+            if ra.status != seen_a[-1]:
+                seen_a.append(ra.status)
+            if ra.status == "running":
+                b_while_a_ran.add(rb.status)
+            if rb.is_terminal:
+                break
+            time.sleep(0.2)
+    finally:
+        kill_all(store)
+    yield {
+        "store": store,
+        "launcher": launcher,
+        "a": store.get_run(a.id),
+        "b": store.get_run(b.id),
+        "seen_a": seen_a,
+        "b_while_a_ran": b_while_a_ran,
+        "wall_s": time.monotonic() - t0,
+    }
+    store.close()
+
+
+def test_run_goes_queued_running_finished(sequential_pair):
+    a, launcher = sequential_pair["a"], sequential_pair["launcher"]
+    assert sequential_pair["seen_a"] == ["queued", "running", "finished"], launcher.log_tail(a.id)
+    assert a.progress == 1.0 and a.error is None
+    assert a.pid and a.pid_start_time and a.host == socket.gethostname()
+    assert a.assigned_gpus is None
+    run_dir = Path(a.run_dir)
+    assert run_dir.name == f"{a.id}-first"
+    assert RunConfig.from_file(run_dir / "config.json").name == "first"
+    assert (run_dir / "results.json").exists()
+    log = launcher.log_tail(a.id, 500)
+    assert f"--run-id {a.id}" in log and "--resume" not in log
+    assert not psutil.pid_exists(a.pid) or not procs.is_alive(a.pid, a.pid_start_time)
+
+
+def test_two_runs_on_one_cpu_slot_run_one_after_the_other(sequential_pair):
+    a, b = sequential_pair["a"], sequential_pair["b"]
+    assert b.status == "finished", sequential_pair["launcher"].log_tail(b.id)
+    assert sequential_pair["b_while_a_ran"] == {"queued"}
+    assert b.started_at >= a.ended_at
+    print(f"two sequential runs took {sequential_pair['wall_s']:.1f} s")
+
+
+def test_cancel_checkpoints_then_resume_and_supervise_after_restart(store, tmp_path, tiny_cfg):
+    """cancel -> cancelled with a checkpoint; resume passes --resume and continues from it;
+    a fresh Launcher (dashboard restart) keeps supervising the running run and cancels it."""
+    launcher = make_launcher(store, tmp_path / "runs")
+    run = launcher.submit(tiny_cfg("demo", *SHORT, *LONG), name="cancel-me")
+    try:
+        wait_until(launcher, run.id, training(launcher), START_TIMEOUT_S, "training")
+        t0 = time.monotonic()
+        done = launcher.cancel(run.id, grace_s=60.0)
+        cancel_s = time.monotonic() - t0
+        assert done.status == "cancelled", launcher.log_tail(run.id)
+        ckpt = store.latest_checkpoint(run.id)
+        assert ckpt is not None, "the trainer did not checkpoint on SIGTERM"
+        assert not procs.is_alive(done.pid, done.pid_start_time)
+        assert not (Path(done.run_dir) / CANCEL_MARKER).exists()
+
+        assert launcher.resume(run.id).status == "queued"
+        wait_until(launcher, run.id, training(launcher), START_TIMEOUT_S, "training again")
+        log = launcher.log_tail(run.id, 500)
+        assert f"--resume {done.run_dir}" in log
+        events = [e.message for e in store.events(run.id)]
+        assert any(m.startswith("resumed from") for m in events), events
+
+        # Dashboard restart: a new instance, no Popen objects, same DB and folders.
+        restarted = make_launcher(store, tmp_path / "runs")
+        before = store.get_run(run.id)
+        deadline = time.monotonic() + 3 * HEARTBEAT_S
+        while time.monotonic() < deadline:
+            report = restarted.tick()
+            assert run.id not in report.crashed
+            time.sleep(0.2)
+        after = store.get_run(run.id)
+        assert after.status == "running" and after.pid == before.pid
+        final = restarted.cancel(run.id, grace_s=60.0)
+        assert final.status == "cancelled"
+        assert not procs.is_alive(final.pid, final.pid_start_time)
+        print(f"cancel (SIGTERM -> cancelled, checkpoint step {ckpt.step}) took {cancel_s:.1f} s")
+    finally:
+        kill_all(store)
+
+
+def test_kill_9_is_detected_as_crashed_within_two_heartbeats(store, tmp_path, tiny_cfg):
+    launcher = make_launcher(store, tmp_path / "runs")
+    run = launcher.submit(tiny_cfg("demo", *SHORT, *LONG), name="kill-me")
+    try:
+        wait_until(launcher, run.id, training(launcher), START_TIMEOUT_S, "training")
+        run = store.get_run(run.id)
+        # A new supervisor (no Popen to poll) must rely on psutil and the heartbeat; the
+        # killed child stays a zombie of this process until someone reaps it.
+        watcher = make_launcher(store, tmp_path / "runs")
+        os.kill(run.pid, signal.SIGKILL)
+        t_kill = time.monotonic()
+        while psutil.Process(run.pid).status() != psutil.STATUS_ZOMBIE:
+            time.sleep(0.01)
+        assert psutil.Process(run.pid).is_running()  # psutil's own check is fooled ...
+        assert not procs.is_alive(run.pid, run.pid_start_time)  # ... ours is not
+        while store.get_run(run.id).status == "running":
+            watcher.tick()
+            time.sleep(0.05)
+            assert time.monotonic() - t_kill < 10 * HEARTBEAT_S
+        latency = time.monotonic() - t_kill
+        crashed = store.get_run(run.id)
+        assert crashed.status == "crashed"
+        assert "no longer running" in crashed.error and "train.log" in crashed.error
+        assert latency <= 2 * HEARTBEAT_S + 0.5, latency
+        # is_alive also reaped the zombie (once all its threads had exited): no pid is left.
+        reap_deadline = time.monotonic() + 10
+        while psutil.pid_exists(run.pid) and time.monotonic() < reap_deadline:
+            procs.is_alive(run.pid, run.pid_start_time)
+            time.sleep(0.05)
+        assert not psutil.pid_exists(run.pid)
+        print(f"kill -9 detected as crashed after {latency:.2f} s (heartbeat {HEARTBEAT_S} s)")
+    finally:
+        kill_all(store)
+
+
+def test_cli_launch_no_wait_runs_and_cancel(tmp_path, tiny_model_dir, capsys):
+    """`copd launch --no-wait` starts a detached trainer; `copd runs --json` lists it; `copd
+    cancel` stops it even during start-up (before the trainer installs its SIGTERM handler)."""
+    from conftest import tiny_overrides
+
+    from copd.cli import main
+
+    db = f"sqlite:///{tmp_path / 'copd.db'}"
+    common = ["--db", db, "--runs-root", str(tmp_path / "runs")]
+    sets = [x for o in tiny_overrides(tiny_model_dir) + SHORT + LONG for x in ("--set", o)]
+    assert main(["launch", "demo", "--no-wait", "--group", "cli", *sets, *common]) == 0
+    run_id = int(capsys.readouterr().out.strip())
+    store = RunStore.from_url(db)
+    try:
+        assert main(["runs", "--json", *common]) == 0
+        rows = json.loads(capsys.readouterr().out)
+        assert [(r["id"], r["status"], r["group"]) for r in rows] == [(run_id, "running", "cli")]
+        assert main(["cancel", str(run_id), "--grace", "60", *common]) == 0
+        assert store.get_run(run_id).status == "cancelled"
+        assert main(["resume", str(run_id), "--max-cpu-runs", "1", *common]) == 0
+        assert capsys.readouterr().out.strip().endswith("running")
+        assert main(["cancel", str(run_id), *common]) == 0
+    finally:
+        kill_all(store)
+        store.close()
+
+
+# ---------------------------------------------------------------------- no trainer needed
+def test_reused_pid_is_treated_as_dead(store, tmp_path):
+    """A recorded pid that is alive but started at another time is someone else's process."""
+    me = psutil.Process()
+    launcher = make_launcher(store, tmp_path / "runs", heartbeat_s=0.05)
+    reused = store.create_run("reused", "copd", {})
+    genuine = store.create_run("genuine", "copd", {})
+    host = socket.gethostname()
+    store.mark_running(reused.id, me.pid, me.create_time() - 3600, host)
+    store.mark_running(genuine.id, me.pid, me.create_time(), host)
+    time.sleep(0.2)  # both heartbeats are now older than 2 intervals
+    report = launcher.tick()
+    assert report.crashed == [reused.id]
+    assert store.get_run(reused.id).status == "crashed"
+    assert store.get_run(genuine.id).status == "running"
+    assert procs.is_alive(me.pid, me.create_time())
+    assert not procs.is_alive(me.pid, me.create_time() - 3600)
+
+
+def test_submit_validates_before_recording(store, tmp_path):
+    launcher = make_launcher(store, tmp_path / "runs")
+    bad = RunConfig().to_dict()
+    bad["grpo"]["group_size"] = 1
+    with pytest.raises(ConfigError, match="grpo.group_size"):
+        launcher.submit(bad)
+    with pytest.raises(ConfigError, match="gpus"):
+        launcher.submit(RunConfig(), gpus=1)
+    assert store.list_runs() == []
+    run = launcher.submit(RunConfig(), name="β sweep / 1", group="g", seed=3)
+    assert (run.status, run.group, run.seed, run.cpu_slots) == ("queued", "g", 3, 1)
+    assert Path(run.run_dir).name == f"{run.id}-sweep-1"
+    assert json.loads((Path(run.run_dir) / "config.json").read_text())["seed"] == 3
+
+
+def test_queued_cancel_resume_and_delete(store, tmp_path):
+    launcher = make_launcher(store, tmp_path / "runs")
+    run = launcher.submit(RunConfig())
+    assert launcher.cancel(run.id).status == "cancelled"
+    with pytest.raises(LauncherError, match="only cancelled, crashed or failed"):
+        launcher.resume(launcher.resume(run.id).id)
+    assert (Path(run.run_dir) / ".resume").exists()
+    launcher.request_cancel(run.id)
+    launcher.delete(run.id)
+    assert not Path(run.run_dir).exists() and store.list_runs() == []
+
+
+def test_gpu_runs_get_free_gpus_fifo(store, tmp_path):
+    """GPU bookkeeping with a stand-in trainer: assigned ids, CUDA_VISIBLE_DEVICES, blocking."""
+    gpus = [GPU(i, "fake", 1000, 1000, 0.0) for i in range(2)]
+    fake = [sys.executable, str(Path(__file__).parent / "fake_trainer.py")]
+    launcher = make_launcher(store, tmp_path / "runs", gpus=gpus, trainer_argv=fake)
+    cfg = RunConfig().to_dict()
+    cfg["schedule"]["cycles"] = 1000
+    one = launcher.submit(cfg, gpus=1)
+    two = launcher.submit(cfg, gpus=2)
+    cpu = launcher.submit(cfg, gpus=0)
+    try:
+        report = launcher.tick()
+        assert report.started == [one.id, cpu.id]  # `two` waits for both GPUs
+        assert store.get_run(one.id).assigned_gpus == "0"
+        env = psutil.Process(store.get_run(one.id).pid).environ()
+        assert env["CUDA_VISIBLE_DEVICES"] == "0" and env["HF_HUB_OFFLINE"] == "1"
+        cpu_env = psutil.Process(store.get_run(cpu.id).pid).environ()
+        assert cpu_env["CUDA_VISIBLE_DEVICES"] == "" and cpu_env["COPD_THREADS"] == str(
+            procs.cpu_count()
+        )
+        assert launcher.cancel(one.id, grace_s=10).status == "cancelled"
+        launcher.tick()  # cancel() ticks too: the freed GPU lets `two` start
+        assert store.get_run(two.id).status == "running"
+        assert store.get_run(two.id).assigned_gpus == "0,1"
+    finally:
+        kill_all(store)
+
+
+def test_own_child_exit_is_crashed_at_once_with_exit_code(store, tmp_path):
+    fake = [sys.executable, str(Path(__file__).parent / "fake_trainer.py")]
+    launcher = make_launcher(store, tmp_path / "runs", trainer_argv=fake, heartbeat_s=60)
+    cfg = RunConfig().to_dict()
+    cfg["schedule"]["cycles"] = 1000
+    run = launcher.submit(cfg)
+    try:
+        started = lambda r: "step 1" in launcher.log_tail(r.id)  # noqa: E731
+        wait_until(launcher, run.id, started, 60, "training")
+        os.kill(store.get_run(run.id).pid, signal.SIGKILL)
+        wait_until(launcher, run.id, lambda r: r.status == "crashed", 5, "crashed")
+        assert "exited with code -9" in store.get_run(run.id).error
+    finally:
+        kill_all(store)
+
+
+def test_overlap_summary(store):
+    run = store.create_run("r", "copd", {})
+    pts = [
+        MetricPoint("pair/a~b/overlap_top10", 0.2, step=1),
+        MetricPoint("pair/a~b/overlap_top10", 0.6, step=2),
+        MetricPoint("pair/b~a/overlap_top10", 0.8, step=2),
+        MetricPoint("base/a/overlap_top10", 0.0, step=2),
+    ]
+    store.log_metrics(run.id, pts)
+    assert latest_overlap(store, run.id) == pytest.approx(0.7)
+    assert run_summary(store, store.get_run(run.id))["status"] == "queued"
+
+
+def test_detect_gpus_never_crashes():
+    gpus = detect_gpus()
+    assert all(isinstance(g, GPU) for g in gpus)
+    if shutil.which("nvidia-smi") is None:
+        try:
+            import pynvml  # noqa: F401
+        except ImportError:
+            assert gpus == []
+    text = "0, NVIDIA H100 80GB HBM3, 81559, 80000, 3\n1, Tesla, Inc, 16000, 100, [N/A]\nbad\n"
+    assert parse_nvidia_smi(text) == [
+        GPU(0, "NVIDIA H100 80GB HBM3", 81559, 80000, 3.0),
+        GPU(1, "Tesla, Inc", 16000, 100, None),
+    ]
