@@ -188,6 +188,7 @@ def eval_figure(evals: pd.DataFrame, *, revision: str = "evals") -> go.Figure:
     """Evaluation scores over steps: one colour per model, one dash per benchmark, and a
     thick "overall" line (mean over benchmarks) per model."""
     fig = go.Figure()
+    evals = benchmarks_only(evals)
     if evals.empty:
         return base_layout(fig, "Evaluation", "score", "step", revision)
     dashes = ["dot", "dash", "dashdot", "longdash", "longdashdot"]
@@ -224,8 +225,17 @@ def eval_figure(evals: pd.DataFrame, *, revision: str = "evals") -> go.Figure:
     return base_layout(fig, "Evaluation", "score", "step", revision)
 
 
+def benchmarks_only(evals: pd.DataFrame) -> pd.DataFrame:
+    """Drop rows a trainer logged as benchmark "overall": the dashboard recomputes it as
+    the mean over the real benchmarks, so it must not count as one of them."""
+    if evals.empty:
+        return evals
+    return evals[evals["benchmark"].astype(str).str.lower() != "overall"]
+
+
 def overall_scores(evals: pd.DataFrame) -> pd.DataFrame:
     """Mean score over benchmarks per (model, step): columns model, step, score."""
+    evals = benchmarks_only(evals)
     if evals.empty:
         return pd.DataFrame(columns=["model", "step", "score"])
     return evals.groupby(["model", "step"], as_index=False)["score"].mean()

@@ -193,7 +193,9 @@ def results_table(
     averaged: cells hold the mean, and a parallel `<col> std` column the std across seeds.
     Returns a frame indexed by row label; columns `<bench>`, ..., `Overall` (+ `... std`).
     """
-    ev = latest_evals(evals)
+    from app.charts import benchmarks_only
+
+    ev = latest_evals(benchmarks_only(evals))
     if ev.empty:
         return pd.DataFrame()
     method = {r.id: r.method for r in runs}
