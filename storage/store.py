@@ -251,22 +251,46 @@ class RunStore:
             return
         try:
             with self.db.session(write=True) as s:
-                s.execute(insert(model), rows)  # one executemany, one transaction
+                # Core insert on the table: one executemany, one transaction, and none of
+                # the ORM bulk machinery (half the cost of a 500-row batch).
+                s.connection().execute(insert(model.__table__), rows)
         except IntegrityError:
             self.get_run(run_id)  # raises KeyError "run N does not exist" when that is why
             raise
 
     def log_metrics(self, run_id: int, points: list[MetricPoint]) -> None:
         """Insert a batch of metric points in one transaction. NaN/inf are kept (models.py)."""
-        rows = []
-        for p in points:
-            v, is_nan, is_inf = encode_float(p.value)
-            rows.append(
-                {"run_id": run_id, "step": int(p.step), "cycle": int(p.cycle), "phase": p.phase,
-                 "scope": p.scope, "key": p.key, "value": v, "is_nan": is_nan,
-                 "is_inf": is_inf, "wall_time": float(p.wall_time)}
-            )  # fmt: skip
-        self._insert(run_id, MetricRow, rows)
+        self.log_metric_rows(
+            run_id,
+            [(p.key, p.value, p.step, p.cycle, p.phase, p.scope, p.wall_time) for p in points],
+        )
+
+    _METRIC_COLS = ("run_id", "step", "cycle", "phase", "scope", "key", "value", "is_nan",
+                    "is_inf", "wall_time")  # fmt: skip
+
+    def log_metric_rows(
+        self, run_id: int, rows: list[tuple[str, float, int, int, str, str, float]]
+    ) -> None:
+        """log_metrics for plain (key, value, step, cycle, phase, scope, wall_time) tuples, the
+        StoreLogger's path: one driver-level executemany, without building an entity or a
+        parameter dict per point (a third of the cost of a large batch)."""
+        if not rows:
+            return
+        params = []
+        for key, value, step, cycle, phase, scope, wall_time in rows:
+            v, is_nan, is_inf = encode_float(value)
+            params.append((run_id, int(step), int(cycle), phase, scope, key, v, is_nan, is_inf,
+                           float(wall_time)))  # fmt: skip
+        style = self.db.engine.dialect.paramstyle
+        marks = [f":{i + 1}" if style == "numeric" else "?" if style == "qmark" else "%s"
+                 for i in range(len(self._METRIC_COLS))]  # fmt: skip
+        sql = f"INSERT INTO metrics ({', '.join(self._METRIC_COLS)}) VALUES ({', '.join(marks)})"
+        try:
+            with self.db.session(write=True) as s:
+                s.connection().exec_driver_sql(sql, params)
+        except IntegrityError:
+            self.get_run(run_id)  # raises KeyError "run N does not exist" when that is why
+            raise
 
     def log_evals(self, run_id: int, evals: list[Evaluation]) -> None:
         rows = []

@@ -76,16 +76,16 @@ def test_write_failure_keeps_points_for_retry(store: RunStore, capsys):
     run = store.create_run("a", "copd", {})
     lg = StoreLogger(store, run.id, flush_every_s=3600, flush_every_n=10_000)
     lg.log_metrics({"k": 1.0}, step=0)
-    real = store.log_metrics
+    real = store.log_metric_rows
 
     def broken(*a, **k):
         raise RuntimeError("disk full")
 
-    store.log_metrics = broken
+    store.log_metric_rows = broken
     try:
         lg._write_pending(raise_errors=False)  # what the writer thread does
     finally:
-        store.log_metrics = real
+        store.log_metric_rows = real
     assert "will retry" in capsys.readouterr().err and lg.pending() == 1
     lg.close()
     assert store.metric_count(run.id) == 1
