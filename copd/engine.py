@@ -1,0 +1,243 @@
+"""The training world and its primitives: rollouts with rewards, GRPO and OPD loss terms,
+one optimizer update per branch, teacher scoring. Algorithms (copd/algorithms/) are
+readable loops over these.
+
+    world = World.build(cfg, logger)          # base model, tokenizer, tasks, branches, RNGs
+    batch = world.rollout(branch.view, examples, group_size)   # samples + verifier rewards
+    term = grpo_term(world, branch, batch)                      # differentiable loss + stats
+    grad_norm = update(world, branch, [term, ...])              # one AdamW step
+
+Every random draw comes from RNGs held by the world (a `random.Random` per branch for
+prompts, one `torch.Generator` for sampling) so a checkpoint can restore them exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+from copd import names as N
+from copd.config import RunConfig
+from copd.logger import Logger, NullLogger
+from copd.losses import aggregate, group_advantages, kl_penalty, opd_advantage, policy_loss
+from copd.models import Branch, PolicyView, load_policy, make_branches, resolve_model_path
+from copd.rollout import RolloutBatch, completion_logits, logprobs_from_logits, sample_rollouts
+from copd.tasks import Example, Task, get_task
+
+
+class TrainingCancelled(Exception):
+    """Raised by a loop after it checkpointed because a stop was requested (SIGTERM)."""
+
+
+class Timer:
+    """Accumulates wall seconds per part (`time/rollout_s`, ...) between `pop()` calls."""
+
+    def __init__(self) -> None:
+        self.acc: dict[str, float] = defaultdict(float)
+        self.total: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, key: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            dt = time.perf_counter() - t0
+            self.acc[key] += dt
+            self.total[key] += dt
+
+    def pop(self) -> dict[str, float]:
+        out = dict(self.acc)
+        self.acc.clear()
+        return out
+
+
+@dataclass
+class LossTerm:
+    """A differentiable loss for one batch plus detached statistics to log."""
+
+    loss: torch.Tensor
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+def set_threads(n: int) -> None:
+    """torch threads: explicit `threads`, else $COPD_THREADS (set by the launcher), else
+    all cores. Decode is dispatch-bound; only forward/backward gain from threads."""
+    n = n or int(os.environ.get("COPD_THREADS", "0") or 0) or (os.cpu_count() or 1)
+    torch.set_num_threads(n)
+
+
+@dataclass
+class World:
+    cfg: RunConfig
+    tokenizer: object
+    tasks: dict[str, Task]  # by task spec string
+    branches: list[Branch]
+    base: PolicyView
+    logger: Logger
+    rngs: dict[str, random.Random]  # prompt sampling, per branch (and "mixed", "diag")
+    gen: torch.Generator  # token sampling
+    step: int = 0
+    timer: Timer = field(default_factory=Timer)
+    stop_requested: bool = False
+    teachers: dict[str, PolicyView] = field(default_factory=dict)  # snapshots when frozen
+    base_path: str = ""
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def build(cls, cfg: RunConfig, logger: Logger | None = None, names=None) -> World:
+        cfg.validate()
+        logger = logger or NullLogger()
+        set_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        tasks = {b.task: get_task(b.task, **cfg.task_options.get(b.task, {})) for b in cfg.branches}
+        path = resolve_model_path(cfg.model, log=lambda m: logger.log_event(m))
+        base, tok = load_policy(path, cfg.model.dtype, cfg.model.gguf_file)
+        branches, base_view = make_branches(base, cfg, tasks, names)
+        rngs = {b.name: random.Random(f"{cfg.seed}:{b.name}") for b in branches}
+        rngs["mixed"] = random.Random(f"{cfg.seed}:mixed")
+        gen = torch.Generator().manual_seed(cfg.seed)
+        return cls(cfg, tok, tasks, branches, base_view, logger, rngs, gen, base_path=path)
+
+    def branch(self, name: str) -> Branch:
+        return next(b for b in self.branches if b.name == name)
+
+    def task_of(self, example: Example) -> Task:
+        return next(t for t in self.tasks.values() if t.name == example.domain)
+
+    # ------------------------------------------------------------------ primitives
+    def prompts(self, task: Task, n: int, rng_key: str) -> list[Example]:
+        return task.sample(self.rngs[rng_key], n)
+
+    def rollout(self, view: PolicyView, examples: list[Example], group_size: int) -> RolloutBatch:
+        """Sample `group_size` completions per example and score them with the verifiers."""
+        s = self.cfg.sampling
+        with self.timer("rollout"), view.use() as model:
+            batch = sample_rollouts(
+                model,
+                self.tokenizer,
+                examples,
+                group_size=group_size,
+                temperature=s.temperature,
+                max_new_tokens=s.max_new_tokens,
+                generator=self.gen,
+                top_p=s.top_p,
+                device=view.device,
+            )
+        batch.rewards_B = torch.tensor(
+            [
+                self.task_of(ex).reward(ex, text)
+                for ex, text in zip(batch.examples, batch.texts, strict=True)
+            ],
+            dtype=torch.float32,
+        )
+        return batch
+
+    @torch.no_grad()
+    def score(self, view: PolicyView, batch: RolloutBatch) -> torch.Tensor:
+        """Log-probs [B, T] of `batch`'s sampled tokens under `view` (a teacher), on the
+        teacher's device; returned on the batch's device."""
+        with self.timer("teacher"), view.use() as model:
+            b = batch.to(view.device)
+            logits = completion_logits(model, b)
+            lp = logprobs_from_logits(logits, b.completion_ids_B_T, self.cfg.sampling.temperature)
+        return lp.to(batch.completion_ids_B_T.device)
+
+    def teacher_view(self, name: str) -> PolicyView:
+        """The peer's live policy, or its frozen snapshot when `opd.teacher == "snapshot"`."""
+        return self.teachers.get(name) or self.branch(name).view
+
+    def snapshot_teachers(self) -> None:
+        self.teachers = {b.name: b.snapshot() for b in self.branches}
+
+
+def _logp_and_entropy(world: World, branch: Branch, batch: RolloutBatch):
+    with world.timer("forward"), branch.view.use() as model:
+        logits = completion_logits(model, batch)
+    logp = logprobs_from_logits(logits, batch.completion_ids_B_T, world.cfg.sampling.temperature)
+    with torch.no_grad():
+        lp = torch.log_softmax(logits.detach().float(), -1)
+        ent_B_T = -(lp.exp() * lp).sum(-1)
+        m = batch.completion_mask_B_T
+        entropy = float((ent_B_T * m).sum() / m.sum().clamp(min=1))
+    return logp, entropy
+
+
+def grpo_term(world: World, branch: Branch, batch: RolloutBatch) -> LossTerm:
+    """Clipped-surrogate GRPO loss on a native batch (one pass: ratio 1 unless the batch
+    carries `old_logp_B_T` from an earlier pass)."""
+    g = world.cfg.grpo
+    logp, entropy = _logp_and_entropy(world, branch, batch)
+    old = batch.extras.get("old_logp_B_T", logp.detach())
+    P = batch.size // batch.group_size
+    adv_P_G = group_advantages(batch.rewards_B.view(P, batch.group_size), g.std_normalize)
+    adv_B_T = adv_P_G.reshape(-1, 1).expand_as(logp).to(logp.device)
+    mask = batch.completion_mask_B_T
+    loss_B_T, clipped_B_T = policy_loss(logp, old, adv_B_T, mask, g.clip_low, g.clip_high)
+    if g.kl_coef > 0:
+        ref = world.score(world.base, batch)
+        loss_B_T = loss_B_T + g.kl_coef * kl_penalty(logp, ref) * mask
+    loss = aggregate(loss_B_T, mask, g.loss_agg, world.cfg.sampling.max_new_tokens)
+    n_tok = mask.sum().clamp(min=1)
+    stats = {
+        N.PG_LOSS: float(loss.detach()),
+        N.REWARD_MEAN: float(batch.rewards_B.mean()),
+        N.CLIP_FRAC: float((clipped_B_T.float() * mask).sum() / n_tok),
+        N.RESPONSE_LEN: float(mask.sum(1).mean()),
+        N.ENTROPY: entropy,
+    }
+    return LossTerm(loss, stats)
+
+
+def opd_term(
+    world: World, branch: Branch, batch: RolloutBatch, teacher_logp_B_T: torch.Tensor
+) -> LossTerm:
+    """On-policy distillation on the student's own samples of a peer's prompts.
+
+    Token advantage beta * (log p_teacher - log p_student) with stop-gradient, fed to the
+    same clipped surrogate (sampled-token estimator of the reverse KL to the teacher)."""
+    g, o = world.cfg.grpo, world.cfg.opd
+    logp, _ = _logp_and_entropy(world, branch, batch)
+    mask = batch.completion_mask_B_T
+    adv_B_T = opd_advantage(teacher_logp_B_T, logp, o.beta, mask)
+    old = batch.extras.get("old_logp_B_T", logp.detach())
+    loss_B_T, _ = policy_loss(logp, old, adv_B_T, mask, g.clip_low, g.clip_high)
+    loss = aggregate(loss_B_T, mask, g.loss_agg, world.cfg.sampling.max_new_tokens)
+    n_tok = mask.sum().clamp(min=1)
+    rkl = float(((logp.detach() - teacher_logp_B_T) * mask).sum() / n_tok)
+    stats = {
+        N.OPD_LOSS: float(loss.detach()),
+        N.OPD_ADV_MEAN: float((adv_B_T * mask).sum() / n_tok),
+        N.OPD_REVERSE_KL: rkl,
+    }
+    return LossTerm(loss, stats)
+
+
+def update(world: World, branch: Branch, terms: list[tuple[float, LossTerm]]) -> float:
+    """One optimizer step on the weighted sum of loss terms; returns the grad norm."""
+    with world.timer("update"):
+        branch.optimizer.zero_grad(set_to_none=True)
+        loss = sum(w * t.loss for w, t in terms)
+        loss.backward()
+        gn = torch.nn.utils.clip_grad_norm_(branch.params, world.cfg.grpo.grad_clip)
+        branch.optimizer.step()
+    return float(gn)
+
+
+def log_step(world: World, metrics: dict[str, float], cycle: int, phase: str) -> None:
+    """Timing breakdown and progress with the step's metrics, in one logger call."""
+    total = world.cfg.schedule.total_steps() or 1
+    t = world.timer.pop()
+    metrics = dict(metrics)
+    for part, secs in t.items():
+        metrics[f"time/{part}_s"] = secs
+    metrics[N.PROGRESS] = (world.step + 1) / total
+    t0 = time.perf_counter()
+    world.logger.log_metrics(metrics, step=world.step, cycle=cycle, phase=phase)
+    world.timer.acc["logging"] += time.perf_counter() - t0

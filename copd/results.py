@@ -1,0 +1,95 @@
+"""Finish a run: merge the branches, export the merged model, print the results table.
+
+    view = merged_view(world)                 # a frozen model holding the merged weights
+    export_merged(world, out_dir / "merged")  # a directory AutoModelForCausalLM loads
+    write_results(scores, out_dir)            # results.json + a printed table
+
+The results table has one row per model (each branch, then "merged") and one column per
+benchmark, then Overall (mean over all benchmarks, as in the paper's tables).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+
+from copd import merge as M
+from copd.models import PolicyView, base_state_dict, lora_scaling
+
+
+def merged_state(world) -> dict[str, torch.Tensor]:
+    """The branches merged by `cfg.merge` (LoRA branches exactly, in weight-delta space)."""
+    mc = world.cfg.merge
+    weights = list(mc.weights) or None
+    base_sd = base_state_dict(world.base)
+    if world.branches[0].kind == "lora":
+        states = [b.trainable_state() for b in world.branches]
+        return M.merge_lora(base_sd, states, lora_scaling(world.cfg.model), weights=weights)
+    states = [b.trainable_state() for b in world.branches]
+    return M.merge(
+        mc.method, base_sd, states, weights=tuple(weights or ()), scale=mc.scale, density=mc.density
+    )
+
+
+def _plain_base(world):
+    m = world.base.module
+    return m.get_base_model() if hasattr(m, "get_base_model") else m
+
+
+def merged_model(world) -> torch.nn.Module:
+    """A fresh plain (non-peft) model with the merged weights."""
+    base = _plain_base(world)
+    with torch.no_grad():
+        model = copy.deepcopy(base) if world.branches[0].kind == "full" else _fresh_like(base)
+        model.load_state_dict(merged_state(world))
+    model.eval().requires_grad_(False)
+    return model
+
+
+def _fresh_like(peft_base) -> torch.nn.Module:
+    """A plain model of the same architecture as a peft-wrapped base (LoRA layers removed)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_config(peft_base.config)
+    return model.to(next(peft_base.parameters()).device, next(peft_base.parameters()).dtype)
+
+
+def merged_view(world) -> PolicyView:
+    return PolicyView(merged_model(world))
+
+
+def export_merged(world, out_dir: str | Path, model: torch.nn.Module | None = None) -> Path:
+    """Save the merged model + tokenizer as a Hugging Face directory."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (model or merged_model(world)).save_pretrained(out)
+    world.tokenizer.save_pretrained(out)
+    return out
+
+
+def results_table(scores: dict[str, dict[str, float]]) -> str:
+    """Plain-text table: rows = models, columns = benchmarks + Overall."""
+    models = list(scores)
+    benches = [b for b in next(iter(scores.values())) if b != "overall"]
+    cols = [*benches, "overall"]
+    width = max(8, *(len(m) for m in models))
+    head = f"{'model':<{width}} " + " ".join(f"{c:>9}" for c in cols)
+    lines = [head, "-" * len(head)]
+    for m in models:
+        lines.append(
+            f"{m:<{width}} " + " ".join(f"{scores[m].get(c, float('nan')):>9.3f}" for c in cols)
+        )
+    return "\n".join(lines)
+
+
+def write_results(
+    scores: dict[str, dict[str, float]], out_dir: str | Path, extra: dict | None = None
+) -> str:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {"scores": scores, **(extra or {})}
+    (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
+    return results_table(scores)

@@ -1,0 +1,225 @@
+"""Rollouts: sample G completions per prompt with a KV cache, and log-probs under any policy.
+
+    batch = sample_rollouts(policy, tokenizer, examples, group_size=8, temperature=1.0,
+                            max_new_tokens=8, generator=gen)
+    logp_B_T = completion_logprobs(policy, batch, temperature=1.0)   # differentiable
+    with torch.inference_mode():
+        teacher_logp_B_T = completion_logprobs(teacher, batch, temperature=1.0)
+
+The sampler is a plain batched decode loop (one forward per new token, reusing the cache),
+not `generate`: for short verifiable answers `generate`'s fixed per-call overhead dominates
+(see docs/PERFORMANCE.md). Completion masks stop at the first end-of-sequence token,
+inclusive; anything sampled after it is padding, not completion.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from copd.losses import completion_mask
+from copd.tasks import Example
+
+
+@dataclass
+class RolloutBatch:
+    """B = prompts x samples rollouts of one policy, left-padded prompts, right-padded answers.
+
+    Rows are grouped: rows [i*G, (i+1)*G) are the G samples of prompt i.
+    """
+
+    examples: list[Example]  # length B (each prompt repeated G times)
+    prompt_ids_B_P: Tensor
+    prompt_mask_B_P: Tensor
+    completion_ids_B_T: Tensor
+    completion_mask_B_T: Tensor  # float, 1 up to and including the first eos
+    texts: list[str]  # decoded completions, cut at eos
+    group_size: int
+    rewards_B: Tensor | None = None
+    extras: dict[str, Tensor] = field(default_factory=dict)  # e.g. "old_logp_B_T"
+
+    @property
+    def size(self) -> int:
+        return self.completion_ids_B_T.shape[0]
+
+    def to(self, device: torch.device | str) -> RolloutBatch:
+        return RolloutBatch(
+            self.examples,
+            self.prompt_ids_B_P.to(device),
+            self.prompt_mask_B_P.to(device),
+            self.completion_ids_B_T.to(device),
+            self.completion_mask_B_T.to(device),
+            self.texts,
+            self.group_size,
+            None if self.rewards_B is None else self.rewards_B.to(device),
+            {k: v.to(device) for k, v in self.extras.items()},
+        )
+
+
+def encode_prompts(tokenizer, prompts: list[str], device) -> tuple[Tensor, Tensor]:
+    """Left-padded prompt ids and mask ([B, P]). The tokenizer adds its own bos if it has a
+    post-processor for it (the built-in char tokenizer does); chat templates are applied by
+    the task/dataset layer before this point."""
+    enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
+    return enc["input_ids"].to(device), enc["attention_mask"].to(device)
+
+
+def _cache_kw(model) -> str:
+    """transformers 5.2x renamed the forward keyword `past_key_values` to `cache`; pick the
+    one this model's forward accepts (looking through a peft wrapper)."""
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cached = getattr(target, "_copd_cache_kw", None)
+    if cached:
+        return cached
+    params = inspect.signature(target.forward).parameters
+    kw = "cache" if "cache" in params else "past_key_values"
+    target._copd_cache_kw = kw
+    return kw
+
+
+def _out_cache(out):
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
+@torch.no_grad()
+def sample_tokens(
+    model,
+    prompt_ids_B_P: Tensor,
+    prompt_mask_B_P: Tensor,
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    eos_id: int,
+    pad_id: int,
+    generator: torch.Generator | None = None,
+    greedy: bool = False,
+    top_p: float = 1.0,
+) -> Tensor:
+    """Batched decoding with a KV cache. Returns completion ids [B, T<=max_new_tokens];
+    rows that ended keep `pad_id` after their eos. Stops early when every row has ended."""
+    kw = _cache_kw(model)
+    B = prompt_ids_B_P.shape[0]
+    mask = prompt_mask_B_P
+    pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    out = model(
+        input_ids=prompt_ids_B_P,
+        attention_mask=mask,
+        position_ids=pos,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    cache = _out_cache(out)
+    logits = out.logits[:, -1].float()
+    done = torch.zeros(B, dtype=torch.bool, device=prompt_ids_B_P.device)
+    last_pos = pos[:, -1:]
+    tokens: list[Tensor] = []
+    for t in range(max_new_tokens):
+        nxt = _pick(logits, temperature, greedy, top_p, generator)
+        nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
+        tokens.append(nxt)
+        done = done | (nxt == eos_id)
+        if bool(done.all()) or t == max_new_tokens - 1:
+            break
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        last_pos = last_pos + 1
+        out = model(
+            input_ids=nxt[:, None],
+            attention_mask=mask,
+            position_ids=last_pos,
+            use_cache=True,
+            **{kw: cache},
+        )
+        cache = _out_cache(out)
+        logits = out.logits[:, -1].float()
+    return torch.stack(tokens, dim=1)
+
+
+def _pick(logits_B_V: Tensor, temperature: float, greedy: bool, top_p: float, generator) -> Tensor:
+    if greedy:
+        return logits_B_V.argmax(-1)
+    probs = torch.softmax(logits_B_V / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_p, idx = probs.sort(dim=-1, descending=True)
+        keep = sorted_p.cumsum(-1) - sorted_p < top_p
+        sorted_p = sorted_p * keep
+        choice = torch.multinomial(sorted_p, 1, generator=generator)
+        return idx.gather(-1, choice).squeeze(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def sample_rollouts(
+    model,
+    tokenizer,
+    examples: list[Example],
+    *,
+    group_size: int,
+    temperature: float,
+    max_new_tokens: int,
+    generator: torch.Generator | None = None,
+    greedy: bool = False,
+    top_p: float = 1.0,
+    device=None,
+) -> RolloutBatch:
+    """G samples for each example (rows grouped per prompt)."""
+    device = device or next(model.parameters()).device
+    rep = [ex for ex in examples for _ in range(group_size)]
+    prompt_ids, prompt_mask = encode_prompts(tokenizer, [ex.prompt for ex in rep], device)
+    comp = sample_tokens(
+        model,
+        prompt_ids,
+        prompt_mask,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        eos_id=tokenizer.eos_token_id,
+        pad_id=tokenizer.pad_token_id,
+        generator=generator,
+        greedy=greedy,
+        top_p=top_p,
+    )
+    cmask = completion_mask(comp, tokenizer.eos_token_id).float()
+    texts = decode_completions(tokenizer, comp, cmask)
+    return RolloutBatch(rep, prompt_ids, prompt_mask, comp, cmask, texts, group_size)
+
+
+def decode_completions(tokenizer, comp_B_T: Tensor, mask_B_T: Tensor) -> list[str]:
+    """Decode each completion up to (not including) its eos."""
+    eos = tokenizer.eos_token_id
+    texts = []
+    for ids, m in zip(comp_B_T.tolist(), mask_B_T.tolist(), strict=True):
+        keep = [i for i, mm in zip(ids, m, strict=True) if mm > 0 and i != eos]
+        texts.append(tokenizer.decode(keep, skip_special_tokens=True))
+    return texts
+
+
+def completion_logits(model, batch: RolloutBatch) -> Tensor:
+    """Logits [B, T, V] that predict each completion token (one forward over prompt +
+    completion; only the last T+1 positions go through the LM head)."""
+    T = batch.completion_ids_B_T.shape[1]
+    ids = torch.cat([batch.prompt_ids_B_P, batch.completion_ids_B_T], dim=1)
+    mask = torch.cat(
+        [batch.prompt_mask_B_P, batch.completion_mask_B_T.to(batch.prompt_mask_B_P.dtype)], 1
+    )
+    pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    out = model(
+        input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False, logits_to_keep=T + 1
+    )
+    return out.logits[:, :-1]
+
+
+def logprobs_from_logits(logits_B_T_V: Tensor, tokens_B_T: Tensor, temperature: float) -> Tensor:
+    """log softmax(logits / temperature) at the given tokens, in float32."""
+    from copd.losses import sequence_logprobs
+
+    return sequence_logprobs(logits_B_T_V.float(), tokens_B_T, temperature)
+
+
+def completion_logprobs(model, batch: RolloutBatch, temperature: float) -> Tensor:
+    """Log-probs [B, T] of the sampled completion tokens under `model` (differentiable
+    unless called under inference_mode)."""
+    return logprobs_from_logits(
+        completion_logits(model, batch), batch.completion_ids_B_T, temperature
+    )
