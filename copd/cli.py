@@ -46,9 +46,12 @@ class _Progress:
         from tqdm import tqdm
 
         self.bar = tqdm(total=total, unit="step", dynamic_ncols=True, file=sys.stderr)
+        self.tracker = None  # the run store's tracker, when --db: its heartbeat carries progress
 
     def log_metrics(self, metrics, *, step, cycle=0, phase=""):
         if "run/progress" in metrics:
+            if self.tracker is not None:
+                self.tracker.progress = metrics["run/progress"]
             self.bar.n = step
             rewards = [v for k, v in metrics.items() if k.endswith("/reward/mean")]
             post = {"cycle": cycle, "phase": phase}
@@ -109,11 +112,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             ).id
         )
         loggers.append(StoreLogger(store, run_id))
-        tracker = track_run(store, run_id)
+        tracker = track_run(store, run_id, heartbeat_s=float(os.environ.get("COPD_HEARTBEAT_S", 5)))
     logger = MultiLogger(*loggers)
     scores = None
     ctx = tracker if tracker is not None else _nullctx()
     with ctx as tr:
+        loggers[1].tracker = tr
         world = World.build(cfg, logger)
         signal.signal(signal.SIGTERM, lambda *_: setattr(world, "stop_requested", True))
         if args.resume and (ck := checkpoint.latest(args.resume)):
