@@ -48,6 +48,11 @@ def head_revision() -> str:
     return heads[0]
 
 
+def _known_revisions() -> set[str]:
+    script = ScriptDirectory.from_config(alembic_config())
+    return {r.revision for r in script.walk_revisions()}
+
+
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
         rev = MigrationContext.configure(conn).get_current_revision()
@@ -76,8 +81,14 @@ def upgrade_database(url: str, revision: str = "head", engine: Engine | None = N
     own = engine is None
     eng = make_engine(url, foreign_keys=False, pooled=False) if own else engine
     try:
-        if current_revision(eng) == target:
+        current = current_revision(eng)
+        if current == target:
             return
+        if current is not None and current not in _known_revisions():
+            raise RuntimeError(
+                f"{url} is at schema revision {current!r}, which this code does not know "
+                f"(its newest is {head_revision()!r}): update the code, or use another database"
+            )
         if path is not None:
             with _file_lock(path.with_name(path.name + ".lock")):
                 _run_upgrade(eng, revision)

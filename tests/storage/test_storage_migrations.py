@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 
+import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -80,3 +81,13 @@ def test_parallel_first_open(tmp_path):
     store = RunStore.from_url(url)
     assert [r.id for r in store.list_runs()] == ids[::-1]
     assert store.metric_count(ids) == 3
+
+
+def test_unknown_newer_revision_is_refused(db_url: str):
+    RunStore.from_url(db_url).close()
+    eng = make_engine(db_url)
+    with eng.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
+    eng.dispose()
+    with pytest.raises(RuntimeError, match="'9999', which this code does not know"):
+        RunStore.from_url(db_url)
