@@ -170,8 +170,9 @@ class Launcher:
             if run.status != "running":
                 return run
             run_dir = self._run_dir(run)
+            run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / CANCEL_MARKER).write_text(f"{time.time() + grace_s}\n")
-            if self._alive(run):
+            if self._local(run) and self._alive(run):
                 procs.signal_group(run.pid, signal.SIGTERM)
             return run
 
@@ -184,7 +185,7 @@ class Launcher:
         deadline = time.monotonic() + grace_s
         while self._alive(run) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if self._alive(run):
+        if self._local(run) and self._alive(run):
             procs.signal_group(run.pid, signal.SIGKILL)
             kill_deadline = time.monotonic() + 10.0
             while self._alive(run) and time.monotonic() < kill_deadline:
@@ -235,7 +236,7 @@ class Launcher:
             alive = self._alive(run)
             if cancel_marker.exists():
                 if alive:
-                    if now > _read_float(cancel_marker, default=now):
+                    if self._local(run) and now > _read_float(cancel_marker, default=now):
                         procs.signal_group(run.pid, signal.SIGKILL)
                     continue
                 cancel_marker.unlink(missing_ok=True)
@@ -268,7 +269,8 @@ class Launcher:
             self._children.pop(run.id, None)
 
     def _start_queued(self, report: TickReport) -> None:
-        running = self.store.list_runs(status="running")
+        # Only this machine's runs hold its GPUs and CPU slots.
+        running = [r for r in self.store.list_runs(status="running") if self._local(r)]
         held = {int(g) for r in running for g in (r.assigned_gpus or "").split(",") if g}
         free_gpus = [g.index for g in self.gpus if g.index not in held]
         cpu_busy = sum(1 for r in running if not r.requested_gpus)
@@ -281,7 +283,7 @@ class Launcher:
                 if cpu_busy >= self.max_cpu_runs:
                     continue
                 cpu_busy += 1
-                self._start(run, [])
+                started = self._start(run, [])
             else:
                 if gpu_blocked or n > len(self.gpus):
                     continue  # more than this machine has: leave it queued, block nobody
@@ -289,10 +291,12 @@ class Launcher:
                     gpu_blocked = True
                     continue
                 assigned, free_gpus = free_gpus[:n], free_gpus[n:]
-                self._start(run, assigned)
-            report.started.append(run.id)
+                started = self._start(run, assigned)
+            if started:
+                report.started.append(run.id)
 
-    def _start(self, run: Any, gpu_ids: list[int]) -> None:
+    def _start(self, run: Any, gpu_ids: list[int]) -> bool:
+        """Spawn the trainer and record it running; False when it could not be spawned."""
         run_dir = self._run_dir(run)
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg_path = run_dir / CONFIG_NAME
@@ -308,9 +312,14 @@ class Launcher:
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
         with open(log_path, "a") as log:
             log.write(f"=== {stamp} launch: {' '.join(argv)}\n")
-        child = procs.spawn(
-            argv, log_path=log_path, env=self._child_env(gpu_ids), cwd=self.repo_root
-        )
+        try:
+            child = procs.spawn(
+                argv, log_path=log_path, env=self._child_env(gpu_ids), cwd=self.repo_root
+            )
+        except OSError as exc:  # e.g. the interpreter moved: record it, do not retry forever
+            self.store.mark_running(run.id, 0, None, self.host)
+            self._set_status(run.id, "failed", f"could not start {argv[0]}: {exc}")
+            return False
         start = procs.process_start_time(child.pid) or time.time()
         assigned = ",".join(str(g) for g in gpu_ids) if gpu_ids else None
         try:
@@ -320,6 +329,7 @@ class Launcher:
             child.wait()
             raise
         self._children[run.id] = child
+        return True
 
     def _child_env(self, gpu_ids: list[int]) -> dict[str, str]:
         env = dict(self.base_env)
@@ -338,9 +348,13 @@ class Launcher:
         env["COPD_HEARTBEAT_S"] = str(self.heartbeat_s)
         return env
 
+    def _local(self, run: Any) -> bool:
+        """The run's process lives on this machine (only then may we signal its pid)."""
+        return not run.host or run.host == self.host
+
     def _alive(self, run: Any) -> bool:
         """Whether the run's recorded process is running here (other hosts: by heartbeat)."""
-        if run.host and run.host != self.host:
+        if not self._local(run):
             beat = run.heartbeat_at or run.started_at
             return beat is not None and time.time() - beat.timestamp() <= 2 * self.heartbeat_s
         child = self._children.get(run.id)

@@ -170,11 +170,13 @@ def test_cancel_checkpoints_then_resume_and_supervise_after_restart(store, tmp_p
         assert not (Path(done.run_dir) / CANCEL_MARKER).exists()
 
         assert launcher.resume(run.id).status == "queued"
-        wait_until(launcher, run.id, training(launcher), START_TIMEOUT_S, "training again")
-        log = launcher.log_tail(run.id, 500)
-        assert f"--resume {done.run_dir}" in log
-        events = [e.message for e in store.events(run.id)]
-        assert any(m.startswith("resumed from") for m in events), events
+
+        def resumed(r) -> bool:
+            msgs = [e.message for e in store.events(r.id)]
+            return r.status == "running" and any(m.startswith("resumed from") for m in msgs)
+
+        wait_until(launcher, run.id, resumed, START_TIMEOUT_S, "resumed from its checkpoint")
+        assert f"--resume {done.run_dir}" in launcher.log_tail(run.id, 500)
 
         # Dashboard restart: a new instance, no Popen objects, same DB and folders.
         restarted = make_launcher(store, tmp_path / "runs")
