@@ -181,6 +181,14 @@ def series_figure(
     base_layout(fig, title, y_title, x, revision or title)
     if log_y:
         fig.update_yaxes(type="log")
+        vals = df["value"].to_numpy(dtype=float)
+        hidden = int((np.isfinite(vals) & (vals <= 0)).sum())
+        if hidden:  # say so, rather than leave an empty-looking chart unexplained
+            fig.add_annotation(
+                text=f"{hidden} point(s) ≤ 0 not drawn on the log axis",
+                xref="paper", yref="paper", x=0.01, y=0.98, showarrow=False,
+                font=dict(size=11, color="gray"),
+            )  # fmt: skip
     return fig
 
 

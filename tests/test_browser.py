@@ -150,7 +150,11 @@ def _overlap_points(page) -> int:
           const title = (gd.layout && gd.layout.title && gd.layout.title.text) || '';
           if (!title.includes('Top-10 overlap')) continue;
           let n = 0;
-          for (const t of gd.data || []) for (const y of (t.y || [])) if (Number.isFinite(y)) n++;
+          // _fullData holds decoded arrays (plotly sends numpy data base64-encoded)
+          for (const t of gd._fullData || gd.data || []) {
+            if (!t.y || typeof t.y[Symbol.iterator] !== 'function') continue;
+            for (const y of t.y) if (Number.isFinite(y)) n++;
+          }
           return n;
         }
         return 0;

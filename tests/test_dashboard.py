@@ -91,9 +91,11 @@ def test_series_figure_marks_nan_shades_phases_and_keeps_uirevision():
 def test_log_axis_and_eval_overall():
     fig = charts.series_figure(_frame([0.0, 1.0], ["rl"] * 2, [0] * 2), title="kl", log_y=True)
     assert fig.layout.yaxis.type == "log"
+    assert "1 point(s) ≤ 0" in fig.layout.annotations[0].text
+    # A trainer-logged "overall" row is not a benchmark: Overall is recomputed (0.4, not 0.4/3).
     ev = pd.DataFrame(
-        {"model": ["merged", "merged"], "benchmark": ["add", "rev"], "score": [0.2, 0.6],
-         "step": [5, 5]}
+        {"model": ["merged"] * 3, "benchmark": ["add", "rev", "overall"],
+         "score": [0.2, 0.6, 0.0], "step": [5, 5, 5]}
     )  # fmt: skip
     assert charts.overall_scores(ev)["score"].tolist() == [pytest.approx(0.4)]
     names = [t.name for t in charts.eval_figure(ev).data]
