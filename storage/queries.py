@@ -32,8 +32,7 @@ WITH base AS (
          MIN(step) OVER w AS s0,
          MAX(step) OVER w AS s1,
          MAX(CASE WHEN is_nan THEN 1 ELSE 0 END) OVER w AS has_nan,
-         ROW_NUMBER() OVER (PARTITION BY run_id, key ORDER BY step, id) AS rn_first,
-         ROW_NUMBER() OVER (PARTITION BY run_id, key ORDER BY step DESC, id DESC) AS rn_last
+         ROW_NUMBER() OVER (PARTITION BY run_id, key ORDER BY step, id) AS rn_first
   FROM metrics
   WHERE run_id IN :run_ids AND key IN :keys
   WINDOW w AS (PARTITION BY run_id, key)
@@ -61,7 +60,7 @@ ranked AS (
 )
 SELECT run_id, key, scope, step, cycle, phase, value, is_nan, is_inf, wall_time
 FROM ranked
-WHERE n <= :max_points OR rn_first = 1 OR rn_last = 1 OR r_min = 1 OR r_max = 1
+WHERE n <= :max_points OR rn_first = 1 OR rn_first = n OR r_min = 1 OR r_max = 1
    OR (is_nan AND r_nan = 1)
 ORDER BY run_id, key, step, id
 """
