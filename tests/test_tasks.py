@@ -1,0 +1,160 @@
+"""Built-in tasks: verifiers, the held-out split, difficulty and `get_task` resolution."""
+
+from __future__ import annotations
+
+import random
+import sys
+import textwrap
+
+import pytest
+
+from copd.tasks import Example, Task, builtin_alphabet, builtin_task_names, get_task
+
+DEMO = ("add", "rev", "sort", "count")
+MARKERS = {"add": "+", "rev": ">", "sort": "<", "count": "#", "mod": "%"}
+
+
+def oracle(domain: str, prompt: str) -> str:
+    """An independent answer key, written from the task descriptions."""
+    if domain == "add":
+        a, b = prompt.rstrip("=").split("+")
+        return str(int(a) + int(b))
+    if domain == "mod":
+        a, d = prompt.rstrip("=").split("%")
+        return str(int(a) % int(d))
+    if domain == "rev":
+        return "".join(reversed(prompt.rstrip(">")))
+    if domain == "sort":
+        return "".join(sorted(prompt.rstrip("<")))
+    if domain == "count":
+        s, letter = prompt.rstrip(":").split("#")
+        return str(sum(ch == letter for ch in s))
+    raise AssertionError(domain)
+
+
+def test_builtin_names_cover_the_demo_domains():
+    assert set(DEMO) <= set(builtin_task_names())
+    assert builtin_task_names() == sorted(builtin_task_names())
+
+
+@pytest.mark.parametrize("name", sorted(MARKERS))
+def test_answers_match_an_independent_oracle(name):
+    task = get_task(name)
+    examples = task.sample(random.Random(1), 300) + task.eval_examples(100)
+    for ex in examples:
+        assert ex.domain == name
+        assert ex.answer == oracle(name, ex.prompt), ex
+
+
+@pytest.mark.parametrize("name", sorted(MARKERS))
+def test_verifier_accepts_right_and_rejects_wrong(name):
+    task = get_task(name)
+    for ex in task.eval_examples(20):
+        assert task.reward(ex, ex.answer) == 1.0
+        assert task.reward(ex, f"  {ex.answer}\n") == 1.0  # surrounding whitespace is stripped
+        assert task.reward(ex, "") == 0.0
+        assert task.reward(ex, ex.answer + ex.answer[-1]) == 0.0
+        assert task.reward(ex, ex.answer[:-1]) == 0.0
+        assert task.reward(ex, ex.answer + "<pad>") == 0.0  # no partial credit
+
+
+@pytest.mark.parametrize("name", sorted(MARKERS))
+def test_eval_split_is_fixed_and_disjoint_from_training(name):
+    task = get_task(name)
+    held_out = task.eval_examples(128)
+    assert held_out == get_task(name).eval_examples(128)  # seeded, same in a fresh instance
+    assert len(held_out) == 128
+    train = task.sample(random.Random(0), 2000)
+    assert not {e.prompt for e in held_out} & {e.prompt for e in train}
+    # Training draws differ by seed (it is the rng, not a fixed list).
+    assert train[:20] != task.sample(random.Random(1), 20)
+
+
+@pytest.mark.parametrize("name", sorted(MARKERS))
+def test_held_out_membership_does_not_depend_on_difficulty(name):
+    # Training at one difficulty must never see the prompts evaluated at another.
+    held_out = {e.prompt for d in (1, 2, 3) for e in get_task(name, difficulty=d).eval_examples(64)}
+    for d in (1, 2, 3):
+        train = get_task(name, difficulty=d).sample(random.Random(d), 1000)
+        assert not held_out & {e.prompt for e in train}
+
+
+@pytest.mark.parametrize("name", sorted(MARKERS))
+def test_difficulty_changes_the_input_distribution(name):
+    def mean_len(d: int) -> float:
+        examples = get_task(name, difficulty=d).sample(random.Random(0), 500)
+        return sum(len(e.prompt) for e in examples) / len(examples)
+
+    lengths = [mean_len(d) for d in (1, 3, 5)]
+    assert lengths == sorted(lengths) and lengths[0] < lengths[-1]
+
+
+def test_add_difficulty_sets_operand_range():
+    def max_operand(d: int) -> int:
+        examples = get_task("add", difficulty=d).sample(random.Random(0), 1000)
+        return max(int(x) for e in examples for x in e.prompt.rstrip("=").split("+"))
+
+    assert max_operand(1) == 9
+    assert max_operand(2) == 19
+
+
+@pytest.mark.parametrize("name", sorted(MARKERS))
+def test_domain_is_recognisable_from_the_prompt(name):
+    task = get_task(name)
+    others = set(MARKERS.values()) - {MARKERS[name]}
+    for ex in task.sample(random.Random(0), 200):
+        assert MARKERS[name] in ex.prompt
+        assert not others & set(ex.prompt)
+        assert set(ex.prompt + ex.answer) <= set(task.alphabet) <= set(builtin_alphabet())
+
+
+def test_get_task_rejects_bad_names_and_options():
+    with pytest.raises(ValueError, match=r"unknown task 'nope'.*add.*package\.module:factory"):
+        get_task("nope")
+    with pytest.raises(ValueError, match="difficulty"):
+        get_task("add", difficulty=6)
+    with pytest.raises(ValueError, match="bad options"):
+        get_task("rev", colour="red")
+    with pytest.raises(ValueError, match="cannot import module"):
+        get_task("no_such_module_xyz:make")
+
+
+def test_get_task_by_import_path(tmp_path, monkeypatch):
+    (tmp_path / "my_tasks_mod.py").write_text(
+        textwrap.dedent(
+            """
+            from copd.tasks import Example, Task
+
+            class Echo(Task):
+                name = "echo"
+                alphabet = "xyz="
+                max_answer_chars = 3
+
+                def __init__(self, word="xyz"):
+                    self.word = word
+
+                def sample(self, rng, n):
+                    return [Example(self.word + "=", self.word, self.name)] * n
+
+                def eval_examples(self, n):
+                    return [Example(self.word + "=", self.word, self.name)] * n
+
+            def make_task(**options):
+                return Echo(**options)
+
+            def not_a_task():
+                return 42
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    task = get_task("my_tasks_mod:make_task", word="zy")
+    assert isinstance(task, Task) and task.name == "echo"
+    ex = task.eval_examples(1)[0]
+    assert ex == Example("zy=", "zy", "echo")
+    assert task.reward(ex, "zy") == 1.0 and task.reward(ex, "zz") == 0.0
+    with pytest.raises(ValueError, match="has no callable 'missing'"):
+        get_task("my_tasks_mod:missing")
+    with pytest.raises(TypeError, match="return a copd.tasks.Task"):
+        get_task("my_tasks_mod:not_a_task")
+    sys.modules.pop("my_tasks_mod", None)
