@@ -225,7 +225,18 @@ def test_runs_page_delete_asks_first(app, seeded):
     assert any("Really delete" in w.value for w in at.warning)
     at.button(key="runs:no").click().run()
     assert not at.exception
-    RunStore.from_url(seeded[0]).get_run(ids.nan)  # still there
+    store = RunStore.from_url(seeded[0])
+    store.get_run(ids.nan)  # still there
+    doomed = store.create_run("doomed", "copd", RunConfig().to_dict())
+    store.set_status(doomed.id, "cancelled")
+    st.cache_data.clear()
+    at.run()
+    at.selectbox(key="runs:selected").set_value(doomed.id).run()
+    at.button(key="runs:delete").click().run()
+    at.button(key="runs:yes").click().run()
+    assert not at.exception
+    with pytest.raises(KeyError):
+        store.get_run(doomed.id)
 
 
 def test_live_view_draws_overlap_and_flags_nan(app):
