@@ -113,4 +113,5 @@ def restore(world, path: str | Path) -> dict:
 
             set_peft_model_state_dict(view.module, sd, adapter_name=view.adapter)
         world.teachers[name] = view
-    return state.get("extra", {})
+    world.resume_extra = state.get("extra", {})  # multi-stage loops read their stage here
+    return world.resume_extra

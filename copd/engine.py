@@ -88,6 +88,7 @@ class World:
     stop_requested: bool = False
     teachers: dict[str, PolicyView] = field(default_factory=dict)  # snapshots when frozen
     base_path: str = ""
+    resume_extra: dict = field(default_factory=dict)  # a restored checkpoint's `extra`
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -96,6 +97,10 @@ class World:
         logger = logger or NullLogger()
         set_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
+        if names is None:  # the policies the method trains (e.g. one "mixed" policy)
+            from copd.algorithms import policy_names
+
+            names = policy_names(cfg)
         tasks = {b.task: get_task(b.task, **cfg.task_options.get(b.task, {})) for b in cfg.branches}
         path = resolve_model_path(cfg.model, log=lambda m: logger.log_event(m))
         base, tok = load_policy(path, cfg.model.dtype, cfg.model.gguf_file)
@@ -230,9 +235,12 @@ def update(world: World, branch: Branch, terms: list[tuple[float, LossTerm]]) ->
     return float(gn)
 
 
-def log_step(world: World, metrics: dict[str, float], cycle: int, phase: str) -> None:
-    """Timing breakdown and progress with the step's metrics, in one logger call."""
-    total = world.cfg.schedule.total_steps() or 1
+def log_step(
+    world: World, metrics: dict[str, float], cycle: int, phase: str, total: int | None = None
+) -> None:
+    """Timing breakdown and progress with the step's metrics, in one logger call.
+    `total`: the loop's step count when it is not `schedule.total_steps()` (baselines)."""
+    total = total or world.cfg.schedule.total_steps() or 1
     t = world.timer.pop()
     metrics = dict(metrics)
     for part, secs in t.items():

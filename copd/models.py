@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -173,6 +173,9 @@ def make_branches(
     """K branches from one base (all identical at start) and a view of the frozen base."""
     names = list(names or cfg.branch_names)
     specs = {b.name: b for b in cfg.branches}
+    # A policy that is not one of cfg.branches (the mixed-GRPO or MOPD student) learns every
+    # domain: it sits on the first branch's device and nominally carries its task.
+    specs.update({n: replace(cfg.branches[0], name=n) for n in names if n not in specs})
     devices = pick_devices([specs[n].device for n in names])
     base.requires_grad_(False)
     base.eval()  # no dropout in rollouts or updates (tiny models have none; real ones may)

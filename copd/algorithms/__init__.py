@@ -1,17 +1,42 @@
 """Training algorithms: readable loops over the engine's primitives (copd/engine.py).
 
-`run(world, out_dir)` dispatches on `cfg.method`.
+`run(world, out_dir)` dispatches on `cfg.method`; `policy_names(cfg)` says which policies
+the method trains (the world builds exactly those).
+
+    copd     -> copd.py        CoPD (the branches co-evolve, mutual OPD, merge)
+    expert, weight_average -> expert.py      independent single-domain experts (+ average)
+    mixed    -> mixed.py       one policy, GRPO on all domains
+    static_opd -> static_opd.py  experts, then one-way OPD from a frozen teacher
+    mopd     -> mopd.py        experts, then one student distilled from all, routed by domain
 """
 
 from __future__ import annotations
 
+from importlib import import_module
 from pathlib import Path
+
+_MODULES = {
+    "copd": "copd.algorithms.copd",
+    "expert": "copd.algorithms.expert",
+    "weight_average": "copd.algorithms.expert",
+    "mixed": "copd.algorithms.mixed",
+    "static_opd": "copd.algorithms.static_opd",
+    "mopd": "copd.algorithms.mopd",
+}
+
+
+def policy_names(cfg) -> list[str]:
+    """The policies a run instantiates: the branches, one "mixed" policy, or the MOPD
+    experts plus their student "mopd"."""
+    if cfg.method == "mixed":
+        return ["mixed"]
+    if cfg.method == "mopd":
+        return [*cfg.branch_names, "mopd"]
+    return list(cfg.branch_names)
 
 
 def run(world, out_dir: str | Path) -> dict[str, dict[str, float]]:
     method = world.cfg.method
-    if method == "copd":
-        from copd.algorithms.copd import train
-    else:
-        raise NotImplementedError(f"method {method!r} is not available yet")
-    return train(world, out_dir)
+    if method not in _MODULES:
+        raise NotImplementedError(f"method {method!r}: use one of {sorted(_MODULES)}")
+    return import_module(_MODULES[method]).train(world, out_dir)

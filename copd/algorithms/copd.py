@@ -132,15 +132,18 @@ def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:
 
 
 def finish(
-    world: World, out_dir: str | Path, views: dict[str, PolicyView]
+    world: World, out_dir: str | Path, views: dict[str, PolicyView], extra: dict | None = None
 ) -> dict[str, dict[str, float]]:
-    """Final evaluation of each branch and (when merging) the merged model; export; table."""
+    """Final evaluation of each branch and (when merging) the merged model; export; table.
+    `extra` goes into results.json (baselines record their step budget there)."""
     views = dict(views)
     if world.cfg.merge.enabled and len(world.branches) > 1:
         model = merged_model(world)
         export_merged(world, Path(out_dir) / "merged", model)
         views["merged"] = PolicyView(model)
     scores = evaluate(world, views, step=world.step)
-    table = write_results(scores, out_dir, extra={"method": world.cfg.method, "steps": world.step})
+    table = write_results(
+        scores, out_dir, extra={"method": world.cfg.method, "steps": world.step, **(extra or {})}
+    )
     world.logger.log_event("final results\n" + table, step=world.step)
     return scores

@@ -1,0 +1,136 @@
+"""Multi-teacher on-policy distillation (MOPD, MiMo-V2-Flash style; the paper's MOPD row).
+
+    copd train mopd        # 2 domains (add, rev)
+    copd train mopd-3      # 3 domains (add, rev, sort)
+
+Stage 1 ("experts"): one expert per domain, T GRPO updates each (as `copd train expert`).
+Stage 2 ("distill"): ONE student, named "mopd", starts from the base and samples its own
+completions of mixed-domain prompts (`grpo.prompts_per_step` prompts per step, round-robin
+over the domains, `grpo.group_size` samples each). Every sample is scored by exactly the
+expert of its prompt's domain (routed, never averaged), and the token advantage is
+beta * (log p_teacher - log p_student) with stop-gradient, through the same clipped
+surrogate as CoPD's OPD term. The experts are frozen in stage 2.
+
+Budget: K x S updates of the student, S = cycles x opd_steps (CoPD's phase-II updates of
+all K branches together). Optional outcome-reward term (MiMo's A = A_MOPD + alpha A_ORM):
+`opd.native_rl=true` adds the GRPO term on the same batch (weight 1, OPD weight
+`opd.cross_weight`); the preset leaves it off. The student appears in the diagnostics from
+the start (it equals the base during stage 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import torch
+
+from copd import names as N
+from copd.algorithms.baselines import budget_for, check_policy_name
+from copd.algorithms.copd import finish
+from copd.algorithms.expert import after_step, announce, cadence, expert_stage
+from copd.algorithms.mixed import mixed_prompts, reward_by_domain
+from copd.engine import World, grpo_term, log_step, opd_term, update
+from copd.evaluate import measure_overlap
+from copd.models import Branch
+from copd.rollout import RolloutBatch
+
+POLICY = "mopd"
+
+
+def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:
+    """Domain experts, then one student distilled from all of them, routed by domain."""
+    cfg = world.cfg
+    sc = cfg.schedule
+    check_policy_name(cfg, POLICY)
+    budget = budget_for(cfg)
+    announce(world, budget)
+    student = world.branch(POLICY)
+    experts = [b for b in world.branches if b.name != POLICY]
+    teacher_of = {b.task.name: b.name for b in experts}  # domain -> its expert
+
+    expert_stage(world, out_dir, budget, experts)
+
+    start = budget.start_of("distill")
+    if world.step == start:
+        world.logger.log_event(
+            f"MOPD: experts frozen; student {POLICY!r} distils {teacher_of} for "
+            f"{budget.total - start} updates",
+            step=world.step,
+        )
+    while world.step < budget.total:
+        pos = cadence(world.step, cfg)
+        metrics = mopd_step(world, student, teacher_of, offset=world.step - start)
+        world.step += 1
+        log_step(world, metrics, pos.cycle, "opd", total=budget.total)
+        last = world.step == budget.total
+        if last or (sc.diag_every and world.step % sc.diag_every == 0):
+            measure_overlap(world, pos.cycle, "opd")
+        block_end = (world.step - start) % max(sc.opd_steps, 1) == 0
+        after_step(world, out_dir, budget, due=block_end or last)
+    views = {POLICY: student.view, **{b.name: b.view for b in experts}}
+    extra = {"budget": budget.to_dict(), "teachers": teacher_of}
+    return finish(world, out_dir, views, extra=extra)
+
+
+def mopd_step(
+    world: World, student: Branch, teacher_of: Mapping[str, str], offset: int
+) -> dict[str, float]:
+    """One student update on mixed-domain samples, each scored by its domain's expert."""
+    g, o = world.cfg.grpo, world.cfg.opd
+    n = g.prompts_per_step
+    examples = mixed_prompts(world, n, student.name, offset * n)
+    batch = world.rollout(student.view, examples, g.group_size)
+    teacher_logp = routed_logp(
+        batch, teacher_of, lambda t, sub: world.score(world.branch(t).view, sub)
+    )
+    term = opd_term(world, student, batch, teacher_logp)
+    terms, stats = [(o.cross_weight, term)], dict(term.stats)
+    stats[N.REWARD_MEAN] = float(batch.rewards_B.mean())
+    if o.native_rl:  # optional outcome-reward term on the same samples
+        rl = grpo_term(world, student, batch)
+        terms.append((1.0, rl))
+        stats.update(rl.stats)
+    stats.update(reward_by_domain(batch))
+    stats[N.GRAD_NORM] = update(world, student, terms)
+    return {N.branch(student.name, k): v for k, v in stats.items()}
+
+
+def route(domains: Sequence[str], teacher_of: Mapping[str, str]) -> dict[str, list[int]]:
+    """Row indices per teacher: row i goes to the expert of its prompt's domain."""
+    rows: dict[str, list[int]] = {}
+    for i, d in enumerate(domains):
+        if d not in teacher_of:
+            raise KeyError(f"no expert for domain {d!r}; the experts cover {sorted(teacher_of)}")
+        rows.setdefault(teacher_of[d], []).append(i)
+    return rows
+
+
+def routed_logp(
+    batch: RolloutBatch,
+    teacher_of: Mapping[str, str],
+    score: Callable[[str, RolloutBatch], torch.Tensor],
+) -> torch.Tensor:
+    """Teacher log-probs [B, T] of the batch's sampled tokens, each row scored by exactly the
+    expert of its domain: `score(teacher_name, sub_batch) -> [b, T]` is called once per
+    teacher on that teacher's rows only."""
+    out = torch.zeros_like(batch.completion_mask_B_T, dtype=torch.float32)
+    for teacher, rows in route([ex.domain for ex in batch.examples], teacher_of).items():
+        out[torch.tensor(rows, dtype=torch.long)] = score(teacher, subset(batch, rows)).float()
+    return out
+
+
+def subset(batch: RolloutBatch, rows: list[int]) -> RolloutBatch:
+    """The rows `rows` of a batch (whole prompt groups when routing by domain)."""
+    idx = torch.tensor(rows, dtype=torch.long)
+    return RolloutBatch(
+        [batch.examples[i] for i in rows],
+        batch.prompt_ids_B_P[idx],
+        batch.prompt_mask_B_P[idx],
+        batch.completion_ids_B_T[idx],
+        batch.completion_mask_B_T[idx],
+        [batch.texts[i] for i in rows],
+        batch.group_size,
+        None if batch.rewards_B is None else batch.rewards_B[idx],
+        {k: v[idx] for k, v in batch.extras.items()},
+    )

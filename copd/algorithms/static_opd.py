@@ -1,0 +1,93 @@
+"""Static one-way OPD (the paper's "OPD V->T / T->V"): experts first, then one distils.
+
+    copd train static_opd        # add expert teaches the rev expert (static_direction add->rev)
+    copd train static_opd-rev    # rev teaches add
+
+Stage 1 ("experts"): every branch trains as an independent expert for T GRPO updates,
+exactly as `copd train expert`. Stage 2 ("distill"): the teacher expert is frozen (it is
+never updated again, so its live weights are the frozen teacher) and the student expert
+makes S = cycles x opd_steps updates (CoPD's phase-II updates per branch). Each update has
+the same form as a CoPD phase-II update: the student's native GRPO batch on its own domain
+(`opd.native_rl`) plus its own samples of the teacher's prompts, every sampled token scored
+by the teacher, token advantage beta * (log p_teacher - log p_student), weighted by
+`opd.cross_weight`. So the only difference from CoPD is static/one-way vs co-evolving/mutual.
+The results table reports the student, then the teacher.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from copd import names as N
+from copd.algorithms.baselines import budget_for, static_direction
+from copd.algorithms.copd import finish
+from copd.algorithms.expert import after_step, announce, cadence, expert_stage
+from copd.engine import World, grpo_term, log_step, opd_term, update
+from copd.evaluate import measure_overlap
+from copd.models import Branch
+
+
+def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:
+    """Experts, then one-way OPD from the frozen teacher into the student."""
+    cfg = world.cfg
+    sc = cfg.schedule
+    budget = budget_for(cfg)
+    announce(world, budget)
+    teacher_name, student_name = static_direction(cfg)
+    teacher, student = world.branch(teacher_name), world.branch(student_name)
+
+    expert_stage(world, out_dir, budget, world.branches)
+
+    start = budget.start_of("distill")
+    if world.step == start:
+        world.logger.log_event(
+            f"static OPD: {teacher_name} frozen, teaching {student_name} for "
+            f"{budget.total - start} updates",
+            step=world.step,
+        )
+    while world.step < budget.total:
+        pos = cadence(world.step, cfg)
+        metrics = distill_step(world, student, teacher)
+        world.step += 1
+        log_step(world, metrics, pos.cycle, "opd", total=budget.total)
+        last = world.step == budget.total
+        if last or (sc.diag_every and world.step % sc.diag_every == 0):
+            measure_overlap(world, pos.cycle, "opd")
+        block_end = (world.step - start) % max(sc.opd_steps, 1) == 0
+        after_step(world, out_dir, budget, due=block_end or last)
+    views = {student_name: student.view, teacher_name: teacher.view}
+    extra = {
+        "budget": budget.to_dict(),
+        "roles": {"teacher": teacher_name, "student": student_name},
+    }
+    return finish(world, out_dir, views, extra=extra)
+
+
+def distill_step(world: World, student: Branch, teacher: Branch) -> dict[str, float]:
+    """One combined update of the student: native GRPO batch + OPD on the teacher's prompts,
+    scored by the (frozen) teacher. Same order and names as CoPD's phase2_step."""
+    g, o = world.cfg.grpo, world.cfg.opd
+    native = None
+    if o.native_rl:
+        native = world.rollout(
+            student.view,
+            world.prompts(student.task, g.prompts_per_step, student.name),
+            g.group_size,
+        )
+    peer_prompts = world.prompts(teacher.task, o.cross_prompts_per_step, student.name)
+    cross = world.rollout(student.view, peer_prompts, o.cross_group_size)
+    teacher_logp = world.score(teacher.view, cross)
+
+    terms, stats = [], {}
+    if native is not None:
+        term = grpo_term(world, student, native)
+        terms.append((1.0, term))
+        stats.update(term.stats)
+        stats[f"reward_on/{student.task.name}"] = term.stats[N.REWARD_MEAN]
+    term = opd_term(world, student, cross, teacher_logp)
+    terms.append((o.cross_weight, term))
+    for k, v in term.stats.items():
+        stats[f"{k}/{teacher.name}"] = v
+    stats[f"reward_on/{teacher.task.name}"] = float(cross.rewards_B.mean())
+    stats[N.GRAD_NORM] = update(world, student, terms)
+    return {N.branch(student.name, k): v for k, v in stats.items()}
