@@ -239,13 +239,14 @@ def log_step(
     world: World, metrics: dict[str, float], cycle: int, phase: str, total: int | None = None
 ) -> None:
     """Timing breakdown and progress with the step's metrics, in one logger call.
+    Called after `world.step += 1`, so `world.step` counts the steps done.
     `total`: the loop's step count when it is not `schedule.total_steps()` (baselines)."""
     total = total or world.cfg.schedule.total_steps() or 1
     t = world.timer.pop()
     metrics = dict(metrics)
     for part, secs in t.items():
         metrics[f"time/{part}_s"] = secs
-    metrics[N.PROGRESS] = (world.step + 1) / total
+    metrics[N.PROGRESS] = world.step / total
     t0 = time.perf_counter()
     world.logger.log_metrics(metrics, step=world.step, cycle=cycle, phase=phase)
     world.timer.acc["logging"] += time.perf_counter() - t0

@@ -1,0 +1,246 @@
+"""The baselines (experts, weight average, mixed GRPO, static OPD, MOPD), the CoPD ablation
+presets and the ablation-set queue, each on the tiny test model in seconds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from copd import checkpoint, presets
+from copd.algorithms import run
+from copd.algorithms.baselines import budget_for
+from copd.algorithms.mopd import route, routed_logp
+from copd.engine import TrainingCancelled, World
+from copd.logger import NullLogger
+from copd.rollout import RolloutBatch
+from copd.tasks import Example
+
+
+class Recorder(NullLogger):
+    def __init__(self):
+        self.metrics, self.evals, self.events = [], [], []
+        self.on_metrics = None  # hook(step, phase, metrics)
+
+    def log_metrics(self, metrics, *, step, cycle=0, phase=""):
+        self.metrics.append((step, cycle, phase, dict(metrics)))
+        if self.on_metrics is not None:
+            self.on_metrics(step, phase, metrics)
+
+    def log_eval(self, model, benchmark, score, n, *, step):
+        self.evals.append((step, model, benchmark, score))
+
+    def log_event(self, message, *, level="info", step=None):
+        self.events.append(message)
+
+    def steps_with(self, key):
+        return [step for step, _, _, m in self.metrics if key in m]
+
+    def values(self, key):
+        return [m[key] for *_, m in self.metrics if key in m]
+
+
+EXPECTED_ROWS = {
+    "expert": {"add", "rev"},
+    "weight_average": {"add", "rev", "merged"},
+    "mixed": {"mixed"},
+    "static_opd": {"add", "rev"},
+    "static_opd-rev": {"add", "rev"},
+    "mopd": {"mopd", "add", "rev"},
+}
+TRAINED = {  # the policies whose reward curves the dashboard overlays
+    "expert": ["add", "rev"],
+    "weight_average": ["add", "rev"],
+    "mixed": ["mixed"],
+    "static_opd": ["add", "rev"],
+    "static_opd-rev": ["add", "rev"],
+    "mopd": ["add", "rev", "mopd"],
+}
+
+
+@pytest.mark.parametrize("preset", list(EXPECTED_ROWS))
+def test_baseline_runs_end_to_end(preset, tiny_cfg, tmp_path):
+    cfg = tiny_cfg(preset)
+    rec = Recorder()
+    world = World.build(cfg, rec)
+    scores = run(world, tmp_path)
+    budget = budget_for(cfg)
+
+    assert set(scores) == EXPECTED_ROWS[preset]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["scores"]) == EXPECTED_ROWS[preset]
+    assert results["budget"] == budget.to_dict()
+    assert results["steps"] == world.step == budget.total
+    assert any(e.startswith("budget: ") and "rule: " in e for e in rec.events)
+    for name in TRAINED[preset]:  # one logged update per budgeted update, no more
+        n = len(rec.steps_with(f"branch/{name}/reward/mean"))
+        assert n == budget.updates_per_policy[name], f"{name}: {n} updates"
+    if preset == "mixed":
+        assert budget.updates_per_policy["mixed"] == 2 * cfg.schedule.total_steps()
+        keys = {k for *_, m in rec.metrics for k in m}
+        assert {"branch/mixed/reward_on/add", "branch/mixed/reward_on/rev"} <= keys
+    progress = rec.values("run/progress")
+    assert progress[-1] == pytest.approx(1.0) and max(progress) == pytest.approx(1.0)
+    assert {m for _, m, _, _ in rec.evals} == EXPECTED_ROWS[preset]
+
+
+def test_mixed_budget_is_k_times_one_experts(tiny_cfg):
+    T = tiny_cfg("expert").schedule.total_steps()
+    assert budget_for(tiny_cfg("expert")).updates_per_policy == {"add": T, "rev": T}
+    assert budget_for(tiny_cfg("mixed")).updates_per_policy == {"mixed": 2 * T}
+    assert budget_for(tiny_cfg("mixed-3")).updates_per_policy == {"mixed": 3 * T}
+
+
+def _fake_batch(domains: list[str], group_size: int = 2, T: int = 3) -> RolloutBatch:
+    examples = [Example(f"{d}?", "1", d) for d in domains for _ in range(group_size)]
+    B = len(examples)
+    return RolloutBatch(
+        examples,
+        torch.zeros(B, 2, dtype=torch.long),
+        torch.ones(B, 2, dtype=torch.long),
+        torch.arange(B * T).view(B, T),
+        torch.ones(B, T),
+        ["1"] * B,
+        group_size,
+    )
+
+
+def test_mopd_routes_each_sample_to_its_domains_teacher():
+    batch = _fake_batch(["add", "rev", "rev", "add", "sort"])
+    teacher_of = {"add": "A", "rev": "R", "sort": "S"}
+    assert route([ex.domain for ex in batch.examples], teacher_of) == {
+        "A": [0, 1, 6, 7],
+        "R": [2, 3, 4, 5],
+        "S": [8, 9],
+    }
+    seen = {}
+
+    def score(teacher, sub):
+        seen[teacher] = {ex.domain for ex in sub.examples}
+        # distinct per teacher and per row: -(teacher id) - first completion id / 100
+        tid = {"A": 1.0, "R": 2.0, "S": 3.0}[teacher]
+        return -tid - sub.completion_ids_B_T.float() / 100
+
+    lp = routed_logp(batch, teacher_of, score)
+    assert seen == {"A": {"add"}, "R": {"rev"}, "S": {"sort"}}  # each teacher: its domain only
+    for i, ex in enumerate(batch.examples):
+        tid = {"add": 1.0, "rev": 2.0, "sort": 3.0}[ex.domain]
+        expected = -tid - batch.completion_ids_B_T[i].float() / 100
+        assert torch.allclose(lp[i], expected), f"row {i} ({ex.domain}) scored by the wrong teacher"
+    with pytest.raises(KeyError, match="no expert for domain 'count'"):
+        route(["count"], teacher_of)
+
+
+def test_static_opd_teacher_is_frozen_during_distillation(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("static_opd")  # add -> rev
+    rec = Recorder()
+    world = World.build(cfg, rec)
+    budget = budget_for(cfg)
+    end_of_experts = budget.start_of("distill")
+    snap = {}
+
+    def grab(step, phase, metrics):
+        if step == end_of_experts and "run/progress" in metrics:  # logged after the update
+            snap.update({b.name: [p.detach().clone() for p in b.params] for b in world.branches})
+
+    rec.on_metrics = grab
+    run(world, tmp_path)
+    assert snap, "the expert stage did not end where the budget says"
+    teacher, student = world.branch("add"), world.branch("rev")
+    for p0, p in zip(snap["add"], teacher.params, strict=True):
+        assert torch.equal(p0, p), "the frozen teacher changed during distillation"
+    assert any(not torch.equal(p0, p) for p0, p in zip(snap["rev"], student.params, strict=True)), (
+        "the student did not learn during distillation"
+    )
+    assert rec.steps_with("branch/rev/opd/adv_mean/add") == list(
+        range(end_of_experts + 1, budget.total + 1)
+    )
+    assert not rec.steps_with("branch/add/opd/adv_mean/rev")  # one way only
+
+
+def test_static_opd_resume_across_stages_gives_identical_weights(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("static_opd", "opd.native_rl=true")
+    budget = budget_for(cfg)
+    stops = [1, budget.start_of("distill") + 1]  # once in each stage
+    assert stops[1] < budget.total
+
+    full = World.build(cfg, NullLogger())
+    run(full, tmp_path / "full")
+
+    out = tmp_path / "part"
+    world = None
+    for stop in [*stops, None]:
+        rec = Recorder()
+        world = World.build(cfg, rec)
+        if (ck := checkpoint.latest(out)) is not None:
+            checkpoint.restore(world, ck)
+
+        def stopper(step, phase, metrics, world=world, stop=stop):
+            if stop is not None and step == stop and "run/progress" in metrics:
+                world.stop_requested = True
+
+        rec.on_metrics = stopper
+        if stop is None:
+            run(world, out)
+        else:
+            with pytest.raises(TrainingCancelled, match=f"stopped at step {stop} of"):
+                run(world, out)
+            saved = checkpoint.restore(World.build(cfg, NullLogger()), checkpoint.latest(out))
+            assert saved["stage"] == budget.stage_at(stop)
+    assert world.step == budget.total
+    for a, b in zip(full.branches, world.branches, strict=True):
+        for pa, pb in zip(a.params, b.params, strict=True):
+            assert torch.equal(pa, pb), f"branch {a.name} differs after resume"
+
+
+@pytest.mark.parametrize(
+    "preset",
+    [
+        "copd-no-merge",
+        "copd-one-way",
+        "copd-no-native-rl",
+        "copd-snapshot-teacher",
+        "copd-ratio-1to1",
+    ],
+)
+def test_copd_ablation_presets_run(preset, tiny_cfg, tmp_path):
+    extra = ["schedule.cycles=1"]
+    if preset == "copd-ratio-1to1":
+        extra += ["schedule.rl_steps=1", "schedule.opd_steps=1"]
+    rec = Recorder()
+    world = World.build(tiny_cfg(preset, *extra), rec)
+    scores = run(world, tmp_path)
+    merged = "merged" in scores
+    assert merged == (preset != "copd-no-merge")
+    assert rec.values("run/progress")[-1] == pytest.approx(1.0)
+    keys = {k for *_, m in rec.metrics for k in m}
+    if preset == "copd-one-way":  # only the first branch (add) teaches
+        assert "branch/rev/opd/adv_mean/add" in keys
+        assert "branch/add/opd/adv_mean/rev" not in keys
+    if preset == "copd-no-native-rl":  # phase II has no native batch
+        opd_rows = [m for _, _, phase, m in rec.metrics if phase == "opd" and "run/progress" in m]
+        assert opd_rows and all("branch/add/loss/pg" not in m for m in opd_rows)
+
+
+def test_presets_and_sets_are_registered():
+    for name in EXPECTED_ROWS:
+        assert name in presets.names()
+        assert presets.get(name).validate().method.replace("-rev", "") in (
+            "expert",
+            "weight_average",
+            "mixed",
+            "static_opd",
+            "mopd",
+        )
+    assert presets.get("static_opd").static_direction == "add->rev"
+    assert presets.get("static_opd-rev").static_direction == "rev->add"
+    demo = presets.get("demo")
+    for name in EXPECTED_ROWS:
+        cfg = presets.get(name)
+        assert (cfg.model, cfg.sampling, cfg.grpo, cfg.schedule) == (
+            demo.model,
+            demo.sampling,
+            demo.grpo,
+            demo.schedule,
+        ), f"{name} does not share the demo's model/sampling/GRPO/schedule"
