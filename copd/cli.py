@@ -277,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
         register = None
     if register is not None:
         register(sub)
+        from app.sweep import register as register_sweep  # `copd sweep` (ablation sets)
+
+        register_sweep(sub)
     return p
 
 

@@ -60,6 +60,27 @@ _PRESETS = {
 }
 
 
+# Named ablation sets: `copd sweep --set-name paper-2dom --seeds 0,1,2 --group NAME` queues
+# every preset of the set once per seed with identical overrides.
+SETS: dict[str, tuple[str, ...]] = {
+    "paper-2dom": ("demo", "expert", "weight_average", "mixed", "static_opd", "static_opd-rev"),
+    "paper-3dom": ("copd-3", "expert-3", "mixed-3", "mopd-3"),
+    "copd-ablations": (
+        "demo",
+        "copd-no-merge",
+        "copd-one-way",
+        "copd-no-native-rl",
+        "copd-snapshot-teacher",
+        "copd-ratio-1to1",
+    ),
+}
+
+
+def sets() -> dict[str, tuple[str, ...]]:
+    """The named preset sets (ablation sets), by name."""
+    return dict(SETS)
+
+
 def register(name: str, factory, description: str) -> None:
     """Add a preset (baseline modules register theirs on import)."""
     _PRESETS[name] = (factory, description)

@@ -244,3 +244,81 @@ def test_presets_and_sets_are_registered():
             demo.grpo,
             demo.schedule,
         ), f"{name} does not share the demo's model/sampling/GRPO/schedule"
+
+
+def test_every_named_set_lists_known_presets():
+    sets = presets.sets()
+    assert sets["paper-2dom"] == (
+        "demo",
+        "expert",
+        "weight_average",
+        "mixed",
+        "static_opd",
+        "static_opd-rev",
+    )
+    for name, members in sets.items():
+        unknown = set(members) - set(presets.names())
+        assert not unknown, f"set {name} names unknown presets {unknown}"
+
+
+# ---------------------------------------------------------------------- ablation sets
+@pytest.fixture
+def sweep_env(tmp_path):
+    from app.launcher import Launcher
+    from storage import RunStore
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    store = RunStore.from_url(url)
+    return url, store, Launcher(store, tmp_path / "runs", max_cpu_runs=1, gpus=[])
+
+
+def test_launch_sweep_queues_every_preset_for_every_seed_in_one_group(sweep_env):
+    from app.sweep import launch_sweep
+    from copd.config import ConfigError
+
+    _, store, launcher = sweep_env
+    sets = ["expert", "mixed"]
+    runs = launch_sweep(store, launcher, sets, [0, 1, 2], "abl", ["schedule.cycles=3"])
+    assert len(runs) == 6
+    assert {r.status for r in runs} == {"queued"}
+    assert {r.group for r in runs} == {"abl"}
+    assert store.list_groups() == ["abl"]
+    for method in ("expert", "mixed"):
+        mine = [r for r in runs if r.method == method]
+        assert sorted(r.seed for r in mine) == [0, 1, 2]
+        assert all(r.config["seed"] == r.seed for r in mine)
+    assert {r.config["schedule"]["cycles"] for r in runs} == {3}  # identical overrides
+    assert len({r.name for r in runs}) == 6
+    assert "sweep abl: preset mixed" in store.events(runs[-1].id)[-1].message
+
+    # a bad override or a reserved key queues nothing
+    with pytest.raises(ConfigError, match="grpo.group_size"):
+        launch_sweep(store, launcher, sets, [0], "bad", ["grpo.group_size=1"])
+    with pytest.raises(ConfigError, match="--seeds"):
+        launch_sweep(store, launcher, sets, [0], "bad", ["seed=4"])
+    assert len(store.list_runs()) == 6
+
+
+def test_sweep_cli_expands_a_named_set(sweep_env, tmp_path, capsys):
+    from copd.cli import main
+
+    url, store, _ = sweep_env
+    rc = main(
+        [
+            "sweep", "--set-name", "paper-2dom", "--seeds", "0,1", "--group", "paper",
+            "--set", "schedule.cycles=2", "--no-start", "--db", url,
+            "--runs-root", str(tmp_path / "runs"),
+        ]
+    )  # fmt: skip
+    assert rc == 0
+    runs = store.list_runs(group="paper")
+    assert len(runs) == 6 * 2
+    assert {r.status for r in runs} == {"queued"}  # --no-start: nothing started
+    assert sorted({r.method for r in runs}) == [
+        "copd",
+        "expert",
+        "mixed",
+        "static_opd",
+        "weight_average",
+    ]
+    assert "queued 12 runs" in capsys.readouterr().err
