@@ -67,9 +67,9 @@ def wait_until(launcher: Launcher, run_id: int, pred, timeout: float, what: str)
         run = launcher.store.get_run(run_id)
         if pred(run):
             return time.monotonic() - t0
-        if time.monotonic() - t0 > timeout:
+        if run.is_terminal or time.monotonic() - t0 > timeout:
             pytest.fail(
-                f"run {run_id} not {what} after {timeout:.0f} s (status {run.status}, "
+                f"run {run_id} not {what} after {time.monotonic() - t0:.0f} s (status {run.status}, "
                 f"error {run.error!r})\n{launcher.log_tail(run_id, 40)}"
             )
         time.sleep(0.2)
