@@ -1,0 +1,214 @@
+"""P1: one GRPO step of ours against one step of TRL's GRPOTrainer, same configuration.
+
+    .venv/bin/python bench/p1_grpo_vs_trl.py [--steps 12] [--warmup 3] [--sizes 128x2,256x4]
+
+Both sides train the same freshly built tiny model directory (copd.tiny.build_tiny_model,
+char tokenizer, random init) on the built-in `add` task: 16 prompts x G=8 = 128 completions,
+8 new tokens, temperature 1.0, no KL (beta 0), clip 0.2/0.28, AdamW lr 5e-4, grad clip 1,
+2 torch threads. TRL runs on CPU in float32 without gradient checkpointing, with one
+generation per optimisation step (generation batch = per-device batch = 128 completions).
+
+The two implementations alternate step by step inside one process: a TRL callback times
+each TRL step from the end of the previous one (so data loading, generation, scoring,
+update and TRL's own logging all count) and then runs one of our steps, which is timed
+separately and excluded from TRL's interval. Medians after the warm-up steps are compared;
+target: ours <= 0.5x TRL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import _common as C  # sets the offline and thread environment before torch loads
+
+TARGET = 0.5
+
+
+def our_stepper(model_dir: str, prompts: int, group: int, max_new: int):
+    """A one-branch world on `model_dir` and a function running one GRPO step of it."""
+    from copd.algorithms.copd import phase1_step
+    from copd.config import RunConfig, apply_overrides
+    from copd.engine import World
+
+    cfg = apply_overrides(
+        RunConfig(name="bench-p1"),
+        [
+            f"model.path={model_dir}",
+            f"threads={C.THREADS}",
+            f"grpo.prompts_per_step={prompts}",
+            f"grpo.group_size={group}",
+            f"sampling.max_new_tokens={max_new}",
+            "sampling.temperature=1.0",
+            "grpo.kl_coef=0",
+            "grpo.clip_low=0.2",
+            "grpo.clip_high=0.28",
+            "grpo.lr=5e-4",
+        ],
+    ).validate()
+    world = World.build(cfg, names=["add"])  # only the `add` policy of the (add, rev) pair
+    lengths: list[float] = []
+
+    def step() -> None:
+        m = phase1_step(world)
+        lengths.append(m["branch/add/response_len"])
+
+    return step, lengths
+
+
+def trl_trainer(model_dir: str, out_dir: str, steps: int, prompts: int, group: int, max_new: int,
+                callback):  # fmt: skip
+    """TRL GRPOTrainer at the same configuration, `steps` optimisation steps long."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from copd.tasks import get_task
+
+    task = get_task("add")
+    examples = task.sample(random.Random(0), prompts * (steps + 2))
+    data = Dataset.from_dict(
+        {"prompt": [e.prompt for e in examples], "idx": list(range(len(examples)))}
+    )
+
+    def exact_match(prompts, completions, idx, **_):
+        return [task.reward(examples[i], c) for i, c in zip(idx, completions, strict=True)]
+
+    # TRL turns gradient checkpointing on by default; transformers 5 renamed the field.
+    fields = GRPOConfig.__dataclass_fields__
+    no_ckpt = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in fields
+        else "gradient_checkpointing"
+    )
+    args = GRPOConfig(
+        output_dir=out_dir,
+        use_cpu=True,
+        bf16=False,
+        **{no_ckpt: False},
+        per_device_train_batch_size=prompts * group,  # counts completions
+        steps_per_generation=1,  # one fresh generation per step, never reused
+        num_generations=group,
+        max_completion_length=max_new,
+        temperature=1.0,
+        top_p=1.0,
+        top_k=0,
+        beta=0.0,
+        epsilon=0.2,
+        epsilon_high=0.28,
+        num_iterations=1,
+        learning_rate=5e-4,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        max_steps=steps,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        seed=0,
+    )
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=exact_match,
+        args=args,
+        train_dataset=data,
+        processing_class=tok,
+        callbacks=[callback],
+    )
+    trainer.remove_callback(PrinterCallback)
+    assert not getattr(args, no_ckpt), "TRL must run without gradient checkpointing"
+    assert args.generation_batch_size == prompts * group, "one generation per step"
+    return trainer
+
+
+def run_size(hidden: int, layers: int, steps: int, warmup: int, root: Path) -> dict:
+    from transformers import TrainerCallback
+
+    from copd.tiny import build_tiny_model
+
+    model_dir = str(
+        build_tiny_model(root / f"tiny-{hidden}x{layers}", hidden=hidden, layers=layers)
+    )
+    ours, our_lengths = our_stepper(model_dir, 16, 8, 8)
+    trl_times: list[float] = []
+    our_times: list[float] = []
+
+    class Interleave(TrainerCallback):
+        """Times TRL's steps end to end and runs one of ours between them."""
+
+        t_last = 0.0
+
+        def on_train_begin(self, args, state, control, **kw):
+            C.set_threads()  # accelerate may have changed it; both sides run on 2 threads
+            self.t_last = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            trl_times.append(time.perf_counter() - self.t_last)
+            t0 = time.perf_counter()
+            ours()
+            our_times.append(time.perf_counter() - t0)
+            self.t_last = time.perf_counter()
+
+    trainer = trl_trainer(model_dir, str(root / "trl-out"), steps + warmup, 16, 8, 8, Interleave())
+    trainer.train()
+    trl_len = [h["completions/mean_length"] for h in trainer.state.log_history if
+               "completions/mean_length" in h]  # fmt: skip
+    t_trl, t_ours = trl_times[warmup:], our_times[warmup:]
+    ratio = C.median(t_ours) / C.median(t_trl)
+    return {
+        "model": f"{layers}x{hidden}",
+        "trl_s": C.median(t_trl),
+        "ours_s": C.median(t_ours),
+        "ratio": ratio,
+        "target": TARGET,
+        "pass": ratio <= TARGET,
+        "trl_all_s": trl_times,
+        "ours_all_s": our_times,
+        "trl_mean_len": sum(trl_len) / max(1, len(trl_len)),
+        "ours_mean_len": sum(our_lengths[warmup:]) / max(1, len(our_lengths[warmup:])),
+        "load": C.load_avg(),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=12, help="timed steps per side (>= 10)")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--sizes", default="128x2,256x4", help="HIDDENxLAYERS,...")
+    ap.add_argument("--json")
+    a = ap.parse_args(argv)
+    C.set_threads()
+    import torch
+    import trl
+
+    print("P1  GRPO step: ours vs TRL GRPOTrainer (16 prompts x G=8, 8 new tokens, T=1, beta 0)")
+    print(C.machine_line() + f", trl {trl.__version__}")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="copd-p1-") as tmp:
+        for spec in a.sizes.split(","):
+            hidden, layers = (int(x) for x in spec.split("x"))
+            torch.manual_seed(0)
+            r = run_size(hidden, layers, a.steps, a.warmup, Path(tmp))
+            results.append(r)
+            print(
+                f"  {r['model']:>6}  TRL {r['trl_s'] * 1e3:7.1f} ms  ours {r['ours_s'] * 1e3:7.1f} ms"
+                f"  ratio {r['ratio']:.2f} (target <= {TARGET})  {C.verdict(r['ratio'], TARGET)}"
+                f"  | mean completion len TRL {r['trl_mean_len']:.1f} ours {r['ours_mean_len']:.1f}"
+            )
+            print(f"          TRL  {C.spread(r['trl_all_s'][a.warmup :])}")
+            print(f"          ours {C.spread(r['ours_all_s'][a.warmup :])}")
+            print(f"          {C.load_line()}")
+    out = {"bench": "p1", "machine": C.machine(), "results": results}
+    C.write_json(a.json, out)
+    return out
+
+
+if __name__ == "__main__":
+    main()
