@@ -194,15 +194,25 @@ def test_launch_watch_compare(server):
 
         page.goto(f"{base}/live")
         page.wait_for_selector('[data-testid="stApp"]')
-        deadline = time.monotonic() + 240
-        while _overlap_points(page) == 0 and time.monotonic() < deadline:
-            page.wait_for_timeout(2000)
-        assert _overlap_points(page) > 0, "the overlap chart never drew a point"
-
-        # Let the run finish (auto-refresh keeps the view current) for a complete picture.
         from storage import RunStore
 
         store = RunStore.from_url(db)
+        # Generous: on a busy 2-core machine the tiny run's first diagnostics can take minutes.
+        deadline = time.monotonic() + 420
+        while _overlap_points(page) == 0 and time.monotonic() < deadline:
+            if store.list_runs()[0].status in ("failed", "crashed"):
+                break
+            page.wait_for_timeout(2000)
+        if _overlap_points(page) == 0:
+            page.screenshot(path=str(SHOTS / "live-failed.png"))
+            run = store.list_runs()[0]
+            log = next(Path(run.run_dir).glob("*.log"), None) if run.run_dir else None
+            tail = log.read_text()[-3000:] if log else "(no log)"
+            pytest.fail(
+                f"the overlap chart never drew a point; run {run.status}: {run.error}\n{tail}"
+            )
+
+        # Let the run finish (auto-refresh keeps the view current) for a complete picture.
         while time.monotonic() < deadline and store.list_runs()[0].status == "running":
             page.wait_for_timeout(3000)
         page.reload()
