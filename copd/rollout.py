@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from copd.chat import render_prompts
 from copd.losses import completion_mask
 from copd.tasks import Example
 
@@ -59,11 +60,19 @@ class RolloutBatch:
         )
 
 
-def encode_prompts(tokenizer, prompts: list[str], device) -> tuple[Tensor, Tensor]:
+def encode_prompts(
+    tokenizer, prompts: list[str], device, add_special_tokens: bool = True
+) -> tuple[Tensor, Tensor]:
     """Left-padded prompt ids and mask ([B, P]). The tokenizer adds its own bos if it has a
-    post-processor for it (the built-in char tokenizer does); chat templates are applied by
-    the task/dataset layer before this point."""
-    enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
+    post-processor for it (the built-in char tokenizer does), unless `add_special_tokens`
+    is False: text rendered through a chat template already holds them (copd/chat.py)."""
+    enc = tokenizer(
+        prompts,
+        return_tensors="pt",
+        padding=True,
+        padding_side="left",
+        add_special_tokens=add_special_tokens,
+    )
     return enc["input_ids"].to(device), enc["attention_mask"].to(device)
 
 
@@ -167,7 +176,11 @@ def sample_rollouts(
     """G samples for each example (rows grouped per prompt)."""
     device = device or next(model.parameters()).device
     rep = [ex for ex in examples for _ in range(group_size)]
-    prompt_ids, prompt_mask = encode_prompts(tokenizer, [ex.prompt for ex in rep], device)
+    # Render once per prompt (chat template or plain text), then repeat for the group.
+    texts, templated = render_prompts(tokenizer, examples)
+    prompt_ids, prompt_mask = encode_prompts(
+        tokenizer, [t for t in texts for _ in range(group_size)], device, not templated
+    )
     comp = sample_tokens(
         model,
         prompt_ids,

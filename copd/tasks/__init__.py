@@ -3,6 +3,11 @@
     from copd.tasks import get_task, builtin_task_names
     task = get_task("add", difficulty=2)          # a built-in domain
     task = get_task("mypkg.tasks:make_task", n=3)  # or your own: factory(**options) -> Task
+    task = get_task("dataset#gsm8k", path="gsm8k.jsonl", verifier="numeric")  # a data file
+
+A `#label` suffix is ignored when resolving the task; it lets two branches use the same
+factory with different `task_options` (which are keyed by the full task string).
+`dataset` is short for `copd.tasks.datasets:from_file` (see copd/tasks/datasets.py).
 
 See `copd.tasks.base` for the interface and `copd.tasks.synthetic` for the built-ins.
 """
@@ -13,16 +18,26 @@ import importlib
 from typing import Any
 
 from copd.tasks.base import DIFFICULTIES, Example, SyntheticTask, Task
+from copd.tasks.datasets import DatasetError, DatasetTask, from_file
 from copd.tasks.synthetic import BUILTIN_TASKS, builtin_alphabet
+from copd.tasks.verifiers import VERIFIERS, get_verifier
+
+ALIASES = {"dataset": "copd.tasks.datasets:from_file"}
 
 __all__ = [
+    "ALIASES",
     "DIFFICULTIES",
+    "VERIFIERS",
+    "DatasetError",
+    "DatasetTask",
     "Example",
     "SyntheticTask",
     "Task",
     "builtin_alphabet",
     "builtin_task_names",
+    "from_file",
     "get_task",
+    "get_verifier",
 ]
 
 
@@ -35,8 +50,11 @@ def get_task(spec: str, **options: Any) -> Task:
     """A task from a built-in name or an import path `package.module:factory`.
 
     `options` go to the task's constructor (built-ins take `difficulty` and
-    `holdout_fraction`) or to the factory, which must return a `Task`.
+    `holdout_fraction`) or to the factory, which must return a `Task`. A `#label` suffix
+    is dropped first; `dataset` stands for `copd.tasks.datasets:from_file`.
     """
+    spec = spec.split("#", 1)[0]
+    spec = ALIASES.get(spec, spec)
     if spec in BUILTIN_TASKS:
         cls = BUILTIN_TASKS[spec]
         try:

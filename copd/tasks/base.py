@@ -26,11 +26,18 @@ DIFFICULTIES = (1, 2, 3, 4, 5)
 
 @dataclass(frozen=True)
 class Example:
-    """One prompt with its reference answer. `domain` is the task name."""
+    """One prompt with its reference answer. `domain` is the task name.
+
+    Optional, for dataset tasks: `system` is a system prompt (rendered through the chat
+    template, see copd/chat.py); `images`/`videos` are media file paths kept for
+    multimodal tasks (text-only models ignore them)."""
 
     prompt: str
     answer: str
     domain: str
+    system: str | None = None
+    images: tuple[str, ...] = ()
+    videos: tuple[str, ...] = ()
 
 
 class Task(ABC):

@@ -1,0 +1,350 @@
+"""Tasks from local data files (JSONL, Parquet, CSV) with a field mapping and a verifier.
+
+    task = from_file("data/gsm8k.jsonl", prompt_field="question", answer_field="answer",
+                     verifier="numeric", name="gsm8k")
+    task.sample(random.Random(0), 16); task.eval_examples(128); task.reward(ex, completion)
+
+In a run config, a branch names the factory and `task_options` (keyed by the same task
+string) holds its arguments. `dataset` is short for `copd.tasks.datasets:from_file`, and a
+`#label` suffix tells two dataset branches apart:
+
+    "branches": [{"name": "math", "task": "dataset#gsm8k"}, {"name": "mcq", "task": "dataset#mcq"}],
+    "task_options": {"dataset#gsm8k": {"path": "gsm8k.jsonl", "prompt_field": "question",
+                                       "answer_field": "answer", "verifier": "numeric"}, ...}
+
+Files are read through the `datasets` library, offline (no hub access is ever needed for
+local files). Every row is checked before any training starts: a missing field, an empty
+prompt or an answer that cannot be turned into text is reported with the file, the line
+(JSONL, CSV) or row (Parquet) and the fix, for all bad rows up to `max_errors`.
+
+Held-out split: a separate `eval_path`, or else a stable hash of (name, prompt) puts a
+fraction `eval_fraction` of the rows aside (the same rows in every process and run; equal
+prompts always fall on the same side, so duplicates cannot leak into evaluation).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from copd.tasks.base import Example, Task, _stable_fraction
+from copd.tasks.verifiers import VERIFIERS, get_verifier, gold_problem
+
+FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+class DatasetError(ValueError):
+    """A data file cannot be used as given. The message names the file, the rows and the fix."""
+
+
+@dataclass(frozen=True)
+class FieldMap:
+    """Which columns hold what. Only `prompt` and `answer` are required in every row."""
+
+    prompt: str = "prompt"
+    answer: str = "answer"
+    system: str | None = None  # a per-row system prompt column (an empty cell = none)
+    images: str | None = None  # a column of image paths (one string or a list)
+    videos: str | None = None  # a column of video paths
+
+
+def _format_of(path: Path, fmt: str | None) -> str:
+    if fmt:
+        if fmt not in ("json", "parquet", "csv"):
+            raise DatasetError(f"{path}: format={fmt!r} is unknown; use json, parquet or csv")
+        return fmt
+    if path.suffix.lower() not in FORMATS:
+        raise DatasetError(
+            f"{path}: cannot tell the format from the suffix {path.suffix!r}; name the file "
+            f"*.jsonl, *.parquet or *.csv, or pass format='json'|'parquet'|'csv'"
+        )
+    return FORMATS[path.suffix.lower()]
+
+
+def _scan_jsonl(path: Path, max_errors: int) -> list[int]:
+    """Line numbers of the rows (blank lines are skipped, as `datasets` does); raises on
+    lines that are not JSON objects, listing all of them up to `max_errors`."""
+    lines, bad = [], []
+    with path.open(encoding="utf-8") as f:
+        for no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            lines.append(no)
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                bad.append(f"line {no}: not valid JSON ({e.msg} at column {e.colno})")
+                continue
+            if not isinstance(obj, dict):
+                bad.append(f"line {no}: a JSON {type(obj).__name__}, not an object")
+    if bad:
+        raise DatasetError(
+            _listing(path, bad, max_errors) + "\nFix: write one JSON object per line, e.g. "
+            '{"prompt": "2+3=?", "answer": "5"}'
+        )
+    return lines
+
+
+def _mixed_types(path: Path, fields: list[str]) -> str:
+    """For a JSONL file that `datasets` refused: which of `fields` mix value types, where."""
+    seen: dict[str, dict[str, int]] = {f: {} for f in fields}
+    with path.open(encoding="utf-8") as f:
+        for no, line in enumerate(f, start=1):
+            if line.strip():
+                obj = json.loads(line)
+                for name in fields:
+                    if obj.get(name) is not None:
+                        seen[name].setdefault(type(obj[name]).__name__, no)
+    parts = [
+        f"field {name!r} mixes " + ", ".join(f"{t} (first on line {n})" for t, n in kinds.items())
+        for name, kinds in seen.items()
+        if len(kinds) > 1
+    ]
+    return "; ".join(parts)
+
+
+def load_rows(path: str | Path, fmt: str | None = None, max_errors: int = 20):
+    """All rows of a data file as dicts, and a function row index -> location text."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DatasetError(f"{p}: no such file; check the task's `path` (and `eval_path`)")
+    kind = _format_of(p, fmt)
+    line_of = _scan_jsonl(p, max_errors) if kind == "json" else None
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # local files never need the hub
+    try:
+        import datasets
+    except ImportError as e:
+        raise ImportError("dataset tasks need the datasets library: pip install -e .[data]") from e
+    try:
+        ds = datasets.load_dataset(kind, data_files=str(p), split="train")
+    except Exception as e:
+        hint = _mixed_types(p, _columns_of_jsonl(p)) if kind == "json" else ""
+        raise DatasetError(
+            f"{p}: could not be read as {kind} ({type(e).__name__}: {e})"
+            + (
+                f"\n{hint}\nFix: give each field one type in every row, e.g. quote all answers "
+                'as strings ("72")'
+                if hint
+                else ""
+            )
+        ) from e
+    rows = ds.to_list()
+
+    def where(i: int) -> str:
+        if line_of is not None:
+            return f"line {line_of[i]}"
+        if kind == "csv":  # the header is line 1 (cells with line breaks shift this)
+            return f"line {i + 2}"
+        return f"row {i}"
+
+    return rows, where
+
+
+def _columns_of_jsonl(path: Path) -> list[str]:
+    cols: dict[str, None] = {}
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if line.strip():
+                cols.update(dict.fromkeys(json.loads(line)))
+    return list(cols)
+
+
+def _as_text(value: Any) -> str | None:
+    """A cell as text: strings as they are, numbers written plainly (72.0 -> "72"); None
+    for a missing cell; raises TypeError for anything else (lists, objects, booleans)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        raise TypeError("a boolean")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    raise TypeError(f"a {type(value).__name__}")
+
+
+def _paths(value: Any, base: Path) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else list(value)
+    if not all(isinstance(v, str) for v in items):
+        raise TypeError("not a path or a list of paths")
+    return tuple(str(v if Path(v).is_absolute() else base / v) for v in items)
+
+
+def rows_to_examples(
+    rows: list[dict],
+    where,
+    *,
+    source: Path,
+    fields: FieldMap,
+    domain: str,
+    verifier: str,
+    system_prompt: str | None = None,
+    prompt_template: str | None = None,
+    max_errors: int = 20,
+) -> list[Example]:
+    """Validate every row and build Examples; raise DatasetError listing the bad rows."""
+    out: list[Example] = []
+    bad: list[str] = []
+    for i, row in enumerate(rows):
+        present = sorted(k for k, v in row.items() if v is not None)
+        problems = []
+        texts: dict[str, str | None] = {}
+        for role, column in (("prompt", fields.prompt), ("answer", fields.answer)):
+            try:
+                texts[role] = _as_text(row.get(column))
+            except TypeError as e:
+                problems.append(f"{role} field {column!r} is {e}, not text")
+                continue
+            if texts[role] is None:
+                problems.append(
+                    f"missing field {column!r} (fields here: {present}); "
+                    f"set {role}_field to the right column"
+                )
+            elif role == "prompt" and not texts[role].strip():
+                problems.append(f"empty prompt in field {column!r}")
+        system = system_prompt
+        if fields.system and row.get(fields.system) is not None:
+            try:
+                system = _as_text(row[fields.system]) or system_prompt
+            except TypeError as e:
+                problems.append(f"system field {fields.system!r} is {e}, not text")
+        media = {}
+        for role, column in (("images", fields.images), ("videos", fields.videos)):
+            try:
+                media[role] = _paths(row.get(column), source.parent) if column else ()
+            except TypeError as e:
+                problems.append(f"{role} field {column!r} is {e}")
+        if not problems and (why := gold_problem(verifier, texts["answer"])):
+            problems.append(f"{why}; check answer_field or pick another verifier")
+        if problems:
+            bad.append(f"{where(i)}: " + "; ".join(problems))
+            if len(bad) > max_errors:
+                break
+            continue
+        prompt = texts["prompt"]
+        if prompt_template:
+            prompt = prompt_template.replace("{prompt}", prompt)
+        out.append(Example(prompt, texts["answer"], domain, system, **media))
+    if bad:
+        raise DatasetError(
+            _listing(source, bad, max_errors)
+            + "\nFix the rows above (or the field mapping) before training."
+        )
+    if not out:
+        raise DatasetError(f"{source}: the file holds no rows")
+    return out
+
+
+def _listing(path: Path, bad: list[str], max_errors: int) -> str:
+    shown = bad[:max_errors]
+    more = "" if len(bad) <= max_errors else f"\n  ... and more (only {max_errors} shown)"
+    return f"{path}: {len(shown)}{'+' if more else ''} bad row(s):\n  " + "\n  ".join(shown) + more
+
+
+class DatasetTask(Task):
+    """A domain read from a data file; see the module docstring for the options."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        prompt_field: str = "prompt",
+        answer_field: str = "answer",
+        verifier: str = "exact",
+        name: str | None = None,
+        system_prompt: str | None = None,
+        system_field: str | None = None,
+        image_field: str | None = None,
+        video_field: str | None = None,
+        prompt_template: str | None = None,
+        eval_path: str | Path | None = None,
+        eval_fraction: float = 0.1,
+        format: str | None = None,
+        verifier_options: dict[str, Any] | None = None,
+        max_errors: int = 20,
+    ) -> None:
+        self.path = Path(path).expanduser()
+        self.name = name or self.path.stem
+        if verifier not in VERIFIERS:
+            raise DatasetError(
+                f"task {self.name!r}: verifier={verifier!r} is unknown; "
+                f"use one of {sorted(VERIFIERS)}"
+            )
+        if not 0.0 <= eval_fraction < 1.0:
+            raise DatasetError(
+                f"task {self.name!r}: eval_fraction={eval_fraction!r} must be in [0, 1); "
+                "0 evaluates on the training rows (no held-out split)"
+            )
+        if prompt_template is not None and "{prompt}" not in prompt_template:
+            raise DatasetError(
+                f"task {self.name!r}: prompt_template must contain '{{prompt}}' where the "
+                f"row's prompt goes, e.g. '{{prompt}}\\nGive the final answer after ####.'"
+            )
+        self.verifier_name = verifier
+        self.verify = get_verifier(verifier, **(verifier_options or {}))
+        fields = FieldMap(prompt_field, answer_field, system_field, image_field, video_field)
+        opts = dict(
+            fields=fields,
+            domain=self.name,
+            verifier=verifier,
+            system_prompt=system_prompt,
+            prompt_template=prompt_template,
+            max_errors=max_errors,
+        )
+        rows, where = load_rows(self.path, format, max_errors)
+        examples = rows_to_examples(rows, where, source=self.path, **opts)
+        if eval_path is not None:
+            ep = Path(eval_path).expanduser()
+            rows, where = load_rows(ep, format, max_errors)
+            self.train = examples
+            self.held_out = rows_to_examples(rows, where, source=ep, **opts)
+        elif eval_fraction == 0.0:
+            self.train = self.held_out = examples
+        else:
+            side = [_stable_fraction(self.name, ex.prompt) < eval_fraction for ex in examples]
+            self.train = [ex for ex, h in zip(examples, side, strict=True) if not h]
+            self.held_out = [ex for ex, h in zip(examples, side, strict=True) if h]
+            if not self.train or not self.held_out:
+                raise DatasetError(
+                    f"task {self.name!r}: {len(examples)} rows with eval_fraction="
+                    f"{eval_fraction} leave an empty {'training' if not self.train else 'eval'} "
+                    "split; give eval_path, change eval_fraction, or add rows"
+                )
+        every = self.train + self.held_out
+        self.alphabet = "".join(sorted({c for ex in every for c in ex.prompt + ex.answer}))
+        self.max_answer_chars = max(len(ex.answer) for ex in every)
+
+    def sample(self, rng: random.Random, n: int) -> list[Example]:
+        """`n` training rows: without repeats while `n` fits the split, then with repeats."""
+        if n <= len(self.train):
+            return [self.train[i] for i in rng.sample(range(len(self.train)), n)]
+        return [self.train[rng.randrange(len(self.train))] for _ in range(n)]
+
+    def eval_examples(self, n: int) -> list[Example]:
+        """The first `n` held-out rows in file order (fewer when the split is smaller)."""
+        return self.held_out[:n]
+
+    def reward(self, example: Example, completion: str) -> float:
+        return float(self.verify(completion, example.answer))
+
+    def __repr__(self) -> str:
+        return (
+            f"DatasetTask(name={self.name!r}, path={str(self.path)!r}, "
+            f"verifier={self.verifier_name!r}, train={len(self.train)}, "
+            f"held_out={len(self.held_out)})"
+        )
+
+
+def from_file(path: str | Path, **options: Any) -> DatasetTask:
+    """Factory for `get_task("copd.tasks.datasets:from_file", path=..., ...)` (alias
+    `dataset`); the options are `DatasetTask`'s keyword arguments."""
+    return DatasetTask(path, **options)
