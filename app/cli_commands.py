@@ -172,7 +172,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_supervise(args: argparse.Namespace) -> int:
-    from app.launcher import supervise
+    from app.supervisor import supervise
 
     launcher = _launcher(args)
     print(

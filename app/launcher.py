@@ -8,7 +8,7 @@
     L.resume(run.id)  # back to queued; the next start passes --resume <run_dir>
 
 A queued run only starts when something ticks: the dashboard's background thread
-(`start_supervisor`), `copd supervise`, or any `copd launch` / `copd runs` call.
+(`app.supervisor.start_supervisor`), `copd supervise`, or any `copd launch` / `copd runs` call.
 
 Every run lives in `runs_root/<id>-<slug>/` (config.json, train.log, checkpoints). The trainer is
 `python -m copd train <run_dir>/config.json --out <run_dir> --db <URL> --run-id <id>`, started
@@ -30,7 +30,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,7 +42,16 @@ from app.gpus import GPU, detect_gpus
 from copd.config import ConfigError, RunConfig
 from storage.revision import code_revision
 
-__all__ = ["GPU", "Launcher", "LauncherError", "TickReport", "detect_gpus", "start_supervisor"]
+__all__ = [
+    "GPU",
+    "Launcher",
+    "LauncherError",
+    "Supervisor",
+    "TickReport",
+    "detect_gpus",
+    "start_supervisor",
+    "supervise",
+]
 
 REPO = Path(__file__).resolve().parent.parent
 HEARTBEAT_S = 5.0  # same default as storage.tracking.track_run(heartbeat_s=...)
@@ -99,7 +107,7 @@ class Launcher:
             raise ConfigError("max_cpu_runs: must be >= 1")
         self.heartbeat_s = float(heartbeat_s)
         self.gpus = list(detect_gpus() if gpus is None else gpus)
-        self.db_url = db_url or _store_url(store)
+        self.db_url = db_url or procs.child_db_url(store)
         self.trainer_argv = list(trainer_argv or [sys.executable, "-m", "copd", "train"])
         self.base_env = dict(os.environ if env is None else env)
         self.repo_root = Path(repo_root)
@@ -393,57 +401,6 @@ class Launcher:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
 
-# ---------------------------------------------------------------------- supervisor loop
-def supervise(
-    store: Any,
-    runs_root: str | Path,
-    interval_s: float = 2.0,
-    stop_event: threading.Event | None = None,
-    launcher: Launcher | None = None,
-    **launcher_kwargs: Any,
-) -> None:
-    """Tick every `interval_s` until `stop_event` is set; an error in one tick is printed and
-    the loop goes on (a supervisor must outlive a transient DB lock)."""
-    launcher = launcher or Launcher(store, runs_root, **launcher_kwargs)
-    stop_event = stop_event or threading.Event()
-    while not stop_event.is_set():
-        try:
-            launcher.tick()
-        except Exception as exc:  # keep supervising; the next tick retries
-            print(f"copd supervisor: tick failed: {exc!r}", file=sys.stderr)
-        stop_event.wait(interval_s)
-
-
-@dataclass
-class Supervisor:
-    """A background supervisor thread; `stop()` ends it after the current tick."""
-
-    launcher: Launcher
-    thread: threading.Thread
-    stop_event: threading.Event
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self.stop_event.set()
-        self.thread.join(timeout)
-
-
-def start_supervisor(
-    store: Any, runs_root: str | Path, interval_s: float = 2.0, **launcher_kwargs: Any
-) -> Supervisor:
-    """Start `supervise` in a daemon thread (the dashboard keeps one per process through
-    `st.cache_resource`). The thread only touches the DB and processes, never Streamlit."""
-    launcher = Launcher(store, runs_root, **launcher_kwargs)
-    stop = threading.Event()
-    thread = threading.Thread(
-        target=supervise,
-        args=(store, runs_root, interval_s, stop, launcher),
-        name="copd-supervisor",
-        daemon=True,
-    )
-    thread.start()
-    return Supervisor(launcher, thread, stop)
-
-
 # ---------------------------------------------------------------------- helpers
 def slugify(name: str) -> str:
     """A folder-safe slug of a run name: `CoPD demo (β=1)` -> `copd-demo-1`."""
@@ -457,36 +414,13 @@ def default_runs_root() -> Path:
     return Path(home).expanduser() / "runs"
 
 
-def _store_url(store: Any) -> str:
-    """The URL a child process uses to reach the same DB (passwords included)."""
-    for attr in ("url", "db_url"):
-        value = getattr(store, attr, None)
-        if value:
-            return _render_url(value)
-    engine = getattr(store, "engine", None)
-    if engine is not None:
-        return _render_url(engine.url)
-    raise ConfigError("db_url: cannot tell this store's URL; pass Launcher(..., db_url=...)")
-
-
-def _render_url(url: Any) -> str:
-    """Render for a child process: keep the password, make a SQLite path absolute (children
-    run in the repository root, not in our working directory)."""
-    from sqlalchemy.engine import make_url
-
-    u = make_url(str(url) if not hasattr(url, "render_as_string") else url)
-    if u.get_backend_name() == "sqlite":
-        if not u.database or u.database == ":memory:":
-            raise ConfigError(
-                "db_url: an in-memory SQLite store cannot be shared with trainer processes; "
-                "use a file (sqlite:///path/to/copd.db)"
-            )
-        u = u.set(database=str(Path(u.database).expanduser().resolve()))
-    return u.render_as_string(hide_password=False)
-
-
 def _read_float(path: Path, default: float) -> float:
     try:
         return float(path.read_text().strip())
     except (OSError, ValueError):
         return default
+
+
+# The supervisor loop lives in app/supervisor.py (it imports this module lazily); re-exported
+# so `from app.launcher import start_supervisor` keeps working.
+from app.supervisor import Supervisor, start_supervisor, supervise  # noqa: E402

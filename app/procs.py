@@ -21,6 +21,7 @@ import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -138,3 +139,31 @@ def tail_lines(path: Path, n_lines: int = 200, max_bytes: int = 1 << 20) -> str:
         return ""
     lines = data.decode(errors="replace").splitlines()
     return "\n".join(lines[-n_lines:]) if n_lines > 0 else ""
+
+
+def child_db_url(store: Any) -> str:
+    """The URL a child process uses to reach the same DB (passwords included)."""
+    for attr in ("url", "db_url"):
+        value = getattr(store, attr, None)
+        if value:
+            return _render_url(value)
+    engine = getattr(store, "engine", None)
+    if engine is not None:
+        return _render_url(engine.url)
+    raise ValueError("db_url: cannot tell this store's URL; pass Launcher(..., db_url=...)")
+
+
+def _render_url(url: Any) -> str:
+    """Render for a child process: keep the password, make a SQLite path absolute (children
+    run in the repository root, not in our working directory)."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(str(url) if not hasattr(url, "render_as_string") else url)
+    if u.get_backend_name() == "sqlite":
+        if not u.database or u.database == ":memory:":
+            raise ValueError(
+                "db_url: an in-memory SQLite store cannot be shared with trainer processes; "
+                "use a file (sqlite:///path/to/copd.db)"
+            )
+        u = u.set(database=str(Path(u.database).expanduser().resolve()))
+    return u.render_as_string(hide_password=False)
