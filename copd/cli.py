@@ -52,6 +52,8 @@ class _Progress:
         if "run/progress" in metrics:
             if self.tracker is not None:
                 self.tracker.progress = metrics["run/progress"]
+            if metrics["run/progress"] > 0:  # a baseline's loop may be longer than the schedule
+                self.bar.total = max(self.bar.total, round(step / metrics["run/progress"]))
             self.bar.n = step
             rewards = [v for k, v in metrics.items() if k.endswith("/reward/mean")]
             post = {"cycle": cycle, "phase": phase}
