@@ -374,3 +374,24 @@ def test_detect_gpus_never_crashes():
         GPU(0, "NVIDIA H100 80GB HBM3", 81559, 80000, 3.0),
         GPU(1, "Tesla, Inc", 16000, 100, None),
     ]
+
+
+def test_supervisor_thread_starts_queued_runs_until_stopped(store, tmp_path):
+    from app.launcher import start_supervisor
+
+    fake = [sys.executable, str(Path(__file__).parent / "fake_trainer.py")]
+    cfg = RunConfig().to_dict()
+    cfg["schedule"]["cycles"] = 2
+    sup = start_supervisor(
+        store, tmp_path / "runs", interval_s=0.1, max_cpu_runs=1, gpus=[], trainer_argv=fake
+    )
+    try:
+        a, b = sup.launcher.submit(cfg), sup.launcher.submit(cfg)
+        deadline = time.monotonic() + 60
+        while store.get_run(b.id).status != "finished" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [store.get_run(r.id).status for r in (a, b)] == ["finished", "finished"]
+    finally:
+        sup.stop()
+        kill_all(store)
+    assert not sup.thread.is_alive()
