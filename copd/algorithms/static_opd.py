@@ -51,9 +51,9 @@ def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:
         world.step += 1
         log_step(world, metrics, pos.cycle, "opd", total=budget.total)
         last = world.step == budget.total
-        if last or (sc.diag_every and world.step % sc.diag_every == 0):
+        block_end = (world.step - start) % max(sc.opd_steps, 1) == 0  # CoPD's phase-II end
+        if block_end or last or (sc.diag_every and world.step % sc.diag_every == 0):
             measure_overlap(world, pos.cycle, "opd")
-        block_end = (world.step - start) % max(sc.opd_steps, 1) == 0
         after_step(world, out_dir, budget, due=block_end or last)
     views = {student_name: student.view, teacher_name: teacher.view}
     extra = {
