@@ -238,7 +238,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         return "no runs"
     widths = [max(len(x) for x in col) for col in zip(head, *body, strict=False)]
     lines = [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) for row in [head, *body]
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
+        for row in [head, *body]
     ]
     return "\n".join(lines)
 
