@@ -12,12 +12,15 @@ import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> str:
-    """A 64x2 char-level Qwen2 warmed up briefly on the built-in tasks (built once per
-    session; a few seconds)."""
+def tiny_model_dir() -> str:
+    """A 64x2 char-level Qwen2 warmed up briefly on the built-in tasks. Built once and
+    cached in .cache/test-models (keyed by a hash of its settings), so later sessions and
+    the subprocess tests reuse it."""
+    from pathlib import Path
+
     from copd.tiny import tiny_test_model
 
-    return str(tiny_test_model(tmp_path_factory.mktemp("models")))
+    return str(tiny_test_model(Path(__file__).resolve().parent.parent / ".cache" / "test-models"))
 
 
 def tiny_overrides(model_dir: str) -> list[str]:
