@@ -20,6 +20,8 @@ prompt or an answer that cannot be turned into text is reported with the file, t
 Held-out split: a separate `eval_path`, or else a stable hash of (name, prompt) puts a
 fraction `eval_fraction` of the rows aside (the same rows in every process and run; equal
 prompts always fall on the same side, so duplicates cannot leak into evaluation).
+JSONL whose columns mix value types (answers 4 and "4"), which Arrow cannot hold, is
+read row by row with `json` instead.
 """
 
 from __future__ import annotations
@@ -90,24 +92,6 @@ def _scan_jsonl(path: Path, max_errors: int) -> list[int]:
     return lines
 
 
-def _mixed_types(path: Path, fields: list[str]) -> str:
-    """For a JSONL file that `datasets` refused: which of `fields` mix value types, where."""
-    seen: dict[str, dict[str, int]] = {f: {} for f in fields}
-    with path.open(encoding="utf-8") as f:
-        for no, line in enumerate(f, start=1):
-            if line.strip():
-                obj = json.loads(line)
-                for name in fields:
-                    if obj.get(name) is not None:
-                        seen[name].setdefault(type(obj[name]).__name__, no)
-    parts = [
-        f"field {name!r} mixes " + ", ".join(f"{t} (first on line {n})" for t, n in kinds.items())
-        for name, kinds in seen.items()
-        if len(kinds) > 1
-    ]
-    return "; ".join(parts)
-
-
 def load_rows(path: str | Path, fmt: str | None = None, max_errors: int = 20):
     """All rows of a data file as dicts, and a function row index -> location text."""
     p = Path(path).expanduser()
@@ -121,19 +105,15 @@ def load_rows(path: str | Path, fmt: str | None = None, max_errors: int = 20):
     except ImportError as e:
         raise ImportError("dataset tasks need the datasets library: pip install -e .[data]") from e
     try:
-        ds = datasets.load_dataset(kind, data_files=str(p), split="train")
+        rows = datasets.load_dataset(kind, data_files=str(p), split="train").to_list()
     except Exception as e:
-        hint = _mixed_types(p, _columns_of_jsonl(p)) if kind == "json" else ""
-        raise DatasetError(
-            f"{p}: could not be read as {kind} ({type(e).__name__}: {e})"
-            + (
-                f"\n{hint}\nFix: give each field one type in every row, e.g. quote all answers "
-                'as strings ("72")'
-                if hint
-                else ""
-            )
-        ) from e
-    rows = ds.to_list()
+        if kind != "json":
+            raise DatasetError(f"{p}: could not be read as {kind} ({type(e).__name__}: {e})") from e
+        # Arrow needs one type per column; hand-written JSONL often mixes them (answers 4
+        # and "4"). Every line already parsed above, so take the rows as parsed and let
+        # the row checks below say what is wrong, line by line.
+        with p.open(encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f if line.strip()]
 
     def where(i: int) -> str:
         if line_of is not None:
@@ -143,15 +123,6 @@ def load_rows(path: str | Path, fmt: str | None = None, max_errors: int = 20):
         return f"row {i}"
 
     return rows, where
-
-
-def _columns_of_jsonl(path: Path) -> list[str]:
-    cols: dict[str, None] = {}
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                cols.update(dict.fromkeys(json.loads(line)))
-    return list(cols)
 
 
 def _as_text(value: Any) -> str | None:
@@ -190,9 +161,12 @@ def rows_to_examples(
     system_prompt: str | None = None,
     prompt_template: str | None = None,
     max_errors: int = 20,
-) -> list[Example]:
-    """Validate every row and build Examples; raise DatasetError listing the bad rows."""
+) -> tuple[list[Example], list[str]]:
+    """Validate every row; the Examples and each row's raw prompt (the held-out split's
+    key, so changing `prompt_template` does not reshuffle the split). Raises
+    DatasetError listing the bad rows."""
     out: list[Example] = []
+    keys: list[str] = []  # the row's own prompt text (before the template): the split key
     bad: list[str] = []
     for i, row in enumerate(rows):
         present = sorted(k for k, v in row.items() if v is not None)
@@ -234,6 +208,7 @@ def rows_to_examples(
         if prompt_template:
             prompt = prompt_template.replace("{prompt}", prompt)
         out.append(Example(prompt, texts["answer"], domain, system, **media))
+        keys.append(texts["prompt"])
     if bad:
         raise DatasetError(
             _listing(source, bad, max_errors)
@@ -241,7 +216,7 @@ def rows_to_examples(
         )
     if not out:
         raise DatasetError(f"{source}: the file holds no rows")
-    return out
+    return out, keys
 
 
 def _listing(path: Path, bad: list[str], max_errors: int) -> str:
@@ -301,16 +276,16 @@ class DatasetTask(Task):
             max_errors=max_errors,
         )
         rows, where = load_rows(self.path, format, max_errors)
-        examples = rows_to_examples(rows, where, source=self.path, **opts)
+        examples, keys = rows_to_examples(rows, where, source=self.path, **opts)
         if eval_path is not None:
             ep = Path(eval_path).expanduser()
             rows, where = load_rows(ep, format, max_errors)
             self.train = examples
-            self.held_out = rows_to_examples(rows, where, source=ep, **opts)
+            self.held_out = rows_to_examples(rows, where, source=ep, **opts)[0]
         elif eval_fraction == 0.0:
             self.train = self.held_out = examples
         else:
-            side = [_stable_fraction(self.name, ex.prompt) < eval_fraction for ex in examples]
+            side = [_stable_fraction(self.name, k) < eval_fraction for k in keys]
             self.train = [ex for ex, h in zip(examples, side, strict=True) if not h]
             self.held_out = [ex for ex, h in zip(examples, side, strict=True) if h]
             if not self.train or not self.held_out:
