@@ -73,13 +73,19 @@ def test_baseline_runs_end_to_end(preset, tiny_cfg, tmp_path):
     assert results["budget"] == budget.to_dict()
     assert results["steps"] == world.step == budget.total
     assert any(e.startswith("budget: ") and "rule: " in e for e in rec.events)
+    keys = {k for *_, m in rec.metrics for k in m}
     for name in TRAINED[preset]:  # one logged update per budgeted update, no more
         n = len(rec.steps_with(f"branch/{name}/reward/mean"))
         assert n == budget.updates_per_policy[name], f"{name}: {n} updates"
     if preset == "mixed":
         assert budget.updates_per_policy["mixed"] == 2 * cfg.schedule.total_steps()
-        keys = {k for *_, m in rec.metrics for k in m}
         assert {"branch/mixed/reward_on/add", "branch/mixed/reward_on/rev"} <= keys
+    if preset == "expert":  # the independent experts' drift is measured, like CoPD's branches
+        assert {
+            "pair/add~rev/overlap_top10",
+            "pair/rev~add/sym_kl",
+            "base/add/overlap_top10",
+        } <= keys
     progress = rec.values("run/progress")
     assert progress[-1] == pytest.approx(1.0) and max(progress) == pytest.approx(1.0)
     assert {m for _, m, _, _ in rec.evals} == EXPECTED_ROWS[preset]
