@@ -108,3 +108,4 @@ def _load_baselines() -> None:
 
     if importlib.util.find_spec("copd.algorithms.baselines") is not None:
         import copd.algorithms.baselines  # noqa: F401  (registers the baseline presets)
+    import copd.paper_presets  # noqa: F401  (registers the real-data GPU presets)

@@ -96,7 +96,10 @@ def load_rows(path: str | Path, fmt: str | None = None, max_errors: int = 20):
     """All rows of a data file as dicts, and a function row index -> location text."""
     p = Path(path).expanduser()
     if not p.is_file():
-        raise DatasetError(f"{p}: no such file; check the task's `path` (and `eval_path`)")
+        raise DatasetError(
+            f"{p}: no such file; set the task's path in task_options, e.g. "
+            "--set 'task_options.dataset#LABEL.path=/data/train.jsonl' (and eval_path)"
+        )
     kind = _format_of(p, fmt)
     line_of = _scan_jsonl(p, max_errors) if kind == "json" else None
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # local files never need the hub
