@@ -45,7 +45,7 @@ from transformers import (
 
 from copd.tasks import Example, Task, builtin_alphabet, get_task
 
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>")
 PAD, BOS, EOS, UNK = SPECIAL_TOKENS
 DEMO_TASKS = ("add", "rev", "sort", "count")
@@ -299,6 +299,11 @@ def cached_base_model(
     built in a temporary sibling folder and renamed into place, under a file lock, so a
     reader never sees a half-written model and concurrent callers build it only once."""
     options = {t: dict((task_options or {}).get(t, {})) for t in tasks}
+    task_objs = [get_task(t, **options[t]) for t in tasks]
+    # Key on the effective difficulty, so changing a task's default rebuilds the model.
+    for t, obj in zip(tasks, task_objs, strict=True):
+        if hasattr(obj, "difficulty"):
+            options[t]["difficulty"] = obj.difficulty
     settings = dict(
         build_version=BUILD_VERSION,
         tasks=list(tasks),
@@ -324,7 +329,6 @@ def cached_base_model(
             return final
         say = log or (lambda _msg: None)
         say(f"building {final.name} (once; cached afterwards)")
-        task_objs = [get_task(t, **options[t]) for t in tasks]
         model, tokenizer = _new_model(hidden, layers, heads, None, 64, seed, arch)
         stats = warmup(model, tokenizer, task_objs, warmup_steps, lr, batch_size, seed, log)
         rewards = {t.name: sampled_accuracy(model, tokenizer, t, eval_n) for t in task_objs}
@@ -353,7 +357,7 @@ def demo_base_model(
     tasks: Sequence[str] = DEMO_TASKS,
     hidden: int = 128,
     layers: int = 2,
-    warmup_steps: int = 300,
+    warmup_steps: int = 500,
     lr: float = 3e-3,
     seed: int = 0,
     cache_dir: str | Path | None = None,
