@@ -28,6 +28,7 @@ nav = st.navigation(
         st.Page(PAGES_DIR / "runs.py", title="Runs", icon="📋"),
         st.Page(PAGES_DIR / "live.py", title="Live run view", icon="📈"),
         st.Page(PAGES_DIR / "compare.py", title="Compare", icon="⚖️"),
+        st.Page(PAGES_DIR / "studies.py", title="Studies", icon="🔬"),
     ]
 )
 nav.run()

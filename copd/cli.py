@@ -79,10 +79,6 @@ class _Progress:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from copd import checkpoint
-    from copd.algorithms import run
-    from copd.engine import TrainingCancelled, World
-    from copd.logger import JsonlLogger, MultiLogger
     from copd.results import results_table
 
     if args.resume:
@@ -91,19 +87,48 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         cfg = load_config(args.config, args.set)
     out = Path(args.out or args.resume or f"runs/{cfg.name}")
+    scores = train_run(cfg, out, db=args.db, run_id=args.run_id, resume=args.resume)
+    if scores is None:
+        print(
+            f"stopped; resume with: copd train {out / 'config.json'} --resume {out}",
+            file=sys.stderr,
+        )
+        return 3
+    print(results_table(scores))
+    print(f"\nresults: {out / 'results.json'}")
+    return 0
+
+
+def train_run(
+    cfg,
+    out: Path,
+    db: str | None = None,
+    run_id: int | None = None,
+    resume: str | None = None,
+    store=None,
+) -> dict[str, dict[str, float]] | None:
+    """Train one validated config in this process: metrics.jsonl and a progress bar, and
+    with `db` (or an open `store`) the run store's logger and lifecycle. Returns the final
+    scores, or None when a stop was requested (the run is then checkpointed, cancelled)."""
+    from copd import checkpoint
+    from copd.algorithms import run
+    from copd.engine import TrainingCancelled, World
+    from copd.logger import JsonlLogger, MultiLogger
+
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if not (out / "config.json").exists() or not args.resume:
+    if not (out / "config.json").exists() or not resume:
         cfg.to_json(out / "config.json")
     loggers = [JsonlLogger(out / "metrics.jsonl"), _Progress(cfg.schedule.total_steps())]
-    store = tracker = None
-    if args.db:
+    tracker = None
+    if db or store is not None:
         from storage import RunStore
         from storage.logger import StoreLogger
         from storage.tracking import track_run
 
-        store = RunStore.from_url(args.db)
+        store = store if store is not None else RunStore.from_url(db)
         run_id = (
-            args.run_id
+            run_id
             or store.create_run(
                 cfg.name,
                 cfg.method,
@@ -121,8 +146,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     with ctx as tr:
         loggers[1].tracker = tr
         world = World.build(cfg, logger)
-        signal.signal(signal.SIGTERM, lambda *_: setattr(world, "stop_requested", True))
-        if args.resume and (ck := checkpoint.latest(args.resume)):
+        previous = signal.signal(signal.SIGTERM, lambda *_: setattr(world, "stop_requested", True))
+        if resume and (ck := checkpoint.latest(resume)):
             checkpoint.restore(world, ck)
             logger.log_event(f"resumed from {ck} at step {world.step}", step=world.step)
         try:
@@ -132,16 +157,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             if tr is not None:
                 tr.cancelled = True
         finally:
+            signal.signal(signal.SIGTERM, previous)
             logger.close()
-    if scores is None:
-        print(
-            f"stopped; resume with: copd train {out / 'config.json'} --resume {out}",
-            file=sys.stderr,
-        )
-        return 3
-    print(results_table(scores))
-    print(f"\nresults: {out / 'results.json'}")
-    return 0
+    return scores
 
 
 class _nullctx:
@@ -272,6 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--host", default="127.0.0.1")
     d.add_argument("--db", default=None, help="run store URL (default: $COPD_DB_URL or ~/.copd)")
     d.set_defaults(func=cmd_dashboard)
+
+    from copd import reproduce, studies  # `copd reproduce|pilot|drift` (paper findings)
+
+    reproduce.add_parser(sub)
+    studies.add_parsers(sub)
 
     try:  # launcher subcommands (launch, runs, cancel, resume, supervise)
         from app.cli_commands import register

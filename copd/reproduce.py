@@ -1,0 +1,361 @@
+"""Reproduce the paper's main tables (arXiv 2604.27083, Tables 1 and 2) on the built-in domains.
+
+    copd reproduce                                  # 3 seeds, full scale, report in runs/reproduce
+    copd reproduce --seeds 0,1 --scale quick --db sqlite:///runs.db --group repro-a
+    copd reproduce --scale quick --set model.path=/path/to/tiny   # any --set goes to every arm
+
+Every arm runs in this process, one after another (one trainer at a time: the cores are
+shared), once per seed, with the presets' common settings and the step budgets recorded
+in copd/algorithms/baselines.py, so every arm sees the same model, sampling, GRPO settings
+and data throughput. Two domains (Table 1 layout): the base model, the single-domain
+experts, mixed GRPO, static OPD in both directions, CoPD. Three domains (Table 2): the
+base, three experts, mixed GRPO, MOPD, CoPD hub-and-spoke.
+
+Which model of an arm fills a row: each expert of "expert"; the student of static OPD
+(as the paper reports it); the mixed policy; the MOPD student; CoPD's merged model (its
+branches alone are extra rows, as in the paper's ablation table).
+
+With `--db` every arm is a run of ONE group in the run store (the Compare page shows the
+group in the same layout). The report, `<out>/report.md`, holds one table per setting:
+rows = methods/models, columns = each benchmark then Overall (mean over benchmarks);
+cells mean ± std over seeds; the best mean of each column in bold.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from copd import presets
+from copd.config import ConfigError, RunConfig, apply_overrides
+
+# Tiny budgets for smoke checks and the test suite; full scale is the presets as they are.
+QUICK_OVERRIDES = (
+    "schedule.cycles=2",
+    "schedule.rl_steps=2",
+    "schedule.opd_steps=1",
+    "schedule.diag_every=0",
+    "schedule.eval_every_cycles=0",
+    "grpo.prompts_per_step=4",
+    "grpo.group_size=4",
+    "opd.cross_prompts_per_step=4",
+    "opd.cross_group_size=2",
+    "eval.n_prompts=16",
+    "diagnostics.n_prompts=4",
+)
+SCALES = {"full": (), "quick": QUICK_OVERRIDES}
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One column of the paper's comparison: a preset (or the base model alone)."""
+
+    key: str  # run name stem, unique within a reproduction
+    preset: str  # the preset it trains (for "base": the preset whose domains it evaluates)
+    setting: str  # "2 domains" | "3 domains": which table it belongs to
+    base_only: bool = False
+
+
+ARMS: tuple[Arm, ...] = (
+    Arm("base", "expert", "2 domains", base_only=True),
+    Arm("expert", "expert", "2 domains"),
+    Arm("mixed", "mixed", "2 domains"),
+    Arm("static_opd", "static_opd", "2 domains"),
+    Arm("static_opd-rev", "static_opd-rev", "2 domains"),
+    Arm("copd", "demo", "2 domains"),
+    Arm("base-3", "expert-3", "3 domains", base_only=True),
+    Arm("experts-3", "expert-3", "3 domains"),
+    Arm("mixed-3", "mixed-3", "3 domains"),
+    Arm("mopd-3", "mopd-3", "3 domains"),
+    Arm("copd-3", "copd-3", "3 domains"),
+)
+
+
+def row_labels(arm: Arm, cfg: RunConfig) -> list[tuple[str, str]]:
+    """(model name in the arm's scores, row label) for the rows an arm contributes."""
+    if arm.base_only:
+        return [("base", "Base")]
+    m = cfg.method
+    if m == "expert":
+        return [(b, f"{b}-Expert") for b in cfg.branch_names]
+    if m == "mixed":
+        return [("mixed", "Mixed GRPO")]
+    if m == "static_opd":
+        from copd.algorithms.baselines import static_direction
+
+        teacher, student = static_direction(cfg)
+        return [(student, f"Static OPD {teacher}→{student}")]
+    if m == "mopd":
+        return [("mopd", "MOPD")]
+    if m == "copd":
+        name = "CoPD" if cfg.topology.kind == "pair" else f"CoPD ({cfg.topology.kind})"
+        return [("merged", name)] + [(b, f"{name}: {b} branch only") for b in cfg.branch_names]
+    return [(n, f"{m}: {n}") for n in cfg.branch_names]
+
+
+def arm_config(arm: Arm, seed: int, overrides: Sequence[str], group: str | None) -> RunConfig:
+    """The arm's preset with the scale and user overrides, the seed and the group."""
+    try:
+        cfg = apply_overrides(presets.get(arm.preset), list(overrides))
+    except ConfigError as e:
+        raise ConfigError(f"arm {arm.key}: {e}") from None
+    data = {**cfg.to_dict(), "seed": seed, "group": group, "name": f"{arm.key}-s{seed}"}
+    return RunConfig.from_dict(data).validate()
+
+
+def evaluate_base(
+    cfg: RunConfig, out: Path, store=None, db: str | None = None
+) -> dict[str, dict[str, float]]:
+    """Held-out scores of the base model alone (row "Base"), logged as a run of method
+    "base" when a store is given."""
+    from copd.engine import World
+    from copd.evaluate import evaluate
+    from copd.logger import JsonlLogger, MultiLogger
+    from copd.results import write_results
+
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.to_json(out / "config.json")
+    loggers: list = [JsonlLogger(out / "metrics.jsonl")]
+    ctx = None
+    if store is not None or db:
+        from storage import RunStore
+        from storage.logger import StoreLogger
+        from storage.tracking import track_run
+
+        store = store if store is not None else RunStore.from_url(db)
+        run = store.create_run(
+            cfg.name, "base", cfg.to_dict(), seed=cfg.seed, group=cfg.group, run_dir=str(out)
+        )
+        loggers.append(StoreLogger(store, run.id))
+        ctx = track_run(store, run.id)
+    logger = MultiLogger(*loggers)
+    with ctx if ctx is not None else contextlib.nullcontext():
+        try:
+            world = World.build(cfg, logger)
+            scores = {"base": evaluate(world, {"base": world.base}, step=0)["base"]}
+            write_results(scores, out, extra={"method": "base"})
+        finally:
+            logger.close()
+    return scores
+
+
+@dataclass
+class ArmResult:
+    arm: Arm
+    seed: int
+    scores: dict[str, dict[str, float]]
+    rows: list[tuple[str, str]]
+    seconds: float
+
+
+def reproduce(
+    seeds: Sequence[int],
+    scale: str = "full",
+    overrides: Sequence[str] = (),
+    out: str | Path = "runs/reproduce",
+    db: str | None = None,
+    group: str | None = None,
+    arms: Sequence[str] | None = None,
+    reuse: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Run every arm for every seed, sequentially; write `<out>/report.md` and
+    `<out>/results.json`; return the results dict. `reuse` takes an arm's results from
+    `<out>/runs/<arm>-s<seed>/results.json` when present instead of training it again."""
+    if scale not in SCALES:
+        raise ConfigError(f"--scale {scale!r}: use one of {sorted(SCALES)}")
+    if not seeds:
+        raise ConfigError("--seeds: give at least one seed, e.g. 0,1,2")
+    chosen = [a for a in ARMS if arms is None or a.key in arms]
+    if arms is not None and len(chosen) != len(set(arms)):
+        known = [a.key for a in ARMS]
+        raise ConfigError(f"--arms {list(arms)}: pick from {known}")
+    all_overrides = [*SCALES[scale], *overrides]
+    # Validate every configuration before the first arm trains.
+    cfgs = {(a.key, s): arm_config(a, s, all_overrides, group) for a in chosen for s in seeds}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    store = None
+    if db:
+        from storage import RunStore
+
+        store = RunStore.from_url(db)
+    from copd.cli import train_run
+
+    load0, t0 = os.getloadavg(), time.time()
+    results: list[ArmResult] = []
+    for arm in chosen:
+        for seed in seeds:
+            cfg = cfgs[arm.key, seed]
+            run_dir = out / "runs" / cfg.name
+            t_arm = time.time()
+            cached = run_dir / "results.json"
+            if reuse and cached.exists():
+                scores = json.loads(cached.read_text())["scores"]
+                log(f"[reproduce] {cfg.name}: reused {cached}")
+            elif arm.base_only:
+                log(f"[reproduce] {cfg.name}: evaluating the base model")
+                scores = evaluate_base(cfg, run_dir, store=store)
+            else:
+                log(f"[reproduce] {cfg.name}: training preset {arm.preset} ({cfg.method})")
+                scores = train_run(cfg, run_dir, store=store)
+                if scores is None:
+                    raise KeyboardInterrupt(f"{cfg.name} was stopped; rerun with --reuse")
+            results.append(ArmResult(arm, seed, scores, row_labels(arm, cfg), time.time() - t_arm))
+            log(f"[reproduce] {cfg.name}: {time.time() - t_arm:.0f} s")
+    timing = {
+        "seconds": round(time.time() - t0, 1),
+        "loadavg_start": [round(x, 2) for x in load0],
+        "loadavg_end": [round(x, 2) for x in os.getloadavg()],
+        "cpus": os.cpu_count(),
+    }
+    payload = {
+        "scale": scale,
+        "seeds": list(seeds),
+        "overrides": all_overrides,
+        "group": group,
+        "timing": timing,
+        "arms": [
+            {
+                "arm": r.arm.key,
+                "preset": r.arm.preset,
+                "setting": r.arm.setting,
+                "seed": r.seed,
+                "seconds": round(r.seconds, 1),
+                "scores": r.scores,
+            }
+            for r in results
+        ],
+    }
+    (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
+    report = render_report(results, payload)
+    (out / "report.md").write_text(report)
+    return payload
+
+
+# ---------------------------------------------------------------------- report
+def summarise(results: Sequence[ArmResult], setting: str) -> tuple[list[str], dict]:
+    """Benchmarks of a setting and, per row label, {column: [score per seed]}."""
+    rows: dict[str, dict[str, list[float]]] = {}
+    benches: list[str] = []
+    for r in results:
+        if r.arm.setting != setting:
+            continue
+        for model, label in r.rows:
+            scores = r.scores.get(model)
+            if scores is None:
+                continue
+            for bench, v in scores.items():
+                if bench != "overall" and "@pass" not in bench and bench not in benches:
+                    benches.append(bench)
+                rows.setdefault(label, {}).setdefault(bench, []).append(float(v))
+    for cols in rows.values():
+        cols["Overall"] = cols.pop("overall", [])
+    return benches, rows
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample std (0 for a single value); NaN mean for no values."""
+    if not values:
+        return math.nan, math.nan
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def markdown_table(benches: Sequence[str], rows: dict[str, dict[str, list[float]]]) -> str:
+    """Rows = methods/models, columns = benchmarks + Overall; mean ± std; best mean bold."""
+    cols = [*benches, "Overall"]
+    means = {lab: {c: mean_std(v.get(c, []))[0] for c in cols} for lab, v in rows.items()}
+    best = {
+        c: max((m[c] for m in means.values() if not math.isnan(m[c])), default=math.nan)
+        for c in cols
+    }
+    lines = [
+        "| method / model | " + " | ".join(cols) + " | seeds |",
+        "|---|" + "---:|" * len(cols) + "---:|",
+    ]
+    for label, per in rows.items():
+        cells = []
+        for c in cols:
+            m, s = mean_std(per.get(c, []))
+            text = "—" if math.isnan(m) else f"{m:.3f} ± {s:.3f}"
+            cells.append(f"**{text}**" if not math.isnan(m) and m == best[c] else text)
+        n = max((len(v) for v in per.values()), default=0)
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {n} |")
+    return "\n".join(lines)
+
+
+def render_report(results: Sequence[ArmResult], payload: dict) -> str:
+    t = payload["timing"]
+    parts = [
+        "# CoPD reproduction on the built-in domains",
+        "",
+        f"Scale `{payload['scale']}`, seeds {payload['seeds']}, group "
+        f"`{payload['group'] or '-'}`. Greedy accuracy on each domain's held-out split; "
+        "Overall = mean over benchmarks. Cells: mean ± std over seeds; best mean in bold.",
+        f"Wall time {t['seconds']:.0f} s on {t['cpus']} CPUs; load average "
+        f"{t['loadavg_start'][0]} at start, {t['loadavg_end'][0]} at the end.",
+    ]
+    if payload["overrides"]:
+        parts.append("Overrides on every arm: `" + " ".join(payload["overrides"]) + "`.")
+    for setting in dict.fromkeys(r.arm.setting for r in results):
+        benches, rows = summarise(results, setting)
+        parts += ["", f"## {setting}", "", markdown_table(benches, rows)]
+    per_arm: dict[str, list[float]] = {}
+    for r in results:
+        per_arm.setdefault(r.arm.key, []).append(r.seconds)
+    parts += ["", "Seconds per arm (mean over seeds): " + ", ".join(
+        f"{k} {statistics.fmean(v):.0f}" for k, v in per_arm.items()
+    )]  # fmt: skip
+    return "\n".join(parts) + "\n"
+
+
+def parse_seeds(text: str) -> list[int]:
+    """ "0,1,2" or "0-2" (inclusive) -> [0, 1, 2]."""
+    try:
+        if "-" in text and "," not in text:
+            lo, hi = (int(x) for x in text.split("-", 1))
+            return list(range(lo, hi + 1))
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds {text!r}: write 0,1,2 or 0-2") from None
+
+
+def cmd_reproduce(args) -> int:
+    """`copd reproduce`: run the arms, print the report."""
+    payload = reproduce(
+        parse_seeds(args.seeds),
+        args.scale,
+        args.set,
+        args.out,
+        args.db,
+        args.group,
+        arms=args.arms.split(",") if args.arms else None,
+        reuse=args.reuse,
+        log=lambda m: print(m, file=sys.stderr),
+    )
+    print((Path(args.out) / "report.md").read_text())
+    print(f"report: {Path(args.out) / 'report.md'} ({payload['timing']['seconds']:.0f} s)")
+    return 0
+
+
+def add_parser(sub) -> None:
+    """Register `copd reproduce` on copd's subparsers."""
+    p = sub.add_parser("reproduce", help="run CoPD and every baseline over seeds; paper tables")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds or a range (0-2)")
+    p.add_argument("--scale", default="full", choices=sorted(SCALES))
+    p.add_argument("--db", help="log every arm to this run store, as one group")
+    p.add_argument("--out", default="runs/reproduce", help="report and run folders")
+    p.add_argument("--group", default="reproduce", help="the store group of every arm")
+    p.add_argument("--arms", help="only these arms, comma-separated (default: all)")
+    p.add_argument("--reuse", action="store_true", help="reuse arms finished in --out")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override on every arm, e.g. --set model.path=DIR")  # fmt: skip
+    p.set_defaults(func=cmd_reproduce)
