@@ -5,7 +5,7 @@
 
 A checkpoint holds every branch's trainable state (full weights or LoRA adapter) and AdamW
 state, the frozen teacher snapshots when the run uses them, every RNG (the per-branch
-prompt samplers, the token-sampling generator, torch's global RNG) and the step counter.
+prompt samplers, the token-sampling generators, torch's global RNG) and the step counter.
 Prompts are drawn from the saved RNGs, so the data position is restored with them. On CPU
 with a fixed seed a resumed run ends with the same weights as an uninterrupted one.
 
@@ -20,6 +20,7 @@ import os
 import random
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -31,42 +32,101 @@ def _dir(out_dir: str | Path) -> Path:
     return Path(out_dir) / "checkpoints"
 
 
-def save(world, out_dir: str | Path, extra: dict | None = None, keep: int = 2) -> Path:
-    """Checkpoint the world at `world.step` (the number of completed steps)."""
+@dataclass
+class BranchState:
+    """Everything one branch needs to continue exactly: what a branch worker hands over for
+    a checkpoint or a merge (copd/workers). CPU tensors and plain values, so it pickles."""
+
+    trainable: dict[str, torch.Tensor]  # full weights, or the LoRA adapter's weights
+    optimizer: dict
+    prompt_rng: tuple | None = None  # random.Random state of the branch's prompt sampler
+    gen: torch.Tensor | None = None  # torch.Generator state of its token sampler
+    snapshot: dict[str, torch.Tensor] | None = None  # frozen teacher copy, when one is held
+
+
+def branch_state(world, b) -> BranchState:
+    """Branch `b` of an in-process world, as a BranchState."""
+    snapshot = None
+    if b.name in world.teachers:
+        view = world.teachers[b.name]
+        if b.kind == "full":
+            snapshot = {k: v.detach().clone() for k, v in view.module.state_dict().items()}
+        else:
+            from peft import get_peft_model_state_dict
+
+            snapshot = get_peft_model_state_dict(view.module, adapter_name=view.adapter)
+    rng = world.rngs.get(b.name)
+    gen = world.gens.get(b.name)
+    return BranchState(
+        b.trainable_state(),
+        b.optimizer.state_dict(),
+        rng.getstate() if rng is not None else None,
+        gen.get_state() if gen is not None else None,
+        snapshot,
+    )
+
+
+def load_branch_state(world, b, st: BranchState) -> None:
+    """Put `st` into branch `b` of an in-process world (weights, optimizer, RNGs, teacher)."""
+    b.load_trainable_state(st.trainable)
+    b.optimizer.load_state_dict(st.optimizer)
+    if st.prompt_rng is not None:
+        world.rngs.setdefault(b.name, random.Random()).setstate(st.prompt_rng)
+    if st.gen is not None and b.name in world.gens:
+        world.gens[b.name].set_state(st.gen)
+    world.teachers.pop(b.name, None)
+    if st.snapshot is not None:
+        view = b.snapshot()
+        if b.kind == "full":
+            view.module.load_state_dict(st.snapshot)
+        else:
+            from peft import set_peft_model_state_dict
+
+            set_peft_model_state_dict(view.module, st.snapshot, adapter_name=view.adapter)
+        world.teachers[b.name] = view
+
+
+def save(
+    world,
+    out_dir: str | Path,
+    extra: dict | None = None,
+    keep: int = 2,
+    branch_states: dict[str, BranchState] | None = None,
+) -> Path:
+    """Checkpoint the world at `world.step` (the number of completed steps).
+    `branch_states`: branches held outside this process (Ray actors), by name; the world's
+    own branches are read directly."""
     root = _dir(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{world.step:06d}"
     tmp = root / f".tmp-{world.step:06d}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    for b in world.branches:
+    states = {b.name: branch_state(world, b) for b in world.branches}
+    states.update(branch_states or {})
+    for name, st in states.items():
         torch.save(
-            {"trainable": b.trainable_state(), "optimizer": b.optimizer.state_dict()},
-            tmp / f"branch-{b.name}.pt",
+            {"trainable": st.trainable, "optimizer": st.optimizer}, tmp / f"branch-{name}.pt"
         )
-    snapshots = {}
-    for name, view in world.teachers.items():
-        b = world.branch(name)
-        if b.kind == "full":
-            snapshots[name] = {k: v.detach().clone() for k, v in view.module.state_dict().items()}
-        else:
-            from peft import get_peft_model_state_dict
-
-            snapshots[name] = get_peft_model_state_dict(view.module, adapter_name=view.adapter)
+    rngs = {k: r.getstate() for k, r in world.rngs.items()}
+    rngs.update({n: st.prompt_rng for n, st in states.items() if st.prompt_rng is not None})
+    gens = {k: g.get_state() for k, g in world.gens.items()}
+    gens.update({n: st.gen for n, st in states.items() if st.gen is not None})
     state = {
         "format": FORMAT,
         "step": world.step,
-        "rngs": {k: r.getstate() for k, r in world.rngs.items()},
+        "rngs": rngs,
         "gen": world.gen.get_state(),
+        "gens": gens,
         "torch_rng": torch.get_rng_state(),
-        "snapshots": snapshots,
+        "snapshots": {n: st.snapshot for n, st in states.items() if st.snapshot is not None},
         "extra": extra or {},
     }
     torch.save(state, tmp / "state.pt")
     meta = {
         "step": world.step,
         "time": time.time(),
-        "branches": [b.name for b in world.branches],
+        "branches": list(states),
         "config": world.cfg.to_dict(),
         "extra": extra or {},
     }
@@ -87,31 +147,43 @@ def latest(out_dir: str | Path) -> Path | None:
     return done[-1] if done else None
 
 
+def read_branch_states(path: str | Path, names) -> dict[str, BranchState]:
+    """The BranchState of each named branch in the checkpoint at `path`."""
+    path = Path(path)
+    state = torch.load(path / "state.pt", weights_only=False)
+    out = {}
+    for name in names:
+        blob = torch.load(path / f"branch-{name}.pt", weights_only=False)
+        out[name] = BranchState(
+            blob["trainable"],
+            blob["optimizer"],
+            state["rngs"].get(name),
+            state.get("gens", {}).get(name),
+            state["snapshots"].get(name),
+        )
+    return out
+
+
 def restore(world, path: str | Path) -> dict:
-    """Load a checkpoint into an already built world (same config); returns its `extra`."""
+    """Load a checkpoint into an already built world (same config); returns its `extra`.
+    A world whose branches live in workers (Ray) restores its own counters and RNGs here;
+    the workers load theirs from `world.restored_from` (`read_branch_states`)."""
     path = Path(path)
     state = torch.load(path / "state.pt", weights_only=False)
     if state.get("format") != FORMAT:
         raise ValueError(f"{path}: checkpoint format {state.get('format')} is not {FORMAT}")
-    for b in world.branches:
-        blob = torch.load(path / f"branch-{b.name}.pt", weights_only=False)
-        b.load_trainable_state(blob["trainable"])
-        b.optimizer.load_state_dict(blob["optimizer"])
     for k, s in state["rngs"].items():
         world.rngs.setdefault(k, random.Random()).setstate(s)
     world.gen.set_state(state["gen"])
+    for k, g in state.get("gens", {}).items():
+        if k in world.gens:
+            world.gens[k].set_state(g)
     torch.set_rng_state(state["torch_rng"])
     world.step = state["step"]
     world.teachers = {}
-    for name, sd in state["snapshots"].items():
-        b = world.branch(name)
-        view = b.snapshot()
-        if b.kind == "full":
-            view.module.load_state_dict(sd)
-        else:
-            from peft import set_peft_model_state_dict
-
-            set_peft_model_state_dict(view.module, sd, adapter_name=view.adapter)
-        world.teachers[name] = view
+    branch_states = read_branch_states(path, [b.name for b in world.branches])
+    for b in world.branches:
+        load_branch_state(world, b, branch_states[b.name])
     world.resume_extra = state.get("extra", {})  # multi-stage loops read their stage here
+    world.restored_from = str(path)
     return world.resume_extra

@@ -193,6 +193,25 @@ class DiagnosticsConfig:
 
 
 @dataclass(frozen=True)
+class BackendConfig:
+    """Where the CoPD branches run (docs/DISTRIBUTED.md).
+
+    `local`: every branch in this process (with several GPUs, `auto` branch devices go to
+    cuda:0, cuda:1, ... round-robin). `ray`: every branch is a Ray actor with its own model
+    copy, optimizer and RNGs; the driver keeps only the base model (vs-base diagnostics and
+    the merge). Same seed, same metrics on either back end. Ray runs the `copd` method only.
+    """
+
+    kind: Literal["local", "ray"] = "local"
+    # None: start a private Ray instance on this machine, bound to 127.0.0.1;
+    # "auto" or "ray://host:10001": join an existing cluster (`ray start --head` first).
+    ray_address: str | None = None
+    num_gpus_per_branch: float = 0.0  # GPUs each branch actor reserves (1 on a GPU cluster)
+    num_cpus_per_branch: float = 1.0
+    ray_temp_dir: str | None = None  # private instance only; default: $COPD_HOME/ray
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """A whole run. `method` picks the algorithm: CoPD or one of the baselines."""
 
@@ -214,6 +233,7 @@ class RunConfig:
     merge: MergeConfig = field(default_factory=MergeConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
+    backend: BackendConfig = field(default_factory=BackendConfig)
     task_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per task kwargs
     # Baseline knobs (see copd/algorithms): static OPD direction "A->B" (teacher->student),
     # and which branch a single-domain expert run trains.
@@ -332,6 +352,23 @@ class RunConfig:
                 f"write TEACHER->STUDENT with two branch names from {names}",
             )
         _check(self.checkpoint_every >= 0, "checkpoint_every", "use 0 or a step count")
+        bk = self.backend
+        _check(bk.kind in ("local", "ray"), "backend.kind", "use 'local' or 'ray'")
+        if bk.kind == "ray":
+            _check(
+                self.method == "copd",
+                "backend.kind",
+                f"'ray' runs the copd method only; use 'local' for {self.method!r}",
+            )
+        _check(
+            bk.ray_address is None
+            or bk.ray_address == "auto"
+            or bk.ray_address.startswith("ray://"),
+            "backend.ray_address",
+            "use null (private local instance), 'auto' or 'ray://HOST:PORT'",
+        )
+        _check(bk.num_gpus_per_branch >= 0, "backend.num_gpus_per_branch", "must be >= 0")
+        _check(bk.num_cpus_per_branch >= 0, "backend.num_cpus_per_branch", "must be >= 0")
         return self
 
     # ------------------------------------------------------------------ derived

@@ -13,6 +13,7 @@ prompts, one `torch.Generator` for sampling) so a checkpoint can restore them ex
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import time
@@ -89,6 +90,11 @@ class World:
     teachers: dict[str, PolicyView] = field(default_factory=dict)  # snapshots when frozen
     base_path: str = ""
     resume_extra: dict = field(default_factory=dict)  # a restored checkpoint's `extra`
+    # Token sampling per branch for loops that run through copd/workers (CoPD): a stream
+    # per branch, seeded from (seed, name), so an in-process run and one with a Ray actor
+    # per branch draw the same tokens.
+    gens: dict[str, torch.Generator] = field(default_factory=dict)
+    restored_from: str = ""  # the checkpoint folder `checkpoint.restore` loaded, if any
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -104,11 +110,17 @@ class World:
         tasks = {b.task: get_task(b.task, **cfg.task_options.get(b.task, {})) for b in cfg.branches}
         path = resolve_model_path(cfg.model, log=lambda m: logger.log_event(m))
         base, tok = load_policy(path, cfg.model.dtype, cfg.model.gguf_file)
-        branches, base_view = make_branches(base, cfg, tasks, names)
-        rngs = {b.name: random.Random(f"{cfg.seed}:{b.name}") for b in branches}
+        if cfg.backend.kind == "ray":  # branches live in Ray actors (copd/workers/ray_backend.py)
+            branches, base_view = [], PolicyView(base.requires_grad_(False).eval())
+        else:
+            branches, base_view = make_branches(base, cfg, tasks, names)
+        rngs = {n: random.Random(f"{cfg.seed}:{n}") for n in names}  # the driver's, on Ray too
         rngs["mixed"] = random.Random(f"{cfg.seed}:mixed")
         gen = torch.Generator().manual_seed(cfg.seed)
-        return cls(cfg, tok, tasks, branches, base_view, logger, rngs, gen, base_path=path)
+        gens = {b.name: branch_generator(cfg.seed, b.name) for b in branches}
+        return cls(
+            cfg, tok, tasks, branches, base_view, logger, rngs, gen, base_path=path, gens=gens
+        )
 
     def branch(self, name: str) -> Branch:
         return next(b for b in self.branches if b.name == name)
@@ -120,8 +132,15 @@ class World:
     def prompts(self, task: Task, n: int, rng_key: str) -> list[Example]:
         return task.sample(self.rngs[rng_key], n)
 
-    def rollout(self, view: PolicyView, examples: list[Example], group_size: int) -> RolloutBatch:
-        """Sample `group_size` completions per example and score them with the verifiers."""
+    def rollout(
+        self,
+        view: PolicyView,
+        examples: list[Example],
+        group_size: int,
+        generator: torch.Generator | None = None,
+    ) -> RolloutBatch:
+        """Sample `group_size` completions per example and score them with the verifiers.
+        `generator`: the token-sampling stream (default: the world's shared `gen`)."""
         s = self.cfg.sampling
         with self.timer("rollout"), view.use() as model:
             batch = sample_rollouts(
@@ -131,7 +150,7 @@ class World:
                 group_size=group_size,
                 temperature=s.temperature,
                 max_new_tokens=s.max_new_tokens,
-                generator=self.gen,
+                generator=self.gen if generator is None else generator,
                 top_p=s.top_p,
                 device=view.device,
             )
@@ -160,6 +179,12 @@ class World:
 
     def snapshot_teachers(self) -> None:
         self.teachers = {b.name: b.snapshot() for b in self.branches}
+
+
+def branch_generator(seed: int, name: str) -> torch.Generator:
+    """A token-sampling generator seeded from (seed, branch name), stable across processes."""
+    digest = hashlib.blake2b(f"{seed}:{name}".encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "big") >> 1)
 
 
 def _logp_and_entropy(world: World, branch: Branch, batch: RolloutBatch):

@@ -20,15 +20,16 @@ from copd import merge as M
 from copd.models import PolicyView, base_state_dict, lora_scaling
 
 
-def merged_state(world) -> dict[str, torch.Tensor]:
-    """The branches merged by `cfg.merge` (LoRA branches exactly, in weight-delta space)."""
+def merged_state(world, states: list | None = None) -> dict[str, torch.Tensor]:
+    """The branches merged by `cfg.merge` (LoRA branches exactly, in weight-delta space).
+    `states`: the branches' trainable states when they live in workers (copd/workers)."""
     mc = world.cfg.merge
     weights = list(mc.weights) or None
     base_sd = base_state_dict(world.base)
-    if world.branches[0].kind == "lora":
+    if states is None:
         states = [b.trainable_state() for b in world.branches]
+    if world.cfg.model.branch_kind == "lora":
         return M.merge_lora(base_sd, states, lora_scaling(world.cfg.model), weights=weights)
-    states = [b.trainable_state() for b in world.branches]
     return M.merge(
         mc.method, base_sd, states, weights=tuple(weights or ()), scale=mc.scale, density=mc.density
     )
@@ -39,12 +40,13 @@ def _plain_base(world):
     return m.get_base_model() if hasattr(m, "get_base_model") else m
 
 
-def merged_model(world) -> torch.nn.Module:
+def merged_model(world, states: list | None = None) -> torch.nn.Module:
     """A fresh plain (non-peft) model with the merged weights."""
     base = _plain_base(world)
+    full = world.cfg.model.branch_kind == "full"
     with torch.no_grad():
-        model = copy.deepcopy(base) if world.branches[0].kind == "full" else _fresh_like(base)
-        model.load_state_dict(merged_state(world))
+        model = copy.deepcopy(base) if full else _fresh_like(base)
+        model.load_state_dict(merged_state(world, states))
     model.eval().requires_grad_(False)
     return model
 

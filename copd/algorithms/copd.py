@@ -19,129 +19,167 @@ Choices where the paper is silent (all config fields):
    prompts from every domain, on each student's own rollouts, every `diag_every` steps and
    at every phase end; and against the base model.
 5. Checkpoints at every cycle end (and every `checkpoint_every` steps, and on SIGTERM).
+
+The loop is a driver over branch workers (copd/workers): it draws every prompt, then asks
+the workers to sample, score and update. The same loop runs the branches in this process
+(`backend.kind="local"`) or as Ray actors (`"ray"`, phase-I steps in parallel); each
+branch samples tokens from its own generator, so both back ends give the same numbers.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from copd import checkpoint
 from copd import names as N
-from copd.engine import TrainingCancelled, World, grpo_term, log_step, opd_term, update
-from copd.evaluate import evaluate, measure_overlap
+from copd.engine import TrainingCancelled, World, log_step
+from copd.evaluate import evaluate
 from copd.models import PolicyView
 from copd.results import export_merged, merged_model, write_results
 from copd.schedule import position, teachers_of
+from copd.workers import Call, CrossBatch, WorkerGroup, make_group
+from copd.workers.local import LocalGroup
 
 
-def phase1_step(world: World) -> dict[str, float]:
-    """Every branch: one GRPO update on its own domain."""
+def phase1_step(world: World, group: WorkerGroup | None = None) -> dict[str, float]:
+    """Every branch: one GRPO update on its own domain (in parallel on Ray)."""
+    group = group or LocalGroup(world)
     g = world.cfg.grpo
+    tasks = _tasks(world)
+    calls = [
+        Call(n, "rl_step", (world.prompts(tasks[n], g.prompts_per_step, n), g.group_size))
+        for n in group.names
+    ]
     metrics: dict[str, float] = {}
-    for b in world.branches:
-        batch = world.rollout(
-            b.view, world.prompts(b.task, g.prompts_per_step, b.name), g.group_size
-        )
-        term = grpo_term(world, b, batch)
-        grad_norm = update(world, b, [(1.0, term)])
-        stats = {
-            **term.stats,
-            N.GRAD_NORM: grad_norm,
-            f"reward_on/{b.task.name}": term.stats[N.REWARD_MEAN],
-        }
-        metrics.update({N.branch(b.name, k): v for k, v in stats.items()})
+    for n, stats in zip(group.names, group.call(calls), strict=True):
+        stats[f"reward_on/{tasks[n].name}"] = stats[N.REWARD_MEAN]
+        metrics.update({N.branch(n, k): v for k, v in stats.items()})
     return metrics
 
 
-def phase2_step(world: World) -> dict[str, float]:
+def phase2_step(world: World, group: WorkerGroup | None = None) -> dict[str, float]:
     """Every branch: one update from its native GRPO batch plus cross-branch OPD batches."""
+    group = group or LocalGroup(world)
     cfg = world.cfg
     g, o = cfg.grpo, cfg.opd
-    names = cfg.branch_names
-    # 1. Every branch samples its native batch and its cross batches (peer prompts).
-    native, cross = {}, {}
-    for b in world.branches:
+    names = group.names
+    tasks = _tasks(world)
+    # 1. Every branch samples its native batch and its cross batches (peer prompts). The
+    #    driver draws the prompts from each branch's prompt RNG, in a fixed order.
+    calls, keys = [], []
+    for n in names:
         if o.native_rl:
-            native[b.name] = world.rollout(
-                b.view, world.prompts(b.task, g.prompts_per_step, b.name), g.group_size
+            calls.append(
+                Call(n, "rollout", (world.prompts(tasks[n], g.prompts_per_step, n), g.group_size))
             )
-        for t in teachers_of(b.name, names, cfg.topology.kind, cfg.hub, o.one_way):
-            peer_prompts = world.prompts(world.branch(t).task, o.cross_prompts_per_step, b.name)
-            cross[b.name, t] = world.rollout(b.view, peer_prompts, o.cross_group_size)
+            keys.append((n, None))
+        for t in teachers_of(n, names, cfg.topology.kind, cfg.hub, o.one_way):
+            peer_prompts = world.prompts(tasks[t], o.cross_prompts_per_step, n)
+            calls.append(Call(n, "rollout", (peer_prompts, o.cross_group_size)))
+            keys.append((n, t))
+    batches = dict(zip(keys, group.call(calls), strict=True))
+    cross = {k: b for k, b in batches.items() if k[1] is not None}
     # 2. Every teacher scores every sampled token before anyone updates.
-    teacher_logp = {
-        (s, t): world.score(world.teacher_view(t), batch) for (s, t), batch in cross.items()
-    }
+    scored = group.call([Call(t, "score", (batch,)) for (s, t), batch in cross.items()])
+    teacher_logp = dict(zip(cross, scored, strict=True))
     # 3. One combined update per branch.
+    calls = [
+        Call(
+            n,
+            "train_step",
+            (
+                batches.get((n, None)),
+                [CrossBatch(t, b, teacher_logp[s, t]) for (s, t), b in cross.items() if s == n],
+            ),
+        )
+        for n in names
+    ]
     metrics: dict[str, float] = {}
-    for b in world.branches:
-        terms, stats = [], {}
-        if b.name in native:
-            term = grpo_term(world, b, native[b.name])
-            terms.append((1.0, term))
-            stats.update(term.stats)
-            stats[f"reward_on/{b.task.name}"] = term.stats[N.REWARD_MEAN]
-        mine = [(t, batch) for (s, t), batch in cross.items() if s == b.name]
-        for t, batch in mine:
-            term = opd_term(world, b, batch, teacher_logp[b.name, t])
-            terms.append((o.cross_weight / len(mine), term))
-            for k, v in term.stats.items():
-                stats[f"{k}/{t}"] = v
-            stats[f"reward_on/{world.branch(t).task.name}"] = float(batch.rewards_B.mean())
-        if terms:
-            stats[N.GRAD_NORM] = update(world, b, terms)
-        metrics.update({N.branch(b.name, k): v for k, v in stats.items()})
+    for n, stats in zip(names, group.call(calls), strict=True):
+        if (n, None) in batches:
+            stats[f"reward_on/{tasks[n].name}"] = stats[N.REWARD_MEAN]
+        for (s, t), b in cross.items():
+            if s == n:
+                stats[f"reward_on/{tasks[t].name}"] = float(b.rewards_B.mean())
+        metrics.update({N.branch(n, k): v for k, v in stats.items()})
     return metrics
+
+
+def _tasks(world: World) -> dict:
+    """Each branch's task, by branch name (the driver's copy: it draws the prompts)."""
+    return {b.name: world.tasks[b.task] for b in world.cfg.branches}
 
 
 def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:
-    """Run (or continue, from `world.step`) the CoPD schedule; returns the final scores."""
+    """Run (or continue, from `world.step`) the CoPD schedule; returns the final scores.
+    The branches run in the workers of `cfg.backend` (in-process by default, or Ray)."""
+    group = make_group(world)
+    try:
+        return _train(world, group, out_dir)
+    finally:
+        group.close()
+
+
+def _train(world: World, group: WorkerGroup, out_dir: str | Path) -> dict[str, dict[str, float]]:
     cfg = world.cfg
     sc = cfg.schedule
     total = sc.total_steps()
-    views = {b.name: b.view for b in world.branches}
     world.logger.log_event(
-        f"CoPD: {len(world.branches)} branches, {sc.cycles} cycles x ({sc.rl_steps} RL + "
-        f"{sc.opd_steps} OPD) = {total} updates per branch; topology {cfg.topology.kind}",
+        f"CoPD: {len(group.names)} branches, {sc.cycles} cycles x ({sc.rl_steps} RL + "
+        f"{sc.opd_steps} OPD) = {total} updates per branch; topology {cfg.topology.kind}; "
+        f"backend {cfg.backend.kind}",
         step=world.step,
     )
     if world.step == 0:
-        measure_overlap(world, cycle=0, phase="rl")
+        group.measure_overlap(world, cycle=0, phase="rl")
         if cfg.eval.at_start:
-            evaluate(world, views, step=0)
+            group.evaluate(world, step=0)
     while world.step < total:
         pos = position(world.step, sc)
         if pos.phase == "opd" and pos.phase_start and cfg.opd.teacher == "snapshot":
-            world.snapshot_teachers()
-        metrics = phase1_step(world) if pos.phase == "rl" else phase2_step(world)
+            group.snapshot_teachers()
+        step = phase1_step if pos.phase == "rl" else phase2_step
+        metrics = step(world, group)
         world.step += 1
+        for part, secs in group.pop_times().items():  # worker-side timings (Ray)
+            world.timer.acc[part] += secs
+            world.timer.total[part] += secs
         log_step(world, metrics, pos.cycle, pos.phase)
         if pos.phase_end or (sc.diag_every and world.step % sc.diag_every == 0):
-            measure_overlap(world, pos.cycle, pos.phase)
+            group.measure_overlap(world, pos.cycle, pos.phase)
         if pos.cycle_end and sc.eval_every_cycles and (pos.cycle + 1) % sc.eval_every_cycles == 0:
-            evaluate(world, views, step=world.step)
+            group.evaluate(world, step=world.step)
         if pos.phase_end and pos.phase == "opd":
-            world.teachers = {}  # snapshots live for one phase
+            group.drop_teachers()  # snapshots live for one phase
         if pos.cycle_end or (cfg.checkpoint_every and world.step % cfg.checkpoint_every == 0):
-            checkpoint.save(world, out_dir)
+            group.save(world, out_dir)
         if world.stop_requested and world.step < total:
-            checkpoint.save(world, out_dir)
+            group.save(world, out_dir)
             world.logger.log_event("stop requested: checkpointed", level="warning", step=world.step)
             raise TrainingCancelled(f"stopped at step {world.step} of {total}")
-    return finish(world, out_dir, views)
+    return finish(world, out_dir, {b.name: b.view for b in world.branches}, group=group)
 
 
 def finish(
-    world: World, out_dir: str | Path, views: dict[str, PolicyView], extra: dict | None = None
+    world: World,
+    out_dir: str | Path,
+    views: dict[str, PolicyView],
+    extra: dict | None = None,
+    group: WorkerGroup | None = None,
 ) -> dict[str, dict[str, float]]:
     """Final evaluation of each branch and (when merging) the merged model; export; table.
-    `extra` goes into results.json (baselines record their step budget there)."""
-    views = dict(views)
-    if world.cfg.merge.enabled and len(world.branches) > 1:
-        model = merged_model(world)
+    `extra` goes into results.json (baselines record their step budget there). With a
+    worker `group` off this process, the branches are evaluated in their workers and
+    merged from their states."""
+    remote = group is not None and not group.is_local
+    views = {} if remote else dict(views)
+    scores = group.evaluate(world, step=world.step) if remote else {}
+    n_branches = len(group.names) if remote else len(world.branches)
+    if world.cfg.merge.enabled and n_branches > 1:
+        states = [s.trainable for s in group.states().values()] if remote else None
+        model = merged_model(world, states)
         export_merged(world, Path(out_dir) / "merged", model)
         views["merged"] = PolicyView(model)
-    scores = evaluate(world, views, step=world.step)
+    scores.update(evaluate(world, views, step=world.step))
     table = write_results(
         scores, out_dir, extra={"method": world.cfg.method, "steps": world.step, **(extra or {})}
     )

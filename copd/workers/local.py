@@ -1,0 +1,144 @@
+"""In-process branch workers: the default back end, and what each Ray actor runs inside.
+
+    group = LocalGroup(world)          # one LocalWorker per branch of `world`
+    stats = group.each("rl_step", {"add": (examples, 8)})["add"]
+
+A `LocalWorker` wraps one branch of a `World` with the engine's primitives (rollout,
+grpo_term, opd_term, update, score); the numerics are the engine's. Its token sampling
+uses the branch's own generator `world.gens[name]`, so K in-process workers draw exactly
+what K Ray actors (each a one-branch world) draw.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from copd import checkpoint
+from copd import names as N
+from copd.checkpoint import BranchState
+from copd.engine import World, grpo_term, opd_term, update
+from copd.models import Branch
+from copd.rollout import RolloutBatch, sample_rollouts
+from copd.tasks import Example
+from copd.workers.base import Call, CrossBatch, WorkerGroup
+
+
+class LocalWorker:
+    """One branch of an in-process world behind the `BranchWorker` interface."""
+
+    def __init__(self, world: World, branch: Branch) -> None:
+        self.world = world
+        self.branch = branch
+        self.name = branch.name
+
+    # ------------------------------------------------------------------ training
+    def rollout(self, examples: list[Example], group_size: int) -> RolloutBatch:
+        w = self.world
+        return w.rollout(self.branch.view, examples, group_size, generator=w.gens[self.name])
+
+    def score(self, batch: RolloutBatch) -> torch.Tensor:
+        return self.world.score(self.world.teacher_view(self.name), batch)
+
+    def train_step(self, native: RolloutBatch | None, cross: list[CrossBatch]) -> dict[str, float]:
+        w, b = self.world, self.branch
+        terms, stats = [], {}
+        if native is not None:
+            term = grpo_term(w, b, native.to(b.device))
+            terms.append((1.0, term))
+            stats.update(term.stats)
+        for c in cross:
+            term = opd_term(w, b, c.batch.to(b.device), c.teacher_logp_B_T.to(b.device))
+            terms.append((w.cfg.opd.cross_weight / len(cross), term))
+            for k, v in term.stats.items():
+                stats[f"{k}/{c.teacher}"] = v
+        if terms:
+            stats[N.GRAD_NORM] = update(w, b, terms)
+        return stats
+
+    def rl_step(self, examples: list[Example], group_size: int) -> dict[str, float]:
+        return self.train_step(self.rollout(examples, group_size), [])
+
+    # ------------------------------------------------------------------ teachers, state
+    def snapshot_teacher(self) -> None:
+        self.world.teachers[self.name] = self.branch.snapshot()
+
+    def drop_teacher(self) -> None:
+        self.world.teachers.pop(self.name, None)
+
+    def state(self) -> BranchState:
+        return checkpoint.branch_state(self.world, self.branch)
+
+    def load_state(self, state: BranchState) -> None:
+        checkpoint.load_branch_state(self.world, self.branch, state)
+
+    # ------------------------------------------------------------------ measurement
+    def evaluate(self, step: int) -> dict[str, float]:
+        from copd.evaluate import evaluate
+
+        return evaluate(self.world, {self.name: self.branch.view}, step, log=False)[self.name]
+
+    @torch.inference_mode()
+    def probe_rollout(self, examples: list[Example], step: int) -> RolloutBatch:
+        # The same seeded stream and arguments as copd.evaluate.measure_overlap.
+        cfg = self.world.cfg
+        gen = torch.Generator().manual_seed(cfg.seed * 7919 + step)
+        with self.world.timer("diagnostics"), self.branch.view.use() as model:
+            return sample_rollouts(
+                model,
+                self.world.tokenizer,
+                examples,
+                group_size=cfg.diagnostics.samples_per_prompt,
+                temperature=cfg.sampling.temperature,
+                max_new_tokens=cfg.sampling.max_new_tokens,
+                generator=gen,
+                device=self.branch.device,
+            )
+
+    @torch.inference_mode()
+    def probe_logits(self, batch: RolloutBatch, base: bool = False) -> torch.Tensor:
+        from copd.evaluate import _logits_on
+
+        view = self.world.base if base else self.branch.view
+        with self.world.timer("diagnostics"):
+            valid = batch.completion_mask_B_T.bool()
+            return _logits_on(view, batch)[valid]
+
+    def pop_times(self) -> dict[str, float]:
+        return self.world.timer.pop()
+
+
+class LocalGroup(WorkerGroup):
+    """Every branch of `world` as an in-process worker; calls run one after another.
+
+    Timings stay in the shared `world.timer` (log_step reads them), so `pop_times` here
+    returns nothing; diagnostics and evaluation use copd/evaluate.py on the world directly.
+    """
+
+    is_local = True
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.workers = {b.name: LocalWorker(world, b) for b in world.branches}
+        self.names = list(self.workers)
+
+    def call(self, calls: list[Call]) -> list[Any]:
+        return [getattr(self.workers[c.worker], c.method)(*c.args) for c in calls]
+
+    def pop_times(self) -> dict[str, float]:
+        return {}
+
+    def save(self, world: World, out_dir) -> Path:
+        return checkpoint.save(world, out_dir)
+
+    def measure_overlap(self, world: World, cycle: int, phase: str) -> dict[str, float]:
+        from copd.evaluate import measure_overlap
+
+        return measure_overlap(world, cycle, phase)
+
+    def evaluate(self, world: World, step: int) -> dict[str, dict[str, float]]:
+        from copd.evaluate import evaluate
+
+        return evaluate(world, {b.name: b.view for b in world.branches}, step=step)
