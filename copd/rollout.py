@@ -89,9 +89,48 @@ def _cache_kw(model) -> str:
     return kw
 
 
+# Run a group's shared prompt once and repeat its KV cache (sampling and log-prob passes).
+# Logits match the one-pass computation to float rounding; False restores one pass over
+# every row (bench/ablate_engine.py measures the difference).
+SHARE_PROMPT_PREFIX = True
+
+
 def _out_cache(out):
     cache = getattr(out, "cache", None)
     return cache if cache is not None else out.past_key_values
+
+
+def groups_share_prompts(prompt_ids_B_P: Tensor, prompt_mask_B_P: Tensor, group_size: int) -> bool:
+    """True when rows [i*G, (i+1)*G) hold the same (padded) prompt, so the prompt can be run
+    once per group and its KV cache repeated G times (what every GRPO batch looks like)."""
+    B = prompt_ids_B_P.shape[0]
+    if group_size <= 1 or B == 0 or B % group_size:
+        return False
+    ids = prompt_ids_B_P.view(B // group_size, group_size, -1)
+    mask = prompt_mask_B_P.view(B // group_size, group_size, -1)
+    return bool((ids == ids[:, :1]).all()) and bool((mask == mask[:, :1]).all())
+
+
+def _shared_prefill(model, ids_B_P: Tensor, mask_B_P: Tensor, pos_B_P: Tensor, group_size: int):
+    """Run each group's prompt once (B/G rows) and repeat the KV cache G times along the
+    batch. Returns (last-position logits [B/G, V], cache with B rows), or None when this
+    model's cache cannot be repeated (the caller then runs every row).
+
+    Differentiable: under autograd the repeated cache carries the gradient back to the
+    one prompt pass, summed over the group, exactly as G separate prompt passes would."""
+    G = group_size
+    out = model(
+        input_ids=ids_B_P[::G],
+        attention_mask=mask_B_P[::G],
+        position_ids=pos_B_P[::G],
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    cache = _out_cache(out)
+    if not hasattr(cache, "batch_repeat_interleave"):
+        return None
+    cache.batch_repeat_interleave(G)
+    return out.logits[:, -1], cache
 
 
 @torch.no_grad()
@@ -107,22 +146,36 @@ def sample_tokens(
     generator: torch.Generator | None = None,
     greedy: bool = False,
     top_p: float = 1.0,
+    group_size: int = 1,
 ) -> Tensor:
     """Batched decoding with a KV cache. Returns completion ids [B, T<=max_new_tokens];
-    rows that ended keep `pad_id` after their eos. Stops early when every row has ended."""
+    rows that ended keep `pad_id` after their eos. Stops early when every row has ended.
+
+    `group_size` G: rows [i*G, (i+1)*G) share one prompt; the prompt is then encoded once
+    per group (B/G rows) and its cache repeated, which removes (G-1)/G of the prefill."""
     kw = _cache_kw(model)
-    B = prompt_ids_B_P.shape[0]
-    mask = prompt_mask_B_P
-    pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
-    out = model(
-        input_ids=prompt_ids_B_P,
-        attention_mask=mask,
-        position_ids=pos,
-        use_cache=True,
-        logits_to_keep=1,
+    B, L = prompt_ids_B_P.shape
+    pos = (prompt_mask_B_P.long().cumsum(-1) - 1).clamp(min=0)
+    shared = None
+    if SHARE_PROMPT_PREFIX and groups_share_prompts(prompt_ids_B_P, prompt_mask_B_P, group_size):
+        shared = _shared_prefill(model, prompt_ids_B_P, prompt_mask_B_P, pos, group_size)
+    if shared is not None:
+        last_logits, cache = shared
+        logits = last_logits.float().repeat_interleave(group_size, dim=0)
+    else:
+        out = model(
+            input_ids=prompt_ids_B_P,
+            attention_mask=prompt_mask_B_P,
+            position_ids=pos,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache = _out_cache(out)
+        logits = out.logits[:, -1].float()
+    # The whole mask up front: each decode step takes a prefix view instead of a new cat.
+    full_mask = torch.cat(
+        [prompt_mask_B_P, prompt_mask_B_P.new_ones(B, max(0, max_new_tokens - 1))], dim=1
     )
-    cache = _out_cache(out)
-    logits = out.logits[:, -1].float()
     done = torch.zeros(B, dtype=torch.bool, device=prompt_ids_B_P.device)
     last_pos = pos[:, -1:]
     tokens: list[Tensor] = []
@@ -131,13 +184,13 @@ def sample_tokens(
         nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
         tokens.append(nxt)
         done = done | (nxt == eos_id)
-        if bool(done.all()) or t == max_new_tokens - 1:
+        # On CPU this check costs nothing (no device sync) and ends the loop early.
+        if t == max_new_tokens - 1 or bool(done.all()):
             break
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         last_pos = last_pos + 1
         out = model(
             input_ids=nxt[:, None],
-            attention_mask=mask,
+            attention_mask=full_mask[:, : L + t + 1],
             position_ids=last_pos,
             use_cache=True,
             **{kw: cache},
@@ -178,9 +231,10 @@ def sample_rollouts(
     rep = [ex for ex in examples for _ in range(group_size)]
     # Render once per prompt (chat template or plain text), then repeat for the group.
     texts, templated = render_prompts(tokenizer, examples)
-    prompt_ids, prompt_mask = encode_prompts(
-        tokenizer, [t for t in texts for _ in range(group_size)], device, not templated
-    )
+    # Encode the distinct prompts once; a group's rows are identical (padding included).
+    prompt_ids, prompt_mask = encode_prompts(tokenizer, texts, device, not templated)
+    prompt_ids = prompt_ids.repeat_interleave(group_size, dim=0)
+    prompt_mask = prompt_mask.repeat_interleave(group_size, dim=0)
     comp = sample_tokens(
         model,
         prompt_ids,
@@ -192,6 +246,7 @@ def sample_rollouts(
         generator=generator,
         greedy=greedy,
         top_p=top_p,
+        group_size=group_size,
     )
     cmask = completion_mask(comp, tokenizer.eos_token_id).float()
     texts = decode_completions(tokenizer, comp, cmask)
@@ -201,26 +256,61 @@ def sample_rollouts(
 def decode_completions(tokenizer, comp_B_T: Tensor, mask_B_T: Tensor) -> list[str]:
     """Decode each completion up to (not including) its eos."""
     eos = tokenizer.eos_token_id
-    texts = []
-    for ids, m in zip(comp_B_T.tolist(), mask_B_T.tolist(), strict=True):
-        keep = [i for i, mm in zip(ids, m, strict=True) if mm > 0 and i != eos]
-        texts.append(tokenizer.decode(keep, skip_special_tokens=True))
-    return texts
+    keep = [
+        [i for i, mm in zip(ids, m, strict=True) if mm > 0 and i != eos]
+        for ids, m in zip(comp_B_T.tolist(), mask_B_T.tolist(), strict=True)
+    ]
+    return tokenizer.batch_decode(keep, skip_special_tokens=True)  # one call, not B
 
 
 def completion_logits(model, batch: RolloutBatch) -> Tensor:
     """Logits [B, T, V] that predict each completion token (one forward over prompt +
-    completion; only the last T+1 positions go through the LM head)."""
+    completion; only the last T+1 positions go through the LM head).
+
+    When the batch's groups share their prompt (GRPO batches), the prompt runs once per
+    group and its KV cache is repeated for the completions: the same logits to float
+    rounding, differentiable, with (G-1)/G of the prompt tokens' work saved."""
     T = batch.completion_ids_B_T.shape[1]
-    ids = torch.cat([batch.prompt_ids_B_P, batch.completion_ids_B_T], dim=1)
     mask = torch.cat(
         [batch.prompt_mask_B_P, batch.completion_mask_B_T.to(batch.prompt_mask_B_P.dtype)], 1
     )
     pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
+    G = batch.group_size
+    if (
+        SHARE_PROMPT_PREFIX
+        and T > 0
+        and groups_share_prompts(batch.prompt_ids_B_P, batch.prompt_mask_B_P, G)
+    ):
+        logits = _shared_prefix_logits(model, batch, mask, pos)
+        if logits is not None:
+            return logits
+    ids = torch.cat([batch.prompt_ids_B_P, batch.completion_ids_B_T], dim=1)
     out = model(
         input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False, logits_to_keep=T + 1
     )
     return out.logits[:, :-1]
+
+
+def _shared_prefix_logits(model, batch: RolloutBatch, mask_B_L: Tensor, pos_B_L: Tensor):
+    """completion_logits in two passes: the distinct prompts (B/G rows, cache kept), then
+    the completions of all B rows on the repeated cache. None if the cache cannot repeat."""
+    G, P = batch.group_size, batch.prompt_ids_B_P.shape[1]
+    shared = _shared_prefill(model, batch.prompt_ids_B_P, batch.prompt_mask_B_P, pos_B_L[:, :P], G)
+    if shared is None:
+        return None
+    last_logits, cache = shared
+    first = last_logits.repeat_interleave(G, dim=0)[:, None]  # predicts completion token 0
+    if batch.completion_ids_B_T.shape[1] == 1:
+        return first
+    # Completion tokens 0..T-2 predict tokens 1..T-1; the last token predicts nothing.
+    out = model(
+        input_ids=batch.completion_ids_B_T[:, :-1],
+        attention_mask=mask_B_L[:, :-1],
+        position_ids=pos_B_L[:, P:-1],
+        use_cache=True,
+        **{_cache_kw(model): cache},
+    )
+    return torch.cat([first, out.logits], dim=1)
 
 
 def logprobs_from_logits(logits_B_T_V: Tensor, tokens_B_T: Tensor, temperature: float) -> Tensor:

@@ -1,0 +1,98 @@
+"""Prompt sharing in rollouts: a group's prompt runs once and its KV cache is repeated.
+
+The shared path must give the same tokens, logits and gradients as one pass over every
+row (to float rounding), and fall back when a batch's groups do not share their prompt.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+import copd.rollout as R
+from copd.losses import completion_mask
+from copd.tasks import get_task
+from copd.tiny import load
+
+
+@pytest.fixture(scope="module")
+def model_tok(tiny_model_dir):
+    model, tok = load(tiny_model_dir)
+    return model, tok
+
+
+@pytest.fixture
+def one_pass(monkeypatch):
+    """Run a callable with prompt sharing off (the reference computation)."""
+
+    def run(fn):
+        monkeypatch.setattr(R, "SHARE_PROMPT_PREFIX", False)
+        try:
+            return fn()
+        finally:
+            monkeypatch.setattr(R, "SHARE_PROMPT_PREFIX", True)
+
+    return run
+
+
+def _batch(model, tok, seed=0):
+    examples = get_task("add", difficulty=1).sample(random.Random(seed), 4)
+    gen = torch.Generator().manual_seed(seed)
+    return R.sample_rollouts(
+        model, tok, examples, group_size=4, temperature=1.0, max_new_tokens=5, generator=gen
+    )
+
+
+def test_groups_share_prompts_detects_groups():
+    ids = torch.tensor([[0, 5, 6], [0, 5, 6], [7, 8, 9], [7, 8, 9]])
+    mask = (ids != 0).long()
+    assert R.groups_share_prompts(ids, mask, 2)
+    assert not R.groups_share_prompts(ids, mask, 1)
+    assert not R.groups_share_prompts(ids, mask, 4)  # two different prompts in one "group"
+    assert not R.groups_share_prompts(ids[:3], mask[:3], 2)  # rows not a multiple of G
+
+
+def test_shared_sampling_draws_the_same_tokens(model_tok, one_pass):
+    model, tok = model_tok
+    shared = _batch(model, tok)
+    reference = one_pass(lambda: _batch(model, tok))
+    assert torch.equal(shared.prompt_ids_B_P, reference.prompt_ids_B_P)
+    assert torch.equal(shared.completion_ids_B_T, reference.completion_ids_B_T)
+    assert shared.texts == reference.texts
+
+
+def test_shared_logits_and_gradients_match_one_pass(model_tok, one_pass):
+    model, tok = model_tok
+    batch = _batch(model, tok, seed=1)
+    # End some rows early so the completion mask has holes after eos.
+    batch.completion_ids_B_T[::3, 2] = tok.eos_token_id
+    batch.completion_mask_B_T = completion_mask(batch.completion_ids_B_T, tok.eos_token_id).float()
+
+    def logits_and_grads():
+        model.zero_grad(set_to_none=True)
+        logits = R.completion_logits(model, batch)
+        lp = R.logprobs_from_logits(logits, batch.completion_ids_B_T, 1.0)
+        (lp * batch.completion_mask_B_T).sum().backward()
+        return logits.detach(), [p.grad.clone() for p in model.parameters()]
+
+    model.requires_grad_(True)
+    logits_s, grads_s = logits_and_grads()
+    logits_r, grads_r = one_pass(logits_and_grads)
+    assert logits_s.shape == logits_r.shape == (*batch.completion_ids_B_T.shape, len(tok))
+    torch.testing.assert_close(logits_s, logits_r, atol=1e-5, rtol=1e-5)
+    for gs, gr in zip(grads_s, grads_r, strict=True):
+        torch.testing.assert_close(gs, gr, atol=1e-5, rtol=1e-4)
+    model.zero_grad(set_to_none=True)
+
+
+def test_ungrouped_batch_takes_the_one_pass_path(model_tok):
+    model, tok = model_tok
+    batch = _batch(model, tok, seed=2)
+    batch.prompt_ids_B_P = batch.prompt_ids_B_P.roll(1, 0)  # groups no longer share a prompt
+    batch.prompt_mask_B_P = batch.prompt_mask_B_P.roll(1, 0)
+    assert not R.groups_share_prompts(batch.prompt_ids_B_P, batch.prompt_mask_B_P, 4)
+    with torch.no_grad():
+        logits = R.completion_logits(model, batch)
+    assert logits.shape[:2] == batch.completion_ids_B_T.shape
