@@ -66,7 +66,7 @@ class ModelConfig:
     # away from 0 and 1 (cached on disk by a hash of these fields).
     demo_hidden: int = 128
     demo_layers: int = 2
-    demo_warmup_steps: int = 300
+    demo_warmup_steps: int = 500
     demo_warmup_lr: float = 3e-3
 
 
