@@ -9,6 +9,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
+from tiny_support import tiny_overrides  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -21,28 +22,6 @@ def tiny_model_dir() -> str:
     from copd.tiny import tiny_test_model
 
     return str(tiny_test_model(Path(__file__).resolve().parent.parent / ".cache" / "test-models"))
-
-
-def tiny_overrides(model_dir: str) -> list[str]:
-    """`--set` overrides that make any preset run in seconds on the tiny test model."""
-    return [
-        f"model.path={model_dir}",
-        "threads=1",
-        "schedule.cycles=2",
-        "schedule.rl_steps=2",
-        "schedule.opd_steps=1",
-        "schedule.diag_every=0",
-        "schedule.eval_every_cycles=1",
-        "grpo.prompts_per_step=4",
-        "grpo.group_size=4",
-        "opd.cross_prompts_per_step=4",
-        "opd.cross_group_size=2",
-        "sampling.max_new_tokens=4",
-        "eval.n_prompts=8",
-        "diagnostics.n_prompts=4",
-        'task_options={"add": {"difficulty": 1}, "rev": {"difficulty": 1}, '
-        '"sort": {"difficulty": 1}, "count": {"difficulty": 1}}',
-    ]
 
 
 @pytest.fixture

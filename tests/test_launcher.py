@@ -91,7 +91,7 @@ def kill_all(store: RunStore) -> None:
 @pytest.fixture(scope="module")
 def sequential_pair(tmp_path_factory, tiny_model_dir):
     """Two short runs queued on one CPU slot, supervised to the end."""
-    from conftest import tiny_overrides
+    from tiny_support import tiny_overrides
 
     from copd import presets
     from copd.config import apply_overrides
@@ -234,7 +234,7 @@ def test_kill_9_is_detected_as_crashed_within_two_heartbeats(store, tmp_path, ti
 def test_cli_launch_no_wait_runs_and_cancel(tmp_path, tiny_model_dir, capsys):
     """`copd launch --no-wait` starts a detached trainer; `copd runs --json` lists it; `copd
     cancel` stops it even during start-up (before the trainer installs its SIGTERM handler)."""
-    from conftest import tiny_overrides
+    from tiny_support import tiny_overrides
 
     from copd.cli import main
 
