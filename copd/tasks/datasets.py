@@ -34,14 +34,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from copd.config import ConfigError
 from copd.tasks.base import Example, Task, _stable_fraction
 from copd.tasks.verifiers import VERIFIERS, get_verifier, gold_problem
 
 FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
 
 
-class DatasetError(ValueError):
-    """A data file cannot be used as given. The message names the file, the rows and the fix."""
+class DatasetError(ConfigError):
+    """A data file cannot be used as given. The message names the file, the rows and the fix.
+    A `ConfigError` (so a ValueError): the CLI prints it without a traceback."""
 
 
 @dataclass(frozen=True)
