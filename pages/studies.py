@@ -46,7 +46,7 @@ else:
 
 # ---------------------------------------------------------------- drift
 st.header("Drift: overlap and symmetric KL through training")
-groups = sorted({r.group for r in runs if r.group})
+groups = sorted({r.group for r in runs if r.group and r.method in ("expert", "copd")})
 options = ["(pick runs)", *groups]
 choice = st.selectbox("Group", options, index=1 if groups else 0, key="studies:drift_group")
 if choice == "(pick runs)":

@@ -1,0 +1,189 @@
+"""`copd reproduce` on the tiny test model (every arm, one store group, the paper's table),
+the pilot study's fit and its end-to-end run, the drift summary, and the Studies page."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from copd.reproduce import ARMS, markdown_table, reproduce
+from copd.studies.drift import summarise_series
+from copd.studies.pilot import fit_line, permutation_p, run_pilot
+from storage import RunStore
+from storage.entities import MetricPoint
+from tests.conftest import tiny_overrides
+from tests.seed import seed_store
+
+ENTRY = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
+QUICK_ROWS = [
+    "Base",
+    "add-Expert",
+    "rev-Expert",
+    "Mixed GRPO",
+    "Static OPD add→rev",
+    "Static OPD rev→add",
+    "CoPD",
+    "sort-Expert",
+    "MOPD",
+    "CoPD (hub)",
+]
+
+
+@pytest.fixture(scope="module")
+def reproduced(tiny_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("reproduce")
+    url = f"sqlite:///{out / 'runs.db'}"
+    payload = reproduce(
+        [0, 1], "quick", tiny_overrides(tiny_model_dir), out, url, "repro", log=lambda m: None
+    )
+    return out, url, payload
+
+
+def test_reproduce_quick_runs_every_arm(reproduced):
+    out, url, payload = reproduced
+    report = (out / "report.md").read_text()
+    assert "## 2 domains" in report and "## 3 domains" in report and "Overall" in report
+    for row in QUICK_ROWS:
+        assert f"| {row} |" in report, row
+    assert "**" in report and "±" in report  # best in bold, mean ± std
+    assert {(a["arm"], a["seed"]) for a in payload["arms"]} == {
+        (a.key, s) for a in ARMS for s in (0, 1)
+    }
+    results = json.loads((out / "results.json").read_text())
+    assert results["scale"] == "quick" and results["timing"]["seconds"] > 0
+
+    store = RunStore.from_url(url)
+    assert store.list_groups() == ["repro"]
+    runs = store.list_runs(group="repro")
+    assert len(runs) == len(ARMS) * 2
+    assert {r.status for r in runs} == {"finished"}
+    assert {r.method for r in runs} == {"base", "expert", "mixed", "static_opd", "mopd", "copd"}
+    evals = store.evaluations([r.id for r in runs])
+    assert set(evals["run_id"]) == {r.id for r in runs}  # every arm logged its scores
+
+
+def test_compare_table_shows_the_reproduce_group(reproduced):
+    from app.queries import results_markdown, results_table, seed_arms
+
+    _, url, _ = reproduced
+    store = RunStore.from_url(url)
+    runs = store.list_runs(group="repro")
+    table = results_table(store.evaluations([r.id for r in runs]), runs, seed_arms(runs))
+    assert {"add", "rev", "sort", "Overall", "seeds"} <= set(table.columns)
+    assert {"base · base", "copd · merged", "mixed · mixed", "mopd · mopd"} <= set(table.index)
+    assert (table["seeds"] == 2).all()  # the two seeds of each arm form one row
+    assert "±" in results_markdown(table)
+
+
+def test_markdown_table_bolds_best_and_shows_spread():
+    text = markdown_table(["a"], {"x": {"a": [0.2, 0.4], "Overall": [0.2, 0.4]},
+                                  "y": {"a": [0.5], "Overall": [0.5]}})  # fmt: skip
+    assert "| x | 0.300 ± 0.141 | 0.300 ± 0.141 | 2 |" in text
+    assert "| y | **0.500 ± 0.000** | **0.500 ± 0.000** | 1 |" in text
+
+
+# ---------------------------------------------------------------------- pilot statistics
+def test_fit_of_a_perfect_line_is_exact():
+    x = [0.1, 0.3, 0.5, 0.7, 0.9]
+    fit = fit_line(x, [2 * v - 1 for v in x])
+    assert fit.r == pytest.approx(1.0, abs=1e-12)
+    assert fit.slope == pytest.approx(2.0) and fit.intercept == pytest.approx(-1.0)
+    assert fit.n == 5
+    # Exact permutation test: only the identity and the reversal reach |r| = 1 (2 of 120).
+    assert fit.p_value == pytest.approx(2 / 120) and fit.p_method == "exact permutation"
+    assert fit_line(x, [-v for v in x]).r == pytest.approx(-1.0, abs=1e-12)
+
+
+def test_fit_of_noise_has_r_near_zero_and_large_p():
+    rng = random.Random(0)
+    x = [rng.random() for _ in range(1000)]
+    y = [rng.random() for _ in range(1000)]
+    fit = fit_line(x, y)
+    assert abs(fit.r) < 0.08 and fit.p_value > 0.01
+    p, how = permutation_p(x[:30], y[:30], draws=2000)
+    assert p > 0.05 and how.startswith("permutation")
+
+
+def test_fit_degenerate_inputs():
+    assert math.isnan(fit_line([1.0, 1.0, 1.0], [0.0, 1.0, 2.0]).r)  # constant x
+    assert math.isnan(fit_line([1.0], [2.0]).r)
+    with pytest.raises(ValueError, match="differ in length"):
+        fit_line([1.0, 2.0], [1.0])
+
+
+def test_pilot_runs_on_the_tiny_model_and_logs_points(tiny_model_dir, tmp_path):
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    payload = run_pilot(
+        temperatures=(0.5, 1.5), seeds=(0,), overrides=tiny_overrides(tiny_model_dir),
+        out=tmp_path, db=url, group="pilot-t", student_steps=2, opd_steps=2, n_probe=8,
+        log=lambda m: None,
+    )  # fmt: skip
+    pts = payload["points"]
+    assert [p["temperature"] for p in pts] == [0.5, 1.5]
+    for p in pts:
+        assert 0.0 <= p["overlap"] <= 1.0 and p["gain"] == pytest.approx(p["post"] - p["pre"])
+    assert json.loads((tmp_path / "pilot.json").read_text())["fit"]["n"] == 2
+    store = RunStore.from_url(url)
+    (run,) = store.list_runs(group="pilot-t")
+    assert run.method == "pilot" and run.status == "finished"
+    df = store.metric_series(run.id, ["pilot/overlap", "pilot/gain"])
+    assert sorted(df[df["key"] == "pilot/gain"]["step"]) == [0, 1]
+
+
+# ---------------------------------------------------------------------- drift
+def test_drift_summary_start_mid_end_and_growth():
+    pts = [("base/add/sym_kl", s, v) for s, v in [(0, 0.0), (2, 0.01), (4, 0.03), (8, 0.1)]]
+    pts += [("pair/add~rev/overlap_top10", s, 1.0 - s / 10) for s in (0, 2, 4, 8)]
+    out = summarise_series(pts)
+    assert out["base/add/sym_kl"]["start"] == 0.01 and out["base/add/sym_kl"]["end"] == 0.1
+    assert out["base/add/sym_kl"]["mid"] == 0.03  # step 4 is the middle of 2..8
+    assert out["base/add/sym_kl"]["growth"] == pytest.approx(10.0)
+    assert out["pair/add~rev/overlap_top10"]["at0"] == 1.0
+    assert "growth" not in out["pair/add~rev/overlap_top10"]
+
+
+# ---------------------------------------------------------------------- Studies page
+@pytest.fixture
+def studies_app(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    seed_store(url)
+    store = RunStore.from_url(url)
+    run = store.create_run("pilot-s0", "pilot", {}, seed=0, group="pilot-g")
+    store.set_status(run.id, "running")
+    pts = []
+    for i, ov in enumerate([0.6, 0.7, 0.8, 0.9]):
+        pts += [
+            MetricPoint("pilot/overlap", ov, i, wall_time=1.0),
+            MetricPoint("pilot/gain", 0.5 * ov - 0.2, i, wall_time=1.0),
+            MetricPoint("pilot/temperature", 1.6 - i * 0.3, i, wall_time=1.0),
+        ]
+    store.log_metrics(run.id, pts)
+    store.set_status(run.id, "finished")
+    monkeypatch.setenv("COPD_DB_URL", url)
+    monkeypatch.setenv("COPD_HOME", str(tmp_path))
+    monkeypatch.setenv("COPD_SUPERVISE", "0")
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield AppTest.from_file(ENTRY, default_timeout=60)
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+def test_studies_page_shows_pilot_scatter_and_r(studies_app):
+    at = studies_app
+    at.run()
+    at.switch_page("../pages/studies.py").run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Pearson r"] == "1.000" and metrics["N (students)"] == "4"
+    charts = at.get("plotly_chart")
+    assert len(charts) >= 2  # the pilot scatter and the drift curves of the seeded group
+    pilot = json.loads(charts[0].proto.spec)
+    assert "r = 1.000" in pilot["layout"]["title"]["text"]
+    assert [t["mode"] for t in pilot["data"]] == ["markers", "lines"]
