@@ -72,7 +72,7 @@ def test_ray_backend_matches_local(ray_local, tiny_cfg, tmp_path):
 
 def test_ray_resume_from_checkpoint_matches_uninterrupted(ray_local, tiny_cfg, tmp_path):
     cfg = tiny_cfg("demo", "backend.kind=ray", "opd.teacher=snapshot", "schedule.rl_steps=1")
-    full_rec, full_scores = _run(cfg, tmp_path / "full")
+    _, full_scores = _run(cfg, tmp_path / "full")
     part = World.build(cfg, Recorder())
     part.stop_requested = True  # checkpoint and stop after the first step
     with pytest.raises(TrainingCancelled):
@@ -80,9 +80,4 @@ def test_ray_resume_from_checkpoint_matches_uninterrupted(ray_local, tiny_cfg, t
     resumed = World.build(cfg, Recorder())
     checkpoint.restore(resumed, checkpoint.latest(tmp_path / "part"))
     assert resumed.step == 1 and not resumed.branches  # the branches live in the actors
-    _, scores = _run_world(resumed, tmp_path / "part")
-    assert scores == full_scores
-
-
-def _run_world(world, out):
-    return world, train(world, out)
+    assert train(resumed, tmp_path / "part") == full_scores
