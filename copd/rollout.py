@@ -155,6 +155,7 @@ def sample_tokens(
     per group (B/G rows) and its cache repeated, which removes (G-1)/G of the prefill."""
     kw = _cache_kw(model)
     B, L = prompt_ids_B_P.shape
+    generator = device_generator(generator, prompt_ids_B_P.device)
     pos = (prompt_mask_B_P.long().cumsum(-1) - 1).clamp(min=0)
     shared = None
     if SHARE_PROMPT_PREFIX and groups_share_prompts(prompt_ids_B_P, prompt_mask_B_P, group_size):
@@ -198,6 +199,17 @@ def sample_tokens(
         cache = _out_cache(out)
         logits = out.logits[:, -1].float()
     return torch.stack(tokens, dim=1)
+
+
+def device_generator(generator: torch.Generator | None, device) -> torch.Generator | None:
+    """The RNG streams live on the CPU (they are checkpointed there). Sampling on another
+    device (CUDA) needs a generator on that device: derive one per rollout, seeded from the
+    CPU stream, so runs stay deterministic and resumable. On the CPU: the stream itself."""
+    device = torch.device(device)
+    if generator is None or generator.device.type == device.type:
+        return generator
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 def _pick(logits_B_V: Tensor, temperature: float, greedy: bool, top_p: float, generator) -> Tensor:

@@ -146,3 +146,11 @@ def test_resume_gives_identical_weights(tiny_cfg, tmp_path):
     for a, b in zip(full.branches, resumed.branches, strict=True):
         for pa, pb in zip(a.params, b.params, strict=True):
             assert torch.equal(pa, pb)
+
+
+def test_device_generator_keeps_the_cpu_stream_on_cpu():
+    from copd.rollout import device_generator
+
+    gen = torch.Generator().manual_seed(3)
+    assert device_generator(gen, "cpu") is gen
+    assert device_generator(None, "cpu") is None
