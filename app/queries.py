@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -163,12 +164,27 @@ def seed_arms(runs: list[Any]) -> dict[int, str]:
         sig = json.dumps(cfg, sort_keys=True, default=str) + "|" + r.method
         arms.setdefault(sig, []).append(r.id)
         method_of[sig] = r.method
+    # A method with several arms (static OPD in both directions, 2- and 3-domain experts):
+    # name each arm by its runs' shared name without the seed suffix (`static_opd-rev-s0`
+    # -> `static_opd-rev`), else number them.
+    name_of = {r.id: re.sub(r"-s\d+$", "", r.name) for r in runs}
+    per_method: dict[str, int] = {}
+    stems_of: dict[str, list[str]] = {}
+    for sig, ids in arms.items():
+        per_method[method_of[sig]] = per_method.get(method_of[sig], 0) + 1
+        stems_of.setdefault(method_of[sig], []).append(name_of[ids[0]])
     out: dict[int, str] = {}
     seen: dict[str, int] = {}
     for sig, ids in arms.items():
         m = method_of[sig]
         seen[m] = seen.get(m, 0) + 1
-        label = m if seen[m] == 1 else f"{m} #{seen[m]}"
+        stems = {name_of[rid] for rid in ids}
+        if per_method[m] == 1:
+            label = m
+        elif len(stems) == 1 and stems_of[m].count(next(iter(stems))) == 1:
+            label = stems.pop()
+        else:
+            label = f"{m} #{seen[m]}"
         for rid in ids:
             out[rid] = label
     return out

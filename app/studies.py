@@ -176,3 +176,31 @@ def drift_figure(records: Sequence[dict[str, Any]]) -> go.Figure:
         title="Drift: experts (red) vs CoPD (blue); solid = branch vs branch, dotted = vs base",
     )
     return fig
+
+
+def results_figure(table: dict[str, dict[str, list[float]]], title: str) -> go.Figure:
+    """Grouped bars of a reproduction table: one group per benchmark (and Overall), one bar
+    per method/model row, height = mean over seeds, error bar = std over seeds.
+    `table`: row label -> {column: [score per seed]} (copd.reproduce.summarise)."""
+    fig = go.Figure()
+    cols = list(dict.fromkeys(c for per in table.values() for c in per))
+    cols = [c for c in cols if c != "Overall"] + ["Overall"]
+    for label, per in table.items():
+        means, stds = [], []
+        for c in cols:
+            v = per.get(c, [])
+            m = sum(v) / len(v) if v else math.nan
+            means.append(m)
+            stds.append(
+                math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
+            )
+        fig.add_trace(go.Bar(name=label, x=cols, y=means, error_y=dict(type="data", array=stds)))
+    fig.update_layout(
+        barmode="group",
+        title=title,
+        yaxis_title="greedy accuracy (held-out)",
+        template="plotly_white",
+        legend=dict(font=dict(size=9)),
+        margin=dict(l=50, r=20, t=50, b=40),
+    )
+    return fig

@@ -76,7 +76,9 @@ def test_compare_table_shows_the_reproduce_group(reproduced):
     runs = store.list_runs(group="repro")
     table = results_table(store.evaluations([r.id for r in runs]), runs, seed_arms(runs))
     assert {"add", "rev", "sort", "Overall", "seeds"} <= set(table.columns)
-    assert {"base · base", "copd · merged", "mixed · mixed", "mopd · mopd"} <= set(table.index)
+    rows = set(table.index)
+    assert {"base · base", "base-3 · base", "copd · merged", "mixed · mixed"} <= rows
+    assert {"static_opd · rev", "static_opd-rev · add", "mopd · mopd"} <= rows
     assert (table["seeds"] == 2).all()  # the two seeds of each arm form one row
     assert "±" in results_markdown(table)
 
