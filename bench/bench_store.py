@@ -24,24 +24,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from copd.logger import NullLogger  # noqa: E402  (a bench may use both packages)
 from storage import RunStore  # noqa: E402
 from storage.logger import StoreLogger  # noqa: E402
-
-
-class NullLogger:
-    """Same interface as copd.logger.NullLogger; does nothing."""
-
-    def log_metrics(self, metrics, *, step, cycle=0, phase=""):
-        pass
-
-    def log_eval(self, model, benchmark, score, n, *, step):
-        pass
-
-    def log_event(self, message, *, level="info", step=None):
-        pass
-
-    def close(self):
-        pass
 
 
 def metric_names(n_keys: int) -> list[str]:
