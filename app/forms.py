@@ -19,7 +19,7 @@ import typing
 from dataclasses import MISSING, dataclass, fields, is_dataclass
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-from copd.config import ConfigError, RunConfig
+from copd.config import ConfigError, RunConfig, parse_seeds  # noqa: F401  (re-exported for pages)
 
 SECTIONS = (
     "model",
@@ -211,18 +211,3 @@ def check_model_dir(path: str) -> str | None:
     if not (p / "config.json").is_file():
         return f"model.path: {path!r} has no config.json; point at a Hugging Face model folder"
     return None
-
-
-def parse_seeds(text: str) -> list[int]:
-    """ "0, 1, 2" or "0-2" -> [0, 1, 2]."""
-    text = text.strip()
-    m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", text)
-    if m:
-        lo, hi = int(m.group(1)), int(m.group(2))
-        if hi < lo:
-            raise ConfigError(f"seeds: range {text!r} is empty; write low-high, e.g. 0-2")
-        return list(range(lo, hi + 1))
-    seeds = parse_list(text, int, "seeds")
-    if not seeds or any(s < 0 for s in seeds):
-        raise ConfigError("seeds: give non-negative integers, e.g. 0, 1, 2")
-    return seeds

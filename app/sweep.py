@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from copd import presets as P
-from copd.config import ConfigError, RunConfig, apply_overrides
+from copd.config import ConfigError, RunConfig, apply_overrides, parse_seeds
 
 RESERVED = ("seed", "group", "name", "method")  # set per run by the sweep itself
 
@@ -93,17 +93,6 @@ def launch_sweep(
             launcher.delete(run.id)
         raise
     return [store.get_run(r.id) for r in runs]
-
-
-def parse_seeds(text: str) -> list[int]:
-    """ "0,1,2" or "0-4" (inclusive) -> a list of seeds."""
-    try:
-        if "-" in text and "," not in text:
-            lo, hi = (int(x) for x in text.split("-", 1))
-            return list(range(lo, hi + 1))
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ConfigError(f"--seeds {text!r}: write 0,1,2 or 0-4") from None
 
 
 # ---------------------------------------------------------------------- CLI

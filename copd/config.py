@@ -551,3 +551,21 @@ def replace_in(cfg: RunConfig, **sections: Any) -> RunConfig:
     for sec, vals in nested.items():
         top[sec] = replace(getattr(cfg, sec), **vals)
     return dataclasses.replace(cfg, **top)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """Seeds from "0, 1, 2" or an inclusive range "0-2" -> [0, 1, 2] (CLI and forms)."""
+    text = text.strip()
+    m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", text)
+    if m:
+        lo, hi = int(m.group(1)), int(m.group(2))
+        if hi < lo:
+            raise ConfigError(f"seeds: range {text!r} is empty; write low-high, e.g. 0-2")
+        return list(range(lo, hi + 1))
+    try:
+        seeds = [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise ConfigError(f"seeds: {text!r} is not a list; write 0,1,2 or 0-2") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise ConfigError("seeds: give non-negative integers, e.g. 0, 1, 2")
+    return seeds
