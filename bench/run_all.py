@@ -69,7 +69,8 @@ def summary(res: dict[str, dict]) -> list[str]:
         note = f" (missing: {p45['missing_presets']})" if p45["missing_presets"] else ""
         rows.append(
             f"P5 {' + '.join(r['preset'] for r in p45['runs'])}{note}: {p45['total_s']:6.1f} s"
-            f"   budget 180 s; first model build {p45['build_s']:.1f} s   "
+            f"   budget 180 s; model {'built' if p45['built'] else 'cached'} in "
+            f"{p45['build_s']:.1f} s   "
             f"{C.verdict(p45['total_s'], 180)}"
         )
     return rows
