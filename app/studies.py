@@ -144,28 +144,32 @@ def drift_figure(records: Sequence[dict[str, Any]]) -> go.Figure:
     for vs-base (`base/`); red = independent experts, blue = CoPD."""
     fig = make_subplots(rows=1, cols=2, subplot_titles=("top-10 overlap", "symmetric KL"))
     df = pd.DataFrame(list(records), columns=["run", "method", "key", "step", "value"])
+    shown: set[tuple[str, str]] = set()
     for (run, method, key), g in df.groupby(["run", "method", "key"], sort=True):
         qty = key.rsplit("/", 1)[-1]
         g = g.sort_values("step")
         if qty == "sym_kl":
-            g = g[g["value"] > 0]  # step 0 vs itself is exactly 0: hidden on the log axis
+            g = g[(g["step"] > 0) & (g["value"] > 0)]  # step 0 is ~0 (a copy): off the log axis
+        kind = "branch vs branch" if key.startswith("pair/") else "vs base"
         fig.add_trace(
             go.Scatter(
                 x=g["step"],
                 y=g["value"],
                 mode="lines",
-                name=f"{method} {run.split(' ')[-1]} {key.rsplit('/', 1)[0]}",
+                name=f"{method}: {kind}",
                 line=dict(
                     color=COLORS.get(method, "#7f7f7f"),
                     dash="solid" if key.startswith("pair/") else "dot",
                     width=1.5,
                 ),
-                legendgroup=method,
-                showlegend=qty == "overlap_top10",
+                legendgroup=f"{method}:{kind}",
+                showlegend=(method, kind) not in shown,
+                hovertext=f"{run} {key}",
             ),
             row=1,
             col=1 if qty == "overlap_top10" else 2,
         )
+        shown.add((method, kind))
     fig.update_yaxes(type="log", row=1, col=2)
     fig.update_xaxes(title_text="step")
     fig.update_layout(
