@@ -48,12 +48,18 @@ def resolve_model_path(mcfg: ModelConfig, task_names: Sequence[str] = (), log=No
 
 def load_policy(path: str, dtype: str = "float32", gguf_file: str | None = None, device="cpu"):
     """Load a causal LM and its tokenizer from a local directory (or a hub name where the
-    machine has network). The tokenizer pads on the left; a missing pad token is the eos."""
+    machine has network). The tokenizer pads on the left; a missing pad token is the eos.
+    A vision-language model directory gives (model, processor) instead (copd/vlm.py)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     p = Path(path)
     if not p.exists() and (path.startswith((".", "/", "~")) or p.suffix):
         raise ConfigError(f"model.path: {path} does not exist; give a model directory or 'demo'")
+    if not gguf_file:
+        from copd.vlm import is_vlm_dir, load_vlm
+
+        if is_vlm_dir(path):  # a vision-language model: (model, processor), see copd/vlm.py
+            return load_vlm(path, DTYPES[dtype], device)
     kw = {"gguf_file": gguf_file} if gguf_file else {}
     tok = AutoTokenizer.from_pretrained(path, **kw)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype], **kw)

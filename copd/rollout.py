@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -41,6 +42,9 @@ class RolloutBatch:
     group_size: int
     rewards_B: Tensor | None = None
     extras: dict[str, Tensor] = field(default_factory=dict)  # e.g. "old_logp_B_T"
+    # Image prompts only: the processor's vision tensors of the distinct prompts
+    # (copd.vlm.VisionInputs); None for text batches.
+    vision: Any = None
 
     @property
     def size(self) -> int:
@@ -57,6 +61,7 @@ class RolloutBatch:
             self.group_size,
             None if self.rewards_B is None else self.rewards_B.to(device),
             {k: v.to(device) for k, v in self.extras.items()},
+            None if self.vision is None else self.vision.to(device),
         )
 
 
@@ -239,6 +244,16 @@ def sample_rollouts(
     device=None,
 ) -> RolloutBatch:
     """G samples for each example (rows grouped per prompt)."""
+    from copd.vlm import has_media, is_processor, sample_vlm_rollouts
+
+    if is_processor(tokenizer):  # a vision-language model: images go through copd/vlm.py
+        if has_media(examples):
+            return sample_vlm_rollouts(
+                model, tokenizer, examples, group_size=group_size, temperature=temperature,
+                max_new_tokens=max_new_tokens, generator=generator, greedy=greedy,
+                top_p=top_p, device=device,
+            )  # fmt: skip
+        tokenizer = tokenizer.tokenizer  # text-only prompts: the text path, unchanged
     device = device or next(model.parameters()).device
     rep = [ex for ex in examples for _ in range(group_size)]
     # Render once per prompt (chat template or plain text), then repeat for the group.
@@ -282,6 +297,10 @@ def completion_logits(model, batch: RolloutBatch) -> Tensor:
     When the batch's groups share their prompt (GRPO batches), the prompt runs once per
     group and its KV cache is repeated for the completions: the same logits to float
     rounding, differentiable, with (G-1)/G of the prompt tokens' work saved."""
+    if batch.vision is not None:  # image prompts: vision inputs on the prompt prefill
+        from copd.vlm import vlm_completion_logits
+
+        return vlm_completion_logits(model, batch)
     T = batch.completion_ids_B_T.shape[1]
     mask = torch.cat(
         [batch.prompt_mask_B_P, batch.completion_mask_B_T.to(batch.prompt_mask_B_P.dtype)], 1

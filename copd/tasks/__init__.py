@@ -19,19 +19,25 @@ from typing import Any
 
 from copd.tasks.base import DIFFICULTIES, Example, SyntheticTask, Task
 from copd.tasks.datasets import DatasetError, DatasetTask, from_file
+from copd.tasks.shapes import ShapesTask
 from copd.tasks.synthetic import BUILTIN_TASKS, builtin_alphabet
 from copd.tasks.verifiers import VERIFIERS, get_verifier
 
 ALIASES = {"dataset": "copd.tasks.datasets:from_file"}
+# Built-in domains whose prompts carry images: for vision-language models only, so they stay
+# out of `builtin_task_names()` and of the character vocabulary of the text demo model.
+IMAGE_TASKS = {"shapes": ShapesTask}
 
 __all__ = [
     "ALIASES",
+    "IMAGE_TASKS",
     "DIFFICULTIES",
     "VERIFIERS",
     "DatasetError",
     "DatasetTask",
     "Example",
     "SyntheticTask",
+    "ShapesTask",
     "Task",
     "builtin_alphabet",
     "builtin_task_names",
@@ -55,8 +61,8 @@ def get_task(spec: str, **options: Any) -> Task:
     """
     spec = spec.split("#", 1)[0]
     spec = ALIASES.get(spec, spec)
-    if spec in BUILTIN_TASKS:
-        cls = BUILTIN_TASKS[spec]
+    if spec in BUILTIN_TASKS or spec in IMAGE_TASKS:
+        cls = BUILTIN_TASKS.get(spec) or IMAGE_TASKS[spec]
         try:
             return cls(**options)
         except TypeError as e:
@@ -66,7 +72,8 @@ def get_task(spec: str, **options: Any) -> Task:
             ) from e
     if ":" not in spec:
         raise ValueError(
-            f"unknown task {spec!r}: use a built-in name ({', '.join(builtin_task_names())}) "
+            f"unknown task {spec!r}: use a built-in name "
+            f"({', '.join(builtin_task_names() + sorted(IMAGE_TASKS))}) "
             "or an import path 'package.module:factory' where factory(**options) returns a Task"
         )
     module_name, _, attr = spec.partition(":")
