@@ -17,9 +17,13 @@ docs/examples/gsm8k_mathqa.json.
 
 `paper-text-math` trains full-weight branches, one per GPU (`device: auto`);
 `paper-text-math-lora` keeps one shared base with a LoRA adapter per branch on one GPU.
+`paper-vl-image` / `paper-vl-video`: the multimodal setting on a local vision-language
+model (see the section at the end of this file).
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from copd.config import (
     BranchSpec,
@@ -32,6 +36,7 @@ from copd.config import (
     RunConfig,
     SamplingConfig,
     ScheduleConfig,
+    TopologyConfig,
 )
 from copd.presets import register
 
@@ -106,4 +111,65 @@ register(
     "paper-text-math-lora",
     lambda: paper_text_math(lora=True),
     "GPU: as paper-text-math with LoRA branches sharing one base on one GPU",
+)
+
+
+# ----------------------------------------------------------------------------- multimodal
+# The paper's multimodal setting: one vision-language base (Qwen2-VL / Qwen2.5-VL / Qwen3-VL
+# family, a local directory; its processor needs torchvision) with a text branch, an image
+# branch and, optionally, a video branch; the text branch is the hub that every modality
+# distils with. Image/video rows carry file paths (opened when a prompt is encoded):
+#
+#   copd train paper-vl-image --set model.path=/models/Qwen2-VL-7B-Instruct \
+#       --set 'task_options.dataset#math.path=/data/math_train.jsonl' \
+#       --set 'task_options.dataset#image.path=/data/geo_vqa_train.jsonl'
+#
+# The image rows read `question` / `answer` / `image` (a path, relative to the file, or a
+# list of paths); the video rows `question` / `answer` / `video`. Answers are checked by
+# math-verify. Text-only prompts on the VLM take the plain text path.
+def media_task_options(image_path: str, video_path: str | None = None) -> dict[str, dict]:
+    """`task_options` for the image (and video) dataset branches."""
+    common = {"prompt_field": "question", "answer_field": "answer", "verifier": "math",
+              "prompt_template": MATH_TEMPLATE, "eval_fraction": 0.05}  # fmt: skip
+    out = {"dataset#image": {"path": image_path, "name": "image", "image_field": "image", **common}}
+    if video_path is not None:
+        out["dataset#video"] = {
+            "path": video_path, "name": "video", "video_field": "video", **common
+        }  # fmt: skip
+    return out
+
+
+def paper_vl(video: bool = False) -> RunConfig:
+    """CoPD on one VLM: text + image branches (pair), or text + image + video (text hub)."""
+    base = paper_text_math()
+    branches = [
+        BranchSpec("text", "dataset#math", device="auto"),
+        BranchSpec("image", "dataset#image", device="auto"),
+    ]
+    if video:
+        branches.append(BranchSpec("video", "dataset#video", device="auto"))
+    text_opts = {"dataset#math": text_task_options("/path/to/math_train.jsonl", "")["dataset#math"]}
+    media = media_task_options(
+        "/path/to/image_train.jsonl", "/path/to/video_train.jsonl" if video else None
+    )
+    return replace(
+        base,
+        name="paper-vl-video" if video else "paper-vl-image",
+        model=replace(base.model, path="/path/to/Qwen2-VL-Instruct"),
+        sampling=SamplingConfig(temperature=1.0, max_new_tokens=1024),
+        branches=tuple(branches),
+        topology=TopologyConfig(kind="hub", hub="text") if video else base.topology,
+        task_options={**text_opts, **media},
+    )
+
+
+register(
+    "paper-vl-image",
+    paper_vl,
+    "GPU: CoPD on a local Qwen-VL model, a text (math) branch and an image branch",
+)
+register(
+    "paper-vl-video",
+    lambda: paper_vl(video=True),
+    "GPU: CoPD on a local Qwen-VL model, text + image + video branches, the text branch as hub",
 )
