@@ -195,3 +195,66 @@ def test_one_copd_cycle_with_text_and_image_branches(tiny_vlm_dir, tmp_path):
     assert "branch/text/opd/adv_mean/image" in keys and "branch/image/opd/adv_mean/text" in keys
     assert set(scores) == {"text", "image", "merged"}
     assert (tmp_path / "merged" / "processor_config.json").exists()
+
+
+def test_multimodal_rope_positions_match_the_models_own(tmp_path):
+    """Qwen2-VL (3-D multimodal RoPE): scoring with our explicit positions (the model's
+    get_rope_index for the prompt, text after it continuing from its largest position)
+    equals the model's own forward over prompt + completion. Built without a processor:
+    Qwen-family processors need torchvision, which this environment lacks."""
+    from PIL import Image
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
+        Qwen2VLImageProcessorPil,
+    )
+
+    from copd.rollout import RolloutBatch, completion_logits
+    from copd.vlm import VisionInputs
+
+    V, START, END, IMG, VID = 40, 4, 5, 6, 7
+    text = dict(vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                num_attention_heads=2, num_key_value_heads=2, bos_token_id=1, eos_token_id=2,
+                pad_token_id=0, rope_parameters={"rope_type": "default", "rope_theta": 1e4,
+                                                 "mrope_section": [2, 3, 3]})  # fmt: skip
+    vision = dict(depth=1, embed_dim=16, hidden_size=32, num_heads=2, patch_size=8,
+                  spatial_merge_size=2, temporal_patch_size=2, mlp_ratio=2)  # fmt: skip
+    cfg = Qwen2VLConfig(text_config=text, vision_config=vision, image_token_id=IMG,
+                        video_token_id=VID, vision_start_token_id=START,
+                        vision_end_token_id=END)  # fmt: skip
+    torch.manual_seed(0)
+    model = Qwen2VLForConditionalGeneration(cfg).eval()
+    ip = Qwen2VLImageProcessorPil(patch_size=8, merge_size=2, temporal_patch_size=2,
+                                  min_pixels=32 * 32, max_pixels=32 * 32)  # fmt: skip
+    images = [Image.new("RGB", (32, 32), (200, 10 * i, 30)) for i in range(2)]
+    enc = ip(images, return_tensors="pt")
+    n_tok = int(enc["image_grid_thw"][0].prod()) // 4
+    prompts = [
+        [1, START] + [IMG] * n_tok + [END, 20, 21, 22],
+        [1, 23, START] + [IMG] * n_tok + [END, 24],
+    ]
+    L = max(map(len, prompts))
+    ids_P = torch.tensor([[0] * (L - len(p)) + p for p in prompts])
+    mask_P = (torch.arange(L) >= torch.tensor([L - len(p) for p in prompts])[:, None]).long()
+    types_P = (ids_P == IMG).int()
+    G, T = 2, 4
+    comp = torch.randint(10, V, (2 * G, T), generator=torch.Generator().manual_seed(1))
+    cmask = torch.ones(2 * G, T)
+    cmask[1, 2:] = 0  # a row that ended early
+    batch = RolloutBatch(
+        [], ids_P.repeat_interleave(G, 0), mask_P.repeat_interleave(G, 0), comp, cmask, [], G,
+        vision=VisionInputs(dict(enc), types_P),
+    )  # fmt: skip
+    with torch.no_grad():
+        ours = completion_logits(model, batch)
+        ids = torch.cat([batch.prompt_ids_B_P, comp], 1)
+        mask = torch.cat([batch.prompt_mask_B_P, cmask.long()], 1)
+        D = enc["pixel_values"].shape[-1]
+        pv = enc["pixel_values"].view(2, -1, D).repeat_interleave(G, 0).reshape(-1, D)
+        ref = model(
+            input_ids=ids, attention_mask=mask, pixel_values=pv,
+            image_grid_thw=enc["image_grid_thw"].repeat_interleave(G, 0),
+            mm_token_type_ids=torch.cat([types_P.repeat_interleave(G, 0),
+                                         torch.zeros_like(comp, dtype=torch.int)], 1),
+        ).logits[:, L - 1 : L + T - 1]  # fmt: skip
+    m = cmask.bool()
+    assert torch.allclose(ours[m], ref[m], atol=1e-4)
