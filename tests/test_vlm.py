@@ -20,7 +20,7 @@ from copd.tasks import get_task
 @pytest.fixture(scope="session")
 def tiny_vlm_dir() -> str:
     """The tiny LLaVA warmed up briefly on add + shapes; cached in .cache/test-models."""
-    from copd.vlm import tiny_test_vlm
+    from copd.tiny_vlm import tiny_test_vlm
 
     return str(tiny_test_vlm(Path(__file__).resolve().parent.parent / ".cache" / "test-models"))
 
