@@ -249,11 +249,11 @@ def format_results(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     for c in value_cols:
         if f"{c} std" in table:
             out[c] = [
-                f"{m:.{digits}f} ± {s:.{digits}f}"
+                "—" if pd.isna(m) else f"{m:.{digits}f} ± {s:.{digits}f}"
                 for m, s in zip(table[c], table[f"{c} std"], strict=True)
             ]
-        else:
-            out[c] = [f"{m:.{digits}f}" for m in table[c]]
+        else:  # "—": a benchmark the row's run does not have (2- and 3-domain arms mixed)
+            out[c] = ["—" if pd.isna(m) else f"{m:.{digits}f}" for m in table[c]]
     if "seeds" in table:
         out["seeds"] = table["seeds"].astype(int)
     return out

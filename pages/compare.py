@@ -62,7 +62,8 @@ has_seeds = len(set(arms.values())) < len(arms)
 
 c1, c2, c3, c4 = st.columns([1, 1, 1, 1])
 aggregate = c1.toggle(
-    "Mean ± band over seeds", value=has_seeds, disabled=not has_seeds, key="compare:agg",
+    "Mean ± band over seeds", value=has_seeds, disabled=not has_seeds,
+    key=f"compare:agg:{has_seeds}",  # a fresh default when a picked group gains seeds
     help="runs with equal config apart from the seed form one arm",
 )  # fmt: skip
 band = c2.radio("band", ["std", "min–max"], horizontal=True, key="compare:band")
