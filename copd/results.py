@@ -53,9 +53,11 @@ def merged_model(world, states: list | None = None) -> torch.nn.Module:
 
 def _fresh_like(peft_base) -> torch.nn.Module:
     """A plain model of the same architecture as a peft-wrapped base (LoRA layers removed)."""
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
 
-    model = AutoModelForCausalLM.from_config(peft_base.config)
+    vlm = getattr(peft_base.config, "vision_config", None) is not None
+    auto = AutoModelForImageTextToText if vlm else AutoModelForCausalLM
+    model = auto.from_config(peft_base.config)
     return model.to(next(peft_base.parameters()).device, next(peft_base.parameters()).dtype)
 
 

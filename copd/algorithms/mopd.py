@@ -122,6 +122,10 @@ def routed_logp(
 
 def subset(batch: RolloutBatch, rows: list[int]) -> RolloutBatch:
     """The rows `rows` of a batch (whole prompt groups when routing by domain)."""
+    if batch.vision is not None:
+        raise NotImplementedError(
+            "MOPD routing of image prompts is not supported yet; use text domains for MOPD"
+        )
     idx = torch.tensor(rows, dtype=torch.long)
     return RolloutBatch(
         [batch.examples[i] for i in rows],
