@@ -237,6 +237,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "main.py"),
         "--server.address", args.host, "--server.port", str(args.port),
         "--server.headless", "true", "--browser.gatherUsageStats", "false",
+        "--client.toolbarMode", "minimal",  # no "Deploy" button: this is a local tool
     ]  # fmt: skip
     print(f"copd dashboard on http://{args.host}:{args.port}", file=sys.stderr)
     return subprocess.call(argv, env=env)
