@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -80,8 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", default="p1,p2,p3,p4,p5", help="comma-separated subset")
     ap.add_argument("--quick", action="store_true", help="short runs to check the harness")
+    ap.add_argument("--threads", type=int, help="torch threads (default 2; 1 on a busy machine)")
     ap.add_argument("--json", help="write all results here")
     a = ap.parse_args(argv)
+    if a.threads:
+        os.environ["COPD_BENCH_THREADS"] = str(a.threads)  # children read it via _common
+        C.THREADS = a.threads
     wanted: list[str] = []
     for name in a.only.lower().split(","):
         key = ALIASES.get(name.strip(), name.strip())
@@ -89,8 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--only: unknown benchmark {name!r}; use p1..p5")
         if key not in wanted:
             wanted.append(key)
-    print(C.machine_line().replace(", 2 torch threads", "") + f"; benchmarks use {C.THREADS}"
-          " torch threads")  # fmt: skip
+    print(C.machine_line(threads=False) + f"; benchmarks use {C.THREADS} torch threads")
     print(f"start: {C.load_line()}")
     results: dict[str, dict] = {}
     t0 = time.perf_counter()
