@@ -190,3 +190,17 @@ def test_studies_page_shows_pilot_scatter_and_r(studies_app):
     pilot = json.loads(charts[0].proto.spec)
     assert "r = 1.000" in pilot["layout"]["title"]["text"]
     assert [t["mode"] for t in pilot["data"]] == ["markers", "lines"]
+
+
+def test_reproduce_reuses_finished_arms_and_rejects_unknown_ones(tiny_model_dir, tmp_path):
+    from copd.config import ConfigError
+
+    args = ([0], "quick", tiny_overrides(tiny_model_dir), tmp_path)
+    first = reproduce(*args, arms=["base"], log=lambda m: None)
+    said: list[str] = []
+    again = reproduce(*args, arms=["base"], reuse=True, log=said.append)
+    assert any("reused" in m for m in said)
+    assert again["arms"][0]["scores"] == first["arms"][0]["scores"]
+    assert again["arms"][0]["seconds"] >= first["arms"][0]["seconds"]  # the measured time
+    with pytest.raises(ConfigError, match="pick from"):
+        reproduce(*args, arms=["nope"], log=lambda m: None)
