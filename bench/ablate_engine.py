@@ -5,6 +5,8 @@
 The speed-ups are module switches in the engine (each defaults to on):
 - `copd.rollout.SHARE_PROMPT_PREFIX`: a GRPO group's prompt runs once and its KV cache is
   repeated G times, in sampling and in every log-prob pass (training, teacher, diagnostics).
+- `copd.rollout.PRUNE_FINISHED_ROWS`: rows that reached eos leave the decode batch and the
+  KV cache (the token draws are unchanged).
 Variants ("all on", and each switch off in turn) alternate round by round on one world (the
 demo world: 2 branches, 16 x 8 native, 8 x 4 cross batches); medians of the per-branch
 phase-I and phase-II step times are printed with the engine's `time/*` breakdown, wall and
@@ -23,7 +25,10 @@ import _common as C  # sets the offline and thread environment before torch load
 def switches() -> dict[str, tuple[object, str]]:
     import copd.rollout as R
 
-    return {"shared_prompt_prefix": (R, "SHARE_PROMPT_PREFIX")}
+    return {
+        "shared_prompt_prefix": (R, "SHARE_PROMPT_PREFIX"),
+        "prune_finished_rows": (R, "PRUNE_FINISHED_ROWS"),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:

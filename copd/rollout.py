@@ -98,6 +98,9 @@ def _cache_kw(model) -> str:
 # Logits match the one-pass computation to float rounding; False restores one pass over
 # every row (bench/ablate_engine.py measures the difference).
 SHARE_PROMPT_PREFIX = True
+# Drop rows that reached eos from the decode batch (and the KV cache) once a quarter of the
+# batch has finished; the token draws stay the same. False decodes every row to the end.
+PRUNE_FINISHED_ROWS = True
 
 
 def _out_cache(out):
@@ -157,7 +160,8 @@ def sample_tokens(
     rows that ended keep `pad_id` after their eos. Stops early when every row has ended.
 
     `group_size` G: rows [i*G, (i+1)*G) share one prompt; the prompt is then encoded once
-    per group (B/G rows) and its cache repeated, which removes (G-1)/G of the prefill."""
+    per group (B/G rows) and its cache repeated, which removes (G-1)/G of the prefill.
+    Rows that have finished leave the decode batch (PRUNE_FINISHED_ROWS)."""
     kw = _cache_kw(model)
     B, L = prompt_ids_B_P.shape
     generator = device_generator(generator, prompt_ids_B_P.device)
@@ -179,13 +183,17 @@ def sample_tokens(
         cache = _out_cache(out)
         logits = out.logits[:, -1].float()
     # The whole mask up front: each decode step takes a prefix view instead of a new cat.
-    full_mask = torch.cat(
+    mask = torch.cat(
         [prompt_mask_B_P, prompt_mask_B_P.new_ones(B, max(0, max_new_tokens - 1))], dim=1
     )
+    prune = PRUNE_FINISHED_ROWS and hasattr(cache, "batch_select_indices")
+    rows: Tensor | None = None  # the rows still decoding (in the cache); None = all B
     done = torch.zeros(B, dtype=torch.bool, device=prompt_ids_B_P.device)
     last_pos = pos[:, -1:]
     tokens: list[Tensor] = []
     for t in range(max_new_tokens):
+        # Always draw for all B rows: the generator then advances exactly as without pruning
+        # (finished rows keep stale logits; their draw is replaced by pad).
         nxt = _pick(logits, temperature, greedy, top_p, generator)
         nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
         tokens.append(nxt)
@@ -193,16 +201,27 @@ def sample_tokens(
         # On CPU this check costs nothing (no device sync) and ends the loop early.
         if t == max_new_tokens - 1 or bool(done.all()):
             break
+        if prune:
+            live = ~done if rows is None else ~done[rows]
+            if int(live.sum()) <= 0.75 * live.numel():  # a quarter of the cache is finished
+                keep = live.nonzero().squeeze(1)
+                cache.batch_select_indices(keep)
+                rows = keep if rows is None else rows[keep]
+                mask, last_pos = mask[keep], last_pos[keep]
         last_pos = last_pos + 1
         out = model(
-            input_ids=nxt[:, None],
-            attention_mask=full_mask[:, : L + t + 1],
+            input_ids=(nxt if rows is None else nxt[rows])[:, None],
+            attention_mask=mask[:, : L + t + 1],
             position_ids=last_pos,
             use_cache=True,
             **{kw: cache},
         )
         cache = _out_cache(out)
-        logits = out.logits[:, -1].float()
+        if rows is None:
+            logits = out.logits[:, -1].float()
+        else:
+            logits = logits.clone()
+            logits[rows] = out.logits[:, -1].float()
     return torch.stack(tokens, dim=1)
 
 

@@ -1,4 +1,5 @@
-"""Prompt sharing in rollouts: a group's prompt runs once and its KV cache is repeated.
+"""Rollout speed-ups: a group's prompt runs once and its KV cache is repeated; finished
+rows leave the decode batch.
 
 The shared path must give the same tokens, logits and gradients as one pass over every
 row (to float rounding), and fall back when a batch's groups do not share their prompt.
@@ -96,3 +97,15 @@ def test_ungrouped_batch_takes_the_one_pass_path(model_tok):
     with torch.no_grad():
         logits = R.completion_logits(model, batch)
     assert logits.shape[:2] == batch.completion_ids_B_T.shape
+
+
+def test_pruning_finished_rows_keeps_the_draws(model_tok, monkeypatch):
+    model, tok = model_tok
+    pruned = _batch(model, tok, seed=3)
+    # The warmed-up test model answers in a few tokens: over a quarter of the rows finish
+    # before the last step, so the decode batch is pruned at least once.
+    lens = pruned.completion_mask_B_T.sum(1)
+    assert (lens < pruned.completion_ids_B_T.shape[1] - 1).float().mean() >= 0.25
+    monkeypatch.setattr(R, "PRUNE_FINISHED_ROWS", False)
+    full = _batch(model, tok, seed=3)
+    assert torch.equal(pruned.completion_ids_B_T, full.completion_ids_B_T)
