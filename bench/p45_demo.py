@@ -124,6 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--set", action="append", default=[], help="config override (not P5)")
     ap.add_argument("--json")
     a = ap.parse_args(argv)
+    C.set_threads()  # this process only reports; the runs get COPD_THREADS
     from copd import presets as P
 
     print("P4/P5  end-to-end demo (fresh `copd train` processes, 2 threads)")
