@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from copd import presets
-from copd.config import ConfigError, RunConfig, apply_overrides
+from copd.config import ConfigError, RunConfig, apply_overrides, parse_seeds
 
 # Full scale is the presets as they are, on one torch thread: on a shared 2-core machine
 # two threads per process oversubscribe the cores and a GRPO step ran ~25x slower (26 s vs
@@ -343,17 +343,6 @@ def render_report(results: Sequence[ArmResult], payload: dict) -> str:
         f"{k} {statistics.fmean(v):.0f}" for k, v in per_arm.items()
     )]  # fmt: skip
     return "\n".join(parts) + "\n"
-
-
-def parse_seeds(text: str) -> list[int]:
-    """ "0,1,2" or "0-2" (inclusive) -> [0, 1, 2]."""
-    try:
-        if "-" in text and "," not in text:
-            lo, hi = (int(x) for x in text.split("-", 1))
-            return list(range(lo, hi + 1))
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise ConfigError(f"--seeds {text!r}: write 0,1,2 or 0-2") from None
 
 
 def cmd_reproduce(args) -> int:

@@ -183,7 +183,7 @@ def run_drift(
 
 
 def cmd_drift(args) -> int:
-    from copd.reproduce import parse_seeds
+    from copd.config import parse_seeds
 
     run_drift(parse_seeds(args.seeds), args.set, args.out, args.db, args.group,
               log=lambda m: print(m, file=sys.stderr))  # fmt: skip

@@ -334,7 +334,7 @@ def write_png(payload: dict, path: Path, log: Callable[[str], None] = print) -> 
 
 
 def cmd_pilot(args) -> int:
-    from copd.reproduce import parse_seeds
+    from copd.config import parse_seeds
 
     payload = run_pilot(
         [float(t) for t in args.temperatures.split(",")],
