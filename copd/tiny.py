@@ -346,6 +346,8 @@ def cached_base_model(
                 torch=torch.__version__,
             )
             (tmp / "warmup.json").write_text(json.dumps(info, indent=2) + "\n")
+            if final.exists():  # a stale, incomplete folder (no warmup.json): replace it
+                shutil.rmtree(final)
             os.rename(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
