@@ -89,51 +89,29 @@ def draw_run(run: Any, url: str, *, smoothing: float, x: str, max_points: int, f
         return
 
     rid = run.id
-    if groups["overlap"]:
-        labels = relabel_keys(groups["overlap"], "pair/", "/overlap_top10")
-        fig = charts.series_figure(
-            _labelled(df, labels),
-            title="Top-10 overlap between branches (student~teacher)",
-            y_title="overlap@10",
-            x=x,
-            smoothing=smoothing,
-            revision=f"overlap:{rid}",
-        )
-        plot(fig, f"live:{rid}:overlap", fmt)
-    if groups["overlap_base"]:
-        labels = relabel_keys(groups["overlap_base"], "base/", "/overlap_top10")
-        fig = charts.series_figure(
-            _labelled(df, labels),
-            title="Overlap vs base model",
-            y_title="overlap@10",
-            x=x,
-            smoothing=smoothing,
-            revision=f"base:{rid}",
-        )
-        plot(fig, f"live:{rid}:overlap_base", fmt)
-    if groups["sym_kl"]:
-        labels = relabel_keys(groups["sym_kl"], "pair/", "/sym_kl")
-        fig = charts.series_figure(
-            _labelled(df, labels),
-            title="Symmetric KL between branches",
-            y_title="KL(p‖q)+KL(q‖p)",
-            x=x,
-            smoothing=smoothing,
-            log_y=True,
-            revision=f"kl:{rid}",
-        )
-        plot(fig, f"live:{rid}:sym_kl", fmt)
-    if groups["reward"]:
-        labels = {k: reward_label(k) for k in groups["reward"]}
-        fig = charts.series_figure(
-            _labelled(df, labels),
-            title="Reward per branch per domain",
-            y_title="mean reward",
-            x=x,
-            smoothing=smoothing,
-            revision=f"reward:{rid}",
-        )
-        plot(fig, f"live:{rid}:reward", fmt)
+    # (group, title, y axis, log y, key -> legend label): one line chart each, phases shaded.
+    line_charts = [
+        ("overlap", "Top-10 overlap between branches (student~teacher)", "overlap@10", False,
+         lambda ks: relabel_keys(ks, "pair/", "/overlap_top10")),
+        ("overlap_base", "Overlap vs base model", "overlap@10", False,
+         lambda ks: relabel_keys(ks, "base/", "/overlap_top10")),
+        ("sym_kl", "Symmetric KL between branches", "KL(p‖q)+KL(q‖p)", True,
+         lambda ks: relabel_keys(ks, "pair/", "/sym_kl")),
+        ("reward", "Reward per branch per domain", "mean reward", False,
+         lambda ks: {k: reward_label(k) for k in ks}),
+    ]  # fmt: skip
+    for group, title, y_title, log_y, label in line_charts:
+        if groups[group]:
+            fig = charts.series_figure(
+                _labelled(df, label(groups[group])),
+                title=title,
+                y_title=y_title,
+                x=x,
+                smoothing=smoothing,
+                log_y=log_y,
+                revision=f"{group}:{rid}",
+            )
+            plot(fig, f"live:{rid}:{group}", fmt)
 
     evals = cached_evals(url, (rid,))
     if len(evals):
