@@ -9,7 +9,8 @@ Downsampling (`series_frame`), per (run, key) series with more than `max_points`
     - the first and last row of the series are always kept;
     - nb = (max_points - 2) // 2, or (max_points - 2) // 3 when the series holds a NaN, so the
       result never exceeds max_points rows.
-Shorter series come back whole. Everything runs in one SQL statement with window functions
+Shorter series come back whole, from a plain indexed select (a per-series count decides
+which is which). The long ones are downsampled in one SQL statement with window functions
 (SQLite >= 3.28, PostgreSQL), so only kept rows leave the database.
 """
 
@@ -65,6 +66,17 @@ WHERE n <= :max_points OR rn_first = 1 OR rn_first = n OR r_min = 1 OR r_max = 1
 ORDER BY run_id, key, step, id
 """
 
+_COUNT_SQL = """
+SELECT run_id, key, COUNT(*) FROM metrics
+WHERE run_id IN :run_ids AND key IN :keys GROUP BY run_id, key
+"""
+
+_PLAIN_SQL = """
+SELECT run_id, key, scope, step, cycle, phase, value, is_nan, is_inf, wall_time
+FROM metrics WHERE run_id IN :run_ids AND key IN :keys
+ORDER BY run_id, key, step, id
+"""
+
 _LATEST_SQL = """
 SELECT m.id, m.key, m.scope, m.step, m.cycle, m.phase, m.value, m.is_nan, m.is_inf, m.wall_time
 FROM metrics m
@@ -93,21 +105,29 @@ def series_frame(s: Session, run_ids: list[int], keys: list[str], max_points: in
         raise ValueError(f"max_points={max_points} is too small; use at least 4")
     if not run_ids or not keys:
         return pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in SERIES_COLUMNS})
-    stmt = text(_SERIES_SQL).bindparams(
-        bindparam("run_ids", expanding=True), bindparam("keys", expanding=True)
-    )
-    rows = s.execute(
-        stmt,
-        {
-            "run_ids": list(run_ids),
-            "keys": list(keys),
+    params = {"run_ids": list(run_ids), "keys": list(keys)}
+    # Most series are short: count first (an index-only read), fetch short series with a
+    # plain select, and run the windowed downsampler only over the long ones.
+    counts = s.execute(_expanding(_COUNT_SQL), params).all()
+    long_pairs = {(r, k) for r, k, n in counts if n > max_points}
+    rows = []
+    if len(long_pairs) < len(counts):
+        short = s.execute(_expanding(_PLAIN_SQL), params).all()
+        rows += [row for row in short if (row[0], row[1]) not in long_pairs]
+    if long_pairs:
+        long_params = {
+            "run_ids": sorted({r for r, _ in long_pairs}),
+            "keys": sorted({k for _, k in long_pairs}),
             "max_points": max_points,
             "nb": bucket_count(max_points, False),
             "nb_nan": bucket_count(max_points, True),
-        },
-    ).all()
+        }
+        sampled = s.execute(_expanding(_SERIES_SQL), long_params).all()
+        rows += [row for row in sampled if (row[0], row[1]) in long_pairs]
     cols = [*SERIES_COLUMNS[:6], "value", "is_nan", "is_inf", "wall_time"]
     df = pd.DataFrame(rows, columns=cols)
+    if not df.empty:
+        df = df.sort_values(["run_id", "key", "step"], kind="stable")
     if df.empty:
         return pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in SERIES_COLUMNS})
     df["value"] = decode_values(
@@ -117,6 +137,12 @@ def series_frame(s: Session, run_ids: list[int], keys: list[str], max_points: in
     for c in SERIES_COLUMNS:
         df[c] = df[c].astype(_dtype(c))
     return df[SERIES_COLUMNS].reset_index(drop=True)
+
+
+def _expanding(sql: str):
+    return text(sql).bindparams(
+        bindparam("run_ids", expanding=True), bindparam("keys", expanding=True)
+    )
 
 
 def _dtype(col: str) -> str:
