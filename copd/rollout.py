@@ -162,8 +162,6 @@ def sample_tokens(
     `group_size` G: rows [i*G, (i+1)*G) share one prompt; the prompt is then encoded once
     per group (B/G rows) and its cache repeated, which removes (G-1)/G of the prefill.
     Rows that have finished leave the decode batch (PRUNE_FINISHED_ROWS)."""
-    kw = _cache_kw(model)
-    B, L = prompt_ids_B_P.shape
     generator = device_generator(generator, prompt_ids_B_P.device)
     pos = (prompt_mask_B_P.long().cumsum(-1) - 1).clamp(min=0)
     shared = None
@@ -182,18 +180,49 @@ def sample_tokens(
         )
         cache = _out_cache(out)
         logits = out.logits[:, -1].float()
+    return decode(
+        model, logits, cache, prompt_mask_B_P, pos[:, -1] + 1, max_new_tokens=max_new_tokens,
+        temperature=temperature, eos_id=eos_id, pad_id=pad_id, generator=generator,
+        greedy=greedy, top_p=top_p,
+    )  # fmt: skip
+
+
+@torch.no_grad()
+def decode(
+    model,
+    logits_B_V: Tensor,
+    cache,
+    mask_B_L: Tensor,
+    next_pos_B: Tensor,
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    eos_id: int,
+    pad_id: int,
+    generator: torch.Generator | None,
+    greedy: bool,
+    top_p: float,
+    positions=None,
+) -> Tensor:
+    """The decode loop after a prefill: draw a token per row, feed it back through the
+    cache, until every row has ended. `logits_B_V` are the prefill's last logits,
+    `next_pos_B` each row's next position; `positions(p_B)` turns positions into the
+    model's `position_ids` (default [B, 1]; multimodal RoPE passes its own). Rows that
+    finished leave the batch and the cache, but tokens are drawn for all B rows so the
+    generator advances as without pruning. Returns completion ids [B, T]."""
+    kw = _cache_kw(model)
+    B, L = mask_B_L.shape
+    positions = positions or (lambda p: p[:, None])
     # The whole mask up front: each decode step takes a prefix view instead of a new cat.
-    mask = torch.cat(
-        [prompt_mask_B_P, prompt_mask_B_P.new_ones(B, max(0, max_new_tokens - 1))], dim=1
-    )
+    mask = torch.cat([mask_B_L, mask_B_L.new_ones(B, max(0, max_new_tokens - 1))], dim=1)
     prune = PRUNE_FINISHED_ROWS and hasattr(cache, "batch_select_indices")
     rows: Tensor | None = None  # the rows still decoding (in the cache); None = all B
-    done = torch.zeros(B, dtype=torch.bool, device=prompt_ids_B_P.device)
-    last_pos = pos[:, -1:]
+    done = torch.zeros(B, dtype=torch.bool, device=mask_B_L.device)
+    next_pos = next_pos_B
+    logits = logits_B_V
     tokens: list[Tensor] = []
     for t in range(max_new_tokens):
-        # Always draw for all B rows: the generator then advances exactly as without pruning
-        # (finished rows keep stale logits; their draw is replaced by pad).
+        # Finished rows keep stale logits; their draw is replaced by pad.
         nxt = _pick(logits, temperature, greedy, top_p, generator)
         nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
         tokens.append(nxt)
@@ -207,12 +236,11 @@ def sample_tokens(
                 keep = live.nonzero().squeeze(1)
                 cache.batch_select_indices(keep)
                 rows = keep if rows is None else rows[keep]
-                mask, last_pos = mask[keep], last_pos[keep]
-        last_pos = last_pos + 1
+                mask, next_pos = mask[keep], next_pos[keep]
         out = model(
             input_ids=(nxt if rows is None else nxt[rows])[:, None],
             attention_mask=mask[:, : L + t + 1],
-            position_ids=last_pos,
+            position_ids=positions(next_pos + t),
             use_cache=True,
             **{kw: cache},
         )

@@ -230,14 +230,7 @@ def sample_vlm_rollouts(
 ):
     """`copd.rollout.sample_rollouts` for prompts with images (see the module docstring)."""
     from copd.losses import completion_mask
-    from copd.rollout import (
-        RolloutBatch,
-        _cache_kw,
-        _out_cache,
-        _pick,
-        decode_completions,
-        device_generator,
-    )
+    from copd.rollout import RolloutBatch, decode, decode_completions, device_generator
 
     device = device or next(model.parameters()).device
     G = group_size
@@ -248,28 +241,11 @@ def sample_vlm_rollouts(
     logits, cache, pos, nxt_B = prefill(model, ids_P, mask_P, vision, G)
     logits = logits.float().repeat_interleave(G, dim=0)
     mask_B = mask_P.repeat_interleave(G, dim=0)
-    B, L = mask_B.shape
-    full_mask = torch.cat([mask_B, mask_B.new_ones(B, max(0, max_new_tokens - 1))], dim=1)
-    done = torch.zeros(B, dtype=torch.bool, device=device)
-    kw = _cache_kw(model)
-    tokens: list[Tensor] = []
-    for t in range(max_new_tokens):
-        nxt = _pick(logits, temperature, greedy, top_p, generator)
-        nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
-        tokens.append(nxt)
-        done = done | (nxt == eos_id)
-        if t == max_new_tokens - 1 or bool(done.all()):
-            break
-        out = model(
-            input_ids=nxt[:, None],
-            attention_mask=full_mask[:, : L + t + 1],
-            position_ids=_text_positions(nxt_B + t, 1, pos),
-            use_cache=True,
-            **{kw: cache},
-        )
-        cache = _out_cache(out)
-        logits = out.logits[:, -1].float()
-    comp = torch.stack(tokens, dim=1)
+    comp = decode(
+        model, logits, cache, mask_B, nxt_B, max_new_tokens=max_new_tokens,
+        temperature=temperature, eos_id=eos_id, pad_id=pad_id, generator=generator,
+        greedy=greedy, top_p=top_p, positions=lambda p_B: _text_positions(p_B, 1, pos),
+    )  # fmt: skip
     cmask = completion_mask(comp, eos_id).float()
     texts = decode_completions(tok, comp, cmask)
     rep = [ex for ex in examples for _ in range(G)]
