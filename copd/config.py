@@ -28,6 +28,7 @@ METHODS = ("copd", "expert", "mixed", "static_opd", "mopd", "weight_average")
 TOPOLOGIES = ("pair", "hub", "full")
 LOSS_AGGS = ("token_mean", "seq_mean_token_mean", "dr_grpo")
 MERGE_METHODS = ("average", "weighted", "task_arithmetic", "ties")
+SAMPLING_ENGINES = ("hf", "vllm")
 
 
 class ConfigError(ValueError):
@@ -77,6 +78,12 @@ class SamplingConfig:
     temperature: float = 1.0
     max_new_tokens: int = 8
     top_p: float = 1.0
+    # "hf": the built-in batched decoder (copd/rollout.py). "vllm": a vLLM engine per branch
+    # worker on the branch's GPU, weights synced after every update (copd/rollout_vllm.py);
+    # falls back to "hf" with a warning where vLLM or CUDA is missing. docs/DISTRIBUTED.md.
+    engine: Literal["hf", "vllm"] = "hf"
+    vllm_gpu_memory_utilization: float = 0.3  # share of the GPU for vLLM (weights + KV cache)
+    vllm_sleep: bool = False  # offload vLLM's weights, free its KV cache while the branch trains
 
 
 @dataclass(frozen=True)
@@ -260,6 +267,12 @@ class RunConfig:
         _check(s.temperature > 0, "sampling.temperature", "must be > 0 (paper: 1.0)")
         _check(s.max_new_tokens >= 1, "sampling.max_new_tokens", "must be >= 1")
         _check(0 < s.top_p <= 1, "sampling.top_p", "must be in (0, 1]")
+        _check(s.engine in SAMPLING_ENGINES, "sampling.engine", f"use one of {SAMPLING_ENGINES}")
+        _check(
+            0 < s.vllm_gpu_memory_utilization < 1,
+            "sampling.vllm_gpu_memory_utilization",
+            "must be in (0, 1): the share of the branch's GPU vLLM may take",
+        )
         g = self.grpo
         _check(
             g.group_size >= 2,
