@@ -63,6 +63,10 @@ class ModelConfig:
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     branch_kind: Literal["full", "lora"] = "full"
     lora: LoraSpec = field(default_factory=LoraSpec)
+    # transformers attention kernel. "auto": "eager" on the CPU (at small shapes the CPU
+    # SDPA kernel's fixed cost per call outweighs its savings; see docs/PERFORMANCE.md),
+    # "sdpa" on GPUs. Any name transformers accepts ("flash_attention_2", ...) passes through.
+    attn_implementation: str = "auto"
     # Built-in demo model only: size and the supervised warm-up that puts base rewards
     # away from 0 and 1 (cached on disk by a hash of these fields).
     demo_hidden: int = 128
@@ -256,6 +260,11 @@ class RunConfig:
         m = self.model
         _check(bool(m.path), "model.path", "set a local model directory, a hub name or 'demo'")
         _check(m.branch_kind in ("full", "lora"), "model.branch_kind", "use 'full' or 'lora'")
+        _check(
+            bool(m.attn_implementation.strip()),
+            "model.attn_implementation",
+            "use 'auto', 'eager', 'sdpa' or another transformers attention name",
+        )
         _check(m.lora.r > 0, "model.lora.r", "LoRA rank must be a positive integer")
         _check(
             m.demo_hidden % 4 == 0 and m.demo_hidden >= 16,

@@ -27,7 +27,14 @@ from copd import names as N
 from copd.config import RunConfig
 from copd.logger import Logger, NullLogger
 from copd.losses import aggregate, group_advantages, kl_penalty, opd_advantage, policy_loss
-from copd.models import Branch, PolicyView, load_policy, make_branches, resolve_model_path
+from copd.models import (
+    Branch,
+    PolicyView,
+    load_policy,
+    make_branches,
+    resolve_model_path,
+    set_attention,
+)
 from copd.rollout import RolloutBatch, completion_logits, logprobs_from_logits, sample_rollouts
 from copd.tasks import Example, Task, get_task
 
@@ -111,6 +118,7 @@ class World:
         path = resolve_model_path(cfg.model, log=lambda m: logger.log_event(m))
         base, tok = load_policy(path, cfg.model.dtype, cfg.model.gguf_file)
         if cfg.backend.kind == "ray":  # branches live in Ray actors (copd/workers/ray_backend.py)
+            set_attention(base, cfg.model.attn_implementation, "cpu")  # the driver's copy
             branches, base_view = [], PolicyView(base.requires_grad_(False).eval())
         else:
             branches, base_view = make_branches(base, cfg, tasks, names)

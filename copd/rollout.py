@@ -101,6 +101,9 @@ SHARE_PROMPT_PREFIX = True
 # Drop rows that reached eos from the decode batch (and the KV cache) once a quarter of the
 # batch has finished; the token draws stay the same. False decodes every row to the end.
 PRUNE_FINISHED_ROWS = True
+# In log-prob passes, feed the tokens after a split point only for rows that have not
+# ended (see length_split); False runs every row to the batch's longest completion.
+SPLIT_BY_LENGTH = True
 
 
 def _out_cache(out):
@@ -371,24 +374,70 @@ def completion_logits(model, batch: RolloutBatch) -> Tensor:
 
 def _shared_prefix_logits(model, batch: RolloutBatch, mask_B_L: Tensor, pos_B_L: Tensor):
     """completion_logits in two passes: the distinct prompts (B/G rows, cache kept), then
-    the completions of all B rows on the repeated cache. None if the cache cannot repeat."""
+    the completions of all B rows on the repeated cache. None if the cache cannot repeat.
+
+    Rows that ended early leave the completion pass at a split point chosen from the
+    lengths (SPLIT_BY_LENGTH): tokens before it run for every row, the rest only for rows
+    still going. Their logits past the end are then zeros (nothing reads them: every
+    consumer applies the completion mask)."""
     G, P = batch.group_size, batch.prompt_ids_B_P.shape[1]
     shared = _shared_prefill(model, batch.prompt_ids_B_P, batch.prompt_mask_B_P, pos_B_L[:, :P], G)
     if shared is None:
         return None
     last_logits, cache = shared
     first = last_logits.repeat_interleave(G, dim=0)[:, None]  # predicts completion token 0
-    if batch.completion_ids_B_T.shape[1] == 1:
+    T = batch.completion_ids_B_T.shape[1]
+    if T == 1:
         return first
     # Completion tokens 0..T-2 predict tokens 1..T-1; the last token predicts nothing.
+    # A row of length n needs tokens 0..n-2 fed.
+    need_B = (batch.completion_mask_B_T.sum(1).long() - 1).clamp(min=0)
+    split = length_split(need_B, T - 1) if SPLIT_BY_LENGTH else None
+    kw = _cache_kw(model)
+    ids, mask, pos = batch.completion_ids_B_T, mask_B_L[:, :-1], pos_B_L[:, P:-1]
+    if split is None:
+        out = model(
+            input_ids=ids[:, :-1], attention_mask=mask, position_ids=pos, use_cache=True,
+            **{kw: cache},
+        )  # fmt: skip
+        return torch.cat([first, out.logits], dim=1)
+    parts = [first]
+    if split > 0:  # every row: completion tokens 0..split-1
+        out = model(
+            input_ids=ids[:, :split], attention_mask=mask[:, : P + split],
+            position_ids=pos[:, :split], use_cache=True, **{kw: cache},
+        )  # fmt: skip
+        cache = _out_cache(out)
+        parts.append(out.logits)
+    # Rows still going: tokens split..T-2, on their rows of the cache.
+    rows = (need_B > split).nonzero().squeeze(1)
+    if rows.numel() == 0:  # cannot happen with length_split's choice; kept for safety
+        return torch.cat(parts, dim=1) if split == T - 1 else None
+    cache.batch_select_indices(rows)
     out = model(
-        input_ids=batch.completion_ids_B_T[:, :-1],
-        attention_mask=mask_B_L[:, :-1],
-        position_ids=pos_B_L[:, P:-1],
-        use_cache=True,
-        **{_cache_kw(model): cache},
-    )
-    return torch.cat([first, out.logits], dim=1)
+        input_ids=ids[rows, split:-1], attention_mask=mask[rows], position_ids=pos[rows, split:],
+        use_cache=True, **{kw: cache},
+    )  # fmt: skip
+    tail = out.logits.new_zeros(batch.size, *out.logits.shape[1:]).index_copy(0, rows, out.logits)
+    parts.append(tail)
+    return torch.cat(parts, dim=1)
+
+
+def length_split(need_B: Tensor, T: int, min_saving: float = 0.2) -> int | None:
+    """Where to split a completion pass of T fed tokens so that rows needing fewer
+    (`need_B`) stop early: the s minimising B*s + (#rows needing more than s)*(T-s), if
+    that saves at least `min_saving` of the B*T tokens of one pass (a second pass has
+    a fixed cost of its own). None: one pass."""
+    B = need_B.numel()
+    if B == 0 or T <= 1:
+        return None
+    s_ = torch.arange(T, device=need_B.device)
+    live_S = (need_B[None, :] > s_[:, None]).sum(1)  # rows still needing tokens after s
+    cost_S = B * s_ + live_S * (T - s_)
+    s = int(cost_S.argmin())
+    if int(live_S[s]) == B or float(cost_S[s]) > (1 - min_saving) * B * T:
+        return None
+    return s
 
 
 def logprobs_from_logits(logits_B_T_V: Tensor, tokens_B_T: Tensor, temperature: float) -> Tensor:

@@ -64,11 +64,16 @@ def test_shared_sampling_draws_the_same_tokens(model_tok, one_pass):
     assert shared.texts == reference.texts
 
 
-def test_shared_logits_and_gradients_match_one_pass(model_tok, one_pass):
+@pytest.mark.parametrize("end_at", [2, 0])
+def test_shared_logits_and_gradients_match_one_pass(model_tok, one_pass, end_at):
     model, tok = model_tok
     batch = _batch(model, tok, seed=1)
-    # End some rows early so the completion mask has holes after eos.
-    batch.completion_ids_B_T[::3, 2] = tok.eos_token_id
+    # End some rows early so the completion mask has holes after eos (and the log-prob
+    # pass splits by length: at 0, the short rows never enter the completion pass).
+    batch.completion_ids_B_T[:, -1] = 5  # at least one row runs to the end
+    batch.completion_ids_B_T[::3, end_at] = tok.eos_token_id
+    if end_at == 0:
+        batch.completion_ids_B_T[1::3, end_at] = tok.eos_token_id
     batch.completion_mask_B_T = completion_mask(batch.completion_ids_B_T, tok.eos_token_id).float()
 
     def logits_and_grads():
@@ -82,10 +87,24 @@ def test_shared_logits_and_gradients_match_one_pass(model_tok, one_pass):
     logits_s, grads_s = logits_and_grads()
     logits_r, grads_r = one_pass(logits_and_grads)
     assert logits_s.shape == logits_r.shape == (*batch.completion_ids_B_T.shape, len(tok))
-    torch.testing.assert_close(logits_s, logits_r, atol=1e-5, rtol=1e-5)
+    # Rows that ended stop at the length split: equal wherever a completion token is.
+    need = batch.completion_mask_B_T.sum(1).long() - 1
+    assert R.length_split(need, batch.completion_ids_B_T.shape[1] - 1) is not None
+    valid = batch.completion_mask_B_T.bool()
+    torch.testing.assert_close(logits_s[valid], logits_r[valid], atol=1e-5, rtol=1e-5)
     for gs, gr in zip(grads_s, grads_r, strict=True):
         torch.testing.assert_close(gs, gr, atol=1e-5, rtol=1e-4)
     model.zero_grad(set_to_none=True)
+
+
+def test_length_split_picks_the_cheapest_point():
+    # 8 rows need 1 token, 2 rows need 6: split after 1 -> 8*1 + 2*5 = 18 of 60 tokens.
+    need = torch.tensor([1] * 8 + [6] * 2)
+    assert R.length_split(need, 6) == 1
+    assert R.length_split(torch.full((10,), 6), 6) is None  # nobody stops early
+    # Saving below the threshold: one pass.
+    assert R.length_split(torch.tensor([5] * 9 + [6]), 6) is None
+    assert R.length_split(torch.tensor([0] * 9 + [6]), 6) == 0  # only one row continues
 
 
 def test_ungrouped_batch_takes_the_one_pass_path(model_tok):
