@@ -4,6 +4,8 @@
     path = tiny_test_vlm(".cache/test-models")   # built once (~20 s on one core), then reused
     model, processor = copd.models.load_policy(str(path))
 
+Videos (the `motion` task) reach it as frame images, one `<image>` each (copd/vlm.py).
+
 `build_tiny_vlm(out_dir)` saves a randomly initialised LLaVA (tiny CLIP vision tower + tiny
 Qwen2 language model) with a character tokenizer and a PIL image processor: it loads back
 through AutoProcessor + AutoModelForImageTextToText, for tests and CPU smoke runs. LLaVA,
@@ -16,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from copd.vlm import load_image, load_vlm, render_vlm_prompt
+from copd.vlm import FRAMES_CAPTION, load_vlm, media_kwargs, prepare_vlm_prompt
 
-TINY_VLM_VERSION = 1
+TINY_VLM_VERSION = 2  # 2: vocabulary of the motion task and the frame caption
 
 
 def build_tiny_vlm(
@@ -26,7 +28,7 @@ def build_tiny_vlm(
 ) -> Path:
     """Save a random-init LLaVA (CLIP vision tower 32 wide, 1 layer, 8-pixel patches; Qwen2
     language model `hidden` x `layers`) with a character tokenizer over the built-in tasks'
-    characters plus `<image>`, and a LlavaProcessor with a PIL CLIP image processor that
+    characters (text, shapes, motion, the frame caption) plus `<image>`, and a LlavaProcessor with a PIL CLIP image processor that
     resizes every image to `image_size` pixels ((image_size/8)^2 image tokens)."""
     from transformers import (
         CLIPVisionConfig,
@@ -37,10 +39,14 @@ def build_tiny_vlm(
     )
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
+    from copd.tasks.motion import MotionTask
     from copd.tasks.shapes import ShapesTask
     from copd.tiny import build_char_tokenizer, default_alphabet
 
-    tok = build_char_tokenizer(default_alphabet() + ShapesTask.alphabet)
+    caption = FRAMES_CAPTION.format(n=1234567890)
+    tok = build_char_tokenizer(
+        default_alphabet() + ShapesTask.alphabet + MotionTask.alphabet + caption
+    )
     tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
     image_id = tok.convert_tokens_to_ids("<image>")
     size = {"height": image_size, "width": image_size}
@@ -91,12 +97,13 @@ def warmup_vlm(model, processor, tasks, steps: int, lr: float, batch_size: int, 
     model.train()
     for _ in range(steps):
         examples = [ex for t in tasks for ex in t.sample(rng, batch_size // len(tasks))]
-        prompts = [render_vlm_prompt(processor, ex) for ex in examples]
+        prepared = [prepare_vlm_prompt(processor, ex) for ex in examples]
+        prompts = [p.text for p in prepared]
         full = [p + ex.answer + tok.eos_token for p, ex in zip(prompts, examples, strict=True)]
-        images = [load_image(im) for ex in examples for im in ex.images] or None
-        enc = processor(text=full, images=images, return_tensors="pt", padding=True,
-                        padding_side="right")  # fmt: skip
-        n_prompt = [len(x) for x in processor(text=prompts, images=images)["input_ids"]]
+        media = media_kwargs(prepared)
+        enc = processor(text=full, return_tensors="pt", padding=True, padding_side="right",
+                        **media)  # fmt: skip
+        n_prompt = [len(x) for x in processor(text=prompts, **media)["input_ids"]]
         labels = enc["input_ids"].masked_fill(enc["attention_mask"] == 0, -100)
         for i, n in enumerate(n_prompt):
             labels[i, :n] = -100

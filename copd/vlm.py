@@ -12,9 +12,9 @@ unchanged.
 
 How an image batch runs:
 - Prompts: an example's images (`Example.images`: file paths opened lazily, PIL images, or
-  objects with `to_pil()` such as `copd.tasks.shapes.Scene`) go before its text: through
-  the processor's chat template when it has one (typed `image` content parts), else as the
-  processor's image token, one per image, in front of the prompt.
+  objects with `to_pil()` such as `copd.tasks.shapes.Scene`), then its videos, go before
+  its text: through the processor's chat template when it has one (typed `image`/`video`
+  content parts), else as the processor's placeholder tokens in front of the prompt.
 - The processor runs once on the distinct prompts (P = B/G rows); its vision tensors
   (`pixel_values`, `image_grid_thw`, ...) ride on `RolloutBatch.vision` for those P prompts.
 - Sampling and scoring both prefill the P prompts once with the vision tensors, repeat the
@@ -23,9 +23,17 @@ How an image batch runs:
   multimodal RoPE (Qwen2-VL, Qwen2.5-VL, Qwen3-VL) the model's own `get_rope_index` gives
   the prompt's 3-D positions, and text tokens after it continue from its largest position.
 
-Video: `Example.videos` (a path, or a list of frames) goes to the processor's `videos=`
-argument. Qwen-family processors need torchvision for that (and for their video processor
-at all); without it, `AutoProcessor` cannot load them and video prompts are unsupported.
+Video: each entry of `Example.videos` (a `copd.tasks.media.Video`: a file, a frame
+directory or a frame list; or a generated clip such as `copd.tasks.motion.Clip`) is read as
+at most `max_frames` evenly spaced frames. A processor that takes `videos=` (it has a video
+processor: the Qwen-VL family, ...) gets the frames there, one video placeholder each; an
+image-only processor (LLaVA) gets them as images, one image placeholder per frame in order,
+after a short caption ("Frames 1-N:"). Qwen-family processors need torchvision to load.
+
+LoRA on a vision-language model: `lora_targets` restricts the adapters to the language
+model's projections (the vision tower and projector stay frozen base weights).
+MOPD routes parts of a batch to different teachers: `VisionInputs.select` cuts the vision
+tensors of whole prompts out (per image, per patch span, or per prompt).
 
 copd/tiny_vlm.py builds a tiny LLaVA test model that loads through the same Auto classes.
 """
@@ -33,11 +41,16 @@ copd/tiny_vlm.py builds a tiny LLaVA test model that loads through the same Auto
 from __future__ import annotations
 
 import inspect
+import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from copd.tasks.media import load_image, video_frames
+
+# Before the frames of a video on a model without video input (one image per frame).
+FRAMES_CAPTION = "Frames 1-{n}:"
 
 # Processor outputs aligned with tokens (everything else is a vision input of the prompts).
 TOKEN_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
@@ -49,14 +62,74 @@ class VisionInputs:
 
     `tensors` go to the model's forward on the prompt prefill (e.g. `pixel_values`,
     `image_grid_thw`); `token_types_P_L` marks image (1) / video (2) tokens of the padded
-    prompts where the processor returns them (multimodal RoPE needs them)."""
+    prompts where the processor returns them (multimodal RoPE needs them). `images_P` and
+    `videos_P` count what each prompt gave the processor's `images=` (video frames included
+    on image-only models) and `videos=`, so that `select` can cut out whole prompts."""
 
     tensors: dict[str, Tensor]
     token_types_P_L: Tensor | None = None
+    images_P: tuple[int, ...] = ()
+    videos_P: tuple[int, ...] = ()
 
     def to(self, device) -> VisionInputs:
         tt = None if self.token_types_P_L is None else self.token_types_P_L.to(device)
-        return VisionInputs({k: v.to(device) for k, v in self.tensors.items()}, tt)
+        tensors = {k: v.to(device) for k, v in self.tensors.items()}
+        return VisionInputs(tensors, tt, self.images_P, self.videos_P)
+
+    def select(self, prompts: list[int]) -> VisionInputs | None:
+        """The vision inputs of the prompts `prompts` (indices into the P prompts, in the
+        order given); None when those prompts hold no image and no video. Per-image tensors
+        (`pixel_values` [n_images, ...], `image_grid_thw`, `image_sizes`) keep the rows of
+        the chosen prompts' images; variable-length `pixel_values` [n_patches, D] that come
+        with an `image_grid_thw` keep each chosen image's span of t*h*w patches (the same
+        for `pixel_values_videos` / `video_grid_thw`); other tensors are per prompt."""
+        if len(self.images_P) != len(self.videos_P) or not self.images_P:
+            raise ValueError("VisionInputs.select needs images_P and videos_P (one per prompt)")
+        if not any(self.images_P[p] or self.videos_P[p] for p in prompts):
+            return None
+        units = {
+            "image": _unit_rows(self.images_P, prompts),
+            "video": _unit_rows(self.videos_P, prompts),
+        }
+        out = {}
+        for k, v in self.tensors.items():
+            unit = "video" if "video" in k or k == "second_per_grid_ts" else "image"
+            grid = self.tensors.get(f"{unit}_grid_thw")
+            if k.startswith("pixel_values") and grid is not None:
+                rows = _span_rows(grid.prod(-1).tolist(), units[unit])
+            elif "video" in k or "pixel" in k or "image" in k or k == "second_per_grid_ts":
+                n = sum(self.videos_P if unit == "video" else self.images_P)
+                if v.shape[0] != n:
+                    raise ValueError(
+                        f"vision input {k!r} has {v.shape[0]} rows, expected one per {unit} "
+                        f"({n}); cannot select prompts from it"
+                    )
+                rows = units[unit]
+            else:
+                if v.shape[0] != len(self.images_P):
+                    raise ValueError(
+                        f"vision input {k!r} has {v.shape[0]} rows, expected one per prompt "
+                        f"({len(self.images_P)}); cannot select prompts from it"
+                    )
+                rows = prompts
+            out[k] = v[torch.tensor(rows, dtype=torch.long, device=v.device)]
+        tt = self.token_types_P_L
+        if tt is not None:
+            tt = tt[torch.tensor(prompts, dtype=torch.long, device=tt.device)]
+        images = tuple(self.images_P[p] for p in prompts)
+        return VisionInputs(out, tt, images, tuple(self.videos_P[p] for p in prompts))
+
+
+def _unit_rows(counts_P: tuple[int, ...], prompts: list[int]) -> list[int]:
+    """Indices of the images (or videos) of `prompts`, given how many each prompt has."""
+    starts = [sum(counts_P[:p]) for p in range(len(counts_P))]
+    return [starts[p] + j for p in prompts for j in range(counts_P[p])]
+
+
+def _span_rows(lengths: list[int], units: list[int]) -> list[int]:
+    """Row indices of the spans `units` when unit i owns the next `lengths[i]` rows."""
+    starts = [sum(lengths[:i]) for i in range(len(lengths))]
+    return [r for u in units for r in range(starts[u], starts[u] + lengths[u])]
 
 
 # ----------------------------------------------------------------------------- loading
@@ -103,58 +176,105 @@ def has_media(examples) -> bool:
     return any(ex.images or ex.videos for ex in examples)
 
 
-def load_image(item):
-    """A PIL image from a file path (opened now), a PIL image, or an object with `to_pil()`."""
-    if isinstance(item, str | Path):
-        from PIL import Image
-
-        with Image.open(item) as im:
-            return im.convert("RGB")
-    if hasattr(item, "to_pil"):
-        return item.to_pil()
-    return item
+def supports_video(processor) -> bool:
+    """Whether the processor takes `videos=` (it has a video processor: Qwen-VL family,
+    LLaVA-NeXT-Video, ...); otherwise videos go in as frame images."""
+    return getattr(processor, "video_processor", None) is not None
 
 
-def render_vlm_prompt(processor, example) -> str:
-    """The prompt text with one placeholder per image/video, before the answer."""
-    n_img, n_vid = len(example.images), len(example.videos)
+@dataclass
+class VLMPrompt:
+    """One prompt ready for the processor: its text with one placeholder per image / video,
+    and the media in placeholder order (PIL images; frame lists for `videos=`)."""
+
+    text: str
+    images: list
+    videos: list[list]
+
+
+def prepare_vlm_prompt(processor, example) -> VLMPrompt:
+    """Text and media of one example: its images, then its videos, then its text. A video
+    goes to `videos=` when the processor takes videos; else its frames are images, one
+    placeholder each, in order, after the caption FRAMES_CAPTION (frame-sampling input for
+    image-only models)."""
+    images = [load_image(im) for im in example.images]
+    clips = [video_frames(v) for v in example.videos]
+    as_video = supports_video(processor)
+    parts: list[dict] = [{"type": "image"}] * len(images)
+    for frames in clips:
+        if as_video:
+            parts.append({"type": "video"})
+        else:
+            parts.append({"type": "text", "text": FRAMES_CAPTION.format(n=len(frames))})
+            parts += [{"type": "image"}] * len(frames)
+            images += frames
+    videos = clips if as_video else []
     if getattr(processor, "chat_template", None):
-        parts = [{"type": "image"}] * n_img + [{"type": "video"}] * n_vid
-        content = [*parts, {"type": "text", "text": example.prompt}]
-        msgs = [{"role": "user", "content": content}]
+        msgs = [{"role": "user", "content": [*parts, {"type": "text", "text": example.prompt}]}]
         if example.system:
             msgs.insert(
                 0, {"role": "system", "content": [{"type": "text", "text": example.system}]}
             )
-        return processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-    media = processor.image_token * n_img + getattr(processor, "video_token", "") * n_vid
+        text = processor.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        return VLMPrompt(text, images, videos)
+    token = {"image": processor.image_token, "video": getattr(processor, "video_token", "")}
+    media = "".join(p["text"] if p["type"] == "text" else token[p["type"]] for p in parts)
     text = f"{example.system}\n\n{example.prompt}" if example.system else example.prompt
-    return media + text
+    return VLMPrompt(media + text, images, videos)
+
+
+def render_vlm_prompt(processor, example) -> str:
+    """The prompt text with its placeholders (see `prepare_vlm_prompt`)."""
+    return prepare_vlm_prompt(processor, example).text
+
+
+def media_kwargs(prompts: list[VLMPrompt]) -> dict:
+    """The processor's `images=` / `videos=` arguments for these prompts (only those used)."""
+    images = [im for p in prompts for im in p.images]
+    videos = [v for p in prompts for v in p.videos]
+    return {**({"images": images} if images else {}), **({"videos": videos} if videos else {})}
 
 
 def encode_vlm_prompts(processor, examples, device) -> tuple[Tensor, Tensor, VisionInputs]:
     """Left-padded ids and mask [P, L] of the prompts with their images expanded into
     placeholder tokens, and the vision tensors of those P prompts."""
-    texts = [render_vlm_prompt(processor, ex) for ex in examples]
-    images = [load_image(im) for ex in examples for im in ex.images]
-    videos = [[load_image(f) for f in v] if isinstance(v, list | tuple) else v
-              for ex in examples for v in ex.videos]  # fmt: skip
-    kw = {"images": images} if images else {}
-    if videos:
-        kw["videos"] = videos
+    prompts = [prepare_vlm_prompt(processor, ex) for ex in examples]
     templated = bool(getattr(processor, "chat_template", None))
     enc = processor(
-        text=texts,
+        text=[p.text for p in prompts],
         return_tensors="pt",
         padding=True,
         padding_side="left",
         add_special_tokens=not templated,
-        **kw,
+        **media_kwargs(prompts),
     )
     tensors = {k: v.to(device) for k, v in enc.items() if k not in TOKEN_KEYS}
     tt = enc.get("mm_token_type_ids")
-    vision = VisionInputs(tensors, None if tt is None else tt.to(device))
+    vision = VisionInputs(
+        tensors,
+        None if tt is None else tt.to(device),
+        tuple(len(p.images) for p in prompts),
+        tuple(len(p.videos) for p in prompts),
+    )
     return enc["input_ids"].to(device), enc["attention_mask"].to(device), vision
+
+
+def lora_targets(model, names) -> list[str] | str:
+    """LoRA `target_modules` for `model`: the module names `names` for a text model; for a
+    vision-language model a regex (peft full-matches it) that reaches those names inside
+    its language model only, so the vision tower and the projector stay as they are."""
+    if getattr(model.config, "vision_config", None) is None:
+        return list(names)
+    inner = _inner(model)
+    lm = inner.get_decoder() if hasattr(inner, "get_decoder") else None
+    prefix = next((n for n, m in inner.named_modules() if m is lm and n), None)
+    if prefix is None:
+        raise ValueError(
+            f"model.lora: cannot find the language model inside {type(inner).__name__} "
+            "(no get_decoder()); use model.branch_kind=full for this model"
+        )
+    alternatives = "|".join(re.escape(n) for n in names)
+    return rf"{re.escape(prefix)}\.(?:.*\.)?(?:{alternatives})"
 
 
 # ----------------------------------------------------------------------------- forward

@@ -16,6 +16,9 @@ all K branches together). Optional outcome-reward term (MiMo's A = A_MOPD + alph
 `opd.native_rl=true` adds the GRPO term on the same batch (weight 1, OPD weight
 `opd.cross_weight`); the preset leaves it off. The student appears in the diagnostics from
 the start (it equals the base during stage 1).
+
+Domains may carry images or videos (on a vision-language base): routing cuts each
+teacher's prompt groups out of the batch together with their vision inputs (`subset`).
 """
 
 from __future__ import annotations
@@ -121,12 +124,23 @@ def routed_logp(
 
 
 def subset(batch: RolloutBatch, rows: list[int]) -> RolloutBatch:
-    """The rows `rows` of a batch (whole prompt groups when routing by domain)."""
-    if batch.vision is not None:
-        raise NotImplementedError(
-            "MOPD routing of image prompts is not supported yet; use text domains for MOPD"
-        )
+    """The rows `rows` of a batch (whole prompt groups when routing by domain).
+
+    Image/video batches carry vision inputs per distinct prompt, so there `rows` must be
+    whole groups (all G rows of each prompt, in order); the vision tensors of those prompts
+    are selected with them (`copd.vlm.VisionInputs.select`), and a subset whose prompts
+    hold no media becomes a text batch."""
     idx = torch.tensor(rows, dtype=torch.long)
+    vision = None
+    if batch.vision is not None:
+        G = batch.group_size
+        prompts = [r // G for r in rows[::G]]
+        if rows != [p * G + j for p in prompts for j in range(G)]:
+            raise ValueError(
+                f"subset of an image batch needs whole prompt groups of {G} rows in order; "
+                f"got rows {rows[: 2 * G]}..."
+            )
+        vision = batch.vision.select(prompts)
     return RolloutBatch(
         [batch.examples[i] for i in rows],
         batch.prompt_ids_B_P[idx],
@@ -137,4 +151,5 @@ def subset(batch: RolloutBatch, rows: list[int]) -> RolloutBatch:
         batch.group_size,
         None if batch.rewards_B is None else batch.rewards_B[idx],
         {k: v[idx] for k, v in batch.extras.items()},
+        vision,
     )

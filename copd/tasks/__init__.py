@@ -9,7 +9,9 @@ A `#label` suffix is ignored when resolving the task; it lets two branches use t
 factory with different `task_options` (which are keyed by the full task string).
 `dataset` is short for `copd.tasks.datasets:from_file` (see copd/tasks/datasets.py).
 
-See `copd.tasks.base` for the interface and `copd.tasks.synthetic` for the built-ins.
+See `copd.tasks.base` for the interface and `copd.tasks.synthetic` for the built-ins;
+`shapes` (images) and `motion` (video clips) are the built-in multimodal domains, and
+`copd.tasks.media` reads images and video frames.
 """
 
 from __future__ import annotations
@@ -19,14 +21,17 @@ from typing import Any
 
 from copd.tasks.base import DIFFICULTIES, Example, SyntheticTask, Task
 from copd.tasks.datasets import DatasetError, DatasetTask, from_file
+from copd.tasks.media import Video
+from copd.tasks.motion import MotionTask
 from copd.tasks.shapes import ShapesTask
 from copd.tasks.synthetic import BUILTIN_TASKS, builtin_alphabet
 from copd.tasks.verifiers import VERIFIERS, get_verifier
 
 ALIASES = {"dataset": "copd.tasks.datasets:from_file"}
-# Built-in domains whose prompts carry images: for vision-language models only, so they stay
-# out of `builtin_task_names()` and of the character vocabulary of the text demo model.
-IMAGE_TASKS = {"shapes": ShapesTask}
+# Built-in domains whose prompts carry images (shapes) or video clips (motion): for
+# vision-language models only, so they stay out of `builtin_task_names()` and of the
+# character vocabulary of the text demo model.
+IMAGE_TASKS = {"shapes": ShapesTask, "motion": MotionTask}
 
 __all__ = [
     "ALIASES",
@@ -37,8 +42,10 @@ __all__ = [
     "DatasetTask",
     "Example",
     "SyntheticTask",
+    "MotionTask",
     "ShapesTask",
     "Task",
+    "Video",
     "builtin_alphabet",
     "builtin_task_names",
     "from_file",

@@ -20,6 +20,7 @@ import random
 from abc import ABC, abstractmethod
 from collections.abc import Hashable
 from dataclasses import dataclass
+from typing import Any
 
 DIFFICULTIES = (1, 2, 3, 4, 5)
 
@@ -28,16 +29,18 @@ DIFFICULTIES = (1, 2, 3, 4, 5)
 class Example:
     """One prompt with its reference answer. `domain` is the task name.
 
-    Optional, for dataset tasks: `system` is a system prompt (rendered through the chat
-    template, see copd/chat.py); `images`/`videos` are media file paths kept for
-    multimodal tasks (text-only models ignore them)."""
+    Optional: `system` is a system prompt (rendered through the chat template, see
+    copd/chat.py); `images` holds image file paths or drawable objects (`to_pil()`), and
+    `videos` holds videos (`copd.tasks.media.Video`, a path, a list of frames, or any
+    object with `frames()`), read when a prompt is encoded (copd/vlm.py). Text-only models
+    ignore both."""
 
     prompt: str
     answer: str
     domain: str
     system: str | None = None
-    images: tuple[str, ...] = ()
-    videos: tuple[str, ...] = ()
+    images: tuple[Any, ...] = ()
+    videos: tuple[Any, ...] = ()
 
 
 class Task(ABC):

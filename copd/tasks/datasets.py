@@ -22,6 +22,14 @@ fraction `eval_fraction` of the rows aside (the same rows in every process and r
 prompts always fall on the same side, so duplicates cannot leak into evaluation).
 JSONL whose columns mix value types (answers 4 and "4"), which Arrow cannot hold, is
 read row by row with `json` instead.
+
+Media columns: `image_field` holds an image path or a list of paths; `video_field` holds,
+per row, a video file, a directory of frame images (sorted by name), a list of frame image
+paths (one video), or a list of videos (see `copd.tasks.media.videos_from_cell`). Relative
+paths are taken from the data file's folder. Each video is read as at most `max_frames`
+evenly spaced frames (default 8). Every video is checked at load time: it must exist, a
+frame directory must hold images, and a video file (.mp4, ...) needs an importable decoder
+(PyAV or decord); without one the task refuses to load and says how to fix it.
 """
 
 from __future__ import annotations
@@ -36,6 +44,13 @@ from typing import Any
 
 from copd.config import ConfigError
 from copd.tasks.base import Example, Task, _stable_fraction
+from copd.tasks.media import (
+    DECODER_FIX,
+    DEFAULT_MAX_FRAMES,
+    check_video,
+    needs_decoder,
+    videos_from_cell,
+)
 from copd.tasks.verifiers import VERIFIERS, get_verifier, gold_problem
 
 FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
@@ -54,7 +69,7 @@ class FieldMap:
     answer: str = "answer"
     system: str | None = None  # a per-row system prompt column (an empty cell = none)
     images: str | None = None  # a column of image paths (one string or a list)
-    videos: str | None = None  # a column of video paths
+    videos: str | None = None  # a column of videos (file, frame directory, frame list)
 
 
 def _format_of(path: Path, fmt: str | None) -> str:
@@ -165,6 +180,7 @@ def rows_to_examples(
     verifier: str,
     system_prompt: str | None = None,
     prompt_template: str | None = None,
+    max_frames: int = DEFAULT_MAX_FRAMES,
     max_errors: int = 20,
 ) -> tuple[list[Example], list[str]]:
     """Validate every row; the Examples and each row's raw prompt (the held-out split's
@@ -173,6 +189,7 @@ def rows_to_examples(
     out: list[Example] = []
     keys: list[str] = []  # the row's own prompt text (before the template): the split key
     bad: list[str] = []
+    undecodable: list[str] = []  # rows with video files that no importable decoder reads
     for i, row in enumerate(rows):
         present = sorted(k for k, v in row.items() if v is not None)
         problems = []
@@ -197,11 +214,23 @@ def rows_to_examples(
             except TypeError as e:
                 problems.append(f"system field {fields.system!r} is {e}, not text")
         media = {}
-        for role, column in (("images", fields.images), ("videos", fields.videos)):
-            try:
-                media[role] = _paths(row.get(column), source.parent) if column else ()
-            except TypeError as e:
-                problems.append(f"{role} field {column!r} is {e}")
+        try:
+            media["images"] = _paths(row.get(fields.images), source.parent) if fields.images else ()
+        except TypeError as e:
+            problems.append(f"images field {fields.images!r} is {e}")
+        try:
+            media["videos"] = (
+                videos_from_cell(row.get(fields.videos), source.parent, max_frames)
+                if fields.videos
+                else ()
+            )
+        except TypeError as e:
+            problems.append(f"videos field {fields.videos!r} is {e}")
+        for v in media.get("videos", ()):
+            if needs_decoder(v):
+                undecodable.append(f"{where(i)}: {v.source}")
+            elif why := check_video(v):
+                problems.append(f"videos field {fields.videos!r}: {why}")
         if not problems and (why := gold_problem(verifier, texts["answer"])):
             problems.append(f"{why}; check answer_field or pick another verifier")
         if problems:
@@ -214,6 +243,11 @@ def rows_to_examples(
             prompt = prompt_template.replace("{prompt}", prompt)
         out.append(Example(prompt, texts["answer"], domain, system, **media))
         keys.append(texts["prompt"])
+    if undecodable:
+        raise DatasetError(
+            f"{source}: {len(undecodable)} video file(s) and no video decoder (PyAV or decord) "
+            f"is importable here, e.g. {undecodable[0]}.\nFix: {DECODER_FIX}"
+        )
     if bad:
         raise DatasetError(
             _listing(source, bad, max_errors)
@@ -246,6 +280,7 @@ class DatasetTask(Task):
         image_field: str | None = None,
         video_field: str | None = None,
         prompt_template: str | None = None,
+        max_frames: int = DEFAULT_MAX_FRAMES,
         eval_path: str | Path | None = None,
         eval_fraction: float = 0.1,
         format: str | None = None,
@@ -269,6 +304,11 @@ class DatasetTask(Task):
                 f"task {self.name!r}: prompt_template must contain '{{prompt}}' where the "
                 f"row's prompt goes, e.g. '{{prompt}}\\nGive the final answer after ####.'"
             )
+        if not isinstance(max_frames, int) or max_frames < 1:
+            raise DatasetError(
+                f"task {self.name!r}: max_frames={max_frames!r} must be an int >= 1 "
+                "(frames read per video, evenly spaced), e.g. 8"
+            )
         self.verifier_name = verifier
         self.verify = get_verifier(verifier, **(verifier_options or {}))
         fields = FieldMap(prompt_field, answer_field, system_field, image_field, video_field)
@@ -278,6 +318,7 @@ class DatasetTask(Task):
             verifier=verifier,
             system_prompt=system_prompt,
             prompt_template=prompt_template,
+            max_frames=max_frames,
             max_errors=max_errors,
         )
         rows, where = load_rows(self.path, format, max_errors)
