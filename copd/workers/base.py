@@ -96,6 +96,10 @@ class BranchWorker(Protocol):
     def pop_times(self) -> dict[str, float]:
         """Seconds spent per part (`rollout`, `update`, ...) since the last call."""
 
+    def sampling_engine(self) -> str:
+        """How `rollout` samples: "hf", "vllm", or why vLLM fell back to the built-in
+        decoder (copd/rollout_vllm.py)."""
+
 
 class WorkerGroup(ABC):
     """The branch workers of a run, by name, in the config's branch order."""

@@ -7,6 +7,11 @@ A `LocalWorker` wraps one branch of a `World` with the engine's primitives (roll
 grpo_term, opd_term, update, score); the numerics are the engine's. Its token sampling
 uses the branch's own generator `world.gens[name]`, so K in-process workers draw exactly
 what K Ray actors (each a one-branch world) draw.
+
+With `sampling.engine: "vllm"` a worker samples its training rollouts with a vLLM engine on
+the branch's GPU (copd/rollout_vllm.py), pushing the branch's weights to it before the
+first rollout after each update; without vLLM or CUDA it keeps the built-in decoder, and
+the group logs the reason once. Evaluation and the diagnostics probe use the built-in one.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from copd.checkpoint import BranchState
 from copd.engine import World, grpo_term, opd_term, update
 from copd.models import Branch
 from copd.rollout import RolloutBatch, sample_rollouts
+from copd.rollout_vllm import branch_weights, report_engines, rollout_engine, score_rewards
 from copd.tasks import Example
 from copd.workers.base import Call, CrossBatch, WorkerGroup
 
@@ -33,11 +39,21 @@ class LocalWorker:
         self.world = world
         self.branch = branch
         self.name = branch.name
+        # A vLLM engine for training rollouts, or None (the built-in decoder); `engine` is
+        # "hf", "vllm" or the reason vLLM could not be used.
+        self.vllm, self.engine = rollout_engine(world, branch)
 
     # ------------------------------------------------------------------ training
     def rollout(self, examples: list[Example], group_size: int) -> RolloutBatch:
         w = self.world
-        return w.rollout(self.branch.view, examples, group_size, generator=w.gens[self.name])
+        if self.vllm is None:
+            return w.rollout(self.branch.view, examples, group_size, generator=w.gens[self.name])
+        if self.vllm.stale:
+            with w.timer("weight_sync"):
+                self.vllm.sync_weights(branch_weights(self.branch))
+        with w.timer("rollout"):
+            batch = self.vllm.sample(examples, group_size, w.gens[self.name])
+        return score_rewards(w, batch)
 
     def score(self, batch: RolloutBatch) -> torch.Tensor:
         return self.world.score(self.world.teacher_view(self.name), batch)
@@ -56,6 +72,8 @@ class LocalWorker:
                 stats[f"{k}/{c.teacher}"] = v
         if terms:
             stats[N.GRAD_NORM] = update(w, b, terms)
+            if self.vllm is not None:
+                self.vllm.mark_stale()
         return stats
 
     def rl_step(self, examples: list[Example], group_size: int) -> dict[str, float]:
@@ -73,6 +91,11 @@ class LocalWorker:
 
     def load_state(self, state: BranchState) -> None:
         checkpoint.load_branch_state(self.world, self.branch, state)
+        if self.vllm is not None:
+            self.vllm.mark_stale()
+
+    def sampling_engine(self) -> str:
+        return self.engine
 
     # ------------------------------------------------------------------ measurement
     def evaluate(self, step: int) -> dict[str, float]:
@@ -123,6 +146,7 @@ class LocalGroup(WorkerGroup):
         self.world = world
         self.workers = {b.name: LocalWorker(world, b) for b in world.branches}
         self.names = list(self.workers)
+        report_engines(world, {n: w.engine for n, w in self.workers.items()})
 
     def call(self, calls: list[Call]) -> list[Any]:
         return [getattr(self.workers[c.worker], c.method)(*c.args) for c in calls]

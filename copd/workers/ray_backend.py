@@ -22,7 +22,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import signal
 import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,9 +61,36 @@ def init_ray(address: str | None = None, num_cpus: int = 2, temp_dir: str | None
 
     if ray.is_initialized():
         return False
+    with _sigterm_kept():
+        _start_or_join(ray, address, num_cpus, temp_dir)
+    return True
+
+
+@contextmanager
+def _sigterm_kept():
+    """Keep SIGTERM for the trainer while Ray starts. `ray.init` replaces the process's
+    SIGTERM handler (Python's with `sys.exit`, and a native one that aborts), so a
+    cancelled run would die without its checkpoint: the handler in place before is put
+    back. And the daemons of a private instance (gcs_server, raylet, their workers) are
+    started with SIGTERM blocked, as Ray blocks SIGINT for them: they live in the
+    trainer's process group, which the launcher signals as a whole, and must outlive the
+    trainer's final checkpoint. `ray.shutdown` still stops them (SIGKILL after its grace
+    period). A SIGTERM that arrives meanwhile is held, then delivered to the handler."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+
+
+def _start_or_join(ray, address: str | None, num_cpus: int, temp_dir: str | None) -> None:
     if address is not None:
         ray.init(address=address, include_dashboard=False, log_to_driver=True)
-        return True
+        return
     root = Path(temp_dir or tempfile.mkdtemp(prefix="copd-ray-"))
     home = root / "home"
     home.mkdir(parents=True, exist_ok=True)
@@ -82,7 +112,6 @@ def init_ray(address: str | None = None, num_cpus: int = 2, temp_dir: str | None
             os.environ.pop("HOME", None)
         else:
             os.environ["HOME"] = old_home
-    return True
 
 
 def _cpu(obj: Any) -> Any:
@@ -159,6 +188,11 @@ class RayGroup(WorkerGroup):
         self.devices = dict(
             zip(self.names, ray.get([a.device.remote() for a in self.actors.values()]), strict=True)
         )
+        # Each actor decides its own rollout engine (it sees its GPUs); the driver logs why
+        # one fell back to the built-in decoder.
+        from copd.rollout_vllm import report_engines
+
+        report_engines(world, self.each("sampling_engine", {n: () for n in self.names}))
 
     def call(self, calls: list[Call]) -> list[Any]:
         # A batch sent to several actors (a probe, a cross batch) is stored once.
