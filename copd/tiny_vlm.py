@@ -116,7 +116,9 @@ def warmup_vlm(model, processor, tasks, steps: int, lr: float, batch_size: int, 
     return float(loss.detach())
 
 
-def tiny_test_vlm(cache_dir: str | Path, tasks=("add", "shapes"), steps: int = 150) -> Path:
+def tiny_test_vlm(
+    cache_dir: str | Path, tasks=("add", "shapes", "motion"), steps: int = 150
+) -> Path:
     """The tiny LLaVA briefly warmed up on `tasks` at difficulty 1; built once into
     `cache_dir` (keyed by the settings), then reused."""
     import hashlib
