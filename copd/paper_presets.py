@@ -125,16 +125,22 @@ register(
 #       --set 'task_options.dataset#image.path=/data/geo_vqa_train.jsonl'
 #
 # The image rows read `question` / `answer` / `image` (a path, relative to the file, or a
-# list of paths); the video rows `question` / `answer` / `video`. Answers are checked by
-# math-verify. Text-only prompts on the VLM take the plain text path.
-def media_task_options(image_path: str, video_path: str | None = None) -> dict[str, dict]:
+# list of paths); the video rows `question` / `answer` / `video`: a video file (needs PyAV:
+# pip install -e .[video]), a directory of frame images, or a list of frame paths; each
+# video is read as `max_frames` evenly spaced frames (--set
+# 'task_options.dataset#video.max_frames=16'). Answers are checked by math-verify.
+# Text-only prompts on the VLM take the plain text path.
+def media_task_options(
+    image_path: str, video_path: str | None = None, max_frames: int = 8
+) -> dict[str, dict]:
     """`task_options` for the image (and video) dataset branches."""
     common = {"prompt_field": "question", "answer_field": "answer", "verifier": "math",
               "prompt_template": MATH_TEMPLATE, "eval_fraction": 0.05}  # fmt: skip
     out = {"dataset#image": {"path": image_path, "name": "image", "image_field": "image", **common}}
     if video_path is not None:
         out["dataset#video"] = {
-            "path": video_path, "name": "video", "video_field": "video", **common
+            "path": video_path, "name": "video", "video_field": "video",
+            "max_frames": max_frames, **common,
         }  # fmt: skip
     return out
 

@@ -415,3 +415,18 @@ def test_mopd_routes_image_and_video_prompts_with_their_vision_inputs(tiny_vlm_d
         if not torch.equal(student[n], p.detach())
     ]  # fmt: skip
     assert any(".language_model." in n for n in changed)
+
+
+def test_paper_vl_video_preset_options_load_a_frame_directory_dataset(tmp_path):
+    from copd import presets
+
+    _write_frames(tmp_path / "clips" / "c0", [f"{i}.png" for i in range(12)])
+    data = tmp_path / "video.jsonl"
+    rows = [{"question": f"what moves in clip {i}?", "answer": "1", "video": "clips/c0"}
+            for i in range(4)]  # fmt: skip
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    opts = dict(presets.get("paper-vl-video").task_options["dataset#video"], path=str(data))
+    task = get_task("dataset#video", **{**opts, "eval_fraction": 0.0})
+    (video,) = task.train[0].videos
+    assert video.max_frames == 8 and len(video.frames()) == 8
+    assert task.train[0].prompt.startswith("what moves in clip")
