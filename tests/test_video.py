@@ -110,6 +110,27 @@ def test_video_file_without_a_decoder_fails_at_dataset_load_with_the_fix(tmp_pat
         M.Video(str(tmp_path / "a.mp4")).frames()
 
 
+def test_video_file_decodes_evenly_spaced_frames_with_pyav(tmp_path):
+    av = pytest.importorskip("av")
+    import numpy as np
+
+    path = tmp_path / "clip.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.width = stream.height = 32
+        stream.pix_fmt, stream.options = "yuv420p", {"crf": "0", "preset": "ultrafast"}
+        for i in range(20):  # frame i: red = 20 + 10 i
+            arr = np.zeros((32, 32, 3), np.uint8)
+            arr[..., 0] = 20 + 10 * i
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")))
+        out.mux(stream.encode())
+    assert M.check_video(M.Video(str(path))) is None
+    frames = M.Video(str(path), max_frames=4).frames()
+    reds = [f.getpixel((5, 5))[0] for f in frames]
+    expected = [20 + 10 * i for i in M.sample_indices(20, 4)]  # YUV rounding: a few levels
+    assert len(frames) == 4 and all(abs(r - e) <= 4 for r, e in zip(reds, expected, strict=True))
+
+
 def test_dataset_video_cells_frames_directories_and_max_frames(tmp_path):
     _write_frames(tmp_path / "d1", [f"{i:03d}.png" for i in range(10)])
     _write_frames(tmp_path / "d2", ["a.png", "b.png"])
