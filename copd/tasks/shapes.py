@@ -12,7 +12,7 @@ colour; the answer may be 0. The difficulty sets how many shapes and colours app
 
 Images travel as `Scene` objects: small, frozen and hashable (an `Example` stays hashable,
 pickles cheaply to a Ray actor and the held-out split hashes the scene). The pixels are
-drawn when the rollout encodes the prompt (`copd.vlm.load_images`), deterministically.
+drawn when the rollout encodes the prompt (`copd.tasks.media.load_image`), deterministically.
 """
 
 from __future__ import annotations
