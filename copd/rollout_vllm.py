@@ -203,13 +203,14 @@ class VLLMSampler:
         self.cfg = cfg
         self.tokenizer = tokenizer
         self.device = torch.device(device)
-        self.in_process = in_process
         self.stale = False
         self.asleep = False
         # Callables cross to vLLM's worker by pickle; in-process, tensors stay on the GPU.
         os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
         if in_process:
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        # What vLLM will do (a user's own setting wins).
+        self.in_process = os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0"
         from vllm import LLM
 
         kw = dict(
@@ -221,7 +222,7 @@ class VLLMSampler:
             skip_tokenizer_init=True,  # prompts go in as ids; texts come from our tokenizer
             generation_config="vllm",  # ignore the folder's sampling defaults: ours only
         )
-        with _visible_device(self.device, in_process):
+        with _visible_device(self.device, self.in_process):
             self.llm = LLM(**kw)
 
     def sample(
@@ -268,7 +269,9 @@ class VLLMSampler:
         return batch
 
     def sync_weights(self, weights: Iterable[tuple[str, Tensor]]) -> None:
-        """Load the trainer's current weights into the engine (then clear its prefix cache)."""
+        """Load the trainer's current weights into the engine (then clear its prefix cache,
+        which holds keys and values computed with the old ones). The engine stays awake:
+        a rollout follows, and puts it back to sleep."""
         self.wake()
         for bucket in buckets(weights, SYNC_BUCKET_BYTES):
             if not self.in_process:  # to a child process: through the CPU
@@ -276,7 +279,6 @@ class VLLMSampler:
             self.llm.collective_rpc(_load_on_worker, args=(bucket,))
         self.llm.reset_prefix_cache()
         self.stale = False
-        self.sleep()
 
     def mark_stale(self) -> None:
         """The trainer's weights changed: sync before the next sample."""
