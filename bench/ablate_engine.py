@@ -7,6 +7,9 @@ The speed-ups are module switches in the engine (each defaults to on):
   repeated G times, in sampling and in every log-prob pass (training, teacher, diagnostics).
 - `copd.rollout.PRUNE_FINISHED_ROWS`: rows that reached eos leave the decode batch and the
   KV cache (the token draws are unchanged).
+- `copd.rollout.SPLIT_BY_LENGTH`: log-prob passes stop feeding rows that have ended.
+- eager attention (`model.attn_implementation="auto"` on the CPU) instead of SDPA.
+- the fused AdamW kernel instead of the per-parameter loop.
 Variants ("all on", and each switch off in turn) alternate round by round on one world (the
 demo world: 2 branches, 16 x 8 native, 8 x 4 cross batches); medians of the per-branch
 phase-I and phase-II step times are printed with the engine's `time/*` breakdown, wall and
@@ -18,16 +21,34 @@ from __future__ import annotations
 import argparse
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 import _common as C  # sets the offline and thread environment before torch loads
 
 
-def switches() -> dict[str, tuple[object, str]]:
+def switches(world) -> dict[str, Callable[[bool], None]]:
+    """name -> set(on): each turns one speed-up on (True) or off (False) in `world`."""
     import copd.rollout as R
+    from copd.models import set_attention
+
+    def flag(attr: str) -> Callable[[bool], None]:
+        return lambda on: setattr(R, attr, on)
+
+    def attention(on: bool) -> None:
+        for view in [b.view for b in world.branches] + [world.base]:
+            set_attention(view.module, "auto" if on else "sdpa", view.device)
+
+    def fused_adamw(on: bool) -> None:
+        for b in world.branches:
+            for group in b.optimizer.param_groups:
+                group["fused"] = True if on else None
 
     return {
-        "shared_prompt_prefix": (R, "SHARE_PROMPT_PREFIX"),
-        "prune_finished_rows": (R, "PRUNE_FINISHED_ROWS"),
+        "shared_prompt_prefix": flag("SHARE_PROMPT_PREFIX"),
+        "prune_finished_rows": flag("PRUNE_FINISHED_ROWS"),
+        "split_by_length": flag("SPLIT_BY_LENGTH"),
+        "eager_attention": attention,
+        "fused_adamw": fused_adamw,
     }
 
 
@@ -56,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
         over.append(f"model.path={path}")
     world = World.build(apply_overrides(presets.get("demo"), over).validate())
     k = len(world.branches)
-    sw = switches()
+    sw = switches(world)
     variants = ["all on", *[f"no {name}" for name in sw]]
     wall: dict[str, dict[str, list[float]]] = {v: defaultdict(list) for v in variants}
     cpu: dict[str, dict[str, list[float]]] = {v: defaultdict(list) for v in variants}
@@ -66,8 +87,8 @@ def main(argv: list[str] | None = None) -> dict:
     for r in range(a.warmup + a.rounds):
         order = variants if r % 2 == 0 else variants[::-1]
         for v in order:
-            for name, (mod, attr) in sw.items():
-                setattr(mod, attr, v != f"no {name}")
+            for name, turn in sw.items():
+                turn(v != f"no {name}")
             for step_name, step in (("phase1", phase1_step), ("phase2", phase2_step)):
                 world.timer.pop()
                 t0, c0 = time.perf_counter(), time.process_time()
@@ -77,8 +98,8 @@ def main(argv: list[str] | None = None) -> dict:
                     cpu[v][step_name].append((time.process_time() - c0) / k)
                     for part, secs in world.timer.pop().items():
                         parts[v][f"{step_name}/{part}"].append(secs / k)
-    for mod, attr in sw.values():
-        setattr(mod, attr, True)
+    for turn in sw.values():
+        turn(True)
     out: dict[str, dict] = {}
     for v in variants:
         row = {
