@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from copd import names as N
-from copd.config import RunConfig
+from copd.config import ConfigError, RunConfig
 from copd.logger import Logger, NullLogger
 from copd.losses import aggregate, group_advantages, kl_penalty, opd_advantage, policy_loss
 from copd.models import (
@@ -115,6 +115,7 @@ class World:
 
             names = policy_names(cfg)
         tasks = {b.task: get_task(b.task, **cfg.task_options.get(b.task, {})) for b in cfg.branches}
+        check_task_media(tasks)
         path = resolve_model_path(cfg.model, log=lambda m: logger.log_event(m))
         base, tok = load_policy(path, cfg.model.dtype, cfg.model.gguf_file)
         if cfg.backend.kind == "ray":  # branches live in Ray actors (copd/workers/ray_backend.py)
@@ -187,6 +188,21 @@ class World:
 
     def snapshot_teachers(self) -> None:
         self.teachers = {b.name: b.snapshot() for b in self.branches}
+
+
+def check_task_media(tasks: dict[str, Task], n: int = 4) -> None:
+    """Fail before any model loads when a task's prompts carry videos this machine cannot
+    read (a video file without a decoder, a missing frame): a few prompts per task are
+    drawn from a throwaway RNG and checked, no pixels read. Datasets check every row at
+    load; this catches custom `module:factory` tasks."""
+    from copd.tasks.media import check_video
+
+    for name, task in tasks.items():
+        for ex in task.sample(random.Random(0), n):
+            for v in ex.videos:
+                problem = check_video(v)
+                if problem:
+                    raise ConfigError(f"task {name}: {problem}")
 
 
 def branch_generator(seed: int, name: str) -> torch.Generator:

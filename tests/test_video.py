@@ -451,3 +451,39 @@ def test_paper_vl_video_preset_options_load_a_frame_directory_dataset(tmp_path):
     (video,) = task.train[0].videos
     assert video.max_frames == 8 and len(video.frames()) == 8
     assert task.train[0].prompt.startswith("what moves in clip")
+
+
+def unreadable_video_task(path: str):
+    """A custom task (`module:factory`) whose prompts carry a video file."""
+    from copd.tasks.base import Example, Task
+
+    class _Task(Task):
+        name = "clips"
+        alphabet = "whatpens0123456789? x"
+
+        def sample(self, rng, n):
+            return [Example(f"what happens {i}?", "x", "clips", videos=(path,)) for i in range(n)]
+
+        def eval_examples(self, n):
+            return self.sample(None, n)
+
+    return _Task()
+
+
+def test_world_build_rejects_a_custom_task_video_it_cannot_read(tmp_path, monkeypatch, tiny_cfg):
+    from copd.config import ConfigError
+    from copd.engine import World
+
+    monkeypatch.setattr(M, "DECODERS", ("copd_no_such_decoder",))
+    clip = tmp_path / "a.mp4"
+    clip.write_bytes(b"\x00" * 64)
+    cfg = tiny_cfg(
+        "demo",
+        'branches=[{"name": "a", "task": "test_video:unreadable_video_task"}, '
+        '{"name": "b", "task": "add"}]',
+        f'task_options={{"test_video:unreadable_video_task": {{"path": "{clip}"}}}}',
+    )
+    with pytest.raises(
+        ConfigError, match=r"task test_video:unreadable_video_task: .*pip install av"
+    ):
+        World.build(cfg)
