@@ -10,6 +10,7 @@ The speed-ups are module switches in the engine (each defaults to on):
 - `copd.rollout.SPLIT_BY_LENGTH`: log-prob passes stop feeding rows that have ended.
 - eager attention (`model.attn_implementation="auto"` on the CPU) instead of SDPA.
 - the fused AdamW kernel instead of the per-parameter loop.
+- `copd.rollout.DENSE_DECODE_MASK`: decode steps pass a ready additive mask.
 Variants ("all on", and each switch off in turn) alternate round by round on one world (the
 demo world: 2 branches, 16 x 8 native, 8 x 4 cross batches); medians of the per-branch
 phase-I and phase-II step times are printed with the engine's `time/*` breakdown, wall and
@@ -47,6 +48,7 @@ def switches(world) -> dict[str, Callable[[bool], None]]:
         "shared_prompt_prefix": flag("SHARE_PROMPT_PREFIX"),
         "prune_finished_rows": flag("PRUNE_FINISHED_ROWS"),
         "split_by_length": flag("SPLIT_BY_LENGTH"),
+        "dense_decode_mask": flag("DENSE_DECODE_MASK"),
         "eager_attention": attention,
         "fused_adamw": fused_adamw,
     }

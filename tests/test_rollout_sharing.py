@@ -128,3 +128,19 @@ def test_pruning_finished_rows_keeps_the_draws(model_tok, monkeypatch):
     monkeypatch.setattr(R, "PRUNE_FINISHED_ROWS", False)
     full = _batch(model, tok, seed=3)
     assert torch.equal(pruned.completion_ids_B_T, full.completion_ids_B_T)
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_ready_decode_mask_draws_the_same_tokens(model_tok, monkeypatch, attn):
+    model, tok = model_tok
+    model.set_attn_implementation(attn)
+    try:
+        assert R._dense_mask_dtype(model) == torch.float32
+        dense = _batch(model, tok, seed=4)
+        monkeypatch.setattr(R, "DENSE_DECODE_MASK", False)
+        generic = _batch(model, tok, seed=4)
+    finally:
+        model.set_attn_implementation("sdpa")
+    assert torch.equal(dense.completion_ids_B_T, generic.completion_ids_B_T)
+    step = R.step_mask(torch.tensor([[0, 1, 1]]), torch.float32)
+    assert step.shape == (1, 1, 1, 3) and step[0, 0, 0, 0] < -1e30 and step[0, 0, 0, 1:].eq(0).all()
