@@ -1,11 +1,17 @@
 """P1: one GRPO step of ours against one step of TRL's GRPOTrainer, same configuration.
 
     .venv/bin/python bench/p1_grpo_vs_trl.py [--steps 12] [--warmup 3] [--sizes 128x2,256x4]
+                                             [--lrs 1e-30,5e-4]
 
 Both sides train the same freshly built tiny model directory (copd.tiny.build_tiny_model,
 char tokenizer, random init) on the built-in `add` task: 16 prompts x G=8 = 128 completions,
-8 new tokens, temperature 1.0, no KL (beta 0), clip 0.2/0.28, AdamW lr 5e-4, grad clip 1,
-2 torch threads. TRL runs on CPU in float32 without gradient checkpointing, with one
+8 new tokens, temperature 1.0, no KL (beta 0), clip 0.2/0.28, AdamW, grad clip 1,
+2 torch threads. Each size runs twice: at lr 1e-30 (the weights stay at their initialisation, as no
+float32 weight moves by that little; every step still computes the loss, the gradient
+and the AdamW update, so both sides keep sampling from one distribution and do the same
+work) and at lr 5e-4, where one lucky
+reward can move a side's weights (Adam keeps moving them for many steps after) and its
+completion lengths drift away from the other's; the mean lengths are printed beside it. TRL runs on CPU in float32 without gradient checkpointing, with one
 generation per optimisation step (generation batch = per-device batch = 128 completions).
 
 The two implementations alternate step by step inside one process: a TRL callback times
@@ -28,7 +34,7 @@ import _common as C  # sets the offline and thread environment before torch load
 TARGET = 0.5
 
 
-def our_stepper(model_dir: str, prompts: int, group: int, max_new: int):
+def our_stepper(model_dir: str, prompts: int, group: int, max_new: int, lr: float = 5e-4):
     """A one-branch world on `model_dir` and a function running one GRPO step of it."""
     from copd.algorithms.copd import phase1_step
     from copd.config import RunConfig, apply_overrides
@@ -46,7 +52,7 @@ def our_stepper(model_dir: str, prompts: int, group: int, max_new: int):
             "grpo.kl_coef=0",
             "grpo.clip_low=0.2",
             "grpo.clip_high=0.28",
-            "grpo.lr=5e-4",
+            f"grpo.lr={lr}",
         ],
     ).validate()
     world = World.build(cfg, names=["add"])  # only the `add` policy of the (add, rev) pair
@@ -60,7 +66,7 @@ def our_stepper(model_dir: str, prompts: int, group: int, max_new: int):
 
 
 def trl_trainer(model_dir: str, out_dir: str, steps: int, prompts: int, group: int, max_new: int,
-                callback):  # fmt: skip
+                callback, lr: float = 5e-4):  # fmt: skip
     """TRL GRPOTrainer at the same configuration, `steps` optimisation steps long."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback
@@ -100,7 +106,7 @@ def trl_trainer(model_dir: str, out_dir: str, steps: int, prompts: int, group: i
         epsilon=0.2,
         epsilon_high=0.28,
         num_iterations=1,
-        learning_rate=5e-4,
+        learning_rate=lr,
         lr_scheduler_type="constant",
         warmup_steps=0,
         weight_decay=0.0,
@@ -128,7 +134,7 @@ def trl_trainer(model_dir: str, out_dir: str, steps: int, prompts: int, group: i
     return trainer
 
 
-def run_size(hidden: int, layers: int, steps: int, warmup: int, root: Path) -> dict:
+def run_size(hidden: int, layers: int, steps: int, warmup: int, root: Path, lr: float) -> dict:
     from transformers import TrainerCallback
 
     from copd.tiny import build_tiny_model
@@ -136,7 +142,7 @@ def run_size(hidden: int, layers: int, steps: int, warmup: int, root: Path) -> d
     model_dir = str(
         build_tiny_model(root / f"tiny-{hidden}x{layers}", hidden=hidden, layers=layers)
     )
-    ours, our_lengths = our_stepper(model_dir, 16, 8, 8)
+    ours, our_lengths = our_stepper(model_dir, 16, 8, 8, lr)
     trl_times: list[float] = []
     our_times: list[float] = []
 
@@ -156,7 +162,9 @@ def run_size(hidden: int, layers: int, steps: int, warmup: int, root: Path) -> d
             our_times.append(time.perf_counter() - t0)
             self.t_last = time.perf_counter()
 
-    trainer = trl_trainer(model_dir, str(root / "trl-out"), steps + warmup, 16, 8, 8, Interleave())
+    trainer = trl_trainer(
+        model_dir, str(root / "trl-out"), steps + warmup, 16, 8, 8, Interleave(), lr
+    )
     trainer.train()
     trl_len = [h["completions/mean_length"] for h in trainer.state.log_history if
                "completions/mean_length" in h]  # fmt: skip
@@ -164,6 +172,7 @@ def run_size(hidden: int, layers: int, steps: int, warmup: int, root: Path) -> d
     ratio = C.median(t_ours) / C.median(t_trl)
     return {
         "model": f"{layers}x{hidden}",
+        "lr": lr,
         "trl_s": C.median(t_trl),
         "ours_s": C.median(t_ours),
         "ratio": ratio,
@@ -182,6 +191,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--steps", type=int, default=12, help="timed steps per side (>= 10)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--sizes", default="128x2,256x4", help="HIDDENxLAYERS,...")
+    ap.add_argument(
+        "--lrs",
+        default="1e-30,5e-4",
+        help="learning rates, each a full comparison. 1e-30 holds the weights at their "
+        "initialisation (every step still computes the gradient and runs AdamW), so both "
+        "sides sample from the same distribution throughout; with a positive rate a rare "
+        "lucky reward moves the weights and the completion lengths drift apart.",
+    )
     ap.add_argument("--json")
     a = ap.parse_args(argv)
     C.set_threads()
@@ -192,13 +209,13 @@ def main(argv: list[str] | None = None) -> dict:
     print(C.machine_line() + f", trl {trl.__version__}")
     results = []
     with tempfile.TemporaryDirectory(prefix="copd-p1-") as tmp:
-        for spec in a.sizes.split(","):
+        for spec, lr in [(s, float(x)) for x in a.lrs.split(",") for s in a.sizes.split(",")]:
             hidden, layers = (int(x) for x in spec.split("x"))
             torch.manual_seed(0)
-            r = run_size(hidden, layers, a.steps, a.warmup, Path(tmp))
+            r = run_size(hidden, layers, a.steps, a.warmup, Path(tmp), lr)
             results.append(r)
             print(
-                f"  {r['model']:>6}  TRL {r['trl_s'] * 1e3:7.1f} ms  ours {r['ours_s'] * 1e3:7.1f} ms"
+                f"  {r['model']:>6} lr {lr:g}  TRL {r['trl_s'] * 1e3:7.1f} ms  ours {r['ours_s'] * 1e3:7.1f} ms"
                 f"  ratio {r['ratio']:.2f} (target <= {TARGET})  {C.verdict(r['ratio'], TARGET)}"
                 f"  | mean completion len TRL {r['trl_mean_len']:.1f} ours {r['ours_mean_len']:.1f}"
             )

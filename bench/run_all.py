@@ -25,7 +25,11 @@ from pathlib import Path
 import _common as C  # sets the offline and thread environment before torch loads
 
 BENCHES = {
-    "p1": ("p1_grpo_vs_trl.py", [], ["--steps", "4", "--warmup", "1", "--sizes", "128x2"]),
+    "p1": (
+        "p1_grpo_vs_trl.py",
+        [],
+        ["--steps", "4", "--warmup", "1", "--sizes", "128x2", "--lrs", "1e-30"],
+    ),
     "p2": ("p2_phase2_vs_phase1.py", [], ["--rounds", "3", "--warmup", "1"]),
     "p3": ("p3_memory.py", [], ["--size", "256x4"]),
     "p45": ("p45_demo.py", [], ["--reuse-home", "--no-store", "--set", "schedule.cycles=1"]),
@@ -38,7 +42,7 @@ def summary(res: dict[str, dict]) -> list[str]:
     if p1 := res.get("p1"):
         for r in p1["results"]:
             rows.append(
-                f"P1 {r['model']:>5} GRPO step {r['ours_s'] * 1e3:6.0f} ms"
+                f"P1 {r['model']:>5} lr {r.get('lr', 5e-4):<6g} {r['ours_s'] * 1e3:6.0f} ms"
                 f"          TRL GRPOTrainer {r['trl_s'] * 1e3:6.0f} ms     "
                 f"{r['ratio']:.2f}x (<= 0.5)  {C.verdict(r['ratio'], 0.5)}"
             )
