@@ -99,6 +99,13 @@ def probe_examples(world):
     return out
 
 
+def own_logits(batch: RolloutBatch) -> torch.Tensor | None:
+    """The sampler's logits of its own tokens [B, T, V] (float32, on the batch's device),
+    taken off the batch; None when it has none (image prompts)."""
+    logits = batch.extras.pop("logits_B_T_V", None)
+    return None if logits is None else logits.float().to(batch.completion_ids_B_T.device)
+
+
 @torch.inference_mode()
 def _logits_on(view: PolicyView, batch: RolloutBatch) -> torch.Tensor:
     with view.use() as model:
@@ -129,9 +136,13 @@ def measure_overlap(world, cycle: int, phase: str, step: int | None = None) -> d
                     max_new_tokens=world.cfg.sampling.max_new_tokens,
                     generator=gen,
                     device=student.device,
+                    keep_logits=True,
                 )
             valid = batch.completion_mask_B_T.bool()
-            s_logits = _logits_on(student.view, batch)[valid]
+            s_logits = own_logits(batch)
+            if s_logits is None:
+                s_logits = _logits_on(student.view, batch)
+            s_logits = s_logits[valid]
             others = [(t.name, t.view) for t in world.branches if t.name != student.name]
             if d.vs_base:
                 others.append(("__base__", world.base))

@@ -160,6 +160,7 @@ def sample_tokens(
     greedy: bool = False,
     top_p: float = 1.0,
     group_size: int = 1,
+    logits_out: list[Tensor] | None = None,
 ) -> Tensor:
     """Batched decoding with a KV cache. Returns completion ids [B, T<=max_new_tokens];
     rows that ended keep `pad_id` after their eos. Stops early when every row has ended.
@@ -188,7 +189,7 @@ def sample_tokens(
     return decode(
         model, logits, cache, prompt_mask_B_P, pos[:, -1] + 1, max_new_tokens=max_new_tokens,
         temperature=temperature, eos_id=eos_id, pad_id=pad_id, generator=generator,
-        greedy=greedy, top_p=top_p,
+        greedy=greedy, top_p=top_p, logits_out=logits_out,
     )  # fmt: skip
 
 
@@ -208,13 +209,16 @@ def decode(
     greedy: bool,
     top_p: float,
     positions=None,
+    logits_out: list[Tensor] | None = None,
 ) -> Tensor:
     """The decode loop after a prefill: draw a token per row, feed it back through the
     cache, until every row has ended. `logits_B_V` are the prefill's last logits,
     `next_pos_B` each row's next position; `positions(p_B)` turns positions into the
     model's `position_ids` (default [B, 1]; multimodal RoPE passes its own). Rows that
     finished leave the batch and the cache, but tokens are drawn for all B rows so the
-    generator advances as without pruning. Returns completion ids [B, T]."""
+    generator advances as without pruning. Returns completion ids [B, T]. `logits_out`:
+    each step's logits [B, V] (float32, before temperature) are appended to it; a row's
+    entries after its eos are stale."""
     kw = _cache_kw(model)
     B, L = mask_B_L.shape
     positions = positions or (lambda p: p[:, None])
@@ -229,6 +233,8 @@ def decode(
     tokens: list[Tensor] = []
     for t in range(max_new_tokens):
         # Finished rows keep stale logits; their draw is replaced by pad.
+        if logits_out is not None:
+            logits_out.append(logits)
         nxt = _pick(logits, temperature, greedy, top_p, generator)
         nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
         tokens.append(nxt)
@@ -317,8 +323,12 @@ def sample_rollouts(
     greedy: bool = False,
     top_p: float = 1.0,
     device=None,
+    keep_logits: bool = False,
 ) -> RolloutBatch:
-    """G samples for each example (rows grouped per prompt)."""
+    """G samples for each example (rows grouped per prompt). `keep_logits`: text prompts
+    also keep the sampler's own logits [B, T, V] in `extras["logits_B_T_V"]` (what a
+    fresh `completion_logits` pass would give, to float rounding; the diagnostics reuse
+    them instead of running the student again)."""
     from copd.vlm import has_media, is_processor, sample_vlm_rollouts
 
     if is_processor(tokenizer):  # a vision-language model: images go through copd/vlm.py
@@ -337,6 +347,7 @@ def sample_rollouts(
     prompt_ids, prompt_mask = encode_prompts(tokenizer, texts, device, not templated)
     prompt_ids = prompt_ids.repeat_interleave(group_size, dim=0)
     prompt_mask = prompt_mask.repeat_interleave(group_size, dim=0)
+    steps: list[Tensor] | None = [] if keep_logits else None
     comp = sample_tokens(
         model,
         prompt_ids,
@@ -349,10 +360,14 @@ def sample_rollouts(
         greedy=greedy,
         top_p=top_p,
         group_size=group_size,
+        logits_out=steps,
     )
     cmask = completion_mask(comp, tokenizer.eos_token_id).float()
     texts = decode_completions(tokenizer, comp, cmask)
-    return RolloutBatch(rep, prompt_ids, prompt_mask, comp, cmask, texts, group_size)
+    batch = RolloutBatch(rep, prompt_ids, prompt_mask, comp, cmask, texts, group_size)
+    if steps:
+        batch.extras["logits_B_T_V"] = torch.stack(steps, dim=1)
+    return batch
 
 
 def decode_completions(tokenizer, comp_B_T: Tensor, mask_B_T: Tensor) -> list[str]:

@@ -144,3 +144,23 @@ def test_ready_decode_mask_draws_the_same_tokens(model_tok, monkeypatch, attn):
     assert torch.equal(dense.completion_ids_B_T, generic.completion_ids_B_T)
     step = R.step_mask(torch.tensor([[0, 1, 1]]), torch.float32)
     assert step.shape == (1, 1, 1, 3) and step[0, 0, 0, 0] < -1e30 and step[0, 0, 0, 1:].eq(0).all()
+
+
+def test_kept_sampling_logits_equal_a_fresh_pass(model_tok):
+    model, tok = model_tok
+    examples = get_task("add", difficulty=1).sample(random.Random(5), 4)
+    kw = dict(group_size=4, temperature=1.0, max_new_tokens=5)
+    batch = R.sample_rollouts(
+        model, tok, examples, generator=torch.Generator().manual_seed(5), keep_logits=True, **kw
+    )
+    plain = R.sample_rollouts(
+        model, tok, examples, generator=torch.Generator().manual_seed(5), **kw
+    )
+    assert torch.equal(batch.completion_ids_B_T, plain.completion_ids_B_T)  # same draws
+    assert "logits_B_T_V" not in plain.extras
+    kept = batch.extras["logits_B_T_V"]
+    assert kept.shape == (*batch.completion_ids_B_T.shape, len(tok))
+    with torch.no_grad():
+        fresh = R.completion_logits(model, batch)
+    valid = batch.completion_mask_B_T.bool()
+    torch.testing.assert_close(kept[valid], fresh[valid], atol=1e-4, rtol=1e-4)

@@ -174,7 +174,7 @@ def measure_overlap_via_workers(
     the probe (same seeded stream), every peer and the base return logits at the student's
     completion tokens, and the driver computes the pair diagnostics. Same numbers as the
     in-process version; the logits [N, V] of each pair cross the worker boundary."""
-    from copd.evaluate import probe_examples
+    from copd.evaluate import own_logits, probe_examples
 
     d = world.cfg.diagnostics
     step = world.step if step is None else step
@@ -184,9 +184,14 @@ def measure_overlap_via_workers(
     names = group.names
     batches = group.each("probe_rollout", {s: (examples, step) for s in names})
     calls, keys = [], []
+    own = {}  # the student's logits of its own tokens: kept by its sampler when it can
     for s in names:
-        calls.append(Call(s, "probe_logits", (batches[s],)))
-        keys.append((s, s))
+        kept = own_logits(batches[s])
+        if kept is not None:
+            own[s] = kept[batches[s].completion_mask_B_T.bool()]
+        else:
+            calls.append(Call(s, "probe_logits", (batches[s],)))
+            keys.append((s, s))
         for t in names:
             if t != s:
                 calls.append(Call(t, "probe_logits", (batches[s],)))
@@ -195,6 +200,7 @@ def measure_overlap_via_workers(
             calls.append(Call(s, "probe_logits", (batches[s], True)))
             keys.append((s, "__base__"))
     logits = dict(zip(keys, group.call(calls), strict=True))
+    logits.update({(s, s): lg for s, lg in own.items()})
     metrics: dict[str, float] = {}
     for s in names:
         others = [t for t in names if t != s] + (["__base__"] if d.vs_base else [])

@@ -118,6 +118,7 @@ class LocalWorker:
                 max_new_tokens=cfg.sampling.max_new_tokens,
                 generator=gen,
                 device=self.branch.device,
+                keep_logits=True,
             )
 
     @torch.inference_mode()
