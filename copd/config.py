@@ -63,9 +63,10 @@ class ModelConfig:
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     branch_kind: Literal["full", "lora"] = "full"
     lora: LoraSpec = field(default_factory=LoraSpec)
-    # transformers attention kernel. "auto": "eager" on the CPU (at small shapes the CPU
-    # SDPA kernel's fixed cost per call outweighs its savings; see docs/PERFORMANCE.md),
-    # "sdpa" on GPUs. Any name transformers accepts ("flash_attention_2", ...) passes through.
+    # transformers attention kernel. "auto": "eager" on the CPU for short-context models
+    # (<= 512 positions, e.g. the demo's: there the CPU SDPA kernel's fixed cost per call
+    # outweighs its savings; see docs/PERFORMANCE.md), "sdpa" otherwise. Any name
+    # transformers accepts ("flash_attention_2", ...) passes through.
     attn_implementation: str = "auto"
     # Built-in demo model only: size and the supervised warm-up that puts base rewards
     # away from 0 and 1 (cached on disk by a hash of these fields).

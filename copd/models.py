@@ -167,12 +167,23 @@ def pick_devices(specs: Sequence[str]) -> list[torch.device]:
     return out
 
 
+# "auto" picks eager attention on the CPU only for models whose context is this short:
+# eager materialises the [B, heads, q, k] attention weights, which a long context (a real
+# model's) would make huge, while at short contexts it is the faster kernel on the CPU.
+EAGER_MAX_CONTEXT = 512
+
+
 def set_attention(model: nn.Module, impl: str, device) -> str:
-    """Switch `model`'s attention kernel (through a peft wrapper); `"auto"` picks eager on
-    the CPU and SDPA elsewhere. Returns the kernel set."""
-    if impl == "auto":
-        impl = "eager" if torch.device(device).type == "cpu" else "sdpa"
+    """Switch `model`'s attention kernel (through a peft wrapper) and return it. `"auto"`:
+    eager on the CPU for short-context models (the demo's; the CPU SDPA kernel's fixed cost
+    per call dominates at their shapes), SDPA otherwise (GPUs, real models)."""
     target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if impl == "auto":
+        cfg = getattr(target, "config", None)
+        text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+        context = getattr(text, "max_position_embeddings", None) or 10**9
+        cpu = torch.device(device).type == "cpu"
+        impl = "eager" if cpu and context <= EAGER_MAX_CONTEXT else "sdpa"
     if hasattr(target, "set_attn_implementation"):
         target.set_attn_implementation(impl)
     return impl

@@ -154,3 +154,29 @@ def test_device_generator_keeps_the_cpu_stream_on_cpu():
     gen = torch.Generator().manual_seed(3)
     assert device_generator(gen, "cpu") is gen
     assert device_generator(None, "cpu") is None
+
+
+def test_auto_attention_is_eager_only_for_short_contexts_on_the_cpu(tiny_cfg):
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from copd.models import EAGER_MAX_CONTEXT, set_attention
+
+    world = World.build(tiny_cfg())  # the demo-sized test model: 64 positions, on the CPU
+    assert world.branches[0].view.module.config._attn_implementation == "eager"
+    assert world.base.module.config._attn_implementation == "eager"
+    long = AutoModelForCausalLM.from_config(
+        AutoConfig.for_model(
+            "qwen2",
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            vocab_size=40,
+            max_position_embeddings=EAGER_MAX_CONTEXT * 8,
+        )  # fmt: skip
+    )
+    assert set_attention(long, "auto", "cpu") == "sdpa"  # eager would hold [B, H, L, L]
+    assert long.config._attn_implementation == "sdpa"
+    assert set_attention(long, "eager", "cpu") == "eager"  # an explicit choice is kept
+    assert long.config._attn_implementation == "eager"
