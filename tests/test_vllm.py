@@ -268,3 +268,18 @@ def test_greedy_vllm_completions_equal_greedy_hf(vllm_world):
         )  # fmt: skip
     assert vl.texts == hf.texts
     assert torch.equal(vl.completion_ids_B_T.cpu(), hf.completion_ids_B_T.cpu())
+
+
+def test_a_baseline_with_the_vllm_engine_says_it_samples_with_the_builtin_decoder(
+    tiny_cfg, tmp_path
+):
+    from copd.algorithms import run
+
+    log = Events()
+    world = World.build(tiny_cfg("expert", "sampling.engine=vllm", "schedule.cycles=1"), log)
+    run(world, tmp_path)
+    warned = [m for lvl, m in log.events if lvl == "warning" and "applies to the copd" in m]
+    assert warned == [
+        "sampling.engine='vllm' applies to the copd method's branch workers; "
+        "expert samples with the built-in decoder"
+    ]

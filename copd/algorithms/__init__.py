@@ -39,4 +39,10 @@ def run(world, out_dir: str | Path) -> dict[str, dict[str, float]]:
     method = world.cfg.method
     if method not in _MODULES:
         raise NotImplementedError(f"method {method!r}: use one of {sorted(_MODULES)}")
+    if method != "copd" and world.cfg.sampling.engine != "hf":
+        world.logger.log_event(
+            f"sampling.engine={world.cfg.sampling.engine!r} applies to the copd method's branch "
+            f"workers; {method} samples with the built-in decoder",
+            level="warning",
+        )
     return import_module(_MODULES[method]).train(world, out_dir)
