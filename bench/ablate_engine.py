@@ -11,6 +11,7 @@ The speed-ups are module switches in the engine (each defaults to on):
 - eager attention (`model.attn_implementation="auto"` on the CPU) instead of SDPA.
 - the fused AdamW kernel instead of the per-parameter loop.
 - `copd.rollout.DENSE_DECODE_MASK`: decode steps pass a ready additive mask.
+- `copd.rollout.INFERENCE_MODE_DECODE`: sampling under inference_mode instead of no_grad.
 Variants ("all on", and each switch off in turn) alternate round by round on one world (the
 demo world: 2 branches, 16 x 8 native, 8 x 4 cross batches); medians of the per-branch
 phase-I and phase-II step times are printed with the engine's `time/*` breakdown, wall and
@@ -49,6 +50,7 @@ def switches(world) -> dict[str, Callable[[bool], None]]:
         "prune_finished_rows": flag("PRUNE_FINISHED_ROWS"),
         "split_by_length": flag("SPLIT_BY_LENGTH"),
         "dense_decode_mask": flag("DENSE_DECODE_MASK"),
+        "inference_mode_decode": flag("INFERENCE_MODE_DECODE"),
         "eager_attention": attention,
         "fused_adamw": fused_adamw,
     }

@@ -104,6 +104,8 @@ PRUNE_FINISHED_ROWS = True
 # In log-prob passes, feed the tokens after a split point only for rows that have not
 # ended (see length_split); False runs every row to the batch's longest completion.
 SPLIT_BY_LENGTH = True
+# Sampling runs under torch.inference_mode (its outputs are copied out) instead of no_grad.
+INFERENCE_MODE_DECODE = True
 # Decode steps pass a ready [B, 1, 1, L] additive mask (eager/SDPA attention only).
 DENSE_DECODE_MASK = True
 
@@ -146,7 +148,6 @@ def _shared_prefill(model, ids_B_P: Tensor, mask_B_P: Tensor, pos_B_P: Tensor, g
     return out.logits[:, -1], cache
 
 
-@torch.no_grad()
 def sample_tokens(
     model,
     prompt_ids_B_P: Tensor,
@@ -167,7 +168,27 @@ def sample_tokens(
 
     `group_size` G: rows [i*G, (i+1)*G) share one prompt; the prompt is then encoded once
     per group (B/G rows) and its cache repeated, which removes (G-1)/G of the prefill.
-    Rows that have finished leave the decode batch (PRUNE_FINISHED_ROWS)."""
+    Rows that have finished leave the decode batch (PRUNE_FINISHED_ROWS).
+
+    Runs under `inference_mode` (less bookkeeping per op than `no_grad`); what it returns
+    is copied out of it, so the tokens and kept logits can feed a training pass."""
+    steps: list[Tensor] | None = [] if logits_out is not None else None
+    mode = torch.inference_mode() if INFERENCE_MODE_DECODE else torch.no_grad()
+    with mode:
+        comp = _sample_tokens(
+            model, prompt_ids_B_P, prompt_mask_B_P, max_new_tokens=max_new_tokens,
+            temperature=temperature, eos_id=eos_id, pad_id=pad_id, generator=generator,
+            greedy=greedy, top_p=top_p, group_size=group_size, logits_out=steps,
+        )  # fmt: skip
+    if logits_out is not None:
+        logits_out.extend(x.clone() for x in steps)
+    return comp.clone() if INFERENCE_MODE_DECODE else comp
+
+
+def _sample_tokens(
+    model, prompt_ids_B_P, prompt_mask_B_P, *, max_new_tokens, temperature, eos_id, pad_id,
+    generator, greedy, top_p, group_size, logits_out,
+) -> Tensor:  # fmt: skip
     generator = device_generator(generator, prompt_ids_B_P.device)
     pos = (prompt_mask_B_P.long().cumsum(-1) - 1).clamp(min=0)
     shared = None
