@@ -113,6 +113,44 @@ def _logits_on(view: PolicyView, batch: RolloutBatch) -> torch.Tensor:
         return completion_logits(model, b).float().to(batch.completion_ids_B_T.device)
 
 
+def probe_rollout(world, view: PolicyView, examples, step: int) -> RolloutBatch:
+    """One policy's diagnostics probe: samples seeded from (seed, step), so every student
+    (and either back end) draws from the same stream; the sampler keeps its own logits."""
+    gen = torch.Generator().manual_seed(world.cfg.seed * 7919 + step)
+    with view.use() as model:
+        return sample_rollouts(
+            model,
+            world.tokenizer,
+            examples,
+            group_size=world.cfg.diagnostics.samples_per_prompt,
+            temperature=world.cfg.sampling.temperature,
+            max_new_tokens=world.cfg.sampling.max_new_tokens,
+            generator=gen,
+            device=view.device,
+            keep_logits=True,
+        )
+
+
+BASE = "__base__"  # the frozen base model, as a teacher name in the diagnostics
+
+
+def pair_metrics(student: str, teacher: str, diag: dict[str, float]) -> dict[str, float]:
+    """`pair_diagnostics` output under its metric names (`teacher` BASE: vs the base)."""
+    return {
+        (N.vs_base(student, k) if teacher == BASE else N.pair(student, teacher, k)): v
+        for k, v in diag.items()
+    }
+
+
+def process_metrics() -> dict[str, float]:
+    """This process's resident memory and CPU use, logged with the diagnostics."""
+    proc = psutil.Process()
+    return {
+        "system/rss_mb": proc.memory_info().rss / 2**20,
+        "system/cpu_percent": proc.cpu_percent(interval=None),
+    }
+
+
 @torch.inference_mode()
 def measure_overlap(world, cycle: int, phase: str, step: int | None = None) -> dict[str, float]:
     """Top-k overlap, symmetric KL, overlap mass and entropy gap for every ordered branch
@@ -125,19 +163,7 @@ def measure_overlap(world, cycle: int, phase: str, step: int | None = None) -> d
     examples = probe_examples(world)
     with world.timer("diagnostics"):
         for student in world.branches:
-            gen = torch.Generator().manual_seed(world.cfg.seed * 7919 + step)
-            with student.view.use() as model:
-                batch = sample_rollouts(
-                    model,
-                    world.tokenizer,
-                    examples,
-                    group_size=d.samples_per_prompt,
-                    temperature=temp,
-                    max_new_tokens=world.cfg.sampling.max_new_tokens,
-                    generator=gen,
-                    device=student.device,
-                    keep_logits=True,
-                )
+            batch = probe_rollout(world, student.view, examples, step)
             valid = batch.completion_mask_B_T.bool()
             s_logits = own_logits(batch)
             if s_logits is None:
@@ -145,20 +171,12 @@ def measure_overlap(world, cycle: int, phase: str, step: int | None = None) -> d
             s_logits = s_logits[valid]
             others = [(t.name, t.view) for t in world.branches if t.name != student.name]
             if d.vs_base:
-                others.append(("__base__", world.base))
+                others.append((BASE, world.base))
             for name, view in others:
                 t_logits = _logits_on(view, batch)[valid]
                 diag = pair_diagnostics(s_logits, t_logits, ks, temperature=temp)
-                for key, val in diag.items():
-                    full = (
-                        N.vs_base(student.name, key)
-                        if name == "__base__"
-                        else N.pair(student.name, name, key)
-                    )
-                    metrics[full] = val
-        proc = psutil.Process()
-        metrics["system/rss_mb"] = proc.memory_info().rss / 2**20
-        metrics["system/cpu_percent"] = proc.cpu_percent(interval=None)
+                metrics.update(pair_metrics(student.name, name, diag))
+        metrics.update(process_metrics())
         if torch.cuda.is_available():
             metrics["system/gpu_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
     world.logger.log_metrics(metrics, step=step, cycle=cycle, phase=phase)

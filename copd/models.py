@@ -167,6 +167,11 @@ def pick_devices(specs: Sequence[str]) -> list[torch.device]:
     return out
 
 
+def hf_model(model: nn.Module) -> nn.Module:
+    """The transformers model under a peft wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 # "auto" picks eager attention on the CPU only for models whose context is this short:
 # eager materialises the [B, heads, q, k] attention weights, which a long context (a real
 # model's) would make huge, while at short contexts it is the faster kernel on the CPU.
@@ -177,7 +182,7 @@ def set_attention(model: nn.Module, impl: str, device) -> str:
     """Switch `model`'s attention kernel (through a peft wrapper) and return it. `"auto"`:
     eager on the CPU for short-context models (the demo's; the CPU SDPA kernel's fixed cost
     per call dominates at their shapes), SDPA otherwise (GPUs, real models)."""
-    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    target = hf_model(model)
     if impl == "auto":
         cfg = getattr(target, "config", None)
         text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from copd import merge as M
-from copd.models import PolicyView, base_state_dict, lora_scaling
+from copd.models import PolicyView, base_state_dict, hf_model, lora_scaling
 
 
 def merged_state(world, states: list | None = None) -> dict[str, torch.Tensor]:
@@ -35,14 +35,9 @@ def merged_state(world, states: list | None = None) -> dict[str, torch.Tensor]:
     )
 
 
-def _plain_base(world):
-    m = world.base.module
-    return m.get_base_model() if hasattr(m, "get_base_model") else m
-
-
 def merged_model(world, states: list | None = None) -> torch.nn.Module:
     """A fresh plain (non-peft) model with the merged weights."""
-    base = _plain_base(world)
+    base = hf_model(world.base.module)
     full = world.cfg.model.branch_kind == "full"
     with torch.no_grad():
         model = copy.deepcopy(base) if full else _fresh_like(base)

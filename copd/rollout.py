@@ -23,6 +23,7 @@ from torch import Tensor
 
 from copd.chat import render_prompts
 from copd.losses import completion_mask
+from copd.models import hf_model
 from copd.tasks import Example
 
 
@@ -84,7 +85,7 @@ def encode_prompts(
 def _cache_kw(model) -> str:
     """transformers 5.2x renamed the forward keyword `past_key_values` to `cache`; pick the
     one this model's forward accepts (looking through a peft wrapper)."""
-    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    target = hf_model(model)
     cached = getattr(target, "_copd_cache_kw", None)
     if cached:
         return cached
@@ -173,45 +174,35 @@ def sample_tokens(
     Runs under `inference_mode` (less bookkeeping per op than `no_grad`); what it returns
     is copied out of it, so the tokens and kept logits can feed a training pass."""
     steps: list[Tensor] | None = [] if logits_out is not None else None
-    mode = torch.inference_mode() if INFERENCE_MODE_DECODE else torch.no_grad()
-    with mode:
-        comp = _sample_tokens(
-            model, prompt_ids_B_P, prompt_mask_B_P, max_new_tokens=max_new_tokens,
+    with torch.inference_mode() if INFERENCE_MODE_DECODE else torch.no_grad():
+        generator = device_generator(generator, prompt_ids_B_P.device)
+        pos = (prompt_mask_B_P.long().cumsum(-1) - 1).clamp(min=0)
+        shared = None
+        if SHARE_PROMPT_PREFIX and groups_share_prompts(
+            prompt_ids_B_P, prompt_mask_B_P, group_size
+        ):
+            shared = _shared_prefill(model, prompt_ids_B_P, prompt_mask_B_P, pos, group_size)
+        if shared is not None:
+            last_logits, cache = shared
+            logits = last_logits.float().repeat_interleave(group_size, dim=0)
+        else:
+            out = model(
+                input_ids=prompt_ids_B_P,
+                attention_mask=prompt_mask_B_P,
+                position_ids=pos,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            cache = _out_cache(out)
+            logits = out.logits[:, -1].float()
+        comp = decode(
+            model, logits, cache, prompt_mask_B_P, pos[:, -1] + 1, max_new_tokens=max_new_tokens,
             temperature=temperature, eos_id=eos_id, pad_id=pad_id, generator=generator,
-            greedy=greedy, top_p=top_p, group_size=group_size, logits_out=steps,
+            greedy=greedy, top_p=top_p, logits_out=steps,
         )  # fmt: skip
     if logits_out is not None:
         logits_out.extend(x.clone() for x in steps)
     return comp.clone() if INFERENCE_MODE_DECODE else comp
-
-
-def _sample_tokens(
-    model, prompt_ids_B_P, prompt_mask_B_P, *, max_new_tokens, temperature, eos_id, pad_id,
-    generator, greedy, top_p, group_size, logits_out,
-) -> Tensor:  # fmt: skip
-    generator = device_generator(generator, prompt_ids_B_P.device)
-    pos = (prompt_mask_B_P.long().cumsum(-1) - 1).clamp(min=0)
-    shared = None
-    if SHARE_PROMPT_PREFIX and groups_share_prompts(prompt_ids_B_P, prompt_mask_B_P, group_size):
-        shared = _shared_prefill(model, prompt_ids_B_P, prompt_mask_B_P, pos, group_size)
-    if shared is not None:
-        last_logits, cache = shared
-        logits = last_logits.float().repeat_interleave(group_size, dim=0)
-    else:
-        out = model(
-            input_ids=prompt_ids_B_P,
-            attention_mask=prompt_mask_B_P,
-            position_ids=pos,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        cache = _out_cache(out)
-        logits = out.logits[:, -1].float()
-    return decode(
-        model, logits, cache, prompt_mask_B_P, pos[:, -1] + 1, max_new_tokens=max_new_tokens,
-        temperature=temperature, eos_id=eos_id, pad_id=pad_id, generator=generator,
-        greedy=greedy, top_p=top_p, logits_out=logits_out,
-    )  # fmt: skip
 
 
 @torch.no_grad()
@@ -289,7 +280,7 @@ def decode(
 def _dense_mask_dtype(model) -> torch.dtype | None:
     """The dtype of a ready-made additive mask this model's attention takes as is (eager
     and SDPA do; flash kernels want the 2-D mask): the model's dtype, or None."""
-    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    target = hf_model(model)
     impl = getattr(getattr(target, "config", None), "_attn_implementation", None)
     dtype = getattr(target, "dtype", None)
     return dtype if impl in ("eager", "sdpa") and dtype is not None else None
@@ -472,14 +463,16 @@ def _shared_prefix_logits(model, batch: RolloutBatch, mask_B_L: Tensor, pos_B_L:
         parts.append(out.logits)
     # Rows still going: tokens split..T-2, on their rows of the cache.
     rows = (need_B > split).nonzero().squeeze(1)
-    if rows.numel() == 0:  # cannot happen with length_split's choice; kept for safety
-        return torch.cat(parts, dim=1) if split == T - 1 else None
-    cache.batch_select_indices(rows)
-    out = model(
-        input_ids=ids[rows, split:-1], attention_mask=mask[rows], position_ids=pos[rows, split:],
-        use_cache=True, **{kw: cache},
-    )  # fmt: skip
-    tail = out.logits.new_zeros(batch.size, *out.logits.shape[1:]).index_copy(0, rows, out.logits)
+    if rows.numel() == 0:  # no row needs a token past the split: its logits are all zeros
+        tail = first.new_zeros(batch.size, T - 1 - split, first.shape[-1])
+    else:
+        cache.batch_select_indices(rows)
+        out = model(
+            input_ids=ids[rows, split:-1], attention_mask=mask[rows],
+            position_ids=pos[rows, split:], use_cache=True, **{kw: cache},
+        )  # fmt: skip
+        tail = out.logits.new_zeros(batch.size, *out.logits.shape[1:])
+        tail = tail.index_copy(0, rows, out.logits)
     parts.append(tail)
     return torch.cat(parts, dim=1)
 

@@ -47,6 +47,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from copd.models import hf_model
 from copd.tasks.media import load_image, video_frames
 
 # Before the frames of a video on a model without video input (one image per frame).
@@ -265,7 +266,7 @@ def lora_targets(model, names) -> list[str] | str:
     its language model only, so the vision tower and the projector stay as they are."""
     if getattr(model.config, "vision_config", None) is None:
         return list(names)
-    inner = _inner(model)
+    inner = hf_model(model)
     lm = inner.get_decoder() if hasattr(inner, "get_decoder") else None
     prefix = next((n for n, m in inner.named_modules() if m is lm and n), None)
     if prefix is None:
@@ -278,15 +279,10 @@ def lora_targets(model, names) -> list[str] | str:
 
 
 # ----------------------------------------------------------------------------- forward
-def _inner(model):
-    """The HF model under a peft wrapper (or the model itself)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
 def prompt_positions(model, ids_P_L: Tensor, mask_P_L: Tensor, vision: VisionInputs):
     """Positions of the prompt tokens ([P, L], or [3, P, L] for multimodal RoPE) and the
     position of the first token after each prompt, [P]."""
-    core = getattr(_inner(model), "model", None)
+    core = getattr(hf_model(model), "model", None)
     rope_index = getattr(core, "get_rope_index", None)
     if rope_index is not None and vision.token_types_P_L is not None:
         params = inspect.signature(rope_index).parameters

@@ -11,14 +11,14 @@ counted per (rl_steps + opd_steps) block and diagnostics (pair and vs-base overl
 measured at the same points as CoPD, so the drift of independent experts (paper Fig. 2c/d,
 4a/b) overlays CoPD's curves.
 
-The expert stage (`expert_stage`) is also the first stage of static OPD and MOPD; this
-module holds the loop pieces the baselines share (budget announcement, checkpoint/stop,
+The expert stage (`expert_stage`) is also the first stage of static OPD and MOPD, and
+`distill_stage` their second; this module holds the loop pieces the baselines share (budget announcement, checkpoint/stop,
 cadence, the GRPO step on a subset of branches).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -62,6 +62,29 @@ def expert_stage(world: World, out_dir, budget: Budget, experts: Sequence[Branch
         if pos.cycle_end and sc.eval_every_cycles and (pos.cycle + 1) % sc.eval_every_cycles == 0:
             evaluate(world, views, step=world.step)
         after_step(world, out_dir, budget, due=pos.cycle_end)
+
+
+def distill_stage(
+    world: World, out_dir, budget: Budget, message: str, step: Callable[[int], dict[str, float]]
+) -> None:
+    """Stage "distill" (static OPD, MOPD): after the experts, `step(offset)` makes one
+    student update per global step (offset counts from the stage's start). Diagnostics at
+    CoPD's phase-II ends, every `diag_every` steps and at the end; `message` is logged once
+    when the stage starts."""
+    sc = world.cfg.schedule
+    start = budget.start_of("distill")
+    if world.step == start:
+        world.logger.log_event(message, step=world.step)
+    while world.step < budget.total:
+        pos = cadence(world.step, world.cfg)
+        metrics = step(world.step - start)
+        world.step += 1
+        log_step(world, metrics, pos.cycle, "opd", total=budget.total)
+        last = world.step == budget.total
+        block_end = (world.step - start) % max(sc.opd_steps, 1) == 0  # CoPD's phase-II end
+        if block_end or last or (sc.diag_every and world.step % sc.diag_every == 0):
+            measure_overlap(world, pos.cycle, "opd")
+        after_step(world, out_dir, budget, due=block_end or last)
 
 
 # ---------------------------------------------------------------------- shared pieces

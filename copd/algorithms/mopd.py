@@ -31,10 +31,9 @@ import torch
 from copd import names as N
 from copd.algorithms.baselines import budget_for, check_policy_name
 from copd.algorithms.copd import finish
-from copd.algorithms.expert import after_step, announce, cadence, expert_stage
+from copd.algorithms.expert import announce, distill_stage, expert_stage
 from copd.algorithms.mixed import mixed_prompts, reward_by_domain
-from copd.engine import World, grpo_term, log_step, opd_term, update
-from copd.evaluate import measure_overlap
+from copd.engine import World, grpo_term, opd_term, update
 from copd.models import Branch
 from copd.rollout import RolloutBatch
 
@@ -44,7 +43,6 @@ POLICY = "mopd"
 def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:
     """Domain experts, then one student distilled from all of them, routed by domain."""
     cfg = world.cfg
-    sc = cfg.schedule
     check_policy_name(cfg, POLICY)
     budget = budget_for(cfg)
     announce(world, budget)
@@ -54,23 +52,14 @@ def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:
 
     expert_stage(world, out_dir, budget, experts)
 
-    start = budget.start_of("distill")
-    if world.step == start:
-        world.logger.log_event(
-            f"MOPD: experts frozen; student {POLICY!r} distils {teacher_of} for "
-            f"{budget.total - start} updates",
-            step=world.step,
-        )
-    while world.step < budget.total:
-        pos = cadence(world.step, cfg)
-        metrics = mopd_step(world, student, teacher_of, offset=world.step - start)
-        world.step += 1
-        log_step(world, metrics, pos.cycle, "opd", total=budget.total)
-        last = world.step == budget.total
-        block_end = (world.step - start) % max(sc.opd_steps, 1) == 0  # CoPD's phase-II end
-        if block_end or last or (sc.diag_every and world.step % sc.diag_every == 0):
-            measure_overlap(world, pos.cycle, "opd")
-        after_step(world, out_dir, budget, due=block_end or last)
+    distill_stage(
+        world,
+        out_dir,
+        budget,
+        f"MOPD: experts frozen; student {POLICY!r} distils {teacher_of} for "
+        f"{budget.total - budget.start_of('distill')} updates",
+        lambda offset: mopd_step(world, student, teacher_of, offset=offset),
+    )
     views = {POLICY: student.view, **{b.name: b.view for b in experts}}
     extra = {"budget": budget.to_dict(), "teachers": teacher_of}
     return finish(world, out_dir, views, extra=extra)

@@ -21,16 +21,14 @@ from pathlib import Path
 from copd import names as N
 from copd.algorithms.baselines import budget_for, static_direction
 from copd.algorithms.copd import finish
-from copd.algorithms.expert import after_step, announce, cadence, expert_stage
-from copd.engine import World, grpo_term, log_step, opd_term, update
-from copd.evaluate import measure_overlap
+from copd.algorithms.expert import announce, distill_stage, expert_stage
+from copd.engine import World, grpo_term, opd_term, update
 from copd.models import Branch
 
 
 def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:
     """Experts, then one-way OPD from the frozen teacher into the student."""
     cfg = world.cfg
-    sc = cfg.schedule
     budget = budget_for(cfg)
     announce(world, budget)
     teacher_name, student_name = static_direction(cfg)
@@ -38,23 +36,14 @@ def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:
 
     expert_stage(world, out_dir, budget, world.branches)
 
-    start = budget.start_of("distill")
-    if world.step == start:
-        world.logger.log_event(
-            f"static OPD: {teacher_name} frozen, teaching {student_name} for "
-            f"{budget.total - start} updates",
-            step=world.step,
-        )
-    while world.step < budget.total:
-        pos = cadence(world.step, cfg)
-        metrics = distill_step(world, student, teacher)
-        world.step += 1
-        log_step(world, metrics, pos.cycle, "opd", total=budget.total)
-        last = world.step == budget.total
-        block_end = (world.step - start) % max(sc.opd_steps, 1) == 0  # CoPD's phase-II end
-        if block_end or last or (sc.diag_every and world.step % sc.diag_every == 0):
-            measure_overlap(world, pos.cycle, "opd")
-        after_step(world, out_dir, budget, due=block_end or last)
+    distill_stage(
+        world,
+        out_dir,
+        budget,
+        f"static OPD: {teacher_name} frozen, teaching {student_name} for "
+        f"{budget.total - budget.start_of('distill')} updates",
+        lambda offset: distill_step(world, student, teacher),
+    )
     views = {student_name: student.view, teacher_name: teacher.view}
     extra = {
         "budget": budget.to_dict(),

@@ -23,10 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import psutil
 import torch
 
-from copd import names as N
 from copd.checkpoint import BranchState
 from copd.diagnostics import pair_diagnostics
 from copd.rollout import RolloutBatch
@@ -174,7 +172,7 @@ def measure_overlap_via_workers(
     the probe (same seeded stream), every peer and the base return logits at the student's
     completion tokens, and the driver computes the pair diagnostics. Same numbers as the
     in-process version; the logits [N, V] of each pair cross the worker boundary."""
-    from copd.evaluate import own_logits, probe_examples
+    from copd.evaluate import BASE, own_logits, pair_metrics, probe_examples, process_metrics
 
     d = world.cfg.diagnostics
     step = world.step if step is None else step
@@ -198,19 +196,15 @@ def measure_overlap_via_workers(
                 keys.append((s, t))
         if d.vs_base:
             calls.append(Call(s, "probe_logits", (batches[s], True)))
-            keys.append((s, "__base__"))
+            keys.append((s, BASE))
     logits = dict(zip(keys, group.call(calls), strict=True))
     logits.update({(s, s): lg for s, lg in own.items()})
     metrics: dict[str, float] = {}
     for s in names:
-        others = [t for t in names if t != s] + (["__base__"] if d.vs_base else [])
+        others = [t for t in names if t != s] + ([BASE] if d.vs_base else [])
         for t in others:
             diag = pair_diagnostics(logits[s, s], logits[s, t], ks, temperature=temp)
-            for key, val in diag.items():
-                full = N.vs_base(s, key) if t == "__base__" else N.pair(s, t, key)
-                metrics[full] = val
-    proc = psutil.Process()
-    metrics["system/rss_mb"] = proc.memory_info().rss / 2**20
-    metrics["system/cpu_percent"] = proc.cpu_percent(interval=None)
+            metrics.update(pair_metrics(s, t, diag))
+    metrics.update(process_metrics())
     world.logger.log_metrics(metrics, step=step, cycle=cycle, phase=phase)
     return metrics

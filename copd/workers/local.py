@@ -26,7 +26,7 @@ from copd import names as N
 from copd.checkpoint import BranchState
 from copd.engine import World, grpo_term, opd_term, update
 from copd.models import Branch
-from copd.rollout import RolloutBatch, sample_rollouts
+from copd.rollout import RolloutBatch
 from copd.rollout_vllm import branch_weights, report_engines, rollout_engine, score_rewards
 from copd.tasks import Example
 from copd.workers.base import Call, CrossBatch, WorkerGroup
@@ -105,21 +105,10 @@ class LocalWorker:
 
     @torch.inference_mode()
     def probe_rollout(self, examples: list[Example], step: int) -> RolloutBatch:
-        # The same seeded stream and arguments as copd.evaluate.measure_overlap.
-        cfg = self.world.cfg
-        gen = torch.Generator().manual_seed(cfg.seed * 7919 + step)
-        with self.world.timer("diagnostics"), self.branch.view.use() as model:
-            return sample_rollouts(
-                model,
-                self.world.tokenizer,
-                examples,
-                group_size=cfg.diagnostics.samples_per_prompt,
-                temperature=cfg.sampling.temperature,
-                max_new_tokens=cfg.sampling.max_new_tokens,
-                generator=gen,
-                device=self.branch.device,
-                keep_logits=True,
-            )
+        from copd.evaluate import probe_rollout
+
+        with self.world.timer("diagnostics"):
+            return probe_rollout(self.world, self.branch.view, examples, step)
 
     @torch.inference_mode()
     def probe_logits(self, batch: RolloutBatch, base: bool = False) -> torch.Tensor:
