@@ -16,9 +16,23 @@ generation per optimisation step (generation batch = per-device batch = 128 comp
 
 The two implementations alternate step by step inside one process: a TRL callback times
 each TRL step from the end of the previous one (so data loading, generation, scoring,
-update and TRL's own logging all count) and then runs one of our steps, which is timed
+update and TRL's own logging all count) and then runs our steps, which are timed
 separately and excluded from TRL's interval. Medians after the warm-up steps are compared;
 target: ours <= 0.5x TRL.
+
+Ours runs twice per TRL step, from two worlds on the same model directory:
+- equal work (`grpo.skip_zero_advantage=false`): every group goes through the training
+  forward and backward, as in TRL. This is the headline ratio.
+- as shipped (skip on): prompt groups whose rewards are all equal (zero advantage, so zero
+  gradient) skip the training forward and backward; the update is the same. On a random-
+  initialised model nearly every group scores all zero, so this line mostly measures the
+  rollout and says little about the engine; it is printed for completeness.
+
+Work: a hook on each model's input embeddings counts the tokens fed per step, with and
+without autograd. FLOPs = 2 x (matmul weights) x tokens for a forward, and 2x that again
+for the backward of a gradient-carrying forward (attention scores are left out; at these
+lengths they are under 1%). Printed beside the times: each side's GFLOP per step and the
+GFLOP/s it reaches, which separates "does less work" from "does the work faster".
 """
 
 from __future__ import annotations
@@ -34,8 +48,11 @@ import _common as C  # sets the offline and thread environment before torch load
 TARGET = 0.5
 
 
-def our_stepper(model_dir: str, prompts: int, group: int, max_new: int, lr: float = 5e-4):
-    """A one-branch world on `model_dir` and a function running one GRPO step of it."""
+def our_stepper(
+    model_dir: str, prompts: int, group: int, max_new: int, lr: float = 5e-4, skip: bool = False
+):
+    """A one-branch world on `model_dir`, a function running one GRPO step of it, the list
+    of its completion lengths and its token counter."""
     from copd.algorithms.copd import phase1_step
     from copd.config import RunConfig, apply_overrides
     from copd.engine import World
@@ -53,6 +70,7 @@ def our_stepper(model_dir: str, prompts: int, group: int, max_new: int, lr: floa
             "grpo.clip_low=0.2",
             "grpo.clip_high=0.28",
             f"grpo.lr={lr}",
+            f"grpo.skip_zero_advantage={str(skip).lower()}",
         ],
     ).validate()
     world = World.build(cfg, names=["add"])  # only the `add` policy of the (add, rev) pair
@@ -62,7 +80,43 @@ def our_stepper(model_dir: str, prompts: int, group: int, max_new: int, lr: floa
         m = phase1_step(world)
         lengths.append(m["branch/add/response_len"])
 
-    return step, lengths
+    return step, lengths, TokenCounter(world.branches[0].view.module)
+
+
+class TokenCounter:
+    """Tokens fed through a model, split by whether autograd recorded them, and the FLOPs
+    they cost: 2 x weights per token forward, 4 x weights more for a recorded token's
+    backward. `weights` counts the matrices of every Linear layer (the LM head included)."""
+
+    def __init__(self, model) -> None:
+        import torch
+
+        from copd.models import hf_model
+
+        model = hf_model(model)
+        self.weights = sum(
+            m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear)
+        )
+        self.fed = {"grad": 0, "no_grad": 0}
+        self.marks: list[tuple[int, int]] = []
+
+        def hook(module, args, output):
+            key = "grad" if torch.is_grad_enabled() else "no_grad"
+            self.fed[key] += args[0].numel()
+
+        model.get_input_embeddings().register_forward_hook(hook)
+
+    def mark(self) -> None:
+        """Call at each step boundary."""
+        self.marks.append((self.fed["grad"], self.fed["no_grad"]))
+
+    def gflop_per_step(self, skip: int) -> float:
+        """Median over the steps after the first `skip` marks."""
+        steps = [
+            (g1 - g0, n1 - n0)
+            for (g0, n0), (g1, n1) in zip(self.marks[skip:], self.marks[skip + 1 :], strict=False)
+        ]
+        return C.median([2 * self.weights * (3 * g + n) / 1e9 for g, n in steps])
 
 
 def trl_trainer(model_dir: str, out_dir: str, steps: int, prompts: int, group: int, max_new: int,
@@ -142,24 +196,36 @@ def run_size(hidden: int, layers: int, steps: int, warmup: int, root: Path, lr: 
     model_dir = str(
         build_tiny_model(root / f"tiny-{hidden}x{layers}", hidden=hidden, layers=layers)
     )
-    ours, our_lengths = our_stepper(model_dir, 16, 8, 8, lr)
+    ours, our_lengths, our_work = our_stepper(model_dir, 16, 8, 8, lr)
+    shipped, _, shipped_work = our_stepper(model_dir, 16, 8, 8, lr, skip=True)
     trl_times: list[float] = []
     our_times: list[float] = []
+    shipped_times: list[float] = []
+    trl_work: list[TokenCounter] = []
 
     class Interleave(TrainerCallback):
-        """Times TRL's steps end to end and runs one of ours between them."""
+        """Times TRL's steps end to end and runs ours between them."""
 
         t_last = 0.0
 
-        def on_train_begin(self, args, state, control, **kw):
+        def on_train_begin(self, args, state, control, model=None, **kw):
             C.set_threads()  # accelerate may have changed it; both sides run on 2 threads
+            trl_work.append(TokenCounter(model))
+            for w in (trl_work[0], our_work, shipped_work):
+                w.mark()
             self.t_last = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
             trl_times.append(time.perf_counter() - self.t_last)
-            t0 = time.perf_counter()
-            ours()
-            our_times.append(time.perf_counter() - t0)
+            trl_work[0].mark()
+            for fn, times, work in (
+                (ours, our_times, our_work),
+                (shipped, shipped_times, shipped_work),
+            ):
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+                work.mark()
             self.t_last = time.perf_counter()
 
     trainer = trl_trainer(
@@ -168,8 +234,9 @@ def run_size(hidden: int, layers: int, steps: int, warmup: int, root: Path, lr: 
     trainer.train()
     trl_len = [h["completions/mean_length"] for h in trainer.state.log_history if
                "completions/mean_length" in h]  # fmt: skip
-    t_trl, t_ours = trl_times[warmup:], our_times[warmup:]
+    t_trl, t_ours, t_shipped = trl_times[warmup:], our_times[warmup:], shipped_times[warmup:]
     ratio = C.median(t_ours) / C.median(t_trl)
+    gf_trl, gf_ours = trl_work[0].gflop_per_step(warmup), our_work.gflop_per_step(warmup)
     return {
         "model": f"{layers}x{hidden}",
         "lr": lr,
@@ -178,8 +245,17 @@ def run_size(hidden: int, layers: int, steps: int, warmup: int, root: Path, lr: 
         "ratio": ratio,
         "target": TARGET,
         "pass": ratio <= TARGET,
+        "shipped_s": C.median(t_shipped),
+        "shipped_ratio": C.median(t_shipped) / C.median(t_trl),
+        "trl_gflop": gf_trl,
+        "ours_gflop": gf_ours,
+        "shipped_gflop": shipped_work.gflop_per_step(warmup),
+        "work_ratio": gf_ours / gf_trl,
+        "trl_gflops": gf_trl / C.median(t_trl),
+        "ours_gflops": gf_ours / C.median(t_ours),
         "trl_all_s": trl_times,
         "ours_all_s": our_times,
+        "shipped_all_s": shipped_times,
         "trl_mean_len": sum(trl_len) / max(1, len(trl_len)),
         "ours_mean_len": sum(our_lengths[warmup:]) / max(1, len(our_lengths[warmup:])),
         "load": C.load_avg(),
@@ -221,6 +297,15 @@ def main(argv: list[str] | None = None) -> dict:
             )
             print(f"          TRL  {C.spread(r['trl_all_s'][a.warmup :])}")
             print(f"          ours {C.spread(r['ours_all_s'][a.warmup :])}")
+            print(
+                f"          work per step: TRL {r['trl_gflop']:.1f} GFLOP at {r['trl_gflops']:.0f} GFLOP/s,"
+                f" ours {r['ours_gflop']:.1f} GFLOP at {r['ours_gflops']:.0f} GFLOP/s"
+                f" (work ratio {r['work_ratio']:.2f})"
+            )
+            print(
+                f"          as shipped (zero-advantage groups skipped): {r['shipped_s'] * 1e3:.1f} ms,"
+                f" ratio {r['shipped_ratio']:.2f}, {r['shipped_gflop']:.1f} GFLOP per step"
+            )
             print(f"          {C.load_line()}")
     out = {"bench": "p1", "machine": C.machine(), "results": results}
     C.write_json(a.json, out)

@@ -110,6 +110,9 @@ class GRPOConfig:
     kl_coef: float = 0.0  # KL to the base (reference) policy; paper: none
     grad_clip: float = 1.0
     updates_per_batch: int = 1  # >1 reuses one rollout batch (PPO epochs; ratio != 1)
+    # Groups whose rewards are all equal (advantage 0) skip the forward and backward; the
+    # update is unchanged (exact with kl_coef 0 on text models, else ignored).
+    skip_zero_advantage: bool = True
 
 
 @dataclass(frozen=True)

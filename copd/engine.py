@@ -5,7 +5,8 @@ readable loops over these.
     world = World.build(cfg, logger)          # base model, tokenizer, tasks, branches, RNGs
     batch = world.rollout(branch.view, examples, group_size)   # samples + verifier rewards
     term = grpo_term(world, branch, batch)                      # differentiable loss + stats
-    grad_norm = update(world, branch, [term, ...])              # one AdamW step
+    grad_norm = update(world, branch, [(1.0, term), ...])       # one AdamW step
+    terms, grad_norm = optimize(world, branch, make_terms)      # grpo.updates_per_batch steps
 
 Every random draw comes from RNGs held by the world (a `random.Random` per branch for
 prompts, one `torch.Generator` for sampling) so a checkpoint can restore them exactly.
@@ -18,6 +19,7 @@ import os
 import random
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -223,14 +225,60 @@ def _logp_and_entropy(world: World, branch: Branch, batch: RolloutBatch):
     return logp, entropy
 
 
+def _old_logp(world: World, batch: RolloutBatch, logp_B_T: torch.Tensor) -> torch.Tensor:
+    """The sampling policy's log-probs for the ratio. A batch used once was sampled by the
+    current weights, so they are `logp` itself (no extra pass). With several updates per
+    batch (`grpo.updates_per_batch`), the first pass's values are kept in the batch for
+    the later ones."""
+    old = batch.extras.get("old_logp_B_T")
+    if old is None:
+        old = logp_B_T.detach()
+        if world.cfg.grpo.updates_per_batch > 1:
+            batch.extras["old_logp_B_T"] = old
+    return old
+
+
+def skips_zero_advantage(world: World) -> bool:
+    """Whether GRPO terms leave out prompt groups whose rewards are all equal. Exact when
+    nothing but the clipped surrogate sees those rows (no KL to the base) and every
+    trainable weight takes part in a text forward (not a vision-language model, whose
+    vision weights a text batch leaves untouched)."""
+    from copd.vlm import is_processor
+
+    g = world.cfg.grpo
+    return g.skip_zero_advantage and g.kl_coef == 0 and not is_processor(world.tokenizer)
+
+
+def _trained_logp(world: World, branch: Branch, batch: RolloutBatch, live_P: torch.Tensor):
+    """Log-probs [B, T] of the batch's tokens and the entropy of the rows that are trained.
+
+    With zero-advantage skipping only the groups in `live_P` run through the model (whole
+    groups, so the prompt is still shared); the other rows get log-prob 0, which the
+    surrogate multiplies by their zero advantage, so they contribute a zero loss and a zero
+    gradient as in a full pass, and they still count in the loss's normaliser. The
+    returned entropy covers the rows that ran (None when none did)."""
+    if bool(live_P.all()) or not skips_zero_advantage(world):
+        return _logp_and_entropy(world, branch, batch)
+    G = batch.group_size
+    rows = [p * G + j for p in live_P.nonzero().flatten().tolist() for j in range(G)]
+    full = torch.zeros_like(batch.completion_mask_B_T, dtype=torch.float32)
+    if not rows:
+        return full, None
+    logp, entropy = _logp_and_entropy(world, branch, batch.subset(rows))
+    idx = torch.tensor(rows, dtype=torch.long, device=full.device)
+    return full.index_copy(0, idx, logp), entropy
+
+
 def grpo_term(world: World, branch: Branch, batch: RolloutBatch) -> LossTerm:
     """Clipped-surrogate GRPO loss on a native batch (one pass: ratio 1 unless the batch
-    carries `old_logp_B_T` from an earlier pass)."""
+    carries `old_logp_B_T` from an earlier pass). Groups whose rewards are all equal have
+    zero advantage and, by default, skip the forward and backward (`skips_zero_advantage`)."""
     g = world.cfg.grpo
-    logp, entropy = _logp_and_entropy(world, branch, batch)
-    old = batch.extras.get("old_logp_B_T", logp.detach())
     P = batch.size // batch.group_size
     adv_P_G = group_advantages(batch.rewards_B.view(P, batch.group_size), g.std_normalize)
+    live_P = (adv_P_G != 0).any(-1)
+    logp, entropy = _trained_logp(world, branch, batch, live_P)
+    old = _old_logp(world, batch, logp)
     adv_B_T = adv_P_G.reshape(-1, 1).expand_as(logp).to(logp.device)
     mask = batch.completion_mask_B_T
     loss_B_T, clipped_B_T = policy_loss(logp, old, adv_B_T, mask, g.clip_low, g.clip_high)
@@ -244,8 +292,10 @@ def grpo_term(world: World, branch: Branch, batch: RolloutBatch) -> LossTerm:
         N.REWARD_MEAN: float(batch.rewards_B.mean()),
         N.CLIP_FRAC: float((clipped_B_T.float() * mask).sum() / n_tok),
         N.RESPONSE_LEN: float(mask.sum(1).mean()),
-        N.ENTROPY: entropy,
+        N.SIGNAL_FRAC: float(live_P.float().mean()),
     }
+    if entropy is not None:
+        stats[N.ENTROPY] = entropy
     return LossTerm(loss, stats)
 
 
@@ -260,7 +310,7 @@ def opd_term(
     logp, _ = _logp_and_entropy(world, branch, batch)
     mask = batch.completion_mask_B_T
     adv_B_T = opd_advantage(teacher_logp_B_T, logp, o.beta, mask)
-    old = batch.extras.get("old_logp_B_T", logp.detach())
+    old = _old_logp(world, batch, logp)
     loss_B_T, _ = policy_loss(logp, old, adv_B_T, mask, g.clip_low, g.clip_high)
     loss = aggregate(loss_B_T, mask, g.loss_agg, world.cfg.sampling.max_new_tokens)
     n_tok = mask.sum().clamp(min=1)
@@ -274,14 +324,43 @@ def opd_term(
 
 
 def update(world: World, branch: Branch, terms: list[tuple[float, LossTerm]]) -> float:
-    """One optimizer step on the weighted sum of loss terms; returns the grad norm."""
+    """One optimizer step on the weighted sum of loss terms; returns the grad norm.
+
+    A loss with no graph (every group of every term had zero advantage and was skipped)
+    still makes the step, on zero gradients, as a full pass would: Adam's moments decay,
+    weight decay applies and the step count advances."""
     with world.timer("update"):
         branch.optimizer.zero_grad(set_to_none=True)
         loss = sum(w * t.loss for w, t in terms)
-        loss.backward()
+        if isinstance(loss, torch.Tensor) and loss.requires_grad:
+            loss.backward()
+        else:
+            for p in branch.params:
+                p.grad = torch.zeros_like(p)
         gn = torch.nn.utils.clip_grad_norm_(branch.params, world.cfg.grpo.grad_clip)
         branch.optimizer.step()
     return float(gn)
+
+
+def optimize(
+    world: World, branch: Branch, make_terms: Callable[[], list[tuple[float, LossTerm]]]
+) -> tuple[list[tuple[float, LossTerm]], float]:
+    """`grpo.updates_per_batch` optimizer steps on the same batches: `make_terms()` builds
+    the weighted loss terms afresh for each (the first pass records the sampling policy's
+    log-probs in the batches, later passes take the PPO ratio against them). Returns the
+    last pass's terms and grad norm."""
+    for _ in range(world.cfg.grpo.updates_per_batch):
+        terms = make_terms()
+        grad_norm = update(world, branch, terms)
+    return terms, grad_norm
+
+
+def grpo_update(world: World, branch: Branch, batch: RolloutBatch) -> tuple[LossTerm, float]:
+    """GRPO alone on one batch (`optimize` with a single term): the last term and grad norm."""
+    [(_, term)], grad_norm = optimize(
+        world, branch, lambda: [(1.0, grpo_term(world, branch, batch))]
+    )
+    return term, grad_norm
 
 
 def log_step(

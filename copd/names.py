@@ -54,6 +54,7 @@ CLIP_FRAC = "clip_frac"
 GRAD_NORM = "grad_norm"
 ENTROPY = "entropy"
 RESPONSE_LEN = "response_len"
+SIGNAL_FRAC = "signal_frac"  # share of prompt groups whose rewards differ (nonzero advantage)
 KL_REF = "kl_ref"
 
 # Pair/base diagnostics keys (under pair/<s>~<t>/ or base/<b>/)

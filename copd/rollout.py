@@ -51,6 +51,38 @@ class RolloutBatch:
     def size(self) -> int:
         return self.completion_ids_B_T.shape[0]
 
+    def subset(self, rows: list[int]) -> RolloutBatch:
+        """The rows `rows` of this batch (whole prompt groups: routing by domain, groups
+        with a learning signal).
+
+        Image/video batches carry vision inputs per distinct prompt, so there `rows` must be
+        whole groups (all G rows of each prompt, in order); the vision tensors of those
+        prompts are selected with them (`copd.vlm.VisionInputs.select`), and a subset whose
+        prompts hold no media becomes a text batch."""
+        idx = torch.tensor(rows, dtype=torch.long, device=self.completion_ids_B_T.device)
+        vision = None
+        if self.vision is not None:
+            G = self.group_size
+            prompts = [r // G for r in rows[::G]]
+            if rows != [p * G + j for p in prompts for j in range(G)]:
+                raise ValueError(
+                    f"subset of an image batch needs whole prompt groups of {G} rows in order; "
+                    f"got rows {rows[: 2 * G]}..."
+                )
+            vision = self.vision.select(prompts)
+        return RolloutBatch(
+            [self.examples[i] for i in rows],
+            self.prompt_ids_B_P[idx],
+            self.prompt_mask_B_P[idx],
+            self.completion_ids_B_T[idx],
+            self.completion_mask_B_T[idx],
+            [self.texts[i] for i in rows],
+            self.group_size,
+            None if self.rewards_B is None else self.rewards_B[idx],
+            {k: v[idx] for k, v in self.extras.items()},
+            vision,
+        )
+
     def to(self, device: torch.device | str) -> RolloutBatch:
         return RolloutBatch(
             self.examples,

@@ -27,7 +27,7 @@ from copd import names as N
 from copd.algorithms.baselines import Budget, budget_for
 from copd.algorithms.copd import finish
 from copd.config import ConfigError, RunConfig
-from copd.engine import TrainingCancelled, World, grpo_term, log_step, update
+from copd.engine import TrainingCancelled, World, grpo_update, log_step
 from copd.evaluate import evaluate, measure_overlap
 from copd.models import Branch
 from copd.schedule import Position, position
@@ -139,8 +139,7 @@ def rl_step(world: World, branches: Sequence[Branch]) -> dict[str, float]:
         batch = world.rollout(
             b.view, world.prompts(b.task, g.prompts_per_step, b.name), g.group_size
         )
-        term = grpo_term(world, b, batch)
-        grad_norm = update(world, b, [(1.0, term)])
+        term, grad_norm = grpo_update(world, b, batch)
         stats = {
             **term.stats,
             N.GRAD_NORM: grad_norm,

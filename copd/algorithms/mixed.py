@@ -19,7 +19,7 @@ from copd import names as N
 from copd.algorithms.baselines import budget_for, check_policy_name
 from copd.algorithms.copd import finish
 from copd.algorithms.expert import after_step, announce, cadence
-from copd.engine import World, grpo_term, log_step, update
+from copd.engine import World, grpo_update, log_step
 from copd.evaluate import evaluate, measure_overlap
 from copd.rollout import RolloutBatch
 from copd.tasks import Example
@@ -44,8 +44,8 @@ def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:
         pos = cadence(world.step, cfg)
         examples = mixed_prompts(world, g.prompts_per_step, POLICY, world.step * g.prompts_per_step)
         batch = world.rollout(policy.view, examples, g.group_size)
-        term = grpo_term(world, policy, batch)
-        stats = {**term.stats, N.GRAD_NORM: update(world, policy, [(1.0, term)])}
+        term, grad_norm = grpo_update(world, policy, batch)
+        stats = {**term.stats, N.GRAD_NORM: grad_norm}
         stats.update(reward_by_domain(batch))
         world.step += 1
         log_step(

@@ -18,7 +18,8 @@ all K branches together). Optional outcome-reward term (MiMo's A = A_MOPD + alph
 the start (it equals the base during stage 1).
 
 Domains may carry images or videos (on a vision-language base): routing cuts each
-teacher's prompt groups out of the batch together with their vision inputs (`subset`).
+teacher's prompt groups out of the batch together with their vision inputs
+(`RolloutBatch.subset`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from copd.algorithms.baselines import budget_for, check_policy_name
 from copd.algorithms.copd import finish
 from copd.algorithms.expert import announce, distill_stage, expert_stage
 from copd.algorithms.mixed import mixed_prompts, reward_by_domain
-from copd.engine import World, grpo_term, opd_term, update
+from copd.engine import World, grpo_term, opd_term, optimize
 from copd.models import Branch
 from copd.rollout import RolloutBatch
 
@@ -76,15 +77,19 @@ def mopd_step(
     teacher_logp = routed_logp(
         batch, teacher_of, lambda t, sub: world.score(world.branch(t).view, sub)
     )
-    term = opd_term(world, student, batch, teacher_logp)
-    terms, stats = [(o.cross_weight, term)], dict(term.stats)
-    stats[N.REWARD_MEAN] = float(batch.rewards_B.mean())
-    if o.native_rl:  # optional outcome-reward term on the same samples
-        rl = grpo_term(world, student, batch)
-        terms.append((1.0, rl))
-        stats.update(rl.stats)
+
+    def make_terms():
+        terms = [(o.cross_weight, opd_term(world, student, batch, teacher_logp))]
+        if o.native_rl:  # optional outcome-reward term on the same samples
+            terms.append((1.0, grpo_term(world, student, batch)))
+        return terms
+
+    terms, grad_norm = optimize(world, student, make_terms)
+    stats = {N.REWARD_MEAN: float(batch.rewards_B.mean())}
+    for _, term in terms:
+        stats.update(term.stats)
     stats.update(reward_by_domain(batch))
-    stats[N.GRAD_NORM] = update(world, student, terms)
+    stats[N.GRAD_NORM] = grad_norm
     return {N.branch(student.name, k): v for k, v in stats.items()}
 
 
@@ -108,37 +113,5 @@ def routed_logp(
     teacher on that teacher's rows only."""
     out = torch.zeros_like(batch.completion_mask_B_T, dtype=torch.float32)
     for teacher, rows in route([ex.domain for ex in batch.examples], teacher_of).items():
-        out[torch.tensor(rows, dtype=torch.long)] = score(teacher, subset(batch, rows)).float()
+        out[torch.tensor(rows, dtype=torch.long)] = score(teacher, batch.subset(rows)).float()
     return out
-
-
-def subset(batch: RolloutBatch, rows: list[int]) -> RolloutBatch:
-    """The rows `rows` of a batch (whole prompt groups when routing by domain).
-
-    Image/video batches carry vision inputs per distinct prompt, so there `rows` must be
-    whole groups (all G rows of each prompt, in order); the vision tensors of those prompts
-    are selected with them (`copd.vlm.VisionInputs.select`), and a subset whose prompts
-    hold no media becomes a text batch."""
-    idx = torch.tensor(rows, dtype=torch.long)
-    vision = None
-    if batch.vision is not None:
-        G = batch.group_size
-        prompts = [r // G for r in rows[::G]]
-        if rows != [p * G + j for p in prompts for j in range(G)]:
-            raise ValueError(
-                f"subset of an image batch needs whole prompt groups of {G} rows in order; "
-                f"got rows {rows[: 2 * G]}..."
-            )
-        vision = batch.vision.select(prompts)
-    return RolloutBatch(
-        [batch.examples[i] for i in rows],
-        batch.prompt_ids_B_P[idx],
-        batch.prompt_mask_B_P[idx],
-        batch.completion_ids_B_T[idx],
-        batch.completion_mask_B_T[idx],
-        [batch.texts[i] for i in rows],
-        batch.group_size,
-        None if batch.rewards_B is None else batch.rewards_B[idx],
-        {k: v[idx] for k, v in batch.extras.items()},
-        vision,
-    )

@@ -22,7 +22,7 @@ from copd import names as N
 from copd.algorithms.baselines import budget_for, static_direction
 from copd.algorithms.copd import finish
 from copd.algorithms.expert import announce, distill_stage, expert_stage
-from copd.engine import World, grpo_term, opd_term, update
+from copd.engine import World, grpo_term, opd_term, optimize
 from copd.models import Branch
 
 
@@ -67,16 +67,17 @@ def distill_step(world: World, student: Branch, teacher: Branch) -> dict[str, fl
     cross = world.rollout(student.view, peer_prompts, o.cross_group_size)
     teacher_logp = world.score(teacher.view, cross)
 
-    terms, stats = [], {}
+    def make_terms():
+        terms = [] if native is None else [(1.0, grpo_term(world, student, native))]
+        return terms + [(o.cross_weight, opd_term(world, student, cross, teacher_logp))]
+
+    terms, grad_norm = optimize(world, student, make_terms)
+    stats = {}
     if native is not None:
-        term = grpo_term(world, student, native)
-        terms.append((1.0, term))
-        stats.update(term.stats)
-        stats[f"reward_on/{student.task.name}"] = term.stats[N.REWARD_MEAN]
-    term = opd_term(world, student, cross, teacher_logp)
-    terms.append((o.cross_weight, term))
-    for k, v in term.stats.items():
+        stats.update(terms[0][1].stats)
+        stats[f"reward_on/{student.task.name}"] = terms[0][1].stats[N.REWARD_MEAN]
+    for k, v in terms[-1][1].stats.items():
         stats[f"{k}/{teacher.name}"] = v
     stats[f"reward_on/{teacher.task.name}"] = float(cross.rewards_B.mean())
-    stats[N.GRAD_NORM] = update(world, student, terms)
+    stats[N.GRAD_NORM] = grad_norm
     return {N.branch(student.name, k): v for k, v in stats.items()}

@@ -24,7 +24,7 @@ import torch
 from copd import checkpoint
 from copd import names as N
 from copd.checkpoint import BranchState
-from copd.engine import World, grpo_term, opd_term, update
+from copd.engine import World, grpo_term, opd_term, optimize
 from copd.models import Branch
 from copd.rollout import RolloutBatch
 from copd.rollout_vllm import branch_weights, report_engines, rollout_engine, score_rewards
@@ -60,20 +60,23 @@ class LocalWorker:
 
     def train_step(self, native: RolloutBatch | None, cross: list[CrossBatch]) -> dict[str, float]:
         w, b = self.world, self.branch
-        terms, stats = [], {}
-        if native is not None:
-            term = grpo_term(w, b, native.to(b.device))
-            terms.append((1.0, term))
-            stats.update(term.stats)
-        for c in cross:
-            term = opd_term(w, b, c.batch.to(b.device), c.teacher_logp_B_T.to(b.device))
-            terms.append((w.cfg.opd.cross_weight / len(cross), term))
-            for k, v in term.stats.items():
-                stats[f"{k}/{c.teacher}"] = v
-        if terms:
-            stats[N.GRAD_NORM] = update(w, b, terms)
-            if self.vllm is not None:
-                self.vllm.mark_stale()
+        native = None if native is None else native.to(b.device)
+        cross = [(c.teacher, c.batch.to(b.device), c.teacher_logp_B_T.to(b.device)) for c in cross]
+        if native is None and not cross:
+            return {}
+
+        def make_terms():
+            terms = [] if native is None else [(1.0, grpo_term(w, b, native))]
+            weight = w.cfg.opd.cross_weight / max(1, len(cross))
+            return terms + [(weight, opd_term(w, b, batch, lp)) for _, batch, lp in cross]
+
+        terms, grad_norm = optimize(w, b, make_terms)
+        stats = dict(terms[0][1].stats) if native is not None else {}
+        for (teacher, _, _), (_, term) in zip(cross, terms[len(terms) - len(cross) :], strict=True):
+            stats.update({f"{k}/{teacher}": v for k, v in term.stats.items()})
+        stats[N.GRAD_NORM] = grad_norm
+        if self.vllm is not None:
+            self.vllm.mark_stale()
         return stats
 
     def rl_step(self, examples: list[Example], group_size: int) -> dict[str, float]:
