@@ -12,6 +12,9 @@ The speed-ups are module switches in the engine (each defaults to on):
 - the fused AdamW kernel instead of the per-parameter loop.
 - `copd.rollout.DENSE_DECODE_MASK`: decode steps pass a ready additive mask.
 - `copd.rollout.INFERENCE_MODE_DECODE`: sampling under inference_mode instead of no_grad.
+- `copd.rollout.SAMPLE_BY_CDF`: tokens drawn by inverse CDF, not torch.multinomial.
+- `grpo.skip_zero_advantage`: prompt groups whose rewards are all equal skip the training
+  forward and backward (the update is the same).
 Variants ("all on", and each switch off in turn) alternate round by round on one world (the
 demo world: 2 branches, 16 x 8 native, 8 x 4 cross batches); medians of the per-branch
 phase-I and phase-II step times are printed with the engine's `time/*` breakdown, wall and
@@ -24,6 +27,7 @@ import argparse
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import replace
 
 import _common as C  # sets the offline and thread environment before torch loads
 
@@ -40,6 +44,10 @@ def switches(world) -> dict[str, Callable[[bool], None]]:
         for view in [b.view for b in world.branches] + [world.base]:
             set_attention(view.module, "auto" if on else "sdpa", view.device)
 
+    def skip_zero_advantage(on: bool) -> None:
+        g = replace(world.cfg.grpo, skip_zero_advantage=on)
+        world.cfg = replace(world.cfg, grpo=g)
+
     def fused_adamw(on: bool) -> None:
         for b in world.branches:
             for group in b.optimizer.param_groups:
@@ -51,6 +59,8 @@ def switches(world) -> dict[str, Callable[[bool], None]]:
         "split_by_length": flag("SPLIT_BY_LENGTH"),
         "dense_decode_mask": flag("DENSE_DECODE_MASK"),
         "inference_mode_decode": flag("INFERENCE_MODE_DECODE"),
+        "sample_by_cdf": flag("SAMPLE_BY_CDF"),
+        "skip_zero_advantage": skip_zero_advantage,
         "eager_attention": attention,
         "fused_adamw": fused_adamw,
     }

@@ -141,6 +141,9 @@ SPLIT_BY_LENGTH = True
 INFERENCE_MODE_DECODE = True
 # Decode steps pass a ready [B, 1, 1, L] additive mask (eager/SDPA attention only).
 DENSE_DECODE_MASK = True
+# Draw tokens by inverse CDF (one uniform per row) instead of torch.multinomial (one
+# exponential per vocabulary entry); same distribution, different draws for a seed.
+SAMPLE_BY_CDF = True
 
 
 def _out_cache(out):
@@ -349,10 +352,25 @@ def _pick(logits_B_V: Tensor, temperature: float, greedy: bool, top_p: float, ge
     if top_p < 1.0:
         sorted_p, idx = probs.sort(dim=-1, descending=True)
         keep = sorted_p.cumsum(-1) - sorted_p < top_p
-        sorted_p = sorted_p * keep
-        choice = torch.multinomial(sorted_p, 1, generator=generator)
-        return idx.gather(-1, choice).squeeze(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        choice = draw(sorted_p * keep, generator)
+        return idx.gather(-1, choice[:, None]).squeeze(-1)
+    return draw(probs, generator)
+
+
+def draw(weights_B_V: Tensor, generator: torch.Generator | None) -> Tensor:
+    """One index per row, drawn with probability proportional to `weights_B_V` (>= 0, each
+    row with a positive sum): by inverse CDF, from one uniform per row. `torch.multinomial`
+    draws an exponential per vocabulary entry instead (B x V random numbers per step, most
+    of the draw's cost at a real vocabulary). The pick is the first index whose running
+    sum exceeds u x total (a binary search per row), with u x total kept strictly below
+    the total, so an index of weight 0 is never drawn."""
+    if not SAMPLE_BY_CDF:
+        return torch.multinomial(weights_B_V, 1, generator=generator).squeeze(-1)
+    cdf_B_V = weights_B_V.float().cumsum(-1)
+    total_B1 = cdf_B_V[:, -1:]
+    u_B1 = torch.rand(total_B1.shape, generator=generator, device=total_B1.device) * total_B1
+    u_B1 = torch.minimum(u_B1, torch.nextafter(total_B1, torch.zeros_like(total_B1)))
+    return torch.searchsorted(cdf_B_V, u_B1, right=True).squeeze(-1)
 
 
 def sample_rollouts(

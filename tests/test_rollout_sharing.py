@@ -164,3 +164,25 @@ def test_kept_sampling_logits_equal_a_fresh_pass(model_tok):
         fresh = R.completion_logits(model, batch)
     valid = batch.completion_mask_B_T.bool()
     torch.testing.assert_close(kept[valid], fresh[valid], atol=1e-4, rtol=1e-4)
+
+
+def test_inverse_cdf_draw_follows_the_weights_and_never_draws_a_zero():
+    g = torch.Generator().manual_seed(0)
+    w = torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 2.0]])
+    picks = torch.stack([R.draw(w, g) for _ in range(20000)])  # [N, 2]
+    freq = torch.bincount(picks[:, 0], minlength=6).float() / len(picks)
+    torch.testing.assert_close(freq, w[0] / w[0].sum(), atol=0.015, rtol=0)
+    assert (picks[:, 1] == 5).all()  # all mass on the last index, unnormalised weights
+    # u x total at its very top still lands on the last positive weight, never past it
+    top = torch.tensor([[0.25, 0.75, 0.0, 0.0]])
+    cdf = top.cumsum(-1)
+    u = torch.nextafter(cdf[:, -1:], torch.zeros(1, 1))
+    assert int(torch.searchsorted(cdf, u, right=True)) == 1
+
+
+def test_top_p_draws_only_from_the_nucleus():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(4000, 1)
+    picks = R._pick(logits, 1.0, False, 0.7, g)
+    assert set(picks.tolist()) == {0, 1}  # 0.5 + 0.3 covers 0.7; the tail is cut
+    assert abs((picks == 0).float().mean().item() - 0.5 / 0.8) < 0.03
