@@ -25,6 +25,7 @@ def select_keys(keys: list[str]) -> dict[str, list[str]]:
         "overlap_base": [],
         "sym_kl": [],
         "reward": [],
+        "signal": [],
         "time": [],
         "system": [],
     }
@@ -37,6 +38,8 @@ def select_keys(keys: list[str]) -> dict[str, list[str]]:
             groups["sym_kl"].append(k)
         elif k.startswith("branch/") and ("/reward/mean" in k or "/reward_on/" in k):
             groups["reward"].append(k)
+        elif k.startswith("branch/") and k.endswith("/signal_frac"):
+            groups["signal"].append(k)
         elif k.startswith("time/"):
             groups["time"].append(k)
         elif k.startswith("system/"):
@@ -99,6 +102,9 @@ def draw_run(run: Any, url: str, *, smoothing: float, x: str, max_points: int, f
          lambda ks: relabel_keys(ks, "pair/", "/sym_kl")),
         ("reward", "Reward per branch per domain", "mean reward", False,
          lambda ks: {k: reward_label(k) for k in ks}),
+        # GRPO learns only from groups whose rewards differ; the rest are skipped.
+        ("signal", "Prompt groups with a reward signal (rewards not all equal)",
+         "share of groups", False, lambda ks: relabel_keys(ks, "branch/", "/signal_frac")),
     ]  # fmt: skip
     for group, title, y_title, log_y, label in line_charts:
         if groups[group]:

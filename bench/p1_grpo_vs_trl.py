@@ -1,18 +1,29 @@
 """P1: one GRPO step of ours against one step of TRL's GRPOTrainer, same configuration.
 
-    .venv/bin/python bench/p1_grpo_vs_trl.py [--steps 12] [--warmup 3] [--sizes 128x2,256x4]
-                                             [--lrs 1e-30,5e-4]
+    .venv/bin/python bench/p1_grpo_vs_trl.py [--steps 12] [--warmup 3]
+        [--sizes 128x2,256x4,warm:128x2,warm:256x4] [--lrs 1e-30,5e-4]
 
-Both sides train the same freshly built tiny model directory (copd.tiny.build_tiny_model,
-char tokenizer, random init) on the built-in `add` task: 16 prompts x G=8 = 128 completions,
-8 new tokens, temperature 1.0, no KL (beta 0), clip 0.2/0.28, AdamW, grad clip 1,
-2 torch threads. Each size runs twice: at lr 1e-30 (the weights stay at their initialisation, as no
-float32 weight moves by that little; every step still computes the loss, the gradient
-and the AdamW update, so both sides keep sampling from one distribution and do the same
-work) and at lr 5e-4, where one lucky
-reward can move a side's weights (Adam keeps moving them for many steps after) and its
-completion lengths drift away from the other's; the mean lengths are printed beside it. TRL runs on CPU in float32 without gradient checkpointing, with one
-generation per optimisation step (generation batch = per-device batch = 128 completions).
+Both sides train the same tiny model directory (char tokenizer) on the built-in `add`
+task: 16 prompts x G=8 = 128 completions, 8 new tokens, temperature 1.0, no KL (beta 0),
+clip 0.2/0.28, AdamW, grad clip 1, 2 torch threads. TRL runs on CPU in float32 without
+gradient checkpointing, with one generation per optimisation step (generation batch =
+per-device batch = 128 completions).
+
+Two kinds of model directory, each at two sizes:
+- HIDDENxLAYERS: freshly built, random init (copd.tiny.build_tiny_model). It never emits
+  eos, so every completion runs to the 8-token limit, and nearly every reward is 0.
+- warm:HIDDENxLAYERS: the same shape after the demo's supervised warm-up
+  (copd.tiny.demo_base_model, built once and cached; warm:128x2 is the demo's own base).
+  It answers part of the prompts and ends its answers at eos, as a trained policy does,
+  so completion lengths differ within a batch and groups with and without a reward
+  signal both occur.
+
+Each runs at two learning rates: lr 1e-30 holds the weights at their starting point (no
+float32 weight moves by that little, while every step still computes the loss, the
+gradient and the AdamW update), so both sides keep sampling from one distribution and do
+comparable work; at lr 5e-4 one lucky reward can move a side's weights (Adam keeps moving
+them for many steps after) and its completion lengths drift from the other's. The mean
+lengths are printed beside every figure.
 
 The two implementations alternate step by step inside one process: a TRL callback times
 each TRL step from the end of the previous one (so data loading, generation, scoring,
@@ -25,8 +36,8 @@ Ours runs twice per TRL step, from two worlds on the same model directory:
   forward and backward, as in TRL. This is the headline ratio.
 - as shipped (skip on): prompt groups whose rewards are all equal (zero advantage, so zero
   gradient) skip the training forward and backward; the update is the same. On a random-
-  initialised model nearly every group scores all zero, so this line mostly measures the
-  rollout and says little about the engine; it is printed for completeness.
+  init model nearly every group scores all zero, so there this line mostly measures the
+  rollout; on a warm model it shows what the skip saves at a realistic reward mix.
 
 Work: a hook on each model's input embeddings counts the tokens fed per step, with and
 without autograd. FLOPs = 2 x (matmul weights) x tokens for a forward, and 2x that again
@@ -49,7 +60,13 @@ TARGET = 0.5
 
 
 def our_stepper(
-    model_dir: str, prompts: int, group: int, max_new: int, lr: float = 5e-4, skip: bool = False
+    model_dir: str,
+    prompts: int,
+    group: int,
+    max_new: int,
+    lr: float = 5e-4,
+    skip: bool = False,
+    signal: list[float] | None = None,
 ):
     """A one-branch world on `model_dir`, a function running one GRPO step of it, the list
     of its completion lengths and its token counter."""
@@ -79,6 +96,8 @@ def our_stepper(
     def step() -> None:
         m = phase1_step(world)
         lengths.append(m["branch/add/response_len"])
+        if signal is not None:
+            signal.append(m["branch/add/signal_frac"])
 
     return step, lengths, TokenCounter(world.branches[0].view.module)
 
@@ -188,16 +207,33 @@ def trl_trainer(model_dir: str, out_dir: str, steps: int, prompts: int, group: i
     return trainer
 
 
-def run_size(hidden: int, layers: int, steps: int, warmup: int, root: Path, lr: float) -> dict:
-    from transformers import TrainerCallback
+def model_for(spec: str, root: Path) -> tuple[str, str]:
+    """(label, directory). HIDDENxLAYERS: a fresh random-init model, which never emits eos,
+    so every completion runs to the length limit and nearly every reward is 0.
+    warm:HIDDENxLAYERS: the same shape after the demo's supervised warm-up on its tasks
+    (copd.tiny.demo_base_model; built once, then cached under $COPD_HOME/models; warm:128x2
+    is the demo's own base). It answers part of the `add` prompts and ends its answers at
+    eos, as a real policy does, so completions differ in length and groups with and
+    without a reward signal both occur."""
+    warm = spec.startswith("warm:")
+    hidden, layers = (int(x) for x in spec.removeprefix("warm:").split("x"))
+    if warm:
+        from copd.tiny import demo_base_model
 
+        return f"warm {layers}x{hidden}", str(demo_base_model(hidden=hidden, layers=layers))
     from copd.tiny import build_tiny_model
 
-    model_dir = str(
-        build_tiny_model(root / f"tiny-{hidden}x{layers}", hidden=hidden, layers=layers)
-    )
+    path = build_tiny_model(root / f"tiny-{hidden}x{layers}", hidden=hidden, layers=layers)
+    return f"{layers}x{hidden}", str(path)
+
+
+def run_size(spec: str, steps: int, warmup: int, root: Path, lr: float) -> dict:
+    from transformers import TrainerCallback
+
+    label, model_dir = model_for(spec, root)
+    signal: list[float] = []  # share of groups with a reward signal, per shipped step
     ours, our_lengths, our_work = our_stepper(model_dir, 16, 8, 8, lr)
-    shipped, _, shipped_work = our_stepper(model_dir, 16, 8, 8, lr, skip=True)
+    shipped, _, shipped_work = our_stepper(model_dir, 16, 8, 8, lr, skip=True, signal=signal)
     trl_times: list[float] = []
     our_times: list[float] = []
     shipped_times: list[float] = []
@@ -238,7 +274,7 @@ def run_size(hidden: int, layers: int, steps: int, warmup: int, root: Path, lr: 
     ratio = C.median(t_ours) / C.median(t_trl)
     gf_trl, gf_ours = trl_work[0].gflop_per_step(warmup), our_work.gflop_per_step(warmup)
     return {
-        "model": f"{layers}x{hidden}",
+        "model": label,
         "lr": lr,
         "trl_s": C.median(t_trl),
         "ours_s": C.median(t_ours),
@@ -250,6 +286,7 @@ def run_size(hidden: int, layers: int, steps: int, warmup: int, root: Path, lr: 
         "trl_gflop": gf_trl,
         "ours_gflop": gf_ours,
         "shipped_gflop": shipped_work.gflop_per_step(warmup),
+        "signal_frac": sum(signal[warmup:]) / max(1, len(signal[warmup:])),
         "work_ratio": gf_ours / gf_trl,
         "trl_gflops": gf_trl / C.median(t_trl),
         "ours_gflops": gf_ours / C.median(t_ours),
@@ -266,7 +303,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=12, help="timed steps per side (>= 10)")
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--sizes", default="128x2,256x4", help="HIDDENxLAYERS,...")
+    ap.add_argument(
+        "--sizes",
+        default="128x2,256x4,warm:128x2,warm:256x4",
+        help="HIDDENxLAYERS (random init) or warm:HIDDENxLAYERS (after the demo's warm-up; "
+        "built once and cached), comma-separated",
+    )
     ap.add_argument(
         "--lrs",
         default="1e-30,5e-4",
@@ -286,12 +328,11 @@ def main(argv: list[str] | None = None) -> dict:
     results = []
     with tempfile.TemporaryDirectory(prefix="copd-p1-") as tmp:
         for spec, lr in [(s, float(x)) for x in a.lrs.split(",") for s in a.sizes.split(",")]:
-            hidden, layers = (int(x) for x in spec.split("x"))
             torch.manual_seed(0)
-            r = run_size(hidden, layers, a.steps, a.warmup, Path(tmp), lr)
+            r = run_size(spec, a.steps, a.warmup, Path(tmp), lr)
             results.append(r)
             print(
-                f"  {r['model']:>6} lr {lr:g}  TRL {r['trl_s'] * 1e3:7.1f} ms  ours {r['ours_s'] * 1e3:7.1f} ms"
+                f"  {r['model']:>10} lr {lr:g}  TRL {r['trl_s'] * 1e3:7.1f} ms  ours {r['ours_s'] * 1e3:7.1f} ms"
                 f"  ratio {r['ratio']:.2f} (target <= {TARGET})  {C.verdict(r['ratio'], TARGET)}"
                 f"  | mean completion len TRL {r['trl_mean_len']:.1f} ours {r['ours_mean_len']:.1f}"
             )
@@ -304,7 +345,8 @@ def main(argv: list[str] | None = None) -> dict:
             )
             print(
                 f"          as shipped (zero-advantage groups skipped): {r['shipped_s'] * 1e3:.1f} ms,"
-                f" ratio {r['shipped_ratio']:.2f}, {r['shipped_gflop']:.1f} GFLOP per step"
+                f" ratio {r['shipped_ratio']:.2f}, {r['shipped_gflop']:.1f} GFLOP per step;"
+                f" {r['signal_frac']:.0%} of groups carried a reward signal"
             )
             print(f"          {C.load_line()}")
     out = {"bench": "p1", "machine": C.machine(), "results": results}

@@ -42,9 +42,11 @@ def summary(res: dict[str, dict]) -> list[str]:
     if p1 := res.get("p1"):
         for r in p1["results"]:
             rows.append(
-                f"P1 {r['model']:>5} lr {r.get('lr', 5e-4):<6g} {r['ours_s'] * 1e3:6.0f} ms"
+                f"P1 {r['model']:>10} lr {r.get('lr', 5e-4):<6g} {r['ours_s'] * 1e3:6.0f} ms"
                 f"          TRL GRPOTrainer {r['trl_s'] * 1e3:6.0f} ms     "
                 f"{r['ratio']:.2f}x (<= 0.5)  {C.verdict(r['ratio'], 0.5)}"
+                f"   work {r['work_ratio']:.2f}x; as shipped {r['shipped_ratio']:.2f}x"
+                f" ({r['signal_frac']:.0%} groups with signal)"
             )
     if p2 := res.get("p2"):
         rows.append(

@@ -71,6 +71,9 @@ def training_points(n_steps: int, seed: int = 0, t0: float | None = None, lift: 
                     f"branch/{b}/reward_on/{other}", base * 0.6, step, cycle, phase, b, wall
                 ),
                 MetricPoint(f"branch/{b}/loss/pg", 0.1 - 0.05 * frac, step, cycle, phase, b, wall),
+                MetricPoint(
+                    f"branch/{b}/signal_frac", 0.8 - 0.5 * frac, step, cycle, phase, b, wall
+                ),
             ]
             scope = f"{b}~{other}"
             overlap = 0.4 + 0.4 * frac + (0.05 if phase == "opd" else 0.0) + wobble

@@ -248,6 +248,7 @@ def test_live_view_draws_overlap_and_flags_nan(app):
     assert len(charts_) >= 5
     titles = " ".join(c.proto.spec for c in charts_)
     assert "Top-10 overlap" in titles and "Overlap vs base" in titles
+    assert "Prompt groups with a reward signal" in titles
     at.selectbox(key="live:run").set_value(ids.nan).run()
     assert not at.exception
     warn = "\n".join(w.value for w in at.warning)
