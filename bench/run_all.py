@@ -52,7 +52,7 @@ def summary(res: dict[str, dict]) -> list[str]:
         rows.append(
             f"P2 phase-II step/branch {p2['phase2_s'] * 1e3:6.0f} ms   phase-I step/branch "
             f"{p2['phase1_s'] * 1e3:6.0f} ms   {p2['ratio']:.2f}x (<= 1.8)  "
-            f"{C.verdict(p2['ratio'], 1.8)}"
+            f"{C.verdict(p2['ratio'], 1.8)}   as shipped {p2['shipped']['ratio']:.2f}x"
         )
     if p3 := res.get("p3"):
         by = {(r["kind"], r["branches"]): r for r in p3["rows"]}
