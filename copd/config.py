@@ -111,7 +111,8 @@ class GRPOConfig:
     grad_clip: float = 1.0
     updates_per_batch: int = 1  # >1 reuses one rollout batch (PPO epochs; ratio != 1)
     # Groups whose rewards are all equal (advantage 0) skip the forward and backward; the
-    # update is unchanged (exact with kl_coef 0 on text models, else ignored).
+    # update is unchanged. Not applied with kl_coef > 0, to vision-language models or to
+    # mixture-of-experts models, where those rows would change the update.
     skip_zero_advantage: bool = True
 
 

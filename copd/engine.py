@@ -238,15 +238,26 @@ def _old_logp(world: World, batch: RolloutBatch, logp_B_T: torch.Tensor) -> torc
     return old
 
 
+# Config fields that mark a mixture-of-experts model across Hugging Face families
+# (Qwen-MoE, Mixtral, DeepSeek, OLMoE, ...).
+_MOE_CONFIG_KEYS = ("num_experts", "num_local_experts", "n_routed_experts")
+
+
 def skips_zero_advantage(world: World) -> bool:
     """Whether GRPO terms leave out prompt groups whose rewards are all equal. Exact when
     nothing but the clipped surrogate sees those rows (no KL to the base) and every
-    trainable weight takes part in a text forward (not a vision-language model, whose
-    vision weights a text batch leaves untouched)."""
+    trainable weight takes part in every forward, so that a skipped row would only have
+    added zeros to gradients that exist anyway. Not so for vision-language models (a text
+    batch leaves the vision weights without a gradient) or mixture-of-experts models (the
+    experts a row is routed to depend on the row), where skipping is off."""
+    from copd.models import hf_model
     from copd.vlm import is_processor
 
     g = world.cfg.grpo
-    return g.skip_zero_advantage and g.kl_coef == 0 and not is_processor(world.tokenizer)
+    if not g.skip_zero_advantage or g.kl_coef != 0 or is_processor(world.tokenizer):
+        return False
+    config = hf_model(world.base.module).config
+    return not any(getattr(config, k, None) for k in _MOE_CONFIG_KEYS)
 
 
 def _trained_logp(world: World, branch: Branch, batch: RolloutBatch, live_P: torch.Tensor):

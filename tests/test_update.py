@@ -81,8 +81,12 @@ def test_a_batch_without_signal_runs_no_forward_but_still_steps_adam(tiny_cfg):
     assert all(int(s["step"]) == 2 for s in state.values())
 
 
-def test_skipping_is_off_with_a_kl_penalty(tiny_cfg):
+def test_skipping_is_off_with_a_kl_penalty_or_a_mixture_of_experts(tiny_cfg):
     world = World.build(tiny_cfg("demo", "grpo.kl_coef=0.1"), NullLogger())
+    assert not skips_zero_advantage(world)
+    world = World.build(tiny_cfg("demo"), NullLogger())
+    assert skips_zero_advantage(world)
+    world.base.module.config.num_experts = 8  # as a Qwen-MoE config says
     assert not skips_zero_advantage(world)
 
 
