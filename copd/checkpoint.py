@@ -108,8 +108,12 @@ def save(
         torch.save(
             {"trainable": st.trainable, "optimizer": st.optimizer}, tmp / f"branch-{name}.pt"
         )
+    # Prompts are drawn by the driver (on Ray too): its RNGs are the ones that advanced. A
+    # worker's copy of its prompt RNG is never drawn from, so it only fills a gap.
     rngs = {k: r.getstate() for k, r in world.rngs.items()}
-    rngs.update({n: st.prompt_rng for n, st in states.items() if st.prompt_rng is not None})
+    for n, st in states.items():
+        if st.prompt_rng is not None and n not in rngs:
+            rngs[n] = st.prompt_rng
     gens = {k: g.get_state() for k, g in world.gens.items()}
     gens.update({n: st.gen for n, st in states.items() if st.gen is not None})
     state = {

@@ -37,7 +37,12 @@ from copd.models import (
     resolve_model_path,
     set_attention,
 )
-from copd.rollout import RolloutBatch, completion_logits, logprobs_from_logits, sample_rollouts
+from copd.rollout import (
+    RolloutBatch,
+    completion_logits,
+    logprobs_from_logits,
+    sample_rollout_sets,
+)
 from copd.tasks import Example, Task, get_task
 
 
@@ -152,19 +157,32 @@ class World:
     ) -> RolloutBatch:
         """Sample `group_size` completions per example and score them with the verifiers.
         `generator`: the token-sampling stream (default: the world's shared `gen`)."""
+        return self.rollouts(view, [(examples, group_size)], generator)[0]
+
+    def rollouts(
+        self,
+        view: PolicyView,
+        requests: list[tuple[list[Example], int]],
+        generator: torch.Generator | None = None,
+    ) -> list[RolloutBatch]:
+        """`rollout` for several (examples, group size) requests of one policy, decoded
+        together in one loop (`sample_rollout_sets`), each batch scored by the verifiers."""
         s = self.cfg.sampling
         with self.timer("rollout"), view.use() as model:
-            batch = sample_rollouts(
+            batches = sample_rollout_sets(
                 model,
                 self.tokenizer,
-                examples,
-                group_size=group_size,
+                requests,
                 temperature=s.temperature,
                 max_new_tokens=s.max_new_tokens,
                 generator=self.gen if generator is None else generator,
                 top_p=s.top_p,
                 device=view.device,
             )
+        return [self.score_rewards(b) for b in batches]
+
+    def score_rewards(self, batch: RolloutBatch) -> RolloutBatch:
+        """Fill `batch.rewards_B` with each completion's verifier reward; returns the batch."""
         batch.rewards_B = torch.tensor(
             [
                 self.task_of(ex).reward(ex, text)

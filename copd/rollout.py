@@ -15,6 +15,7 @@ inclusive; anything sampled after it is padding, not completion.
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,36 +152,64 @@ def _out_cache(out):
     return cache if cache is not None else out.past_key_values
 
 
-def groups_share_prompts(prompt_ids_B_P: Tensor, prompt_mask_B_P: Tensor, group_size: int) -> bool:
-    """True when rows [i*G, (i+1)*G) hold the same (padded) prompt, so the prompt can be run
-    once per group and its KV cache repeated G times (what every GRPO batch looks like)."""
+def prompt_groups(
+    prompt_ids_B_P: Tensor, prompt_mask_B_P: Tensor, group_size: int | Sequence[int]
+) -> Tensor | None:
+    """Each row's group [B] (0..D-1) when the rows form consecutive groups that each hold
+    one (identically padded) prompt, so that prompt can run once and its KV cache serve the
+    whole group; None when they do not (or when no group has two rows). `group_size` is G
+    for groups of G (every GRPO batch) or the size of each group in order (several
+    batches decoded together)."""
     B = prompt_ids_B_P.shape[0]
-    if group_size <= 1 or B == 0 or B % group_size:
-        return False
-    ids = prompt_ids_B_P.view(B // group_size, group_size, -1)
-    mask = prompt_mask_B_P.view(B // group_size, group_size, -1)
-    return bool((ids == ids[:, :1]).all()) and bool((mask == mask[:, :1]).all())
+    if isinstance(group_size, int):
+        if group_size <= 1 or B == 0 or B % group_size:
+            return None
+        sizes = [group_size] * (B // group_size)
+    else:
+        sizes = list(group_size)
+        if sum(sizes) != B or max(sizes, default=1) <= 1:
+            return None
+    device = prompt_ids_B_P.device
+    rows_B = torch.repeat_interleave(
+        torch.arange(len(sizes), device=device), torch.tensor(sizes, device=device)
+    )
+    first_D = group_starts(rows_B)
+    same = (prompt_ids_B_P == prompt_ids_B_P[first_D][rows_B]).all()
+    same = same & (prompt_mask_B_P == prompt_mask_B_P[first_D][rows_B]).all()
+    return rows_B if bool(same) else None
 
 
-def _shared_prefill(model, ids_B_P: Tensor, mask_B_P: Tensor, pos_B_P: Tensor, group_size: int):
-    """Run each group's prompt once (B/G rows) and repeat the KV cache G times along the
-    batch. Returns (last-position logits [B/G, V], cache with B rows), or None when this
-    model's cache cannot be repeated (the caller then runs every row).
+def groups_share_prompts(prompt_ids_B_P: Tensor, prompt_mask_B_P: Tensor, group_size: int) -> bool:
+    """True when rows [i*G, (i+1)*G) hold the same (padded) prompt."""
+    return prompt_groups(prompt_ids_B_P, prompt_mask_B_P, group_size) is not None
 
-    Differentiable: under autograd the repeated cache carries the gradient back to the
-    one prompt pass, summed over the group, exactly as G separate prompt passes would."""
-    G = group_size
+
+def group_starts(rows_B: Tensor) -> Tensor:
+    """The first row of each group, for consecutive groups labelled 0..D-1."""
+    counts_D = torch.bincount(rows_B)
+    return counts_D.cumsum(0) - counts_D
+
+
+def _shared_prefill(model, ids_B_P: Tensor, mask_B_P: Tensor, pos_B_P: Tensor, rows_B: Tensor):
+    """Run each group's prompt once (D rows) and expand the KV cache to the B rows
+    (`rows_B`: each row's group, from `prompt_groups`). Returns (last-position logits
+    [D, V], cache with B rows), or None when this model's cache cannot be indexed (the
+    caller then runs every row).
+
+    Differentiable: under autograd the expanded cache carries the gradient back to the
+    one prompt pass, summed over the group, exactly as separate prompt passes would."""
+    first_D = group_starts(rows_B)
     out = model(
-        input_ids=ids_B_P[::G],
-        attention_mask=mask_B_P[::G],
-        position_ids=pos_B_P[::G],
+        input_ids=ids_B_P[first_D],
+        attention_mask=mask_B_P[first_D],
+        position_ids=pos_B_P[first_D],
         use_cache=True,
         logits_to_keep=1,
     )
     cache = _out_cache(out)
-    if not hasattr(cache, "batch_repeat_interleave"):
+    if not hasattr(cache, "batch_select_indices"):
         return None
-    cache.batch_repeat_interleave(G)
+    cache.batch_select_indices(rows_B)
     return out.logits[:, -1], cache
 
 
@@ -196,15 +225,16 @@ def sample_tokens(
     generator: torch.Generator | None = None,
     greedy: bool = False,
     top_p: float = 1.0,
-    group_size: int = 1,
+    group_size: int | Sequence[int] = 1,
     logits_out: list[Tensor] | None = None,
 ) -> Tensor:
     """Batched decoding with a KV cache. Returns completion ids [B, T<=max_new_tokens];
     rows that ended keep `pad_id` after their eos. Stops early when every row has ended.
 
-    `group_size` G: rows [i*G, (i+1)*G) share one prompt; the prompt is then encoded once
-    per group (B/G rows) and its cache repeated, which removes (G-1)/G of the prefill.
-    Rows that have finished leave the decode batch (PRUNE_FINISHED_ROWS).
+    `group_size` G: rows [i*G, (i+1)*G) share one prompt (or a list: the size of each
+    consecutive group); the prompt is then encoded once per group and its cache repeated,
+    which removes (G-1)/G of the prefill. Rows that have finished leave the decode batch
+    (PRUNE_FINISHED_ROWS).
 
     Runs under `inference_mode` (less bookkeeping per op than `no_grad`); what it returns
     is copied out of it, so the tokens and kept logits can feed a training pass."""
@@ -213,13 +243,12 @@ def sample_tokens(
         generator = device_generator(generator, prompt_ids_B_P.device)
         pos = (prompt_mask_B_P.long().cumsum(-1) - 1).clamp(min=0)
         shared = None
-        if SHARE_PROMPT_PREFIX and groups_share_prompts(
-            prompt_ids_B_P, prompt_mask_B_P, group_size
-        ):
-            shared = _shared_prefill(model, prompt_ids_B_P, prompt_mask_B_P, pos, group_size)
+        rows_B = prompt_groups(prompt_ids_B_P, prompt_mask_B_P, group_size)
+        if SHARE_PROMPT_PREFIX and rows_B is not None:
+            shared = _shared_prefill(model, prompt_ids_B_P, prompt_mask_B_P, pos, rows_B)
         if shared is not None:
             last_logits, cache = shared
-            logits = last_logits.float().repeat_interleave(group_size, dim=0)
+            logits = last_logits.float()[rows_B]
         else:
             out = model(
                 input_ids=prompt_ids_B_P,
@@ -391,29 +420,63 @@ def sample_rollouts(
     also keep the sampler's own logits [B, T, V] in `extras["logits_B_T_V"]` (what a
     fresh `completion_logits` pass would give, to float rounding; the diagnostics reuse
     them instead of running the student again)."""
+    [batch] = sample_rollout_sets(
+        model, tokenizer, [(examples, group_size)], temperature=temperature,
+        max_new_tokens=max_new_tokens, generator=generator, greedy=greedy, top_p=top_p,
+        device=device, keep_logits=keep_logits,
+    )  # fmt: skip
+    return batch
+
+
+def sample_rollout_sets(
+    model,
+    tokenizer,
+    requests: Sequence[tuple[list[Example], int]],
+    *,
+    temperature: float,
+    max_new_tokens: int,
+    generator: torch.Generator | None = None,
+    greedy: bool = False,
+    top_p: float = 1.0,
+    device=None,
+    keep_logits: bool = False,
+) -> list[RolloutBatch]:
+    """One RolloutBatch per (examples, group size) request, all decoded in one loop: a
+    phase-II branch samples its native batch and its cross batches together, so the
+    fixed cost of a decode step is paid once, not once per batch. Each batch is what
+    `sample_rollouts` alone would return (its own prompt padding, its completions up to
+    its own longest answer); only the random draws differ, as they come from one stream
+    for all rows. Image/video requests are sampled one by one (copd/vlm.py)."""
     from copd.vlm import has_media, is_processor, sample_vlm_rollouts
 
     if is_processor(tokenizer):  # a vision-language model: images go through copd/vlm.py
-        if has_media(examples):
-            return sample_vlm_rollouts(
-                model, tokenizer, examples, group_size=group_size, temperature=temperature,
-                max_new_tokens=max_new_tokens, generator=generator, greedy=greedy,
-                top_p=top_p, device=device,
-            )  # fmt: skip
+        if any(has_media(exs) for exs, _ in requests):
+            kw = dict(temperature=temperature, max_new_tokens=max_new_tokens,
+                      generator=generator, greedy=greedy, top_p=top_p, device=device)  # fmt: skip
+            return [
+                sample_vlm_rollouts(model, tokenizer, exs, group_size=g, **kw)
+                if has_media(exs)
+                else sample_rollouts(
+                    model, tokenizer.tokenizer, exs, group_size=g, keep_logits=keep_logits, **kw
+                )
+                for exs, g in requests
+            ]
         tokenizer = tokenizer.tokenizer  # text-only prompts: the text path, unchanged
     device = device or next(model.parameters()).device
-    rep = [ex for ex in examples for _ in range(group_size)]
+    examples = [ex for exs, _ in requests for ex in exs]
+    sizes = [g for exs, g in requests for _ in exs]  # rows per distinct prompt
     # Render once per prompt (chat template or plain text), then repeat for the group.
     texts, templated = render_prompts(tokenizer, examples)
     # Encode the distinct prompts once; a group's rows are identical (padding included).
-    prompt_ids, prompt_mask = encode_prompts(tokenizer, texts, device, not templated)
-    prompt_ids = prompt_ids.repeat_interleave(group_size, dim=0)
-    prompt_mask = prompt_mask.repeat_interleave(group_size, dim=0)
+    ids_D_P, mask_D_P = encode_prompts(tokenizer, texts, device, not templated)
+    rows_B = torch.repeat_interleave(
+        torch.arange(len(sizes), device=device), torch.tensor(sizes, device=device)
+    )
     steps: list[Tensor] | None = [] if keep_logits else None
     comp = sample_tokens(
         model,
-        prompt_ids,
-        prompt_mask,
+        ids_D_P[rows_B],
+        mask_D_P[rows_B],
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         eos_id=tokenizer.eos_token_id,
@@ -421,15 +484,33 @@ def sample_rollouts(
         generator=generator,
         greedy=greedy,
         top_p=top_p,
-        group_size=group_size,
+        group_size=sizes,
         logits_out=steps,
     )
     cmask = completion_mask(comp, tokenizer.eos_token_id).float()
-    texts = decode_completions(tokenizer, comp, cmask)
-    batch = RolloutBatch(rep, prompt_ids, prompt_mask, comp, cmask, texts, group_size)
-    if steps:
-        batch.extras["logits_B_T_V"] = torch.stack(steps, dim=1)
-    return batch
+    logits = torch.stack(steps, dim=1) if steps else None
+    batches, row, prompt = [], 0, 0
+    for exs, g in requests:
+        r = slice(row, row + len(exs) * g)
+        d = slice(prompt, prompt + len(exs))
+        row, prompt = r.stop, d.stop
+        # This batch's own padding: drop the prompt columns none of its prompts uses and
+        # the completion steps after its own rows all ended.
+        p0 = int(mask_D_P[d].any(0).long().argmax()) if len(exs) else 0
+        t1 = int(cmask[r].any(0).nonzero().max()) + 1 if cmask[r].any() else comp.shape[1]
+        ids, mask = (
+            ids_D_P[d, p0:].repeat_interleave(g, 0),
+            mask_D_P[d, p0:].repeat_interleave(g, 0),
+        )
+        c, m = comp[r, :t1], cmask[r, :t1]
+        batch = RolloutBatch(
+            [ex for ex in exs for _ in range(g)], ids, mask, c, m,
+            decode_completions(tokenizer, c, m), g,
+        )  # fmt: skip
+        if logits is not None:
+            batch.extras["logits_B_T_V"] = logits[r, :t1]
+        batches.append(batch)
+    return batches
 
 
 def decode_completions(tokenizer, comp_B_T: Tensor, mask_B_T: Tensor) -> list[str]:
@@ -458,13 +539,9 @@ def completion_logits(model, batch: RolloutBatch) -> Tensor:
         [batch.prompt_mask_B_P, batch.completion_mask_B_T.to(batch.prompt_mask_B_P.dtype)], 1
     )
     pos = (mask.long().cumsum(-1) - 1).clamp(min=0)
-    G = batch.group_size
-    if (
-        SHARE_PROMPT_PREFIX
-        and T > 0
-        and groups_share_prompts(batch.prompt_ids_B_P, batch.prompt_mask_B_P, G)
-    ):
-        logits = _shared_prefix_logits(model, batch, mask, pos)
+    rows_B = prompt_groups(batch.prompt_ids_B_P, batch.prompt_mask_B_P, batch.group_size)
+    if SHARE_PROMPT_PREFIX and T > 0 and rows_B is not None:
+        logits = _shared_prefix_logits(model, batch, mask, pos, rows_B)
         if logits is not None:
             return logits
     ids = torch.cat([batch.prompt_ids_B_P, batch.completion_ids_B_T], dim=1)
@@ -474,7 +551,9 @@ def completion_logits(model, batch: RolloutBatch) -> Tensor:
     return out.logits[:, :-1]
 
 
-def _shared_prefix_logits(model, batch: RolloutBatch, mask_B_L: Tensor, pos_B_L: Tensor):
+def _shared_prefix_logits(
+    model, batch: RolloutBatch, mask_B_L: Tensor, pos_B_L: Tensor, rows_B: Tensor
+):
     """completion_logits in two passes: the distinct prompts (B/G rows, cache kept), then
     the completions of all B rows on the repeated cache. None if the cache cannot repeat.
 
@@ -482,12 +561,13 @@ def _shared_prefix_logits(model, batch: RolloutBatch, mask_B_L: Tensor, pos_B_L:
     lengths (SPLIT_BY_LENGTH): tokens before it run for every row, the rest only for rows
     still going. Their logits past the end are then zeros (nothing reads them: every
     consumer applies the completion mask)."""
-    G, P = batch.group_size, batch.prompt_ids_B_P.shape[1]
-    shared = _shared_prefill(model, batch.prompt_ids_B_P, batch.prompt_mask_B_P, pos_B_L[:, :P], G)
+    P = batch.prompt_ids_B_P.shape[1]
+    ids, mask = batch.prompt_ids_B_P, batch.prompt_mask_B_P
+    shared = _shared_prefill(model, ids, mask, pos_B_L[:, :P], rows_B)
     if shared is None:
         return None
     last_logits, cache = shared
-    first = last_logits.repeat_interleave(G, dim=0)[:, None]  # predicts completion token 0
+    first = last_logits[rows_B][:, None]  # predicts completion token 0
     T = batch.completion_ids_B_T.shape[1]
     if T == 1:
         return first

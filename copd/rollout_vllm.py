@@ -360,15 +360,3 @@ def report_engines(world, notes: dict[str, str]) -> None:
         if note not in ("hf", "vllm") and note not in seen:
             seen.add(note)
             world.logger.log_event(note, level="warning", step=world.step)
-
-
-def score_rewards(world, batch: RolloutBatch) -> RolloutBatch:
-    """Verifier rewards of a batch, as `World.rollout` computes them."""
-    batch.rewards_B = torch.tensor(
-        [
-            world.task_of(ex).reward(ex, t)
-            for ex, t in zip(batch.examples, batch.texts, strict=True)
-        ],
-        dtype=torch.float32,
-    )
-    return batch

@@ -186,3 +186,35 @@ def test_top_p_draws_only_from_the_nucleus():
     picks = R._pick(logits, 1.0, False, 0.7, g)
     assert set(picks.tolist()) == {0, 1}  # 0.5 + 0.3 covers 0.7; the tail is cut
     assert abs((picks == 0).float().mean().item() - 0.5 / 0.8) < 0.03
+
+
+def test_rollout_sets_decode_together_as_each_alone(model_tok):
+    """Several batches of one policy in one decode loop: each comes back as sampling it
+    alone gives it (greedy, so the draws cannot differ): prompt padding, completion length,
+    tokens, texts and kept logits."""
+    model, tok = model_tok
+    rng = random.Random(3)
+    native = get_task("add").sample(rng, 3)
+    cross = get_task("rev").sample(rng, 2)  # other prompt lengths, other group size
+    kw = dict(temperature=1.0, max_new_tokens=6, greedy=True, keep_logits=True)
+    together = R.sample_rollout_sets(model, tok, [(native, 4), (cross, 2)], **kw)
+    for (exs, g), got in zip([(native, 4), (cross, 2)], together, strict=True):
+        alone = R.sample_rollouts(model, tok, exs, group_size=g, **kw)
+        assert got.group_size == g and got.examples == alone.examples
+        assert torch.equal(got.prompt_ids_B_P, alone.prompt_ids_B_P)
+        assert torch.equal(got.prompt_mask_B_P, alone.prompt_mask_B_P)
+        assert torch.equal(got.completion_ids_B_T, alone.completion_ids_B_T)
+        assert torch.equal(got.completion_mask_B_T, alone.completion_mask_B_T)
+        assert got.texts == alone.texts
+        torch.testing.assert_close(
+            got.extras["logits_B_T_V"], alone.extras["logits_B_T_V"], rtol=1e-4, atol=1e-4
+        )
+
+
+def test_prompt_groups_of_varied_sizes():
+    ids = torch.tensor([[1, 2], [1, 2], [1, 2], [3, 4], [3, 4], [5, 6]])
+    mask = torch.ones_like(ids)
+    assert R.prompt_groups(ids, mask, [3, 2, 1]).tolist() == [0, 0, 0, 1, 1, 2]
+    assert R.prompt_groups(ids, mask, [2, 3, 1]) is None  # a group mixes two prompts
+    assert R.prompt_groups(ids, mask, [3, 2]) is None  # sizes do not cover the rows
+    assert R.prompt_groups(ids[[0, 3, 5]], mask[:3], [1, 1, 1]) is None  # nothing shared

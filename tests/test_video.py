@@ -322,6 +322,15 @@ def _vlm_cfg(model_dir: str, extra: list[str]):
     ).validate()
 
 
+def _nudge(branch) -> None:
+    """Move a branch off the shared base, so its peers' OPD advantages are not all 0 even
+    when no GRPO group of this two-step run happens to draw a reward signal."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in branch.params:
+            p.add_(1e-2 * torch.randn(p.shape, generator=g, dtype=p.dtype).to(p.device))
+
+
 THREE = (
     'branches=[{"name": "text", "task": "add", "device": "cpu"}, '
     '{"name": "image", "task": "shapes", "device": "cpu"}, '
@@ -338,6 +347,7 @@ def test_one_copd_cycle_text_hub_with_image_and_video_branches(tiny_vlm_dir, tmp
     cfg = _vlm_cfg(tiny_vlm_dir, [THREE, "topology.kind=hub", "topology.hub=text"])
     rec = Recorder()
     world = World.build(cfg, rec)
+    _nudge(world.branch("text"))
     lm = {n for n, _ in world.base.module.named_parameters() if "language_model" in n}
     before = {b.name: {n: p.detach().clone() for n, p in b.view.module.named_parameters()
                        if n in lm} for b in world.branches}  # fmt: skip
@@ -372,6 +382,7 @@ def test_lora_branches_on_a_vlm_adapt_the_language_model_only(tiny_vlm_dir, tmp_
     wrapped = {n.rsplit(".", 1)[-1] for n, m in peft_model.named_modules() if hasattr(m, "lora_A")}
     assert wrapped == set(cfg.model.lora.target_modules)
     frozen = {n: p.detach().clone() for n, p in peft_model.named_parameters() if "lora_" not in n}
+    _nudge(world.branch("text"))
     adapters = {b.name: {k: v.clone() for k, v in b.trainable_state().items()}
                 for b in world.branches}  # fmt: skip
     scores = train(world, tmp_path)

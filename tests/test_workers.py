@@ -49,6 +49,9 @@ def test_worker_contract_rollout_score_train_state(tiny_cfg):
     assert lp.shape == (B, T) and torch.allclose(lp, ref)
     saved = add.state()
     before = [p.detach().clone() for p in world.branch("add").params]
+    # Both branches still hold the base's weights, so the peer's scores equal the student's
+    # and the OPD advantage would be 0: let the teacher rate every token e^0.5 times higher.
+    lp = lp + 0.5
     stats = add.train_step(batch, [CrossBatch("rev", batch, lp)])
     assert {"grad_norm", "reward/mean", "opd/adv_mean/rev"} <= set(stats)
     assert any(

@@ -63,20 +63,26 @@ def phase2_step(world: World, group: WorkerGroup | None = None) -> dict[str, flo
     g, o = cfg.grpo, cfg.opd
     names = group.names
     tasks = _tasks(world)
-    # 1. Every branch samples its native batch and its cross batches (peer prompts). The
-    #    driver draws the prompts from each branch's prompt RNG, in a fixed order.
+    # 1. Every branch samples its native batch and its cross batches (peer prompts), in one
+    #    call and one decode loop. The driver draws the prompts from each branch's prompt
+    #    RNG, in a fixed order.
     calls, keys = [], []
     for n in names:
+        requests, mine = [], []
         if o.native_rl:
-            calls.append(
-                Call(n, "rollout", (world.prompts(tasks[n], g.prompts_per_step, n), g.group_size))
-            )
-            keys.append((n, None))
+            requests.append((world.prompts(tasks[n], g.prompts_per_step, n), g.group_size))
+            mine.append((n, None))
         for t in teachers_of(n, names, cfg.topology.kind, cfg.hub, o.one_way):
             peer_prompts = world.prompts(tasks[t], o.cross_prompts_per_step, n)
-            calls.append(Call(n, "rollout", (peer_prompts, o.cross_group_size)))
-            keys.append((n, t))
-    batches = dict(zip(keys, group.call(calls), strict=True))
+            requests.append((peer_prompts, o.cross_group_size))
+            mine.append((n, t))
+        calls.append(Call(n, "rollouts", (requests,)))
+        keys.append(mine)
+    batches = {
+        key: batch
+        for mine, sampled in zip(keys, group.call(calls), strict=True)
+        for key, batch in zip(mine, sampled, strict=True)
+    }
     cross = {k: b for k, b in batches.items() if k[1] is not None}
     # 2. Every teacher scores every sampled token before anyone updates.
     scored = group.call([Call(t, "score", (batch,)) for (s, t), batch in cross.items()])

@@ -59,6 +59,10 @@ class BranchWorker(Protocol):
         """`group_size` samples per example from the branch's live policy, with verifier
         rewards, drawn from the branch's own token-sampling generator."""
 
+    def rollouts(self, requests: list[tuple[list[Example], int]]) -> list[RolloutBatch]:
+        """`rollout` for several (examples, group size) requests, in order; the built-in
+        decoder samples them in one decode loop."""
+
     def score(self, batch: RolloutBatch) -> torch.Tensor:
         """Log-probs [B, T] of `batch`'s tokens under this branch as a teacher (its frozen
         snapshot when it holds one, else its live policy)."""

@@ -27,7 +27,7 @@ from copd.checkpoint import BranchState
 from copd.engine import World, grpo_term, opd_term, optimize
 from copd.models import Branch
 from copd.rollout import RolloutBatch
-from copd.rollout_vllm import branch_weights, report_engines, rollout_engine, score_rewards
+from copd.rollout_vllm import branch_weights, report_engines, rollout_engine
 from copd.tasks import Example
 from copd.workers.base import Call, CrossBatch, WorkerGroup
 
@@ -45,15 +45,19 @@ class LocalWorker:
 
     # ------------------------------------------------------------------ training
     def rollout(self, examples: list[Example], group_size: int) -> RolloutBatch:
+        return self.rollouts([(examples, group_size)])[0]
+
+    def rollouts(self, requests: list[tuple[list[Example], int]]) -> list[RolloutBatch]:
         w = self.world
-        if self.vllm is None:
-            return w.rollout(self.branch.view, examples, group_size, generator=w.gens[self.name])
+        gen = w.gens[self.name]
+        if self.vllm is None:  # the built-in decoder runs every request in one loop
+            return w.rollouts(self.branch.view, requests, generator=gen)
         if self.vllm.stale:
             with w.timer("weight_sync"):
                 self.vllm.sync_weights(branch_weights(self.branch))
         with w.timer("rollout"):
-            batch = self.vllm.sample(examples, group_size, w.gens[self.name])
-        return score_rewards(w, batch)
+            batches = [self.vllm.sample(exs, g, gen) for exs, g in requests]
+        return [w.score_rewards(b) for b in batches]
 
     def score(self, batch: RolloutBatch) -> torch.Tensor:
         return self.world.score(self.world.teacher_view(self.name), batch)
