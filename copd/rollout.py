@@ -403,28 +403,14 @@ def draw(weights_B_V: Tensor, generator: torch.Generator | None) -> Tensor:
 
 
 def sample_rollouts(
-    model,
-    tokenizer,
-    examples: list[Example],
-    *,
-    group_size: int,
-    temperature: float,
-    max_new_tokens: int,
-    generator: torch.Generator | None = None,
-    greedy: bool = False,
-    top_p: float = 1.0,
-    device=None,
-    keep_logits: bool = False,
+    model, tokenizer, examples: list[Example], *, group_size: int, **kw
 ) -> RolloutBatch:
-    """G samples for each example (rows grouped per prompt). `keep_logits`: text prompts
-    also keep the sampler's own logits [B, T, V] in `extras["logits_B_T_V"]` (what a
-    fresh `completion_logits` pass would give, to float rounding; the diagnostics reuse
-    them instead of running the student again)."""
-    [batch] = sample_rollout_sets(
-        model, tokenizer, [(examples, group_size)], temperature=temperature,
-        max_new_tokens=max_new_tokens, generator=generator, greedy=greedy, top_p=top_p,
-        device=device, keep_logits=keep_logits,
-    )  # fmt: skip
+    """G samples for each example (rows grouped per prompt): `sample_rollout_sets` with one
+    request, and the same keywords (temperature, max_new_tokens, generator, greedy, top_p,
+    device, keep_logits). `keep_logits`: text prompts also keep the sampler's own logits
+    [B, T, V] in `extras["logits_B_T_V"]` (what a fresh `completion_logits` pass would give,
+    to float rounding; the diagnostics reuse them instead of running the student again)."""
+    [batch] = sample_rollout_sets(model, tokenizer, [(examples, group_size)], **kw)
     return batch
 
 
