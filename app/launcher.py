@@ -46,11 +46,10 @@ __all__ = [
     "GPU",
     "Launcher",
     "LauncherError",
-    "Supervisor",
     "TickReport",
+    "default_runs_root",
     "detect_gpus",
-    "start_supervisor",
-    "supervise",
+    "slugify",
 ]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -419,8 +418,3 @@ def _read_float(path: Path, default: float) -> float:
         return float(path.read_text().strip())
     except (OSError, ValueError):
         return default
-
-
-# The supervisor loop lives in app/supervisor.py (it imports this module lazily); re-exported
-# so `from app.launcher import start_supervisor` keeps working.
-from app.supervisor import Supervisor, start_supervisor, supervise  # noqa: E402

@@ -7,6 +7,7 @@ background thread per server process:
         return start_supervisor(store(), runs_root())
 
 The thread only touches the DB and processes, never Streamlit (no session context there).
+This module imports app.launcher; the launcher never imports it.
 """
 
 from __future__ import annotations
@@ -17,19 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app.launcher import Launcher
+
 
 def supervise(
     store: Any,
     runs_root: str | Path,
     interval_s: float = 2.0,
     stop_event: threading.Event | None = None,
-    launcher: Any = None,
+    launcher: Launcher | None = None,
     **launcher_kwargs: Any,
 ) -> None:
     """Tick every `interval_s` until `stop_event` is set; an error in one tick is printed and
     the loop goes on (a supervisor must outlive a transient DB lock)."""
-    from app.launcher import Launcher
-
     launcher = launcher or Launcher(store, runs_root, **launcher_kwargs)
     stop_event = stop_event or threading.Event()
     while not stop_event.is_set():
@@ -44,7 +45,7 @@ def supervise(
 class Supervisor:
     """A background supervisor thread; `stop()` ends it after the current tick."""
 
-    launcher: Any  # app.launcher.Launcher
+    launcher: Launcher
     thread: threading.Thread
     stop_event: threading.Event
 
@@ -58,8 +59,6 @@ def start_supervisor(
 ) -> Supervisor:
     """Start `supervise` in a daemon thread (the dashboard keeps one per process through
     `st.cache_resource`). The thread only touches the DB and processes, never Streamlit."""
-    from app.launcher import Launcher
-
     launcher = Launcher(store, runs_root, **launcher_kwargs)
     stop = threading.Event()
     thread = threading.Thread(

@@ -61,7 +61,7 @@ def _supervisor(url: str, root: str) -> Any:
     runs, marks dead ones crashed). Stopped when the cache entry is released."""
     if os.environ.get("COPD_SUPERVISE", "1") == "0":
         return None
-    from app.launcher import start_supervisor
+    from app.supervisor import start_supervisor
 
     return start_supervisor(_store(url), root)
 
@@ -114,7 +114,7 @@ def cached_evals(url: str, run_ids: tuple[int, ...]) -> pd.DataFrame:
 
 @st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
 def cached_gpus() -> list[Any]:
-    from app.launcher import detect_gpus
+    from app.gpus import detect_gpus
 
     return detect_gpus()
 

@@ -377,7 +377,7 @@ def test_detect_gpus_never_crashes():
 
 
 def test_supervisor_thread_starts_queued_runs_until_stopped(store, tmp_path):
-    from app.launcher import start_supervisor
+    from app.supervisor import start_supervisor
 
     fake = [sys.executable, str(Path(__file__).parent / "fake_trainer.py")]
     cfg = RunConfig().to_dict()
