@@ -19,6 +19,7 @@ class Position:
     phase: str  # "rl" | "opd"
     index: int  # step within the phase
     phase_len: int
+    cycle_len: int  # rl_steps + opd_steps
 
     @property
     def phase_start(self) -> bool:
@@ -30,7 +31,10 @@ class Position:
 
     @property
     def cycle_end(self) -> bool:
-        return self.phase_end and (self.phase == "opd" or self.phase_len == 0)
+        """The last step of the cycle: the end of phase II, or of phase I when a cycle has
+        no phase-II steps (opd_steps=0)."""
+        offset = 0 if self.phase == "rl" else self.cycle_len - self.phase_len
+        return offset + self.index == self.cycle_len - 1
 
 
 def position(step: int, sc: ScheduleConfig) -> Position:
@@ -40,11 +44,12 @@ def position(step: int, sc: ScheduleConfig) -> Position:
         raise ValueError(f"step {step} is outside the schedule of {sc.cycles * per_cycle} steps")
     cycle, r = divmod(step, per_cycle)
     if r < sc.rl_steps:
-        return Position(step, cycle, "rl", r, sc.rl_steps)
-    return Position(step, cycle, "opd", r - sc.rl_steps, sc.opd_steps)
+        return Position(step, cycle, "rl", r, sc.rl_steps, per_cycle)
+    return Position(step, cycle, "opd", r - sc.rl_steps, sc.opd_steps, per_cycle)
 
 
 def is_cycle_end(step: int, sc: ScheduleConfig) -> bool:
+    """Whether global `step` is the last of its cycle (also past the schedule's end)."""
     return (step + 1) % (sc.rl_steps + sc.opd_steps) == 0
 
 
