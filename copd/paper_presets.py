@@ -19,6 +19,8 @@ docs/examples/gsm8k_mathqa.json.
 `paper-text-math-lora` keeps one shared base with a LoRA adapter per branch on one GPU.
 `paper-vl-image` / `paper-vl-video`: the multimodal setting on a local vision-language
 model (see the section at the end of this file).
+
+These are the factories; copd/presets.py lists them by name with their descriptions.
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ from copd.config import (
     ScheduleConfig,
     TopologyConfig,
 )
-from copd.presets import register
 
 MATH_TEMPLATE = (
     "{prompt}\n\nPlease reason step by step, and put your final answer within \\boxed{}."
@@ -102,18 +103,6 @@ def paper_text_math(lora: bool = False) -> RunConfig:
     )
 
 
-register(
-    "paper-text-math",
-    paper_text_math,
-    "GPU: CoPD on two local datasets (math, multiple choice) with a local instruction model",
-)
-register(
-    "paper-text-math-lora",
-    lambda: paper_text_math(lora=True),
-    "GPU: as paper-text-math with LoRA branches sharing one base on one GPU",
-)
-
-
 # ----------------------------------------------------------------------------- multimodal
 # The paper's multimodal setting: one vision-language base (Qwen2-VL / Qwen2.5-VL / Qwen3-VL
 # family, a local directory; its processor needs torchvision) with a text branch, an image
@@ -167,15 +156,3 @@ def paper_vl(video: bool = False) -> RunConfig:
         topology=TopologyConfig(kind="hub", hub="text") if video else base.topology,
         task_options={**text_opts, **media},
     )
-
-
-register(
-    "paper-vl-image",
-    paper_vl,
-    "GPU: CoPD on a local Qwen-VL model, a text (math) branch and an image branch",
-)
-register(
-    "paper-vl-video",
-    lambda: paper_vl(video=True),
-    "GPU: CoPD on a local Qwen-VL model, text + image + video branches, the text branch as hub",
-)

@@ -1,4 +1,4 @@
-"""The paper's baselines: their presets, their step budgets, and the pieces their loops share.
+"""The paper's baselines' step budgets: how many updates each stage and each policy makes.
 
     copd train expert            # single-domain experts (GRPO on their own domain only)
     copd train weight_average    # the same experts, then averaged parameters
@@ -7,9 +7,8 @@
     copd train mopd              # experts, then one student distilled from all, routed by domain
 
 Each loop is its own module (expert.py, mixed.py, static_opd.py, mopd.py), readable top to
-bottom over the engine's primitives; this module stays light (no torch) because listing
-presets imports it. Every preset derives from "demo" (same model, sampling
-and GRPO settings), so an ablation set compares like with like.
+bottom over the engine's primitives and the shared loop pieces (loop.py); their presets are
+rows of the table in copd/presets.py. This module is plain rules over the config (no torch).
 
 Budget rules (recorded in results.json under "budget" and logged as an event at start):
   T = schedule.total_steps() (CoPD's updates per branch), S = cycles x opd_steps (CoPD's
@@ -31,11 +30,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from copd import presets
-from copd.config import ConfigError, RunConfig, replace_in
+from copd.config import ConfigError, RunConfig
 
 
-# ---------------------------------------------------------------------- budgets
 @dataclass(frozen=True)
 class Budget:
     """How many updates each stage and each policy makes, and the rule that fixed them."""
@@ -126,60 +123,3 @@ def check_policy_name(cfg: RunConfig, name: str) -> None:
         raise ConfigError(
             f"branches: {name!r} is reserved for the {cfg.method} policy; rename that branch"
         )
-
-
-# ---------------------------------------------------------------------- presets
-def _demo_as(name: str, method: str, **fields) -> RunConfig:
-    return replace_in(presets.get("demo"), name=name, method=method, **fields)
-
-
-def _copd3_as(name: str, method: str, **fields) -> RunConfig:
-    return replace_in(presets.get("copd-3"), name=name, method=method, **fields)
-
-
-_BASELINES = {
-    "expert": (
-        lambda: _demo_as("expert", "expert", merge__enabled=False),
-        "baseline: single-domain experts, GRPO on their own domain only (T updates each)",
-    ),
-    "weight_average": (
-        lambda: _demo_as("weight-average", "weight_average", merge__enabled=True),
-        "baseline: the single-domain experts, then their parameters averaged",
-    ),
-    "mixed": (
-        lambda: _demo_as("mixed", "mixed", merge__enabled=False),
-        "baseline: one policy, GRPO on all domains' prompts, K x T updates",
-    ),
-    "static_opd": (
-        lambda: _demo_as(
-            "static-opd", "static_opd", merge__enabled=False, static_direction="add->rev"
-        ),
-        "baseline: experts, then one-way OPD from the frozen add expert into rev",
-    ),
-    "static_opd-rev": (
-        lambda: _demo_as(
-            "static-opd-rev", "static_opd", merge__enabled=False, static_direction="rev->add"
-        ),
-        "baseline: experts, then one-way OPD from the frozen rev expert into add",
-    ),
-    "mopd": (
-        lambda: _demo_as("mopd", "mopd", merge__enabled=False, opd__native_rl=False),
-        "baseline: experts, then one student distilled from all, each prompt routed to its "
-        "domain's expert (opd.native_rl=true adds the outcome-reward GRPO term)",
-    ),
-    "expert-3": (
-        lambda: _copd3_as("expert-3", "expert", merge__enabled=False),
-        "baseline: 3 single-domain experts (add, rev, sort)",
-    ),
-    "mixed-3": (
-        lambda: _copd3_as("mixed-3", "mixed", merge__enabled=False),
-        "baseline: mixed GRPO on add, rev and sort, 3 x T updates",
-    ),
-    "mopd-3": (
-        lambda: _copd3_as("mopd-3", "mopd", merge__enabled=False, opd__native_rl=False),
-        "baseline: MOPD with 3 domain experts (add, rev, sort)",
-    ),
-}
-
-for _name, (_factory, _description) in _BASELINES.items():
-    presets.register(_name, _factory, _description)
