@@ -123,73 +123,100 @@ def series_figure(
     if "x" not in df:
         df = df.assign(x=df["step"].astype(float))
     label_col = "label" if "label" in df else "key"
-    flagged = False
+    flagged = False  # the NaN/inf legend entry is shown once
     for i, (label, g) in enumerate(df.groupby(label_col, sort=False)):
-        g = g.sort_values("x")
-        xs = g["x"].to_numpy(dtype=float)
-        ys = g["value"].to_numpy(dtype=float)
-        plot_y = np.where(np.isfinite(ys), ys, np.nan)
-        if log_y:
-            plot_y = np.where(plot_y > 0, plot_y, np.nan)
-        c = color(i)
-        group = str(label)
-        if smoothing > 0:
-            fig.add_trace(
-                go.Scatter(
-                    x=xs,
-                    y=plot_y,
-                    mode="lines",
-                    line=dict(color=c, width=1),
-                    opacity=0.25,
-                    name=f"{label} (raw)",
-                    legendgroup=group,
-                    showlegend=False,
-                    hoverinfo="skip",
-                )
-            )
-            plot_y = ema(plot_y, smoothing)
-        fig.add_trace(
-            go.Scatter(
-                x=xs,
-                y=plot_y,
-                mode="lines+markers" if len(xs) < 40 else "lines",
-                marker=dict(size=4),
-                line=dict(color=c, width=2),
-                name=str(label),
-                legendgroup=group,
-                connectgaps=True,
-            )
+        marked = _add_series(
+            fig,
+            g.sort_values("x"),
+            str(label),
+            color(i),
+            smoothing=smoothing,
+            log_y=log_y,
+            nonfinite_legend=not flagged,
         )
-        mx, my, mt = _nonfinite_marks(xs, ys, g["step"].to_numpy())
-        if mx:
-            fig.add_trace(
-                go.Scatter(
-                    x=mx,
-                    y=my,
-                    mode="markers",
-                    marker=dict(symbol="x", size=11, color="red", line=dict(width=1)),
-                    name="NaN / inf",
-                    legendgroup="nonfinite",
-                    showlegend=not flagged,
-                    text=mt,
-                    hovertemplate="%{text}<extra>" + str(label) + "</extra>",
-                )
-            )
-            flagged = True
+        flagged = flagged or marked
     if shade_phases and x == "step":
         shade(fig, df)
     base_layout(fig, title, y_title, x, revision or title)
     if log_y:
-        fig.update_yaxes(type="log")
-        vals = df["value"].to_numpy(dtype=float)
-        hidden = int((np.isfinite(vals) & (vals <= 0)).sum())
-        if hidden:  # say so, rather than leave an empty-looking chart unexplained
-            fig.add_annotation(
-                text=f"{hidden} point(s) ≤ 0 not drawn on the log axis",
-                xref="paper", yref="paper", x=0.01, y=0.98, showarrow=False,
-                font=dict(size=11, color="gray"),
-            )  # fmt: skip
+        _log_axis(fig, df)
     return fig
+
+
+def _add_series(
+    fig: go.Figure,
+    g: pd.DataFrame,
+    label: str,
+    c: str,
+    *,
+    smoothing: float,
+    log_y: bool,
+    nonfinite_legend: bool,
+) -> bool:
+    """One line's traces (faint raw line when smoothed, the line, NaN/inf crosses); True
+    when crosses were drawn."""
+    xs = g["x"].to_numpy(dtype=float)
+    ys = g["value"].to_numpy(dtype=float)
+    plot_y = np.where(np.isfinite(ys), ys, np.nan)
+    if log_y:
+        plot_y = np.where(plot_y > 0, plot_y, np.nan)
+    if smoothing > 0:
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=plot_y,
+                mode="lines",
+                line=dict(color=c, width=1),
+                opacity=0.25,
+                name=f"{label} (raw)",
+                legendgroup=label,
+                showlegend=False,
+                hoverinfo="skip",
+            )
+        )
+        plot_y = ema(plot_y, smoothing)
+    fig.add_trace(
+        go.Scatter(
+            x=xs,
+            y=plot_y,
+            mode="lines+markers" if len(xs) < 40 else "lines",
+            marker=dict(size=4),
+            line=dict(color=c, width=2),
+            name=label,
+            legendgroup=label,
+            connectgaps=True,
+        )
+    )
+    mx, my, mt = _nonfinite_marks(xs, ys, g["step"].to_numpy())
+    if not mx:
+        return False
+    fig.add_trace(
+        go.Scatter(
+            x=mx,
+            y=my,
+            mode="markers",
+            marker=dict(symbol="x", size=11, color="red", line=dict(width=1)),
+            name="NaN / inf",
+            legendgroup="nonfinite",
+            showlegend=nonfinite_legend,
+            text=mt,
+            hovertemplate="%{text}<extra>" + label + "</extra>",
+        )
+    )
+    return True
+
+
+def _log_axis(fig: go.Figure, df: pd.DataFrame) -> None:
+    """A log y axis, with a note on how many points (<= 0) it cannot draw."""
+    fig.update_yaxes(type="log")
+    vals = df["value"].to_numpy(dtype=float)
+    hidden = int((np.isfinite(vals) & (vals <= 0)).sum())
+    if hidden:  # say so, rather than leave an empty-looking chart unexplained
+        fig.add_annotation(
+            text=f"{hidden} point(s) ≤ 0 not drawn on the log axis",
+            xref="paper", yref="paper", x=0.01, y=0.98, showarrow=False,
+            font=dict(size=11, color="gray"),
+        )  # fmt: skip
 
 
 def eval_figure(evals: pd.DataFrame, *, revision: str = "evals") -> go.Figure:

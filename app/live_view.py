@@ -63,12 +63,34 @@ def _labelled(df: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
 
 def draw_run(run: Any, url: str, *, smoothing: float, x: str, max_points: int, fmt: str) -> None:
     """Header, NaN warning and every chart of one run."""
-    keys = cached_keys(url, (run.id,))
-    groups = select_keys(keys)
+    groups = select_keys(cached_keys(url, (run.id,)))
     wanted = tuple(k for g in groups.values() for k in g)
-    df = cached_series(url, (run.id,), wanted, max_points)
-    df = with_x(df, x)
+    df = with_x(cached_series(url, (run.id,), wanted, max_points), x)
+    run_header(run, df)
+    if df.empty:
+        st.info(
+            "No metrics logged yet. The trainer writes its first points after the first "
+            "step; this view refreshes by itself."
+        )
+        return
+    rid = run.id
+    line_charts(df, groups, rid, x=x, smoothing=smoothing, fmt=fmt)
+    evals = cached_evals(url, (rid,))
+    if len(evals):
+        plot(charts.eval_figure(evals, revision=f"eval:{rid}"), f"live:{rid}:eval", fmt)
+    left, right = st.columns(2)
+    with left:
+        if groups["time"]:
+            plot(charts.timing_figure(df, revision=f"time:{rid}"), f"live:{rid}:time", fmt)
+    with right:
+        if groups["system"]:
+            fig = charts.system_figure(df, x=x, revision=f"sys:{rid}")
+            plot(fig, f"live:{rid}:system", fmt)
+    downloads(df, evals, rid)
 
+
+def run_header(run: Any, df: pd.DataFrame) -> None:
+    """Status, progress, last step and cycle; the run's error; a list of NaN/inf points."""
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("status", status_label(run.status))
     c2.metric("progress", f"{run.progress:.0%}")
@@ -77,36 +99,35 @@ def draw_run(run: Any, url: str, *, smoothing: float, x: str, max_points: int, f
     st.progress(min(max(float(run.progress), 0.0), 1.0))
     if run.status in ("failed", "crashed") and run.error:
         st.error(f"{run.status}: {run.error.splitlines()[0]}")
-
     bad = nonfinite_points(df)
     if len(bad):
         st.warning(
             "Non-finite values (marked ✕ on the charts):\n\n"
             + "\n".join(f"- `{line}`" for line in describe_nonfinite(bad))
         )
-    if df.empty:
-        st.info(
-            "No metrics logged yet. The trainer writes its first points after the first "
-            "step; this view refreshes by itself."
-        )
-        return
 
-    rid = run.id
-    # (group, title, y axis, log y, key -> legend label): one line chart each, phases shaded.
-    line_charts = [
-        ("overlap", "Top-10 overlap between branches (student~teacher)", "overlap@10", False,
-         lambda ks: relabel_keys(ks, "pair/", "/overlap_top10")),
-        ("overlap_base", "Overlap vs base model", "overlap@10", False,
-         lambda ks: relabel_keys(ks, "base/", "/overlap_top10")),
-        ("sym_kl", "Symmetric KL between branches", "KL(p‖q)+KL(q‖p)", True,
-         lambda ks: relabel_keys(ks, "pair/", "/sym_kl")),
-        ("reward", "Reward per branch per domain", "mean reward", False,
-         lambda ks: {k: reward_label(k) for k in ks}),
-        # GRPO learns only from groups whose rewards differ; the rest are skipped.
-        ("signal", "Prompt groups with a reward signal (rewards not all equal)",
-         "share of groups", False, lambda ks: relabel_keys(ks, "branch/", "/signal_frac")),
-    ]  # fmt: skip
-    for group, title, y_title, log_y, label in line_charts:
+
+# (group, title, y axis, log y, key -> legend label): one line chart each, phases shaded.
+LINE_CHARTS = [
+    ("overlap", "Top-10 overlap between branches (student~teacher)", "overlap@10", False,
+     lambda ks: relabel_keys(ks, "pair/", "/overlap_top10")),
+    ("overlap_base", "Overlap vs base model", "overlap@10", False,
+     lambda ks: relabel_keys(ks, "base/", "/overlap_top10")),
+    ("sym_kl", "Symmetric KL between branches", "KL(p‖q)+KL(q‖p)", True,
+     lambda ks: relabel_keys(ks, "pair/", "/sym_kl")),
+    ("reward", "Reward per branch per domain", "mean reward", False,
+     lambda ks: {k: reward_label(k) for k in ks}),
+    # GRPO learns only from groups whose rewards differ; the rest are skipped.
+    ("signal", "Prompt groups with a reward signal (rewards not all equal)",
+     "share of groups", False, lambda ks: relabel_keys(ks, "branch/", "/signal_frac")),
+]  # fmt: skip
+
+
+def line_charts(
+    df: pd.DataFrame, groups: dict[str, list[str]], rid: int, *, x: str, smoothing: float, fmt: str
+) -> None:
+    """The line charts of LINE_CHARTS whose group has keys, in that order."""
+    for group, title, y_title, log_y, label in LINE_CHARTS:
         if groups[group]:
             fig = charts.series_figure(
                 _labelled(df, label(groups[group])),
@@ -119,17 +140,9 @@ def draw_run(run: Any, url: str, *, smoothing: float, x: str, max_points: int, f
             )
             plot(fig, f"live:{rid}:{group}", fmt)
 
-    evals = cached_evals(url, (rid,))
-    if len(evals):
-        plot(charts.eval_figure(evals, revision=f"eval:{rid}"), f"live:{rid}:eval", fmt)
-    left, right = st.columns(2)
-    with left:
-        if groups["time"]:
-            plot(charts.timing_figure(df, revision=f"time:{rid}"), f"live:{rid}:time", fmt)
-    with right:
-        if groups["system"]:
-            fig = charts.system_figure(df, x=x, revision=f"sys:{rid}")
-            plot(fig, f"live:{rid}:system", fmt)
+
+def downloads(df: pd.DataFrame, evals: pd.DataFrame, rid: int) -> None:
+    """CSV buttons for the series and (when there are any) the evaluations."""
     d1, d2 = st.columns(2)
     with d1:
         csv_button(
