@@ -3,7 +3,7 @@
 #   ./test.sh [pytest args]        e.g. ./test.sh -m slow, ./test.sh tests/test_losses.py
 set -euo pipefail
 cd "$(dirname "$0")"
-bash scripts/setup_env.sh dev,ray,data
+bash scripts/setup_env.sh dev,ray,data,rg
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export HF_HOME="${HF_HOME:-$PWD/.cache/hf}"
 .venv/bin/ruff check .

@@ -4,6 +4,7 @@
     task = get_task("add", difficulty=2)          # a built-in domain
     task = get_task("mypkg.tasks:make_task", n=3)  # or your own: factory(**options) -> Task
     task = get_task("dataset#gsm8k", path="gsm8k.jsonl", verifier="numeric")  # a data file
+    task = get_task("rg:leg_counting?max_animals=3")  # a reasoning-gym dataset (extra `rg`)
 
 A `#label` suffix is ignored when resolving the task; it lets two branches use the same
 factory with different `task_options` (which are keyed by the full task string).
@@ -67,6 +68,10 @@ def get_task(spec: str, **options: Any) -> Task:
     is dropped first; `dataset` stands for `copd.tasks.datasets:from_file`.
     """
     spec = spec.split("#", 1)[0]
+    if spec.startswith("rg:"):  # a reasoning-gym dataset (copd/tasks/reasoning_gym.py)
+        from copd.tasks.reasoning_gym import from_spec
+
+        return from_spec(spec, **options)
     spec = ALIASES.get(spec, spec)
     if spec in BUILTIN_TASKS or spec in IMAGE_TASKS:
         cls = BUILTIN_TASKS.get(spec) or IMAGE_TASKS[spec]
