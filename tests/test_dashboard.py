@@ -239,6 +239,22 @@ def test_runs_page_delete_asks_first(app, seeded):
         store.get_run(doomed.id)
 
 
+def test_runs_page_cancels_a_queued_run_after_confirmation(app, seeded):
+    at, _ = app
+    store = RunStore.from_url(seeded[0])
+    queued = store.create_run("waiting", "copd", RunConfig().to_dict())
+    at.run()
+    at.switch_page("../pages/runs.py").run()
+    at.selectbox(key="runs:selected").set_value(queued.id).run()
+    assert not at.button(key="runs:cancel").disabled
+    at.button(key="runs:cancel").click().run()
+    assert any("Really cancel" in w.value for w in at.warning)
+    assert store.get_run(queued.id).status == "queued"  # nothing happens before Yes
+    at.button(key="runs:yes").click().run()
+    assert not at.exception
+    assert store.get_run(queued.id).status == "cancelled"
+
+
 def test_live_view_draws_overlap_and_flags_nan(app):
     at, ids = app
     at.run()
