@@ -1,38 +1,30 @@
-"""Typed, frozen run configuration for CoPD and its baselines.
+"""The config's sections: one frozen dataclass each, and `RunConfig`, the whole run.
 
-One `RunConfig` describes a whole run: the base model, the branches (one per domain),
-sampling, GRPO, on-policy distillation (OPD), the cycle schedule, the topology of the
-mutual-OPD graph, the final merge, evaluation and diagnostics. Defaults follow the paper
-(arXiv 2604.27083) wherever it gives a value; what it leaves open is a documented field.
-
-    cfg = RunConfig.from_json(path)                     # or presets.get("demo")
-    cfg = apply_overrides(cfg, ["grpo.group_size=8"])   # --set on the command line
-    cfg.validate()                                      # raises ConfigError naming field + fix
-
-Paper values: G=8, temperature 1.0, clip 0.2/0.28, no reference KL, S_RL:S_OPD = 1.5:1,
-top-k overlap k=10, constant learning rate. Open in the paper (our defaults documented on
-each field): beta, the number of cycles N, the native/cross split of a phase-II batch,
-merge weights, live vs frozen teacher.
+Defaults follow the paper (arXiv 2604.27083) wherever it gives a value; what it leaves
+open is a documented field. Allowed values live in `choices.py`, the checks in
+`validation.py`, the JSON mapping in `serialize.py`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import re
-from dataclasses import dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import Any
 
-METHODS = ("copd", "expert", "mixed", "static_opd", "mopd", "weight_average")
-TOPOLOGIES = ("pair", "hub", "full")
-LOSS_AGGS = ("token_mean", "seq_mean_token_mean", "dr_grpo")
-MERGE_METHODS = ("average", "weighted", "task_arithmetic", "ties")
-SAMPLING_ENGINES = ("hf", "vllm")
-
-
-class ConfigError(ValueError):
-    """A configuration value is invalid. The message names the field and the fix."""
+from copd.config.choices import (
+    BackendKind,
+    BranchKind,
+    Dtype,
+    LossAgg,
+    MergeMethod,
+    Method,
+    SamplingEngine,
+    Teacher,
+    TopologyKind,
+)
+from copd.config.serialize import from_dict, to_jsonable
+from copd.config.validation import ConfigError, validate_run
 
 
 @dataclass(frozen=True)
@@ -60,8 +52,8 @@ class ModelConfig:
 
     path: str = "demo"
     gguf_file: str | None = None  # a GGUF file inside `path` (transformers `gguf_file=`)
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    branch_kind: Literal["full", "lora"] = "full"
+    dtype: Dtype = "float32"
+    branch_kind: BranchKind = "full"
     lora: LoraSpec = field(default_factory=LoraSpec)
     # transformers attention kernel. "auto": "eager" on the CPU for short-context models
     # (<= 512 positions, e.g. the demo's: there the CPU SDPA kernel's fixed cost per call
@@ -86,7 +78,7 @@ class SamplingConfig:
     # "hf": the built-in batched decoder (copd/rollout.py). "vllm": a vLLM engine per branch
     # worker on the branch's GPU, weights synced after every update (copd/rollout_vllm.py);
     # falls back to "hf" with a warning where vLLM or CUDA is missing. docs/DISTRIBUTED.md.
-    engine: Literal["hf", "vllm"] = "hf"
+    engine: SamplingEngine = "hf"
     vllm_gpu_memory_utilization: float = 0.3  # share of the GPU for vLLM (weights + KV cache)
     vllm_sleep: bool = False  # offload vLLM's weights, free its KV cache while the branch trains
 
@@ -106,7 +98,7 @@ class GRPOConfig:
     clip_low: float = 0.2
     clip_high: float = 0.28
     std_normalize: bool = True  # (r - mean) / std; False = Dr. GRPO style (r - mean)
-    loss_agg: Literal["token_mean", "seq_mean_token_mean", "dr_grpo"] = "token_mean"
+    loss_agg: LossAgg = "token_mean"
     kl_coef: float = 0.0  # KL to the base (reference) policy; paper: none
     grad_clip: float = 1.0
     updates_per_batch: int = 1  # >1 reuses one rollout batch (PPO epochs; ratio != 1)
@@ -128,7 +120,7 @@ class OPDConfig:
     beta: float = 1.0
     cross_prompts_per_step: int = 8  # prompts from EACH peer's domain per phase-II step
     cross_group_size: int = 4  # samples per cross prompt
-    teacher: Literal["live", "snapshot"] = "live"  # snapshot = frozen at each phase start
+    teacher: Teacher = "live"  # snapshot = frozen at each phase start
     native_rl: bool = True  # phase II keeps the branch's own GRPO batch (paper: yes)
     one_way: bool = False  # ablation: only the first branch (hub) teaches, nobody teaches it
     cross_weight: float = 1.0  # weight of the cross-branch loss term in the combined update
@@ -167,7 +159,7 @@ class TopologyConfig:
     """Who teaches whom in phase II: `pair` (2 branches), `hub` (hub-and-spoke: the hub
     teaches and learns from every spoke; spokes do not distil from each other), `full`."""
 
-    kind: Literal["pair", "hub", "full"] = "pair"
+    kind: TopologyKind = "pair"
     hub: str | None = None  # branch name; default: the first branch
 
 
@@ -176,7 +168,7 @@ class MergeConfig:
     """Final parameter merge of the branches. Paper: element-wise averaging."""
 
     enabled: bool = True
-    method: Literal["average", "weighted", "task_arithmetic", "ties"] = "average"
+    method: MergeMethod = "average"
     weights: tuple[float, ...] = ()  # for `weighted` (normalised); empty = uniform
     scale: float = 1.0  # task arithmetic / TIES scaling of the summed delta
     density: float = 0.2  # TIES: fraction of each delta kept (largest magnitudes)
@@ -218,7 +210,7 @@ class BackendConfig:
     the merge). Same seed, same metrics on either back end. Ray runs the `copd` method only.
     """
 
-    kind: Literal["local", "ray"] = "local"
+    kind: BackendKind = "local"
     # None: start a private Ray instance on this machine, bound to 127.0.0.1;
     # "auto" or "ray://host:10001": join an existing cluster (`ray start --head` first).
     ray_address: str | None = None
@@ -232,7 +224,7 @@ class RunConfig:
     """A whole run. `method` picks the algorithm: CoPD or one of the baselines."""
 
     name: str = "copd-demo"
-    method: Literal["copd", "expert", "mixed", "static_opd", "mopd", "weight_average"] = "copd"
+    method: Method = "copd"
     seed: int = 0
     group: str | None = None  # ablation set this run belongs to
     threads: int = 0  # torch threads; 0 = all cores (CPU) / leave default
@@ -258,144 +250,9 @@ class RunConfig:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> RunConfig:
-        """Check every field before any work starts; raise ConfigError naming the fix."""
-        _check(self.method in METHODS, "method", f"must be one of {METHODS}")
-        _check(self.seed >= 0, "seed", "must be >= 0")
-        _check(self.threads >= 0, "threads", "use 0 for the default or a positive count")
-        m = self.model
-        _check(bool(m.path), "model.path", "set a local model directory, a hub name or 'demo'")
-        _check(m.branch_kind in ("full", "lora"), "model.branch_kind", "use 'full' or 'lora'")
-        _check(
-            bool(m.attn_implementation.strip()),
-            "model.attn_implementation",
-            "use 'auto', 'eager', 'sdpa' or another transformers attention name",
-        )
-        _check(m.lora.r > 0, "model.lora.r", "LoRA rank must be a positive integer")
-        _check(
-            m.demo_hidden % 4 == 0 and m.demo_hidden >= 16,
-            "model.demo_hidden",
-            "use a multiple of 4, at least 16",
-        )
-        _check(m.demo_layers >= 1, "model.demo_layers", "use at least 1 layer")
-        s = self.sampling
-        _check(s.temperature > 0, "sampling.temperature", "must be > 0 (paper: 1.0)")
-        _check(s.max_new_tokens >= 1, "sampling.max_new_tokens", "must be >= 1")
-        _check(0 < s.top_p <= 1, "sampling.top_p", "must be in (0, 1]")
-        _check(s.engine in SAMPLING_ENGINES, "sampling.engine", f"use one of {SAMPLING_ENGINES}")
-        _check(
-            0 < s.vllm_gpu_memory_utilization < 1,
-            "sampling.vllm_gpu_memory_utilization",
-            "must be in (0, 1): the share of the branch's GPU vLLM may take",
-        )
-        g = self.grpo
-        _check(
-            g.group_size >= 2,
-            "grpo.group_size",
-            "GRPO needs at least 2 samples per prompt (paper: 8)",
-        )
-        _check(g.prompts_per_step >= 1, "grpo.prompts_per_step", "must be >= 1")
-        _check(g.lr > 0, "grpo.lr", "must be > 0")
-        _check(0 <= g.clip_low < 1, "grpo.clip_low", "must be in [0, 1) (paper: 0.2)")
-        _check(g.clip_high >= 0, "grpo.clip_high", "must be >= 0 (paper: 0.28)")
-        _check(g.loss_agg in LOSS_AGGS, "grpo.loss_agg", f"use one of {LOSS_AGGS}")
-        _check(g.kl_coef >= 0, "grpo.kl_coef", "must be >= 0 (paper: 0)")
-        _check(g.updates_per_batch >= 1, "grpo.updates_per_batch", "must be >= 1")
-        o = self.opd
-        _check(o.beta >= 0, "opd.beta", "must be >= 0")
-        _check(o.cross_prompts_per_step >= 1, "opd.cross_prompts_per_step", "must be >= 1")
-        _check(o.cross_group_size >= 1, "opd.cross_group_size", "must be >= 1")
-        _check(o.teacher in ("live", "snapshot"), "opd.teacher", "use 'live' or 'snapshot'")
-        sc = self.schedule
-        _check(sc.cycles >= 1, "schedule.cycles", "must be >= 1")
-        _check(
-            sc.rl_steps >= 0 and sc.opd_steps >= 0, "schedule.rl_steps", "step counts must be >= 0"
-        )
-        _check(
-            sc.rl_steps + sc.opd_steps >= 1,
-            "schedule.rl_steps",
-            "a cycle needs at least one step (rl_steps + opd_steps >= 1)",
-        )
-        _check(sc.diag_every >= 0, "schedule.diag_every", "use 0 to measure only at phase ends")
-        names = [b.name for b in self.branches]
-        _check(len(names) >= 1, "branches", "add at least one branch")
-        _check(len(set(names)) == len(names), "branches", f"branch names must be unique: {names}")
-        for b in self.branches:
-            _check(
-                re.fullmatch(r"[A-Za-z0-9_.-]+", b.name) is not None,
-                "branches.name",
-                f"{b.name!r}: use letters, digits, '_', '.', '-' only",
-            )
-            _check(
-                bool(b.task), f"branches[{b.name}].task", "name a built-in task or module:factory"
-            )
-            _check(
-                re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", b.device) is not None,
-                f"branches[{b.name}].device",
-                "use auto, cpu, cuda or cuda:N",
-            )
-        if self.method in ("copd", "static_opd", "weight_average"):
-            _check(len(names) >= 2, "branches", f"method {self.method!r} needs >= 2 branches")
-        if self.method == "mopd":
-            _check(len(names) >= 2, "branches", "MOPD needs >= 2 domain experts as teachers")
-        t = self.topology
-        _check(t.kind in TOPOLOGIES, "topology.kind", f"use one of {TOPOLOGIES}")
-        if t.kind == "pair" and self.method == "copd":
-            _check(
-                len(names) == 2,
-                "topology.kind",
-                f"'pair' needs exactly 2 branches (got {len(names)}); use 'hub' or 'full'",
-            )
-        if t.hub is not None:
-            _check(
-                t.hub in names, "topology.hub", f"{t.hub!r} is not a branch; pick one of {names}"
-            )
-        mg = self.merge
-        _check(mg.method in MERGE_METHODS, "merge.method", f"use one of {MERGE_METHODS}")
-        if mg.method == "weighted":
-            _check(
-                len(mg.weights) == len(names),
-                "merge.weights",
-                f"give one weight per branch ({len(names)})",
-            )
-            _check(
-                all(w >= 0 for w in mg.weights) and sum(mg.weights) > 0,
-                "merge.weights",
-                "weights must be >= 0 and not all zero",
-            )
-        _check(0 < mg.density <= 1, "merge.density", "must be in (0, 1]")
-        _check(self.eval.n_prompts >= 1, "eval.n_prompts", "must be >= 1")
-        _check(self.eval.pass_k >= 0, "eval.pass_k", "use 0 (off) or k >= 1")
-        d = self.diagnostics
-        _check(d.top_k >= 1, "diagnostics.top_k", "must be >= 1 (paper: 10)")
-        _check(all(k >= 1 for k in d.extra_k), "diagnostics.extra_k", "every k must be >= 1")
-        _check(
-            d.n_prompts >= 1 and d.samples_per_prompt >= 1, "diagnostics.n_prompts", "must be >= 1"
-        )
-        if self.method == "static_opd" and self.static_direction is not None:
-            parts = self.static_direction.split("->")
-            _check(
-                len(parts) == 2 and all(p in names for p in parts) and parts[0] != parts[1],
-                "static_direction",
-                f"write TEACHER->STUDENT with two branch names from {names}",
-            )
-        _check(self.checkpoint_every >= 0, "checkpoint_every", "use 0 or a step count")
-        bk = self.backend
-        _check(bk.kind in ("local", "ray"), "backend.kind", "use 'local' or 'ray'")
-        if bk.kind == "ray":
-            _check(
-                self.method == "copd",
-                "backend.kind",
-                f"'ray' runs the copd method only; use 'local' for {self.method!r}",
-            )
-        _check(
-            bk.ray_address is None
-            or bk.ray_address == "auto"
-            or bk.ray_address.startswith("ray://"),
-            "backend.ray_address",
-            "use null (private local instance), 'auto' or 'ray://HOST:PORT'",
-        )
-        _check(bk.num_gpus_per_branch >= 0, "backend.num_gpus_per_branch", "must be >= 0")
-        _check(bk.num_cpus_per_branch >= 0, "backend.num_cpus_per_branch", "must be >= 0")
+        """Check every field before any work starts; raise ConfigError naming the fix
+        (copd/config/validation.py)."""
+        validate_run(self)
         return self
 
     # ------------------------------------------------------------------ derived
@@ -409,7 +266,7 @@ class RunConfig:
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
-        return _to_jsonable(self)
+        return to_jsonable(self)
 
     def to_json(self, path: str | Path | None = None) -> str:
         text = json.dumps(self.to_dict(), indent=2, sort_keys=False)
@@ -419,7 +276,7 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        return _from_dict(cls, data, prefix="")
+        return from_dict(cls, data)
 
     @classmethod
     def from_file(cls, path: str | Path) -> RunConfig:
@@ -434,165 +291,3 @@ class RunConfig:
         else:
             data = json.loads(text)
         return cls.from_dict(data)
-
-
-def _check(ok: bool, name: str, fix: str) -> None:
-    if not ok:
-        raise ConfigError(f"{name}: {fix}")
-
-
-def _to_jsonable(obj: Any) -> Any:
-    if is_dataclass(obj):
-        return {f.name: _to_jsonable(getattr(obj, f.name)) for f in fields(obj)}
-    if isinstance(obj, (tuple, list)):
-        return [_to_jsonable(x) for x in obj]
-    if isinstance(obj, dict):
-        return {str(k): _to_jsonable(v) for k, v in obj.items()}
-    return obj
-
-
-def _from_dict(cls: type, data: Any, prefix: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected an object, got {type(data).__name__}")
-    hints = get_type_hints(cls)
-    known = {f.name for f in fields(cls)}
-    unknown = set(data) - known
-    if unknown:
-        raise ConfigError(
-            f"{prefix + '.' if prefix else ''}{sorted(unknown)[0]}: unknown field; "
-            f"known fields are {sorted(known)}"
-        )
-    kwargs = {}
-    for name, value in data.items():
-        kwargs[name] = _coerce(hints[name], value, f"{prefix}.{name}" if prefix else name)
-    return cls(**kwargs)
-
-
-def _coerce(tp: Any, value: Any, name: str) -> Any:
-    origin = get_origin(tp)
-    args = get_args(tp)
-    if is_dataclass(tp):
-        return _from_dict(tp, value, name)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{name}: expected a list, got {value!r}")
-        inner = args[0] if args else Any
-        return tuple(_coerce(inner, v, f"{name}[{i}]") for i, v in enumerate(value))
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{name}: {value!r} is not allowed; use one of {list(args)}")
-        return value
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{name}: expected an object, got {value!r}")
-        return dict(value)
-    if args and type(None) in args:  # Optional[X]
-        if value is None:
-            return None
-        non_none = [a for a in args if a is not type(None)]
-        return _coerce(non_none[0], value, name)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise ConfigError(f"{name}: expected true/false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, (int, str, float)):
-            raise ConfigError(f"{name}: expected an integer, got {value!r}")
-        try:
-            f = float(value)
-        except ValueError:
-            raise ConfigError(f"{name}: expected an integer, got {value!r}") from None
-        if f != int(f):
-            raise ConfigError(f"{name}: expected an integer, got {value!r}")
-        return int(f)
-    if tp is float:
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{name}: expected a number, got {value!r}") from None
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{name}: expected a string, got {value!r}")
-        return value
-    return value
-
-
-def apply_overrides(cfg: RunConfig, overrides: list[str] | tuple[str, ...]) -> RunConfig:
-    """Apply `dotted.path=value` overrides (values parsed as JSON when they parse, else
-    taken as strings): `grpo.group_size=8`, `branches=[{"name":"a","task":"add"}]`."""
-    data = cfg.to_dict()
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: write KEY=VALUE, e.g. grpo.group_size=8")
-        key, raw = item.split("=", 1)
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        node = data
-        parts = key.strip().split(".")
-        for p in parts[:-1]:
-            if not isinstance(node, dict) or p not in node:
-                raise ConfigError(f"--set {key}: unknown field {p!r}")
-            node = node[p]
-        if not isinstance(node, dict) or (
-            parts[-1] not in node and node is not data.get("task_options")
-        ):
-            raise ConfigError(f"--set {key}: unknown field {parts[-1]!r}")
-        node[parts[-1]] = value
-    return RunConfig.from_dict(data)
-
-
-def config_diff(
-    a: dict[str, Any], b: dict[str, Any], prefix: str = ""
-) -> dict[str, tuple[Any, Any]]:
-    """Flattened `dotted.key -> (a_value, b_value)` for every leaf that differs."""
-    out: dict[str, tuple[Any, Any]] = {}
-    for k in sorted(set(a) | set(b)):
-        key = f"{prefix}{k}"
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out.update(config_diff(va, vb, key + "."))
-        elif va != vb:
-            out[key] = (va, vb)
-    return out
-
-
-def field_docs(cls: type = RunConfig) -> dict[str, str]:
-    """Help text per field of a config section (from the class docstring; for forms)."""
-    return {f.name: (cls.__doc__ or "").strip().splitlines()[0] for f in fields(cls)}
-
-
-def replace_in(cfg: RunConfig, **sections: Any) -> RunConfig:
-    """`dataclasses.replace` that accepts `section__field=value` for nested sections."""
-    top: dict[str, Any] = {}
-    nested: dict[str, dict[str, Any]] = {}
-    for key, value in sections.items():
-        if "__" in key:
-            sec, fld = key.split("__", 1)
-            nested.setdefault(sec, {})[fld] = value
-        else:
-            top[key] = value
-    for sec, vals in nested.items():
-        top[sec] = replace(getattr(cfg, sec), **vals)
-    return dataclasses.replace(cfg, **top)
-
-
-def parse_seeds(text: str) -> list[int]:
-    """Seeds from "0, 1, 2" or an inclusive range "0-2" -> [0, 1, 2] (CLI and forms)."""
-    text = text.strip()
-    m = re.fullmatch(r"(\d+)\s*-\s*(\d+)", text)
-    if m:
-        lo, hi = int(m.group(1)), int(m.group(2))
-        if hi < lo:
-            raise ConfigError(f"seeds: range {text!r} is empty; write low-high, e.g. 0-2")
-        return list(range(lo, hi + 1))
-    try:
-        seeds = [int(x) for x in text.replace(" ", "").split(",") if x]
-    except ValueError:
-        raise ConfigError(f"seeds: {text!r} is not a list; write 0,1,2 or 0-2") from None
-    if not seeds or any(s < 0 for s in seeds):
-        raise ConfigError("seeds: give non-negative integers, e.g. 0, 1, 2")
-    return seeds
