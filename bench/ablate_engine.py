@@ -3,16 +3,16 @@
     .venv/bin/python bench/ablate_engine.py [--rounds 10] [--model demo|HIDDENxLAYERS]
 
 The speed-ups are module switches in the engine (each defaults to on):
-- `copd.rollout.SHARE_PROMPT_PREFIX`: a GRPO group's prompt runs once and its KV cache is
+- `copd.sampler.SHARE_PROMPT_PREFIX`: a GRPO group's prompt runs once and its KV cache is
   repeated G times, in sampling and in every log-prob pass (training, teacher, diagnostics).
-- `copd.rollout.PRUNE_FINISHED_ROWS`: rows that reached eos leave the decode batch and the
+- `copd.sampler.PRUNE_FINISHED_ROWS`: rows that reached eos leave the decode batch and the
   KV cache (the token draws are unchanged).
 - `copd.rollout.SPLIT_BY_LENGTH`: log-prob passes stop feeding rows that have ended.
 - eager attention (`model.attn_implementation="auto"` on the CPU) instead of SDPA.
 - the fused AdamW kernel instead of the per-parameter loop.
-- `copd.rollout.DENSE_DECODE_MASK`: decode steps pass a ready additive mask.
-- `copd.rollout.INFERENCE_MODE_DECODE`: sampling under inference_mode instead of no_grad.
-- `copd.rollout.SAMPLE_BY_CDF`: tokens drawn by inverse CDF, not torch.multinomial.
+- `copd.sampler.DENSE_DECODE_MASK`: decode steps pass a ready additive mask.
+- `copd.sampler.INFERENCE_MODE_DECODE`: sampling under inference_mode instead of no_grad.
+- `copd.sampler.SAMPLE_BY_CDF`: tokens drawn by inverse CDF, not torch.multinomial.
 - `grpo.skip_zero_advantage`: prompt groups whose rewards are all equal skip the training
   forward and backward (the update is the same).
 Variants ("all on", and each switch off in turn) alternate round by round on one world (the
@@ -35,10 +35,11 @@ import _common as C  # sets the offline and thread environment before torch load
 def switches(world) -> dict[str, Callable[[bool], None]]:
     """name -> set(on): each turns one speed-up on (True) or off (False) in `world`."""
     import copd.rollout as R
+    import copd.sampler as S
     from copd.models import set_attention
 
-    def flag(attr: str) -> Callable[[bool], None]:
-        return lambda on: setattr(R, attr, on)
+    def flag(attr: str, module=S) -> Callable[[bool], None]:
+        return lambda on: setattr(module, attr, on)
 
     def attention(on: bool) -> None:
         for view in [b.view for b in world.branches] + [world.base]:
@@ -56,7 +57,7 @@ def switches(world) -> dict[str, Callable[[bool], None]]:
     return {
         "shared_prompt_prefix": flag("SHARE_PROMPT_PREFIX"),
         "prune_finished_rows": flag("PRUNE_FINISHED_ROWS"),
-        "split_by_length": flag("SPLIT_BY_LENGTH"),
+        "split_by_length": flag("SPLIT_BY_LENGTH", R),
         "dense_decode_mask": flag("DENSE_DECODE_MASK"),
         "inference_mode_decode": flag("INFERENCE_MODE_DECODE"),
         "sample_by_cdf": flag("SAMPLE_BY_CDF"),

@@ -110,7 +110,7 @@ class TokenCounter:
     def __init__(self, model) -> None:
         import torch
 
-        from copd.models import hf_model
+        from copd.hf_cache import hf_model
 
         model = hf_model(model)
         self.weights = sum(

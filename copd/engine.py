@@ -268,7 +268,7 @@ def skips_zero_advantage(world: World) -> bool:
     added zeros to gradients that exist anyway. Not so for vision-language models (a text
     batch leaves the vision weights without a gradient) or mixture-of-experts models (the
     experts a row is routed to depend on the row), where skipping is off."""
-    from copd.models import hf_model
+    from copd.hf_cache import hf_model
     from copd.vlm import is_processor
 
     g = world.cfg.grpo

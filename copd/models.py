@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from copd.config import ConfigError, ModelConfig, RunConfig
+from copd.hf_cache import hf_model
 from copd.tasks import Task
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -165,11 +166,6 @@ def pick_devices(specs: Sequence[str]) -> list[torch.device]:
                 )
             out.append(torch.device(s))
     return out
-
-
-def hf_model(model: nn.Module) -> nn.Module:
-    """The transformers model under a peft wrapper (or the model itself)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 # "auto" picks eager attention on the CPU only for models whose context is this short:

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from copd import merge as M
-from copd.models import PolicyView, base_state_dict, hf_model, lora_scaling
+from copd.hf_cache import hf_model
+from copd.models import PolicyView, base_state_dict, lora_scaling
 
 
 def merged_state(world, states: list | None = None) -> dict[str, torch.Tensor]:
@@ -29,7 +30,15 @@ def merged_state(world, states: list | None = None) -> dict[str, torch.Tensor]:
     if states is None:
         states = [b.trainable_state() for b in world.branches]
     if world.cfg.model.branch_kind == "lora":
-        return M.merge_lora(base_sd, states, lora_scaling(world.cfg.model), weights=weights)
+        return M.merge_lora(
+            base_sd,
+            states,
+            lora_scaling(world.cfg.model),
+            weights=weights,
+            method=mc.method,
+            scale=mc.scale,
+            density=mc.density,
+        )
     return M.merge(
         mc.method, base_sd, states, weights=tuple(weights or ()), scale=mc.scale, density=mc.density
     )

@@ -41,9 +41,10 @@ from collections.abc import Iterable, Iterator, Sequence
 import torch
 from torch import Tensor
 
+from copd.batch import RolloutBatch
 from copd.chat import render_prompts
 from copd.losses import completion_mask
-from copd.rollout import RolloutBatch, decode_completions, encode_prompts
+from copd.sampler import decode_completions, encode_prompts
 from copd.tasks import Example
 
 FALLBACK = "vLLM not available: {reason}; sampling with the built-in decoder"

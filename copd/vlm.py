@@ -47,7 +47,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from copd.models import hf_model
+from copd.batch import RolloutBatch
+from copd.hf_cache import cache_kw, hf_model, out_cache
+from copd.losses import completion_mask
+from copd.sampler import decode, decode_completions, device_generator
 from copd.tasks.media import load_image, video_frames
 
 # Before the frames of a video on a model without video input (one image per frame).
@@ -306,9 +309,7 @@ def prefill(model, ids_P_L: Tensor, mask_P_L: Tensor, vision: VisionInputs, grou
     """Run the P prompts once with their vision inputs and repeat the KV cache G times.
 
     Returns (last-position logits [P, V], cache with P*G rows, prompt positions, next
-    position per row [P*G]). Differentiable, as copd.rollout's shared prefill."""
-    from copd.rollout import _out_cache
-
+    position per row [P*G]). Differentiable, as copd.sampler's shared prefill."""
     pos, nxt = prompt_positions(model, ids_P_L, mask_P_L, vision)
     dtype = next(model.parameters()).dtype
     kw = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in vision.tensors.items()}
@@ -320,7 +321,7 @@ def prefill(model, ids_P_L: Tensor, mask_P_L: Tensor, vision: VisionInputs, grou
         logits_to_keep=1,
         **kw,
     )
-    cache = _out_cache(out)
+    cache = out_cache(out)
     if not hasattr(cache, "batch_repeat_interleave"):
         raise TypeError(
             f"{type(cache).__name__} cannot repeat along the batch; image rollouts need a "
@@ -345,9 +346,6 @@ def sample_vlm_rollouts(
     device=None,
 ):
     """`copd.rollout.sample_rollouts` for prompts with images (see the module docstring)."""
-    from copd.losses import completion_mask
-    from copd.rollout import RolloutBatch, decode, decode_completions, device_generator
-
     device = device or next(model.parameters()).device
     G = group_size
     tok = processor.tokenizer
@@ -372,8 +370,6 @@ def sample_vlm_rollouts(
 def vlm_completion_logits(model, batch) -> Tensor:
     """Logits [B, T, V] predicting each completion token of an image batch: the P prompts
     once with their vision inputs, the cache repeated G times, then the completions."""
-    from copd.rollout import _cache_kw
-
     G = batch.group_size
     ids_P, mask_P = batch.prompt_ids_B_P[::G], batch.prompt_mask_B_P[::G]
     last, cache, pos, nxt_B = prefill(model, ids_P, mask_P, batch.vision, G)
@@ -389,6 +385,6 @@ def vlm_completion_logits(model, batch) -> Tensor:
         attention_mask=mask[:, :-1],
         position_ids=_text_positions(nxt_B, T - 1, pos),
         use_cache=True,
-        **{_cache_kw(model): cache},
+        **{cache_kw(model): cache},
     )
     return torch.cat([first, out.logits], dim=1)

@@ -292,7 +292,7 @@ def char_tokenizer(template: str | None = None):
 
 def test_chat_template_renders_system_and_user_without_a_second_bos():
     from copd.chat import render_prompt
-    from copd.rollout import encode_prompts
+    from copd.sampler import encode_prompts
 
     tok = char_tokenizer(TEMPLATE)
     ex = Example("1+2=", "3", "add", system="be brief")

@@ -6,7 +6,8 @@ from copd import checkpoint
 from copd.algorithms.copd import phase1_step, phase2_step, train
 from copd.engine import World, grpo_term, update
 from copd.logger import NullLogger
-from copd.rollout import completion_logprobs, sample_rollouts, sample_tokens
+from copd.rollout import completion_logprobs, sample_rollouts
+from copd.sampler import sample_tokens
 
 
 class Recorder(NullLogger):
@@ -149,7 +150,7 @@ def test_resume_gives_identical_weights(tiny_cfg, tmp_path):
 
 
 def test_device_generator_keeps_the_cpu_stream_on_cpu():
-    from copd.rollout import device_generator
+    from copd.sampler import device_generator
 
     gen = torch.Generator().manual_seed(3)
     assert device_generator(gen, "cpu") is gen

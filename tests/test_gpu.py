@@ -11,7 +11,7 @@ pytestmark = [
 
 def test_sampling_on_cuda_with_cpu_rng_stream_is_deterministic(tiny_model_dir):
     from copd.models import load_policy
-    from copd.rollout import sample_tokens
+    from copd.sampler import sample_tokens
 
     model, tok = load_policy(tiny_model_dir, device="cuda")
     enc = tok(["3+4=", "abc>"], return_tensors="pt", padding=True).to("cuda")

@@ -13,6 +13,8 @@ import pytest
 import torch
 
 import copd.rollout as R
+import copd.sampler as S
+from copd.hf_cache import dense_mask_dtype, step_mask
 from copd.losses import completion_mask
 from copd.tasks import get_task
 from copd.tiny import load
@@ -29,11 +31,11 @@ def one_pass(monkeypatch):
     """Run a callable with prompt sharing off (the reference computation)."""
 
     def run(fn):
-        monkeypatch.setattr(R, "SHARE_PROMPT_PREFIX", False)
+        monkeypatch.setattr(S, "SHARE_PROMPT_PREFIX", False)
         try:
             return fn()
         finally:
-            monkeypatch.setattr(R, "SHARE_PROMPT_PREFIX", True)
+            monkeypatch.setattr(S, "SHARE_PROMPT_PREFIX", True)
 
     return run
 
@@ -49,10 +51,10 @@ def _batch(model, tok, seed=0):
 def test_groups_share_prompts_detects_groups():
     ids = torch.tensor([[0, 5, 6], [0, 5, 6], [7, 8, 9], [7, 8, 9]])
     mask = (ids != 0).long()
-    assert R.groups_share_prompts(ids, mask, 2)
-    assert not R.groups_share_prompts(ids, mask, 1)
-    assert not R.groups_share_prompts(ids, mask, 4)  # two different prompts in one "group"
-    assert not R.groups_share_prompts(ids[:3], mask[:3], 2)  # rows not a multiple of G
+    assert S.groups_share_prompts(ids, mask, 2)
+    assert not S.groups_share_prompts(ids, mask, 1)
+    assert not S.groups_share_prompts(ids, mask, 4)  # two different prompts in one "group"
+    assert not S.groups_share_prompts(ids[:3], mask[:3], 2)  # rows not a multiple of G
 
 
 def test_shared_sampling_draws_the_same_tokens(model_tok, one_pass):
@@ -112,7 +114,7 @@ def test_ungrouped_batch_takes_the_one_pass_path(model_tok):
     batch = _batch(model, tok, seed=2)
     batch.prompt_ids_B_P = batch.prompt_ids_B_P.roll(1, 0)  # groups no longer share a prompt
     batch.prompt_mask_B_P = batch.prompt_mask_B_P.roll(1, 0)
-    assert not R.groups_share_prompts(batch.prompt_ids_B_P, batch.prompt_mask_B_P, 4)
+    assert not S.groups_share_prompts(batch.prompt_ids_B_P, batch.prompt_mask_B_P, 4)
     with torch.no_grad():
         logits = R.completion_logits(model, batch)
     assert logits.shape[:2] == batch.completion_ids_B_T.shape
@@ -125,7 +127,7 @@ def test_pruning_finished_rows_keeps_the_draws(model_tok, monkeypatch):
     # before the last step, so the decode batch is pruned at least once.
     lens = pruned.completion_mask_B_T.sum(1)
     assert (lens < pruned.completion_ids_B_T.shape[1]).float().mean() >= 0.25
-    monkeypatch.setattr(R, "PRUNE_FINISHED_ROWS", False)
+    monkeypatch.setattr(S, "PRUNE_FINISHED_ROWS", False)
     full = _batch(model, tok, seed=3)
     assert torch.equal(pruned.completion_ids_B_T, full.completion_ids_B_T)
 
@@ -135,14 +137,14 @@ def test_ready_decode_mask_draws_the_same_tokens(model_tok, monkeypatch, attn):
     model, tok = model_tok
     model.set_attn_implementation(attn)
     try:
-        assert R._dense_mask_dtype(model) == torch.float32
+        assert dense_mask_dtype(model) == torch.float32
         dense = _batch(model, tok, seed=4)
-        monkeypatch.setattr(R, "DENSE_DECODE_MASK", False)
+        monkeypatch.setattr(S, "DENSE_DECODE_MASK", False)
         generic = _batch(model, tok, seed=4)
     finally:
         model.set_attn_implementation("sdpa")
     assert torch.equal(dense.completion_ids_B_T, generic.completion_ids_B_T)
-    step = R.step_mask(torch.tensor([[0, 1, 1]]), torch.float32)
+    step = step_mask(torch.tensor([[0, 1, 1]]), torch.float32)
     assert step.shape == (1, 1, 1, 3) and step[0, 0, 0, 0] < -1e30 and step[0, 0, 0, 1:].eq(0).all()
 
 
@@ -169,7 +171,7 @@ def test_kept_sampling_logits_equal_a_fresh_pass(model_tok):
 def test_inverse_cdf_draw_follows_the_weights_and_never_draws_a_zero():
     g = torch.Generator().manual_seed(0)
     w = torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 2.0]])
-    picks = torch.stack([R.draw(w, g) for _ in range(20000)])  # [N, 2]
+    picks = torch.stack([S.draw(w, g) for _ in range(20000)])  # [N, 2]
     freq = torch.bincount(picks[:, 0], minlength=6).float() / len(picks)
     torch.testing.assert_close(freq, w[0] / w[0].sum(), atol=0.015, rtol=0)
     assert (picks[:, 1] == 5).all()  # all mass on the last index, unnormalised weights
@@ -183,7 +185,7 @@ def test_inverse_cdf_draw_follows_the_weights_and_never_draws_a_zero():
 def test_top_p_draws_only_from_the_nucleus():
     g = torch.Generator().manual_seed(0)
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(4000, 1)
-    picks = R._pick(logits, 1.0, False, 0.7, g)
+    picks = S._pick(logits, 1.0, False, 0.7, g)
     assert set(picks.tolist()) == {0, 1}  # 0.5 + 0.3 covers 0.7; the tail is cut
     assert abs((picks == 0).float().mean().item() - 0.5 / 0.8) < 0.03
 
@@ -214,7 +216,7 @@ def test_rollout_sets_decode_together_as_each_alone(model_tok):
 def test_prompt_groups_of_varied_sizes():
     ids = torch.tensor([[1, 2], [1, 2], [1, 2], [3, 4], [3, 4], [5, 6]])
     mask = torch.ones_like(ids)
-    assert R.prompt_groups(ids, mask, [3, 2, 1]).tolist() == [0, 0, 0, 1, 1, 2]
-    assert R.prompt_groups(ids, mask, [2, 3, 1]) is None  # a group mixes two prompts
-    assert R.prompt_groups(ids, mask, [3, 2]) is None  # sizes do not cover the rows
-    assert R.prompt_groups(ids[[0, 3, 5]], mask[:3], [1, 1, 1]) is None  # nothing shared
+    assert S.prompt_groups(ids, mask, [3, 2, 1]).tolist() == [0, 0, 0, 1, 1, 2]
+    assert S.prompt_groups(ids, mask, [2, 3, 1]) is None  # a group mixes two prompts
+    assert S.prompt_groups(ids, mask, [3, 2]) is None  # sizes do not cover the rows
+    assert S.prompt_groups(ids[[0, 3, 5]], mask[:3], [1, 1, 1]) is None  # nothing shared
