@@ -284,6 +284,22 @@ def test_compare_group_table(app):
     assert len(at.get("plotly_chart")) >= 1
 
 
+def test_compare_picked_runs_without_seed_bands_shows_config_diff(app):
+    at, ids = app
+    at.run()
+    at.switch_page("../pages/compare.py").run()
+    at.radio(key="compare:source").set_value("Pick runs").run()
+    at.multiselect(key="compare:runs").set_value([ids.finished, ids.crashed]).run()
+    assert not at.exception
+    assert "±" in _text(at)  # equal configs apart from the name: one arm, aggregated
+    at.toggle(key="compare:agg:True").set_value(False).run()
+    assert not at.exception
+    assert "±" not in _text(at)
+    assert "Config differences" in [h.value for h in at.subheader]
+    assert len(at.dataframe) == 1  # the config diff
+    assert "name" in at.dataframe[0].value.index
+
+
 def test_launch_rejects_invalid_value_and_records_nothing(app, seeded):
     at, _ = app
     at.run()
