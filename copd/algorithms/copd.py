@@ -31,10 +31,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from copd import names as N
-from copd.engine import TrainingCancelled, World, log_step
-from copd.evaluate import evaluate
-from copd.models import PolicyView
-from copd.results import export_merged, merged_model, write_results
+from copd.algorithms.loop import (
+    after_step,
+    announce,
+    begin,
+    evaluated_cycle_end,
+    finish,
+    via_workers,
+)
+from copd.engine import World, log_step
 from copd.schedule import position, teachers_of
 from copd.workers import Call, CrossBatch, WorkerGroup, make_group
 from copd.workers.local import LocalGroup
@@ -129,16 +134,14 @@ def _train(world: World, group: WorkerGroup, out_dir: str | Path) -> dict[str, d
     cfg = world.cfg
     sc = cfg.schedule
     total = sc.total_steps()
-    world.logger.log_event(
+    acts = via_workers(world, group, out_dir)
+    announce(
+        world,
         f"CoPD: {len(group.names)} branches, {sc.cycles} cycles x ({sc.rl_steps} RL + "
         f"{sc.opd_steps} OPD) = {total} updates per branch; topology {cfg.topology.kind}; "
         f"backend {cfg.backend.kind}",
-        step=world.step,
     )
-    if world.step == 0:
-        group.measure_overlap(world, cycle=0, phase="rl")
-        if cfg.eval.at_start:
-            group.evaluate(world, step=0)
+    begin(world, acts)
     while world.step < total:
         pos = position(world.step, sc)
         if pos.phase == "opd" and pos.phase_start and cfg.opd.teacher == "snapshot":
@@ -150,44 +153,16 @@ def _train(world: World, group: WorkerGroup, out_dir: str | Path) -> dict[str, d
             world.timer.acc[part] += secs
             world.timer.total[part] += secs
         log_step(world, metrics, pos.cycle, pos.phase)
-        if pos.phase_end or (sc.diag_every and world.step % sc.diag_every == 0):
-            group.measure_overlap(world, pos.cycle, pos.phase)
-        if pos.cycle_end and sc.eval_every_cycles and (pos.cycle + 1) % sc.eval_every_cycles == 0:
-            group.evaluate(world, step=world.step)
         if pos.phase_end and pos.phase == "opd":
-            group.drop_teachers()  # snapshots live for one phase
-        if pos.cycle_end or (cfg.checkpoint_every and world.step % cfg.checkpoint_every == 0):
-            group.save(world, out_dir)
-        if world.stop_requested and world.step < total:
-            group.save(world, out_dir)
-            world.logger.log_event("stop requested: checkpointed", level="warning", step=world.step)
-            raise TrainingCancelled(f"stopped at step {world.step} of {total}")
+            group.drop_teachers()  # snapshots live for one phase (and stay out of checkpoints)
+        after_step(
+            world,
+            acts,
+            total,
+            pos.cycle,
+            pos.phase,
+            measure_due=pos.phase_end,
+            eval_due=evaluated_cycle_end(pos, sc),
+            save_due=pos.cycle_end,
+        )
     return finish(world, out_dir, {b.name: b.view for b in world.branches}, group=group)
-
-
-def finish(
-    world: World,
-    out_dir: str | Path,
-    views: dict[str, PolicyView],
-    extra: dict | None = None,
-    group: WorkerGroup | None = None,
-) -> dict[str, dict[str, float]]:
-    """Final evaluation of each branch and (when merging) the merged model; export; table.
-    `extra` goes into results.json (baselines record their step budget there). With a
-    worker `group` off this process, the branches are evaluated in their workers and
-    merged from their states."""
-    remote = group is not None and not group.is_local
-    views = {} if remote else dict(views)
-    scores = group.evaluate(world, step=world.step) if remote else {}
-    n_branches = len(group.names) if remote else len(world.branches)
-    if world.cfg.merge.enabled and n_branches > 1:
-        states = [s.trainable for s in group.states().values()] if remote else None
-        model = merged_model(world, states)
-        export_merged(world, Path(out_dir) / "merged", model)
-        views["merged"] = PolicyView(model)
-    scores.update(evaluate(world, views, step=world.step))
-    table = write_results(
-        scores, out_dir, extra={"method": world.cfg.method, "steps": world.step, **(extra or {})}
-    )
-    world.logger.log_event("final results\n" + table, step=world.step)
-    return scores

@@ -17,10 +17,16 @@ from pathlib import Path
 
 from copd import names as N
 from copd.algorithms.baselines import budget_for, check_policy_name
-from copd.algorithms.copd import finish
-from copd.algorithms.expert import after_step, announce, cadence
+from copd.algorithms.loop import (
+    after_step,
+    announce,
+    begin,
+    cadence,
+    evaluated_cycle_end,
+    finish,
+    in_process,
+)
 from copd.engine import World, grpo_update, log_step
-from copd.evaluate import evaluate, measure_overlap
 from copd.rollout import RolloutBatch
 from copd.tasks import Example
 
@@ -33,13 +39,11 @@ def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:
     sc, g = cfg.schedule, cfg.grpo
     check_policy_name(cfg, POLICY)
     budget = budget_for(cfg)
-    announce(world, budget)
     policy = world.branch(POLICY)
     views = {POLICY: policy.view}
-    if world.step == 0:
-        measure_overlap(world, cycle=0, phase="rl")
-        if cfg.eval.at_start:
-            evaluate(world, views, step=0)
+    acts = in_process(world, out_dir, views, budget)
+    announce(world, budget=budget)
+    begin(world, acts)
     while world.step < budget.total:
         pos = cadence(world.step, cfg)
         examples = mixed_prompts(world, g.prompts_per_step, POLICY, world.step * g.prompts_per_step)
@@ -51,11 +55,16 @@ def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:
         log_step(
             world, {N.branch(POLICY, k): v for k, v in stats.items()}, pos.cycle, "rl", budget.total
         )
-        if pos.phase_end or (sc.diag_every and world.step % sc.diag_every == 0):
-            measure_overlap(world, pos.cycle, "rl")
-        if pos.cycle_end and sc.eval_every_cycles and (pos.cycle + 1) % sc.eval_every_cycles == 0:
-            evaluate(world, views, step=world.step)
-        after_step(world, out_dir, budget, due=pos.cycle_end)
+        after_step(
+            world,
+            acts,
+            budget.total,
+            pos.cycle,
+            "rl",
+            measure_due=pos.phase_end,
+            eval_due=evaluated_cycle_end(pos, sc),
+            save_due=pos.cycle_end,
+        )
     return finish(world, out_dir, views, extra={"budget": budget.to_dict()})
 
 

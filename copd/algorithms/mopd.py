@@ -31,8 +31,8 @@ import torch
 
 from copd import names as N
 from copd.algorithms.baselines import budget_for, check_policy_name
-from copd.algorithms.copd import finish
-from copd.algorithms.expert import announce, distill_stage, expert_stage
+from copd.algorithms.expert import distill_stage, expert_stage
+from copd.algorithms.loop import announce, finish, in_process
 from copd.algorithms.mixed import mixed_prompts, reward_by_domain
 from copd.engine import World, grpo_term, opd_term, optimize
 from copd.models import Branch
@@ -46,16 +46,17 @@ def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:
     cfg = world.cfg
     check_policy_name(cfg, POLICY)
     budget = budget_for(cfg)
-    announce(world, budget)
+    announce(world, budget=budget)
     student = world.branch(POLICY)
     experts = [b for b in world.branches if b.name != POLICY]
     teacher_of = {b.task.name: b.name for b in experts}  # domain -> its expert
+    acts = in_process(world, out_dir, {b.name: b.view for b in experts}, budget)
 
-    expert_stage(world, out_dir, budget, experts)
+    expert_stage(world, acts, budget, experts)
 
     distill_stage(
         world,
-        out_dir,
+        acts,
         budget,
         f"MOPD: experts frozen; student {POLICY!r} distils {teacher_of} for "
         f"{budget.total - budget.start_of('distill')} updates",

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from copd import names as N
 from copd.algorithms.baselines import budget_for, static_direction
-from copd.algorithms.copd import finish
-from copd.algorithms.expert import announce, distill_stage, expert_stage
+from copd.algorithms.expert import distill_stage, expert_stage
+from copd.algorithms.loop import announce, finish, in_process
 from copd.engine import World, grpo_term, opd_term, optimize
 from copd.models import Branch
 
@@ -30,15 +30,16 @@ def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:
     """Experts, then one-way OPD from the frozen teacher into the student."""
     cfg = world.cfg
     budget = budget_for(cfg)
-    announce(world, budget)
+    announce(world, budget=budget)
     teacher_name, student_name = static_direction(cfg)
     teacher, student = world.branch(teacher_name), world.branch(student_name)
+    acts = in_process(world, out_dir, {b.name: b.view for b in world.branches}, budget)
 
-    expert_stage(world, out_dir, budget, world.branches)
+    expert_stage(world, acts, budget, world.branches)
 
     distill_stage(
         world,
-        out_dir,
+        acts,
         budget,
         f"static OPD: {teacher_name} frozen, teaching {student_name} for "
         f"{budget.total - budget.start_of('distill')} updates",
