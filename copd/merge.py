@@ -6,12 +6,14 @@ alternatives are here for ablations and the weight-average baseline:
 
     merged = merge("average", None, [sd_a, sd_b])                   # uniform mean
     merged = merge("weighted", None, [sd_a, sd_b], weights=(3, 1))   # normalised weights
+                                                  # ("average" with weights: the same)
     merged = merge("task_arithmetic", base, [sd_a, sd_b], scale=1.0) # base + scale * mean delta
     merged = merge("ties", base, [sd_a, sd_b], density=0.2)          # TIES-merging
 
-Branches trained as LoRA adapters are merged in weight-delta space:
+Branches trained as LoRA adapters are merged in weight-delta space, by the same methods:
 
     merged = merge_lora(base, [peft_state_a, peft_state_b], scaling=lora_alpha / r)
+    merged = merge_lora(base, [peft_a, peft_b], scaling, method="ties", density=0.2)
 
 Floating tensors are combined in float64 and cast back to their own dtype (so the mean of
 identical weights is bit-exact); integer and bool buffers are copied from the first state
@@ -26,9 +28,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from copd.config.choices import MERGE_METHODS
+
 StateDict = dict[str, Tensor]
 
-MERGE_METHODS = ("average", "weighted", "task_arithmetic", "ties")
 _ACC = torch.float64  # accumulation dtype
 
 
@@ -175,13 +178,11 @@ def merge(
 ) -> StateDict:
     """Dispatch on `method` (the run config's merge.method).
 
-    "average": uniform mean (weights ignored). "weighted": mean with normalised weights
-    (empty = uniform). "task_arithmetic": needs base; uses weights and scale. "ties":
-    needs base; uses density and scale (weights ignored).
+    "average" and "weighted": mean with normalised weights (empty = uniform).
+    "task_arithmetic": needs base; uses weights and scale. "ties": needs base; uses
+    density and scale (weights unused; the run config refuses them).
     """
-    if method == "average":
-        return average(state_dicts)
-    if method == "weighted":
+    if method in ("average", "weighted"):
         return average(state_dicts, weights or None)
     if method in ("task_arithmetic", "ties"):
         if base is None:
@@ -247,36 +248,65 @@ def lora_deltas(lora_state: StateDict, scaling: float) -> StateDict:
     return out
 
 
+def _combine_deltas(
+    method: str, deltas_K: list[Tensor], w: list[float], scale: float, density: float
+) -> Tensor:
+    """One tensor's K deltas combined as `merge` combines full weights around a base."""
+    if method == "ties":
+        flat_K_M = torch.stack([d.reshape(-1) for d in deltas_K])
+        if flat_K_M.shape[1] == 0:
+            return torch.zeros_like(deltas_K[0])
+        return scale * _ties_delta(flat_K_M, density).reshape(deltas_K[0].shape)
+    total = torch.zeros_like(deltas_K[0])
+    for w_i, d in zip(w, deltas_K, strict=True):
+        total += w_i * d
+    return scale * total if method == "task_arithmetic" else total
+
+
 def merge_lora(
     base: StateDict,
     lora_states: Sequence[StateDict],
     scaling: float,
     weights: Sequence[float] | None = None,
+    method: str = "average",
+    scale: float = 1.0,
+    density: float = 0.2,
 ) -> StateDict:
-    """base + sum_i w_i (B_i @ A_i) * scaling, w normalised (uniform when None).
+    """base + the adapters' full-weight deltas d_i = (B_i @ A_i) * scaling, combined by
+    `method` with the same rules as `merge` on full weights:
+
+    "average" / "weighted": sum_i w_i d_i, w normalised (uniform when None).
+    "task_arithmetic": scale * sum_i w_i d_i, w as given (1/K when None).
+    "ties": scale * TIES(d_1..d_K) with `density` (weights unused).
 
     Merging happens in full-weight delta space. Averaging the A and B factors separately
     would be wrong: mean(B) @ mean(A) != mean(B @ A), the product of means is not the mean
     of products. An adapter that does not touch a weight contributes a zero delta to it.
     Weights no adapter touches are the base's own tensors (not copied).
     """
+    if method not in MERGE_METHODS:
+        raise ValueError(f"unknown merge method {method!r}; use one of {MERGE_METHODS}")
+    if method == "ties" and not 0 < density <= 1:
+        raise ValueError(f"density must be in (0, 1], got {density}")
     states = _as_list(lora_states)
-    w = _weights(weights, len(states), normalise=True)
+    w = _weights(weights, len(states), normalise=method != "task_arithmetic")
     deltas = [lora_deltas(s, scaling) for s in states]
     out: StateDict = dict(base)
     for key in dict.fromkeys(k for d in deltas for k in d):  # union, first-seen order
         if key not in base:
             raise ValueError(f"LoRA adapters change {key!r}, which is not in the base state dict")
         ref = base[key]
-        acc = ref.to(_ACC)
-        for w_i, d in zip(w, deltas, strict=True):
+        deltas_K: list[Tensor] = []
+        for d in deltas:
             if key not in d:
+                deltas_K.append(torch.zeros(ref.shape, dtype=_ACC, device=ref.device))
                 continue
             if d[key].shape != ref.shape:
                 raise ValueError(
                     f"LoRA delta for {key!r} has shape {tuple(d[key].shape)}, "
                     f"base has {tuple(ref.shape)}"
                 )
-            acc += w_i * d[key].to(device=ref.device, dtype=_ACC)
-        out[key] = acc.to(ref.dtype)
+            deltas_K.append(d[key].to(device=ref.device, dtype=_ACC))
+        merged = _combine_deltas(method, deltas_K, w, scale, density)
+        out[key] = (ref.to(_ACC) + merged).to(ref.dtype)
     return out

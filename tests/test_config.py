@@ -46,3 +46,34 @@ def test_config_diff_only_what_differs():
     a = RunConfig().to_dict()
     b = apply_overrides(RunConfig(), ["opd.beta=0.5"]).to_dict()
     assert config_diff(a, b) == {"opd.beta": (1.0, 0.5)}
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        (["merge.method=ties", "merge.weights=[1, 2]"], r"merge.weights: 'ties' does not use"),
+        (["merge.weights=[1, 2, 3]"], r"merge.weights: give one weight per branch \(2\)"),
+        (["merge.weights=[0, 0]"], r"merge.weights: weights must be >= 0"),
+        (["merge.method=task_arithmetic", "merge.weights=[1]"], r"one weight per branch"),
+    ],
+)
+def test_merge_weights_are_checked_for_every_method(overrides, match):
+    cfg = apply_overrides(RunConfig(), overrides)
+    with pytest.raises(ConfigError, match=match):
+        cfg.validate()
+    for ok in (
+        ["merge.weights=[3, 1]"],
+        ["merge.method=task_arithmetic", "merge.weights=[1, -0.5]"],
+    ):
+        apply_overrides(RunConfig(), ok).validate()
+
+
+def test_allowed_values_come_from_the_literal_types():
+    from typing import get_type_hints
+
+    from copd.config import LOSS_AGGS, MERGE_METHODS, METHODS, TOPOLOGIES, MergeConfig
+    from copd.merge import MERGE_METHODS as MERGE_MODULE_METHODS
+
+    assert get_type_hints(MergeConfig)["method"].__args__ == MERGE_METHODS
+    assert MERGE_MODULE_METHODS is MERGE_METHODS
+    assert "copd" in METHODS and "dr_grpo" in LOSS_AGGS and "hub" in TOPOLOGIES

@@ -49,6 +49,8 @@ def test_weighted_average_hand_values_and_int_buffers_from_first():
     assert torch.equal(out["n"], torch.tensor([1]))
     torch.testing.assert_close(average([a, b])["w"], torch.tensor([4.0, 2.0]))
     assert merge("weighted", None, [a, b], weights=(3, 1))["w"].tolist() == [2.0, 3.0]
+    # "average" with weights is the weighted mean, as it is for LoRA branches
+    assert merge("average", None, [a, b], weights=(3, 1))["w"].tolist() == [2.0, 3.0]
 
 
 def test_mismatched_keys_and_shapes_raise():
@@ -257,3 +259,73 @@ def test_lora_deltas_rejects_non_lora_entries():
         merge_lora({"x": torch.zeros(1)}, [ok], 1.0)
     with pytest.raises(ValueError, match="has shape"):
         merge_lora({"model.layers.0.mlp.up_proj.weight": torch.zeros(3, 5)}, [ok], 1.0)
+
+
+@LORA_WARNINGS
+@pytest.mark.parametrize(
+    "method,kwargs",
+    [
+        ("weighted", {"weights": [3.0, 1.0]}),
+        ("task_arithmetic", {"scale": 0.7, "weights": [1.0, 0.5]}),
+        ("task_arithmetic", {"scale": 0.3}),
+        ("ties", {"density": 0.5, "scale": 0.8}),
+    ],
+)
+def test_merge_lora_methods_equal_merging_the_merged_models(lora_pair, method, kwargs):
+    """Every merge method on LoRA deltas gives what it gives on the full weights of the
+    adapters merged into the base (peft's merge_and_unload)."""
+    base, (s1, m1), (s2, m2) = lora_pair
+    merged = merge_lora(base, [s1, s2], SCALING, method=method, **kwargs)
+    reference = merge(method, base, [m1, m2], **kwargs)
+    plain = merge_lora(base, [s1, s2], SCALING)
+    key = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.allclose(merged[key], plain[key])  # the method is not ignored
+    for k in base:
+        torch.testing.assert_close(merged[k], reference[k], atol=1e-5, rtol=1e-5)
+
+
+def test_merge_lora_refuses_unknown_method_and_bad_density():
+    prefix = "base_model.model.model.layers.0.mlp.up_proj"
+    ok = {f"{prefix}.lora_A.weight": torch.ones(2, 3), f"{prefix}.lora_B.weight": torch.ones(5, 2)}
+    base = {"model.layers.0.mlp.up_proj.weight": torch.zeros(5, 3)}
+    with pytest.raises(ValueError, match="unknown merge method 'soup'"):
+        merge_lora(base, [ok], 1.0, method="soup")
+    with pytest.raises(ValueError, match="density"):
+        merge_lora(base, [ok], 1.0, method="ties", density=0.0)
+
+
+@LORA_WARNINGS
+@pytest.mark.parametrize("kind", ["lora", "full"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["merge.method=average", "merge.weights=[3, 1]"],
+        ["merge.method=ties", "merge.density=0.5"],
+        ["merge.method=task_arithmetic", "merge.scale=0.5"],
+    ],
+)
+def test_run_merge_follows_the_config_for_lora_and_full_branches(lora_pair, kind, overrides):
+    """copd.results merges LoRA and full-weight branches by the same `merge` settings."""
+    from types import SimpleNamespace
+
+    from copd.config import RunConfig, apply_overrides
+    from copd.results import merged_state
+
+    base, (s1, m1), (s2, m2) = lora_pair
+    cfg = apply_overrides(
+        RunConfig(),
+        [f"model.branch_kind={kind}", f"model.lora.r={R}", f"model.lora.alpha={ALPHA}"] + overrides,
+    ).validate()
+    model = _tiny_qwen2()  # the base the adapters were trained on
+    world = SimpleNamespace(cfg=cfg, base=SimpleNamespace(module=model))
+    states = [s1, s2] if kind == "lora" else [m1, m2]
+    mc = cfg.merge
+    reference = merge(
+        mc.method, base, [m1, m2], weights=mc.weights, scale=mc.scale, density=mc.density
+    )
+    merged = merged_state(world, states)
+    for k in base:
+        torch.testing.assert_close(merged[k], reference[k], atol=1e-5, rtol=1e-5)
+    uniform = average([m1, m2])
+    key = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.allclose(merged[key], uniform[key])  # settings not ignored

@@ -165,11 +165,14 @@ class TopologyConfig:
 
 @dataclass(frozen=True)
 class MergeConfig:
-    """Final parameter merge of the branches. Paper: element-wise averaging."""
+    """Final parameter merge of the branches. Paper: element-wise averaging.
+
+    Full-weight and LoRA branches merge by the same rules (LoRA in weight-delta space)."""
 
     enabled: bool = True
     method: MergeMethod = "average"
-    weights: tuple[float, ...] = ()  # for `weighted` (normalised); empty = uniform
+    # One per branch; normalised, except task arithmetic's coefficients; empty = uniform.
+    weights: tuple[float, ...] = ()
     scale: float = 1.0  # task arithmetic / TIES scaling of the summed delta
     density: float = 0.2  # TIES: fraction of each delta kept (largest magnitudes)
 

@@ -195,12 +195,21 @@ def check_cross(cfg: RunConfig) -> None:
     if t.hub is not None:
         check(t.hub in names, "topology.hub", f"{t.hub!r} is not a branch; pick one of {names}")
     mg = cfg.merge
-    if mg.method == "weighted":
+    # Weights apply alike to full-weight and LoRA branches: normalised by average/weighted,
+    # per-task coefficients for task_arithmetic; TIES has no use for them.
+    check(
+        not (mg.weights and mg.method == "ties"),
+        "merge.weights",
+        "'ties' does not use weights; leave merge.weights empty, or use merge.method "
+        "'weighted' or 'task_arithmetic'",
+    )
+    if mg.method == "weighted" or mg.weights:
         check(
             len(mg.weights) == len(names),
             "merge.weights",
             f"give one weight per branch ({len(names)})",
         )
+    if mg.method == "weighted" or (mg.weights and mg.method == "average"):
         check(
             all(w >= 0 for w in mg.weights) and sum(mg.weights) > 0,
             "merge.weights",
