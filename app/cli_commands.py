@@ -10,7 +10,7 @@ starts when a supervisor ticks: the dashboard does so in the background, and so 
 foreground until Ctrl-C. `copd launch` waits (ticking) until its run has started unless
 `--no-wait` is given. The dashboard and these commands share one code path, the Launcher.
 
-`copd.cli.build_parser` calls `register(subparsers)`; nothing here imports Streamlit.
+`copd.cli.build_parser` calls `register(subparsers)` (entry point `copd.commands`); nothing here imports Streamlit.
 """
 
 from __future__ import annotations
@@ -84,20 +84,11 @@ def _launcher(args: argparse.Namespace) -> Any:
 
 
 def load_config(spec: str, overrides: list[str]) -> Any:
-    """A RunConfig from a file path or a preset name, with `--set` overrides applied."""
-    from copd.config import ConfigError, RunConfig, apply_overrides
+    """A RunConfig from a file path or a preset name, with `--set` overrides applied (not yet
+    validated: the launcher validates at submit). The engine's one loader."""
+    from copd.runner import load_config as load
 
-    if Path(spec).suffix in (".json", ".yaml", ".yml") or Path(spec).exists():
-        cfg = RunConfig.from_file(spec)
-    else:
-        from copd import presets
-
-        if spec not in presets.names():
-            raise ConfigError(
-                f"config: {spec!r} is neither a file nor a preset; presets: {presets.names()}"
-            )
-        cfg = presets.get(spec)
-    return apply_overrides(cfg, overrides)
+    return load(spec, overrides, validate=False)
 
 
 def cmd_launch(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from copd.config import config_diff
+from copd.tables import paper_table
 
 STATUS_MARKERS = {
     "queued": "⏳ queued",
@@ -208,6 +209,8 @@ def results_table(
     Uses each run's latest evaluation step. With `arms`, runs of one arm (seeds) are
     averaged: cells hold the mean, and a parallel `<col> std` column the std across seeds.
     Returns a frame indexed by row label; columns `<bench>`, ..., `Overall` (+ `... std`).
+    The numbers come from `copd.tables.paper_table`, the one implementation of the layout
+    (Overall per seed = mean over that seed's benchmarks).
     """
     from app.charts import benchmarks_only
 
@@ -221,18 +224,21 @@ def results_table(
     per_run = ev.pivot_table(
         index=["row", "run_id"], columns="benchmark", values="score", aggfunc="mean"
     )
-    benches = sorted(per_run.columns)
-    per_run["Overall"] = per_run[benches].mean(axis=1)
-    cols = [*benches, "Overall"]
-    mean = per_run.groupby(level="row")[cols].mean()
+    per_seed: dict[str, list[dict[str, float]]] = {}
+    for (row, _), scores in per_run.iterrows():
+        per_seed.setdefault(row, []).append(scores.dropna().to_dict())
+    table = paper_table(per_seed, sorted(per_run.columns))
+    cols = table.columns
+    order = sorted(table.rows, key=_row_order)
+    mean = pd.DataFrame(
+        [[table.cell(r, c)[0] for c in cols] for r in order], index=order, columns=cols
+    )
     if arms:
-        std = per_run.groupby(level="row")[cols].std().fillna(0.0)
-        n = per_run.groupby(level="row").size()
         for c in cols:
-            mean[f"{c} std"] = std[c]
-        mean["seeds"] = n
-    order = sorted(mean.index, key=_row_order)
-    return mean.loc[order]
+            mean[f"{c} std"] = [table.cell(r, c)[1] for r in order]
+        mean["seeds"] = [table.seeds(r) for r in order]
+    mean.index.name = "row"
+    return mean
 
 
 def _row_order(label: str) -> tuple[str, int, str]:
@@ -259,24 +265,30 @@ def format_results(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     return out
 
 
-def best_rows(table: pd.DataFrame) -> dict[str, str]:
-    """Column -> row label holding the best (highest) mean score."""
+def best_rows(table: pd.DataFrame, digits: int = 3) -> dict[str, set[str]]:
+    """Column -> the row labels holding the best (highest) mean, ties included (the rule
+    of `copd.tables.PaperTable.best`)."""
     cols = [c for c in table.columns if not c.endswith(" std") and c != "seeds"]
-    return {c: str(table[c].idxmax()) for c in cols if table[c].notna().any()}
+    out = {}
+    for c in cols:
+        vals = table[c].dropna().round(digits)
+        if not vals.empty:
+            out[c] = {str(r) for r in vals.index[vals == vals.max()]}
+    return out
 
 
 def results_markdown(table: pd.DataFrame, digits: int = 3) -> str:
-    """The results table as markdown with the best cell of each column in bold."""
+    """The results table as markdown with the best cell(s) of each column in bold."""
     if table.empty:
         return ""
     text = format_results(table, digits)
-    best = best_rows(table)
+    best = best_rows(table, digits)
     head = ["model", *text.columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in text.index:
         cells = [str(row)]
         for c in text.columns:
             v = str(text.at[row, c])
-            cells.append(f"**{v}**" if best.get(c) == row else v)
+            cells.append(f"**{v}**" if row in best.get(c, ()) else v)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

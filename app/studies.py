@@ -22,6 +22,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from copd.stats import fit_line
+
 PILOT_KEYS = ("pilot/overlap", "pilot/gain", "pilot/temperature", "pilot/pre", "pilot/post")
 DRIFT_QTY = ("overlap_top10", "sym_kl")
 COLORS = {"expert": "#d62728", "copd": "#1f77b4"}
@@ -50,9 +52,7 @@ def pilot_points(store: Any, run_ids: Sequence[int]) -> list[dict[str, float]]:
 
 
 def fit_of(points: Sequence[dict[str, float]]) -> dict[str, float]:
-    """The least-squares line and Pearson r of gain on overlap (copd.studies.pilot.fit_line)."""
-    from copd.studies.pilot import fit_line
-
+    """The least-squares line and Pearson r of gain on overlap (copd.stats.fit_line)."""
     return asdict(fit_line([p["overlap"] for p in points], [p["gain"] for p in points]))
 
 
@@ -185,7 +185,7 @@ def drift_figure(records: Sequence[dict[str, Any]]) -> go.Figure:
 def results_figure(table: dict[str, dict[str, list[float]]], title: str) -> go.Figure:
     """Grouped bars of a reproduction table: one group per benchmark (and Overall), one bar
     per method/model row, height = mean over seeds, error bar = std over seeds.
-    `table`: row label -> {column: [score per seed]} (copd.reproduce.summarise)."""
+    `table`: row label -> {column: [score per seed]} (experiments.reproduce.summarise)."""
     fig = go.Figure()
     cols = list(dict.fromkeys(c for per in table.values() for c in per))
     cols = [c for c in cols if c != "Overall"] + ["Overall"]

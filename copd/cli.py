@@ -1,7 +1,8 @@
-"""Command line: `copd train|eval|merge|presets|dashboard` (+ `launch|runs|cancel|resume|
-supervise` from the launcher).
+"""Command line: `copd train|eval|merge|presets|dashboard` (+ the commands other packages
+register: `launch|runs|cancel|resume|supervise|sweep` from the dashboard's launcher,
+`reproduce|pilot|drift` from the experiments).
 
-    copd train demo --set schedule.cycles=4 --out runs/demo      # progress bar, results table
+    copd train demo --set schedule.cycles=4 --out runs/demo      # progress, results table
     copd train demo --db sqlite:///runs.db                        # also log to the run store
     copd train runs/demo/config.json --resume runs/demo           # continue from a checkpoint
     copd eval runs/demo/merged --tasks add,rev
@@ -9,16 +10,18 @@ supervise` from the launcher).
     copd presets
     copd dashboard --port 8501
 
-`--db` is the one place where the engine meets the run store (the store's logger and the
-run lifecycle are imported only then); the engine itself never imports storage.
+This module only parses arguments: training goes through `copd.runner` (the composition
+root, the one engine module that touches the run store). Commands of the packages above
+the engine arrive through the `copd.commands` entry point group (`name = "module:register"`,
+`register(subparsers)`), so the engine never imports them and runs where they are absent.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -26,60 +29,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def load_config(spec: str, overrides: list[str]):
-    """A preset name or a JSON/YAML file, with `--set` overrides, validated."""
-    from copd import presets
-    from copd.config import RunConfig, apply_overrides
-
-    cfg = (
-        RunConfig.from_file(spec)
-        if Path(spec).suffix in (".json", ".yaml", ".yml")
-        else presets.get(spec)
-    )
-    return apply_overrides(cfg, overrides).validate()
-
-
-class _Progress:
-    """A tqdm bar driven by the `run/progress` metric (a Logger)."""
-
-    def __init__(self, total: int):
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, unit="step", dynamic_ncols=True, file=sys.stderr)
-        self.tracker = None  # the run store's tracker, when --db: its heartbeat carries progress
-
-    def log_metrics(self, metrics, *, step, cycle=0, phase=""):
-        if "run/progress" in metrics:
-            if self.tracker is not None:
-                self.tracker.progress = metrics["run/progress"]
-            if metrics["run/progress"] > 0:  # a baseline's loop may be longer than the schedule
-                self.bar.total = max(self.bar.total, round(step / metrics["run/progress"]))
-            self.bar.n = step
-            rewards = [v for k, v in metrics.items() if k.endswith("/reward/mean")]
-            post = {"cycle": cycle, "phase": phase}
-            if rewards:
-                post["reward"] = f"{sum(rewards) / len(rewards):.3f}"
-            self.bar.set_postfix(post, refresh=False)
-            self.bar.refresh()
-
-    def log_eval(self, *a, **k):
-        pass
-
-    def log_event(self, message, *, level="info", step=None):
-        self.bar.write(f"[{level}] {message}")
-
-    def log_checkpoint(self, path, *, step):
-        pass
-
-    def flush(self):
-        pass
-
-    def close(self):
-        self.bar.close()
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from copd.results import results_table
+    from copd.runner import load_config, train_run
 
     if args.resume:
         cfg_path = Path(args.resume) / "config.json"
@@ -97,77 +49,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(results_table(scores))
     print(f"\nresults: {out / 'results.json'}")
     return 0
-
-
-def train_run(
-    cfg,
-    out: Path,
-    db: str | None = None,
-    run_id: int | None = None,
-    resume: str | None = None,
-    store=None,
-) -> dict[str, dict[str, float]] | None:
-    """Train one validated config in this process: metrics.jsonl and a progress bar, and
-    with `db` (or an open `store`) the run store's logger and lifecycle. Returns the final
-    scores, or None when a stop was requested (the run is then checkpointed, cancelled)."""
-    from copd import checkpoint
-    from copd.algorithms import run
-    from copd.engine import TrainingCancelled, World
-    from copd.logger import JsonlLogger, MultiLogger
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if not (out / "config.json").exists() or not resume:
-        cfg.to_json(out / "config.json")
-    loggers = [JsonlLogger(out / "metrics.jsonl"), _Progress(cfg.schedule.total_steps())]
-    tracker = None
-    if db or store is not None:
-        from storage import RunStore
-        from storage.logger import StoreLogger
-        from storage.tracking import track_run
-
-        store = store if store is not None else RunStore.from_url(db)
-        run_id = (
-            run_id
-            or store.create_run(
-                cfg.name,
-                cfg.method,
-                cfg.to_dict(),
-                seed=cfg.seed,
-                group=cfg.group,
-                run_dir=str(out),
-            ).id
-        )
-        loggers.append(StoreLogger(store, run_id))
-        tracker = track_run(store, run_id, heartbeat_s=float(os.environ.get("COPD_HEARTBEAT_S", 5)))
-    logger = MultiLogger(*loggers)
-    scores = None
-    ctx = tracker if tracker is not None else _nullctx()
-    with ctx as tr:
-        loggers[1].tracker = tr
-        world = World.build(cfg, logger)
-        previous = signal.signal(signal.SIGTERM, lambda *_: setattr(world, "stop_requested", True))
-        if resume and (ck := checkpoint.latest(resume)):
-            checkpoint.restore(world, ck)
-            logger.log_event(f"resumed from {ck} at step {world.step}", step=world.step)
-        try:
-            scores = run(world, out)
-        except TrainingCancelled as e:
-            logger.log_event(str(e), level="warning", step=world.step)
-            if tr is not None:
-                tr.cancelled = True
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-            logger.close()
-    return scores
-
-
-class _nullctx:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
@@ -244,7 +125,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="copd", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="copd", description="Co-Evolving Policy Distillation and its baselines."
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
 
     t = sub.add_parser("train", help="train CoPD or a baseline from a preset or config file")
@@ -292,21 +175,25 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--db", default=None, help="run store URL (default: $COPD_DB_URL or ~/.copd)")
     d.set_defaults(func=cmd_dashboard)
 
-    from copd import reproduce, studies  # `copd reproduce|pilot|drift` (paper findings)
-
-    reproduce.add_parser(sub)
-    studies.add_parsers(sub)
-
-    try:  # launcher subcommands (launch, runs, cancel, resume, supervise)
-        from app.cli_commands import register
-    except ImportError:
-        register = None
-    if register is not None:
-        register(sub)
-        from app.sweep import register as register_sweep  # `copd sweep` (ablation sets)
-
-        register_sweep(sub)
+    for name in COMMAND_MODULES:  # engine-side commands that live in their own modules
+        importlib.import_module(name).register(sub)
+    for ep in _entry_points():
+        try:
+            ep.load()(sub)
+        except ImportError as e:  # e.g. the dashboard's packages absent on a GPU box
+            _unavailable[ep.name] = f"{ep.value}: {e}"
     return p
+
+
+# Engine modules that add subcommands (`register(subparsers)`).
+COMMAND_MODULES: list[str] = []
+_unavailable: dict[str, str] = {}
+
+
+def _entry_points():
+    from importlib.metadata import entry_points
+
+    return sorted(entry_points(group="copd.commands"), key=lambda ep: ep.name)
 
 
 def main(argv: list[str] | None = None) -> int:

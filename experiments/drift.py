@@ -101,9 +101,9 @@ def drift_table(runs: dict[str, list[dict[str, dict[str, float]]]]) -> str:
 def from_store(db: str, group: str) -> dict[str, list[tuple[str, str, list]]]:
     """method -> [(run label, method, points)] for the group's finished 2-branch expert and
     CoPD runs (the pair topology)."""
-    from storage import RunStore
+    from copd.runner import open_store
 
-    store = RunStore.from_url(db)
+    store = open_store(db)
     out: dict[str, list] = {}
     for run in store.list_runs(status="finished", group=group):
         branches = (run.config or {}).get("branches", [])
@@ -133,14 +133,10 @@ def run_drift(
     out.mkdir(parents=True, exist_ok=True)
     collected = from_store(db, group) if db and group else {}
     if not all(collected.get(m) for m in METHODS):
-        from copd.cli import train_run
-        from copd.reproduce import ARMS, arm_config
+        from copd.runner import open_store, train_run
+        from experiments.reproduce import ARMS, arm_config
 
-        store = None
-        if db:
-            from storage import RunStore
-
-            store = RunStore.from_url(db)
+        store = open_store(db) if db else None
         collected = {}
         for arm in (a for a in ARMS if a.key in ("expert", "copd")):
             for seed in seeds:

@@ -32,11 +32,8 @@ learned on its own domain, its entropy), so the correlation is not a controlled 
 
 from __future__ import annotations
 
-import itertools
 import json
-import math
 import random
-import statistics
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -46,87 +43,8 @@ import torch
 
 from copd import presets
 from copd.config import RunConfig, apply_overrides
-
-
-# ---------------------------------------------------------------------- statistics (pure)
-@dataclass(frozen=True)
-class Fit:
-    """Least-squares line y = slope * x + intercept, Pearson r, N and a two-sided p-value."""
-
-    slope: float
-    intercept: float
-    r: float
-    n: int
-    p_value: float
-    p_method: str  # "scipy" | "exact permutation" | "permutation (N draws)" | "n/a"
-
-
-def pearson(x: Sequence[float], y: Sequence[float]) -> float:
-    """Pearson correlation of two equal-length sequences; NaN when either is constant."""
-    if len(x) != len(y):
-        raise ValueError(f"x and y differ in length: {len(x)} vs {len(y)}")
-    n = len(x)
-    if n < 2:
-        return math.nan
-    mx, my = statistics.fmean(x), statistics.fmean(y)
-    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True))
-    sxx = sum((a - mx) ** 2 for a in x)
-    syy = sum((b - my) ** 2 for b in y)
-    if sxx == 0 or syy == 0:
-        return math.nan
-    return max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))
-
-
-def permutation_p(
-    x: Sequence[float], y: Sequence[float], draws: int = 20000, seed: int = 0
-) -> tuple[float, str]:
-    """Two-sided permutation p-value of Pearson r: P(|r(x, perm(y))| >= |r(x, y)|).
-    Exact over all permutations for N <= 8, else `draws` random permutations (p counts the
-    observed one, so it is never 0)."""
-    import numpy as np
-
-    r0 = abs(pearson(x, y))
-    if math.isnan(r0):
-        return math.nan, "n/a"
-    xc = np.asarray(x, dtype=float) - np.mean(x)
-    yc = np.asarray(y, dtype=float) - np.mean(y)
-    scale = math.sqrt(float(xc @ xc) * float(yc @ yc))
-    tol = 1e-9
-    if len(yc) <= 8:
-        perms = np.array(list(itertools.permutations(range(len(yc)))))
-        r = np.abs(yc[perms] @ xc) / scale
-        return float(np.mean(r >= r0 - tol)), "exact permutation"
-    rng = np.random.default_rng(seed)
-    hits, left = 1, draws
-    while left > 0:  # batches keep the [batch, N] matrix small
-        n = min(left, 1000)
-        idx = rng.permuted(np.tile(np.arange(len(yc)), (n, 1)), axis=1)
-        hits += int(np.sum(np.abs(yc[idx] @ xc) / scale >= r0 - tol))
-        left -= n
-    return hits / (draws + 1), f"permutation ({draws} draws)"
-
-
-def fit_line(x: Sequence[float], y: Sequence[float]) -> Fit:
-    """Least-squares line, Pearson r and its p-value for points (x_i, y_i), N >= 2."""
-    n = len(x)
-    if n != len(y):
-        raise ValueError(f"x and y differ in length: {n} vs {len(y)}")
-    if n < 2:
-        return Fit(math.nan, math.nan, math.nan, n, math.nan, "n/a")
-    mx, my = statistics.fmean(x), statistics.fmean(y)
-    sxx = sum((a - mx) ** 2 for a in x)
-    slope = (
-        math.nan if sxx == 0 else sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True)) / sxx
-    )
-    intercept = my - slope * mx if not math.isnan(slope) else math.nan
-    r = pearson(x, y)
-    try:
-        from scipy import stats  # optional
-
-        p, how = (float(stats.pearsonr(x, y).pvalue), "scipy") if n > 2 else (math.nan, "n/a")
-    except ImportError:
-        p, how = permutation_p(x, y) if n > 2 else (math.nan, "n/a")
-    return Fit(slope, intercept, r, n, p, how)
+from copd.runner import recorded
+from copd.stats import Fit, fit_line, pearson, permutation_p  # noqa: F401  (re-exported)
 
 
 # ---------------------------------------------------------------------- measurement
@@ -271,26 +189,11 @@ def run_pilot(
     for seed in seeds:
         cfg = pilot_config(overrides, seed, teacher_task, student_task, native_rl)
         cfg = replace(cfg, group=group)
-        if db:
-            from storage import RunStore
-            from storage.logger import StoreLogger
-            from storage.tracking import track_run
-
-            store = RunStore.from_url(db)
-            run = store.create_run(cfg.name, "pilot", cfg.to_dict(), seed=seed, group=group,
-                                   run_dir=str(out))  # fmt: skip
-            logger = StoreLogger(store, run.id)
-            with track_run(store, run.id):
-                try:
-                    pts = run_seed(
-                        cfg, temperatures, student_steps, opd_steps, n_probe, logger, log
-                    )
-                    fit = fit_line([p.overlap for p in pts], [p.gain for p in pts])
-                    logger.log_event(f"pilot fit: r={fit.r:.3f} N={fit.n} p={fit.p_value:.3g}")
-                finally:
-                    logger.close()
-        else:
-            pts = run_seed(cfg, temperatures, student_steps, opd_steps, n_probe, None, log)
+        run_dir = out / "runs" / f"{cfg.name}-s{seed}"
+        with recorded(cfg, run_dir, "pilot", db=db, progress=False) as (logger, _):
+            pts = run_seed(cfg, temperatures, student_steps, opd_steps, n_probe, logger, log)
+            fit = fit_line([p.overlap for p in pts], [p.gain for p in pts])
+            logger.log_event(f"pilot fit: r={fit.r:.3f} N={fit.n} p={fit.p_value:.3g}")
         points += pts
     fit = fit_line([p.overlap for p in points], [p.gain for p in points])
     payload = {

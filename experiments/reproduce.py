@@ -23,9 +23,7 @@ cells mean ± std over seeds; the best mean of each column in bold.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import math
 import os
 import statistics
 import sys
@@ -36,6 +34,7 @@ from pathlib import Path
 
 from copd import presets
 from copd.config import ConfigError, RunConfig, apply_overrides, parse_seeds
+from copd.tables import PaperTable, paper_table
 
 # Full scale is the presets as they are, on one torch thread: on a shared 2-core machine
 # two threads per process oversubscribe the cores and a GRPO step ran ~25x slower (26 s vs
@@ -115,42 +114,6 @@ def arm_config(arm: Arm, seed: int, overrides: Sequence[str], group: str | None)
     return RunConfig.from_dict(data).validate()
 
 
-def evaluate_base(
-    cfg: RunConfig, out: Path, store=None, db: str | None = None
-) -> dict[str, dict[str, float]]:
-    """Held-out scores of the base model alone (row "Base"), logged as a run of method
-    "base" when a store is given."""
-    from copd.engine import World
-    from copd.evaluate import evaluate
-    from copd.logger import JsonlLogger, MultiLogger
-    from copd.results import write_results
-
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.to_json(out / "config.json")
-    loggers: list = [JsonlLogger(out / "metrics.jsonl")]
-    ctx = None
-    if store is not None or db:
-        from storage import RunStore
-        from storage.logger import StoreLogger
-        from storage.tracking import track_run
-
-        store = store if store is not None else RunStore.from_url(db)
-        run = store.create_run(
-            cfg.name, "base", cfg.to_dict(), seed=cfg.seed, group=cfg.group, run_dir=str(out)
-        )
-        loggers.append(StoreLogger(store, run.id))
-        ctx = track_run(store, run.id)
-    logger = MultiLogger(*loggers)
-    with ctx if ctx is not None else contextlib.nullcontext():
-        try:
-            world = World.build(cfg, logger)
-            scores = {"base": evaluate(world, {"base": world.base}, step=0)["base"]}
-            write_results(scores, out, extra={"method": "base"})
-        finally:
-            logger.close()
-    return scores
-
-
 @dataclass
 class ArmResult:
     arm: Arm
@@ -187,12 +150,9 @@ def reproduce(
     cfgs = {(a.key, s): arm_config(a, s, all_overrides, group) for a in chosen for s in seeds}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    store = None
-    if db:
-        from storage import RunStore
+    from copd.runner import evaluate_base, open_store, train_run
 
-        store = RunStore.from_url(db)
-    from copd.cli import train_run
+    store = open_store(db) if db else None
 
     # Reused arms keep the seconds the earlier invocation measured for them.
     earlier = {}
@@ -259,7 +219,7 @@ def write_pngs(results: Sequence[ArmResult], out: Path, log: Callable[[str], Non
         from app.studies import results_figure
 
         for setting in dict.fromkeys(r.arm.setting for r in results):
-            _, rows = summarise(results, setting)
+            rows = summarise(results, setting).rows
             path = out / f"report-{setting.split()[0]}dom.png"
             results_figure(rows, f"Reproduction, {setting}").write_image(
                 str(path), width=900, height=420
@@ -269,54 +229,16 @@ def write_pngs(results: Sequence[ArmResult], out: Path, log: Callable[[str], Non
 
 
 # ---------------------------------------------------------------------- report
-def summarise(results: Sequence[ArmResult], setting: str) -> tuple[list[str], dict]:
-    """Benchmarks of a setting and, per row label, {column: [score per seed]}."""
-    rows: dict[str, dict[str, list[float]]] = {}
-    benches: list[str] = []
+def summarise(results: Sequence[ArmResult], setting: str) -> PaperTable:
+    """The paper-layout table of one setting: per row label, each seed's scores."""
+    per_seed: dict[str, list[dict[str, float]]] = {}
     for r in results:
         if r.arm.setting != setting:
             continue
         for model, label in r.rows:
-            scores = r.scores.get(model)
-            if scores is None:
-                continue
-            for bench, v in scores.items():
-                if bench != "overall" and "@pass" not in bench and bench not in benches:
-                    benches.append(bench)
-                rows.setdefault(label, {}).setdefault(bench, []).append(float(v))
-    for cols in rows.values():
-        cols["Overall"] = cols.pop("overall", [])
-    return benches, rows
-
-
-def mean_std(values: Sequence[float]) -> tuple[float, float]:
-    """Mean and sample std (0 for a single value); NaN mean for no values."""
-    if not values:
-        return math.nan, math.nan
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def markdown_table(benches: Sequence[str], rows: dict[str, dict[str, list[float]]]) -> str:
-    """Rows = methods/models, columns = benchmarks + Overall; mean ± std; best mean bold."""
-    cols = [*benches, "Overall"]
-    means = {lab: {c: mean_std(v.get(c, []))[0] for c in cols} for lab, v in rows.items()}
-    best = {
-        c: max((m[c] for m in means.values() if not math.isnan(m[c])), default=math.nan)
-        for c in cols
-    }
-    lines = [
-        "| method / model | " + " | ".join(cols) + " | seeds |",
-        "|---|" + "---:|" * len(cols) + "---:|",
-    ]
-    for label, per in rows.items():
-        cells = []
-        for c in cols:
-            m, s = mean_std(per.get(c, []))
-            text = "—" if math.isnan(m) else f"{m:.3f} ± {s:.3f}"
-            cells.append(f"**{text}**" if not math.isnan(m) and m == best[c] else text)
-        n = max((len(v) for v in per.values()), default=0)
-        lines.append(f"| {label} | " + " | ".join(cells) + f" | {n} |")
-    return "\n".join(lines)
+            if (scores := r.scores.get(model)) is not None:
+                per_seed.setdefault(label, []).append(scores)
+    return paper_table(per_seed)
 
 
 def render_report(results: Sequence[ArmResult], payload: dict) -> str:
@@ -334,8 +256,7 @@ def render_report(results: Sequence[ArmResult], payload: dict) -> str:
     if payload["overrides"]:
         parts.append("Overrides on every arm: `" + " ".join(payload["overrides"]) + "`.")
     for setting in dict.fromkeys(r.arm.setting for r in results):
-        benches, rows = summarise(results, setting)
-        parts += ["", f"## {setting}", "", markdown_table(benches, rows)]
+        parts += ["", f"## {setting}", "", summarise(results, setting).markdown()]
     per_arm: dict[str, list[float]] = {}
     for r in results:
         per_arm.setdefault(r.arm.key, []).append(r.seconds)

@@ -12,9 +12,11 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from copd.reproduce import ARMS, markdown_table, reproduce
-from copd.studies.drift import summarise_series
-from copd.studies.pilot import fit_line, permutation_p, run_pilot
+from copd.stats import fit_line, permutation_p
+from copd.tables import paper_table
+from experiments.drift import summarise_series
+from experiments.pilot import run_pilot
+from experiments.reproduce import ARMS, reproduce
 from storage import RunStore
 from storage.entities import MetricPoint
 from tests.conftest import tiny_overrides
@@ -85,8 +87,7 @@ def test_compare_table_shows_the_reproduce_group(reproduced):
 
 
 def test_markdown_table_bolds_best_and_shows_spread():
-    text = markdown_table(["a"], {"x": {"a": [0.2, 0.4], "Overall": [0.2, 0.4]},
-                                  "y": {"a": [0.5], "Overall": [0.5]}})  # fmt: skip
+    text = paper_table({"x": [{"a": 0.2}, {"a": 0.4}], "y": [{"a": 0.5}]}).markdown()
     assert "| x | 0.300 ± 0.141 | 0.300 ± 0.141 | 2 |" in text
     assert "| y | **0.500 ± 0.000** | **0.500 ± 0.000** | 1 |" in text
 

@@ -1,0 +1,216 @@
+"""The composition root: config -> world -> algorithm -> results, with or without a run store.
+
+    cfg = load_config("demo", ["schedule.cycles=4"])
+    scores = train_run(cfg, Path("runs/demo"))                        # metrics.jsonl + progress
+    scores = train_run(cfg, out, db="sqlite:///runs.db")              # + the run store
+    scores = evaluate_base(cfg, out, store=store)                     # the "Base" row alone
+
+This is the only module of the engine that touches `storage`: the store's logger and the
+run lifecycle (`track_run`) are imported here, lazily, when a store is asked for, so the
+engine imports and trains without SQLAlchemy (a GPU box with only torch/transformers/peft).
+`copd/cli.py` parses arguments and calls these functions; the experiments call them too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from copd.names import PROGRESS
+
+CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+def load_config(spec: str, overrides: Sequence[str] = (), validate: bool = True):
+    """A preset name or a JSON/YAML file, with `--set KEY=VALUE` overrides (validated unless
+    `validate=False`). Raises ConfigError naming the fix when `spec` is neither."""
+    from copd import presets
+    from copd.config import ConfigError, RunConfig, apply_overrides
+
+    path = Path(spec)
+    if path.suffix in CONFIG_SUFFIXES or path.exists():
+        if not path.exists():
+            raise ConfigError(f"config: no such file {spec!r}")
+        cfg = RunConfig.from_file(path)
+    elif spec in presets.names():
+        cfg = presets.get(spec)
+    else:
+        raise ConfigError(
+            f"config: {spec!r} is neither a config file nor a preset; presets: {presets.names()}"
+        )
+    cfg = apply_overrides(cfg, list(overrides))
+    return cfg.validate() if validate else cfg
+
+
+class Progress:
+    """Progress driven by the `run/progress` metric (a Logger): a tqdm bar on a terminal,
+    plain one-line updates (no carriage returns) when stderr is a file such as train.log."""
+
+    def __init__(self, total: int, stream=None, every_s: float = 10.0):
+        self.stream = stream or sys.stderr
+        self.total = total
+        self.tracker = None  # the run store's tracker: its heartbeat carries progress
+        self.bar = None
+        self.every_s = every_s
+        self._last = -1e9
+        if self.stream.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="step", dynamic_ncols=True, file=self.stream)
+
+    def log_metrics(self, metrics, *, step, cycle=0, phase=""):
+        if PROGRESS not in metrics:
+            return
+        frac = metrics[PROGRESS]
+        if self.tracker is not None:
+            self.tracker.progress = frac
+        if frac > 0:  # a baseline's loop may be longer than the schedule
+            self.total = max(self.total, round(step / frac))
+        rewards = [v for k, v in metrics.items() if k.endswith("/reward/mean")]
+        post = {"cycle": cycle, "phase": phase}
+        if rewards:
+            post["reward"] = f"{sum(rewards) / len(rewards):.3f}"
+        if self.bar is not None:
+            self.bar.total = self.total
+            self.bar.n = step
+            self.bar.set_postfix(post, refresh=False)
+            self.bar.refresh()
+            return
+        import time
+
+        now = time.monotonic()
+        if now - self._last >= self.every_s or step >= self.total:
+            self._last = now
+            extra = " ".join(f"{k}={v}" for k, v in post.items())
+            print(f"[progress] step {step}/{self.total} ({frac:.0%}) {extra}", file=self.stream)
+            self.stream.flush()
+
+    def log_eval(self, *a, **k):
+        pass
+
+    def log_event(self, message, *, level="info", step=None):
+        line = f"[{level}] {message}"
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def log_checkpoint(self, path, *, step):
+        pass
+
+    def flush(self):
+        pass
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def open_store(db: str):
+    """The run store at URL `db` (SQLAlchemy; imported only here)."""
+    from storage import RunStore
+
+    return RunStore.from_url(db)
+
+
+@contextlib.contextmanager
+def recorded(
+    cfg,
+    out: Path,
+    method: str,
+    *,
+    db: str | None = None,
+    store=None,
+    run_id: int | None = None,
+    progress: bool = True,
+) -> Iterator[tuple[Any, Any]]:
+    """The loggers of one run and its lifecycle: metrics.jsonl (+ progress), and with `db`
+    or an open `store` the store's logger and `track_run` (running -> finished / failed with
+    the traceback / cancelled). Yields (logger, tracker or None); closes the logger."""
+    from copd.logger import JsonlLogger, MultiLogger
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    loggers: list = [JsonlLogger(out / "metrics.jsonl")]
+    bar = Progress(cfg.schedule.total_steps()) if progress else None
+    if bar is not None:
+        loggers.append(bar)
+    ctx: Any = contextlib.nullcontext()
+    if db or store is not None:
+        from storage.logger import StoreLogger
+        from storage.tracking import track_run
+
+        store = store if store is not None else open_store(db)
+        if run_id is None:
+            run_id = store.create_run(
+                cfg.name, method, cfg.to_dict(), seed=cfg.seed, group=cfg.group,
+                run_dir=str(out.resolve()),
+            ).id  # fmt: skip
+        loggers.append(StoreLogger(store, run_id))
+        ctx = track_run(store, run_id, heartbeat_s=float(os.environ.get("COPD_HEARTBEAT_S", 5)))
+    logger = MultiLogger(*loggers)
+    try:
+        with ctx as tracker:
+            if bar is not None:
+                bar.tracker = tracker
+            yield logger, tracker
+    finally:
+        logger.close()
+
+
+def train_run(
+    cfg,
+    out: Path,
+    db: str | None = None,
+    run_id: int | None = None,
+    resume: str | None = None,
+    store=None,
+) -> dict[str, dict[str, float]] | None:
+    """Train one validated config in this process: metrics.jsonl and progress, and with `db`
+    (or an open `store`) the run store's logger and lifecycle. Returns the final scores, or
+    None when a stop was requested (the run is then checkpointed and marked cancelled)."""
+    from copd import checkpoint
+    from copd.algorithms import run
+    from copd.engine import TrainingCancelled, World
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / "config.json").exists() or not resume:
+        cfg.to_json(out / "config.json")
+    with recorded(cfg, out, cfg.method, db=db, store=store, run_id=run_id) as (logger, tr):
+        world = World.build(cfg, logger)
+        previous = signal.signal(signal.SIGTERM, lambda *_: setattr(world, "stop_requested", True))
+        try:
+            if resume and (ck := checkpoint.latest(resume)):
+                checkpoint.restore(world, ck)
+                logger.log_event(f"resumed from {ck} at step {world.step}", step=world.step)
+            return run(world, out)
+        except TrainingCancelled as e:
+            logger.log_event(str(e), level="warning", step=world.step)
+            if tr is not None:
+                tr.cancelled = True
+            return None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def evaluate_base(cfg, out: Path, store=None, db: str | None = None) -> dict[str, dict[str, float]]:
+    """Held-out scores of the base model alone (row "Base"), recorded as a run of method
+    "base" when a store is given."""
+    from copd.engine import World
+    from copd.evaluate import evaluate
+    from copd.results import write_results
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.to_json(out / "config.json")
+    with recorded(cfg, out, "base", db=db, store=store, progress=False) as (logger, _):
+        world = World.build(cfg, logger)
+        scores = {"base": evaluate(world, {"base": world.base}, step=0)["base"]}
+        write_results(scores, out, extra={"method": "base"})
+    return scores
