@@ -15,6 +15,7 @@ the same random stream, and a resumed run measures exactly what an uninterrupted
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Iterable
 
 import psutil
 import torch
@@ -107,10 +108,13 @@ def own_logits(batch: RolloutBatch) -> torch.Tensor | None:
 
 
 @torch.inference_mode()
-def _logits_on(view: PolicyView, batch: RolloutBatch) -> torch.Tensor:
+def probe_logits(view: PolicyView, batch: RolloutBatch) -> torch.Tensor:
+    """Float32 logits [N, V] under `view` at `batch`'s N completion tokens (on the batch's
+    device): what a policy's diagnostics compare."""
+    valid = batch.completion_mask_B_T.bool()
     with view.use() as model:
         b = batch.to(view.device)
-        return completion_logits(model, b).float().to(batch.completion_ids_B_T.device)
+        return completion_logits(model, b).float().to(batch.completion_ids_B_T.device)[valid]
 
 
 def probe_rollout(world, view: PolicyView, examples, step: int) -> RolloutBatch:
@@ -146,38 +150,64 @@ def process_metrics() -> dict[str, float]:
     """This process's resident memory and CPU use, logged with the diagnostics."""
     proc = psutil.Process()
     return {
-        "system/rss_mb": proc.memory_info().rss / 2**20,
-        "system/cpu_percent": proc.cpu_percent(interval=None),
+        N.SYSTEM_RSS_MB: proc.memory_info().rss / 2**20,
+        N.SYSTEM_CPU_PERCENT: proc.cpu_percent(interval=None),
     }
+
+
+def overlap_diagnostics(
+    world,
+    names: list[str],
+    probes: Callable[[list, int], Iterable[tuple[str, RolloutBatch]]],
+    logits_at: Callable[[str, RolloutBatch, list[str]], Iterable[torch.Tensor]],
+    step: int,
+) -> dict[str, float]:
+    """The overlap-diagnostics loop, wherever the policies run (in this process, or in
+    branch workers): top-k overlap, symmetric KL, overlap mass and entropy gap for every
+    ordered pair of the branches `names` (on the student's probe rollouts) and each branch
+    against the base, with this process's memory and CPU use.
+
+    `probes(examples, step)`: each student's probe batch (`probe_rollout`), as (name,
+    batch) in branch order; may be lazy, so one student's batch is alive at a time.
+    `logits_at(student, batch, teachers)`: float32 logits [N, V] at the batch's N
+    completion tokens under each of `teachers` in order (a peer, the student itself when
+    its sampler kept no logits, or BASE)."""
+    d = world.cfg.diagnostics
+    ks = sorted({d.top_k, *d.extra_k})
+    temp = world.cfg.sampling.temperature
+    metrics: dict[str, float] = {}
+    for student, batch in probes(probe_examples(world), step):
+        peers = [t for t in names if t != student] + ([BASE] if d.vs_base else [])
+        s_logits = own_logits(batch)  # the sampler's logits of its own tokens, when kept
+        if s_logits is not None:
+            s_logits = s_logits[batch.completion_mask_B_T.bool()]
+        teachers = peers if s_logits is not None else [student, *peers]
+        for teacher, logits in zip(teachers, logits_at(student, batch, teachers), strict=True):
+            if teacher == student:
+                s_logits = logits
+                continue
+            diag = pair_diagnostics(s_logits, logits, ks, temperature=temp)
+            metrics.update(pair_metrics(student, teacher, diag))
+    metrics.update(process_metrics())
+    return metrics
 
 
 @torch.inference_mode()
 def measure_overlap(world, cycle: int, phase: str, step: int | None = None) -> dict[str, float]:
-    """Top-k overlap, symmetric KL, overlap mass and entropy gap for every ordered branch
-    pair (student's rollouts) and each branch against the base; logged and returned."""
-    d = world.cfg.diagnostics
+    """`overlap_diagnostics` for the branches of this process's world; logged and returned."""
     step = world.step if step is None else step
-    ks = sorted({d.top_k, *d.extra_k})
-    temp = world.cfg.sampling.temperature
-    metrics: dict[str, float] = {}
-    examples = probe_examples(world)
+    views = {b.name: b.view for b in world.branches}
+
+    def probes(examples, step):
+        for name, view in views.items():
+            yield name, probe_rollout(world, view, examples, step)
+
+    def logits_at(student, batch, teachers):
+        return (probe_logits(world.base if t == BASE else views[t], batch) for t in teachers)
+
     with world.timer("diagnostics"):
-        for student in world.branches:
-            batch = probe_rollout(world, student.view, examples, step)
-            valid = batch.completion_mask_B_T.bool()
-            s_logits = own_logits(batch)
-            if s_logits is None:
-                s_logits = _logits_on(student.view, batch)
-            s_logits = s_logits[valid]
-            others = [(t.name, t.view) for t in world.branches if t.name != student.name]
-            if d.vs_base:
-                others.append((BASE, world.base))
-            for name, view in others:
-                t_logits = _logits_on(view, batch)[valid]
-                diag = pair_diagnostics(s_logits, t_logits, ks, temperature=temp)
-                metrics.update(pair_metrics(student.name, name, diag))
-        metrics.update(process_metrics())
+        metrics = overlap_diagnostics(world, list(views), probes, logits_at, step)
         if torch.cuda.is_available():
-            metrics["system/gpu_mem_mb"] = torch.cuda.max_memory_allocated() / 2**20
+            metrics[N.SYSTEM_GPU_MEM_MB] = torch.cuda.max_memory_allocated() / 2**20
     world.logger.log_metrics(metrics, step=step, cycle=cycle, phase=phase)
     return metrics

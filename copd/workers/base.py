@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import torch
 
 from copd.checkpoint import BranchState
-from copd.diagnostics import pair_diagnostics
+from copd.evaluate import BASE, overlap_diagnostics
 from copd.rollout import RolloutBatch
 from copd.tasks import Example
 
@@ -174,41 +174,26 @@ def measure_overlap_via_workers(
 ) -> dict[str, float]:
     """`copd.evaluate.measure_overlap` with the branches in workers: each student samples
     the probe (same seeded stream), every peer and the base return logits at the student's
-    completion tokens, and the driver computes the pair diagnostics. Same numbers as the
-    in-process version; the logits [N, V] of each pair cross the worker boundary."""
-    from copd.evaluate import BASE, own_logits, pair_metrics, probe_examples, process_metrics
-
-    d = world.cfg.diagnostics
+    completion tokens, and the driver computes the pair diagnostics
+    (`copd.evaluate.overlap_diagnostics`). Same numbers as the in-process version; the
+    logits [N, V] of each pair cross the worker boundary."""
     step = world.step if step is None else step
-    ks = sorted({d.top_k, *d.extra_k})
-    temp = world.cfg.sampling.temperature
-    examples = probe_examples(world)
     names = group.names
-    batches = group.each("probe_rollout", {s: (examples, step) for s in names})
-    calls, keys = [], []
-    own = {}  # the student's logits of its own tokens: kept by its sampler when it can
-    for s in names:
-        kept = own_logits(batches[s])
-        if kept is not None:
-            own[s] = kept[batches[s].completion_mask_B_T.bool()]
-        else:
-            calls.append(Call(s, "probe_logits", (batches[s],)))
-            keys.append((s, s))
-        for t in names:
-            if t != s:
-                calls.append(Call(t, "probe_logits", (batches[s],)))
-                keys.append((s, t))
-        if d.vs_base:
-            calls.append(Call(s, "probe_logits", (batches[s], True)))
-            keys.append((s, BASE))
-    logits = dict(zip(keys, group.call(calls), strict=True))
-    logits.update({(s, s): lg for s, lg in own.items()})
-    metrics: dict[str, float] = {}
-    for s in names:
-        others = [t for t in names if t != s] + ([BASE] if d.vs_base else [])
-        for t in others:
-            diag = pair_diagnostics(logits[s, s], logits[s, t], ks, temperature=temp)
-            metrics.update(pair_metrics(s, t, diag))
-    metrics.update(process_metrics())
+
+    def probes(examples, step):  # every student samples at once (in parallel on Ray)
+        batches = group.each("probe_rollout", {s: (examples, step) for s in names})
+        return [(s, batches[s]) for s in names]
+
+    def logits_at(student, batch, teachers):  # the base is scored in the student's worker
+        return group.call(
+            [
+                Call(student, "probe_logits", (batch, True))
+                if t == BASE
+                else Call(t, "probe_logits", (batch,))
+                for t in teachers
+            ]
+        )
+
+    metrics = overlap_diagnostics(world, names, probes, logits_at, step)
     world.logger.log_metrics(metrics, step=step, cycle=cycle, phase=phase)
     return metrics

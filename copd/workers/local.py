@@ -119,12 +119,11 @@ class LocalWorker:
 
     @torch.inference_mode()
     def probe_logits(self, batch: RolloutBatch, base: bool = False) -> torch.Tensor:
-        from copd.evaluate import _logits_on
+        from copd.evaluate import probe_logits
 
         view = self.world.base if base else self.branch.view
         with self.world.timer("diagnostics"):
-            valid = batch.completion_mask_B_T.bool()
-            return _logits_on(view, batch)[valid]
+            return probe_logits(view, batch)
 
     def pop_times(self) -> dict[str, float]:
         return self.world.timer.pop()
