@@ -1,17 +1,16 @@
-"""Ablation sets: queue one run per (preset, seed), all in one group, with identical overrides.
+"""Ablation sets and grid sweeps: queue one run per (preset, grid point, seed), all in one
+group, with identical overrides.
 
     copd sweep demo expert mixed --seeds 0,1,2 --group abl-1 --set schedule.cycles=4
     copd sweep --set-name paper-2dom --seeds 0,1,2 --group paper-2dom-a
+    copd sweep demo --grid opd.beta=0.5,1,2,4 --grid schedule.rl_steps=3,6 --seeds 0-4 --group beta
     copd sweep --set-name copd-ablations --seeds 0 --group quick --no-start
 
-Every run of a set shares the seeds and the overrides, and each preset keeps its own
-method, so the budgets follow the same recorded rule (copd/algorithms/baselines.py) and
-the Compare page can put the runs of a group side by side. Every configuration is
-validated before the first run is queued, so a bad override queues nothing. The runs
-start as slots free up (the dashboard's supervisor, `copd supervise`, or the one tick
-this command does unless `--no-start`).
-
-`launch_sweep` is the queueing path (used by the CLI and importable without Streamlit).
+The configs come from `copd.sweep.sweep_configs` (one implementation for the CLI, the
+Launch page and `copd reproduce`): every configuration is validated before the first run is
+queued, so a bad override or grid value queues nothing, and queueing is all or nothing.
+The runs start as slots free up (the dashboard's supervisor, `copd supervise`, or the one
+tick this command does unless `--no-start`).
 """
 
 from __future__ import annotations
@@ -22,77 +21,27 @@ from collections.abc import Sequence
 from typing import Any
 
 from copd import presets as P
-from copd.config import ConfigError, RunConfig, apply_overrides, parse_seeds
-
-RESERVED = ("seed", "group", "name", "method")  # set per run by the sweep itself
-
-
-def sweep_configs(
-    presets: Sequence[str], seeds: Sequence[int], group: str, overrides: Sequence[str]
-) -> list[RunConfig]:
-    """One validated config per (preset, seed), in preset-major order; raises ConfigError
-    naming the preset and the field before anything is queued."""
-    if not presets:
-        raise ConfigError("presets: name at least one preset or use --set-name")
-    if not seeds:
-        raise ConfigError("seeds: give at least one seed, e.g. --seeds 0,1,2")
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"seeds: {list(seeds)} repeats a seed; give each seed once")
-    if not group:
-        raise ConfigError("group: name the ablation set, e.g. --group paper-2dom-a")
-    for item in overrides:
-        key = item.split("=", 1)[0].strip()
-        if key in RESERVED:
-            raise ConfigError(
-                f"--set {key}: a sweep sets {key} per run; use --seeds/--group instead"
-            )
-    known = P.names()
-    out = []
-    for preset in presets:
-        if preset not in known:
-            raise ConfigError(f"presets: unknown preset {preset!r}; available: {known}")
-        try:
-            base = apply_overrides(P.get(preset), list(overrides))
-        except ConfigError as e:
-            raise ConfigError(f"preset {preset}: {e}") from None
-        for seed in seeds:
-            cfg = RunConfig.from_dict(
-                {**base.to_dict(), "seed": seed, "group": group, "name": f"{base.name}-s{seed}"}
-            )
-            try:
-                out.append(cfg.validate())
-            except ConfigError as e:
-                raise ConfigError(f"preset {preset}: {e}") from None
-    return out
+from copd.config import ConfigError, parse_seeds
+from copd.sweep import SweepRun, grid_points, parse_grid, sweep_configs
 
 
-def launch_sweep(
-    store: Any,
-    launcher: Any,
-    presets: list[str],
-    seeds: list[int],
-    group: str,
-    overrides: list[str],
-) -> list[Any]:
-    """Queue len(presets) x len(seeds) runs in `group` (nothing is started here). All or
+def launch_sweep(store: Any, launcher: Any, runs: Sequence[SweepRun], gpus: int = 0) -> list[Any]:
+    """Queue every run of a validated set in its group (nothing is started here). All or
     nothing: if queueing fails part way, the runs already queued are removed."""
-    cfgs = sweep_configs(presets, seeds, group, overrides)
-    preset_of = [p for p in presets for _ in seeds]
-    runs: list[Any] = []
+    queued: list[Any] = []
     try:
-        for preset, cfg in zip(preset_of, cfgs, strict=True):
-            run = launcher.submit(cfg, name=cfg.name, group=group, seed=cfg.seed)
+        for r in runs:
+            run = launcher.submit(r.cfg, name=r.cfg.name, group=r.cfg.group, seed=r.seed, gpus=gpus)
+            point = ", ".join(f"{k}={v}" for k, v in r.point.items()) or "none"
             store.log_event(
-                run.id,
-                f"sweep {group}: preset {preset}, seed {cfg.seed}, "
-                f"overrides {list(overrides) or 'none'}",
+                run.id, f"sweep {r.cfg.group}: preset {r.preset}, grid point {point}, seed {r.seed}"
             )
-            runs.append(run)
+            queued.append(run)
     except Exception:
-        for run in runs:
+        for run in queued:
             launcher.delete(run.id)
         raise
-    return [store.get_run(r.id) for r in runs]
+    return [store.get_run(r.id) for r in queued]
 
 
 # ---------------------------------------------------------------------- CLI
@@ -119,6 +68,13 @@ def register(subparsers: Any) -> None:
         metavar="KEY=VALUE",
         help="override applied to every run, e.g. --set schedule.cycles=4",
     )
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="sweep a field over values (repeatable: the cartesian product), e.g. opd.beta=0.5,1,2",
+    )
     p.add_argument("--no-start", action="store_true", help="only queue; start nothing now")
     _common(p)
     p.set_defaults(func=cmd_sweep)
@@ -132,16 +88,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         names += [n for n in P.sets()[args.set_name] if n not in names]
     try:
         seeds = parse_seeds(args.seeds)
-        sweep_configs(names, seeds, args.group, args.overrides)  # fail before opening a store
+        grid = parse_grid(args.grid)
+        runs = sweep_configs(names, seeds, args.group, args.overrides, grid)  # before any store
         launcher = _launcher(args)
-        runs = launch_sweep(launcher.store, launcher, names, seeds, args.group, args.overrides)
+        runs = launch_sweep(launcher.store, launcher, runs)
     except ConfigError as exc:
         print(f"copd sweep: {exc}", file=sys.stderr)
         return 2
     if not args.no_start:
         launcher.tick()
     print(
-        f"group {args.group}: queued {len(runs)} runs ({len(names)} presets x {len(seeds)} seeds)",
+        f"group {args.group}: queued {len(runs)} runs ({len(names)} presets x "
+        f"{len(grid_points(grid))} grid points x {len(seeds)} seeds)",
         file=sys.stderr,
     )
     for run in runs:

@@ -32,8 +32,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from copd import presets
-from copd.config import ConfigError, RunConfig, apply_overrides, parse_seeds
+from copd.config import ConfigError, RunConfig, parse_seeds
+from copd.sweep import run_config
 from copd.tables import PaperTable, paper_table
 
 # Full scale is the presets as they are, on one torch thread: on a shared 2-core machine
@@ -107,11 +107,9 @@ def row_labels(arm: Arm, cfg: RunConfig) -> list[tuple[str, str]]:
 def arm_config(arm: Arm, seed: int, overrides: Sequence[str], group: str | None) -> RunConfig:
     """The arm's preset with the scale and user overrides, the seed and the group."""
     try:
-        cfg = apply_overrides(presets.get(arm.preset), list(overrides))
+        return run_config(arm.preset, seed, group, overrides, name=f"{arm.key}-s{seed}")
     except ConfigError as e:
         raise ConfigError(f"arm {arm.key}: {e}") from None
-    data = {**cfg.to_dict(), "seed": seed, "group": group, "name": f"{arm.key}-s{seed}"}
-    return RunConfig.from_dict(data).validate()
 
 
 @dataclass

@@ -1,13 +1,16 @@
 """Launch: a preset, a base model, branches and every config field as a form; errors show
-inline before anything is recorded. Also launches an ablation set (presets x seeds)."""
+inline before anything is recorded. Also launches an ablation set or a grid sweep (presets x
+grid points x seeds, all or nothing)."""
 
 import streamlit as st
 
 from app.forms import build_config, parse_seeds
 from app.launch_form import branch_editor, config_form, gpu_picker, model_picker, shared_values
+from app.sweep import launch_sweep
 from app.widgets import cached_gpus, get_launcher, invalidate, page_path
 from copd import presets
 from copd.config import ConfigError
+from copd.sweep import parse_grid, sweep_configs
 from copd.tasks import builtin_task_names
 
 st.title("🚀 Launch a run")
@@ -83,38 +86,29 @@ default_arms = [n for n in ("demo", "mixed") if n in names] or names[:1]
 arms = st.multiselect("Presets (arms)", names, default=default_arms, key="ablation:presets")
 seeds_text = st.text_input("Seeds", value="0, 1, 2", key="ablation:seeds", help="0, 1, 2 or 0-2")
 group = st.text_input("Group name", value="ablation-1", key="ablation:group")
+grid_text = st.text_area(
+    "Grid (optional): one `field=v1,v2,...` per line; runs = presets x grid points x seeds",
+    value="",
+    key="ablation:grid",
+    placeholder="opd.beta=0.5,1,2,4\nschedule.rl_steps=3,6",
+)
 if st.button("Launch ablation set", key="ablation:go"):
     set_errors: list[str] = list(errors)
-    configs = []
+    runs = []
     try:
         seeds = parse_seeds(seeds_text)
+        shared = {k: v for k, v in shared_values(values).items() if k != "branches"}
+        grid = parse_grid([ln for ln in grid_text.splitlines() if ln.strip()])
+        runs = sweep_configs(arms, seeds, group, grid=grid, values=shared)
     except ConfigError as e:
         set_errors.append(str(e))
-        seeds = []
-    if not group.strip():
-        set_errors.append("group: give the ablation set a name")
-    if not arms:
-        set_errors.append("presets: pick at least one preset")
-    shared = {k: v for k, v in shared_values(values).items() if k != "branches"}
-    for arm in arms:
-        for seed in seeds:
-            over = {
-                **shared,
-                "seed": seed,
-                "group": group.strip(),
-                "name": f"{group}-{arm}-s{seed}",
-            }
-            try:
-                configs.append(build_config(presets.get(arm).to_dict(), over))
-            except ConfigError as e:
-                set_errors.append(f"{arm}: {e}")
     if set_errors:
         for err in dict.fromkeys(set_errors):
             st.error(err)
         st.error("Nothing was launched.")
     else:
         launcher = get_launcher()
-        ids = [launcher.submit(c, gpus=n_gpus).id for c in configs]
+        ids = [r.id for r in launch_sweep(launcher.store, launcher, runs, gpus=n_gpus)]
         launcher.tick()
         invalidate()
         st.success(f"Group {group!r}: {len(ids)} runs queued (#{ids[0]}…#{ids[-1]}).")

@@ -89,6 +89,8 @@ def test_baseline_runs_end_to_end(preset, tiny_cfg, tmp_path):
     progress = rec.values("run/progress")
     assert progress[-1] == pytest.approx(1.0) and max(progress) == pytest.approx(1.0)
     assert {m for _, m, _, _ in rec.evals} == EXPECTED_ROWS[preset]
+    recorded = [(step, m, bench) for step, m, bench, _ in rec.evals]
+    assert len(recorded) == len(set(recorded)), "one evaluation per (model, benchmark, step)"
 
 
 def test_mixed_budget_is_k_times_one_experts(tiny_cfg):
@@ -281,10 +283,15 @@ def sweep_env(tmp_path):
 def test_launch_sweep_queues_every_preset_for_every_seed_in_one_group(sweep_env):
     from app.sweep import launch_sweep
     from copd.config import ConfigError
+    from copd.sweep import sweep_configs
 
     _, store, launcher = sweep_env
     sets = ["expert", "mixed"]
-    runs = launch_sweep(store, launcher, sets, [0, 1, 2], "abl", ["schedule.cycles=3"])
+
+    def launch(seeds, group, overrides):
+        return launch_sweep(store, launcher, sweep_configs(sets, seeds, group, overrides))
+
+    runs = launch([0, 1, 2], "abl", ["schedule.cycles=3"])
     assert len(runs) == 6
     assert {r.status for r in runs} == {"queued"}
     assert {r.group for r in runs} == {"abl"}
@@ -299,9 +306,9 @@ def test_launch_sweep_queues_every_preset_for_every_seed_in_one_group(sweep_env)
 
     # a bad override or a reserved key queues nothing
     with pytest.raises(ConfigError, match="grpo.group_size"):
-        launch_sweep(store, launcher, sets, [0], "bad", ["grpo.group_size=1"])
+        launch([0], "bad", ["grpo.group_size=1"])
     with pytest.raises(ConfigError, match="--seeds"):
-        launch_sweep(store, launcher, sets, [0], "bad", ["seed=4"])
+        launch([0], "bad", ["seed=4"])
     assert len(store.list_runs()) == 6
 
 
@@ -328,3 +335,48 @@ def test_sweep_cli_expands_a_named_set(sweep_env, tmp_path, capsys):
         "weight_average",
     ]
     assert "queued 12 runs" in capsys.readouterr().err
+
+
+def test_grid_sweep_creates_exactly_the_product_and_is_all_or_nothing(sweep_env, tmp_path):
+    from copd.cli import main
+
+    url, store, _ = sweep_env
+    argv = [
+        "sweep", "demo", "--grid", "opd.beta=0.5,1,2,4", "--grid", "schedule.rl_steps=3,6",
+        "--seeds", "0-2", "--group", "beta", "--no-start", "--db", url,
+        "--runs-root", str(tmp_path / "runs"),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    runs = store.list_runs(group="beta")
+    assert len(runs) == 4 * 2 * 3
+    cells = {(r.config["opd"]["beta"], r.config["schedule"]["rl_steps"], r.seed) for r in runs}
+    assert cells == {(b, s, seed) for b in (0.5, 1, 2, 4) for s in (3, 6) for seed in (0, 1, 2)}
+    assert len({r.name for r in runs}) == 24
+    # one invalid grid value: nothing of the set is queued, the error names the point
+    bad = list(argv)
+    bad[3] = "opd.beta=1,-3"
+    bad[bad.index("beta")] = "beta-bad"
+    assert main(bad) == 2
+    assert store.list_runs(group="beta-bad") == []
+
+
+def test_grid_parsing_and_points():
+    from copd.config import ConfigError
+    from copd.sweep import grid_points, parse_grid, point_tag
+
+    grid = parse_grid(["opd.beta=0.5,1", 'branches=[{"name":"a","task":"add"}],[]'])
+    assert grid["opd.beta"] == ["0.5", "1"]
+    assert grid["branches"] == ['[{"name":"a","task":"add"}]', "[]"]
+    pts = grid_points({"a.x": ["1", "2"], "b.y": ["3"]})
+    assert pts == [{"a.x": "1", "b.y": "3"}, {"a.x": "2", "b.y": "3"}]
+    assert grid_points(None) == [{}]
+    assert point_tag({"opd.beta": "0.5", "schedule.rl_steps": "3"}) == "beta0.5-rl_steps3"
+    for item, msg in [("opd.beta", "KEY=V1"), ("opd.beta=1,1", "repeats"), ("seed=1,2", None)]:
+        if msg is None:
+            from copd.sweep import sweep_configs
+
+            with pytest.raises(ConfigError, match="sets seed per run"):
+                sweep_configs(["demo"], [0], "g", grid=parse_grid([item]))
+        else:
+            with pytest.raises(ConfigError, match=msg):
+                parse_grid([item])

@@ -342,3 +342,37 @@ def test_supervisor_starts_once_and_stops_on_clear(monkeypatch, tmp_path):
     st.cache_resource.clear()  # releases the cached supervisor, which stops its thread
     sups[0].join(15)
     assert not sups[0].is_alive()
+
+
+def test_launch_page_grid_sweep_queues_the_product_or_nothing(monkeypatch, tmp_path):
+    """The ablation-set form takes a grid: presets x grid points x seeds runs in one group;
+    an invalid grid value records nothing."""
+    from app.launcher import Launcher
+
+    url = f"sqlite:///{tmp_path / 'grid.db'}"
+    monkeypatch.setenv("COPD_DB_URL", url)
+    monkeypatch.setenv("COPD_HOME", str(tmp_path))
+    monkeypatch.setenv("COPD_SUPERVISE", "0")
+    monkeypatch.setattr(Launcher, "tick", lambda self: [])  # queue only: start no trainer
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    at = AppTest.from_file(ENTRY, default_timeout=60).run()
+    at.switch_page("../pages/launch.py").run()
+    at.multiselect(key="ablation:presets").set_value(["demo"])
+    at.text_input(key="ablation:seeds").set_value("0, 1")
+    at.text_input(key="ablation:group").set_value("g1")
+    at.text_area(key="ablation:grid").set_value("opd.beta=0.5,2\nschedule.rl_steps=3,4,6")
+    at.button(key="ablation:go").click().run()
+    assert not at.exception
+    runs = RunStore.from_url(url).list_runs(group="g1")
+    assert len(runs) == 1 * 2 * 3 * 2
+    assert {(r.config["opd"]["beta"], r.config["schedule"]["rl_steps"]) for r in runs} == {
+        (b, s) for b in (0.5, 2) for s in (3, 4, 6)
+    }
+    at.text_input(key="ablation:group").set_value("g2")
+    at.text_area(key="ablation:grid").set_value("opd.beta=1,-1")
+    at.button(key="ablation:go").click().run()
+    assert any("Nothing was launched" in e.value for e in at.error)
+    assert RunStore.from_url(url).list_runs(group="g2") == []
+    st.cache_data.clear()
+    st.cache_resource.clear()
