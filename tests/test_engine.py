@@ -51,6 +51,8 @@ def test_copd_run_changes_every_parameter_and_logs_diagnostics(tiny_cfg, tmp_pat
     assert (tmp_path / "merged" / "config.json").exists()
     models = {m for _, m, _, _ in rec.evals}
     assert models == {"add", "rev", "merged"}
+    recorded = [(step, m, bench) for step, m, bench, _ in rec.evals]
+    assert len(recorded) == len(set(recorded)), "one evaluation per (model, benchmark, step)"
 
 
 def test_overlap_of_identical_branches_is_one(tiny_cfg):
