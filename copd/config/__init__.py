@@ -14,9 +14,10 @@ top-k overlap k=10, constant learning rate. Open in the paper (our defaults docu
 each field): beta, the number of cycles N, the native/cross split of a phase-II batch,
 merge weights, live vs frozen teacher.
 
-Modules: `sections` (the dataclasses), `choices` (allowed values, each set once),
-`validation` (ConfigError and the checks), `serialize` (dicts <-> dataclasses),
-`overrides` (--set, diffs, nested replace, seed lists).
+Modules: `sections` (the dataclasses; each section checks itself, `RunConfig.validate`
+adds the cross-field rules), `choices` (allowed values, each set once), `errors`
+(ConfigError), `serialize` (dicts <-> dataclasses), `overrides` (--set, diffs, nested
+replace, seed lists).
 """
 
 from copd.config.choices import (
@@ -30,6 +31,7 @@ from copd.config.choices import (
     TEACHERS,
     TOPOLOGIES,
 )
+from copd.config.errors import ConfigError
 from copd.config.overrides import (
     apply_overrides,
     config_diff,
@@ -52,7 +54,6 @@ from copd.config.sections import (
     ScheduleConfig,
     TopologyConfig,
 )
-from copd.config.validation import ConfigError
 
 __all__ = [
     "BACKEND_KINDS",

@@ -8,8 +8,8 @@ import re
 from dataclasses import fields, replace
 from typing import Any
 
+from copd.config.errors import ConfigError
 from copd.config.sections import RunConfig
-from copd.config.validation import ConfigError
 
 
 def apply_overrides(cfg: RunConfig, overrides: list[str] | tuple[str, ...]) -> RunConfig:

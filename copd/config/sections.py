@@ -1,18 +1,28 @@
 """The config's sections: one frozen dataclass each, and `RunConfig`, the whole run.
 
 Defaults follow the paper (arXiv 2604.27083) wherever it gives a value; what it leaves
-open is a documented field. Allowed values live in `choices.py`, the checks in
-`validation.py`, the JSON mapping in `serialize.py`.
+open is a documented field. Each section checks its own fields (`check()`);
+`RunConfig.validate` runs them, then the cross-field rules. Allowed values live in
+`choices.py`, the JSON mapping in `serialize.py`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from copd.config.choices import (
+    BACKEND_KINDS,
+    BRANCH_KINDS,
+    LOSS_AGGS,
+    MERGE_METHODS,
+    METHODS,
+    SAMPLING_ENGINES,
+    TEACHERS,
+    TOPOLOGIES,
     BackendKind,
     BranchKind,
     Dtype,
@@ -23,8 +33,11 @@ from copd.config.choices import (
     Teacher,
     TopologyKind,
 )
+from copd.config.errors import ConfigError, check
 from copd.config.serialize import from_dict, to_jsonable
-from copd.config.validation import ConfigError, validate_run
+
+BRANCH_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 
 
 @dataclass(frozen=True)
@@ -67,6 +80,22 @@ class ModelConfig:
     demo_warmup_steps: int = 500
     demo_warmup_lr: float = 3e-3
 
+    def check(self) -> None:
+        check(bool(self.path), "model.path", "set a local model directory, a hub name or 'demo'")
+        check(self.branch_kind in BRANCH_KINDS, "model.branch_kind", "use 'full' or 'lora'")
+        check(
+            bool(self.attn_implementation.strip()),
+            "model.attn_implementation",
+            "use 'auto', 'eager', 'sdpa' or another transformers attention name",
+        )
+        check(self.lora.r > 0, "model.lora.r", "LoRA rank must be a positive integer")
+        check(
+            self.demo_hidden % 4 == 0 and self.demo_hidden >= 16,
+            "model.demo_hidden",
+            "use a multiple of 4, at least 16",
+        )
+        check(self.demo_layers >= 1, "model.demo_layers", "use at least 1 layer")
+
 
 @dataclass(frozen=True)
 class SamplingConfig:
@@ -81,6 +110,17 @@ class SamplingConfig:
     engine: SamplingEngine = "hf"
     vllm_gpu_memory_utilization: float = 0.3  # share of the GPU for vLLM (weights + KV cache)
     vllm_sleep: bool = False  # offload vLLM's weights, free its KV cache while the branch trains
+
+    def check(self) -> None:
+        check(self.temperature > 0, "sampling.temperature", "must be > 0 (paper: 1.0)")
+        check(self.max_new_tokens >= 1, "sampling.max_new_tokens", "must be >= 1")
+        check(0 < self.top_p <= 1, "sampling.top_p", "must be in (0, 1]")
+        check(self.engine in SAMPLING_ENGINES, "sampling.engine", f"use one of {SAMPLING_ENGINES}")
+        check(
+            0 < self.vllm_gpu_memory_utilization < 1,
+            "sampling.vllm_gpu_memory_utilization",
+            "must be in (0, 1): the share of the branch's GPU vLLM may take",
+        )
 
 
 @dataclass(frozen=True)
@@ -107,6 +147,20 @@ class GRPOConfig:
     # mixture-of-experts models, where those rows would change the update.
     skip_zero_advantage: bool = True
 
+    def check(self) -> None:
+        check(
+            self.group_size >= 2,
+            "grpo.group_size",
+            "GRPO needs at least 2 samples per prompt (paper: 8)",
+        )
+        check(self.prompts_per_step >= 1, "grpo.prompts_per_step", "must be >= 1")
+        check(self.lr > 0, "grpo.lr", "must be > 0")
+        check(0 <= self.clip_low < 1, "grpo.clip_low", "must be in [0, 1) (paper: 0.2)")
+        check(self.clip_high >= 0, "grpo.clip_high", "must be >= 0 (paper: 0.28)")
+        check(self.loss_agg in LOSS_AGGS, "grpo.loss_agg", f"use one of {LOSS_AGGS}")
+        check(self.kl_coef >= 0, "grpo.kl_coef", "must be >= 0 (paper: 0)")
+        check(self.updates_per_batch >= 1, "grpo.updates_per_batch", "must be >= 1")
+
 
 @dataclass(frozen=True)
 class OPDConfig:
@@ -124,6 +178,12 @@ class OPDConfig:
     native_rl: bool = True  # phase II keeps the branch's own GRPO batch (paper: yes)
     one_way: bool = False  # ablation: only the first branch (hub) teaches, nobody teaches it
     cross_weight: float = 1.0  # weight of the cross-branch loss term in the combined update
+
+    def check(self) -> None:
+        check(self.beta >= 0, "opd.beta", "must be >= 0")
+        check(self.cross_prompts_per_step >= 1, "opd.cross_prompts_per_step", "must be >= 1")
+        check(self.cross_group_size >= 1, "opd.cross_group_size", "must be >= 1")
+        check(self.teacher in TEACHERS, "opd.teacher", "use 'live' or 'snapshot'")
 
 
 @dataclass(frozen=True)
@@ -143,6 +203,20 @@ class ScheduleConfig:
     def total_steps(self) -> int:
         return self.cycles * (self.rl_steps + self.opd_steps)
 
+    def check(self) -> None:
+        check(self.cycles >= 1, "schedule.cycles", "must be >= 1")
+        check(
+            self.rl_steps >= 0 and self.opd_steps >= 0,
+            "schedule.rl_steps",
+            "step counts must be >= 0",
+        )
+        check(
+            self.rl_steps + self.opd_steps >= 1,
+            "schedule.rl_steps",
+            "a cycle needs at least one step (rl_steps + opd_steps >= 1)",
+        )
+        check(self.diag_every >= 0, "schedule.diag_every", "use 0 to measure only at phase ends")
+
 
 @dataclass(frozen=True)
 class BranchSpec:
@@ -153,6 +227,21 @@ class BranchSpec:
     task: str
     device: str = "auto"
 
+    def check(self) -> None:
+        check(
+            BRANCH_NAME.fullmatch(self.name) is not None,
+            "branches.name",
+            f"{self.name!r}: use letters, digits, '_', '.', '-' only",
+        )
+        check(
+            bool(self.task), f"branches[{self.name}].task", "name a built-in task or module:factory"
+        )
+        check(
+            DEVICE.fullmatch(self.device) is not None,
+            f"branches[{self.name}].device",
+            "use auto, cpu, cuda or cuda:N",
+        )
+
 
 @dataclass(frozen=True)
 class TopologyConfig:
@@ -161,6 +250,9 @@ class TopologyConfig:
 
     kind: TopologyKind = "pair"
     hub: str | None = None  # branch name; default: the first branch
+
+    def check(self) -> None:
+        check(self.kind in TOPOLOGIES, "topology.kind", f"use one of {TOPOLOGIES}")
 
 
 @dataclass(frozen=True)
@@ -176,6 +268,10 @@ class MergeConfig:
     scale: float = 1.0  # task arithmetic / TIES scaling of the summed delta
     density: float = 0.2  # TIES: fraction of each delta kept (largest magnitudes)
 
+    def check(self) -> None:
+        check(self.method in MERGE_METHODS, "merge.method", f"use one of {MERGE_METHODS}")
+        check(0 < self.density <= 1, "merge.density", "must be in (0, 1]")
+
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -185,6 +281,10 @@ class EvalConfig:
     greedy: bool = True
     pass_k: int = 0  # 0 = off; otherwise pass@k with k samples at the sampling temperature
     at_start: bool = True
+
+    def check(self) -> None:
+        check(self.n_prompts >= 1, "eval.n_prompts", "must be >= 1")
+        check(self.pass_k >= 0, "eval.pass_k", "use 0 (off) or k >= 1")
 
 
 @dataclass(frozen=True)
@@ -201,6 +301,15 @@ class DiagnosticsConfig:
     n_prompts: int = 16  # per domain
     samples_per_prompt: int = 2
     vs_base: bool = True
+
+    def check(self) -> None:
+        check(self.top_k >= 1, "diagnostics.top_k", "must be >= 1 (paper: 10)")
+        check(all(k >= 1 for k in self.extra_k), "diagnostics.extra_k", "every k must be >= 1")
+        check(
+            self.n_prompts >= 1 and self.samples_per_prompt >= 1,
+            "diagnostics.n_prompts",
+            "must be >= 1",
+        )
 
 
 @dataclass(frozen=True)
@@ -220,6 +329,18 @@ class BackendConfig:
     num_gpus_per_branch: float = 0.0  # GPUs each branch actor reserves (1 on a GPU cluster)
     num_cpus_per_branch: float = 1.0
     ray_temp_dir: str | None = None  # private instance only; default: $COPD_HOME/ray
+
+    def check(self) -> None:
+        check(self.kind in BACKEND_KINDS, "backend.kind", "use 'local' or 'ray'")
+        check(
+            self.ray_address is None
+            or self.ray_address == "auto"
+            or self.ray_address.startswith("ray://"),
+            "backend.ray_address",
+            "use null (private local instance), 'auto' or 'ray://HOST:PORT'",
+        )
+        check(self.num_gpus_per_branch >= 0, "backend.num_gpus_per_branch", "must be >= 0")
+        check(self.num_cpus_per_branch >= 0, "backend.num_cpus_per_branch", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -253,10 +374,75 @@ class RunConfig:
 
     # ------------------------------------------------------------------ validation
     def validate(self) -> RunConfig:
-        """Check every field before any work starts; raise ConfigError naming the fix
-        (copd/config/validation.py)."""
-        validate_run(self)
+        """Check every field before any work starts; raise ConfigError naming the fix.
+        Each section checks itself, then `check_cross_fields` checks what depends on
+        several sections (method, branches, topology, merge weights, backend)."""
+        check(self.method in METHODS, "method", f"must be one of {METHODS}")
+        check(self.seed >= 0, "seed", "must be >= 0")
+        check(self.threads >= 0, "threads", "use 0 for the default or a positive count")
+        check(self.checkpoint_every >= 0, "checkpoint_every", "use 0 or a step count")
+        for section in (self.model, self.sampling, self.grpo, self.opd, self.schedule):
+            section.check()
+        names = [b.name for b in self.branches]
+        check(len(names) >= 1, "branches", "add at least one branch")
+        check(len(set(names)) == len(names), "branches", f"branch names must be unique: {names}")
+        for b in self.branches:
+            b.check()
+        for section in (self.topology, self.merge, self.eval, self.diagnostics, self.backend):
+            section.check()
+        self.check_cross_fields()
         return self
+
+    def check_cross_fields(self) -> None:
+        """Rules that read more than one section."""
+        names = [b.name for b in self.branches]
+        if self.method in ("copd", "static_opd", "weight_average"):
+            check(len(names) >= 2, "branches", f"method {self.method!r} needs >= 2 branches")
+        if self.method == "mopd":
+            check(len(names) >= 2, "branches", "MOPD needs >= 2 domain experts as teachers")
+        t = self.topology
+        if t.kind == "pair" and self.method == "copd":
+            check(
+                len(names) == 2,
+                "topology.kind",
+                f"'pair' needs exactly 2 branches (got {len(names)}); use 'hub' or 'full'",
+            )
+        if t.hub is not None:
+            check(t.hub in names, "topology.hub", f"{t.hub!r} is not a branch; pick one of {names}")
+        mg = self.merge
+        # Weights apply alike to full-weight and LoRA branches: normalised by average/weighted,
+        # per-task coefficients for task_arithmetic; TIES has no use for them.
+        check(
+            not (mg.weights and mg.method == "ties"),
+            "merge.weights",
+            "'ties' does not use weights; leave merge.weights empty, or use merge.method "
+            "'weighted' or 'task_arithmetic'",
+        )
+        if mg.method == "weighted" or mg.weights:
+            check(
+                len(mg.weights) == len(names),
+                "merge.weights",
+                f"give one weight per branch ({len(names)})",
+            )
+        if mg.method == "weighted" or (mg.weights and mg.method == "average"):
+            check(
+                all(w >= 0 for w in mg.weights) and sum(mg.weights) > 0,
+                "merge.weights",
+                "weights must be >= 0 and not all zero",
+            )
+        if self.method == "static_opd" and self.static_direction is not None:
+            parts = self.static_direction.split("->")
+            check(
+                len(parts) == 2 and all(p in names for p in parts) and parts[0] != parts[1],
+                "static_direction",
+                f"write TEACHER->STUDENT with two branch names from {names}",
+            )
+        if self.backend.kind == "ray":
+            check(
+                self.method == "copd",
+                "backend.kind",
+                f"'ray' runs the copd method only; use 'local' for {self.method!r}",
+            )
 
     # ------------------------------------------------------------------ derived
     @property

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import fields, is_dataclass
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-from copd.config.validation import ConfigError
+from copd.config.errors import ConfigError
 
 
 def to_jsonable(obj: Any) -> Any:
