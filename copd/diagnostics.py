@@ -29,6 +29,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from copd import names as N
+
 
 def _check_pair(student_logits_N_V: Tensor, teacher_logits_N_V: Tensor) -> None:
     if student_logits_N_V.dim() != 2 or student_logits_N_V.shape != teacher_logits_N_V.shape:
@@ -137,13 +139,13 @@ def pair_diagnostics(
     for k in ks:
         kk = min(k, V)
         shared = _in_other_N_K(top_p_idx[:, :kk], top_q_idx[:, :kk])
-        out[f"overlap_top{k}"] = (shared.sum(dim=-1).float() / kk).mean().item()
+        out[N.overlap_key(k)] = (shared.sum(dim=-1).float() / kk).mean().item()
     shared_max = _in_other_N_K(top_p_idx, top_q_idx)
     mass_N = (logp.gather(-1, top_p_idx).exp() * shared_max).sum(dim=-1)
-    out["sym_kl"] = _sym_kl_from_logp(logp, logq).mean().item()
-    out["overlap_mass"] = mass_N.mean().item()
+    out[N.SYM_KL] = _sym_kl_from_logp(logp, logq).mean().item()
+    out[N.OVERLAP_MASS] = mass_N.mean().item()
     h_p, h_q = _entropy_from_logp(logp), _entropy_from_logp(logq)
-    out["entropy_gap"] = (h_q - h_p).abs().mean().item()
-    out["entropy_student"] = h_p.mean().item()
-    out["entropy_teacher"] = h_q.mean().item()
+    out[N.ENTROPY_GAP] = (h_q - h_p).abs().mean().item()
+    out[N.ENTROPY_STUDENT] = h_p.mean().item()
+    out[N.ENTROPY_TEACHER] = h_q.mean().item()
     return out

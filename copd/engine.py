@@ -402,7 +402,7 @@ def log_step(
     t = world.timer.pop()
     metrics = dict(metrics)
     for part, secs in t.items():
-        metrics[f"time/{part}_s"] = secs
+        metrics[N.time_key(part)] = secs
     metrics[N.PROGRESS] = world.step / total
     t0 = time.perf_counter()
     world.logger.log_metrics(metrics, step=world.step, cycle=cycle, phase=phase)

@@ -33,6 +33,19 @@ def overlap_key(k: int) -> str:
     return f"overlap_top{k}"
 
 
+def reward_on(task: str) -> str:
+    """Mean reward on a given domain's prompts (native or cross), under branch/<b>/:
+    reward_on("rev") -> "reward_on/rev"."""
+    return f"reward_on/{task}"
+
+
+def time_key(part: str) -> str:
+    """Seconds spent in one part of a step (the engine's Timer keys: rollout, teacher,
+    forward, update, eval, diagnostics, weight_sync, logging): time_key("rollout") ->
+    "time/rollout_s"."""
+    return f"{TIME_PREFIX}{part}_s"
+
+
 def scope_of(name: str) -> str:
     """The scope a metric belongs to: the branch name, "a~b" for a pair, "merged", or ""."""
     parts = name.split("/")
@@ -45,7 +58,6 @@ def scope_of(name: str) -> str:
 
 # Per-branch training metrics (under branch/<b>/)
 REWARD_MEAN = "reward/mean"  # mean verifier reward of the native GRPO batch
-REWARD_ON = "reward_on/{task}"  # mean reward on a given domain's prompts (native or cross)
 PG_LOSS = "loss/pg"
 OPD_LOSS = "loss/opd"
 OPD_ADV_MEAN = "opd/adv_mean"  # mean beta*(log p_T - log p_S) over cross tokens
@@ -55,21 +67,21 @@ GRAD_NORM = "grad_norm"
 ENTROPY = "entropy"
 RESPONSE_LEN = "response_len"
 SIGNAL_FRAC = "signal_frac"  # share of prompt groups whose rewards differ (nonzero advantage)
-KL_REF = "kl_ref"
 
-# Pair/base diagnostics keys (under pair/<s>~<t>/ or base/<b>/)
-SYM_KL = "sym_kl"
+# Pair/base diagnostics keys (under pair/<s>~<t>/ or base/<b>/), besides overlap_key(k)
+SYM_KL = "sym_kl"  # KL(p||q) + KL(q||p) over the vocabulary
 OVERLAP_MASS = "overlap_mass"
-ENTROPY_GAP = "entropy_gap"
+ENTROPY_GAP = "entropy_gap"  # mean |H(teacher) - H(student)|
+ENTROPY_STUDENT = "entropy_student"
+ENTROPY_TEACHER = "entropy_teacher"
 
-# Timing breakdown
-TIME_ROLLOUT = "time/rollout_s"
-TIME_TEACHER = "time/teacher_s"
-TIME_UPDATE = "time/update_s"
-TIME_DIAG = "time/diagnostics_s"
-TIME_EVAL = "time/eval_s"
-TIME_LOG = "time/logging_s"
-TIME_STEP = "time/step_s"
+# Timing breakdown: time_key(part)
+TIME_PREFIX = "time/"
+
+# Process resources, logged with the diagnostics
+SYSTEM_RSS_MB = "system/rss_mb"
+SYSTEM_CPU_PERCENT = "system/cpu_percent"
+SYSTEM_GPU_MEM_MB = "system/gpu_mem_mb"  # peak CUDA memory allocated by this process
 
 # Run progress
 PROGRESS = "run/progress"  # fraction of the schedule done, in [0, 1]

@@ -56,7 +56,7 @@ def phase1_step(world: World, group: WorkerGroup | None = None) -> dict[str, flo
     ]
     metrics: dict[str, float] = {}
     for n, stats in zip(group.names, group.call(calls), strict=True):
-        stats[f"reward_on/{tasks[n].name}"] = stats[N.REWARD_MEAN]
+        stats[N.reward_on(tasks[n].name)] = stats[N.REWARD_MEAN]
         metrics.update({N.branch(n, k): v for k, v in stats.items()})
     return metrics
 
@@ -107,10 +107,10 @@ def phase2_step(world: World, group: WorkerGroup | None = None) -> dict[str, flo
     metrics: dict[str, float] = {}
     for n, stats in zip(names, group.call(calls), strict=True):
         if (n, None) in batches:
-            stats[f"reward_on/{tasks[n].name}"] = stats[N.REWARD_MEAN]
+            stats[N.reward_on(tasks[n].name)] = stats[N.REWARD_MEAN]
         for (s, t), b in cross.items():
             if s == n:
-                stats[f"reward_on/{tasks[t].name}"] = float(b.rewards_B.mean())
+                stats[N.reward_on(tasks[t].name)] = float(b.rewards_B.mean())
         metrics.update({N.branch(n, k): v for k, v in stats.items()})
     return metrics
 

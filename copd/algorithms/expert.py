@@ -116,7 +116,7 @@ def rl_step(world: World, branches: Sequence[Branch]) -> dict[str, float]:
         stats = {
             **term.stats,
             N.GRAD_NORM: grad_norm,
-            f"reward_on/{b.task.name}": term.stats[N.REWARD_MEAN],
+            N.reward_on(b.task.name): term.stats[N.REWARD_MEAN],
         }
         metrics.update({N.branch(b.name, k): v for k, v in stats.items()})
     return metrics

@@ -81,4 +81,4 @@ def reward_by_domain(batch: RolloutBatch) -> dict[str, float]:
     sums: dict[str, list[float]] = {}
     for ex, r in zip(batch.examples, batch.rewards_B.tolist(), strict=True):
         sums.setdefault(ex.domain, []).append(r)
-    return {f"reward_on/{d}": sum(v) / len(v) for d, v in sums.items()}
+    return {N.reward_on(d): sum(v) / len(v) for d, v in sums.items()}

@@ -76,9 +76,9 @@ def distill_step(world: World, student: Branch, teacher: Branch) -> dict[str, fl
     stats = {}
     if native is not None:
         stats.update(terms[0][1].stats)
-        stats[f"reward_on/{student.task.name}"] = terms[0][1].stats[N.REWARD_MEAN]
+        stats[N.reward_on(student.task.name)] = terms[0][1].stats[N.REWARD_MEAN]
     for k, v in terms[-1][1].stats.items():
         stats[f"{k}/{teacher.name}"] = v
-    stats[f"reward_on/{teacher.task.name}"] = float(cross.rewards_B.mean())
+    stats[N.reward_on(teacher.task.name)] = float(cross.rewards_B.mean())
     stats[N.GRAD_NORM] = grad_norm
     return {N.branch(student.name, k): v for k, v in stats.items()}
