@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from copd import names as N
 from copd.config import config_diff
 from copd.tables import paper_table
 
@@ -30,8 +31,8 @@ STATUS_MARKERS = {
     "cancelled": "⏹️ cancelled",
     "crashed": "💥 crashed",
 }
-REWARD_KEY = "reward/mean"
-OVERLAP_KEY = "overlap_top10"
+REWARD_KEY = N.REWARD_MEAN
+OVERLAP_KEY = N.overlap_key(10)
 # Fields that never make two runs different arms of an ablation.
 IDENTITY_FIELDS = ("seed", "name", "group")
 

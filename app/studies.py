@@ -22,10 +22,11 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from copd import names as N
 from copd.stats import fit_line
 
 PILOT_KEYS = ("pilot/overlap", "pilot/gain", "pilot/temperature", "pilot/pre", "pilot/post")
-DRIFT_QTY = ("overlap_top10", "sym_kl")
+DRIFT_QTY = (N.overlap_key(10), N.SYM_KL)
 COLORS = {"expert": "#d62728", "copd": "#1f77b4"}
 
 
