@@ -125,11 +125,14 @@ def test_jsonl_task_maps_fields_splits_and_rewards(tmp_path):
         eval_fraction=0.25,
     )
     assert task.name == "gsm8k"
-    assert len(task.train) + len(task.held_out) == len(GSM_ROWS)
-    assert task.train and task.held_out
+    assert len(task.train) + len(task.validation) + len(task.held_out) == len(GSM_ROWS)
+    assert task.train and task.held_out and task.validation
     held = {ex.prompt for ex in task.held_out}
+    val = {ex.prompt for ex in task.validation}
+    assert not held & val
     train_draws = task.sample(random.Random(0), 200)
-    assert not held & {ex.prompt for ex in train_draws}  # training never sees held-out rows
+    assert not (held | val) & {ex.prompt for ex in train_draws}  # training sees neither
+    assert task.val_examples(1000) == task.validation
     assert task.eval_examples(1000) == task.held_out  # stable, file order, capped
     ex = task.eval_examples(1)[0]
     assert ex.domain == "gsm8k" and ex.system == "Solve it."
@@ -407,3 +410,17 @@ def test_dataset_tasks_through_world_build(tmp_path, tiny_cfg):
     assert world.branch("a").task.name == "addfile"
     metrics = phase1_step(world)
     assert "branch/a/reward_on/addfile" in metrics and "branch/r/reward_on/revfile" in metrics
+
+
+def test_validation_split_from_a_file_or_none(tmp_path):
+    path = write_jsonl(tmp_path / "gsm.jsonl", GSM_ROWS)
+    val = write_jsonl(tmp_path / "val.jsonl", GSM_ROWS[:3])
+    opts = dict(prompt_field="question", answer_field="answer", verifier="numeric")
+    task = from_file(path, val_path=val, eval_fraction=0.25, **opts)
+    assert len(task.validation) == 3
+    assert len(task.train) + len(task.held_out) == len(GSM_ROWS)
+    none = from_file(path, val_fraction=0.0, **opts)
+    with pytest.raises(DatasetError, match="no validation split"):
+        none.val_examples(4)
+    with pytest.raises(DatasetError, match="val_fraction"):
+        from_file(path, val_fraction=0.95, **opts)

@@ -158,3 +158,23 @@ def test_get_task_by_import_path(tmp_path, monkeypatch):
     with pytest.raises(TypeError, match="return a copd.tasks.Task"):
         get_task("my_tasks_mod:not_a_task")
     sys.modules.pop("my_tasks_mod", None)
+
+
+@pytest.mark.parametrize("name", ["add", "rev", "sort", "count", "mod"])
+def test_three_splits_are_disjoint_and_stable(name):
+    task = get_task(name, difficulty=2)
+    test_keys = {ex.prompt for ex in task.eval_examples(64)}
+    val = task.val_examples(64)
+    val_keys = {ex.prompt for ex in val}
+    train_keys = {ex.prompt for ex in task.sample(random.Random(3), 500)}
+    assert val_keys and test_keys and train_keys
+    assert not val_keys & test_keys
+    assert not train_keys & (val_keys | test_keys)
+    # stable: a new task object (as in another process) draws the same validation prompts
+    assert get_task(name, difficulty=2).val_examples(64) == val
+    # the test split is the one of before validation existed (u < holdout_fraction)
+    assert all(task.split_of(k) == "test" for k in [task.draw(random.Random(i)) for i in range(200)]
+               if task.is_held_out(k))  # fmt: skip
+    assert task.split_examples("validation", 5) == val[:5]
+    with pytest.raises(ValueError, match="val_fraction"):
+        get_task(name, val_fraction=0.9)

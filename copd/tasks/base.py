@@ -1,16 +1,20 @@
-"""The Task interface: training prompts, a fixed held-out split and a verifier.
+"""The Task interface: training prompts, a validation split, a held-out test split and a
+verifier.
 
 A task is one domain (one branch's skill). Everything an algorithm needs from it:
 
     task = get_task("add", difficulty=2)
-    train = task.sample(random.Random(0), 64)    # never drawn from the held-out split
-    held_out = task.eval_examples(128)            # fixed, seeded, disjoint from training
-    r = task.reward(held_out[0], "19")            # 1.0 or 0.0
+    train = task.sample(random.Random(0), 64)    # never drawn from validation or test
+    val = task.val_examples(128)                  # fixed, seeded: choose settings on this
+    test = task.eval_examples(128)                # fixed, seeded: report on this
+    r = task.reward(test[0], "19")                # 1.0 or 0.0
 
-`SyntheticTask` implements the split for generated inputs: every input is assigned to the
-held-out split by a stable hash of (task name, input), so membership does not depend on
-the difficulty, the seed or the process, and training sampling simply rejects held-out
-inputs. Subclasses only say how to draw an input and how to render it.
+Three disjoint splits. `SyntheticTask` assigns every input by a stable hash u in [0, 1)
+of (task name, input): u < holdout_fraction is the test split (the same inputs as before
+validation existed), the next `val_fraction` is validation, the rest is training. So
+membership does not depend on the difficulty, the seed or the process, and sampling a
+split simply rejects inputs of the others. Subclasses only say how to draw an input and
+how to render it.
 """
 
 from __future__ import annotations
@@ -61,7 +65,22 @@ class Task(ABC):
 
     @abstractmethod
     def eval_examples(self, n: int) -> list[Example]:
-        """The first `n` examples of the fixed held-out split (same on every call)."""
+        """The first `n` examples of the fixed held-out test split (same on every call)."""
+
+    def val_examples(self, n: int) -> list[Example]:
+        """The first `n` examples of the fixed validation split (same on every call),
+        disjoint from training and test: settings are chosen on it, tables report test."""
+        raise NotImplementedError(
+            f"task {self.name!r} has no validation split; implement val_examples(n)"
+        )
+
+    def split_examples(self, split: str, n: int) -> list[Example]:
+        """`eval_examples` for split "test", `val_examples` for "validation"."""
+        if split == "test":
+            return self.eval_examples(n)
+        if split == "validation":
+            return self.val_examples(n)
+        raise ValueError(f"split {split!r}: use 'validation' or 'test'")
 
     def reward(self, example: Example, completion: str) -> float:
         """Exact match: 1.0 if the completion (already cut at the end token by the caller)
@@ -80,14 +99,19 @@ def _stable_fraction(*parts: object) -> float:
     return int.from_bytes(digest, "big") / 2**64
 
 
+SPLITS = ("train", "validation", "test")
+
+
 class SyntheticTask(Task):
-    """A generated task with a hash-based held-out split.
+    """A generated task with hash-based validation and test splits.
 
     Subclasses implement `draw(rng) -> key` (a hashable input drawn from the training
     distribution at `self.difficulty`) and `render(key) -> Example`.
     """
 
-    def __init__(self, difficulty: int, holdout_fraction: float = 0.25) -> None:
+    def __init__(
+        self, difficulty: int, holdout_fraction: float = 0.25, val_fraction: float = 0.125
+    ) -> None:
         if difficulty not in DIFFICULTIES:
             raise ValueError(
                 f"{self.name}: difficulty={difficulty!r} is out of range; use an int in 1..5"
@@ -96,8 +120,14 @@ class SyntheticTask(Task):
             raise ValueError(
                 f"{self.name}: holdout_fraction={holdout_fraction!r} must be in (0, 1), e.g. 0.25"
             )
+        if not 0.0 < val_fraction < 1.0 - holdout_fraction:
+            raise ValueError(
+                f"{self.name}: val_fraction={val_fraction!r} must be in (0, "
+                f"{1.0 - holdout_fraction:g}) so that training keeps some inputs, e.g. 0.125"
+            )
         self.difficulty = difficulty
         self.holdout_fraction = holdout_fraction
+        self.val_fraction = val_fraction
 
     @abstractmethod
     def draw(self, rng: random.Random) -> Hashable:
@@ -107,35 +137,53 @@ class SyntheticTask(Task):
     def render(self, key: Hashable) -> Example:
         """The prompt and answer for an input drawn by `draw`."""
 
-    def is_held_out(self, key: Hashable) -> bool:
-        """Whether an input belongs to the evaluation split (independent of difficulty)."""
-        return _stable_fraction(self.name, key) < self.holdout_fraction
+    def split_fraction(self, key: Hashable) -> float:
+        """The input's stable position u in [0, 1) (override to hash a canonical form)."""
+        return _stable_fraction(self.name, key)
 
-    def _draw_split(self, rng: random.Random, held_out: bool) -> Hashable:
-        # Rejection sampling keeps the split's input distribution equal to the task's.
+    def split_of(self, key: Hashable) -> str:
+        """ "test", "validation" or "train" (independent of difficulty, seed and process)."""
+        u = self.split_fraction(key)
+        if u < self.holdout_fraction:
+            return "test"
+        return "validation" if u < self.holdout_fraction + self.val_fraction else "train"
+
+    def is_held_out(self, key: Hashable) -> bool:
+        """Whether an input belongs to the test split."""
+        return self.split_of(key) == "test"
+
+    def _draw_split(self, rng: random.Random, split: str) -> Hashable:
+        # Rejection sampling keeps each split's input distribution equal to the task's.
         for _ in range(10_000):
             key = self.draw(rng)
-            if self.is_held_out(key) == held_out:
+            if self.split_of(key) == split:
                 return key
         raise RuntimeError(
-            f"{self.name}: could not draw a {'held-out' if held_out else 'training'} input at "
-            f"difficulty {self.difficulty}; change holdout_fraction ({self.holdout_fraction})"
+            f"{self.name}: could not draw a {split} input at difficulty {self.difficulty}; "
+            f"change holdout_fraction ({self.holdout_fraction}) or val_fraction "
+            f"({self.val_fraction})"
         )
 
     def sample(self, rng: random.Random, n: int) -> list[Example]:
-        return [self.render(self._draw_split(rng, held_out=False)) for _ in range(n)]
+        return [self.render(self._draw_split(rng, "train")) for _ in range(n)]
 
     def eval_examples(self, n: int) -> list[Example]:
         # Seeded by name and difficulty so every run evaluates on the same prompts. Distinct
         # inputs first; a small input space (add at difficulty 1 holds out ~25 pairs) is
         # then repeated in the same order rather than failing.
-        rng = random.Random(f"eval|{self.name}|{self.difficulty}")
+        return self._fixed(f"eval|{self.name}|{self.difficulty}", "test", n)
+
+    def val_examples(self, n: int) -> list[Example]:
+        return self._fixed(f"val|{self.name}|{self.difficulty}", "validation", n)
+
+    def _fixed(self, seed: str, split: str, n: int) -> list[Example]:
+        rng = random.Random(seed)
         keys: list[Hashable] = []
         seen: set[Hashable] = set()
         for _ in range(50 * n):
             if len(keys) == n:
                 break
-            key = self._draw_split(rng, held_out=True)
+            key = self._draw_split(rng, split)
             if key not in seen:
                 seen.add(key)
                 keys.append(key)

@@ -17,9 +17,14 @@ local files). Every row is checked before any training starts: a missing field, 
 prompt or an answer that cannot be turned into text is reported with the file, the line
 (JSONL, CSV) or row (Parquet) and the fix, for all bad rows up to `max_errors`.
 
-Held-out split: a separate `eval_path`, or else a stable hash of (name, prompt) puts a
-fraction `eval_fraction` of the rows aside (the same rows in every process and run; equal
+Held-out test split: a separate `eval_path`, or else a stable hash u of (name, prompt)
+puts the rows with u < `eval_fraction` aside (the same rows in every process and run; equal
 prompts always fall on the same side, so duplicates cannot leak into evaluation).
+Validation split (settings are chosen on it; tables report test): a separate `val_path`,
+or else the rows with `eval_fraction` <= u < `eval_fraction + val_fraction` (with
+`eval_path`, u < `val_fraction` of the training file; with `eval_fraction=0`, the
+training rows). An empty validation split (`val_fraction=0`, or too few rows) fails only
+when something asks for validation examples, with the fix.
 JSONL whose columns mix value types (answers 4 and "4"), which Arrow cannot hold, is
 read row by row with `json` instead.
 
@@ -283,6 +288,8 @@ class DatasetTask(Task):
         max_frames: int = DEFAULT_MAX_FRAMES,
         eval_path: str | Path | None = None,
         eval_fraction: float = 0.1,
+        val_path: str | Path | None = None,
+        val_fraction: float = 0.1,
         format: str | None = None,
         verifier_options: dict[str, Any] | None = None,
         max_errors: int = 20,
@@ -298,6 +305,11 @@ class DatasetTask(Task):
             raise DatasetError(
                 f"task {self.name!r}: eval_fraction={eval_fraction!r} must be in [0, 1); "
                 "0 evaluates on the training rows (no held-out split)"
+            )
+        if not 0.0 <= val_fraction < 1.0 - (0.0 if eval_path is not None else eval_fraction):
+            raise DatasetError(
+                f"task {self.name!r}: val_fraction={val_fraction!r} must be in [0, 1 - "
+                "eval_fraction) so that training keeps rows; 0 means no validation split"
             )
         if prompt_template is not None and "{prompt}" not in prompt_template:
             raise DatasetError(
@@ -323,24 +335,39 @@ class DatasetTask(Task):
         )
         rows, where = load_rows(self.path, format, max_errors)
         examples, keys = rows_to_examples(rows, where, source=self.path, **opts)
+        u = [_stable_fraction(self.name, k) for k in keys]
+        self.val_fraction, self.n_rows = val_fraction, len(examples)
         if eval_path is not None:
             ep = Path(eval_path).expanduser()
             rows, where = load_rows(ep, format, max_errors)
-            self.train = examples
             self.held_out = rows_to_examples(rows, where, source=ep, **opts)[0]
+            test_cut = 0.0
         elif eval_fraction == 0.0:
-            self.train = self.held_out = examples
+            self.held_out = examples
+            test_cut = 0.0
         else:
-            side = [_stable_fraction(self.name, k) < eval_fraction for k in keys]
-            self.train = [ex for ex, h in zip(examples, side, strict=True) if not h]
-            self.held_out = [ex for ex, h in zip(examples, side, strict=True) if h]
-            if not self.train or not self.held_out:
-                raise DatasetError(
-                    f"task {self.name!r}: {len(examples)} rows with eval_fraction="
-                    f"{eval_fraction} leave an empty {'training' if not self.train else 'eval'} "
-                    "split; give eval_path, change eval_fraction, or add rows"
-                )
-        every = self.train + self.held_out
+            self.held_out = [ex for ex, x in zip(examples, u, strict=True) if x < eval_fraction]
+            test_cut = eval_fraction
+        val_cut = 0.0 if val_path is not None else val_fraction
+        self.validation: list[Example] = [
+            ex for ex, x in zip(examples, u, strict=True) if test_cut <= x < test_cut + val_cut
+        ]
+        self.train = [ex for ex, x in zip(examples, u, strict=True) if x >= test_cut + val_cut]
+        if eval_path is None and eval_fraction == 0.0:
+            self.train = examples  # evaluate on the training rows, as asked
+        if val_path is not None:
+            vp = Path(val_path).expanduser()
+            rows, where = load_rows(vp, format, max_errors)
+            self.validation = rows_to_examples(rows, where, source=vp, **opts)[0]
+        if eval_path is None and eval_fraction == 0.0:
+            self.validation = examples  # no held-out rows asked for: validate on them too
+        if not self.train or not self.held_out:
+            raise DatasetError(
+                f"task {self.name!r}: {len(examples)} rows with eval_fraction="
+                f"{eval_fraction} leave an empty {'training' if not self.train else 'eval'} "
+                "split; give eval_path, change eval_fraction, or add rows"
+            )
+        every = self.train + self.held_out + self.validation
         self.alphabet = "".join(sorted({c for ex in every for c in ex.prompt + ex.answer}))
         self.max_answer_chars = max(len(ex.answer) for ex in every)
 
@@ -351,8 +378,17 @@ class DatasetTask(Task):
         return [self.train[rng.randrange(len(self.train))] for _ in range(n)]
 
     def eval_examples(self, n: int) -> list[Example]:
-        """The first `n` held-out rows in file order (fewer when the split is smaller)."""
+        """The first `n` held-out test rows in file order (fewer when the split is smaller)."""
         return self.held_out[:n]
+
+    def val_examples(self, n: int) -> list[Example]:
+        """The first `n` validation rows in file order (fewer when the split is smaller)."""
+        if not self.validation:
+            raise DatasetError(
+                f"task {self.name!r} has no validation split (val_fraction={self.val_fraction} "
+                f"of {self.n_rows} rows is empty); give val_path or a larger val_fraction"
+            )
+        return self.validation[:n]
 
     def reward(self, example: Example, completion: str) -> float:
         return float(self.verify(completion, example.answer))
@@ -361,7 +397,7 @@ class DatasetTask(Task):
         return (
             f"DatasetTask(name={self.name!r}, path={str(self.path)!r}, "
             f"verifier={self.verifier_name!r}, train={len(self.train)}, "
-            f"held_out={len(self.held_out)})"
+            f"validation={len(self.validation)}, held_out={len(self.held_out)})"
         )
 
 

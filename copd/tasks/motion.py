@@ -96,8 +96,10 @@ class MotionTask(SyntheticTask):
     )
     max_answer_chars = max(map(len, DIRECTIONS))
 
-    def __init__(self, difficulty: int = 1, holdout_fraction: float = 0.25) -> None:
-        super().__init__(difficulty, holdout_fraction)
+    def __init__(
+        self, difficulty: int = 1, holdout_fraction: float = 0.25, val_fraction: float = 0.125
+    ) -> None:
+        super().__init__(difficulty, holdout_fraction, val_fraction)
         self.n_frames, self.n_distractors, self.distractors_move, lo, hi = LEVELS[difficulty - 1]
         self.steps = (lo, hi)
 

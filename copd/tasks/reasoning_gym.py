@@ -9,7 +9,8 @@ The options after `?` (`k=v` pairs joined by `&`, values read as JSON where they
 to `reasoning_gym.create_dataset(<dataset>, **options)`, except for these, which are
 copd's own:
 
-- `holdout_fraction` (0.25): share of questions in the held-out split;
+- `holdout_fraction` (0.25) and `val_fraction` (0.125): shares of questions in the
+  held-out test split and the validation split;
 - `pool_size` (100000) and `seed` (0): the procedural dataset drawn from (item i is
   generated from `seed` and i, so the pool is the same in every process);
 - `system_prompt` ("default"): one of reasoning-gym's `SYSTEM_PROMPTS` names, any other
@@ -19,7 +20,7 @@ copd's own:
 - `name`: the domain name (default: the dataset's name).
 
 The split follows copd's rule for every task (copd/tasks/base.py): a question is held out
-when a stable hash of (task name, question text) falls below `holdout_fraction`, so
+(test, then validation) by a stable hash of (task name, question text), so
 membership depends neither on the seed nor on the pool. The verifier is the dataset's
 own `score_answer`, applied to the text inside the last `<answer>` tags of the
 completion (the whole completion when there are none).
@@ -37,7 +38,15 @@ from urllib.parse import parse_qsl
 from copd.tasks.base import Example, SyntheticTask, _stable_fraction
 
 PREFIX = "rg:"
-COPD_OPTIONS = ("holdout_fraction", "pool_size", "seed", "system_prompt", "strict", "name")
+COPD_OPTIONS = (
+    "holdout_fraction",
+    "val_fraction",
+    "pool_size",
+    "seed",
+    "system_prompt",
+    "strict",
+    "name",
+)
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
@@ -65,6 +74,7 @@ class ReasoningGymTask(SyntheticTask):
         dataset: str,
         *,
         holdout_fraction: float = 0.25,
+        val_fraction: float = 0.125,
         pool_size: int = 100_000,
         seed: int = 0,
         system_prompt: str = "default",
@@ -105,8 +115,8 @@ class ReasoningGymTask(SyntheticTask):
         self.strict = strict
         self._entries: dict[int, dict[str, Any]] = {}
         self._by_prompt: dict[str, dict[str, Any]] = {}
-        # Sets holdout_fraction (checked there); `difficulty` only labels the eval seed.
-        super().__init__(difficulty=1, holdout_fraction=holdout_fraction)
+        # Sets the split fractions (checked there); `difficulty` only labels the eval seed.
+        super().__init__(difficulty=1, holdout_fraction=holdout_fraction, val_fraction=val_fraction)
         self.difficulty = json.dumps(
             {"seed": seed, "pool": pool_size, **dataset_options}, sort_keys=True, default=str
         )
@@ -124,9 +134,9 @@ class ReasoningGymTask(SyntheticTask):
     def draw(self, rng: random.Random) -> Hashable:
         return rng.randrange(self.pool_size)
 
-    def is_held_out(self, key: Hashable) -> bool:
+    def split_fraction(self, key: Hashable) -> float:
         # By the question's text, not the pool index: the split does not depend on the seed.
-        return _stable_fraction(self.name, self._entry(key)["question"]) < self.holdout_fraction
+        return _stable_fraction(self.name, self._entry(key)["question"])
 
     def render(self, key: Hashable) -> Example:
         entry = self._entry(key)

@@ -79,8 +79,10 @@ class ShapesTask(SyntheticTask):
     )
     max_answer_chars = 1
 
-    def __init__(self, difficulty: int = 1, holdout_fraction: float = 0.25) -> None:
-        super().__init__(difficulty, holdout_fraction)
+    def __init__(
+        self, difficulty: int = 1, holdout_fraction: float = 0.25, val_fraction: float = 0.125
+    ) -> None:
+        super().__init__(difficulty, holdout_fraction, val_fraction)
         self.min_shapes, self.max_shapes, n_colours = SHAPE_COUNTS[difficulty - 1]
         self.colours = tuple(COLOURS)[:n_colours]
 

@@ -38,8 +38,10 @@ class AddTask(SyntheticTask):
     name = "add"
     alphabet = DIGITS + "+="
 
-    def __init__(self, difficulty: int = 2, holdout_fraction: float = 0.25) -> None:
-        super().__init__(difficulty, holdout_fraction)
+    def __init__(
+        self, difficulty: int = 2, holdout_fraction: float = 0.25, val_fraction: float = 0.125
+    ) -> None:
+        super().__init__(difficulty, holdout_fraction, val_fraction)
         self.max_operand = ADD_MAX[difficulty - 1]
         self.max_answer_chars = len(str(2 * self.max_operand))
 
@@ -58,8 +60,10 @@ class ModTask(SyntheticTask):
     alphabet = DIGITS + "%="
     max_answer_chars = 1
 
-    def __init__(self, difficulty: int = 1, holdout_fraction: float = 0.25) -> None:
-        super().__init__(difficulty, holdout_fraction)
+    def __init__(
+        self, difficulty: int = 1, holdout_fraction: float = 0.25, val_fraction: float = 0.125
+    ) -> None:
+        super().__init__(difficulty, holdout_fraction, val_fraction)
         self.max_dividend = MOD_MAX[difficulty - 1]
 
     def draw(self, rng: random.Random) -> Hashable:
@@ -75,8 +79,10 @@ class _LetterSequenceTask(SyntheticTask):
 
     marker: str
 
-    def __init__(self, difficulty: int = 2, holdout_fraction: float = 0.25) -> None:
-        super().__init__(difficulty, holdout_fraction)
+    def __init__(
+        self, difficulty: int = 2, holdout_fraction: float = 0.25, val_fraction: float = 0.125
+    ) -> None:
+        super().__init__(difficulty, holdout_fraction, val_fraction)
         self.min_len, self.max_len = SEQ_LENGTHS[difficulty - 1]
         self.max_answer_chars = self.max_len
 
@@ -121,8 +127,10 @@ class CountTask(SyntheticTask):
     alphabet = LETTERS + DIGITS + "#:"
 
     # Default 1: at 2 the demo warm-up leaves the model at the guessing rate (~0.25).
-    def __init__(self, difficulty: int = 1, holdout_fraction: float = 0.25) -> None:
-        super().__init__(difficulty, holdout_fraction)
+    def __init__(
+        self, difficulty: int = 1, holdout_fraction: float = 0.25, val_fraction: float = 0.125
+    ) -> None:
+        super().__init__(difficulty, holdout_fraction, val_fraction)
         self.pool, self.min_len, self.max_len = COUNT_SHAPES[difficulty - 1]
         self.max_answer_chars = len(str(self.max_len))
 
