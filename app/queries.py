@@ -21,7 +21,8 @@ import pandas as pd
 
 from copd import names as N
 from copd.config import config_diff
-from copd.tables import paper_table
+from copd.names import VAL_SUFFIX
+from copd.tables import is_benchmark, paper_table
 
 STATUS_MARKERS = {
     "queued": "⏳ queued",
@@ -204,6 +205,7 @@ def results_table(
     evals: pd.DataFrame,
     runs: list[Any],
     arms: dict[int, str] | None = None,
+    split: str = "test",
 ) -> pd.DataFrame:
     """The paper's table: rows "<method> · <model>", columns each benchmark then Overall.
 
@@ -211,7 +213,8 @@ def results_table(
     averaged: cells hold the mean, and a parallel `<col> std` column the std across seeds.
     Returns a frame indexed by row label; columns `<bench>`, ..., `Overall` (+ `... std`).
     The numbers come from `copd.tables.paper_table`, the one implementation of the layout
-    (Overall per seed = mean over that seed's benchmarks).
+    (Overall per seed = mean over that seed's benchmarks). `split="validation"` shows the
+    validation scores of the final evaluation (`<task>@val`) instead of the test split.
     """
     from app.charts import benchmarks_only
 
@@ -228,7 +231,8 @@ def results_table(
     per_seed: dict[str, list[dict[str, float]]] = {}
     for (row, _), scores in per_run.iterrows():
         per_seed.setdefault(row, []).append(scores.dropna().to_dict())
-    table = paper_table(per_seed, sorted(per_run.columns))
+    benches = sorted(c.removesuffix(VAL_SUFFIX) for c in per_run.columns if is_benchmark(c, split))
+    table = paper_table(per_seed, benches, split=split)
     cols = table.columns
     order = sorted(table.rows, key=_row_order)
     mean = pd.DataFrame(

@@ -28,30 +28,41 @@ from copd.rollout import RolloutBatch, completion_logits, sample_rollouts
 
 @torch.inference_mode()
 def evaluate(
-    world, views: dict[str, PolicyView], step: int, log: bool = True
+    world, views: dict[str, PolicyView], step: int, log: bool = True, final: bool = False
 ) -> dict[str, dict[str, float]]:
-    """Accuracy of each view on every domain's held-out split (+ "overall")."""
-    cfg = world.cfg
-    ev = cfg.eval
+    """Accuracy of each view on every domain's held-out test split (+ "overall"); at the
+    `final` evaluation with `eval.validation` also on the validation split (`<task>@val`,
+    `overall@val`), the scores settings are chosen on."""
+    ev = world.cfg.eval
+    splits = ["test", "validation"] if final and ev.validation else ["test"]
     out: dict[str, dict[str, float]] = {}
     with world.timer("eval"):
         for model_name, view in views.items():
             scores = {}
-            for task in world.tasks.values():
-                examples = task.eval_examples(ev.n_prompts)
-                scores[task.name] = _accuracy(world, view, examples)
-                if ev.pass_k:
-                    scores[f"{task.name}@pass{ev.pass_k}"] = _pass_at_k(
-                        world, view, examples, ev.pass_k, step
-                    )
-            benches = [v for k, v in scores.items() if "@pass" not in k]
-            scores["overall"] = sum(benches) / len(benches)
+            for split in splits:
+                scores.update(_split_scores(world, view, split, step))
             out[model_name] = scores
             if log:
                 for bench, s in scores.items():
-                    n = 0 if bench == "overall" else ev.n_prompts
+                    n = 0 if bench.startswith("overall") else ev.n_prompts
                     world.logger.log_eval(model_name, bench, s, n, step=step)
     return out
+
+
+def _split_scores(world, view: PolicyView, split: str, step: int) -> dict[str, float]:
+    ev = world.cfg.eval
+    name = (lambda b: b) if split == "test" else N.val_bench
+    scores = {}
+    for task in world.tasks.values():
+        examples = task.split_examples(split, ev.n_prompts)
+        scores[name(task.name)] = _accuracy(world, view, examples)
+        if ev.pass_k and split == "test":
+            scores[f"{task.name}@pass{ev.pass_k}"] = _pass_at_k(
+                world, view, examples, ev.pass_k, step
+            )
+    benches = [scores[name(t.name)] for t in world.tasks.values()]
+    scores[name("overall")] = sum(benches) / len(benches)
+    return scores
 
 
 def _accuracy(world, view: PolicyView, examples) -> float:

@@ -39,6 +39,19 @@ def reward_on(task: str) -> str:
     return f"reward_on/{task}"
 
 
+VAL_SUFFIX = "@val"  # a benchmark scored on the validation split: "add@val", "overall@val"
+
+
+def val_bench(bench: str) -> str:
+    """The validation-split name of a benchmark: val_bench("add") -> "add@val"."""
+    return f"{bench}{VAL_SUFFIX}"
+
+
+def is_test_bench(bench: str) -> bool:
+    """A per-domain held-out test score (not overall, not pass@k, not validation)."""
+    return bench.lower() != "overall" and "@" not in bench
+
+
 def time_key(part: str) -> str:
     """Seconds spent in one part of a step (the engine's Timer keys: rollout, teacher,
     forward, update, eval, diagnostics, weight_sync, logging): time_key("rollout") ->

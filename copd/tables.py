@@ -18,14 +18,17 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from copd.names import VAL_SUFFIX, is_test_bench
 from copd.stats import mean_std
 
 OVERALL = "Overall"
 
 
-def is_benchmark(key: str) -> bool:
-    """A per-domain accuracy column (not the model's own overall, not pass@k)."""
-    return key.lower() != "overall" and "@pass" not in key
+def is_benchmark(key: str, split: str = "test") -> bool:
+    """A per-domain accuracy column of `split` (not an overall, not pass@k)."""
+    if split == "validation":
+        return key.endswith(VAL_SUFFIX) and not key.lower().startswith("overall")
+    return is_test_bench(key)
 
 
 @dataclass
@@ -81,21 +84,32 @@ class PaperTable:
 
 
 def paper_table(
-    per_seed: Mapping[str, Sequence[Mapping[str, float]]], benches: Sequence[str] | None = None
+    per_seed: Mapping[str, Sequence[Mapping[str, float]]],
+    benches: Sequence[str] | None = None,
+    split: str = "test",
 ) -> PaperTable:
     """Build the table from, per row label, one {benchmark: score} dict per seed.
 
     `benches` fixes the column order; by default the benchmarks in order of appearance.
+    `split="validation"` reads the `<task>@val` scores instead (columns named by task).
     """
+
+    def own_scores(scores: Mapping[str, float]) -> dict[str, float]:
+        return {
+            k.removesuffix(VAL_SUFFIX): float(v)
+            for k, v in scores.items()
+            if is_benchmark(k, split)
+        }
+
     order: list[str] = list(benches or [])
     for runs in per_seed.values():
         for scores in runs:
-            order += [k for k in scores if is_benchmark(k) and k not in order]
+            order += [k for k in own_scores(scores) if k not in order]
     table = PaperTable(order)
     for label, runs in per_seed.items():
         cols: dict[str, list[float]] = {}
         for scores in runs:
-            own = {k: float(v) for k, v in scores.items() if is_benchmark(k)}
+            own = own_scores(scores)
             for k, v in own.items():
                 cols.setdefault(k, []).append(v)
             if own:

@@ -162,14 +162,14 @@ def finish(
     merged from their states."""
     remote = group is not None and not group.is_local
     views = {} if remote else dict(views)
-    scores = group.evaluate(world, step=world.step) if remote else {}
+    scores = group.evaluate(world, step=world.step, final=True) if remote else {}
     n_branches = len(group.names) if remote else len(world.branches)
     if world.cfg.merge.enabled and n_branches > 1:
         states = [s.trainable for s in group.states().values()] if remote else None
         model = merged_model(world, states)
         export_merged(world, Path(out_dir) / "merged", model)
         views["merged"] = PolicyView(model)
-    scores.update(evaluate(world, views, step=world.step))
+    scores.update(evaluate(world, views, step=world.step, final=True))
     table = write_results(
         scores, out_dir, extra={"method": world.cfg.method, "steps": world.step, **(extra or {})}
     )

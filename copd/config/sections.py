@@ -281,6 +281,9 @@ class EvalConfig:
     greedy: bool = True
     pass_k: int = 0  # 0 = off; otherwise pass@k with k samples at the sampling temperature
     at_start: bool = True
+    # The final evaluation also scores every domain's validation split ("<task>@val",
+    # "overall@val"): sweeps choose settings on it; tables report the test split.
+    validation: bool = True
 
     def check(self) -> None:
         check(self.n_prompts >= 1, "eval.n_prompts", "must be >= 1")

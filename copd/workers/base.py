@@ -85,8 +85,9 @@ class BranchWorker(Protocol):
     def load_state(self, state: BranchState) -> None:
         """The inverse of `state`."""
 
-    def evaluate(self, step: int) -> dict[str, float]:
-        """Held-out scores of the branch on every domain (+ "overall"), not logged."""
+    def evaluate(self, step: int, final: bool = False) -> dict[str, float]:
+        """Held-out scores of the branch on every domain (+ "overall"; at the `final`
+        evaluation also the validation split, see copd.evaluate), not logged."""
 
     def probe_rollout(self, examples: list[Example], step: int) -> RolloutBatch:
         """The diagnostics probe: samples seeded from (seed, step), as copd/evaluate.py."""
@@ -152,14 +153,14 @@ class WorkerGroup(ABC):
     def measure_overlap(self, world, cycle: int, phase: str) -> dict[str, float]:
         return measure_overlap_via_workers(world, self, cycle, phase)
 
-    def evaluate(self, world, step: int) -> dict[str, dict[str, float]]:
+    def evaluate(self, world, step: int, final: bool = False) -> dict[str, dict[str, float]]:
         """Held-out scores of every branch (each in its worker), logged like
         `copd.evaluate.evaluate`."""
-        out = self.each("evaluate", {n: (step,) for n in self.names})
+        out = self.each("evaluate", {n: (step, final) for n in self.names})
         n_prompts = world.cfg.eval.n_prompts
         for model_name, scores in out.items():
             for bench, s in scores.items():
-                n = 0 if bench == "overall" else n_prompts
+                n = 0 if bench.startswith("overall") else n_prompts
                 world.logger.log_eval(model_name, bench, s, n, step=step)
         return out
 

@@ -105,10 +105,11 @@ class LocalWorker:
         return self.engine
 
     # ------------------------------------------------------------------ measurement
-    def evaluate(self, step: int) -> dict[str, float]:
+    def evaluate(self, step: int, final: bool = False) -> dict[str, float]:
         from copd.evaluate import evaluate
 
-        return evaluate(self.world, {self.name: self.branch.view}, step, log=False)[self.name]
+        views = {self.name: self.branch.view}
+        return evaluate(self.world, views, step, log=False, final=final)[self.name]
 
     @torch.inference_mode()
     def probe_rollout(self, examples: list[Example], step: int) -> RolloutBatch:
@@ -158,7 +159,7 @@ class LocalGroup(WorkerGroup):
 
         return measure_overlap(world, cycle, phase)
 
-    def evaluate(self, world: World, step: int) -> dict[str, dict[str, float]]:
+    def evaluate(self, world: World, step: int, final: bool = False) -> dict[str, dict[str, float]]:
         from copd.evaluate import evaluate
 
-        return evaluate(world, {b.name: b.view for b in world.branches}, step=step)
+        return evaluate(world, {b.name: b.view for b in world.branches}, step=step, final=final)
