@@ -59,6 +59,22 @@ def time_key(part: str) -> str:
     return f"{TIME_PREFIX}{part}_s"
 
 
+# Signal balance (under branch/<b>/, at diagnostics steps of phase II): how much each term
+# of the combined update `L_GRPO + cross_weight * sum/mean_t L_OPD(t)` moves the weights.
+SIGNAL_PREFIX = "signal/"
+SIGNAL_GRAD_GRPO = "signal/grad_norm/grpo"  # ||grad of the native GRPO term||
+SIGNAL_ADV_GRPO = "signal/adv_abs/grpo"  # mean |GRPO advantage| over native tokens
+
+
+def signal_key(kind: str, teacher: str | None = None) -> str:
+    """A signal-balance metric, per cross (OPD) term when `teacher` is given:
+    kind "grad_norm" | "adv_abs" | "cos" (cosine of the term's gradient with the GRPO
+    term's) | "pos_frac" (share of cross tokens with log p_T > log p_S) | "log_ratio"
+    (mean log p_T - log p_S, an estimate of -KL(student||teacher)).
+    signal_key("cos", "rev") -> "signal/cos/rev"."""
+    return f"{SIGNAL_PREFIX}{kind}/{teacher}" if teacher else f"{SIGNAL_PREFIX}{kind}/grpo"
+
+
 def scope_of(name: str) -> str:
     """The scope a metric belongs to: the branch name, "a~b" for a pair, "merged", or ""."""
     parts = name.split("/")
