@@ -111,3 +111,14 @@ def test_a_failing_or_hanging_part_does_not_stop_the_others(tmp_path, monkeypatc
     assert status == "fail (exit 1)" and "boom" in tail
     table = doctor.format_table([("tiny", "timeout (2 s)", 2.0, ""), ("lora", "skip", 0.0, "")])
     assert table.splitlines()[-1] == "GPU CHECK: FAIL"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without a GPU")
+def test_gpu_check_script_under_a_given_python_exits_0_without_a_gpu():
+    env = dict(os.environ, PYTHON=sys.executable, WHEELS=str(REPO / "no-such-wheels"))
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts" / "gpu_check.sh")], env=env, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip().splitlines()[-1].startswith("no CUDA GPU is visible")
