@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Engine modules that add subcommands (`register(subparsers)`).
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["copd.doctor", "copd.plan"]
 _unavailable: dict[str, str] = {}
 
 
