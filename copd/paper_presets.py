@@ -156,3 +156,39 @@ def paper_vl(video: bool = False) -> RunConfig:
         topology=TopologyConfig(kind="hub", hub="text") if video else base.topology,
         task_options={**text_opts, **media},
     )
+
+
+# ----------------------------------------------------------------------------- reasoning-gym
+# Two procedural reasoning-gym domains (pip install -e .[rg]; nothing to download) on a
+# local instruction model, LoRA branches on one GPU; answers inside <answer> tags, scored
+# by each dataset's own verifier (copd/tasks/reasoning_gym.py):
+#
+#   copd train paper-rg-lora --set model.path=/models/Qwen2.5-1.5B-Instruct
+#   copd plan --model /models/Qwen2.5-1.5B-Instruct --lora --lora-rank 32 --prompts 8 \
+#       --samples 8 --cross-prompts 4 --cross-samples 4 --prompt-len 160 --completion-len 256
+#
+# The engine trains a branch's whole batch in one forward and backward, so activations
+# dominate: by that plan a 0.5B model fits one 80 GiB GPU, a 1.5B model one 141 GiB GPU.
+RG_ARITH = "rg:basic_arithmetic?min_terms=2&max_terms=4&min_digits=1&max_digits=3"
+RG_LEGS = "rg:leg_counting?min_animals=2&max_animals=5"
+
+
+def paper_rg_lora() -> RunConfig:
+    """CoPD with LoRA branches on two reasoning-gym domains (arithmetic, leg counting)."""
+    base = paper_text_math(lora=True)
+    return replace(
+        base,
+        name="paper-rg-lora",
+        sampling=SamplingConfig(temperature=1.0, max_new_tokens=256),
+        grpo=replace(base.grpo, prompts_per_step=8),
+        opd=OPDConfig(cross_prompts_per_step=4, cross_group_size=4),
+        schedule=ScheduleConfig(
+            cycles=4, rl_steps=6, opd_steps=4, diag_every=5, eval_every_cycles=2
+        ),
+        branches=(
+            BranchSpec("arith", RG_ARITH, device="cuda:0"),
+            BranchSpec("legs", RG_LEGS, device="cuda:0"),
+        ),
+        eval=EvalConfig(n_prompts=200, greedy=True),
+        task_options={},
+    )

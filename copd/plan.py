@@ -267,10 +267,18 @@ def plan(w: Workload, arch: Arch | None = None, n_params: int | None = None) -> 
 
 
 def gpus_needed(p: Plan, w: Workload, gib: int) -> int | None:
-    """GPUs of `gib` GiB this run needs (None: a branch does not fit on one)."""
+    """GPUs of `gib` GiB this run needs (None: it does not fit).
+
+    Branches sharing a GPU take turns within a step, so only their weights, gradients and
+    optimizer state (and a snapshot teacher) stay: the working memory (activations, KV
+    cache, scoring) is one branch's at a time."""
     cap = gib * GIB - OVERHEAD_PER_GPU
+    working = (p.activations or 0) + (p.kv_cache or 0) + (p.teacher_scoring or 0)
     if w.lora:  # every branch on one GPU, around the shared base
-        return 1 if p.frozen_base + w.branches * p.per_branch() <= cap else None
+        kept = p.weights + p.gradients + p.optimizer
+        if w.teacher == "snapshot":
+            kept += p.weights
+        return 1 if p.frozen_base + w.branches * kept + working <= cap else None
     return w.branches if p.per_branch() <= cap else None
 
 
@@ -300,9 +308,8 @@ def report(p: Plan, w: Workload) -> str:
     lines += ["", f"GPUs (each with {OVERHEAD_PER_GPU / GIB:.1f} GiB set aside for CUDA):"]
     for gib in GPU_SIZES_GIB:
         n = gpus_needed(p, w, gib)
-        lines.append(
-            f"  {gib:>3} GiB: " + (f"{n} x {gib} GiB" if n else "does not fit (shard a branch)")
-        )
+        why = "reduce the batch or lengths" if w.lora else "shard a branch or reduce the batch"
+        lines.append(f"  {gib:>3} GiB: " + (f"{n} x {gib} GiB" if n else f"does not fit ({why})"))
     lines += [
         "",
         "FLOPs per step per branch (dense matmuls; attention scores not counted)",

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from copd.config import BranchSpec, RunConfig, TopologyConfig, replace_in
-from copd.paper_presets import paper_text_math, paper_vl
+from copd.paper_presets import paper_rg_lora, paper_text_math, paper_vl
 
 
 def _demo() -> RunConfig:
@@ -82,13 +82,31 @@ PRESETS: dict[str, tuple[Callable[[], RunConfig], str]] = {
         _demo_as("mixed", "mixed", merge__enabled=False),
         "baseline: one policy, GRPO on all domains' prompts, K x T updates",
     ),
+    "mixed-steps": (
+        _demo_as("mixed-steps", "mixed", merge__enabled=False, mixed_steps="per_branch"),
+        "baseline control: mixed GRPO with one CoPD branch's optimizer steps (T updates of "
+        "K x prompts_per_step prompts): the same rollouts as mixed, K times fewer Adam steps",
+    ),
     "static_opd": (
-        _demo_as("static-opd", "static_opd", merge__enabled=False, static_direction="add->rev"),
-        "baseline: experts, then one-way OPD from the frozen add expert into rev",
+        _demo_as(
+            "static-opd", "static_opd", merge__enabled=False, static_direction="add->rev",
+            opd__native_rl=False,
+        ),  # fmt: skip
+        "baseline: experts, then pure one-way OPD from the frozen add expert into rev (paper)",
     ),
     "static_opd-rev": (
-        _demo_as("static-opd-rev", "static_opd", merge__enabled=False, static_direction="rev->add"),
-        "baseline: experts, then one-way OPD from the frozen rev expert into add",
+        _demo_as(
+            "static-opd-rev", "static_opd", merge__enabled=False, static_direction="rev->add",
+            opd__native_rl=False,
+        ),  # fmt: skip
+        "baseline: experts, then pure one-way OPD from the frozen rev expert into add (paper)",
+    ),
+    "static_opd+rl": (
+        _demo_as(
+            "static-opd-rl", "static_opd", merge__enabled=False, static_direction="add->rev"
+        ),
+        "variant: static OPD add->rev whose updates also keep rev's native GRPO batch "
+        "(CoPD's phase-II form, one-way and frozen)",
     ),
     "mopd": (
         _demo_as("mopd", "mopd", merge__enabled=False, opd__native_rl=False),
@@ -102,6 +120,10 @@ PRESETS: dict[str, tuple[Callable[[], RunConfig], str]] = {
     "mixed-3": (
         _copd3_as("mixed-3", "mixed", merge__enabled=False),
         "baseline: mixed GRPO on add, rev and sort, 3 x T updates",
+    ),
+    "mixed-steps-3": (
+        _copd3_as("mixed-steps-3", "mixed", merge__enabled=False, mixed_steps="per_branch"),
+        "baseline control: mixed GRPO on add, rev and sort with T updates of 3 x prompts",
     ),
     "mopd-3": (
         _copd3_as("mopd-3", "mopd", merge__enabled=False, opd__native_rl=False),
@@ -123,6 +145,11 @@ PRESETS: dict[str, tuple[Callable[[], RunConfig], str]] = {
     "paper-vl-video": (
         lambda: paper_vl(video=True),
         "GPU: CoPD on a local Qwen-VL model, text + image + video branches, the text branch as hub",
+    ),
+    "paper-rg-lora": (
+        paper_rg_lora,
+        "GPU: CoPD, LoRA branches, two reasoning-gym domains (arithmetic, leg counting) on a "
+        "local instruction model (extra rg)",
     ),
 }
 
