@@ -9,7 +9,7 @@
 # pure-Python packages copd needs besides (tokenizers/safetensors come with transformers)
 # are installed, when missing, from the wheels/ folder beside this repository with
 # `pip install --no-index --find-links wheels`; nothing is downloaded. `--fetch-wheels`
-# fills wheels/ (pip download, pure-Python wheels only) on a machine with network; copy
+# fills wheels/ (pip download; pyyaml/psutil for CPython 3.10-3.13 on x86_64 Linux) on a machine with network; copy
 # the folder along with the code. copd itself runs from this checkout (PYTHONPATH), so
 # it needs no install. Output: the environment, each part's progress, the measured
 # figures, then the pass/fail table last. Exit code 0 when every part passed or was
@@ -23,14 +23,18 @@ NEEDED="yaml:pyyaml tqdm:tqdm psutil:psutil pytest:pytest"
 
 if [ "${1:-}" = "--fetch-wheels" ]; then
   mkdir -p "$WHEELS"
-  dists=""; for pair in $NEEDED; do dists="$dists ${pair#*:}"; done
-  # psutil has platform wheels: fetch the manylinux x86_64 build for CPython 3.10-3.13.
-  "$PYTHON" -m pip download --only-binary=:all: --dest "$WHEELS" $dists pluggy iniconfig packaging
+  # Pure-Python wheels (any Python 3): tqdm, pytest and pytest's own dependencies.
+  "$PYTHON" -m pip download --only-binary=:all: --no-deps --dest "$WHEELS" \
+    tqdm pytest pluggy iniconfig packaging pygments
+  # pyyaml and psutil have platform wheels: fetch the manylinux x86_64 builds for 3.10-3.13.
   for v in 310 311 312 313; do
     "$PYTHON" -m pip download --only-binary=:all: --no-deps --dest "$WHEELS" \
-      --platform manylinux2014_x86_64 --python-version "$v" psutil || true
+      --platform manylinux2014_x86_64 --python-version "$v" psutil pyyaml || true
   done
-  "$PYTHON" -m pip download --only-binary=:all: --dest "$WHEELS" "reasoning-gym" || true
+  # Optional: reasoning-gym (rg:<dataset> tasks) and its dependencies, built as wheels for
+  # THIS Python (some are platform wheels: run this with the GPU box's Python version).
+  "$PYTHON" -m pip wheel --wheel-dir "$WHEELS" "reasoning-gym" \
+    || echo "[gpu_check] reasoning-gym wheels not fetched (optional)"
   echo "[gpu_check] wheels in $WHEELS: copy this folder with the code"
   exit 0
 fi
