@@ -42,7 +42,9 @@ def test_split_is_disjoint_stable_and_by_question_hash(spec):
     assert held == task.eval_examples(40)  # fixed
     assert len({e.prompt for e in held}) >= 30
     train = task.sample(random.Random(0), 300)
+    val = task.val_examples(20)
     assert not {e.prompt for e in held} & {e.prompt for e in train}
+    assert not {e.prompt for e in val} & ({e.prompt for e in train} | {e.prompt for e in held})
     # Membership does not depend on the pool's seed: the same question text lands on the
     # same side from a differently seeded pool.
     other = get_task(spec, system_prompt="", seed=7)
