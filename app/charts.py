@@ -5,10 +5,10 @@ No Streamlit here, so every chart is unit-testable. Inputs are the long frames o
 and `RunStore.evaluations`. Every figure sets a constant `layout.uirevision`, so a live
 refresh keeps the user's zoom and legend choices.
 
-    fig = series_figure(df, title="Top-10 overlap", smoothing=0.6, shade_phases=True)
+    fig = series_figure(df, title="Top-10 overlap", smoothing=0.6, schedule=schedule_of(cfg))
     fig = eval_figure(evals)            # one line per model per benchmark + "overall"
     fig = timing_figure(df)             # stacked totals of time/* per phase
-    fig = compare_figure(df, labels, arms={1: "copd", 2: "copd"}, band="std")
+    fig = compare_figure(df, labels, arms={1: "copd", 2: "copd"}, band="std", seed_lines=True)
 """
 
 from __future__ import annotations
@@ -21,7 +21,13 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from app.series import aggregate_runs, cycle_boundaries, ema, phase_spans
+from app.series import (
+    Schedule,
+    aggregate_runs,
+    ema,
+    schedule_cycle_lines,
+    schedule_spans,
+)
 
 PALETTE = qualitative.Plotly + qualitative.D3
 # Bands behind the curves: phase I (GRPO) blue, phase II (mutual OPD) orange.
@@ -55,10 +61,11 @@ def base_layout(fig: go.Figure, title: str, y_title: str, x: str, revision: str)
     return fig
 
 
-def shade(fig: go.Figure, df: pd.DataFrame) -> go.Figure:
-    """Phase bands (contiguous `phase` spans) and dashed lines at cycle boundaries, with a
-    legend entry per phase so the colours explain themselves."""
-    spans = phase_spans(df)
+def shade(fig: go.Figure, schedule: Schedule, x_max: float | None = None) -> go.Figure:
+    """Phase bands and dashed cycle lines placed from the run's schedule (never from where
+    the diagnostics happened to be measured), up to `x_max`, with a legend entry per phase
+    so the colours explain themselves."""
+    spans = schedule_spans(schedule, x_max)
     for s in spans:
         style = PHASE_STYLE.get(s.phase)
         if style is None or s.x1 <= s.x0:
@@ -78,7 +85,7 @@ def shade(fig: go.Figure, df: pd.DataFrame) -> go.Figure:
                     hoverinfo="skip",
                 )
             )
-    for xb in cycle_boundaries(df):
+    for xb in schedule_cycle_lines(schedule, x_max):
         fig.add_vline(x=xb, line_dash="dash", line_width=1, line_color="rgba(90,90,90,0.55)")
     return fig
 
@@ -110,10 +117,13 @@ def series_figure(
     x: str = "step",
     smoothing: float = 0.0,
     log_y: bool = False,
-    shade_phases: bool = True,
+    schedule: Schedule | None = None,
     revision: str | None = None,
 ) -> go.Figure:
     """One line per `label` (column of `df`; falls back to `key`), x from column `x`.
+
+    With a `schedule` (and x = step) the run's phases are shaded and its cycle ends drawn
+    as dashed lines, from the schedule itself; without one (a baseline) there are none.
 
     With smoothing > 0 the raw line stays faint behind the EMA-smoothed one. Non-finite
     values are drawn as red crosses (hover says NaN/inf and the step), never dropped.
@@ -135,8 +145,8 @@ def series_figure(
             nonfinite_legend=not flagged,
         )
         flagged = flagged or marked
-    if shade_phases and x == "step":
-        shade(fig, df)
+    if schedule is not None and x == "step" and len(df):
+        shade(fig, schedule, x_max=float(df["x"].max()))
     base_layout(fig, title, y_title, x, revision or title)
     if log_y:
         _log_axis(fig, df)
@@ -206,10 +216,24 @@ def _add_series(
     return True
 
 
+def log_range(values: np.ndarray, pad_decades: float = 0.15) -> list[float] | None:
+    """The log10 y range [lo, hi] spanning the positive finite values only (plus a small
+    pad), so an exact 0 (e.g. symmetric KL at step 0, before the branches differ) does not
+    stretch the axis over empty decades; None when there is nothing positive to draw."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    if v.size == 0:
+        return None
+    lo, hi = math.log10(float(v.min())), math.log10(float(v.max()))
+    pad = max(pad_decades, 0.0) if hi - lo >= 0.3 else 0.3  # a flat line still gets an axis
+    return [lo - pad, hi + pad]
+
+
 def _log_axis(fig: go.Figure, df: pd.DataFrame) -> None:
-    """A log y axis, with a note on how many points (<= 0) it cannot draw."""
-    fig.update_yaxes(type="log")
+    """A log y axis over the data's positive decades, with a note on how many points
+    (<= 0) it cannot draw."""
     vals = df["value"].to_numpy(dtype=float)
+    fig.update_yaxes(type="log", range=log_range(vals))
     hidden = int((np.isfinite(vals) & (vals <= 0)).sum())
     if hidden:  # say so, rather than leave an empty-looking chart unexplained
         fig.add_annotation(
@@ -309,12 +333,50 @@ def timing_figure(df: pd.DataFrame, *, revision: str = "timing") -> go.Figure:
     return fig
 
 
+# Units of the process metrics: their axes start at 0 so a few MB of wobble on a GB-sized
+# process reads as the flat line it is; CPU percent spans at least one full core.
+SYSTEM_AXES = {
+    "system/rss_mb": "MB",
+    "system/gpu_mem_mb": "MB",
+    "system/cpu_percent": "% of one core",
+}
+
+
+def provided_system_keys(df: pd.DataFrame) -> list[str]:
+    """The `system/*` keys this platform actually reports: at least one finite, nonzero
+    value (a metric the platform cannot measure arrives as all zeros or NaN, and an empty
+    axis would only suggest a problem that is not there)."""
+    out = []
+    for k in dict.fromkeys(df["key"]):
+        if not str(k).startswith("system/"):
+            continue
+        v = df.loc[df["key"] == k, "value"].to_numpy(dtype=float)
+        if np.any(np.isfinite(v) & (v != 0)):
+            out.append(str(k))
+    return out
+
+
+def system_range(key: str, values: np.ndarray) -> list[float] | None:
+    """The y range of one system panel: from 0 to 10% above the largest value (CPU: at
+    least 100%); None (auto) for a metric without a known unit."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if key not in SYSTEM_AXES or v.size == 0:
+        return None
+    top = float(v.max()) * 1.1
+    if key == "system/cpu_percent":
+        top = max(top, 100.0)
+    return [0.0, top if top > 0 else 1.0]
+
+
 def system_figure(df: pd.DataFrame, *, x: str = "step", revision: str = "system") -> go.Figure:
-    """One small panel per `system/*` key present (shared x)."""
-    keys = [k for k in dict.fromkeys(df["key"]) if str(k).startswith("system/")]
+    """One small panel per `system/*` key the platform provides (shared x), each axis from 0
+    (see `system_range`)."""
+    keys = provided_system_keys(df)
     if not keys:
         return base_layout(go.Figure(), "System", "", x, revision)
-    fig = make_subplots(rows=len(keys), cols=1, shared_xaxes=True, subplot_titles=keys)
+    titles = [f"{k} ({SYSTEM_AXES[k]})" if k in SYSTEM_AXES else k for k in keys]
+    fig = make_subplots(rows=len(keys), cols=1, shared_xaxes=True, subplot_titles=titles)
     for i, k in enumerate(keys):
         g = df[df["key"] == k].sort_values("x" if "x" in df else "step")
         xs = g["x"] if "x" in g else g["step"]
@@ -323,6 +385,9 @@ def system_figure(df: pd.DataFrame, *, x: str = "step", revision: str = "system"
             row=i + 1,
             col=1,
         )
+        rng = system_range(k, g["value"].to_numpy(dtype=float))
+        if rng is not None:
+            fig.update_yaxes(range=rng, row=i + 1, col=1)
     base_layout(fig, "System", "", x, revision)
     fig.update_layout(height=160 * len(keys) + 80, showlegend=False)
     return fig
@@ -338,20 +403,38 @@ def compare_figure(
     smoothing: float = 0.0,
     x: str = "step",
     revision: str = "compare",
+    seed_lines: bool = False,
+    log_y: bool = False,
 ) -> go.Figure:
     """Overlay one metric across runs. With `arms` (run_id -> method label), runs of one
-    arm become a mean line with a shaded band (+-std, or min-max) and faint seed lines."""
+    arm become a mean line with a shaded band (+-std, or min-max); with `seed_lines`, each
+    seed's own thin line is drawn under the band."""
     if "x" not in df:
         df = df.assign(x=df["step"].astype(float))
     if not arms:
         d = df.assign(label=df["run_id"].map(labels).fillna(df["run_id"].astype(str)))
         return series_figure(
-            d, title=title, x=x, smoothing=smoothing, shade_phases=False, revision=revision
+            d, title=title, x=x, smoothing=smoothing, log_y=log_y, revision=revision
         )
     fig = go.Figure()
     agg = aggregate_runs(df, arms)
     for i, (arm, g) in enumerate(agg.groupby("arm", sort=True)):
         c = color(i)
+        if seed_lines:  # first, so the band and the mean are drawn over them
+            for rid in [r for r, a in arms.items() if a == arm]:
+                r = df[df["run_id"] == rid].sort_values("x")
+                fig.add_trace(
+                    go.Scatter(
+                        x=r["x"],
+                        y=r["value"],
+                        mode="lines",
+                        line=dict(color=c, width=1),
+                        opacity=0.45,
+                        name=f"{labels.get(rid, str(rid))} (seed)",
+                        legendgroup=arm,
+                        showlegend=False,
+                    )
+                )
         mean = ema(g["mean"].to_numpy(dtype=float), smoothing)
         lo_v = g["mean"] - g["std"] if band == "std" else g["min"]
         hi_v = g["mean"] + g["std"] if band == "std" else g["max"]
@@ -380,21 +463,10 @@ def compare_figure(
                 legendgroup=arm,
             )
         )
-        for rid in [r for r, a in arms.items() if a == arm]:
-            r = df[df["run_id"] == rid].sort_values("x")
-            fig.add_trace(
-                go.Scatter(
-                    x=r["x"],
-                    y=r["value"],
-                    mode="lines",
-                    line=dict(color=c, width=1),
-                    opacity=0.3,
-                    name=labels.get(rid, str(rid)),
-                    legendgroup=arm,
-                    showlegend=False,
-                )
-            )
-    return base_layout(fig, title, "", x, revision)
+    base_layout(fig, title, "", x, revision)
+    if log_y:
+        _log_axis(fig, df)
+    return fig
 
 
 def _hex_rgba(hex_color: str, alpha: float) -> str:

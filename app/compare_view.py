@@ -1,8 +1,12 @@
 """The Compare page's body (Streamlit): pick runs (or an ablation group), overlay metrics
-(seeds of one arm as a mean line with a band), the paper-style results table and a config
-diff, each with a CSV button. Called by pages/compare.py.
+(seeds of one arm as a mean line with a band, each seed's own line on request), the
+paper-style results table and a config diff, each with a CSV button, and the whole
+selection as one self-contained HTML report. Called by pages/compare.py.
 
     draw_compare(url, runs)   # everything below the page title
+
+Links: `compare?group=NAME` and `compare?runs=1,2,3` select what they name; the pickers
+write the link back (app/links.py).
 """
 
 from __future__ import annotations
@@ -10,9 +14,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 
 from app import charts
+from app.links import runs_param, url_run_ids
 from app.queries import (
     config_diff_frame,
     format_results,
@@ -20,6 +26,7 @@ from app.queries import (
     results_table,
     seed_arms,
 )
+from app.report import compare_report
 from app.series import with_x
 from app.widgets import (
     cached_evals,
@@ -40,6 +47,7 @@ class Controls:
     band: str  # "std" or "minmax"
     smoothing: float
     fmt: str  # the 📷 button's image format
+    seed_lines: bool = False  # each seed's own thin line under the band
 
 
 def draw_compare(url: str, runs: list[Any]) -> None:
@@ -52,46 +60,95 @@ def draw_compare(url: str, runs: list[Any]) -> None:
     labels = {r.id: f"#{r.id} {r.name}" for r in chosen}
     arms = seed_arms(chosen)
     ctl = controls(has_seeds=len(set(arms.values())) < len(arms))
-    metric_overlays(url, ids, labels, arms if ctl.aggregate else None, ctl)
-    results_section(url, ids, chosen, arms if ctl.aggregate else None)
-    config_diff_section(chosen, labels)
+    figures = metric_overlays(url, ids, labels, arms if ctl.aggregate else None, ctl)
+    table = results_section(url, ids, chosen, arms if ctl.aggregate else None)
+    diff = config_diff_section(chosen, labels)
+    report_button(chosen, figures, table, diff)
+
+
+GROUP_SOURCE, PICK_SOURCE = "Ablation group", "Pick runs"
+
+
+def follow_link(groups: list[str], by_id: dict[int, Any]) -> None:
+    """Put the link's `?group=` / `?runs=` into the pickers' state (before they are drawn),
+    so a bookmarked or shared view opens on what it names."""
+    qp = st.query_params
+    group, picked = qp.get("group"), [i for i in url_run_ids(qp.get("runs")) if i in by_id]
+    if group in groups:
+        st.session_state["compare:source"] = GROUP_SOURCE
+        st.session_state["compare:group"] = group
+    elif picked:
+        st.session_state["compare:source"] = PICK_SOURCE
+        st.session_state["compare:runs"] = picked
+
+
+def _write_link() -> None:
+    """The pickers' selection into the URL (one of group= or runs=)."""
+    qp = st.query_params
+    if st.session_state.get("compare:source") == GROUP_SOURCE:
+        group = st.session_state.get("compare:group")
+        qp.pop("runs", None)
+        if group:
+            qp["group"] = str(group)
+    else:
+        qp.pop("group", None)
+        qp["runs"] = runs_param(list(st.session_state.get("compare:runs") or []))
 
 
 def pick_runs(runs: list[Any]) -> list[Any]:
-    """The runs of an ablation group, or runs picked one by one."""
+    """The runs of an ablation group, or runs picked one by one; follows and writes the
+    link (`?group=NAME` / `?runs=1,2,3`)."""
     groups = get_store().list_groups()
     by_id = {r.id: r for r in runs}
-    sources = ["Ablation group", "Pick runs"] if groups else ["Pick runs"]
-    source = st.radio("Compare", sources, horizontal=True, key="compare:source")
-    if source == "Ablation group":
-        group = st.selectbox("Group", groups, key="compare:group")
+    follow_link(groups, by_id)
+    sources = [GROUP_SOURCE, PICK_SOURCE] if groups else [PICK_SOURCE]
+    if st.session_state.get("compare:source") not in sources:
+        st.session_state.pop("compare:source", None)
+    source = st.radio(
+        "Compare", sources, horizontal=True, key="compare:source", on_change=_write_link
+    )
+    if source == GROUP_SOURCE:
+        if st.session_state.get("compare:group") not in groups:
+            st.session_state.pop("compare:group", None)
+        group = st.selectbox("Group", groups, key="compare:group", on_change=_write_link)
+        _write_link()
         return [r for r in runs if r.group == group]
     if not groups:
         st.caption(
             "Tip: **Launch an ablation set** on the Launch page to get several seeds per "
             "method, shown here as mean ± band."
         )
-    default = [r.id for r in runs if r.status == "finished"][:2] or [runs[0].id]
+    if "compare:runs" not in st.session_state:
+        default = [r.id for r in runs if r.status == "finished"][:2] or [runs[0].id]
+        st.session_state["compare:runs"] = default
+    st.session_state["compare:runs"] = [i for i in st.session_state["compare:runs"] if i in by_id]
     picked = st.multiselect(
-        "Runs", list(by_id), default=default, format_func=lambda i: run_label(by_id[i]),
-        key="compare:runs",
+        "Runs", list(by_id), format_func=lambda i: run_label(by_id[i]),
+        key="compare:runs", on_change=_write_link,
     )  # fmt: skip
+    _write_link()
     return [by_id[i] for i in picked]
 
 
 def controls(*, has_seeds: bool) -> Controls:
     """Aggregation over seeds (offered only when some arm has several), band, smoothing,
     image format."""
-    c1, c2, c3, c4 = st.columns([1, 1, 1, 1])
+    c1, c2, c3, c4, c5 = st.columns([1, 1, 1, 1, 1])
     aggregate = c1.toggle(
         "Mean ± band over seeds", value=has_seeds, disabled=not has_seeds,
         key=f"compare:agg:{has_seeds}",  # a fresh default when a picked group gains seeds
         help="runs with equal config apart from the seed form one arm",
     )  # fmt: skip
-    band = c2.radio("band", ["std", "min–max"], horizontal=True, key="compare:band")
-    smoothing = c3.slider("Smoothing (EMA)", 0.0, 0.99, 0.0, 0.01, key="compare:smooth")
-    fmt = c4.selectbox("image", ["png", "svg"], key="compare:fmt", help="format of the 📷 button")
-    return Controls(aggregate, "std" if band == "std" else "minmax", smoothing, fmt)
+    seed_lines = c2.toggle(
+        "Each seed's line", value=False, disabled=not (has_seeds and aggregate),
+        key="compare:seedlines", help="draw every seed's own thin line under the band",
+    )  # fmt: skip
+    band = c3.radio("band", ["std", "min–max"], horizontal=True, key="compare:band")
+    smoothing = c4.slider("Smoothing (EMA)", 0.0, 0.99, 0.0, 0.01, key="compare:smooth")
+    fmt = c5.selectbox("image", ["png", "svg"], key="compare:fmt", help="format of the 📷 button")
+    return Controls(
+        aggregate, "std" if band == "std" else "minmax", smoothing, fmt, seed_lines and aggregate
+    )
 
 
 def metric_overlays(
@@ -100,8 +157,9 @@ def metric_overlays(
     labels: dict[int, str],
     arms: dict[int, str] | None,
     ctl: Controls,
-) -> None:
-    """A metric picker (overlap and reward first) and one overlay chart + CSV per metric."""
+) -> list[Any]:
+    """A metric picker (overlap and reward first) and one overlay chart + CSV per metric;
+    returns the figures (for the report)."""
     keys = cached_keys(url, ids)
     preferred = [
         k
@@ -112,27 +170,30 @@ def metric_overlays(
     metrics = st.multiselect(
         "Metrics", keys, default=list(dict.fromkeys(preferred))[:2], key="compare:metrics"
     )
+    figures = []
     for key in metrics:
         df = with_x(cached_series(url, ids, (key,), 500), "step")
         fig = charts.compare_figure(
             df, labels, title=key, arms=arms, band=ctl.band, smoothing=ctl.smoothing,
-            revision=f"compare:{key}",
+            revision=f"compare:{key}", seed_lines=ctl.seed_lines, log_y=key.endswith("/sym_kl"),
         )  # fmt: skip
         plot(fig, f"compare:{key}", ctl.fmt)
+        figures.append(fig)
         name = key.replace("/", "_") + ".csv"
         csv_button(df.drop(columns=["x"]), f"CSV: {key}", name, f"csv:{key}")
+    return figures
 
 
 def results_section(
     url: str, ids: tuple[int, ...], chosen: list[Any], arms: dict[int, str] | None
-) -> None:
+) -> pd.DataFrame:
     """The results table from each run's latest evaluation (mean ± std with `arms`)."""
     st.subheader("Results (latest evaluation of each run)")
     evals = cached_evals(url, ids)
     table = results_table(evals, chosen, arms)
     if table.empty:
         st.info("No evaluations recorded for these runs yet (they are written every few cycles).")
-        return
+        return table
     st.caption(
         "Rows: method · model (each branch and the merged model). Columns: each benchmark "
         "(domain), then Overall = mean over benchmarks. Best per column in bold."
@@ -141,17 +202,40 @@ def results_section(
     st.markdown(results_markdown(table))
     csv_button(format_results(table), "CSV: results table", "results.csv", "csv:results")
     csv_button(evals, "CSV: all evaluations", "evaluations.csv", "csv:evals")
+    return table
 
 
-def config_diff_section(chosen: list[Any], labels: dict[int, str]) -> None:
+def config_diff_section(chosen: list[Any], labels: dict[int, str]) -> pd.DataFrame:
     """The config fields in which the chosen runs differ."""
     st.subheader("Config differences")
     if len(chosen) < 2:
         st.caption("Pick two or more runs to see how their configs differ.")
-        return
+        return pd.DataFrame()
     diff = config_diff_frame(chosen, labels)
     if diff.empty:
         st.caption("The configs are identical.")
     else:
         st.dataframe(diff)
         csv_button(diff, "CSV: config diff", "config_diff.csv", "csv:diff")
+    return diff
+
+
+def report_button(
+    chosen: list[Any], figures: list[Any], table: pd.DataFrame, diff: pd.DataFrame
+) -> None:
+    """Download the selection as one self-contained HTML file (opens offline)."""
+    st.subheader("Report")
+    groups = sorted({r.group for r in chosen if r.group})
+    title = (
+        f"Group {groups[0]}" if len(groups) == 1 else f"Runs {runs_param([r.id for r in chosen])}"
+    )
+    st.download_button(
+        "Download report (HTML)",
+        # built when clicked (plotly.js is inlined: ~5 MB), not on every rerun
+        lambda: compare_report(chosen, figures, table, diff, title=f"copd: {title}").encode(),
+        file_name=f"copd-report-{title.split()[-1].replace(',', '-')}.html",
+        mime="text/html",
+        key="compare:report",
+        help="the figures with their data, the results table, the config differences and each "
+        "run's code revision, in one file that opens offline",
+    )

@@ -31,6 +31,7 @@ SECTIONS = (
     "merge",
     "eval",
     "diagnostics",
+    "alerts",
 )
 # Top-level fields the form shows in its own "run" group (branches have their own widget).
 RUN_FIELDS = ("name", "method", "seed", "group", "threads", "static_direction", "checkpoint_every")

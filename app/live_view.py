@@ -3,6 +3,11 @@ fragment by pages/live.py. Each chart has a stable key and a constant uirevision
 zoom survives refreshes; data comes downsampled from the store.
 
     draw_run(run, url, smoothing=0.6, x="step", max_points=500)
+
+Above the run's own charts: its alerts, and when the run belongs to a group (the demo's
+CoPD run and independent experts, an ablation set), the group overlay: overlap and
+symmetric KL between the branches, one line per method (the paper's Fig. 4a/b). Phase
+bands and cycle lines come from the run's schedule (`series.schedule_of`).
 """
 
 from __future__ import annotations
@@ -13,9 +18,28 @@ import pandas as pd
 import streamlit as st
 
 from app import charts
+from app.demo import method_label
 from app.queries import status_label
-from app.series import describe_nonfinite, nonfinite_points, relabel_keys, with_x
-from app.widgets import cached_evals, cached_keys, cached_series, csv_button, plot
+from app.series import (
+    Schedule,
+    describe_nonfinite,
+    mean_over_keys,
+    nonfinite_points,
+    progress_of,
+    relabel_keys,
+    schedule_of,
+    with_x,
+)
+from app.widgets import (
+    cached_alerts,
+    cached_evals,
+    cached_keys,
+    cached_runs,
+    cached_series,
+    csv_button,
+    plot,
+)
+from copd import names as N
 
 
 def select_keys(keys: list[str]) -> dict[str, list[str]]:
@@ -64,9 +88,14 @@ def _labelled(df: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
 def draw_run(run: Any, url: str, *, smoothing: float, x: str, max_points: int, fmt: str) -> None:
     """Header, NaN warning and every chart of one run."""
     groups = select_keys(cached_keys(url, (run.id,)))
-    wanted = tuple(k for g in groups.values() for k in g)
-    df = with_x(cached_series(url, (run.id,), wanted, max_points), x)
-    run_header(run, df)
+    wanted = tuple(k for g in groups.values() for k in g) + (N.PROGRESS,)
+    everything = cached_series(url, (run.id,), wanted, max_points)
+    progress = everything[everything["key"] == N.PROGRESS]
+    df = with_x(everything[everything["key"] != N.PROGRESS], x)
+    sched = schedule_of(run.config, run.method)
+    run_header(run, df, progress, sched)
+    run_alerts(url, run.id)
+    group_overlay(run, url, x=x, smoothing=smoothing, max_points=max_points, fmt=fmt)
     if df.empty:
         st.info(
             "No metrics logged yet. The trainer writes its first points after the first "
@@ -74,7 +103,7 @@ def draw_run(run: Any, url: str, *, smoothing: float, x: str, max_points: int, f
         )
         return
     rid = run.id
-    line_charts(df, groups, rid, x=x, smoothing=smoothing, fmt=fmt)
+    line_charts(df, groups, rid, x=x, smoothing=smoothing, fmt=fmt, schedule=sched)
     evals = cached_evals(url, (rid,))
     if len(evals):
         plot(charts.eval_figure(evals, revision=f"eval:{rid}"), f"live:{rid}:eval", fmt)
@@ -83,20 +112,27 @@ def draw_run(run: Any, url: str, *, smoothing: float, x: str, max_points: int, f
         if groups["time"]:
             plot(charts.timing_figure(df, revision=f"time:{rid}"), f"live:{rid}:time", fmt)
     with right:
-        if groups["system"]:
+        if charts.provided_system_keys(df):
             fig = charts.system_figure(df, x=x, revision=f"sys:{rid}")
             plot(fig, f"live:{rid}:system", fmt)
     downloads(df, evals, rid)
 
 
-def run_header(run: Any, df: pd.DataFrame) -> None:
-    """Status, progress, last step and cycle; the run's error; a list of NaN/inf points."""
+def run_header(
+    run: Any, df: pd.DataFrame, progress: pd.DataFrame, sched: Schedule | None = None
+) -> None:
+    """Status, progress (from the logged steps), last step and cycle, a progress bar that
+    follows the steps; the run's error; a list of NaN/inf points."""
+    total = sched.total if sched is not None else None
+    prog = progress_of(run.progress, progress, total)
+    last = max(prog.step, int(df["step"].max()) if len(df) else 0)
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("status", status_label(run.status))
-    c2.metric("progress", f"{run.progress:.0%}")
-    c3.metric("last step", int(df["step"].max()) if len(df) else 0)
+    c2.metric("progress", f"{prog.fraction:.0%}")
+    c3.metric("last step", f"{last}" + (f" / {prog.total}" if prog.total else ""))
     c4.metric("cycle", int(df["cycle"].max()) if len(df) else 0)
-    st.progress(min(max(float(run.progress), 0.0), 1.0))
+    text = f"step {last} of {prog.total}" if prog.total else f"step {last}"
+    st.progress(prog.fraction, text=f"{text} · {prog.fraction:.0%}")
     if run.status in ("failed", "crashed") and run.error:
         st.error(f"{run.status}: {run.error.splitlines()[0]}")
     bad = nonfinite_points(df)
@@ -105,6 +141,77 @@ def run_header(run: Any, df: pd.DataFrame) -> None:
             "Non-finite values (marked ✕ on the charts):\n\n"
             + "\n".join(f"- `{line}`" for line in describe_nonfinite(bad))
         )
+
+
+def run_alerts(url: str, run_id: int) -> None:
+    """The run's recorded alerts (rules in app/alerts.py), newest last."""
+    alerts = cached_alerts(url, run_id)
+    if alerts:
+        st.warning(
+            f"⚠️ {len(alerts)} alert(s):\n\n"
+            + "\n".join(
+                f"- `{a.message}`" + ("" if a.step is None else f" (step {a.step})") for a in alerts
+            )
+        )
+
+
+def group_overlay(
+    run: Any, url: str, *, x: str, smoothing: float, max_points: int, fmt: str
+) -> None:
+    """The run's group, overlaid: branch-vs-branch overlap and symmetric KL, one line per
+    run (the mean over its ordered pairs), labelled by method; CoPD's phases shaded."""
+    if not run.group:
+        return
+    peers = [r for r in cached_runs(url) if r.group == run.group]
+    if len(peers) < 2:
+        return
+    ids = tuple(sorted(r.id for r in peers))
+    keys = cached_keys(url, ids)
+    overlap = tuple(k for k in keys if k.startswith("pair/") and k.endswith("/overlap_top10"))
+    sym_kl = tuple(k for k in keys if k.startswith("pair/") and k.endswith("/sym_kl"))
+    methods = list(dict.fromkeys(method_label(r.method) for r in peers))
+    st.subheader(f"Group {run.group}: " + " vs ".join(methods))
+    st.caption(
+        " · ".join(
+            f"#{r.id} {method_label(r.method)} {status_label(r.status)} {r.progress:.0%}"
+            for r in peers
+        )
+        + ". Each line: the mean over the run's ordered branch pairs."
+    )
+    if not overlap and not sym_kl:
+        st.info("No branch-pair diagnostics yet; they are measured every few steps.")
+        return
+    labels = overlay_labels(peers)
+    sched = next((schedule_of(r.config, r.method) for r in peers if r.method == "copd"), None)
+    df = with_x(cached_series(url, ids, overlap + sym_kl, max_points), x)
+    left, right = st.columns(2)
+    for col, metric_keys, title, y_title, log_y, name in (
+        (left, overlap, "Top-10 overlap between branches", "overlap@10", False, "overlap"),
+        (right, sym_kl, "Symmetric KL between branches", "KL(p‖q)+KL(q‖p)", True, "sym_kl"),
+    ):
+        d = mean_over_keys(df[df["key"].isin(metric_keys)])
+        if d.empty:
+            continue
+        d = d.assign(label=d["run_id"].map(labels), key=name)
+        fig = charts.series_figure(
+            d, title=f"{title}: " + " vs ".join(methods), y_title=y_title, x=x,
+            smoothing=smoothing, log_y=log_y, schedule=sched,
+            revision=f"group:{run.group}:{name}",
+        )  # fmt: skip
+        with col:
+            plot(fig, f"live:group:{run.group}:{name}", fmt)
+
+
+def overlay_labels(runs: list[Any]) -> dict[int, str]:
+    """run id -> legend label: the method's name, with the seed when a method has several
+    runs."""
+    count: dict[str, int] = {}
+    for r in runs:
+        count[r.method] = count.get(r.method, 0) + 1
+    return {
+        r.id: method_label(r.method) + (f" · seed {r.seed} #{r.id}" if count[r.method] > 1 else "")
+        for r in runs
+    }
 
 
 # (group, title, y axis, log y, key -> legend label): one line chart each, phases shaded.
@@ -124,9 +231,17 @@ LINE_CHARTS = [
 
 
 def line_charts(
-    df: pd.DataFrame, groups: dict[str, list[str]], rid: int, *, x: str, smoothing: float, fmt: str
+    df: pd.DataFrame,
+    groups: dict[str, list[str]],
+    rid: int,
+    *,
+    x: str,
+    smoothing: float,
+    fmt: str,
+    schedule: Schedule | None = None,
 ) -> None:
-    """The line charts of LINE_CHARTS whose group has keys, in that order."""
+    """The line charts of LINE_CHARTS whose group has keys, in that order; phases shaded
+    from `schedule` (none for a baseline)."""
     for group, title, y_title, log_y, label in LINE_CHARTS:
         if groups[group]:
             fig = charts.series_figure(
@@ -136,6 +251,7 @@ def line_charts(
                 x=x,
                 smoothing=smoothing,
                 log_y=log_y,
+                schedule=schedule,
                 revision=f"{group}:{rid}",
             )
             plot(fig, f"live:{rid}:{group}", fmt)

@@ -7,11 +7,14 @@ inside an auto-refreshing fragment by pages/runs.py.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
+from app.launcher import LOG_NAME
+from app.logview import log_tail
 from app.queries import status_label
 from app.widgets import (
     cached_runs,
@@ -162,11 +165,12 @@ def apply_action(action: str, run_id: int, launcher: Any) -> None:
 
 
 def run_details(run: Any, launcher: Any) -> None:
-    """The log tail and recent events side by side, the config folded below."""
+    """The log tail (progress-bar redraws collapsed) and recent events side by side, the
+    config folded below."""
     left, right = st.columns(2)
     with left:
         st.markdown("**Log tail**")
-        tail = launcher.log_tail(run.id, n_lines=200)
+        tail = log_tail(Path(run.run_dir) / LOG_NAME, n_lines=200) if run.run_dir else ""
         st.code(tail or "(no log yet)", language="text")
     with right:
         st.markdown("**Recent events**")

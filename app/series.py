@@ -5,8 +5,9 @@ Every function takes the long DataFrame that `RunStore.metric_series` returns
 slice of it, and returns plain values or DataFrames:
 
     df = with_x(df, "time")                 # adds column `x`: step, or seconds since run start
-    spans = phase_spans(df)                  # contiguous "rl"/"opd" stretches -> shaded bands
-    lines = cycle_boundaries(df)             # x where `cycle` changes -> dashed lines
+    sched = schedule_of(run.config)          # None for a method without phases
+    spans = schedule_spans(sched, x_max=80)  # phase bands from the schedule, not the points
+    lines = schedule_cycle_lines(sched)      # x = P, 2P, ... (P = rl_steps + opd_steps)
     smooth = ema(df["value"].to_numpy(), 0.6)
     bad = nonfinite_points(df)               # NaN/inf rows, shown to the user, never dropped
     agg = aggregate_runs(df, {1: "copd", 2: "copd"})  # mean, std, min, max per arm and x
@@ -71,36 +72,71 @@ def ema(values: np.ndarray, weight: float) -> np.ndarray:
     return out
 
 
-def phase_spans(df: pd.DataFrame, x: str = "x") -> list[PhaseSpan]:
-    """Contiguous stretches of equal `phase` along x (rows of any keys; empty phases are
-    skipped). Each span ends where the next begins, so the bands tile the axis."""
-    if df.empty or "phase" not in df:
-        return []
-    pts = (
-        df[df["phase"].astype(str) != ""]
-        .groupby(x, sort=True)["phase"]
-        .agg(lambda s: s.mode().iat[0])
-        .reset_index()
-    )
+@dataclass(frozen=True)
+class Schedule:
+    """A CoPD run's phase schedule: `cycles` of `rl_steps` phase-I then `opd_steps` phase-II
+    steps (config `schedule.*`). Steps are counted from 1: step s is the s-th update, so
+    update s covers the interval (s-1, s] of the step axis and a cycle of P steps ends at
+    x = P, 2P, ... Diagnostics taken at step 0 measure the base, before any update."""
+
+    rl_steps: int
+    opd_steps: int
+    cycles: int
+
+    @property
+    def period(self) -> int:
+        return self.rl_steps + self.opd_steps
+
+    @property
+    def total(self) -> int:
+        return self.cycles * self.period
+
+
+# Methods whose steps alternate phase I and phase II by the schedule (the baselines log one
+# phase per stage, not the cycle, so they get no bands).
+PHASED_METHODS = ("copd",)
+
+
+def schedule_of(config: dict | None, method: str | None = None) -> Schedule | None:
+    """The run's phase schedule from its config; None for a method without phases (or a
+    config without a usable schedule)."""
+    cfg = config or {}
+    if (method or cfg.get("method")) not in PHASED_METHODS:
+        return None
+    sc = cfg.get("schedule") or {}
+    try:
+        out = Schedule(int(sc["rl_steps"]), int(sc["opd_steps"]), int(sc["cycles"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return out if out.period >= 1 and out.cycles >= 1 else None
+
+
+def schedule_spans(sched: Schedule, x_max: float | None = None) -> list[PhaseSpan]:
+    """Phase bands from the schedule: cycle c's phase I is [cP, cP + rl], its phase II
+    [cP + rl, (c+1)P] (P = rl + opd; a phase with 0 steps has no band). With `x_max`, only
+    the bands that start before it, the last one cut at it (a live run's axis ends there)."""
     spans: list[PhaseSpan] = []
-    for xv, ph in zip(pts[x].astype(float), pts["phase"].astype(str), strict=True):
-        if spans and spans[-1].phase == ph:
-            spans[-1] = PhaseSpan(spans[-1].x0, xv, ph)
-        else:
-            if spans:  # close the previous span where this one starts
-                spans[-1] = PhaseSpan(spans[-1].x0, xv, spans[-1].phase)
-            spans.append(PhaseSpan(xv, xv, ph))
+    p = sched.period
+    for c in range(sched.cycles):
+        for x0, x1, ph in (
+            (c * p, c * p + sched.rl_steps, "rl"),
+            (c * p + sched.rl_steps, (c + 1) * p, "opd"),
+        ):
+            if x1 <= x0:
+                continue
+            if x_max is not None:
+                if x0 >= x_max:
+                    return spans
+                x1 = min(x1, x_max)
+            spans.append(PhaseSpan(float(x0), float(x1), ph))
     return spans
 
 
-def cycle_boundaries(df: pd.DataFrame, x: str = "x") -> list[float]:
-    """x positions where the `cycle` column changes (first x of each new cycle)."""
-    if df.empty or "cycle" not in df:
-        return []
-    pts = df.groupby(x, sort=True)["cycle"].max().reset_index()
-    cyc = pts["cycle"].to_numpy()
-    xs = pts[x].to_numpy(dtype=float)
-    return [float(xs[i]) for i in range(1, len(cyc)) if cyc[i] != cyc[i - 1]]
+def schedule_cycle_lines(sched: Schedule, x_max: float | None = None) -> list[float]:
+    """x of every cycle boundary inside the run: P, 2P, ..., (cycles-1)P (the run's ends are
+    not boundaries); with `x_max`, those up to it."""
+    xs = [float(c * sched.period) for c in range(1, sched.cycles)]
+    return [x for x in xs if x_max is None or x <= x_max]
 
 
 def nonfinite_points(df: pd.DataFrame) -> pd.DataFrame:
@@ -155,3 +191,46 @@ def relabel_keys(keys: list[str], prefix: str, suffix: str) -> dict[str, str]:
         if k.startswith(prefix) and k.endswith(suffix):
             out[k] = k[len(prefix) : len(k) - len(suffix)] if suffix else k[len(prefix) :]
     return out
+
+
+def mean_over_keys(df: pd.DataFrame, x: str = "x") -> pd.DataFrame:
+    """One row per (run_id, x): the mean over the frame's keys of the finite values (e.g.
+    both ordered pairs of a 2-branch run, add~rev and rev~add, as one line per run). Keeps
+    the step column; NaN where no key had a finite value."""
+    cols = ["run_id", x, "step", "value"]
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    d = df.assign(value=df["value"].where(np.isfinite(df["value"].astype(float))))
+    out = d.groupby(["run_id", x], as_index=False).agg(
+        step=("step", "max"), value=("value", "mean")
+    )
+    return out[cols]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a run is: steps done of the total, and that as a fraction."""
+
+    step: int
+    total: int | None
+    fraction: float
+
+
+def progress_of(
+    run_progress: float, points: pd.DataFrame, total_hint: int | None = None
+) -> Progress:
+    """A run's progress from its `run/progress` points (fraction of the schedule done,
+    logged with every step), falling back to the heartbeat's `run_progress`; the larger
+    wins, so a slow heartbeat never shows 0% at step 10. `total_hint` (the schedule's
+    total) is used when no point gives the total."""
+    frac = float(run_progress or 0.0)
+    step, total = 0, total_hint
+    if len(points):
+        last = points.sort_values("step").iloc[-1]
+        p, step = float(last["value"]), int(last["step"])
+        if math.isfinite(p) and p > 0:
+            frac = max(frac, p)
+            total = int(round(step / p))
+    elif total_hint:
+        step = int(round(frac * total_hint))
+    return Progress(step, total, min(max(frac, 0.0), 1.0))

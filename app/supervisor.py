@@ -1,5 +1,5 @@
 """The supervisor loop: tick a Launcher every few seconds so queued runs start and dead
-runs are marked crashed. `copd supervise` runs it in the foreground; the dashboard keeps one
+runs are marked crashed, and evaluate the alert rules (app/alerts.py). `copd supervise` runs it in the foreground; the dashboard keeps one
 background thread per server process:
 
     @st.cache_resource
@@ -31,13 +31,20 @@ def supervise(
 ) -> None:
     """Tick every `interval_s` until `stop_event` is set; an error in one tick is printed and
     the loop goes on (a supervisor must outlive a transient DB lock)."""
+    from app.alerts import AlertWatcher
+
     launcher = launcher or Launcher(store, runs_root, **launcher_kwargs)
     stop_event = stop_event or threading.Event()
+    alerts = AlertWatcher(store)  # the alert rules on stored metrics and status
     while not stop_event.is_set():
         try:
             launcher.tick()
         except Exception as exc:  # keep supervising; the next tick retries
             print(f"copd supervisor: tick failed: {exc!r}", file=sys.stderr)
+        try:
+            alerts.tick()
+        except Exception as exc:
+            print(f"copd supervisor: alerts failed: {exc!r}", file=sys.stderr)
         stop_event.wait(interval_s)
 
 

@@ -6,12 +6,15 @@ run pickers and empty states. The only app module that imports Streamlit.
     runs = cached_runs(db_url())        # st.cache_data(ttl=2): shared by every open tab
 
 The DB URL is $COPD_DB_URL (set by `copd dashboard --db`), else the store's default.
-Set COPD_SUPERVISE=0 to run the dashboard without the background supervisor thread.
+Set COPD_SUPERVISE=0 to run the dashboard without the background supervisor thread, and
+COPD_TRAINER to replace the trainer command (`python -m copd train`; the browser tests run
+tests/fake_trainer.py this way).
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -63,14 +66,20 @@ def _supervisor(url: str, root: str) -> Any:
         return None
     from app.supervisor import start_supervisor
 
-    return start_supervisor(_store(url), root)
+    return start_supervisor(_store(url), root, **_launcher_options())
+
+
+def _launcher_options() -> dict[str, Any]:
+    """$COPD_TRAINER (a command line) replaces the trainer command."""
+    trainer = os.environ.get("COPD_TRAINER")
+    return {"trainer_argv": shlex.split(trainer)} if trainer else {}
 
 
 @st.cache_resource(show_spinner=False)
 def _plain_launcher(url: str, root: str) -> Any:
     from app.launcher import Launcher
 
-    return Launcher(_store(url), root)
+    return Launcher(_store(url), root, **_launcher_options())
 
 
 def get_launcher() -> Any:
@@ -113,6 +122,21 @@ def cached_evals(url: str, run_ids: tuple[int, ...]) -> pd.DataFrame:
 
 
 @st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
+def cached_alert_counts(url: str) -> dict[int, int]:
+    from app.alerts import alert_counts
+
+    store = _store(url)
+    return alert_counts(store, store.list_runs())
+
+
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
+def cached_alerts(url: str, run_id: int) -> list[Any]:
+    from app.alerts import alert_events
+
+    return alert_events(_store(url), run_id)
+
+
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
 def cached_gpus() -> list[Any]:
     from app.gpus import detect_gpus
 
@@ -121,7 +145,15 @@ def cached_gpus() -> list[Any]:
 
 def invalidate() -> None:
     """Drop cached query results after this session changed something."""
-    for fn in (cached_runs, cached_runs_frame, cached_series, cached_keys, cached_evals):
+    for fn in (
+        cached_runs,
+        cached_runs_frame,
+        cached_series,
+        cached_keys,
+        cached_evals,
+        cached_alert_counts,
+        cached_alerts,
+    ):
         fn.clear()
 
 
@@ -132,12 +164,24 @@ def run_label(run: Any) -> str:
     return f"#{run.id} {run.name} · {run.method} · {status_label(run.status)}"
 
 
-def empty_state(message: str, *, button: str = "Launch the demo", key: str = "empty") -> None:
-    """A friendly 'nothing here yet' with the next step as a button to the Launch page."""
+def empty_state(message: str, *, button: str = "🚀 Launch the demo", key: str = "empty") -> None:
+    """A friendly 'nothing here yet' with the next step as a button that launches the demo
+    group and opens it on the Live view."""
     st.info(message)
     if st.button(button, key=f"{key}:launch", type="primary"):
-        st.session_state["launch_preset"] = "demo"
-        st.switch_page(page_path("launch"))
+        launch_demo_and_watch()
+
+
+def launch_demo_and_watch() -> None:
+    """One click: queue the demo CoPD run and the independent experts (one group, same
+    seed), start the first, and open the Live view on it (`?run=ID`)."""
+    from app.demo import launch_demo
+
+    launcher = get_launcher()
+    runs = launch_demo(launcher.store, launcher)
+    invalidate()
+    st.session_state["live_run"] = runs[0].id
+    st.switch_page(page_path("live"), query_params={"run": str(runs[0].id)})
 
 
 def gpu_summary() -> str:

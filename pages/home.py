@@ -1,9 +1,18 @@
-"""Home: what this is, runs by status, the machine's GPUs/CPU, and a button to the demo."""
+"""Home: what this is, runs by status, alerts per run, the machine's GPUs/CPU, and the
+demo in one click (CoPD and the independent experts, one group, opened on the Live view)."""
 
+import pandas as pd
 import streamlit as st
 
-from app.queries import STATUS_MARKERS, status_counts
-from app.widgets import cached_runs, db_url, gpu_summary, page_path
+from app.queries import STATUS_MARKERS, status_counts, status_label
+from app.widgets import (
+    cached_alert_counts,
+    cached_runs,
+    db_url,
+    gpu_summary,
+    launch_demo_and_watch,
+    page_path,
+)
 
 st.title("📊 copd: Co-Evolving Policy Distillation workbench")
 st.markdown(
@@ -22,18 +31,44 @@ for col, (status, label) in zip(cols, STATUS_MARKERS.items(), strict=True):
 
 left, right = st.columns([1, 2])
 with left:
-    if st.button("🚀 Launch the demo", type="primary", key="home:demo"):
-        st.session_state["launch_preset"] = "demo"
-        st.switch_page(page_path("launch"))
+    if st.button(
+        "🚀 Launch the demo",
+        type="primary",
+        key="home:demo",
+        help="starts the demo CoPD run and the independent-experts baseline (same seed, one "
+        "group) and opens the Live view, which overlays them",
+    ):
+        launch_demo_and_watch()
 with right:
     st.caption(f"Compute: {gpu_summary()}")
     st.caption(f"Run store: `{db_url()}`")
 
 if not runs:
     st.info(
-        "No runs yet: press **Launch the demo** (two branches, `add` and `rev`, on the "
-        "built-in tiny model; a few minutes on a CPU), then follow it on **Live run view**."
+        "No runs yet: press **Launch the demo**. It starts a CoPD run (two branches, `add` "
+        "and `rev`, on the built-in tiny model; a few minutes on a CPU) and, with the same "
+        "seed, the independent-experts baseline, and opens the **Live run view**, which "
+        "overlays the two: overlap and symmetric KL between the branches, CoPD against "
+        "independent experts (the paper's Fig. 4a/b), drawing as they train."
     )
 else:
+    alerts = cached_alert_counts(db_url())
+    st.subheader(f"⚠️ Alerts ({sum(alerts.values())})")
+    if alerts:
+        by_id = {r.id: r for r in runs}
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {"run": rid, "name": by_id[rid].name, "status": status_label(by_id[rid].status),
+                     "alerts": n, "view": f"live?run={rid}"}
+                    for rid, n in alerts.items() if rid in by_id
+                ]
+            ),
+            hide_index=True,
+            key="home:alerts",
+            column_config={"view": st.column_config.LinkColumn("view", display_text="open")},
+        )  # fmt: skip
+    else:
+        st.caption("No alerts (NaN/inf, reward collapse, low overlap, stalls, crashes).")
     st.page_link(page_path("runs"), label="See all runs", icon="📋")
     st.page_link(page_path("live"), label="Watch the latest run", icon="📈")

@@ -1,8 +1,10 @@
 """Live run view: one run's overlap, KL, rewards, evaluations, timing and system metrics,
-refreshing by itself (pausable) while the run is active."""
+with its group overlaid (CoPD vs independent experts), refreshing by itself (pausable)
+while a run of the view is active. Link: `live?run=ID`."""
 
 import streamlit as st
 
+from app.links import url_run_id
 from app.live_view import draw_run
 from app.widgets import cached_runs, db_url, empty_state, get_store, run_label
 
@@ -15,14 +17,29 @@ if not runs:
 
 by_id = {r.id: r for r in runs}
 ids = list(by_id)
-# Default: the run asked for elsewhere (Launch/Runs), else the newest running one.
+# The run: asked for elsewhere (Launch/Runs/Home), else the link's `?run=ID`, else the one
+# already picked, else the newest running one. The picker writes the link back.
 wanted = st.session_state.pop("live_run", None)
+linked = url_run_id(st.query_params.get("run"))
 if wanted in by_id:
     st.session_state["live:run"] = wanted
+elif linked in by_id:
+    st.session_state["live:run"] = linked
 elif st.session_state.get("live:run") not in by_id:
     running = [r.id for r in runs if r.status == "running"]
     st.session_state["live:run"] = running[0] if running else ids[0]
-run_id = st.selectbox("Run", ids, format_func=lambda i: run_label(by_id[i]), key="live:run")
+if linked is not None and linked not in by_id:
+    st.warning(f"Run #{linked} of the link is not in this store; showing another run.")
+
+
+def _write_link() -> None:
+    st.query_params["run"] = str(st.session_state["live:run"])
+
+
+run_id = st.selectbox(
+    "Run", ids, format_func=lambda i: run_label(by_id[i]), key="live:run", on_change=_write_link
+)
+st.query_params["run"] = str(run_id)  # a bookmarkable, shareable link to this view
 
 c1, c2, c3, c4, c5 = st.columns([1, 1, 2, 1, 1])
 live = c1.toggle("Auto-refresh", value=True, key="live:auto", help="pause to inspect a chart")
@@ -32,7 +49,10 @@ x = c4.radio("x axis", ["step", "time"], horizontal=True, key="live:x")
 fmt = c5.selectbox("image", ["png", "svg"], key="live:fmt", help="format of the 📷 button")
 max_points = 500
 
-active = by_id[run_id].status in ("queued", "running")
+shown = [
+    r for r in runs if r.id == run_id or (by_id[run_id].group and r.group == by_id[run_id].group)
+]
+active = any(r.status in ("queued", "running") for r in shown)  # the run or its group
 run_every = every if (live and active) else None
 
 
@@ -44,4 +64,4 @@ def charts_fragment() -> None:
 
 charts_fragment()
 if not active:
-    st.caption("This run is not active: auto-refresh is off.")
+    st.caption("No run of this view is active: auto-refresh is off.")

@@ -48,18 +48,70 @@ def test_ema_debiased_and_skips_nonfinite():
     assert np.array_equal(series.ema(np.array([3.0, 5.0]), 0.0), [3.0, 5.0])
 
 
-def test_phase_spans_and_cycle_boundaries():
-    df = series.with_x(
-        _frame(range(8), ["rl", "rl", "opd", "opd", "rl", "rl", "opd", "opd"], [0] * 4 + [1] * 4)
+def _shapes(fig):
+    rects = sorted((s.x0, s.x1) for s in fig.layout.shapes if s.type == "rect")
+    lines = sorted(s.x0 for s in fig.layout.shapes if s.type == "line")
+    return rects, lines
+
+
+def _diag_points(steps, key="pair/add~rev/overlap_top10"):
+    """Diagnostics-like points at `steps` (values arbitrary), with the phase/cycle columns
+    a trainer would log (not used for the bands)."""
+    return series.with_x(_frame(np.linspace(0.2, 0.8, len(steps)), ["rl"] * len(steps),
+                                [0] * len(steps), key=key).assign(step=list(steps)))  # fmt: skip
+
+
+def test_bands_and_cycle_lines_come_from_the_schedule_not_the_points():
+    """6 RL + 4 OPD steps per cycle, diagnostics every 2 steps: cycle 0's OPD band is
+    [6, 10] (steps 7-10) and the cycle lines sit at 10, 20, 30 (the issue saw 8-12, 12, 22)."""
+    sched = series.Schedule(rl_steps=6, opd_steps=4, cycles=8)
+    fig = charts.series_figure(_diag_points(range(0, 81, 2)), title="o", schedule=sched)
+    rects, lines = _shapes(fig)
+    assert rects[:4] == [(0, 6), (6, 10), (10, 16), (16, 20)]
+    assert len(rects) == 16 and rects[-1] == (76, 80)
+    assert lines == [10, 20, 30, 40, 50, 60, 70]
+    phases = [s.phase for s in series.schedule_spans(sched)]
+    assert phases[:4] == ["rl", "opd", "rl", "opd"]
+
+
+@pytest.mark.parametrize(
+    ("rl", "opd", "diag", "cycles"), [(6, 4, 2, 8), (3, 5, 3, 4), (5, 5, 4, 3), (1, 2, 1, 5)]
+)
+def test_schedule_bands_for_any_ratio_and_cadence(rl, opd, diag, cycles):
+    sched = series.Schedule(rl, opd, cycles)
+    p = rl + opd
+    fig = charts.series_figure(
+        _diag_points(range(0, p * cycles + 1, diag)), title="o", schedule=sched
     )
-    spans = series.phase_spans(df)
-    assert [(s.x0, s.x1, s.phase) for s in spans] == [
-        (0, 2, "rl"),
-        (2, 4, "opd"),
-        (4, 6, "rl"),
-        (6, 7, "opd"),
-    ]
-    assert series.cycle_boundaries(df) == [4.0]
+    rects, lines = _shapes(fig)
+    expected = []
+    for c in range(cycles):
+        expected += [(c * p, c * p + rl), (c * p + rl, (c + 1) * p)]
+    x_max = max(range(0, p * cycles + 1, diag))  # the axis ends at the last point drawn
+    expected = [(a, min(b, x_max)) for a, b in expected if a < x_max]
+    assert rects == expected
+    assert lines == [c * p for c in range(1, cycles) if c * p <= x_max]
+
+
+def test_schedule_bands_of_a_live_and_of_a_resumed_run():
+    sched = series.Schedule(6, 4, 8)
+    # live at step 13: bands up to the last point only, the current phase cut there
+    rects, lines = _shapes(charts.series_figure(_diag_points([0, 2, 6, 10, 12, 13]), title="o",
+                                                schedule=sched))  # fmt: skip
+    assert rects == [(0, 6), (6, 10), (10, 13)] and lines == [10]
+    # resumed from step 40: the points restart mid-run, the bands stay on the schedule
+    resumed = _diag_points([0, 2, 4, 6, 8, 10, 40, 42, 44, 46, 48, 50])
+    rects, lines = _shapes(charts.series_figure(resumed, title="o", schedule=sched))
+    assert (40, 46) in rects and (46, 50) in rects and lines == [10, 20, 30, 40, 50]
+
+
+def test_a_baseline_without_phases_has_no_bands():
+    assert series.schedule_of({"method": "expert", "schedule": {"rl_steps": 6}}) is None
+    cfg = RunConfig().to_dict()
+    assert series.schedule_of(cfg) == series.Schedule(6, 4, 8)
+    assert series.schedule_of(cfg, "mixed") is None
+    rects, lines = _shapes(charts.series_figure(_diag_points(range(0, 41, 2)), title="o"))
+    assert rects == [] and lines == []
 
 
 def test_with_x_time_is_relative_per_run():
@@ -76,7 +128,8 @@ def test_nonfinite_points_are_reported_with_steps():
 
 def test_series_figure_marks_nan_shades_phases_and_keeps_uirevision():
     df = _frame([0.1, np.nan, 0.3, 0.4], ["rl", "rl", "opd", "opd"], [0, 0, 0, 1])
-    fig = charts.series_figure(df, title="t", smoothing=0.5, revision="rev")
+    sched = series.Schedule(rl_steps=2, opd_steps=1, cycles=2)
+    fig = charts.series_figure(df, title="t", smoothing=0.5, revision="rev", schedule=sched)
     names = [t.name for t in fig.data]
     assert "NaN / inf" in names and "phase I · RL" in names and "phase II · OPD" in names
     marks = next(t for t in fig.data if t.name == "NaN / inf")
@@ -92,6 +145,13 @@ def test_log_axis_and_eval_overall():
     fig = charts.series_figure(_frame([0.0, 1.0], ["rl"] * 2, [0] * 2), title="kl", log_y=True)
     assert fig.layout.yaxis.type == "log"
     assert "1 point(s) ≤ 0" in fig.layout.annotations[0].text
+    # step 0 is exactly 0: the axis spans the data's decades, not 1e-12 to 1
+    kl = _frame([0.0, 2e-3, 0.01, 0.05, 0.04], ["rl"] * 5, [0] * 5)
+    lo, hi = charts.series_figure(kl, title="kl", log_y=True).layout.yaxis.range
+    assert -2.7 > lo > -3.0 and -1.3 < hi < -1.0  # log10: 2e-3 .. 5e-2, a small pad
+    assert charts.log_range(np.array([0.0, np.nan])) is None
+    flat = charts.log_range(np.array([0.5, 0.5]))
+    assert flat[0] < np.log10(0.5) < flat[1]
     # A trainer-logged "overall" row is not a benchmark: Overall is recomputed (0.4, not 0.4/3).
     ev = pd.DataFrame(
         {"model": ["merged"] * 3, "benchmark": ["add", "rev", "overall"],
@@ -113,6 +173,49 @@ def test_timing_totals_exclude_step_total():
     assert set(tot["part"]) == {"rollout"} and tot["seconds"].sum() == 2.0
 
 
+def test_system_chart_skips_metrics_the_platform_lacks_and_anchors_at_zero():
+    df = series.with_x(
+        pd.concat(
+            [
+                _frame([0.0] * 5, ["rl"] * 5, [0] * 5, key="system/cpu_percent"),  # CPU: all 0
+                _frame([900, 901, 902, 900, 901], ["rl"] * 5, [0] * 5, key="system/rss_mb"),
+                _frame([np.nan] * 5, ["rl"] * 5, [0] * 5, key="system/gpu_mem_mb"),
+            ]
+        )
+    )
+    assert charts.provided_system_keys(df) == ["system/rss_mb"]
+    fig = charts.system_figure(df)
+    assert [t.name for t in fig.data] == ["system/rss_mb"]
+    lo, hi = fig.layout.yaxis.range
+    assert lo == 0 and 990 < hi < 1000  # a 2 MB wobble on 900 MB reads as flat
+    assert charts.system_range("system/cpu_percent", np.array([30.0])) == [0.0, 100.0]
+    empty = charts.system_figure(df[df["key"] == "system/cpu_percent"])
+    assert len(empty.data) == 0
+
+
+def test_progress_follows_the_logged_steps():
+    pts = _frame([0.05, 0.125], ["rl"] * 2, [0] * 2, key="run/progress").assign(step=[4, 10])
+    p = series.progress_of(0.0, pts, total_hint=None)  # the heartbeat has not caught up
+    assert (p.step, p.total, p.fraction) == (10, 80, 0.125)
+    assert series.progress_of(1.0, pts).fraction == 1.0
+    none = series.progress_of(0.25, pts.iloc[:0], total_hint=80)
+    assert (none.step, none.total, none.fraction) == (20, 80, 0.25)
+
+
+def test_log_tail_collapses_carriage_return_segments(tmp_path):
+    from app.logview import collapse_cr, log_tail
+
+    bar = "".join(f"\rtraining:  {i}%|{'#' * (i // 10)}| {i}/80" for i in range(0, 101, 5))
+    log = tmp_path / "train.log"
+    log.write_text("start\n" + bar + "\n" + "a\rb\r\n" + "[progress] step 80/80\n")
+    assert log_tail(log).splitlines() == [
+        "start", "training:  100%|##########| 100/80", "b", "[progress] step 80/80"
+    ]  # fmt: skip
+    assert log_tail(log, n_lines=1) == "[progress] step 80/80"
+    assert log_tail(tmp_path / "missing.log") == ""
+    assert collapse_cr("plain\nlines") == "plain\nlines"
+
+
 def test_aggregate_runs_mean_and_band():
     df = pd.concat([_frame([1.0, 2.0], ["rl"] * 2, [0] * 2, run_id=i) for i in (1, 2)])
     df.loc[df["run_id"] == 2, "value"] += 2.0
@@ -122,6 +225,14 @@ def test_aggregate_runs_mean_and_band():
         series.with_x(df), {1: "a", 2: "b"}, title="m", arms={1: "copd", 2: "copd"}
     )
     assert any(t.fill == "toself" for t in fig.data)
+    assert not any(str(t.name).endswith("(seed)") for t in fig.data)  # seed lines: off
+    fig = charts.compare_figure(
+        series.with_x(df), {1: "a", 2: "b"}, title="m", arms={1: "copd", 2: "copd"},
+        seed_lines=True,
+    )  # fmt: skip
+    names = [t.name for t in fig.data]
+    assert names[:2] == ["a (seed)", "b (seed)"]  # drawn first: under the band and the mean
+    assert names.index("a (seed)") < next(i for i, t in enumerate(fig.data) if t.fill == "toself")
 
 
 def test_form_schema_comes_from_config_dataclasses():

@@ -347,6 +347,27 @@ class BackendConfig:
 
 
 @dataclass(frozen=True)
+class AlertsConfig:
+    """Alert thresholds, checked by the dashboard's supervisor on the run's stored metrics
+    and status (app/alerts.py); each rule fires at most once per run. 0 turns a threshold
+    rule off. Nothing leaves the machine: alerts are events in the run store."""
+
+    enabled: bool = True
+    nonfinite: bool = True  # NaN/inf in a loss or a reward
+    reward_drop: float = 0.5  # a branch's reward falls below (1 - this) x its best so far
+    reward_min_best: float = 0.2  # ... once that best is at least this
+    overlap_min: float = 0.1  # the latest mean top-k overlap between branches below this
+    stall_s: float = 300.0  # a running run's heartbeat older than this many seconds
+    crashed: bool = True  # the run ended crashed or failed
+
+    def check(self) -> None:
+        check(0 <= self.reward_drop < 1, "alerts.reward_drop", "use 0 (off) to < 1")
+        check(self.reward_min_best >= 0, "alerts.reward_min_best", "must be >= 0")
+        check(0 <= self.overlap_min <= 1, "alerts.overlap_min", "use 0 (off) to 1")
+        check(self.stall_s >= 0, "alerts.stall_s", "use 0 (off) or seconds")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """A whole run. `method` picks the algorithm: CoPD or one of the baselines."""
 
@@ -369,6 +390,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     backend: BackendConfig = field(default_factory=BackendConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     task_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per task kwargs
     # Baseline knobs (see copd/algorithms): static OPD direction "A->B" (teacher->student),
     # and which branch a single-domain expert run trains.
@@ -393,6 +415,7 @@ class RunConfig:
             b.check()
         for section in (self.topology, self.merge, self.eval, self.diagnostics, self.backend):
             section.check()
+        self.alerts.check()
         self.check_cross_fields()
         return self
 

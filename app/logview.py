@@ -1,0 +1,44 @@
+"""A run's log as a person reads it: carriage-return progress bars collapsed.
+
+A progress bar on a terminal redraws one line with carriage returns; written to a file
+(older trainers did, before copd/runner.Progress printed plain lines off a terminal) the
+line holds every redraw. `collapse_cr` keeps what a terminal would show: the last segment
+of each line.
+
+    text = log_tail(Path(run.run_dir) / "train.log", n_lines=200)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+MAX_BYTES = 1 << 20
+
+
+def collapse_cr(text: str) -> str:
+    """Each line's last non-empty carriage-return segment (`a\\rb\\rc` -> `c`); a trailing
+    `\\r` (a bar left mid-redraw) does not blank the line."""
+    out = []
+    for line in text.split("\n"):
+        if "\r" in line:
+            segments = [s for s in line.split("\r") if s.strip()]
+            line = segments[-1] if segments else ""
+        out.append(line)
+    return "\n".join(out)
+
+
+def log_tail(path: str | Path, n_lines: int = 200, max_bytes: int = MAX_BYTES) -> str:
+    """The last `n_lines` lines of a log file after `collapse_cr` ('' when it does not
+    exist); reads at most `max_bytes` from its end."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - max_bytes))
+            data = f.read()
+    except (FileNotFoundError, IsADirectoryError):
+        return ""
+    lines = collapse_cr(data.decode(errors="replace")).split("\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    return "\n".join(lines[-n_lines:]) if n_lines > 0 else ""
