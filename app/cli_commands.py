@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import re
 import sys
 import time
@@ -44,7 +45,9 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("runs", help="list runs (and start queued ones that fit)")
     p.add_argument("--json", action="store_true", help="one JSON list instead of a table")
-    p.add_argument("--status", default=None, help="only runs with this status")
+    from storage.entities import STATUSES
+
+    p.add_argument("--status", default=None, choices=STATUSES, help="only runs with this status")
     p.add_argument("--group", default=None, help="only runs of this group")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--watch", type=float, default=0.0, metavar="S", help="refresh every S s")
@@ -122,12 +125,15 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     launcher = _launcher(args)
+    # A read-only store (a read-only mount, a copy) is listed, not supervised.
+    writable = not getattr(getattr(launcher.store, "db", None), "read_only", False)
     while True:
-        launcher.tick()
+        if writable:
+            launcher.tick()
         runs = launcher.store.list_runs(status=args.status, group=args.group, limit=args.limit)
         rows = [run_summary(launcher.store, r) for r in runs]
         if args.json:
-            print(json.dumps(rows, indent=2, default=str))
+            print(json.dumps(json_safe(rows), indent=2, default=str, allow_nan=False))
         else:
             if args.watch:
                 print("\033[2J\033[H", end="")  # clear the terminal between refreshes
@@ -201,6 +207,17 @@ def run_summary(store: Any, run: Any) -> dict[str, Any]:
     }
 
 
+def json_safe(value: Any) -> Any:
+    """`value` with NaN and infinities as null (JSON has neither)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
     """A fixed-width text table of `run_summary` rows."""
     head = ["id", "name", "method", "group", "status", "progress", "overlap", "started", "duration"]
@@ -212,6 +229,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             else "-"
         )
         ov = r["overlap_top10"]
+        ov = ov if ov is None or math.isfinite(ov) else None
         body.append(
             [
                 str(r["id"]),

@@ -10,7 +10,14 @@
 A queued run only starts when something ticks: the dashboard's background thread
 (`app.supervisor.start_supervisor`), `copd supervise`, or any `copd launch` / `copd runs` call.
 
-Every run lives in `runs_root/<id>-<slug>/` (config.json, train.log, checkpoints). The trainer is
+Every run lives in its own new folder `runs_root/<id>-<slug>/` (config.json, train.log,
+checkpoints), created exclusively at submit: when a folder of that name exists (another
+store's run 1, a store deleted and recreated) the new one gets a random suffix, so a run never
+resumes, appends to or prunes another's files. Submit first runs `copd check` on the config
+in a child process (tasks, dataset rows, model config and tokenizer; cached per model and
+tasks), so a run that could not start is refused with the trainer's own message and nothing
+is recorded. Starting a run claims it in the store (queued -> running in one conditional
+UPDATE), so two supervisors on one store never start it twice. The trainer is
 `python -m copd train <run_dir>/config.json --out <run_dir> --db <URL> --run-id <id>`, started
 in its own session with its output in train.log; it records running/finished/failed/cancelled
 itself. The launcher holds no state beyond the DB and the run folders (the Popen objects it
@@ -24,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -40,6 +46,8 @@ from typing import Any
 from app import procs
 from app.gpus import GPU, detect_gpus
 from copd.config import ConfigError, RunConfig
+from copd.runner import check_run_name, new_run_dir
+from copd.runner import slugify as slugify
 from storage.revision import code_revision
 
 __all__ = [
@@ -60,6 +68,7 @@ RESUME_MARKER = ".resume"  # present: start the trainer with --resume <run_dir>
 CANCEL_MARKER = ".cancel"  # holds the epoch time after which a cancelled run gets SIGKILL
 LOCK_NAME = ".launcher.lock"
 CRASH_LOG_LINES = 40
+PREFLIGHT_TIMEOUT_S = 300.0
 
 
 class LauncherError(RuntimeError):
@@ -97,6 +106,7 @@ class Launcher:
         trainer_argv: Sequence[str] | None = None,
         env: Mapping[str, str] | None = None,
         repo_root: Path = REPO,
+        preflight: bool = True,
     ):
         self.store = store
         self.runs_root = Path(runs_root).expanduser().resolve()
@@ -112,6 +122,8 @@ class Launcher:
         self.repo_root = Path(repo_root)
         self.host = socket.gethostname()
         self._children: dict[int, subprocess.Popen] = {}  # run id -> our child (reaping only)
+        self.preflight = preflight  # run `copd check` at submit (off: process-mechanics tests)
+        self._checked: dict[str, str] = {}  # preflight key -> "" (passed) or the error
 
     # ------------------------------------------------------------------ queue
     def submit(
@@ -123,12 +135,14 @@ class Launcher:
         gpus: int = 0,
         seed: int | None = None,
     ) -> Any:
-        """Validate `cfg` (raises ConfigError), record a queued run and write its config.json."""
+        """Validate `cfg` and check it with `copd check` (raises ConfigError with the
+        message), then record a queued run in a new folder holding its config.json."""
         data = cfg.to_dict() if isinstance(cfg, RunConfig) else json.loads(json.dumps(dict(cfg)))
         for key, value in (("name", name), ("method", method), ("group", group), ("seed", seed)):
             if value is not None:
                 data[key] = value
         rc = RunConfig.from_dict(data).validate()
+        check_run_name(rc.name)
         if gpus < 0:
             raise ConfigError("gpus: must be >= 0 (0 runs on the CPU)")
         if gpus > len(self.gpus):
@@ -137,6 +151,8 @@ class Launcher:
                 f"ask for at most {len(self.gpus)}"
             )
         data = rc.to_dict()
+        if self.preflight:
+            self.check(data)
         run = self.store.create_run(
             name=rc.name,
             method=rc.method,
@@ -147,14 +163,52 @@ class Launcher:
             cpu_slots=0 if gpus else 1,
             code_revision=code_revision(self.repo_root),
         )
-        run_dir = self.runs_root / f"{run.id}-{slugify(rc.name)}"
         try:
-            run_dir.mkdir(parents=True, exist_ok=True)
+            run_dir = new_run_dir(self.runs_root, run.id, rc.name)
             (run_dir / CONFIG_NAME).write_text(json.dumps(data, indent=2) + "\n")
             return self.store.update_run(run.id, run_dir=str(run_dir))
         except Exception:
             self.store.delete_run(run.id)  # nothing half-recorded
             raise
+
+    def check(self, config: Mapping[str, Any]) -> None:
+        """`python -m copd check` on `config` in a child process (the trainer's interpreter
+        and imports); ConfigError with its message when it fails. One check per distinct
+        (model, tasks, task options), so a sweep of many runs checks each setting once."""
+        key = json.dumps(
+            {k: config.get(k) for k in ("model", "branches", "task_options", "name")},
+            sort_keys=True,
+            default=str,
+        )
+        if key not in self._checked:
+            self._checked[key] = self._run_check(config)
+        if self._checked[key]:
+            raise ConfigError(self._checked[key])
+
+    def _run_check(self, config: Mapping[str, Any]) -> str:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="copd-check-") as tmp:
+            path = Path(tmp) / CONFIG_NAME
+            path.write_text(json.dumps(dict(config), indent=2) + "\n")
+            argv = [*self.trainer_argv[:-1], "check", str(path)]
+            if self.trainer_argv[-1] != "train":  # a stand-in trainer: the engine's own check
+                argv = [sys.executable, "-m", "copd", "check", str(path)]
+            env = self._child_env([])
+            try:
+                res = subprocess.run(
+                    argv, cwd=self.repo_root, env=env, capture_output=True, text=True,
+                    timeout=PREFLIGHT_TIMEOUT_S, stdin=subprocess.DEVNULL,
+                )  # fmt: skip
+            except subprocess.TimeoutExpired:
+                return f"copd check did not finish in {PREFLIGHT_TIMEOUT_S:.0f} s"
+        if res.returncode == 0:
+            return ""
+        lines = [ln for ln in (res.stderr or res.stdout).strip().splitlines() if ln.strip()]
+        errors = [ln.split("error: ", 1)[1] for ln in lines if ln.startswith("error: ")]
+        if errors:
+            return errors[-1]
+        return "copd check failed:\n" + "\n".join(lines[-15:])
 
     def tick(self) -> TickReport:
         """One supervision pass: reap children, mark dead runs, start what fits (FIFO)."""
@@ -313,8 +367,12 @@ class Launcher:
             self.store.update_run(run.id, run_dir=str(run_dir))
         argv = [*self.trainer_argv, str(cfg_path), "--out", str(run_dir)]
         argv += ["--db", self.db_url, "--run-id", str(run.id)]
-        if (run_dir / RESUME_MARKER).exists():
+        marker = run_dir / RESUME_MARKER
+        if marker.exists():
             argv += ["--resume", str(run_dir)]
+        assigned = ",".join(str(g) for g in gpu_ids) if gpu_ids else None
+        if not self.store.claim(run.id, self.host, assigned_gpus=assigned):
+            return False  # another supervisor started it (or it was cancelled) meanwhile
         log_path = run_dir / LOG_NAME
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
         with open(log_path, "a") as log:
@@ -324,11 +382,10 @@ class Launcher:
                 argv, log_path=log_path, env=self._child_env(gpu_ids), cwd=self.repo_root
             )
         except OSError as exc:  # e.g. the interpreter moved: record it, do not retry forever
-            self.store.mark_running(run.id, 0, None, self.host)
             self._set_status(run.id, "failed", f"could not start {argv[0]}: {exc}")
             return False
+        marker.unlink(missing_ok=True)  # one resume per request; a fresh start never resumes
         start = procs.process_start_time(child.pid) or time.time()
-        assigned = ",".join(str(g) for g in gpu_ids) if gpu_ids else None
         try:
             self.store.mark_running(run.id, child.pid, start, self.host, assigned_gpus=assigned)
         except Exception:
@@ -401,12 +458,6 @@ class Launcher:
 
 
 # ---------------------------------------------------------------------- helpers
-def slugify(name: str) -> str:
-    """A folder-safe slug of a run name: `CoPD demo (β=1)` -> `copd-demo-1`."""
-    slug = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-.")
-    return slug[:48] or "run"
-
-
 def default_runs_root() -> Path:
     """$COPD_HOME/runs (COPD_HOME defaults to ~/.copd)."""
     home = os.environ.get("COPD_HOME") or os.path.join("~", ".copd")

@@ -10,11 +10,13 @@ Prompts are drawn from the saved RNGs, so the data position is restored with the
 with a fixed seed a resumed run ends with the same weights as an uninterrupted one.
 
 Files are written to a temporary folder and renamed, so a crash mid-save never leaves a
-half checkpoint that `latest()` would pick.
+half checkpoint that `latest()` would pick. A save that fails (a full disk, say) removes its
+temporary folder and raises CheckpointWriteError naming the folder and the free space.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -30,6 +32,44 @@ FORMAT = 1
 
 def _dir(out_dir: str | Path) -> Path:
     return Path(out_dir) / "checkpoints"
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written (no space left, permissions); nothing half-written
+    is left behind."""
+
+    user_error = True
+
+
+def step_of(path: str | Path) -> int:
+    """The step a checkpoint folder holds (`step-000020` -> 20)."""
+    return int(Path(path).name.split("-", 1)[1])
+
+
+def _no_space(exc: BaseException) -> bool:
+    text = str(exc)
+    return (
+        getattr(exc, "errno", None) == errno.ENOSPC
+        or "No space left" in text
+        or "file write failed" in text
+        or "inline_container" in text
+    )
+
+
+def _write_failed(exc: BaseException, root: Path) -> CheckpointWriteError:
+    try:
+        free = shutil.disk_usage(root).free
+    except OSError:
+        free = -1
+    if _no_space(exc) or 0 <= free < 64 << 20:
+        return CheckpointWriteError(
+            errno.ENOSPC,
+            f"no space left on {root} ({free / 2**20:.1f} MiB free) while writing a checkpoint;"
+            " free some space or put the run folder on a larger disk (--out), then resume",
+        )
+    return CheckpointWriteError(
+        getattr(exc, "errno", None) or errno.EIO, f"could not write a checkpoint in {root}: {exc}"
+    )
 
 
 @dataclass
@@ -101,6 +141,21 @@ def save(
     final = root / f"step-{world.step:06d}"
     tmp = root / f".tmp-{world.step:06d}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _write(world, tmp, extra, branch_states)
+    except (OSError, RuntimeError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _write_failed(e, root) from e
+    shutil.rmtree(final, ignore_errors=True)
+    os.rename(tmp, final)
+    if keep:
+        for old in sorted(root.glob("step-*"))[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    world.logger.log_checkpoint(str(final), step=world.step)
+    return final
+
+
+def _write(world, tmp: Path, extra: dict | None, branch_states: dict | None) -> None:
     tmp.mkdir()
     states = {b.name: branch_state(world, b) for b in world.branches}
     states.update(branch_states or {})
@@ -135,13 +190,6 @@ def save(
         "extra": extra or {},
     }
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
-    shutil.rmtree(final, ignore_errors=True)
-    os.rename(tmp, final)
-    if keep:
-        for old in sorted(root.glob("step-*"))[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    world.logger.log_checkpoint(str(final), step=world.step)
-    return final
 
 
 def latest(out_dir: str | Path) -> Path | None:

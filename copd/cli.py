@@ -31,15 +31,24 @@ REPO = Path(__file__).resolve().parent.parent
 
 def cmd_train(args: argparse.Namespace) -> int:
     from copd.results import results_table
-    from copd.runner import load_config, train_run
+    from copd.runner import load_config, new_recorded_run, open_store, train_run
 
     if args.resume:
         cfg_path = Path(args.resume) / "config.json"
         cfg = load_config(str(cfg_path) if cfg_path.exists() else args.config, args.set)
     else:
         cfg = load_config(args.config, args.set)
-    out = Path(args.out or args.resume or f"runs/{cfg.name}")
-    scores = train_run(cfg, out, db=args.db, run_id=args.run_id, resume=args.resume)
+    store, run_id = None, args.run_id
+    if args.db and not (args.out or args.resume) and run_id is None:
+        # A recorded run gets a folder of its own, runs/<id>-<name>: parallel runs of one
+        # config never share metrics.jsonl, results.json or checkpoints.
+        store = open_store(args.db)
+        run_id, out = new_recorded_run(cfg, store, Path("runs"))
+    else:
+        out = Path(args.out or args.resume or f"runs/{cfg.name}")
+    scores = train_run(
+        cfg, out, db=None if store else args.db, run_id=run_id, resume=args.resume, store=store
+    )
     if scores is None:
         print(
             f"stopped; resume with: copd train {out / 'config.json'} --resume {out}",
@@ -108,7 +117,10 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    """Start the Streamlit app on 127.0.0.1 (never on a public interface by default)."""
+    """Start the Streamlit app on 127.0.0.1 (never on a public interface by default), and a
+    `copd supervise` process beside it, so queued runs start and crashes are detected from
+    the moment the server is up, whether or not a browser has opened a page. (The store's
+    claim on a queued run keeps it from being started twice by the two supervisors.)"""
     env = dict(os.environ)
     if args.db:
         env["COPD_DB_URL"] = args.db
@@ -121,7 +133,27 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         "--client.toolbarMode", "minimal",  # no "Deploy" button: this is a local tool
     ]  # fmt: skip
     print(f"copd dashboard on http://{args.host}:{args.port}", file=sys.stderr)
-    return subprocess.call(argv, env=env)
+    supervisor = None
+    if not args.no_supervisor:
+        sup_argv = [sys.executable, "-m", "copd", "supervise"]
+        sup_argv += ["--db", args.db] if args.db else []
+        supervisor = subprocess.Popen(sup_argv, env=env, stdin=subprocess.DEVNULL)
+    import signal
+
+    def _stop(*_):  # SIGTERM ends both processes (the finally below), not just this one
+        raise SystemExit(143)
+
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        return subprocess.call(argv, env=env)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if supervisor is not None and supervisor.poll() is None:
+            supervisor.terminate()
+            try:
+                supervisor.wait(15)
+            except subprocess.TimeoutExpired:
+                supervisor.kill()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -173,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--port", type=int, default=8501)
     d.add_argument("--host", default="127.0.0.1")
     d.add_argument("--db", default=None, help="run store URL (default: $COPD_DB_URL or ~/.copd)")
+    d.add_argument(
+        "--no-supervisor",
+        action="store_true",
+        help="do not start `copd supervise` beside the server (another one runs already)",
+    )
     d.set_defaults(func=cmd_dashboard)
 
     for name in COMMAND_MODULES:  # engine-side commands that live in their own modules
@@ -186,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Engine modules that add subcommands (`register(subparsers)`).
-COMMAND_MODULES: list[str] = ["copd.doctor", "copd.plan"]
+COMMAND_MODULES: list[str] = ["copd.doctor", "copd.plan", "copd.preflight"]
 _unavailable: dict[str, str] = {}
 
 
@@ -200,10 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, KeyError) as e:
+    except Exception as e:
         from copd.config import ConfigError
 
-        if isinstance(e, (ConfigError, KeyError)):
+        # Errors a user fixes (a config field, a run id, a store URL, a read-only store,
+        # diverged weights) are one line naming the fix, not a traceback.
+        if isinstance(e, (ConfigError, KeyError)) or getattr(e, "user_error", False):
             print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
             return 2
         raise

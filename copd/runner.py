@@ -3,18 +3,27 @@
     cfg = load_config("demo", ["schedule.cycles=4"])
     scores = train_run(cfg, Path("runs/demo"))                        # metrics.jsonl + progress
     scores = train_run(cfg, out, db="sqlite:///runs.db")              # + the run store
+    run_id, out = new_recorded_run(cfg, store, Path("runs"))          # runs/<id>-<name>/
     scores = evaluate_base(cfg, out, store=store)                     # the "Base" row alone
 
 This is the only module of the engine that touches `storage`: the store's logger and the
 run lifecycle (`track_run`) are imported here, lazily, when a store is asked for, so the
 engine imports and trains without SQLAlchemy (a GPU box with only torch/transformers/peft).
 `copd/cli.py` parses arguments and calls these functions; the experiments call them too.
+
+Run folders and resume (docs/ARCHITECTURE.md, "Run folders and resume"): a run recorded in a
+store gets a folder of its own (`new_run_dir`: created exclusively, so no other run, of this
+store or another, ever shares it). `train_run(..., resume=DIR)` continues from DIR's last
+checkpoint and first deletes what was logged after it (store rows and metrics.jsonl lines),
+so nothing is logged twice; with no checkpoint it says so and starts clean.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -28,7 +37,8 @@ CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
 
 def load_config(spec: str, overrides: Sequence[str] = (), validate: bool = True):
     """A preset name or a JSON/YAML file, with `--set KEY=VALUE` overrides (validated unless
-    `validate=False`). Raises ConfigError naming the fix when `spec` is neither."""
+    `validate=False`; the run name is checked either way). Raises ConfigError naming the fix
+    when `spec` is neither, or the file does not parse (file, line and column)."""
     from copd import presets
     from copd.config import ConfigError, RunConfig, apply_overrides
 
@@ -36,7 +46,7 @@ def load_config(spec: str, overrides: Sequence[str] = (), validate: bool = True)
     if path.suffix in CONFIG_SUFFIXES or path.exists():
         if not path.exists():
             raise ConfigError(f"config: no such file {spec!r}")
-        cfg = RunConfig.from_file(path)
+        cfg = RunConfig.from_dict(read_config_file(path))
     elif spec in presets.names():
         cfg = presets.get(spec)
     else:
@@ -44,7 +54,111 @@ def load_config(spec: str, overrides: Sequence[str] = (), validate: bool = True)
             f"config: {spec!r} is neither a config file nor a preset; presets: {presets.names()}"
         )
     cfg = apply_overrides(cfg, list(overrides))
+    check_run_name(cfg.name)
     return cfg.validate() if validate else cfg
+
+
+def read_config_file(path: Path) -> dict:
+    """The mapping in a JSON or YAML config file; ConfigError with the file, line and column
+    when it does not parse or is not a mapping."""
+    from copd.config import ConfigError
+
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"config: cannot read {path}: {e.strerror or e}") from None
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+            raise ConfigError(f"config: {path}: {where}not valid YAML ({e})") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(
+                f"config: {path}: line {e.lineno}, column {e.colno}: not valid JSON ({e.msg})"
+            ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config: {path}: expected a mapping of fields, got {type(data).__name__}"
+        )
+    return data
+
+
+def check_run_name(name: str) -> str:
+    """A run name becomes part of a folder name: no path separators, no '..'."""
+    from copd.config import ConfigError
+
+    if not name or "/" in name or "\\" in name or ".." in name or "\0" in name:
+        raise ConfigError(
+            f"name: {name!r} cannot name a run folder; use a name without '/', '\\' or '..' "
+            "(letters, digits, '-', '_', '.', spaces)"
+        )
+    return name
+
+
+def slugify(name: str) -> str:
+    """A folder-safe slug of a run name: `CoPD demo (β=1)` -> `copd-demo-1`."""
+    slug = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-.")
+    return slug[:48] or "run"
+
+
+def new_run_dir(root: Path, run_id: int, name: str) -> Path:
+    """A fresh, empty folder `root/<id>-<slug>` for a recorded run, created here and now.
+    Run ids repeat across stores (and when a store is recreated), so when that folder exists
+    already it belongs to another run and a random suffix makes a new one: a run never
+    inherits another run's checkpoints, metrics or resume marker."""
+    import uuid
+
+    root = Path(root).expanduser().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    base = f"{int(run_id)}-{slugify(name)}"
+    candidate = root / base
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            candidate = root / f"{base}-{uuid.uuid4().hex[:8]}"
+
+
+def new_recorded_run(cfg, store, root: Path, method: str | None = None) -> tuple[int, Path]:
+    """Record a queued run of `cfg` in `store` and give it a new folder under `root`."""
+    run = store.create_run(
+        cfg.name, method or cfg.method, cfg.to_dict(), seed=cfg.seed, group=cfg.group
+    )
+    out = new_run_dir(root, run.id, cfg.name)
+    store.update_run(run.id, run_dir=str(out))
+    return run.id, out
+
+
+def truncate_jsonl(path: Path, step: int) -> int:
+    """Drop the metric, evaluation and checkpoint lines with step > `step` from a
+    metrics.jsonl (events stay); the number of lines dropped."""
+    if not path.exists():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines(keepends=True):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a kill: drop it
+            dropped += 1
+            continue
+        s = rec.get("step")
+        if rec.get("type") != "event" and isinstance(s, int) and s > step:
+            dropped += 1
+            continue
+        kept.append(line if line.endswith("\n") else line + "\n")
+    if dropped:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(kept))
+        os.replace(tmp, path)
+    return dropped
 
 
 class Progress:
@@ -128,14 +242,20 @@ def recorded(
     store=None,
     run_id: int | None = None,
     progress: bool = True,
+    truncate_after: int | None = None,
 ) -> Iterator[tuple[Any, Any]]:
     """The loggers of one run and its lifecycle: metrics.jsonl (+ progress), and with `db`
     or an open `store` the store's logger and `track_run` (running -> finished / failed with
-    the traceback / cancelled). Yields (logger, tracker or None); closes the logger."""
+    the traceback / cancelled). Yields (logger, tracker or None); closes the logger.
+    `truncate_after`: a resume from the checkpoint at this step (-1: none); what was logged
+    after it is deleted first, from metrics.jsonl and the store, and an event says so."""
     from copd.logger import JsonlLogger, MultiLogger
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    removed: dict[str, int] = {}
+    if truncate_after is not None:
+        removed["metrics.jsonl lines"] = truncate_jsonl(out / "metrics.jsonl", truncate_after)
     loggers: list = [JsonlLogger(out / "metrics.jsonl")]
     bar = Progress(cfg.schedule.total_steps()) if progress else None
     if bar is not None:
@@ -151,9 +271,15 @@ def recorded(
                 cfg.name, method, cfg.to_dict(), seed=cfg.seed, group=cfg.group,
                 run_dir=str(out.resolve()),
             ).id  # fmt: skip
+        if truncate_after is not None:
+            removed.update(store.truncate_after(run_id, truncate_after))
         loggers.append(StoreLogger(store, run_id))
         ctx = track_run(store, run_id, heartbeat_s=float(os.environ.get("COPD_HEARTBEAT_S", 5)))
     logger = MultiLogger(*loggers)
+    if truncate_after is not None:
+        what = ", ".join(f"{n} {k}" for k, n in removed.items() if n) or "nothing"
+        after = f"after step {truncate_after}" if truncate_after >= 0 else "(no checkpoint)"
+        logger.log_event(f"resume: removed what was logged {after}: {what}", step=None)
     try:
         with ctx as tracker:
             if bar is not None:
@@ -177,18 +303,31 @@ def train_run(
     from copd import checkpoint
     from copd.algorithms import run
     from copd.engine import TrainingCancelled, World
+    from copd.preflight import check_model_fits
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if not (out / "config.json").exists() or not resume:
         cfg.to_json(out / "config.json")
-    with recorded(cfg, out, cfg.method, db=db, store=store, run_id=run_id) as (logger, tr):
+    ck = checkpoint.latest(resume) if resume else None
+    truncate = None if not resume else (checkpoint.step_of(ck) if ck else -1)
+    with recorded(
+        cfg, out, cfg.method, db=db, store=store, run_id=run_id, truncate_after=truncate
+    ) as (logger, tr):
         world = World.build(cfg, logger)
         previous = signal.signal(signal.SIGTERM, lambda *_: setattr(world, "stop_requested", True))
         try:
-            if resume and (ck := checkpoint.latest(resume)):
+            if ck is not None:
                 checkpoint.restore(world, ck)
                 logger.log_event(f"resumed from {ck} at step {world.step}", step=world.step)
+            elif resume:
+                logger.log_event(
+                    f"resume: no checkpoint in {Path(resume) / 'checkpoints'}; starting "
+                    "clean from step 0",
+                    level="warning",
+                    step=0,
+                )
+            check_model_fits(world)
             return run(world, out)
         except TrainingCancelled as e:
             logger.log_event(str(e), level="warning", step=world.step)

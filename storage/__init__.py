@@ -10,7 +10,7 @@ series), store.py (RunStore), logger.py (StoreLogger), tracking.py (track_run),
 revision.py (code_revision).
 """
 
-from storage.db import default_db_url
+from storage.db import StoreError, default_db_url
 from storage.entities import (
     STATUSES,
     TERMINAL,
@@ -34,6 +34,7 @@ __all__ = [
     "MetricPoint",
     "Run",
     "RunStore",
+    "StoreError",
     "code_revision",
     "default_db_url",
 ]

@@ -14,6 +14,12 @@ event emits BEGIN itself: `BEGIN IMMEDIATE` for write sessions, so the write loc
 up front (a deferred read->write upgrade fails at once with "database is locked" whatever
 the busy timeout), and a plain deferred `BEGIN` for read sessions.
 
+Errors that a user can fix (a URL that is not one, a backend that is not installed, a
+database file that cannot be opened or written) raise StoreError naming the URL or file and
+the fix, never a driver traceback. A SQLite file on a read-only mount (or without write
+permission) opens read-only (`mode=ro&immutable=1`: no WAL switch, no -shm file), so reads
+work and a write fails with a StoreError that says the store is read-only.
+
 Usage:
     db = Database(url)
     with db.session(write=True) as s:   # commits on success, rolls back on error, closes
@@ -23,17 +29,59 @@ Usage:
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool, StaticPool
 
 BUSY_TIMEOUT_MS = 30_000
 _WRITE_OPTION = "copd_write"
+
+
+class StoreError(RuntimeError):
+    """A run store problem the user can fix; the message names the URL or file and the fix.
+    Command lines print it as one line (`user_error`)."""
+
+    user_error = True
+
+
+def check_url(url: str) -> str:
+    """`url` if SQLAlchemy can parse it and has its backend; else StoreError with the fix."""
+    try:
+        u = make_url(url)
+    except ArgumentError as e:
+        raise StoreError(
+            f"run store URL {url!r} is not a database URL ({e}); use e.g. "
+            "sqlite:///path/to/copd.db or postgresql+psycopg://user@host/db"
+        ) from None
+    try:
+        u.get_dialect()
+    except NoSuchModuleError:
+        raise StoreError(
+            f"run store URL {url!r}: unknown database backend {u.drivername!r}; use sqlite:/// "
+            "or postgresql+psycopg:// (pip install 'psycopg[binary]')"
+        ) from None
+    except ImportError as e:
+        raise StoreError(f"run store URL {url!r}: its driver is not installed ({e})") from None
+    return url
+
+
+def read_only_path(path: Path) -> bool:
+    """A SQLite file that exists but cannot be written here (read-only mount, permissions)."""
+    if not path.exists():
+        return False
+    if not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
+        return True
+    try:  # root passes os.access checks even on a read-only mount
+        return os.statvfs(path).f_flag & os.ST_RDONLY != 0
+    except (OSError, AttributeError):
+        return False
 
 
 def default_db_url() -> str:
@@ -60,26 +108,43 @@ def sqlite_path(url: str) -> Path | None:
 def make_engine(url: str, *, foreign_keys: bool = True, pooled: bool = True) -> Engine:
     """An engine for `url`. SQLite gets WAL, busy_timeout, synchronous=NORMAL, foreign keys
     (unless `foreign_keys=False`, used only while migrating) and explicit BEGIN handling."""
+    check_url(url)
     if not is_sqlite(url):
         return create_engine(url, pool_pre_ping=True, poolclass=None if pooled else NullPool)
     path = sqlite_path(url)
+    read_only = False
     if path is None:
         # One shared connection, or every thread would see its own empty in-memory database.
         engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
+    elif read_only_path(path):
+        read_only = True
+        uri = f"file:{path.resolve()}?mode=ro&immutable=1"
+        engine = create_engine(
+            "sqlite://",
+            creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False),
+            poolclass=None if pooled else NullPool,
+        )
     else:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(
+                f"cannot create the run store's folder {path.parent}: {e.strerror or e}; "
+                "pass --db with a writable location or set COPD_HOME"
+            ) from None
         engine = create_engine(url, poolclass=None if pooled else NullPool)
-    _install_sqlite_events(engine, foreign_keys=foreign_keys)
+    _install_sqlite_events(engine, foreign_keys=foreign_keys, read_only=read_only)
     return engine
 
 
-def _install_sqlite_events(engine: Engine, *, foreign_keys: bool) -> None:
+def _install_sqlite_events(engine: Engine, *, foreign_keys: bool, read_only: bool = False) -> None:
     @event.listens_for(engine, "connect")
     def _sqlite_on_connect(dbapi_conn, _record) -> None:
         dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (see _sqlite_on_begin)
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")  # first: the next ones may wait
-        cur.execute("PRAGMA journal_mode=WAL")
+        if not read_only:  # switching to WAL is a write
+            cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
         cur.close()
@@ -101,6 +166,8 @@ class Database:
     def __init__(self, url: str, engine: Engine | None = None):
         self.url = url
         self.engine = engine if engine is not None else make_engine(url)
+        self.path = sqlite_path(url) if is_sqlite(url) else None
+        self.read_only = self.path is not None and read_only_path(self.path)
         self._readers = sessionmaker(self.engine, expire_on_commit=False)
         self._writers = sessionmaker(writer(self.engine), expire_on_commit=False)
 
@@ -112,11 +179,32 @@ class Database:
         try:
             yield s
             s.commit()
+        except OperationalError as e:
+            s.rollback()
+            raise self.explain(e) from e
         except BaseException:
             s.rollback()
             raise
         finally:
             s.close()
+
+    def explain(self, e: OperationalError) -> Exception:
+        """A StoreError for a SQLite file that cannot be opened or written; `e` otherwise."""
+        msg = str(getattr(e, "orig", e))
+        path = self.path
+        if path is None:
+            return e
+        if "readonly" in msg or "read-only" in msg or self.read_only:
+            return StoreError(
+                f"the run store {path} is read-only ({msg}); it can be read (copd runs, the "
+                "dashboard) but not written: pass --db with a writable copy to launch or train"
+            )
+        if "unable to open database file" in msg:
+            return StoreError(
+                f"cannot open the run store {path} ({msg}): check that the file and its folder "
+                "exist and are writable"
+            )
+        return e
 
     def dispose(self) -> None:
         self.engine.dispose()

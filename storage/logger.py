@@ -17,6 +17,7 @@ a warning is printed once, and the next flush retries (a deleted run drops its b
 from __future__ import annotations
 
 import atexit
+import os
 import sys
 import threading
 import time
@@ -101,8 +102,16 @@ class StoreLogger:
         self._after_append(0)
 
     def log_checkpoint(self, path: str, *, step: int) -> None:
+        """Record the checkpoint, and forget the run's checkpoints whose folders are gone
+        (the writer prunes old ones before it reports a new one; this runs on its host)."""
         self.flush()
         self.store.add_checkpoint(self.run_id, int(step), str(path))
+        gone = [
+            c.path
+            for c in self.store.checkpoints(self.run_id)
+            if c.path != str(path) and not os.path.exists(c.path)
+        ]
+        self.store.remove_checkpoints(self.run_id, gone)
 
     def flush(self) -> None:
         """Write everything buffered now, in the caller's thread; errors propagate."""

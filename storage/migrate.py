@@ -26,8 +26,17 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
 
-from storage.db import default_db_url, is_sqlite, make_engine, sqlite_path, writer
+from storage.db import (
+    StoreError,
+    default_db_url,
+    is_sqlite,
+    make_engine,
+    read_only_path,
+    sqlite_path,
+    writer,
+)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _PG_LOCK_KEY = 0x636F7064  # "copd"
@@ -81,9 +90,22 @@ def upgrade_database(url: str, revision: str = "head", engine: Engine | None = N
     own = engine is None
     eng = make_engine(url, foreign_keys=False, pooled=False) if own else engine
     try:
-        current = current_revision(eng)
+        try:
+            current = current_revision(eng)
+        except OperationalError as e:
+            if path is None:
+                raise
+            raise StoreError(
+                f"cannot open the run store {path} ({e.orig}): check that the file and its "
+                "folder exist and are readable"
+            ) from None
         if current == target:
             return
+        if path is not None and read_only_path(path):
+            raise StoreError(
+                f"the run store {path} is read-only and at schema revision {current!r}, not "
+                f"{target!r}: open it once where it is writable to upgrade it"
+            )
         if current is not None and current not in _known_revisions():
             raise RuntimeError(
                 f"{url} is at schema revision {current!r}, which this code does not know "

@@ -22,7 +22,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from storage.db import Database, default_db_url, make_engine, sqlite_path
+from storage.db import Database, check_url, default_db_url, make_engine, sqlite_path
 from storage.entities import (
     STATUSES,
     TERMINAL,
@@ -97,7 +97,7 @@ class RunStore:
     def from_url(cls, url: str | None = None) -> RunStore:
         """Open (creating or migrating as needed) the database at `url`; None means
         $COPD_DB_URL, else sqlite:///$COPD_HOME/copd.db."""
-        url = url or default_db_url()
+        url = check_url(url or default_db_url())
         if url.startswith("sqlite") and sqlite_path(url) is None:
             engine = make_engine(url)  # in-memory: migrate on the very engine the store uses
             upgrade_database(url, engine=engine)
@@ -211,6 +211,21 @@ class RunStore:
                 row.assigned_gpus = assigned_gpus
             s.flush()
             return _run_entity(row)
+
+    def claim(self, run_id: int, host: str | None, assigned_gpus: str | None = None) -> bool:
+        """queued -> running in one conditional UPDATE, before a supervisor spawns the trainer:
+        True for exactly one caller, however many supervisors (threads, processes, machines)
+        try to start the same run; False when it is no longer queued. The process fields
+        follow with `mark_running` once the trainer is spawned."""
+        now = utcnow()
+        with self.db.session(write=True) as s:
+            res = s.execute(
+                update(RunRow)
+                .where(RunRow.id == int(run_id), RunRow.status == "queued")
+                .values(status="running", started_at=now, heartbeat_at=now, host=host,
+                        pid=None, pid_start_time=None, assigned_gpus=assigned_gpus)
+            )  # fmt: skip
+            return res.rowcount == 1
 
     def heartbeat(self, run_id: int, progress: float | None = None) -> None:
         values: dict[str, Any] = {"heartbeat_at": utcnow()}
@@ -333,6 +348,37 @@ class RunStore:
         row = {"run_id": run_id, "step": ck.step, "path": ck.path, "wall_time": ck.wall_time}
         self._insert(run_id, CheckpointRow, [row])
         return ck
+
+    def remove_checkpoints(self, run_id: int, paths: Iterable[str]) -> int:
+        """Forget the checkpoint rows of these paths (their folders were pruned); the count."""
+        paths = [str(p) for p in paths]
+        if not paths:
+            return 0
+        with self.db.session(write=True) as s:
+            res = s.execute(
+                delete(CheckpointRow).where(
+                    CheckpointRow.run_id == int(run_id), CheckpointRow.path.in_(paths)
+                )
+            )
+            return int(res.rowcount or 0)
+
+    def truncate_after(self, run_id: int, step: int) -> dict[str, int]:
+        """Delete the run's metrics, evaluations and checkpoint rows with step > `step`
+        (a resume from the checkpoint at `step`; -1 deletes them all). Events stay: they are
+        the run's history, resumes included. Returns the deleted counts per table."""
+        counts = {}
+        with self.db.session(write=True) as s:
+            self._row(s, run_id)
+            for name, model in (
+                ("metrics", MetricRow),
+                ("evaluations", EvaluationRow),
+                ("checkpoints", CheckpointRow),
+            ):
+                res = s.execute(
+                    delete(model).where(model.run_id == int(run_id), model.step > int(step))
+                )
+                counts[name] = int(res.rowcount or 0)
+        return counts
 
     # ---- reads ---------------------------------------------------------------------------
 

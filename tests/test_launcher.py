@@ -56,6 +56,7 @@ def make_launcher(store: RunStore, root: Path, **kw) -> Launcher:
     kw.setdefault("heartbeat_s", HEARTBEAT_S)
     kw.setdefault("max_cpu_runs", 1)
     kw.setdefault("gpus", [])
+    kw.setdefault("preflight", False)  # tests/test_reliability.py covers `copd check` at submit
     return Launcher(store, root, **kw)
 
 
@@ -286,7 +287,10 @@ def test_submit_validates_before_recording(store, tmp_path):
     with pytest.raises(ConfigError, match="gpus"):
         launcher.submit(RunConfig(), gpus=1)
     assert store.list_runs() == []
-    run = launcher.submit(RunConfig(), name="β sweep / 1", group="g", seed=3)
+    with pytest.raises(ConfigError, match="cannot name a run folder"):
+        launcher.submit(RunConfig(), name="../../escape")
+    assert store.list_runs() == []
+    run = launcher.submit(RunConfig(), name="β sweep (1)", group="g", seed=3)
     assert (run.status, run.group, run.seed, run.cpu_slots) == ("queued", "g", 3, 1)
     assert Path(run.run_dir).name == f"{run.id}-sweep-1"
     assert json.loads((Path(run.run_dir) / "config.json").read_text())["seed"] == 3
@@ -298,7 +302,7 @@ def test_queued_cancel_resume_and_delete(store, tmp_path):
     assert launcher.cancel(run.id).status == "cancelled"
     with pytest.raises(LauncherError, match="only cancelled, crashed or failed"):
         launcher.resume(launcher.resume(run.id).id)
-    assert (Path(run.run_dir) / ".resume").exists()
+    assert (Path(run.run_dir) / ".resume").exists()  # removed when the trainer is started
     launcher.request_cancel(run.id)
     launcher.delete(run.id)
     assert not Path(run.run_dir).exists() and store.list_runs() == []
@@ -383,7 +387,13 @@ def test_supervisor_thread_starts_queued_runs_until_stopped(store, tmp_path):
     cfg = RunConfig().to_dict()
     cfg["schedule"]["cycles"] = 2
     sup = start_supervisor(
-        store, tmp_path / "runs", interval_s=0.1, max_cpu_runs=1, gpus=[], trainer_argv=fake
+        store,
+        tmp_path / "runs",
+        interval_s=0.1,
+        max_cpu_runs=1,
+        gpus=[],
+        trainer_argv=fake,
+        preflight=False,
     )
     try:
         a, b = sup.launcher.submit(cfg), sup.launcher.submit(cfg)

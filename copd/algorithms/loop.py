@@ -32,6 +32,7 @@ from copd.config import ConfigError, RunConfig, ScheduleConfig
 from copd.engine import TrainingCancelled, World
 from copd.evaluate import evaluate, measure_overlap
 from copd.models import PolicyView
+from copd.preflight import check_finite
 from copd.results import export_merged, merged_model, write_results
 from copd.schedule import Position, position
 from copd.workers import WorkerGroup
@@ -135,6 +136,7 @@ def after_step(
     request, by the cadence in the module docstring. `measure_due`, `eval_due`, `save_due`:
     whether the loop's own points fall on this step."""
     sc, every = world.cfg.schedule, world.cfg.checkpoint_every
+    check_finite(world)  # diverged weights: fail here, naming the step and the fix
     if measure_due or (sc.diag_every and world.step % sc.diag_every == 0):
         acts.measure(cycle, phase)
     if eval_due and world.step < total:  # the final step's evaluation is finish's
