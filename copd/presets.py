@@ -89,22 +89,26 @@ PRESETS: dict[str, tuple[Callable[[], RunConfig], str]] = {
     ),
     "static_opd": (
         _demo_as(
-            "static-opd", "static_opd", merge__enabled=False, static_direction="add->rev",
+            "static-opd",
+            "static_opd",
+            merge__enabled=False,
+            static_direction="add->rev",
             opd__native_rl=False,
         ),  # fmt: skip
         "baseline: experts, then pure one-way OPD from the frozen add expert into rev (paper)",
     ),
     "static_opd-rev": (
         _demo_as(
-            "static-opd-rev", "static_opd", merge__enabled=False, static_direction="rev->add",
+            "static-opd-rev",
+            "static_opd",
+            merge__enabled=False,
+            static_direction="rev->add",
             opd__native_rl=False,
         ),  # fmt: skip
         "baseline: experts, then pure one-way OPD from the frozen rev expert into add (paper)",
     ),
     "static_opd+rl": (
-        _demo_as(
-            "static-opd-rl", "static_opd", merge__enabled=False, static_direction="add->rev"
-        ),
+        _demo_as("static-opd-rl", "static_opd", merge__enabled=False, static_direction="add->rev"),
         "variant: static OPD add->rev whose updates also keep rev's native GRPO batch "
         "(CoPD's phase-II form, one-way and frozen)",
     ),

@@ -75,7 +75,7 @@ def test_baseline_runs_end_to_end(preset, tiny_cfg, tmp_path):
     assert any(e.startswith("budget: ") and "rule: " in e for e in rec.events)
     keys = {k for *_, m in rec.metrics for k in m}
     for name in TRAINED[preset]:  # one logged update per budgeted update, no more
-        n = len(rec.steps_with(f"branch/{name}/reward/mean"))
+        n = len(rec.steps_with(f"branch/{name}/grad_norm"))
         assert n == budget.updates_per_policy[name], f"{name}: {n} updates"
     if preset == "mixed":
         assert budget.updates_per_policy["mixed"] == 2 * cfg.schedule.total_steps()

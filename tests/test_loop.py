@@ -53,7 +53,8 @@ def test_one_evaluation_per_model_benchmark_and_step(preset, tiny_cfg, tmp_path)
     assert {m for m, _, s in rec.evals if s == final} == set(scores)
     for model in scores:  # the final step scores every benchmark of every model
         benches = {b for m, b, s in rec.evals if m == model and s == final}
-        assert benches == {*world.tasks, "overall"}
+        test = {*world.tasks, "overall"}  # + the validation split at the final step
+        assert benches == test | {f"{b}@val" for b in test}
 
 
 @pytest.mark.parametrize("preset", ["demo", "expert"])

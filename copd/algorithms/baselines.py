@@ -15,9 +15,12 @@ Budget rules (recorded in results.json under "budget" and logged as an event at 
   phase-II updates per branch), K = number of domains.
   - expert, weight_average: each expert makes T GRPO updates.
   - mixed: the one policy makes K x T GRPO updates (the experts' budgets combined, as in
-    the paper's Mixed RLVR).
-  - static_opd: experts make T each; then the student makes S combined native-GRPO + OPD
-    updates from the frozen teacher (the number of OPD updates CoPD makes per branch).
+    the paper's Mixed RLVR); with `mixed_steps="per_branch"` T updates of K x
+    prompts_per_step prompts (the same rollouts, one CoPD branch's optimizer steps: Adam
+    moves weights by about lr per step whatever the batch).
+  - static_opd: experts make T each; then the student makes S OPD updates from the frozen
+    teacher (the number of OPD updates CoPD makes per branch); pure OPD as in the paper,
+    or with the student's native GRPO batch in each update when `opd.native_rl`.
   - mopd: experts make T each; then the student makes K x S OPD updates on mixed prompts
     (CoPD's phase-II updates of all K branches together: one student absorbs K teachers).
 
@@ -92,6 +95,14 @@ def budget_for(cfg: RunConfig) -> Budget:
             (("experts", T),),
             experts,
         )
+    if cfg.method == "mixed" and cfg.mixed_steps == "per_branch":
+        n = cfg.grpo.prompts_per_step
+        return Budget(
+            f"one policy: T = {T} GRPO updates of K x {n} = {K * n} prompts (one CoPD "
+            "branch's optimizer steps; the experts' combined rollouts)",
+            (("mixed", T),),
+            {"mixed": T},
+        )
     if cfg.method == "mixed":
         return Budget(
             f"one policy: K x T = {K} x {T} = {K * T} GRPO updates (the experts' combined budget)",
@@ -102,8 +113,8 @@ def budget_for(cfg: RunConfig) -> Budget:
         teacher, student = static_direction(cfg)
         return Budget(
             f"experts: T = {T} GRPO updates each; then S = cycles x opd_steps = {S} "
-            f"native-GRPO + OPD updates of {student} from frozen {teacher} "
-            "(CoPD's phase-II updates per branch)",
+            f"{'native-GRPO + OPD' if cfg.opd.native_rl else 'pure OPD'} updates of "
+            f"{student} from frozen {teacher} (CoPD's phase-II updates per branch)",
             (("experts", T), ("distill", S)),
             {**experts, student: T + S},
         )

@@ -12,8 +12,13 @@ Choices where the paper is silent (all config fields):
    teacher scores before any branch updates, so branch order does not matter. A frozen
    snapshot per phase is `opd.teacher="snapshot"`.
 2. The combined update is loss = native GRPO term + cross_weight * mean over teachers of
-   the OPD term, each aggregated with `grpo.loss_agg`, both through the same clipped
-   surrogate. The cross batch size is `opd.cross_prompts_per_step x opd.cross_group_size`.
+   the OPD term (`opd.teacher_weighting="per_teacher"`: cross_weight per teacher, the sum
+   as Algorithm 1 reads), each aggregated with `grpo.loss_agg`, both through the same
+   clipped surrogate (`opd.advantage`: or a direct full-vocabulary / top-k reverse KL). The
+   cross batch size is `opd.cross_prompts_per_step x opd.cross_group_size`; a batch is one
+   optimizer step unless `grpo.minibatches` / `grpo.updates_per_batch` say otherwise. At
+   the diagnostics cadence each update also records its signal balance (every term's
+   gradient norm and the OPD terms' cosines with the GRPO term).
 3. Beyond two branches: `topology.kind` (hub-and-spoke as in the paper, or all pairs).
 4. Diagnostics (top-k overlap, symmetric KL) are measured on a fixed probe set of
    prompts from every domain, on each student's own rollouts, every `diag_every` steps and
@@ -39,7 +44,7 @@ from copd.algorithms.loop import (
     finish,
     via_workers,
 )
-from copd.engine import World, log_step
+from copd.engine import World, log_step, signal_due
 from copd.schedule import position, teachers_of
 from copd.workers import Call, CrossBatch, WorkerGroup, make_group
 from copd.workers.local import LocalGroup
@@ -50,8 +55,9 @@ def phase1_step(world: World, group: WorkerGroup | None = None) -> dict[str, flo
     group = group or LocalGroup(world)
     g = world.cfg.grpo
     tasks = _tasks(world)
+    signal = signal_due(world)
     calls = [
-        Call(n, "rl_step", (world.prompts(tasks[n], g.prompts_per_step, n), g.group_size))
+        Call(n, "rl_step", (world.prompts(tasks[n], g.prompts_per_step, n), g.group_size, signal))
         for n in group.names
     ]
     metrics: dict[str, float] = {}
@@ -100,6 +106,7 @@ def phase2_step(world: World, group: WorkerGroup | None = None) -> dict[str, flo
             (
                 batches.get((n, None)),
                 [CrossBatch(t, b, teacher_logp[s, t]) for (s, t), b in cross.items() if s == n],
+                signal_due(world),
             ),
         )
         for n in names

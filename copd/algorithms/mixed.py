@@ -6,7 +6,9 @@ One policy named "mixed" starts from the base and runs GRPO on the union of the 
 domains. Each step draws `grpo.prompts_per_step` prompts spread evenly over the domains
 (round-robin per prompt, continuing across steps, from the RNG `world.rngs["mixed"]`), with
 the same group size as the experts. Budget: the experts' budgets combined, K x T updates
-(paper: "the combined step budget of both single-domain experts"). Logged like a branch:
+(paper: "the combined step budget of both single-domain experts"); the control
+`mixed_steps="per_branch"` makes T updates of K x `prompts_per_step` prompts instead (the
+same rollouts, one CoPD branch's optimizer steps). Logged like a branch:
 `branch/mixed/reward/mean` (all domains) and `branch/mixed/reward_on/<task>` per domain;
 diagnostics (against the base) at CoPD's cadence; evaluated on every domain.
 """
@@ -46,7 +48,8 @@ def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:
     begin(world, acts)
     while world.step < budget.total:
         pos = cadence(world.step, cfg)
-        examples = mixed_prompts(world, g.prompts_per_step, POLICY, world.step * g.prompts_per_step)
+        n = g.prompts_per_step * (len(world.tasks) if cfg.mixed_steps == "per_branch" else 1)
+        examples = mixed_prompts(world, n, POLICY, world.step * n)
         batch = world.rollout(policy.view, examples, g.group_size)
         term, grad_norm = grpo_update(world, policy, batch)
         stats = {**term.stats, N.GRAD_NORM: grad_norm}

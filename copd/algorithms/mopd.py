@@ -34,7 +34,7 @@ from copd.algorithms.baselines import budget_for, check_policy_name
 from copd.algorithms.expert import distill_stage, expert_stage
 from copd.algorithms.loop import announce, finish, in_process
 from copd.algorithms.mixed import mixed_prompts, reward_by_domain
-from copd.engine import World, grpo_term, opd_term, optimize
+from copd.engine import TermSpec, World, optimize, signal_due
 from copd.models import Branch
 from copd.rollout import RolloutBatch
 
@@ -75,22 +75,19 @@ def mopd_step(
     n = g.prompts_per_step
     examples = mixed_prompts(world, n, student.name, offset * n)
     batch = world.rollout(student.view, examples, g.group_size)
-    teacher_logp = routed_logp(
-        batch, teacher_of, lambda t, sub: world.score(world.branch(t).view, sub)
+    scores = routed_logp(
+        batch, teacher_of, lambda t, sub: world.score_opd(world.branch(t).view, sub)
     )
-
-    def make_terms():
-        terms = [(o.cross_weight, opd_term(world, student, batch, teacher_logp))]
-        if o.native_rl:  # optional outcome-reward term on the same samples
-            terms.append((1.0, grpo_term(world, student, batch)))
-        return terms
-
-    terms, grad_norm = optimize(world, student, make_terms)
+    specs = [TermSpec(o.cross_weight, batch, "experts", scores)]
+    if o.native_rl:  # optional outcome-reward term on the same samples
+        specs.append(TermSpec(1.0, batch))
+    res = optimize(world, student, specs, measure_signal=signal_due(world))
     stats = {N.REWARD_MEAN: float(batch.rewards_B.mean())}
-    for _, term in terms:
-        stats.update(term.stats)
+    for term_stats in res.stats:
+        stats.update(term_stats)
     stats.update(reward_by_domain(batch))
-    stats[N.GRAD_NORM] = grad_norm
+    stats.update(res.signal)
+    stats[N.GRAD_NORM] = res.grad_norm
     return {N.branch(student.name, k): v for k, v in stats.items()}
 
 
@@ -107,12 +104,21 @@ def route(domains: Sequence[str], teacher_of: Mapping[str, str]) -> dict[str, li
 def routed_logp(
     batch: RolloutBatch,
     teacher_of: Mapping[str, str],
-    score: Callable[[str, RolloutBatch], torch.Tensor],
-) -> torch.Tensor:
-    """Teacher log-probs [B, T] of the batch's sampled tokens, each row scored by exactly the
-    expert of its domain: `score(teacher_name, sub_batch) -> [b, T]` is called once per
-    teacher on that teacher's rows only."""
-    out = torch.zeros_like(batch.completion_mask_B_T, dtype=torch.float32)
+    score: Callable[[str, RolloutBatch], torch.Tensor | dict[str, torch.Tensor]],
+) -> torch.Tensor | dict[str, torch.Tensor]:
+    """Teacher scores of the batch's sampled tokens, each row scored by exactly the expert of
+    its domain: `score(teacher_name, sub_batch)` is called once per teacher on that
+    teacher's rows only and returns log-probs [b, T] (or a dict of per-row tensors, for the
+    direct OPD losses), assembled here into [B, ...] in the batch's row order."""
+    B = batch.size
+    out: dict[str, torch.Tensor] = {}
+    plain = True
     for teacher, rows in route([ex.domain for ex in batch.examples], teacher_of).items():
-        out[torch.tensor(rows, dtype=torch.long)] = score(teacher, batch.subset(rows)).float()
-    return out
+        got = score(teacher, batch.subset(rows))
+        plain = not isinstance(got, dict)
+        for k, v in ({"logp": got} if plain else got).items():
+            if k not in out:
+                dtype = torch.float32 if v.is_floating_point() else v.dtype
+                out[k] = torch.zeros((B, *v.shape[1:]), dtype=dtype, device=v.device)
+            out[k][torch.tensor(rows, dtype=torch.long, device=v.device)] = v.to(out[k].dtype)
+    return out["logp"] if plain else out

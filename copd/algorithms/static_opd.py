@@ -6,11 +6,13 @@
 Stage 1 ("experts"): every branch trains as an independent expert for T GRPO updates,
 exactly as `copd train expert`. Stage 2 ("distill"): the teacher expert is frozen (it is
 never updated again, so its live weights are the frozen teacher) and the student expert
-makes S = cycles x opd_steps updates (CoPD's phase-II updates per branch). Each update has
-the same form as a CoPD phase-II update: the student's native GRPO batch on its own domain
-(`opd.native_rl`) plus its own samples of the teacher's prompts, every sampled token scored
-by the teacher, token advantage beta * (log p_teacher - log p_student), weighted by
-`opd.cross_weight`. So the only difference from CoPD is static/one-way vs co-evolving/mutual.
+makes S = cycles x opd_steps updates (CoPD's phase-II updates per branch). Each update is
+the paper's pure one-way OPD (presets static_opd, static_opd-rev: `opd.native_rl=false`):
+the student's own samples of the teacher's prompts, every sampled token scored by the
+teacher, token advantage beta * (log p_teacher - log p_student), weighted by
+`opd.cross_weight`. With `opd.native_rl` (preset static_opd+rl) each update also keeps the
+student's native GRPO batch, CoPD's phase-II form, so that variant differs from CoPD only
+in being static/one-way instead of co-evolving/mutual.
 The results table reports the student, then the teacher.
 """
 
@@ -22,7 +24,7 @@ from copd import names as N
 from copd.algorithms.baselines import budget_for, static_direction
 from copd.algorithms.expert import distill_stage, expert_stage
 from copd.algorithms.loop import announce, finish, in_process
-from copd.engine import World, grpo_term, opd_term, optimize
+from copd.engine import TermSpec, World, optimize, signal_due
 from copd.models import Branch
 
 
@@ -66,19 +68,17 @@ def distill_step(world: World, student: Branch, teacher: Branch) -> dict[str, fl
         )
     peer_prompts = world.prompts(teacher.task, o.cross_prompts_per_step, student.name)
     cross = world.rollout(student.view, peer_prompts, o.cross_group_size)
-    teacher_logp = world.score(teacher.view, cross)
-
-    def make_terms():
-        terms = [] if native is None else [(1.0, grpo_term(world, student, native))]
-        return terms + [(o.cross_weight, opd_term(world, student, cross, teacher_logp))]
-
-    terms, grad_norm = optimize(world, student, make_terms)
+    scores = world.score_opd(teacher.view, cross)
+    specs = [] if native is None else [TermSpec(1.0, native)]
+    specs.append(TermSpec(o.cross_weight, cross, teacher.name, scores))
+    res = optimize(world, student, specs, measure_signal=signal_due(world))
     stats = {}
     if native is not None:
-        stats.update(terms[0][1].stats)
-        stats[N.reward_on(student.task.name)] = terms[0][1].stats[N.REWARD_MEAN]
-    for k, v in terms[-1][1].stats.items():
+        stats.update(res.stats[0])
+        stats[N.reward_on(student.task.name)] = res.stats[0][N.REWARD_MEAN]
+    for k, v in res.stats[-1].items():
         stats[f"{k}/{teacher.name}"] = v
+    stats.update(res.signal)
     stats[N.reward_on(teacher.task.name)] = float(cross.rewards_B.mean())
-    stats[N.GRAD_NORM] = grad_norm
+    stats[N.GRAD_NORM] = res.grad_norm
     return {N.branch(student.name, k): v for k, v in stats.items()}

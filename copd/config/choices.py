@@ -18,6 +18,15 @@ Teacher = Literal["live", "snapshot"]
 TopologyKind = Literal["pair", "hub", "full"]
 MergeMethod = Literal["average", "weighted", "task_arithmetic", "ties"]
 BackendKind = Literal["local", "ray"]
+# How phase-II OPD terms are weighted: cross_weight per teacher (Algorithm 1 read as a sum)
+# or cross_weight / (number of teachers) each (the mean; the default).
+TeacherWeighting = Literal["mean", "per_teacher"]
+# The OPD advantage: the paper's sampled-token log-ratio through the clipped surrogate, or
+# a direct loss: the full-vocabulary reverse KL, or the reverse KL over the teacher's top-k.
+OPDAdvantage = Literal["sampled", "full_kl", "topk"]
+# Mixed GRPO's budget: the experts' combined K x T updates of `prompts_per_step` prompts,
+# or T updates (one CoPD branch's optimizer steps) of K x `prompts_per_step` prompts.
+MixedSteps = Literal["combined", "per_branch"]
 
 METHODS: tuple[str, ...] = get_args(Method)
 DTYPES: tuple[str, ...] = get_args(Dtype)
@@ -28,3 +37,6 @@ TEACHERS: tuple[str, ...] = get_args(Teacher)
 TOPOLOGIES: tuple[str, ...] = get_args(TopologyKind)
 MERGE_METHODS: tuple[str, ...] = get_args(MergeMethod)
 BACKEND_KINDS: tuple[str, ...] = get_args(BackendKind)
+TEACHER_WEIGHTINGS: tuple[str, ...] = get_args(TeacherWeighting)
+OPD_ADVANTAGES: tuple[str, ...] = get_args(OPDAdvantage)
+MIXED_STEPS: tuple[str, ...] = get_args(MixedSteps)

@@ -20,7 +20,10 @@ from copd.config.choices import (
     LOSS_AGGS,
     MERGE_METHODS,
     METHODS,
+    MIXED_STEPS,
+    OPD_ADVANTAGES,
     SAMPLING_ENGINES,
+    TEACHER_WEIGHTINGS,
     TEACHERS,
     TOPOLOGIES,
     BackendKind,
@@ -29,8 +32,11 @@ from copd.config.choices import (
     LossAgg,
     MergeMethod,
     Method,
+    MixedSteps,
+    OPDAdvantage,
     SamplingEngine,
     Teacher,
+    TeacherWeighting,
     TopologyKind,
 )
 from copd.config.errors import ConfigError, check
@@ -146,6 +152,9 @@ class GRPOConfig:
     # update is unchanged. Not applied with kl_coef > 0, to vision-language models or to
     # mixture-of-experts models, where those rows would change the update.
     skip_zero_advantage: bool = True
+    # PPO mini-batches per rollout batch: the batch's prompt groups are split into this many
+    # parts, one optimizer step each, so the clipped ratio acts from the second part on.
+    minibatches: int = 1
 
     def check(self) -> None:
         check(
@@ -160,6 +169,13 @@ class GRPOConfig:
         check(self.loss_agg in LOSS_AGGS, "grpo.loss_agg", f"use one of {LOSS_AGGS}")
         check(self.kl_coef >= 0, "grpo.kl_coef", "must be >= 0 (paper: 0)")
         check(self.updates_per_batch >= 1, "grpo.updates_per_batch", "must be >= 1")
+        check(self.minibatches >= 1, "grpo.minibatches", "must be >= 1 (1 = one step per batch)")
+        check(
+            self.prompts_per_step % self.minibatches == 0,
+            "grpo.minibatches",
+            f"must divide grpo.prompts_per_step ({self.prompts_per_step}) so every mini-batch "
+            "holds whole prompt groups",
+        )
 
 
 @dataclass(frozen=True)
@@ -178,9 +194,19 @@ class OPDConfig:
     native_rl: bool = True  # phase II keeps the branch's own GRPO batch (paper: yes)
     one_way: bool = False  # ablation: only the first branch (hub) teaches, nobody teaches it
     cross_weight: float = 1.0  # weight of the cross-branch loss term in the combined update
+    teacher_weighting: TeacherWeighting = "mean"  # or "per_teacher" (cross_weight each)
+    advantage: OPDAdvantage = "sampled"  # or "full_kl" / "topk" (direct reverse-KL losses)
+    topk: int = 16  # tokens of the teacher's distribution kept by advantage="topk"
 
     def check(self) -> None:
         check(self.beta >= 0, "opd.beta", "must be >= 0")
+        check(
+            self.teacher_weighting in TEACHER_WEIGHTINGS,
+            "opd.teacher_weighting",
+            f"use one of {TEACHER_WEIGHTINGS}",
+        )
+        check(self.advantage in OPD_ADVANTAGES, "opd.advantage", f"use one of {OPD_ADVANTAGES}")
+        check(self.topk >= 1, "opd.topk", "must be >= 1, e.g. 16")
         check(self.cross_prompts_per_step >= 1, "opd.cross_prompts_per_step", "must be >= 1")
         check(self.cross_group_size >= 1, "opd.cross_group_size", "must be >= 1")
         check(self.teacher in TEACHERS, "opd.teacher", "use 'live' or 'snapshot'")
@@ -304,6 +330,10 @@ class DiagnosticsConfig:
     n_prompts: int = 16  # per domain
     samples_per_prompt: int = 2
     vs_base: bool = True
+    # Signal balance at every diagnostics step (phase II): each loss term's own gradient
+    # norm and its cosine with the GRPO term's (names.signal_key). Costs one flat copy of
+    # the gradient per term at those steps only.
+    signal_balance: bool = True
 
     def check(self) -> None:
         check(self.top_k >= 1, "diagnostics.top_k", "must be >= 1 (paper: 10)")
@@ -395,6 +425,7 @@ class RunConfig:
     # Baseline knobs (see copd/algorithms): static OPD direction "A->B" (teacher->student),
     # and which branch a single-domain expert run trains.
     static_direction: str | None = None
+    mixed_steps: MixedSteps = "combined"  # mixed GRPO: K x T updates, or T of K x prompts
     checkpoint_every: int = 0  # steps; 0 = only at phase ends and on SIGTERM
 
     # ------------------------------------------------------------------ validation
@@ -406,6 +437,7 @@ class RunConfig:
         check(self.seed >= 0, "seed", "must be >= 0")
         check(self.threads >= 0, "threads", "use 0 for the default or a positive count")
         check(self.checkpoint_every >= 0, "checkpoint_every", "use 0 or a step count")
+        check(self.mixed_steps in MIXED_STEPS, "mixed_steps", f"use one of {MIXED_STEPS}")
         for section in (self.model, self.sampling, self.grpo, self.opd, self.schedule):
             section.check()
         names = [b.name for b in self.branches]

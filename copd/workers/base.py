@@ -33,11 +33,12 @@ from copd.tasks import Example
 
 @dataclass
 class CrossBatch:
-    """A student's samples of a teacher's prompts, with the teacher's log-probs [B, T]."""
+    """A student's samples of a teacher's prompts, with the teacher's scores: its log-probs
+    [B, T] of the sampled tokens, or `World.score_opd`'s dict for the direct OPD losses."""
 
     teacher: str
     batch: RolloutBatch
-    teacher_logp_B_T: torch.Tensor
+    scores: torch.Tensor | dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -63,14 +64,21 @@ class BranchWorker(Protocol):
         """`rollout` for several (examples, group size) requests, in order; the built-in
         decoder samples them in one decode loop."""
 
-    def score(self, batch: RolloutBatch) -> torch.Tensor:
-        """Log-probs [B, T] of `batch`'s tokens under this branch as a teacher (its frozen
-        snapshot when it holds one, else its live policy)."""
+    def score(self, batch: RolloutBatch) -> torch.Tensor | dict[str, torch.Tensor]:
+        """`batch`'s tokens scored by this branch as a teacher (its frozen snapshot when it
+        holds one, else its live policy): log-probs [B, T], or with a direct OPD loss
+        (`opd.advantage`) the dict of `World.score_opd`."""
 
-    def train_step(self, native: RolloutBatch | None, cross: list[CrossBatch]) -> dict[str, float]:
-        """One optimizer update: GRPO on `native` + cross_weight x mean OPD over `cross`."""
+    def train_step(
+        self, native: RolloutBatch | None, cross: list[CrossBatch], signal: bool = False
+    ) -> dict[str, float]:
+        """One combined update (`grpo.updates_per_batch` x `grpo.minibatches` optimizer
+        steps): GRPO on `native` + each OPD term over `cross`, weighted per
+        `opd.teacher_weighting`; `signal` also records the signal balance."""
 
-    def rl_step(self, examples: list[Example], group_size: int) -> dict[str, float]:
+    def rl_step(
+        self, examples: list[Example], group_size: int, signal: bool = False
+    ) -> dict[str, float]:
         """Phase I in one call: `rollout` then `train_step(batch, [])`."""
 
     def snapshot_teacher(self) -> None:

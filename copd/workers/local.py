@@ -24,12 +24,19 @@ import torch
 from copd import checkpoint
 from copd import names as N
 from copd.checkpoint import BranchState
-from copd.engine import World, grpo_term, opd_term, optimize
+from copd.engine import TermSpec, World, opd_weights, optimize
 from copd.models import Branch
 from copd.rollout import RolloutBatch
 from copd.rollout_vllm import branch_weights, report_engines, rollout_engine
 from copd.tasks import Example
 from copd.workers.base import Call, CrossBatch, WorkerGroup
+
+
+def _to(scores, device):
+    """Teacher scores (a tensor or a dict of tensors) on `device`."""
+    if isinstance(scores, dict):
+        return {k: v.to(device) for k, v in scores.items()}
+    return scores.to(device)
 
 
 class LocalWorker:
@@ -59,32 +66,37 @@ class LocalWorker:
             batches = [self.vllm.sample(exs, g, gen) for exs, g in requests]
         return [w.score_rewards(b) for b in batches]
 
-    def score(self, batch: RolloutBatch) -> torch.Tensor:
-        return self.world.score(self.world.teacher_view(self.name), batch)
+    def score(self, batch: RolloutBatch) -> torch.Tensor | dict[str, torch.Tensor]:
+        return self.world.score_opd(self.world.teacher_view(self.name), batch)
 
-    def train_step(self, native: RolloutBatch | None, cross: list[CrossBatch]) -> dict[str, float]:
+    def train_step(
+        self, native: RolloutBatch | None, cross: list[CrossBatch], signal: bool = False
+    ) -> dict[str, float]:
         w, b = self.world, self.branch
-        native = None if native is None else native.to(b.device)
-        cross = [(c.teacher, c.batch.to(b.device), c.teacher_logp_B_T.to(b.device)) for c in cross]
-        if native is None and not cross:
+        specs = [] if native is None else [TermSpec(1.0, native.to(b.device))]
+        weight = opd_weights(w, len(cross))
+        specs += [
+            TermSpec(weight, c.batch.to(b.device), c.teacher, _to(c.scores, b.device))
+            for c in cross
+        ]
+        if not specs:
             return {}
-
-        def make_terms():
-            terms = [] if native is None else [(1.0, grpo_term(w, b, native))]
-            weight = w.cfg.opd.cross_weight / max(1, len(cross))
-            return terms + [(weight, opd_term(w, b, batch, lp)) for _, batch, lp in cross]
-
-        terms, grad_norm = optimize(w, b, make_terms)
-        stats = dict(terms[0][1].stats) if native is not None else {}
-        for (teacher, _, _), (_, term) in zip(cross, terms[len(terms) - len(cross) :], strict=True):
-            stats.update({f"{k}/{teacher}": v for k, v in term.stats.items()})
-        stats[N.GRAD_NORM] = grad_norm
+        res = optimize(w, b, specs, measure_signal=signal)
+        stats = dict(res.stats[0]) if native is not None else {}
+        for spec, term_stats in zip(
+            specs[len(specs) - len(cross) :], res.stats[len(specs) - len(cross) :], strict=True
+        ):
+            stats.update({f"{k}/{spec.teacher}": v for k, v in term_stats.items()})
+        stats.update(res.signal)
+        stats[N.GRAD_NORM] = res.grad_norm
         if self.vllm is not None:
             self.vllm.mark_stale()
         return stats
 
-    def rl_step(self, examples: list[Example], group_size: int) -> dict[str, float]:
-        return self.train_step(self.rollout(examples, group_size), [])
+    def rl_step(
+        self, examples: list[Example], group_size: int, signal: bool = False
+    ) -> dict[str, float]:
+        return self.train_step(self.rollout(examples, group_size), [], signal)
 
     # ------------------------------------------------------------------ teachers, state
     def snapshot_teacher(self) -> None:
