@@ -1,0 +1,224 @@
+"""The instruments for telling science from set-up: signal balance, PPO mini-batches, the
+phase-II weighting and OPD loss variants, and the paper-faithful baselines, each on a
+constructed case with a known answer."""
+
+import pytest
+import torch
+
+from copd import names as N
+from copd.engine import (
+    TermSpec,
+    World,
+    grpo_term,
+    opd_term,
+    opd_weights,
+    optimize,
+)
+from copd.logger import NullLogger
+from copd.rollout import sample_rollouts
+
+
+def _world(tiny_cfg, *extra):
+    return World.build(tiny_cfg("demo", "grpo.lr=1e-3", *extra), NullLogger())
+
+
+def _batch(world, branch, prompts=4, group=4, seed=0):
+    batch = sample_rollouts(
+        branch.view.module,
+        world.tokenizer,
+        world.prompts(branch.task, prompts, branch.name),
+        group_size=group,
+        temperature=1.0,
+        max_new_tokens=6,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    # two groups with a signal, two flat
+    batch.rewards_B = torch.tensor([1, 0, 0, 1, 1, 1, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0.0])
+    return batch
+
+
+def _student_logp(world, branch, batch):
+    return world.score(branch.view, batch)
+
+
+def test_signal_balance_zero_term_and_gradient_decomposition(tiny_cfg):
+    """An OPD term whose teacher agrees with the student has zero advantage: its gradient
+    norm is 0 and its cosine 0; the GRPO term's norm is the whole update's (pre-clip)."""
+    world = _world(tiny_cfg, "grpo.grad_clip=1e9")
+    b = world.branches[0]
+    native = _batch(world, b)
+    cross = _batch(world, b, seed=1)
+    same = _student_logp(world, b, cross)  # teacher == student: log-ratio 0 everywhere
+    res = optimize(
+        world, b, [TermSpec(1.0, native), TermSpec(1.0, cross, "rev", same)], measure_signal=True
+    )
+    sig = res.signal
+    assert sig[N.signal_key("grad_norm", "rev")] == pytest.approx(0.0, abs=1e-7)
+    assert sig[N.signal_key("cos", "rev")] == 0.0
+    assert sig[N.SIGNAL_GRAD_GRPO] == pytest.approx(res.grad_norm, rel=1e-4)
+    opd = res.stats[1]
+    assert opd[N.SIGNAL_PREFIX + "adv_abs"] == pytest.approx(0.0, abs=1e-6)
+    assert opd[N.SIGNAL_PREFIX + "log_ratio"] == pytest.approx(0.0, abs=1e-6)
+    assert opd[N.SIGNAL_PREFIX + "pos_frac"] == 0.0
+
+
+def test_signal_balance_terms_add_up_and_cosine_is_computed(tiny_cfg):
+    world = _world(tiny_cfg, "grpo.grad_clip=1e9")
+    b = world.branches[0]
+    native = _batch(world, b)
+    cross = _batch(world, b, seed=1)
+    teacher = _student_logp(world, b, cross) + torch.randn(cross.completion_ids_B_T.shape) * 0.5
+    specs = [TermSpec(1.0, native), TermSpec(0.5, cross, "rev", teacher)]
+    # the reference: the gradients of each term alone, at the same weights
+    grads = []
+    for s in specs:
+        b.optimizer.zero_grad(set_to_none=True)
+        t = (
+            grpo_term(world, b, s.batch)
+            if s.teacher is None
+            else opd_term(world, b, s.batch, s.scores)
+        )
+        (s.weight * t.loss).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in b.params]).clone())
+    res = optimize(world, b, specs, measure_signal=True)
+    sig = res.signal
+    assert sig[N.SIGNAL_GRAD_GRPO] == pytest.approx(float(grads[0].norm()), rel=1e-4)
+    assert sig[N.signal_key("grad_norm", "rev")] == pytest.approx(float(grads[1].norm()), rel=1e-4)
+    cos = float(grads[0] @ grads[1] / (grads[0].norm() * grads[1].norm()))
+    assert sig[N.signal_key("cos", "rev")] == pytest.approx(cos, abs=1e-4)
+    assert res.grad_norm == pytest.approx(float((grads[0] + grads[1]).norm()), rel=1e-4)
+    opd = res.stats[1]
+    assert 0.0 < opd[N.SIGNAL_PREFIX + "pos_frac"] < 1.0
+    assert opd[N.SIGNAL_PREFIX + "adv_abs"] > 0
+
+
+def test_clip_fraction_zero_with_one_minibatch_positive_with_several(tiny_cfg):
+    """With one mini-batch the ratio is 1 by construction and nothing clips; after a large
+    first step, the later mini-batches' ratios leave the clip range."""
+    clip = {}
+    for m in (1, 4):
+        world = _world(tiny_cfg, "grpo.lr=0.05", f"grpo.minibatches={m}", "grpo.prompts_per_step=4")
+        b = world.branches[0]
+        res = optimize(world, b, [TermSpec(1.0, _batch(world, b))])
+        clip[m] = res.stats[0][N.CLIP_FRAC]
+        assert res.steps == m
+    assert clip[1] == 0.0
+    assert clip[4] > 0.0
+
+
+def test_minibatches_must_hold_whole_prompt_groups(tiny_cfg):
+    from copd.config import ConfigError
+
+    with pytest.raises(ConfigError, match="grpo.minibatches"):
+        tiny_cfg("demo", "grpo.prompts_per_step=4", "grpo.minibatches=3")
+
+
+def test_teacher_weighting(tiny_cfg):
+    mean = _world(tiny_cfg, "opd.cross_weight=2")
+    per = _world(tiny_cfg, "opd.cross_weight=2", "opd.teacher_weighting=per_teacher")
+    assert opd_weights(mean, 2) == 1.0 and opd_weights(mean, 1) == 2.0
+    assert opd_weights(per, 2) == 2.0
+
+
+def _exact_reverse_kl(world, b, batch, teacher_logits):
+    T = world.cfg.sampling.temperature
+    from copd.rollout import completion_logits
+
+    s = torch.log_softmax(completion_logits(b.view.module, batch).float() / T, -1)
+    t = torch.log_softmax(teacher_logits / T, -1)
+    return (s.exp() * (s - t)).sum(-1)
+
+
+@pytest.mark.parametrize("kind", ["full_kl", "topk"])
+def test_direct_reverse_kl_variants(tiny_cfg, kind):
+    """The full-vocabulary variant's loss is the exact per-token reverse KL; top-k with k
+    = the vocabulary is the same; both vanish when teacher = student."""
+    from copd.rollout import completion_logits
+
+    V = None
+    world = _world(tiny_cfg, f"opd.advantage={kind}", "opd.topk=100000", "grpo.loss_agg=token_mean")
+    b = world.branches[0]
+    batch = _batch(world, b)
+    # a teacher: the base's own distribution shifted on a few tokens
+    with torch.no_grad():
+        logits = completion_logits(b.view.module, batch).float()
+        V = logits.shape[-1]
+        shifted = logits.clone()
+        shifted[..., : V // 3] += 1.5
+    teacher = torch.log_softmax(shifted / world.cfg.sampling.temperature, -1)
+    tok = batch.completion_ids_B_T.long().unsqueeze(-1)
+    scores = {"logp": teacher.gather(-1, tok).squeeze(-1)}
+    if kind == "full_kl":
+        scores["full"] = teacher
+    else:
+        scores["topk_vals"], scores["topk_idx"] = teacher.topk(V, dim=-1)
+    term = opd_term(world, b, batch, scores)
+    m = batch.completion_mask_B_T
+    kl = _exact_reverse_kl(world, b, batch, shifted)
+    expected = float((kl * m).sum() / m.sum())
+    assert term.loss.item() == pytest.approx(world.cfg.opd.beta * expected, rel=1e-4)
+    assert term.stats[N.CLIP_FRAC] == 0.0
+    # teacher = student: zero loss
+    same = torch.log_softmax(logits / world.cfg.sampling.temperature, -1)
+    scores2 = {"logp": same.gather(-1, tok).squeeze(-1)}
+    if kind == "full_kl":
+        scores2["full"] = same
+    else:
+        scores2["topk_vals"], scores2["topk_idx"] = same.topk(V, dim=-1)
+    assert opd_term(world, b, batch, scores2).loss.item() == pytest.approx(0.0, abs=1e-5)
+
+
+def test_score_opd_returns_what_each_variant_needs(tiny_cfg):
+    for kind, keys in [("sampled", None), ("full_kl", {"logp", "full"}),
+                       ("topk", {"logp", "topk_vals", "topk_idx"})]:  # fmt: skip
+        world = _world(tiny_cfg, f"opd.advantage={kind}", "opd.topk=3")
+        b = world.branches[0]
+        batch = _batch(world, b)
+        out = world.score_opd(b.view, batch)
+        B, T = batch.completion_ids_B_T.shape
+        if keys is None:
+            assert isinstance(out, torch.Tensor) and out.shape == (B, T)
+        else:
+            assert set(out) == keys and out["logp"].shape == (B, T)
+            torch.testing.assert_close(out["logp"], world.score(b.view, batch))
+        if kind == "topk":
+            assert out["topk_idx"].shape == (B, T, 3)
+
+
+def test_copd_run_logs_signal_balance_at_the_diagnostics_cadence(tiny_cfg, tmp_path):
+    from copd.algorithms import run
+
+    class Rec(NullLogger):
+        def __init__(self):
+            self.rows = []
+
+        def log_metrics(self, metrics, *, step, cycle=0, phase=""):
+            self.rows.append((step, phase, metrics))
+
+    cfg = tiny_cfg("demo", "schedule.diag_every=1", "opd.advantage=full_kl")
+    rec = Rec()
+    world = World.build(cfg, rec)
+    run(world, tmp_path)
+    train_rows = [
+        m for _, phase, m in rec.rows if phase == "opd" and N.branch("add", N.GRAD_NORM) in m
+    ]  # (the diagnostics log their own rows)
+    opd_rows = train_rows
+    assert opd_rows
+    for m in opd_rows:
+        for b, peer in (("add", "rev"), ("rev", "add")):
+            for kind in ("grad_norm", "cos", "adv_abs", "pos_frac", "log_ratio"):
+                assert N.branch(b, N.signal_key(kind, peer)) in m
+            assert N.branch(b, N.SIGNAL_GRAD_GRPO) in m
+
+
+def test_mixed_steps_control_and_pure_static_opd(tiny_cfg):
+    from copd.algorithms.baselines import budget_for
+
+    mixed = tiny_cfg("mixed")
+    control = tiny_cfg("mixed-steps")
+    T = mixed.schedule.total_steps()
+    assert budget_for(mixed).total == 2 * T
+    assert budget_for(control).total == T  # one CoPD branch's optimizer steps
+    assert tiny_cfg("static_opd").opd.native_rl is False  # the paper's pure one-way OPD
+    assert tiny_cfg("static_opd+rl").opd.native_rl is True
+    assert "pure OPD" in budget_for(tiny_cfg("static_opd")).rule
