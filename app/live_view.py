@@ -162,7 +162,7 @@ def group_overlay(
     run (the mean over its ordered pairs), labelled by method; CoPD's phases shaded."""
     if not run.group:
         return
-    peers = [r for r in cached_runs(url) if r.group == run.group]
+    peers = sorted((r for r in cached_runs(url) if r.group == run.group), key=lambda r: r.id)
     if len(peers) < 2:
         return
     ids = tuple(sorted(r.id for r in peers))

@@ -7,6 +7,7 @@ thread starts once and stops when the resource cache is cleared.
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
@@ -487,3 +488,163 @@ def test_launch_page_grid_sweep_queues_the_product_or_nothing(monkeypatch, tmp_p
     assert RunStore.from_url(url).list_runs(group="g2") == []
     st.cache_data.clear()
     st.cache_resource.clear()
+
+
+# ---------------------------------------------------------------------- first run, links, alerts
+def _qp(at, name):
+    """A query parameter of the app's URL after a run (one value)."""
+    v = at.query_params.get(name)
+    return v[-1] if isinstance(v, list) else v
+
+
+def _fresh_app(monkeypatch, tmp_path, name="first.db"):
+    url = f"sqlite:///{tmp_path / name}"
+    monkeypatch.setenv("COPD_DB_URL", url)
+    monkeypatch.setenv("COPD_HOME", str(tmp_path))
+    monkeypatch.setenv("COPD_SUPERVISE", "0")
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    return url, AppTest.from_file(ENTRY, default_timeout=60)
+
+
+def test_home_launches_the_demo_group_in_one_click_and_opens_it_live(monkeypatch, tmp_path):
+    """One press: the demo CoPD run and the independent experts, same seed, one group,
+    queued all at once; the Live view opens on the CoPD run with its link."""
+    from app.launcher import Launcher
+
+    ticks = []
+    monkeypatch.setattr(Launcher, "tick", lambda self: ticks.append(1) or [])  # start nothing
+    url, at = _fresh_app(monkeypatch, tmp_path)
+    at.run()
+    at.button(key="home:demo").click().run()
+    assert not at.exception
+    runs = sorted(RunStore.from_url(url).list_runs(), key=lambda r: r.id)
+    assert [r.method for r in runs] == ["copd", "expert"] and ticks
+    assert runs[0].group == runs[1].group == "demo-1" and runs[0].seed == runs[1].seed == 0
+    assert at.title[0].value == "📈 Live run view"
+    assert at.selectbox(key="live:run").value == runs[0].id
+    assert _qp(at, "run") == str(runs[0].id)
+    assert any("Group demo-1: CoPD vs independent experts" in h.value for h in at.subheader)
+    at.switch_page("../pages/home.py").run()
+    at.button(key="home:demo").click().run()  # a second demo is a new group
+    assert {r.group for r in RunStore.from_url(url).list_runs()} == {"demo-1", "demo-2"}
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+def test_live_group_overlay_draws_both_methods(monkeypatch, tmp_path):
+    from tests.seed import training_points
+
+    url, at = _fresh_app(monkeypatch, tmp_path, "overlay.db")
+    store = RunStore.from_url(url)
+    ids = {}
+    for method in ("copd", "expert"):
+        cfg = RunConfig(name=method, method=method, group="demo-1").to_dict()
+        run = store.create_run(method, method, cfg, group="demo-1")
+        store.log_metrics(run.id, training_points(30))
+        ids[method] = run.id
+    at.query_params["run"] = str(ids["expert"])
+    at.run()
+    at.switch_page("../pages/live.py").run()
+    assert not at.exception
+    assert at.selectbox(key="live:run").value == ids["expert"]  # the link picks the run
+    specs = {c.proto.spec for c in at.get("plotly_chart")}
+    overlay = [s for s in specs if "CoPD vs independent experts" in s]
+    assert len(overlay) == 2  # overlap and symmetric KL
+    assert all('"name":"CoPD"' in s and '"name":"independent experts"' in s for s in overlay)
+    kl = next(s for s in overlay if "Symmetric KL" in s)
+    assert '"type":"log"' in kl
+    at.selectbox(key="live:run").set_value(ids["copd"]).run()
+    assert _qp(at, "run") == str(ids["copd"])  # the picker writes the link
+    st.cache_data.clear()
+
+
+def test_live_link_to_a_missing_run_says_so(app):
+    at, ids = app
+    at.query_params["run"] = "99999"
+    at.run()
+    at.switch_page("../pages/live.py").run()
+    assert not at.exception
+    assert any("#99999" in w.value for w in at.warning)
+
+
+def test_compare_links_select_a_group_or_runs_and_follow_the_pickers(app, seeded):
+    at, ids = app
+    at.query_params["runs"] = f"{ids.finished},{ids.crashed}"
+    at.run()
+    at.switch_page("../pages/compare.py").run()
+    assert not at.exception
+    assert at.radio(key="compare:source").value == "Pick runs"
+    assert at.multiselect(key="compare:runs").value == [ids.finished, ids.crashed]
+    at.radio(key="compare:source").set_value("Ablation group").run()
+    assert _qp(at, "group") == GROUP and "runs" not in at.query_params
+    at.radio(key="compare:source").set_value("Pick runs").run()
+    assert "group" not in at.query_params and _qp(at, "runs")
+    # a shared link to another group opens on it (not on the first group, the default)
+    store = RunStore.from_url(seeded[0])
+    other = store.create_run("zz", "copd", RunConfig().to_dict(), group="zz-linked")
+    store.set_status(other.id, "cancelled")
+    st.cache_data.clear()
+    fresh = AppTest.from_file(ENTRY, default_timeout=60)
+    fresh.query_params["group"] = "zz-linked"
+    fresh.run()
+    fresh.switch_page("../pages/compare.py").run()
+    assert not fresh.exception
+    assert fresh.selectbox(key="compare:group").value == "zz-linked"
+    assert _qp(fresh, "group") == "zz-linked"
+
+
+def test_compare_seed_lines_toggle_and_report(app):
+    at, ids = app
+    at.run()
+    at.switch_page("../pages/compare.py").run()
+    spec = next(c.proto.spec for c in at.get("plotly_chart"))
+    assert "(seed)" not in spec
+    at.toggle(key="compare:seedlines").set_value(True).run()
+    assert not at.exception
+    spec = next(c.proto.spec for c in at.get("plotly_chart"))
+    assert spec.count("(seed)") == 6  # 3 seeds x 2 methods, under the bands
+    assert "Report" in [h.value for h in at.subheader]
+    assert at.get("download_button")  # the report's button (built when clicked)
+
+
+def test_report_is_one_offline_html_file(seeded):
+    from app import report
+
+    url, ids = seeded
+    store = RunStore.from_url(url)
+    runs = store.list_runs(group=GROUP)
+    arms = queries.seed_arms(runs)
+    df = series.with_x(store.metric_series([r.id for r in runs], ["pair/add~rev/overlap_top10"]))
+    fig = charts.compare_figure(df, {r.id: r.name for r in runs}, title="overlap", arms=arms)
+    table = queries.results_table(store.evaluations([r.id for r in runs]), runs, arms)
+    diff = queries.config_diff_frame(runs)
+    store.update_run(runs[0].id, code_revision="abc1234")
+    runs = store.list_runs(group=GROUP)
+    html = report.compare_report(runs, [fig, fig], table, diff, title="Group seeds-demo")
+    assert html.startswith("<!DOCTYPE html>") and html.count("Plotly.newPlot") == 2
+    assert not re.search(r"<script[^>]*\ssrc=", html)  # every script inline: nothing fetched
+    assert not re.search(r"<link[^>]*\shref=", html)
+    assert len(html) > 1_000_000  # plotly.js inlined
+    assert html.count("plotly.js v") <= 2  # ... once (its banner), not per figure
+    assert "copd · merged" in html and "±" in html and 'class="best"' in html
+    assert "abc1234" in html and "(not recorded)" in html
+    assert "<th>seed</th>" in html or ">seed<" in html  # the config differences
+
+
+def test_alerts_on_home_and_in_the_run_view(app, seeded):
+    from app.alerts import AlertWatcher
+
+    at, ids = app
+    url, _ = seeded
+    AlertWatcher(RunStore.from_url(url), recheck_s=0.0).tick()
+    at.run()
+    assert not at.exception
+    table = next(d.value for d in at.dataframe)
+    row = table[table["run"] == ids.nan].iloc[0]
+    assert row["alerts"] == 2 and row["view"] == f"live?run={ids.nan}"  # NaN + failed
+    assert ids.finished not in set(table["run"])
+    at.query_params["run"] = str(ids.nan)
+    at.switch_page("../pages/live.py").run()
+    warn = "\n".join(w.value for w in at.warning)
+    assert "2 alert(s)" in warn and "nonfinite: branch/add/reward/mean is NaN at step 20" in warn
