@@ -28,6 +28,7 @@ from app.queries import (
 )
 from app.report import compare_report
 from app.series import with_x
+from app.sweep_view import draw_grid_view
 from app.widgets import (
     cached_evals,
     cached_keys,
@@ -62,6 +63,7 @@ def draw_compare(url: str, runs: list[Any]) -> None:
     ctl = controls(has_seeds=len(set(arms.values())) < len(arms))
     figures = metric_overlays(url, ids, labels, arms if ctl.aggregate else None, ctl)
     table = results_section(url, ids, chosen, arms if ctl.aggregate else None)
+    draw_grid_view(url, chosen, ctl.fmt)  # a group whose runs differ in config fields
     diff = config_diff_section(chosen, labels)
     report_button(chosen, figures, table, diff)
 

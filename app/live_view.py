@@ -30,6 +30,7 @@ from app.series import (
     schedule_of,
     with_x,
 )
+from app.signal_view import draw_instruments
 from app.widgets import (
     cached_alerts,
     cached_evals,
@@ -104,6 +105,7 @@ def draw_run(run: Any, url: str, *, smoothing: float, x: str, max_points: int, f
         return
     rid = run.id
     line_charts(df, groups, rid, x=x, smoothing=smoothing, fmt=fmt, schedule=sched)
+    draw_instruments(run, url, x=x, max_points=max_points, fmt=fmt)  # k, signal balance
     evals = cached_evals(url, (rid,))
     if len(evals):
         plot(charts.eval_figure(evals, revision=f"eval:{rid}"), f"live:{rid}:eval", fmt)
