@@ -61,7 +61,9 @@ __all__ = [
 ]
 
 REPO = Path(__file__).resolve().parent.parent
-HEARTBEAT_S = 5.0  # same default as storage.tracking.track_run(heartbeat_s=...)
+# The trainers' heartbeat interval (storage.tracking.track_run(heartbeat_s=...)); a
+# launcher started with COPD_HEARTBEAT_S set expects, and passes on, that interval.
+HEARTBEAT_S = float(os.environ.get("COPD_HEARTBEAT_S", "5") or 5)
 CONFIG_NAME = "config.json"
 LOG_NAME = "train.log"
 RESUME_MARKER = ".resume"  # present: start the trainer with --resume <run_dir>
@@ -205,9 +207,9 @@ class Launcher:
         if res.returncode == 0:
             return ""
         lines = [ln for ln in (res.stderr or res.stdout).strip().splitlines() if ln.strip()]
-        errors = [ln.split("error: ", 1)[1] for ln in lines if ln.startswith("error: ")]
-        if errors:
-            return errors[-1]
+        starts = [i for i, ln in enumerate(lines) if ln.startswith("error: ")]
+        if starts:  # the message, with its continuation lines (e.g. a dataset's bad rows)
+            return "\n".join(lines[starts[-1] :])[len("error: ") :]
         return "copd check failed:\n" + "\n".join(lines[-15:])
 
     def tick(self) -> TickReport:

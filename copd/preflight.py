@@ -4,6 +4,7 @@
     check_config(cfg)                                  # the same, in this process
     check_model_fits(world)                            # the loaded tokenizer vs the embeddings
     check_finite(world)                                # after each step: weights still finite
+    raise diverged(world, "...")                       # the same error from anywhere (sampler)
 
 `copd check` (and `check_config`) validates the config, builds every branch's task (a
 dataset file is read and each row validated), and loads the model's config and tokenizer,
@@ -149,13 +150,17 @@ def check_finite(world) -> None:
         norms = torch._foreach_norm(params)
         if bool(torch.isfinite(torch.stack([n.float().to(norms[0].device) for n in norms])).all()):
             continue
-        g = world.cfg.grpo
-        raise NonFiniteWeights(
-            f"step {world.step}: branch {b.name!r} has inf/NaN weights after its update: the "
-            f"updates diverged. Lower grpo.lr (now {g.lr:g}) or grpo.grad_clip (now "
-            f"{g.grad_clip:g}) and start again; this step's metrics (inf/NaN included) are "
-            "in the run's log"
-        )
+        raise diverged(world, f"branch {b.name!r} has inf/NaN weights after its update")
+
+
+def diverged(world, detail: str) -> NonFiniteWeights:
+    """The error for a run whose updates diverged at `world.step`, with the fix."""
+    g = world.cfg.grpo
+    return NonFiniteWeights(
+        f"step {world.step}: {detail}: the updates diverged. Lower grpo.lr (now {g.lr:g}) "
+        f"or grpo.grad_clip (now {g.grad_clip:g}) and start again; the metrics logged up to "
+        "here (inf/NaN included) are kept"
+    )
 
 
 def cmd_check(args: argparse.Namespace) -> int:

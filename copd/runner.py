@@ -303,7 +303,7 @@ def train_run(
     from copd import checkpoint
     from copd.algorithms import run
     from copd.engine import TrainingCancelled, World
-    from copd.preflight import check_model_fits
+    from copd.preflight import NonFiniteWeights, check_model_fits, diverged
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -329,6 +329,11 @@ def train_run(
                 )
             check_model_fits(world)
             return run(world, out)
+        except NonFiniteWeights as e:
+            if str(e).startswith("step "):
+                raise
+            # Raised deep in sampling (diagnostics or the next rollout): name the step.
+            raise diverged(world, str(e)) from e
         except TrainingCancelled as e:
             logger.log_event(str(e), level="warning", step=world.step)
             if tr is not None:

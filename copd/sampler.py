@@ -29,6 +29,7 @@ from copd.batch import RolloutBatch
 from copd.chat import render_prompts
 from copd.hf_cache import cache_kw, dense_mask_dtype, out_cache, step_mask
 from copd.losses import completion_mask
+from copd.preflight import NonFiniteWeights
 from copd.tasks import Example
 
 # Run a group's shared prompt once and repeat its KV cache (sampling, and the log-prob
@@ -237,8 +238,12 @@ def decode(
         nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
         tokens.append(nxt)
         done = done | (nxt == eos_id)
-        # On CPU this check costs nothing (no device sync) and ends the loop early.
-        if t == max_new_tokens - 1 or bool(done.all()):
+        # On CPU this check costs nothing (no device sync) and ends the loop early. NaN/inf
+        # probabilities (diverged weights) draw index V, which would fail in the embedding.
+        all_done, diverged = torch.stack([done.all(), (nxt >= logits.shape[-1]).any()]).tolist()
+        if diverged:
+            raise NonFiniteWeights("the policy's next-token probabilities are NaN/inf")
+        if t == max_new_tokens - 1 or all_done:
             break
         if prune:
             live = ~done if rows is None else ~done[rows]
