@@ -247,17 +247,23 @@ def k_caption(ks: list[int], vocab: int | None) -> str:
         )
     shares = ", ".join(f"top-{k}: {k}/{vocab} = {k / vocab:.1%}" for k in ks)
     good = [k for k in ks if k / vocab <= MEANINGFUL_SHARE]
-    if len(good) == len(ks):
-        verdict = "every k is a small share of the vocabulary, so each overlap discriminates."
+    bad = [k for k in ks if k not in good]
+    limit = f"{MEANINGFUL_SHARE:.0%}"
+    if not bad:
+        verdict = f"every k is at most {limit} of the vocabulary, so each overlap discriminates."
     elif good:
+        names = " and ".join(f"top-{k}" for k in good)
         verdict = (
-            f"only top-{', top-'.join(map(str, good))} stay(s) under {MEANINGFUL_SHARE:.0%} of "
-            "the vocabulary; larger k cover so much of it that their overlap is high by "
-            "construction. Read those, and the overlap mass."
+            f"{names} (≤ {limit} of the vocabulary) "
+            + ("discriminates; " if len(good) == 1 else "discriminate; ")
+            + ", ".join(f"top-{k}" for k in bad)
+            + (" covers" if len(bad) == 1 else " cover")
+            + " so much of it that their overlap is high by construction. Read "
+            f"{names} and the overlap mass."
         )
     else:
         verdict = (
-            f"every k covers more than {MEANINGFUL_SHARE:.0%} of the vocabulary, so top-k "
-            "overlap is high by construction; read the overlap mass (and symmetric KL)."
+            f"every k covers more than {limit} of the vocabulary, so top-k overlap is high "
+            "by construction; read the overlap mass and the symmetric KL."
         )
     return f"Vocabulary {vocab} tokens. {shares}. At this vocabulary {verdict}"

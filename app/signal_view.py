@@ -49,8 +49,8 @@ def overlap_at_k(
     plot(fig, f"live:{run.id}:overlapk", fmt)
     ks = [int(p.split("-")[1]) for p in panels if p.startswith("top-")]
     st.caption(
-        k_caption(ks, vocab) + " Overlap mass: the teacher's probability on the student's "
-        "top-k tokens, which does not saturate the same way."
+        k_caption(ks, vocab) + " Overlap mass: the student's probability on the tokens in "
+        "both top-k sets, so shared tokens the student barely considers count for little."
     )
 
 

@@ -216,7 +216,7 @@ def param_figure(band: pd.DataFrame, param: str, bench: str, split: str) -> go.F
             go.Scatter(
                 x=xs + xs[::-1],
                 y=np.concatenate([mean + std, (mean - std)[::-1]]),
-                fill="toself", fillcolor=_hex_rgba(c, 0.18), line=dict(width=0),
+                mode="lines", fill="toself", fillcolor=_hex_rgba(c, 0.18), line=dict(width=0),
                 name=f"{name} (±std)", legendgroup=name, hoverinfo="skip", showlegend=False,
             )
         )  # fmt: skip

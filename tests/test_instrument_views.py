@@ -172,8 +172,8 @@ def test_overlap_at_k_and_the_vocabulary_caption(tmp_path):
     (model / "config.json").write_text(json.dumps({"text_config": {"vocab_size": 50}}))
     assert signal_data.vocab_size_of({"model": {"path": str(model)}}) == 50
     small = signal_data.k_caption([1, 5, 10], 30)
-    assert "10/30 = 33.3%" in small and "only top-1" in small
-    assert "every k is a small share" in signal_data.k_caption([1, 5, 10], 151_936)
+    assert "10/30 = 33.3%" in small and "top-1 (≤ 5% of the vocabulary) discriminates" in small
+    assert "each overlap discriminates" in signal_data.k_caption([1, 5, 10], 151_936)
     assert "unknown" in signal_data.k_caption([1, 5, 10], None)
     df = pd.DataFrame(
         [{"run_id": 1, "key": k, "step": s, "value": 0.5} for k in keys for s in (0, 2)]
