@@ -1,11 +1,18 @@
 """End-to-end: a real `streamlit run` server driven by headless Chromium (Playwright).
 
-Launches the demo preset from the Launch form with a tiny budget, sees it running on the
-Runs page, waits for the live view's overlap chart to draw points, opens Compare, and
-saves a screenshot of every page to `test-artifacts/screenshots/` (gitignored); the live
-view's also goes to `docs/screenshots/live.png` for the README.
+- the first run: Home -> "Launch the demo" queues the demo CoPD run and the independent
+  experts; the Live view opens on them and overlays both methods' curves (the trainer is
+  tests/fake_copd_trainer.py, which logs the real metric names on the run's schedule in
+  seconds; the charts are the point here);
+- links: `live?run=ID` and `compare?runs=A,B` open on what they name (seeded store);
+- alerts: a run that logs a NaN reward gets an alert on Home and in its Live view;
+- (slow) the Launch form with the real trainer and a tiny budget, through Runs, Live and
+  Compare.
 
-    .venv/bin/pytest -m browser tests/test_browser.py      # ~2-3 min on 2 CPU cores
+Screenshots of every page go to `test-artifacts/screenshots/` (gitignored); with
+COPD_UPDATE_README_SHOT=1 the first-run pages also go to `docs/screenshots/`.
+
+    .venv/bin/pytest -m browser tests/test_browser.py      # ~1 min on 2 CPU cores (+ slow)
 
 Needs the system Chromium (`apt-get install -y chromium`) and the playwright package; the
 test skips with the reason when either is missing (Playwright's own browser download
@@ -59,8 +66,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+FAKE_TRAINER = f"{sys.executable} {ROOT / 'tests' / 'fake_copd_trainer.py'}"
+DOC_SHOTS = ROOT / "docs" / "screenshots"
+
+
 @pytest.fixture
 def server(tmp_path):
+    yield from _server(tmp_path)
+
+
+@pytest.fixture
+def fake_server(tmp_path):
+    """The dashboard with the fake CoPD trainer behind its launcher."""
+    yield from _server(tmp_path, COPD_TRAINER=FAKE_TRAINER, FAKE_STEP_S="0.05")
+
+
+@pytest.fixture
+def seeded_server(tmp_path):
+    """The dashboard on a store seeded by tests/seed.py (no supervisor: nothing changes)."""
+    from tests.seed import seed_store
+
+    db = f"sqlite:///{tmp_path / 'copd.db'}"
+    ids = seed_store(db)
+    for base, _ in _server(tmp_path, COPD_SUPERVISE="0"):
+        yield base, ids
+
+
+def _server(tmp_path, **extra_env):
     if not Path(CHROMIUM).exists():
         pytest.skip(f"{CHROMIUM} missing: install it with `apt-get install -y chromium`")
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed (dev extra)")
@@ -74,6 +106,7 @@ def server(tmp_path):
         HF_HUB_OFFLINE="1",
         HF_DATASETS_OFFLINE="1",
     )
+    env.update(extra_env)
     log = open(tmp_path / "streamlit.log", "w")  # noqa: SIM115  (closed after the server stops)
     proc = subprocess.Popen(
         [
@@ -162,6 +195,7 @@ def _overlap_points(page) -> int:
     )
 
 
+@pytest.mark.slow
 def test_launch_watch_compare(server):
     from playwright.sync_api import expect, sync_playwright
 
@@ -229,3 +263,143 @@ def test_launch_watch_compare(server):
         page.screenshot(path=str(SHOTS / "compare.png"))
         browser.close()
     assert store.list_runs()[0].status in ("running", "finished")
+
+
+def _traces(page, title_part: str) -> dict[str, int]:
+    """Trace name -> finite y values drawn, over the Plotly charts whose title holds
+    `title_part` (read from the figures' decoded data)."""
+    return page.evaluate(
+        """(part) => {
+        const out = {};
+        for (const gd of document.querySelectorAll('.js-plotly-plot')) {
+          const title = (gd.layout && gd.layout.title && gd.layout.title.text) || '';
+          if (!title.includes(part)) continue;
+          for (const t of gd._fullData || gd.data || []) {
+            if (!t.y || typeof t.y[Symbol.iterator] !== 'function') continue;
+            let n = 0;
+            for (const y of t.y) if (Number.isFinite(y)) n++;
+            out[t.name] = (out[t.name] || 0) + n;
+          }
+        }
+        return out;
+      }""",
+        title_part,
+    )
+
+
+def _shoot(page, name: str, docs: bool = False) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    if docs and os.environ.get("COPD_UPDATE_README_SHOT") == "1":  # tests never touch tracked files
+        DOC_SHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copy(SHOTS / f"{name}.png", DOC_SHOTS / f"{name}.png")
+
+
+def _browser(p):
+    browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    return browser, browser.new_page(viewport={"width": 1400, "height": 1800})
+
+
+def test_first_run_home_demo_overlays_copd_and_experts_live(fake_server):
+    """Exactly the README's path: Home -> Launch the demo -> the Live view shows both runs
+    of the group, and the overlay draws CoPD's and the independent experts' curves."""
+    import re
+
+    from playwright.sync_api import expect, sync_playwright
+
+    from storage import RunStore
+
+    base, db = fake_server
+    with sync_playwright() as p:
+        browser, page = _browser(p)
+        page.goto(base)
+        _settle(page)
+        _shoot(page, "home-empty")
+        page.get_by_role("button", name="Launch the demo").click()
+        page.wait_for_url(re.compile(r"/live\?run=\d+"), timeout=60_000)
+        runs = sorted(RunStore.from_url(db).list_runs(), key=lambda r: r.id)
+        assert [r.method for r in runs] == ["copd", "expert"]
+        assert runs[0].group == runs[1].group and runs[0].seed == runs[1].seed
+        expect(page.get_by_text("CoPD vs independent experts").first).to_be_visible(timeout=60_000)
+        deadline = time.monotonic() + 180
+        drawn: dict[str, int] = {}
+        while time.monotonic() < deadline:
+            drawn = _traces(page, "Top-10 overlap between branches: CoPD vs independent experts")
+            if drawn.get("CoPD", 0) >= 20 and drawn.get("independent experts", 0) >= 20:
+                break
+            page.wait_for_timeout(1000)
+        assert drawn.get("CoPD", 0) >= 20 and drawn.get("independent experts", 0) >= 20, drawn
+        kl = _traces(page, "Symmetric KL between branches: CoPD vs independent experts")
+        assert kl.get("CoPD", 0) > 0 and kl.get("independent experts", 0) > 0, kl
+        store = RunStore.from_url(db)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and any(
+            r.status != "finished" for r in store.list_runs()
+        ):
+            page.wait_for_timeout(1000)
+        page.reload()
+        _settle(page)
+        page.wait_for_timeout(2500)  # plotly draws after the script finishes
+        _shoot(page, "live", docs=True)
+        for name in ("home", "runs", "compare", "launch", "studies"):
+            page.goto(f"{base}/{name if name != 'home' else ''}")
+            _settle(page)
+            page.wait_for_timeout(2000)
+            _shoot(page, name, docs=True)
+        browser.close()
+
+
+def test_links_open_the_run_and_the_runs_they_name(seeded_server):
+    import re
+
+    from playwright.sync_api import expect, sync_playwright
+
+    base, ids = seeded_server
+    with sync_playwright() as p:
+        browser, page = _browser(p)
+        page.goto(f"{base}/live?run={ids.nan}")
+        _settle(page)
+        expect(page.get_by_role("combobox", name="Run")).to_have_value(
+            re.compile(f"^#{ids.nan} copd-nan"), timeout=30_000
+        )
+        assert f"run={ids.nan}" in page.url
+        a, b = ids.finished, ids.crashed
+        page.goto(f"{base}/compare?runs={a},{b}")
+        _settle(page)
+        picker = page.get_by_test_id("stMultiSelect")
+        expect(picker.get_by_text(f"#{a} copd-demo").first).to_be_visible(timeout=30_000)
+        expect(picker.get_by_text(f"#{b} copd-oom").first).to_be_visible()
+        assert f"runs={a}%2C{b}" in page.url or f"runs={a},{b}" in page.url
+        browser.close()
+
+
+def test_a_run_that_logs_nan_raises_an_alert_on_home_and_live(fake_server, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    from app.launcher import Launcher
+    from copd import presets
+    from copd.config import apply_overrides
+    from storage import RunStore
+
+    base, db = fake_server
+    cfg = apply_overrides(presets.get("demo"), ["name=probe-nan", "schedule.cycles=2"])
+    run = Launcher(RunStore.from_url(db), tmp_path / "runs").submit(cfg)
+    with sync_playwright() as p:
+        browser, page = _browser(p)
+        page.goto(base)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            _settle(page)
+            if page.get_by_text("Alerts (1)").count():
+                break
+            page.wait_for_timeout(2000)
+            page.reload()
+        expect(page.get_by_text("Alerts (1)").first).to_be_visible()
+        expect(page.get_by_test_id("stDataFrame").first).to_be_visible()
+        page.goto(f"{base}/live?run={run.id}")
+        _settle(page)
+        expect(
+            page.get_by_text("nonfinite: branch/add/reward/mean is NaN at step 5").first
+        ).to_be_visible(timeout=30_000)
+        _shoot(page, "live-alert")
+        browser.close()
