@@ -8,6 +8,7 @@ register: `launch|runs|cancel|resume|supervise|sweep` from the dashboard's launc
     copd eval runs/demo/merged --tasks add,rev
     copd merge runs/a/merged runs/b/merged --out merged
     copd presets
+    copd base                                     # the shipped demo base model and its scores
     copd dashboard --port 8501
 
 This module only parses arguments: training goes through `copd.runner` (the composition
@@ -116,6 +117,28 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_base(args: argparse.Namespace) -> int:
+    """The demo's base model: the shipped one (path, settings, greedy scores), or rebuilt."""
+    from copd import tiny
+
+    if args.ship:
+        tiny.ship_demo_base(args.ship, log=lambda m: print(m, file=sys.stderr))
+        return 0
+    if args.rebuild:
+        path = tiny.demo_base_model(rebuild=True, log=lambda m: print(m, file=sys.stderr))
+        model, tok = tiny.load(path)
+        print(json.dumps({"path": str(path), "scores": tiny.greedy_scores(model, tok)}, indent=2))
+        print(f"use it with: --set model.path={path}", file=sys.stderr)
+        return 0
+    shipped = tiny.shipped_demo_base()
+    if shipped is None:
+        print("no shipped demo base in this installation; `copd base --rebuild` builds one")
+        return 1
+    scores = json.loads((shipped / "scores.json").read_text())
+    print(json.dumps({"path": str(shipped), **scores}, indent=2))
+    return 0
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     """Start the Streamlit app on 127.0.0.1 (never on a public interface by default), and a
     `copd supervise` process beside it, so queued runs start and crashes are detected from
@@ -200,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     ps = sub.add_parser("presets", help="list the presets")
     ps.set_defaults(func=cmd_presets)
+
+    b = sub.add_parser("base", help="the demo's base model: shipped copy, or rebuild it here")
+    b.add_argument("--rebuild", action="store_true", help="build it on this machine (cached)")
+    b.add_argument("--ship", metavar="DIR", help="build afresh and write a shipped copy to DIR")
+    b.set_defaults(func=cmd_base)
 
     d = sub.add_parser("dashboard", help="start the Streamlit dashboard on 127.0.0.1")
     d.add_argument("--port", type=int, default=8501)

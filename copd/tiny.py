@@ -277,6 +277,44 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def build_settings(
+    tasks: Sequence[str],
+    task_options: Mapping[str, Mapping[str, Any]] | None,
+    hidden: int,
+    layers: int,
+    heads: int,
+    warmup_steps: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    eval_n: int,
+    arch: str,
+) -> tuple[dict[str, Any], list[Task]]:
+    """Every setting that determines a built model (the cache key, and the record a
+    shipped model is matched against), and the task objects it warms up on."""
+    options = {t: dict((task_options or {}).get(t, {})) for t in tasks}
+    task_objs = [get_task(t, **options[t]) for t in tasks]
+    # Key on the effective difficulty, so changing a task's default rebuilds the model.
+    for t, obj in zip(tasks, task_objs, strict=True):
+        if hasattr(obj, "difficulty"):
+            options[t]["difficulty"] = obj.difficulty
+    settings = dict(
+        build_version=BUILD_VERSION,
+        tasks=list(tasks),
+        task_options=options,
+        hidden=hidden,
+        layers=layers,
+        heads=heads,
+        warmup_steps=warmup_steps,
+        lr=lr,
+        batch_size=batch_size,
+        seed=seed,
+        eval_n=eval_n,
+        arch=arch,
+    )
+    return settings, task_objs
+
+
 def cached_base_model(
     prefix: str,
     tasks: Sequence[str],
@@ -298,26 +336,10 @@ def cached_base_model(
     The folder is `<cache_dir or $COPD_HOME/models>/<prefix>-<hash of all arguments>`. It is
     built in a temporary sibling folder and renamed into place, under a file lock, so a
     reader never sees a half-written model and concurrent callers build it only once."""
-    options = {t: dict((task_options or {}).get(t, {})) for t in tasks}
-    task_objs = [get_task(t, **options[t]) for t in tasks]
-    # Key on the effective difficulty, so changing a task's default rebuilds the model.
-    for t, obj in zip(tasks, task_objs, strict=True):
-        if hasattr(obj, "difficulty"):
-            options[t]["difficulty"] = obj.difficulty
-    settings = dict(
-        build_version=BUILD_VERSION,
-        tasks=list(tasks),
-        task_options=options,
-        hidden=hidden,
-        layers=layers,
-        heads=heads,
-        warmup_steps=warmup_steps,
-        lr=lr,
-        batch_size=batch_size,
-        seed=seed,
-        eval_n=eval_n,
-        arch=arch,
-    )
+    settings, task_objs = build_settings(
+        tasks, task_options, hidden, layers, heads, warmup_steps, lr, batch_size, seed,
+        eval_n, arch,
+    )  # fmt: skip
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     root = Path(cache_dir) if cache_dir is not None else copd_home() / "models"
     final = root / f"{prefix}-{key}"
@@ -367,15 +389,97 @@ def demo_base_model(
     task_options: Mapping[str, Mapping[str, Any]] | None = None,
     batch_size: int = 64,
     arch: str = "qwen2",
+    rebuild: bool = False,
 ) -> Path:
-    """The demo's warmed-up base model folder (built on first use, then cached).
+    """The demo's warmed-up base model folder.
 
-    `warmup.json` inside records the settings, the final loss and the base reward per task
-    (one T=1 sample on each of 128 held-out prompts)."""
+    With the default settings this is the model shipped with the package
+    (`copd/assets/demo-base/`), identical on every machine: a warm-up of 500 steps is not
+    reproducible across CPUs and thread counts (float reductions differ and the steps
+    amplify it), so tables made elsewhere would start from another model. Other settings,
+    or `rebuild=True` (`copd base --rebuild`, `COPD_DEMO_REBUILD=1`), build the model
+    locally once and cache it. `warmup.json` inside records the settings, the final loss
+    and the base reward per task (one T=1 sample on each of 128 held-out prompts)."""
+    rebuild = rebuild or os.environ.get("COPD_DEMO_REBUILD", "") not in ("", "0")
+    if not rebuild and (shipped := shipped_demo_base()) is not None:
+        settings, _ = build_settings(
+            tasks, task_options, hidden, layers, 4, warmup_steps, lr, batch_size, seed, 128, arch
+        )
+        recorded = json.loads((shipped / "warmup.json").read_text())
+        if {k: recorded.get(k) for k in settings} == json.loads(json.dumps(settings)):
+            return shipped
     return cached_base_model(
         "demo", tasks, task_options, hidden, layers, 4, warmup_steps, lr, batch_size, seed,
         128, arch, cache_dir, log,
     )  # fmt: skip
+
+
+SHIPPED_DEMO_BASE = Path(__file__).resolve().parent / "assets" / "demo-base"
+
+
+def shipped_demo_base() -> Path | None:
+    """The shipped demo base model folder, or None when the package lacks it."""
+    ok = (SHIPPED_DEMO_BASE / "warmup.json").exists() and (
+        SHIPPED_DEMO_BASE / "model.safetensors"
+    ).exists()
+    return SHIPPED_DEMO_BASE if ok else None
+
+
+def greedy_scores(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    tasks: Sequence[str] = DEMO_TASKS,
+    n: int = 128,
+    max_new_tokens: int = 8,
+) -> dict[str, dict[str, float]]:
+    """Greedy accuracy per task on the first `n` prompts of the test and validation splits
+    (as the engine's evaluation decodes: `copd.rollout.sample_rollouts`, greedy)."""
+    from copd.rollout import sample_rollouts
+
+    out: dict[str, dict[str, float]] = {"test": {}, "validation": {}}
+    for name in tasks:
+        task = get_task(name)
+        for split in out:
+            examples = task.split_examples(split, n)
+            with torch.inference_mode():
+                batch = sample_rollouts(
+                    model, tokenizer, examples, group_size=1, temperature=1.0,
+                    max_new_tokens=max_new_tokens, greedy=True,
+                )  # fmt: skip
+            rewards = [task.reward(e, t) for e, t in zip(batch.examples, batch.texts, strict=True)]
+            out[split][name] = round(sum(rewards) / len(rewards), 6)
+    return out
+
+
+def ship_demo_base(out_dir: str | Path = SHIPPED_DEMO_BASE, log: Log | None = print) -> Path:
+    """Build the demo base with the default settings on this machine and write it, with
+    its greedy test/validation scores (`scores.json`), to `out_dir` (by default the
+    package's shipped copy, `copd base --ship`). The build always runs afresh."""
+    import platform
+
+    with tempfile.TemporaryDirectory() as tmp:
+        built = demo_base_model(cache_dir=tmp, log=log, rebuild=True)
+        out = Path(out_dir)
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.copytree(built, out)
+    model, tok = load(out)
+    scores = greedy_scores(model, tok)
+    meta = {
+        "scores": scores,
+        "n": 128,
+        "decoding": "greedy, max_new_tokens 8 (the demo's sampling.max_new_tokens)",
+        "built_with": {
+            "torch": torch.__version__,
+            "machine": platform.machine(),
+            "processor": platform.processor() or "",
+            "threads": torch.get_num_threads(),
+        },
+    }
+    (out / "scores.json").write_text(json.dumps(meta, indent=2) + "\n")
+    if log:
+        log(f"shipped demo base -> {out}: {scores}")
+    return out
 
 
 def tiny_test_model(cache_dir: str | Path, seed: int = 0) -> Path:
