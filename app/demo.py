@@ -16,6 +16,14 @@ from typing import Any
 from app.sweep import launch_sweep
 from copd.sweep import sweep_configs
 
+# What the button does, in the words of Home and of the README (a test keeps them equal).
+DEMO_DESCRIPTION = (
+    "**Launch the demo** starts the demo CoPD run (two branches, `add` and `rev`, on the "
+    "built-in tiny model) and, with the same seed and in the same group, the "
+    "independent-experts baseline, and opens the **Live run view**, which overlays them: "
+    "overlap and symmetric KL between the branches, CoPD against independent experts (the "
+    "paper's Fig. 4a/b), drawing live."
+)
 DEMO_PRESETS = ("demo", "expert")
 DEMO_GROUP = "demo"
 # How the overlay names each method of the group.

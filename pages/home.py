@@ -4,6 +4,7 @@ demo in one click (CoPD and the independent experts, one group, opened on the Li
 import pandas as pd
 import streamlit as st
 
+from app.demo import DEMO_DESCRIPTION
 from app.queries import STATUS_MARKERS, status_counts, status_label
 from app.widgets import (
     cached_alert_counts,
@@ -44,13 +45,7 @@ with right:
     st.caption(f"Run store: `{db_url()}`")
 
 if not runs:
-    st.info(
-        "No runs yet: press **Launch the demo**. It starts a CoPD run (two branches, `add` "
-        "and `rev`, on the built-in tiny model; a few minutes on a CPU) and, with the same "
-        "seed, the independent-experts baseline, and opens the **Live run view**, which "
-        "overlays the two: overlap and symmetric KL between the branches, CoPD against "
-        "independent experts (the paper's Fig. 4a/b), drawing as they train."
-    )
+    st.info(f"No runs yet. {DEMO_DESCRIPTION} A few minutes on a CPU.")
 else:
     alerts = cached_alert_counts(db_url())
     st.subheader(f"⚠️ Alerts ({sum(alerts.values())})")

@@ -75,10 +75,20 @@ def server(tmp_path):
     yield from _server(tmp_path)
 
 
+# COPD_REAL_DEMO=1: the first-run test drives the real trainer (the full demo preset, both
+# runs; ~10-20 min on 2 cores), e.g. to refresh docs/screenshots/ from a real demo group.
+REAL_DEMO = os.environ.get("COPD_REAL_DEMO") == "1"
+PATIENCE = 12 if REAL_DEMO else 1  # deadlines scale with it
+
+
 @pytest.fixture
 def fake_server(tmp_path):
-    """The dashboard with the fake CoPD trainer behind its launcher."""
-    yield from _server(tmp_path, COPD_TRAINER=FAKE_TRAINER, FAKE_STEP_S="0.05")
+    """The dashboard with the fake CoPD trainer behind its launcher (the real one with
+    COPD_REAL_DEMO=1)."""
+    if REAL_DEMO:
+        yield from _server(tmp_path)
+    else:
+        yield from _server(tmp_path, COPD_TRAINER=FAKE_TRAINER, FAKE_STEP_S="0.05")
 
 
 @pytest.fixture
@@ -321,18 +331,19 @@ def test_first_run_home_demo_overlays_copd_and_experts_live(fake_server):
         assert [r.method for r in runs] == ["copd", "expert"]
         assert runs[0].group == runs[1].group and runs[0].seed == runs[1].seed
         expect(page.get_by_text("CoPD vs independent experts").first).to_be_visible(timeout=60_000)
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 180 * PATIENCE
         drawn: dict[str, int] = {}
         while time.monotonic() < deadline:
             drawn = _traces(page, "Top-10 overlap between branches: CoPD vs independent experts")
-            if drawn.get("CoPD", 0) >= 20 and drawn.get("independent experts", 0) >= 20:
+            # the experts measure at CoPD's phase ends: 2 per cycle (+ step 0)
+            if drawn.get("CoPD", 0) >= 10 and drawn.get("independent experts", 0) >= 10:
                 break
             page.wait_for_timeout(1000)
-        assert drawn.get("CoPD", 0) >= 20 and drawn.get("independent experts", 0) >= 20, drawn
+        assert drawn.get("CoPD", 0) >= 10 and drawn.get("independent experts", 0) >= 10, drawn
         kl = _traces(page, "Symmetric KL between branches: CoPD vs independent experts")
         assert kl.get("CoPD", 0) > 0 and kl.get("independent experts", 0) > 0, kl
         store = RunStore.from_url(db)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 60 * PATIENCE
         while time.monotonic() < deadline and any(
             r.status != "finished" for r in store.list_runs()
         ):

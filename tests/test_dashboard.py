@@ -648,3 +648,10 @@ def test_alerts_on_home_and_in_the_run_view(app, seeded):
     at.switch_page("../pages/live.py").run()
     warn = "\n".join(w.value for w in at.warning)
     assert "2 alert(s)" in warn and "nonfinite: branch/add/reward/mean is NaN at step 20" in warn
+
+
+def test_readme_describes_the_demo_button_in_homes_words():
+    from app.demo import DEMO_DESCRIPTION
+
+    readme = " ".join((Path(ENTRY).parent.parent / "README.md").read_text().split())
+    assert " ".join(DEMO_DESCRIPTION.split()) in readme
