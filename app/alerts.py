@@ -8,7 +8,8 @@
 Rules (thresholds per run in the config's `alerts` section, copd/config/sections.py):
 `nonfinite` (a NaN/inf in a loss or a reward), `reward_collapse` (a branch's reward falls
 below (1 - reward_drop) x its best so far), `overlap_low` (the latest mean top-k overlap
-between branches below overlap_min), `heartbeat_stalled` (a running run's heartbeat older
+between a CoPD run's branches below overlap_min; independent experts drift apart by
+design), `heartbeat_stalled` (a running run's heartbeat older
 than stall_s) and `crashed` (the run ended crashed or failed). Each fires at most once per
 (run, rule): an alert is an event of level "alert" whose message starts with the rule's
 name, so any process can tell it was already recorded. Nothing leaves the machine.
@@ -36,6 +37,7 @@ ALERT_LEVEL = "alert"
 RULES = ("nonfinite", "reward_collapse", "overlap_low", "heartbeat_stalled", "crashed")
 OVERLAP_SUFFIX = "/" + N.overlap_key(10)
 REWARD_SUFFIX = "/" + N.REWARD_MEAN
+OVERLAP_METHODS = ("copd",)  # methods whose branches are meant to stay close
 SMOOTH_POINTS = 3  # the reward rule compares means of this many points, not single ones
 EVENT_LIMIT = 100_000  # every event of a run, when looking for its recorded alerts
 RECHECK_S = 10.0  # a running run's metrics are re-read at most this often
@@ -102,7 +104,9 @@ def evaluate(run: Any, series: pd.DataFrame, now: float | None = None) -> list[A
             first = bad.sort_values("step").iloc[0]
             v = float(first["value"])
             word = "NaN" if math.isnan(v) else ("+inf" if v > 0 else "-inf")
-            add("nonfinite", f"{first['key']} is {word} at step {int(first['step'])}", first["step"])
+            add(
+                "nonfinite", f"{first['key']} is {word} at step {int(first['step'])}", first["step"]
+            )
     if cfg.reward_drop > 0 and len(df):
         for key, g in df[df["key"].str.endswith(REWARD_SUFFIX)].groupby("key", sort=True):
             g = g.sort_values("step")
@@ -120,7 +124,8 @@ def evaluate(run: Any, series: pd.DataFrame, now: float | None = None) -> list[A
                     step,
                 )
                 break
-    if cfg.overlap_min > 0 and len(df):
+    # Only where branches teach each other: independent experts drift apart by design.
+    if cfg.overlap_min > 0 and len(df) and getattr(run, "method", "copd") in OVERLAP_METHODS:
         ov = df[df["key"].str.endswith(OVERLAP_SUFFIX) & np.isfinite(vals)]
         if len(ov):
             last = int(ov["step"].max())

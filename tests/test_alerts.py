@@ -20,7 +20,8 @@ from storage.entities import MetricPoint
 def _run(status="running", config=None, heartbeat_age_s=1.0, error=None, rid=1):
     now = datetime.now(timezone.utc)
     return SimpleNamespace(
-        id=rid, status=status, config=config if config is not None else RunConfig().to_dict(),
+        id=rid, status=status, method="copd",
+        config=config if config is not None else RunConfig().to_dict(),
         heartbeat_at=now - timedelta(seconds=heartbeat_age_s), started_at=now, ended_at=None,
         error=error,
     )  # fmt: skip
@@ -65,6 +66,9 @@ def test_overlap_below_threshold_uses_the_latest_step_mean():
     found = alerts.evaluate(_run(), _series(rows))
     assert _rules(found) == ["overlap_low"] and "0.070 < 0.1 at step 10" in found[0].message
     assert alerts.evaluate(_run(), _series(rows[:2])) == []
+    experts = _run()
+    experts.method = "expert"  # their branches never distill: drifting apart is the point
+    assert alerts.evaluate(experts, _series(rows)) == []
 
 
 def test_heartbeat_stall_and_crash():
