@@ -1,0 +1,351 @@
+"""The study: where does CoPD beat mixed GRPO and static OPD on the built-in domains, and why.
+
+    copd study map --db sqlite:///study.db              # settings, chosen on validation
+    copd study final --best-2dom beta2 --db ...          # paper tables on test, 5 seeds
+    copd study capacity --db ...                         # a small model, competing domains
+    copd study drift --db ...                            # overlap every step, seed bands
+    copd study report                                    # study.md from what has run
+
+Stages (each a list of arms x seeds, run by experiments/pool.py two at a time with one
+torch thread each; every run is recorded in the store under group `study-<stage>`, so the
+Compare page's grid view and the Studies page draw the map from the store):
+
+- map: CoPD on the 2-domain setting (add, rev) one factor at a time around the demo's
+  defaults (OPD strength beta, cross-batch shape, S_RL:S_OPD, merge method, OPD loss),
+  and a few settings on the 3-domain hub (add hub, rev, sort); mixed GRPO and its
+  equal-optimizer-steps control alongside. Chosen on the validation split ("overall@val").
+- final: the paper's Table 1 / Table 2 layouts on the held-out test split, >= 5 seeds,
+  every baseline and CoPD at the defaults and at the setting the map chose.
+- capacity: a smaller base model (hidden 48, 1 layer, built locally once) on two
+  domains over the same letter strings (rev, sort), where the domains compete for
+  capacity: the mechanism the paper's argument rests on.
+- drift: diagnostics at every step over 3 cycles, CoPD vs independent experts (top-1,
+  top-5, top-10 overlap, overlap mass, symmetric KL).
+
+`report` reads the runs' results.json and metrics.jsonl and writes `<out>/study.md` and
+`<out>/study.json`: mean ± std over seeds, paired differences with their 95% CI and a
+paired sign-flip permutation p (copd.stats.paired), and the signal balance of CoPD's
+phase-II updates.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from copd import names as N
+from copd.config import parse_seeds
+from copd.stats import mean_std, paired
+from copd.sweep import run_config
+from copd.tables import paper_table
+from experiments.pool import Job, run_pool
+
+CROSS = ("opd.cross_prompts_per_step", "opd.cross_group_size")
+SMALL = ("model.demo_hidden=48", "model.demo_layers=1")
+REV_SORT = 'branches=[{"name":"rev","task":"rev"},{"name":"sort","task":"sort"}]'
+
+# arm key -> (preset, overrides)
+MAP_2DOM: dict[str, tuple[str, tuple[str, ...]]] = {
+    "copd": ("demo", ()),
+    "copd-beta0.5": ("demo", ("opd.beta=0.5",)),
+    "copd-beta2": ("demo", ("opd.beta=2",)),
+    "copd-beta4": ("demo", ("opd.beta=4",)),
+    "copd-cross16x2": ("demo", (f"{CROSS[0]}=16", f"{CROSS[1]}=2")),
+    "copd-cross32x1": ("demo", (f"{CROSS[0]}=32", f"{CROSS[1]}=1")),
+    "copd-ratio8to2": ("demo", ("schedule.rl_steps=8", "schedule.opd_steps=2")),
+    "copd-ratio4to6": ("demo", ("schedule.rl_steps=4", "schedule.opd_steps=6")),
+    "copd-ties": ("demo", ("merge.method=ties",)),
+    "copd-fullkl": ("demo", ("opd.advantage=full_kl",)),
+    "mixed": ("mixed", ()),
+    "mixed-steps": ("mixed-steps", ()),
+}
+MAP_3DOM: dict[str, tuple[str, tuple[str, ...]]] = {
+    "copd-3": ("copd-3", ()),
+    "copd-3-beta4": ("copd-3", ("opd.beta=4",)),
+    "copd-3-per-teacher": ("copd-3", ("opd.teacher_weighting=per_teacher",)),
+    "copd-3-full": ("copd-3", ("topology.kind=full",)),
+    "mixed-3": ("mixed-3", ()),
+}
+FINAL_2DOM = {
+    "expert": ("expert", ()),
+    "mixed": ("mixed", ()),
+    "mixed-steps": ("mixed-steps", ()),
+    "static_opd": ("static_opd", ()),
+    "static_opd-rev": ("static_opd-rev", ()),
+    "copd": ("demo", ()),
+}
+FINAL_3DOM = {
+    "expert-3": ("expert-3", ()),
+    "mixed-3": ("mixed-3", ()),
+    "mixed-steps-3": ("mixed-steps-3", ()),
+    "mopd-3": ("mopd-3", ()),
+    "copd-3": ("copd-3", ()),
+}
+CAPACITY = {
+    "expert": ("expert", (*SMALL, REV_SORT)),
+    "mixed": ("mixed", (*SMALL, REV_SORT)),
+    "mixed-steps": ("mixed-steps", (*SMALL, REV_SORT)),
+    "copd": ("demo", (*SMALL, REV_SORT)),
+}
+DRIFT = {
+    "expert": ("expert", ("schedule.diag_every=1", "schedule.cycles=3")),
+    "copd": ("demo", ("schedule.diag_every=1", "schedule.cycles=3")),
+}
+
+
+def jobs_for(
+    arms: dict[str, tuple[str, tuple[str, ...]]], seeds: Sequence[int], out: Path, group: str
+) -> list[tuple[str, int, Job]]:
+    """(arm, seed, job) for every arm x seed, configs validated before anything runs."""
+    rows = []
+    for arm, (preset, over) in arms.items():
+        for seed in seeds:
+            cfg = run_config(preset, seed, group, over, name=f"{arm}-s{seed}")
+            rows.append((arm, seed, Job(cfg, out / group / cfg.name)))
+    return rows
+
+
+def run_stage(
+    arms: dict, seeds: Sequence[int], out: Path, group: str, db: str | None, jobs: int, log
+) -> dict[str, dict[int, dict]]:
+    """Train a stage; arm -> seed -> scores."""
+    rows = jobs_for(arms, seeds, out, group)
+    results = run_pool([j for _, _, j in rows], jobs, db, log)
+    table: dict[str, dict[int, dict]] = {}
+    for arm, seed, job in rows:
+        table.setdefault(arm, {})[seed] = results[job.run_dir]
+    return table
+
+
+# ---------------------------------------------------------------------- analysis (pure)
+def primary_model(scores: dict[str, dict[str, float]]) -> str:
+    """The model an arm is judged by: CoPD's merged model, the mixed / MOPD policy, the
+    static-OPD student (its first model), else the first."""
+    for name in ("merged", "mixed", "mopd"):
+        if name in scores:
+            return name
+    return next(iter(scores))
+
+
+def overall(scores: dict[str, dict[str, float]], split: str = "test", model: str | None = None):
+    m = scores[model or primary_model(scores)]
+    return m["overall" if split == "test" else N.val_bench("overall")]
+
+
+def arm_summary(table: dict[str, dict[int, dict]], split: str) -> dict[str, dict]:
+    """arm -> mean, std, n and per-seed Overall of its primary model on `split`."""
+    out = {}
+    for arm, per_seed in table.items():
+        vals = {s: overall(sc, split) for s, sc in per_seed.items()}
+        m, sd = mean_std(list(vals.values()))
+        out[arm] = {"mean": m, "std": sd, "n": len(vals), "per_seed": vals}
+    return out
+
+
+def paired_vs(table: dict[str, dict[int, dict]], a: str, b: str, split: str = "test", bench=None):
+    """Arm a against arm b on their shared seeds (Overall of the primary models, or one
+    benchmark `bench` with a's and b's own models)."""
+    seeds = sorted(set(table[a]) & set(table[b]))
+
+    def value(arm, s):
+        sc = table[arm][s]
+        if bench is None:
+            return overall(sc, split)
+        return sc[primary_model(sc)][bench]
+
+    return paired([value(a, s) for s in seeds], [value(b, s) for s in seeds])
+
+
+def signal_summary(run_dirs: Sequence[Path]) -> dict[str, dict[str, float]]:
+    """Mean over the phase-II updates that recorded a signal balance, per metric (branch
+    names pooled as own/peer): grad-norm ratio OPD/GRPO, cosine, |advantage| of each term,
+    teacher-preferred share, log-ratio; mean +- std over runs."""
+    per_run: dict[str, list[float]] = {}
+    for d in run_dirs:
+        acc: dict[str, list[float]] = {}
+        for line in (Path(d) / "metrics.jsonl").read_text().splitlines():
+            rec = json.loads(line)
+            if rec.get("type") != "metric" or rec.get("phase") != "opd":
+                continue
+            vals = rec["values"]
+            for k, v in vals.items():
+                parts = k.split("/")
+                if parts[0] != "branch" or parts[2] != "signal":
+                    continue
+                kind, term = parts[3], parts[4]
+                acc.setdefault(f"{kind}/{'grpo' if term == 'grpo' else 'opd'}", []).append(v)
+            for b in {k.split("/")[1] for k in vals if k.startswith("branch/")}:
+                g = vals.get(N.branch(b, N.SIGNAL_GRAD_GRPO))
+                peers = [
+                    v
+                    for k, v in vals.items()
+                    if k.startswith(N.branch(b, N.SIGNAL_PREFIX + "grad_norm/"))
+                    and not k.endswith("/grpo")
+                ]
+                if g and peers:
+                    acc.setdefault("grad_norm ratio opd/grpo", []).append(sum(peers) / g)
+        for k, vs in acc.items():
+            per_run.setdefault(k, []).append(statistics.fmean(vs))
+    return {
+        k: dict(zip(("mean", "std"), mean_std(vs), strict=True)) | {"runs": len(vs)}
+        for k, vs in sorted(per_run.items())
+    }
+
+
+def drift_series(run_dirs: Sequence[Path]) -> dict[str, dict[int, list[float]]]:
+    """quantity -> step -> values over runs (branch pairs averaged within a run), for the
+    branch-vs-branch diagnostics: overlap_top1/5/10, overlap_mass, sym_kl."""
+    out: dict[str, dict[int, list[float]]] = {}
+    for d in run_dirs:
+        for line in (Path(d) / "metrics.jsonl").read_text().splitlines():
+            rec = json.loads(line)
+            if rec.get("type") != "metric":
+                continue
+            per: dict[str, list[float]] = {}
+            for k, v in rec["values"].items():
+                if k.startswith("pair/"):
+                    per.setdefault(k.rsplit("/", 1)[-1], []).append(v)
+            for q, vs in per.items():
+                if q in ("overlap_top1", "overlap_top5", "overlap_top10", "overlap_mass", "sym_kl"):
+                    out.setdefault(q, {}).setdefault(int(rec["step"]), []).append(
+                        statistics.fmean(vs)
+                    )
+    return out
+
+
+# ---------------------------------------------------------------------- report
+def _fmt(m: float, s: float) -> str:
+    return f"{m:.3f} ± {s:.3f}"
+
+
+def map_table(summary: dict[str, dict]) -> str:
+    lines = ["| arm | validation Overall | seeds |", "|---|---:|---:|"]
+    best = max(v["mean"] for v in summary.values())
+    for arm, v in summary.items():
+        cell = _fmt(v["mean"], v["std"])
+        lines.append(f"| {arm} | {'**' + cell + '**' if v['mean'] == best else cell} | {v['n']} |")
+    return "\n".join(lines)
+
+
+def paper_layout(table: dict[str, dict[int, dict]], split: str = "test") -> str:
+    per_seed: dict[str, list[dict]] = {}
+    for arm, seeds in table.items():
+        for sc in seeds.values():
+            for model, scores in sc.items():
+                label = f"{arm}" if model == primary_model(sc) else f"{arm}: {model}"
+                per_seed.setdefault(label, []).append(scores)
+    return paper_table(per_seed, split=split).markdown()
+
+
+def paired_lines(table, a: str, others: Sequence[str], split="test") -> list[str]:
+    lines = [
+        "| comparison | Overall difference [95% CI] | paired p | seeds |",
+        "|---|---:|---:|---:|",
+    ]
+    for b in others:
+        if b in table and a in table:
+            r = paired_vs(table, a, b, split)
+            lines.append(
+                f"| {a} − {b} | {r.diff:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}] | "
+                f"{r.p_value:.3g} | {r.n} |"
+            )
+    return lines
+
+
+def load_stage(out: Path, group: str) -> dict[str, dict[int, dict]]:
+    """arm -> seed -> scores from the finished runs of a stage's folder."""
+    table: dict[str, dict[int, dict]] = {}
+    for res in sorted((out / group).glob("*/results.json")):
+        name = res.parent.name
+        arm, _, seed = name.rpartition("-s")
+        table.setdefault(arm, {})[int(seed)] = json.loads(res.read_text())["scores"]
+    return table
+
+
+def report(out: Path, log: Callable[[str], None] = print) -> dict:
+    """study.md + study.json from whatever stages have finished runs."""
+    payload: dict = {}
+    parts = ["# CoPD study on the built-in domains (generated by `copd study report`)", ""]
+    for group, split, title in (
+        ("study-map-2dom", "validation", "Map, 2 domains (validation split)"),
+        ("study-map-3dom", "validation", "Map, 3 domains (validation split)"),
+    ):
+        t = load_stage(out, group)
+        if t:
+            s = arm_summary(t, split)
+            payload[group] = s
+            parts += [f"## {title}", "", map_table(s), ""]
+    for group, anchor, title in (
+        ("study-final-2dom", "copd", "Final, 2 domains (test split)"),
+        ("study-final-3dom", "copd-3", "Final, 3 domains (test split)"),
+        ("study-capacity", "copd", "Capacity and conflict: small model, rev + sort (test)"),
+    ):
+        t = load_stage(out, group)
+        if not t:
+            continue
+        payload[group] = {"summary": arm_summary(t, "test")}
+        parts += [f"## {title}", "", paper_layout(t), ""]
+        for a in [k for k in t if k.startswith(anchor)]:
+            others = [k for k in t if not k.startswith(anchor)]
+            parts += [*paired_lines(t, a, others), ""]
+        copd_dirs = [p.parent for p in (out / group).glob(f"{anchor}*/results.json")]
+        sig = signal_summary(copd_dirs)
+        payload[group]["signal"] = sig
+        if sig:
+            parts += ["Signal balance of CoPD's phase-II updates (mean over runs):", ""]
+            parts += ["| metric | mean ± std | runs |", "|---|---:|---:|"]
+            parts += [
+                f"| {k} | {_fmt(v['mean'], v['std'])} | {v['runs']} |" for k, v in sig.items()
+            ]
+            parts += [""]
+    drift_dirs = {m: list((out / "study-drift").glob(f"{m}-s*")) for m in ("copd", "expert")}
+    if all(drift_dirs.values()):
+        payload["drift"] = {m: drift_series(d) for m, d in drift_dirs.items()}
+    (out / "study.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
+    (out / "study.md").write_text("\n".join(parts) + "\n")
+    log(f"[study] wrote {out / 'study.md'}")
+    return payload
+
+
+# ---------------------------------------------------------------------- CLI
+def cmd_study(args) -> int:
+    out = Path(args.out)
+    seeds = parse_seeds(args.seeds) if args.seeds else None
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    stage = args.stage
+    if stage == "map":
+        run_stage(MAP_2DOM, seeds or [0, 1, 2], out, "study-map-2dom", args.db, args.jobs, log)
+        run_stage(MAP_3DOM, seeds or [0, 1, 2], out, "study-map-3dom", args.db, args.jobs, log)
+    elif stage == "final":
+        arms2 = dict(FINAL_2DOM)
+        arms3 = dict(FINAL_3DOM)
+        for key in args.best_2dom or []:
+            arms2[key] = MAP_2DOM[key]
+        for key in args.best_3dom or []:
+            arms3[key] = MAP_3DOM[key]
+        s = seeds or [0, 1, 2, 3, 4]
+        run_stage(arms2, s, out, "study-final-2dom", args.db, args.jobs, log)
+        run_stage(arms3, s, out, "study-final-3dom", args.db, args.jobs, log)
+    elif stage == "capacity":
+        run_stage(
+            CAPACITY, seeds or [0, 1, 2, 3, 4], out, "study-capacity", args.db, args.jobs, log
+        )
+    elif stage == "drift":
+        run_stage(DRIFT, seeds or [0, 1, 2], out, "study-drift", args.db, args.jobs, log)
+    report(out, log)
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("study", help="the CoPD vs baselines study: map, final, capacity, drift")
+    p.add_argument("stage", choices=["map", "final", "capacity", "drift", "report"])
+    p.add_argument("--seeds", help="override the stage's seeds, e.g. 0-4")
+    p.add_argument("--db", help="record every run in this store (groups study-<stage>)")
+    p.add_argument("--out", default="runs/study")
+    p.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
+    p.add_argument("--best-2dom", action="append", help="map arm(s) to add to the final stage")
+    p.add_argument("--best-3dom", action="append", help="3-domain map arm(s) for the final stage")
+    p.set_defaults(func=cmd_study)
