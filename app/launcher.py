@@ -178,7 +178,7 @@ class Launcher:
         and imports); ConfigError with its message when it fails. One check per distinct
         (model, tasks, task options), so a sweep of many runs checks each setting once."""
         key = json.dumps(
-            {k: config.get(k) for k in ("model", "branches", "task_options", "name")},
+            {k: config.get(k) for k in ("model", "branches", "task_options")},
             sort_keys=True,
             default=str,
         )
