@@ -142,7 +142,7 @@ def _measure(world) -> dict:
     GRPO step seconds, peak GPU memory (GiB) over both."""
     import torch
 
-    from copd.engine import grpo_update
+    from copd.update import grpo_update
     from copd.workers.local import LocalWorker
 
     figures: dict = {}

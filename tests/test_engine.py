@@ -4,10 +4,12 @@ import torch
 
 from copd import checkpoint
 from copd.algorithms.copd import phase1_step, phase2_step, train
-from copd.engine import World, grpo_term, update
+from copd.engine import World
 from copd.logger import NullLogger
 from copd.rollout import completion_logprobs, sample_rollouts
 from copd.sampler import sample_tokens
+from copd.terms import grpo_term
+from copd.update import update
 
 
 class Recorder(NullLogger):

@@ -6,16 +6,11 @@ import pytest
 import torch
 
 from copd import names as N
-from copd.engine import (
-    TermSpec,
-    World,
-    grpo_term,
-    opd_term,
-    opd_weights,
-    optimize,
-)
+from copd.engine import World
 from copd.logger import NullLogger
 from copd.rollout import sample_rollouts
+from copd.terms import grpo_term, opd_term
+from copd.update import TermSpec, opd_weights, optimize
 
 
 def _world(tiny_cfg, *extra):

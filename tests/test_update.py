@@ -5,9 +5,11 @@ import pytest
 import torch
 
 from copd import names as N
-from copd.engine import World, grpo_term, grpo_update, skips_zero_advantage
+from copd.engine import World
 from copd.logger import NullLogger
 from copd.rollout import completion_logprobs, sample_rollouts
+from copd.terms import grpo_term, skips_zero_advantage
+from copd.update import grpo_update
 
 
 def _batch(world, prompts=4, group=4, seed=0):

@@ -44,8 +44,9 @@ from copd.algorithms.loop import (
     finish,
     via_workers,
 )
-from copd.engine import World, log_step, signal_due
+from copd.engine import World, log_step
 from copd.schedule import position, teachers_of
+from copd.update import signal_due
 from copd.workers import Call, CrossBatch, WorkerGroup, make_group
 from copd.workers.local import LocalGroup
 

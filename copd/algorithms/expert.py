@@ -34,8 +34,9 @@ from copd.algorithms.loop import (
     finish,
     in_process,
 )
-from copd.engine import World, grpo_update, log_step
+from copd.engine import World, log_step
 from copd.models import Branch
+from copd.update import grpo_update
 
 
 def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:

@@ -28,9 +28,10 @@ from copd.algorithms.loop import (
     finish,
     in_process,
 )
-from copd.engine import World, grpo_update, log_step
+from copd.engine import World, log_step
 from copd.rollout import RolloutBatch
 from copd.tasks import Example
+from copd.update import grpo_update
 
 POLICY = "mixed"
 

@@ -34,9 +34,10 @@ from copd.algorithms.baselines import budget_for, check_policy_name
 from copd.algorithms.expert import distill_stage, expert_stage
 from copd.algorithms.loop import announce, finish, in_process
 from copd.algorithms.mixed import mixed_prompts, reward_by_domain
-from copd.engine import TermSpec, World, optimize, signal_due
+from copd.engine import World
 from copd.models import Branch
 from copd.rollout import RolloutBatch
+from copd.update import TermSpec, optimize, signal_due
 
 POLICY = "mopd"
 

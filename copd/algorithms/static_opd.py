@@ -24,8 +24,9 @@ from copd import names as N
 from copd.algorithms.baselines import budget_for, static_direction
 from copd.algorithms.expert import distill_stage, expert_stage
 from copd.algorithms.loop import announce, finish, in_process
-from copd.engine import TermSpec, World, optimize, signal_due
+from copd.engine import World
 from copd.models import Branch
+from copd.update import TermSpec, optimize, signal_due
 
 
 def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:

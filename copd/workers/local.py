@@ -4,7 +4,8 @@
     stats = group.each("rl_step", {"add": (examples, 8)})["add"]
 
 A `LocalWorker` wraps one branch of a `World` with the engine's primitives (rollout,
-grpo_term, opd_term, update, score); the numerics are the engine's. Its token sampling
+score, and `copd.update.optimize` over the terms of copd/terms.py); the numerics are the
+engine's. Its token sampling
 uses the branch's own generator `world.gens[name]`, so K in-process workers draw exactly
 what K Ray actors (each a one-branch world) draw.
 
@@ -24,11 +25,12 @@ import torch
 from copd import checkpoint
 from copd import names as N
 from copd.checkpoint import BranchState
-from copd.engine import TermSpec, World, opd_weights, optimize
+from copd.engine import World
 from copd.models import Branch
 from copd.rollout import RolloutBatch
 from copd.rollout_vllm import branch_weights, report_engines, rollout_engine
 from copd.tasks import Example
+from copd.update import TermSpec, opd_weights, optimize
 from copd.workers.base import Call, CrossBatch, WorkerGroup
 
 
