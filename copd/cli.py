@@ -1,10 +1,11 @@
-"""Command line: `copd train|eval|merge|presets|dashboard` (+ the commands other packages
+"""Command line: `copd train|check|eval|merge|presets|dashboard` (+ the commands other packages
 register: `launch|runs|cancel|resume|supervise|sweep` from the dashboard's launcher,
 `reproduce|pilot|drift` from the experiments).
 
     copd train demo --set schedule.cycles=4 --out runs/demo      # progress, results table
     copd train demo --db sqlite:///runs.db                        # also log to the run store
     copd train runs/demo/config.json --resume runs/demo           # continue from a checkpoint
+    copd check demo --set model.path=/models/qwen                 # fail early, nothing trained
     copd eval runs/demo/merged --tasks add,rev
     copd merge runs/a/merged runs/b/merged --out merged
     copd presets
@@ -58,6 +59,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 3
     print(results_table(scores))
     print(f"\nresults: {out / 'results.json'}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Check a config before training (copd/preflight.py): tasks and dataset rows, the
+    model's config and tokenizer (no weights); exit 2 with the message on a problem."""
+    from copd.preflight import check_config
+    from copd.runner import load_config
+
+    print(check_config(load_config(args.config, args.set, validate=False)))
     return 0
 
 
@@ -204,6 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.set_defaults(func=cmd_train)
 
+    c = sub.add_parser(
+        "check", help="check a config before training: tasks, datasets, model and tokenizer"
+    )
+    c.add_argument("config", help="preset name (see `copd presets`) or a .json/.yaml config")
+    c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    c.set_defaults(func=cmd_check)
+
     e = sub.add_parser("eval", help="held-out accuracy of a model directory")
     e.add_argument("model")
     e.add_argument("--tasks", default="add,rev")
@@ -251,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Engine modules that add subcommands (`register(subparsers)`).
-COMMAND_MODULES: list[str] = ["copd.doctor", "copd.plan", "copd.preflight"]
+COMMAND_MODULES: list[str] = ["copd.doctor", "copd.plan"]
 _unavailable: dict[str, str] = {}
 
 

@@ -21,20 +21,34 @@ already logged (the store keeps them, storage/models.py).
 
 from __future__ import annotations
 
-import argparse
 import random
-import sys
 from pathlib import Path
 
 from copd.config import ConfigError
+from copd.errors import NonFiniteWeights
 
 PROBE_PROMPTS = 8  # prompts per task whose token ids are checked against the embeddings
 
 
-class NonFiniteWeights(RuntimeError):
-    """A branch's weights became inf/NaN after an update."""
+__all__ = [
+    "NonFiniteWeights",
+    "check_config",
+    "check_finite",
+    "check_model_fits",
+    "check_run_name",
+    "check_tokenizer_fits",
+    "diverged",
+]
 
-    user_error = True
+
+def check_run_name(name: str) -> str:
+    """A run name becomes part of a folder name: no path separators, no '..'."""
+    if not name or "/" in name or "\\" in name or ".." in name or "\0" in name:
+        raise ConfigError(
+            f"name: {name!r} cannot name a run folder; use a name without '/', '\\' or '..' "
+            "(letters, digits, '-', '_', '.', spaces)"
+        )
+    return name
 
 
 def _text_tokenizer(tok):
@@ -93,8 +107,6 @@ def build_tasks(cfg) -> dict:
 def check_config(cfg) -> str:
     """Validate `cfg` and check what a trainer would load, without the weights. Returns a
     one-line summary; raises ConfigError naming the fix."""
-    from copd.runner import check_run_name
-
     check_run_name(cfg.name)
     cfg.validate()
     tasks = build_tasks(cfg)
@@ -161,28 +173,3 @@ def diverged(world, detail: str) -> NonFiniteWeights:
         f"or grpo.grad_clip (now {g.grad_clip:g}) and start again; the metrics logged up to "
         "here (inf/NaN included) are kept"
     )
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-    from copd.runner import load_config
-
-    cfg = load_config(args.config, args.set, validate=False)
-    print(check_config(cfg))
-    return 0
-
-
-def register(subparsers) -> argparse.ArgumentParser:
-    """Add `copd check` to a `copd` subparsers object."""
-    p = subparsers.add_parser(
-        "check", help="check a config before training: tasks, datasets, model and tokenizer"
-    )
-    p.add_argument("config", help="preset name or a .json/.yaml config")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    p.set_defaults(func=cmd_check)
-    return p
-
-
-if __name__ == "__main__":  # pragma: no cover
-    from copd.cli import main
-
-    sys.exit(main(["check", *sys.argv[1:]]))

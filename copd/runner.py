@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from copd.names import PROGRESS
+from copd.preflight import check_run_name as check_run_name
 
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
 
@@ -88,18 +89,6 @@ def read_config_file(path: Path) -> dict:
             f"config: {path}: expected a mapping of fields, got {type(data).__name__}"
         )
     return data
-
-
-def check_run_name(name: str) -> str:
-    """A run name becomes part of a folder name: no path separators, no '..'."""
-    from copd.config import ConfigError
-
-    if not name or "/" in name or "\\" in name or ".." in name or "\0" in name:
-        raise ConfigError(
-            f"name: {name!r} cannot name a run folder; use a name without '/', '\\' or '..' "
-            "(letters, digits, '-', '_', '.', spaces)"
-        )
-    return name
 
 
 def slugify(name: str) -> str:

@@ -27,9 +27,9 @@ from torch import Tensor
 
 from copd.batch import RolloutBatch
 from copd.chat import render_prompts
+from copd.errors import NonFiniteWeights
 from copd.hf_cache import cache_kw, dense_mask_dtype, out_cache, step_mask
 from copd.losses import completion_mask
-from copd.preflight import NonFiniteWeights
 from copd.tasks import Example
 
 # Run a group's shared prompt once and repeat its KV cache (sampling, and the log-prob

@@ -1,0 +1,13 @@
+"""Engine errors a user fixes by changing a setting (a leaf module: anything may import it).
+
+Each has `user_error = True`, so `copd` prints its message as one line, not a traceback.
+"""
+
+from __future__ import annotations
+
+
+class NonFiniteWeights(RuntimeError):
+    """A policy's weights (or the probabilities they give) became inf/NaN: the updates
+    diverged. copd.preflight.diverged builds the message with the step and the fix."""
+
+    user_error = True
