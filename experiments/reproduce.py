@@ -1,15 +1,18 @@
 """Reproduce the paper's main tables (arXiv 2604.27083, Tables 1 and 2) on the built-in domains.
 
-    copd reproduce                                  # 3 seeds, full scale, report in runs/reproduce
+    copd reproduce                                  # 5 seeds, full scale, report in runs/reproduce
     copd reproduce --seeds 0,1 --scale quick --db sqlite:///runs.db --group repro-a
     copd reproduce --scale quick --set model.path=/path/to/tiny   # any --set goes to every arm
 
-Every arm runs in this process, one after another (one trainer at a time: the cores are
-shared), once per seed, with the presets' common settings and the step budgets recorded
-in copd/algorithms/baselines.py, so every arm sees the same model, sampling, GRPO settings
-and data throughput. Two domains (Table 1 layout): the base model, the single-domain
-experts, mixed GRPO, static OPD in both directions, CoPD. Three domains (Table 2): the
-base, three experts, mixed GRPO, MOPD, CoPD hub-and-spoke.
+Every trained arm x seed is its own `copd train` process, `--jobs` at a time (default 2,
+one torch thread each: both cores of a 2-core machine; experiments/pool.py), with the
+presets' common settings and the step budgets recorded in copd/algorithms/baselines.py,
+so every arm sees the same model, sampling, GRPO settings and data throughput. Finished
+runs in `<out>/runs/` with the same config are reused with `--reuse`. Two domains (Table 1
+layout): the base model, the single-domain experts, mixed GRPO and its equal-optimizer-
+steps control, static OPD in both directions (pure one-way OPD, as in the paper), CoPD.
+Three domains (Table 2): the base, three experts, mixed GRPO and its control, MOPD, CoPD
+hub-and-spoke. The base rows are evaluated in this process.
 
 Which model of an arm fills a row: each expert of "expert"; the student of static OPD
 (as the paper reports it); the mixed policy; the MOPD student; CoPD's merged model (its
@@ -35,6 +38,7 @@ from pathlib import Path
 from copd.config import ConfigError, RunConfig, parse_seeds
 from copd.sweep import run_config
 from copd.tables import PaperTable, paper_table
+from experiments.pool import Job, run_pool
 
 # Full scale is the presets as they are, on one torch thread: on a shared 2-core machine
 # two threads per process oversubscribe the cores and a GRPO step ran ~25x slower (26 s vs
@@ -65,18 +69,21 @@ class Arm:
     preset: str  # the preset it trains (for "base": the preset whose domains it evaluates)
     setting: str  # "2 domains" | "3 domains": which table it belongs to
     base_only: bool = False
+    overrides: tuple[str, ...] = ()  # on top of the preset (e.g. a setting the study chose)
 
 
 ARMS: tuple[Arm, ...] = (
     Arm("base", "expert", "2 domains", base_only=True),
     Arm("expert", "expert", "2 domains"),
     Arm("mixed", "mixed", "2 domains"),
+    Arm("mixed-steps", "mixed-steps", "2 domains"),
     Arm("static_opd", "static_opd", "2 domains"),
     Arm("static_opd-rev", "static_opd-rev", "2 domains"),
     Arm("copd", "demo", "2 domains"),
     Arm("base-3", "expert-3", "3 domains", base_only=True),
     Arm("experts-3", "expert-3", "3 domains"),
     Arm("mixed-3", "mixed-3", "3 domains"),
+    Arm("mixed-steps-3", "mixed-steps-3", "3 domains"),
     Arm("mopd-3", "mopd-3", "3 domains"),
     Arm("copd-3", "copd-3", "3 domains"),
 )
@@ -90,7 +97,7 @@ def row_labels(arm: Arm, cfg: RunConfig) -> list[tuple[str, str]]:
     if m == "expert":
         return [(b, f"{b}-Expert") for b in cfg.branch_names]
     if m == "mixed":
-        return [("mixed", "Mixed GRPO")]
+        return [("mixed", "Mixed GRPO" + (" (T steps)" if cfg.mixed_steps == "per_branch" else ""))]
     if m == "static_opd":
         from copd.algorithms.baselines import static_direction
 
@@ -100,6 +107,8 @@ def row_labels(arm: Arm, cfg: RunConfig) -> list[tuple[str, str]]:
         return [("mopd", "MOPD")]
     if m == "copd":
         name = "CoPD" if cfg.topology.kind == "pair" else f"CoPD ({cfg.topology.kind})"
+        if arm.overrides:
+            name += " [" + " ".join(arm.overrides) + "]"
         return [("merged", name)] + [(b, f"{name}: {b} branch only") for b in cfg.branch_names]
     return [(n, f"{m}: {n}") for n in cfg.branch_names]
 
@@ -107,7 +116,8 @@ def row_labels(arm: Arm, cfg: RunConfig) -> list[tuple[str, str]]:
 def arm_config(arm: Arm, seed: int, overrides: Sequence[str], group: str | None) -> RunConfig:
     """The arm's preset with the scale and user overrides, the seed and the group."""
     try:
-        return run_config(arm.preset, seed, group, overrides, name=f"{arm.key}-s{seed}")
+        over = [*overrides, *arm.overrides]
+        return run_config(arm.preset, seed, group, over, name=f"{arm.key}-s{seed}")
     except ConfigError as e:
         raise ConfigError(f"arm {arm.key}: {e}") from None
 
@@ -131,54 +141,60 @@ def reproduce(
     arms: Sequence[str] | None = None,
     reuse: bool = False,
     log: Callable[[str], None] = print,
+    jobs: int = 2,
+    extra_arms: Sequence[Arm] = (),
 ) -> dict:
-    """Run every arm for every seed, sequentially; write `<out>/report.md` and
-    `<out>/results.json`; return the results dict. `reuse` takes an arm's results from
-    `<out>/runs/<arm>-s<seed>/results.json` when present instead of training it again."""
+    """Run every arm for every seed, `jobs` processes at a time; write `<out>/report.md`
+    and `<out>/results.json`; return the results dict. `reuse` takes an arm's results from
+    `<out>/runs/<arm>-s<seed>/results.json` when its config is the same instead of
+    training it again. `extra_arms` are added after the built-in ones."""
     if scale not in SCALES:
         raise ConfigError(f"--scale {scale!r}: use one of {sorted(SCALES)}")
     if not seeds:
         raise ConfigError("--seeds: give at least one seed, e.g. 0,1,2")
-    chosen = [a for a in ARMS if arms is None or a.key in arms]
+    every = (*ARMS, *extra_arms)
+    chosen = [a for a in every if arms is None or a.key in arms]
     if arms is not None and len(chosen) != len(set(arms)):
-        known = [a.key for a in ARMS]
+        known = [a.key for a in every]
         raise ConfigError(f"--arms {list(arms)}: pick from {known}")
     all_overrides = [*SCALES[scale], *overrides]
     # Validate every configuration before the first arm trains.
     cfgs = {(a.key, s): arm_config(a, s, all_overrides, group) for a in chosen for s in seeds}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    from copd.runner import evaluate_base, open_store, train_run
+    from copd.runner import evaluate_base, open_store
 
-    store = open_store(db) if db else None
-
-    # Reused arms keep the seconds the earlier invocation measured for them.
-    earlier = {}
-    if reuse and (out / "results.json").exists():
-        prev = json.loads((out / "results.json").read_text())
-        earlier = {(a["arm"], a["seed"]): a["seconds"] for a in prev.get("arms", [])}
     load0, t0 = os.getloadavg(), time.time()
+    trained = [
+        (a, s, Job(cfgs[a.key, s], out / "runs" / cfgs[a.key, s].name))
+        for a in chosen
+        if not a.base_only
+        for s in seeds
+    ]
+    if not reuse:
+        for _, _, job in trained:
+            (job.run_dir / "results.json").unlink(missing_ok=True)
+    log(f"[reproduce] {len(trained)} training runs, {jobs} at a time")
+    scores_of = run_pool([j for _, _, j in trained], jobs, db, log)
     results: list[ArmResult] = []
+    store = open_store(db) if db else None
     for arm in chosen:
         for seed in seeds:
             cfg = cfgs[arm.key, seed]
             run_dir = out / "runs" / cfg.name
-            t_arm = time.time()
-            cached = run_dir / "results.json"
-            if reuse and cached.exists():
-                scores = json.loads(cached.read_text())["scores"]
-                t_arm -= earlier.get((arm.key, seed), 0.0)
-                log(f"[reproduce] {cfg.name}: reused {cached}")
-            elif arm.base_only:
-                log(f"[reproduce] {cfg.name}: evaluating the base model")
-                scores = evaluate_base(cfg, run_dir, store=store)
+            if arm.base_only:
+                cached = run_dir / "results.json"
+                if reuse and cached.exists():
+                    scores = json.loads(cached.read_text())["scores"]
+                    log(f"[reproduce] {cfg.name}: reused {cached}")
+                else:
+                    log(f"[reproduce] {cfg.name}: evaluating the base model")
+                    scores = evaluate_base(cfg, run_dir, store=store)
             else:
-                log(f"[reproduce] {cfg.name}: training preset {arm.preset} ({cfg.method})")
-                scores = train_run(cfg, run_dir, store=store)
-                if scores is None:
-                    raise KeyboardInterrupt(f"{cfg.name} was stopped; rerun with --reuse")
-            results.append(ArmResult(arm, seed, scores, row_labels(arm, cfg), time.time() - t_arm))
-            log(f"[reproduce] {cfg.name}: {time.time() - t_arm:.0f} s")
+                scores = scores_of[run_dir]
+            results.append(
+                ArmResult(arm, seed, scores, row_labels(arm, cfg), _run_seconds(run_dir))
+            )
     timing = {
         "seconds": round(time.time() - t0, 1),
         "loadavg_start": [round(x, 2) for x in load0],
@@ -208,6 +224,17 @@ def reproduce(
     (out / "report.md").write_text(report)
     write_pngs(results, out, log)
     return payload
+
+
+def _run_seconds(run_dir: Path) -> float:
+    """Wall seconds of a finished run, from the first and last records of metrics.jsonl."""
+    times = [
+        json.loads(line).get("time")
+        for line in (run_dir / "metrics.jsonl").read_text().splitlines()
+        if line.strip()
+    ]
+    times = [t for t in times if t is not None]
+    return max(times) - min(times) if times else 0.0
 
 
 def write_pngs(results: Sequence[ArmResult], out: Path, log: Callable[[str], None]) -> None:
@@ -276,6 +303,7 @@ def cmd_reproduce(args) -> int:
         arms=args.arms.split(",") if args.arms else None,
         reuse=args.reuse,
         log=lambda m: print(m, file=sys.stderr),
+        jobs=args.jobs,
     )
     print((Path(args.out) / "report.md").read_text())
     print(f"report: {Path(args.out) / 'report.md'} ({payload['timing']['seconds']:.0f} s)")
@@ -285,7 +313,10 @@ def cmd_reproduce(args) -> int:
 def add_parser(sub) -> None:
     """Register `copd reproduce` on copd's subparsers."""
     p = sub.add_parser("reproduce", help="run CoPD and every baseline over seeds; paper tables")
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds or a range (0-2)")
+    p.add_argument("--seeds", default="0-4", help="comma-separated seeds or a range (0-4)")
+    p.add_argument(
+        "--jobs", type=int, default=2, help="training processes at a time (1 thread each)"
+    )
     p.add_argument("--scale", default="full", choices=sorted(SCALES))
     p.add_argument("--db", help="log every arm to this run store, as one group")
     p.add_argument("--out", default="runs/reproduce", help="report and run folders")

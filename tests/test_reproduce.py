@@ -28,6 +28,7 @@ QUICK_ROWS = [
     "add-Expert",
     "rev-Expert",
     "Mixed GRPO",
+    "Mixed GRPO (T steps)",
     "Static OPD add→rev",
     "Static OPD rev→add",
     "CoPD",
