@@ -14,6 +14,7 @@ the same random stream, and a resumed run measures exactly what an uninterrupted
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable, Iterable
 
@@ -157,9 +158,18 @@ def pair_metrics(student: str, teacher: str, diag: dict[str, float]) -> dict[str
     }
 
 
+_PROC: psutil.Process | None = None
+
+
 def process_metrics() -> dict[str, float]:
-    """This process's resident memory and CPU use, logged with the diagnostics."""
-    proc = psutil.Process()
+    """This process's resident memory and CPU use (percent of one core since the previous
+    call: psutil measures between two calls on the same Process object, so one is kept),
+    logged with the diagnostics."""
+    global _PROC
+    if _PROC is None or _PROC.pid != os.getpid():  # a forked worker measures itself
+        _PROC = psutil.Process()
+        _PROC.cpu_percent(interval=None)  # primes the counter; the first reading is 0
+    proc = _PROC
     return {
         N.SYSTEM_RSS_MB: proc.memory_info().rss / 2**20,
         N.SYSTEM_CPU_PERCENT: proc.cpu_percent(interval=None),

@@ -155,3 +155,18 @@ def test_pair_diagnostics_bf16_inputs_computed_in_float32():
     d32 = pair_diagnostics(s16.float(), t16.float(), ks=(5,))
     assert d16 == d32
     assert all(isinstance(v, float) and math.isfinite(v) for v in d16.values())
+
+
+def test_process_cpu_percent_measures_between_calls():
+    """One psutil.Process is kept, so the second reading covers the work in between (a new
+    object per call always read 0.0)."""
+    import time
+
+    from copd import names as N
+    from copd.evaluate import process_metrics
+
+    process_metrics()
+    t0 = time.process_time()
+    while time.process_time() - t0 < 0.3:
+        sum(i * i for i in range(1000))
+    assert process_metrics()[N.SYSTEM_CPU_PERCENT] > 10.0

@@ -422,6 +422,7 @@ def test_runs_json_is_strict_json_with_nan(tmp_path, capsys):
     url = f"sqlite:///{tmp_path / 'copd.db'}"
     store = RunStore.from_url(url)
     run = store.create_run("r", "copd", {})
+    store.set_status(run.id, "cancelled")  # not queued: `copd runs` must not start a trainer
     store.log_metrics(run.id, [MetricPoint("pair/a~b/overlap_top10", float("nan"), step=1)])
     store.close()
     assert main(["runs", "--json", "--db", url, "--runs-root", str(tmp_path / "runs")]) == 0
