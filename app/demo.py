@@ -46,6 +46,11 @@ def launch_demo(store: Any, launcher: Any, seed: int = 0, gpus: int = 0) -> list
     """Queue the demo group (CoPD, then the independent experts; same seed) and tick once
     so the first run starts now. Returns the queued runs, CoPD first."""
     group = demo_group_name(store.list_groups())
-    runs = launch_sweep(store, launcher, sweep_configs(list(DEMO_PRESETS), [seed], group), gpus)
+    # One thread each, so that on a small CPU machine both runs fit its cores at once and
+    # the overlay draws side by side (the launcher counts CPU runs in threads).
+    threads = [] if gpus else ["threads=1"]
+    runs = launch_sweep(
+        store, launcher, sweep_configs(list(DEMO_PRESETS), [seed], group, threads), gpus
+    )
     launcher.tick()
     return runs

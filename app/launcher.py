@@ -114,6 +114,8 @@ class Launcher:
         self.runs_root = Path(runs_root).expanduser().resolve()
         self.cores = procs.cpu_count()
         self.max_cpu_runs = max_cpu_runs or procs.default_max_cpu_runs(self.cores)
+        # An explicit max_cpu_runs also caps the count; by default runs are counted in threads.
+        self.cpu_run_cap = max_cpu_runs or self.cores
         if self.max_cpu_runs < 1:
             raise ConfigError("max_cpu_runs: must be >= 1")
         self.heartbeat_s = float(heartbeat_s)
@@ -336,16 +338,22 @@ class Launcher:
         running = [r for r in self.store.list_runs(status="running") if self._local(r)]
         held = {int(g) for r in running for g in (r.assigned_gpus or "").split(",") if g}
         free_gpus = [g.index for g in self.gpus if g.index not in held]
-        cpu_busy = sum(1 for r in running if not r.requested_gpus)
+        # CPU runs are counted in threads: a run takes its config's `threads`, or the
+        # default share cores / max_cpu_runs; runs start while the cores hold them (one
+        # always may), and never more than an explicit max_cpu_runs. Two 1-thread runs
+        # share 2 cores (the demo group draws side by side); two default runs go in turn.
+        cpu_runs = [r for r in running if not r.requested_gpus]
+        cpu_busy, cpu_count = sum(self.cpu_threads(r) for r in cpu_runs), len(cpu_runs)
         # FIFO per resource kind (oldest id first); a GPU run that does not fit yet blocks
         # later GPU runs so that a big request is not starved by small ones.
         gpu_blocked = False
         for run in sorted(self.store.list_runs(status="queued"), key=lambda r: r.id):
             n = run.requested_gpus or 0
             if n == 0:
-                if cpu_busy >= self.max_cpu_runs:
+                need = self.cpu_threads(run)
+                if cpu_count >= self.cpu_run_cap or (cpu_busy and cpu_busy + need > self.cores):
                     continue
-                cpu_busy += 1
+                cpu_busy, cpu_count = cpu_busy + need, cpu_count + 1
                 started = self._start(run, [])
             else:
                 if gpu_blocked or n > len(self.gpus):
@@ -381,7 +389,10 @@ class Launcher:
             log.write(f"=== {stamp} launch: {' '.join(argv)}\n")
         try:
             child = procs.spawn(
-                argv, log_path=log_path, env=self._child_env(gpu_ids), cwd=self.repo_root
+                argv,
+                log_path=log_path,
+                env=self._child_env(gpu_ids, None if gpu_ids else self.cpu_threads(run)),
+                cwd=self.repo_root,
             )
         except OSError as exc:  # e.g. the interpreter moved: record it, do not retry forever
             self._set_status(run.id, "failed", f"could not start {argv[0]}: {exc}")
@@ -397,7 +408,13 @@ class Launcher:
         self._children[run.id] = child
         return True
 
-    def _child_env(self, gpu_ids: list[int]) -> dict[str, str]:
+    def cpu_threads(self, run: Any) -> int:
+        """Cores a CPU run takes: its config's `threads`, else cores / max_cpu_runs."""
+        asked = int((run.config or {}).get("threads") or 0)
+        default = max(1, self.cores // self.max_cpu_runs)
+        return min(asked, self.cores) if asked > 0 else default
+
+    def _child_env(self, gpu_ids: list[int], threads: int | None = None) -> dict[str, str]:
         env = dict(self.base_env)
         env.setdefault("HF_HUB_OFFLINE", "1")
         env.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -407,7 +424,7 @@ class Launcher:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpu_ids)  # "" hides all GPUs
         if gpu_ids:
             threads = max(1, self.cores // max(1, len(self.gpus)))
-        else:
+        elif threads is None:
             threads = max(1, self.cores // self.max_cpu_runs)
         for key in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "COPD_THREADS"):
             env[key] = str(threads)

@@ -405,3 +405,25 @@ def test_supervisor_thread_starts_queued_runs_until_stopped(store, tmp_path):
         sup.stop()
         kill_all(store)
     assert not sup.thread.is_alive()
+
+
+def test_cpu_runs_are_counted_in_threads(tmp_path):
+    """Two 1-thread runs share 2 cores; two default runs (cores / max_cpu_runs threads
+    each) go one at a time; a run is told its thread count."""
+    from app.launcher import Launcher
+    from copd.config import RunConfig
+    from storage import RunStore
+
+    store = RunStore.from_url(f"sqlite:///{tmp_path / 'c.db'}")
+    la = Launcher(store, tmp_path / "runs", gpus=[], preflight=False)
+    la.cores, la.max_cpu_runs, la.cpu_run_cap = 2, 1, 2  # the defaults of a 2-core machine
+    one = RunConfig(threads=1).to_dict()
+    runs = [store.create_run(f"r{i}", "copd", one) for i in range(3)]
+    default = store.create_run("d", "copd", RunConfig().to_dict())
+    assert [la.cpu_threads(r) for r in runs] == [1, 1, 1]
+    assert la.cpu_threads(default) == 2
+    started = []
+    la._start = lambda run, gpus: started.append(run.id) or True
+    la._start_queued(type("R", (), {"started": []})())
+    assert started == [runs[0].id, runs[1].id]  # 1 + 1 threads fill 2 cores; the rest wait
+    assert la._child_env([], la.cpu_threads(runs[0]))["OMP_NUM_THREADS"] == "1"
