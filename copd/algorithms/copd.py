@@ -37,10 +37,9 @@ from pathlib import Path
 
 from copd import names as N
 from copd.algorithms.loop import (
-    after_step,
+    after_scheduled_step,
     announce,
     begin,
-    evaluated_cycle_end,
     finish,
     via_workers,
 )
@@ -163,14 +162,5 @@ def _train(world: World, group: WorkerGroup, out_dir: str | Path) -> dict[str, d
         log_step(world, metrics, pos.cycle, pos.phase)
         if pos.phase_end and pos.phase == "opd":
             group.drop_teachers()  # snapshots live for one phase (and stay out of checkpoints)
-        after_step(
-            world,
-            acts,
-            total,
-            pos.cycle,
-            pos.phase,
-            measure_due=pos.phase_end,
-            eval_due=evaluated_cycle_end(pos, sc),
-            save_due=pos.cycle_end,
-        )
+        after_scheduled_step(world, acts, total, pos)
     return finish(world, out_dir, {b.name: b.view for b in world.branches}, group=group)

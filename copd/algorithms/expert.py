@@ -26,11 +26,11 @@ from copd import names as N
 from copd.algorithms.baselines import Budget, budget_for
 from copd.algorithms.loop import (
     Actions,
+    after_scheduled_step,
     after_step,
     announce,
     begin,
     cadence,
-    evaluated_cycle_end,
     finish,
     in_process,
 )
@@ -52,7 +52,6 @@ def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:
 def expert_stage(world: World, acts: Actions, budget: Budget, experts: Sequence[Branch]) -> None:
     """Stage "experts": global steps [0, T); each expert one GRPO update per step. `acts`
     measure, evaluate (the experts) and checkpoint at CoPD's points."""
-    sc = world.cfg.schedule
     end = budget.start_of("experts") + dict(budget.stages)["experts"]
     begin(world, acts)
     while world.step < end:
@@ -60,16 +59,7 @@ def expert_stage(world: World, acts: Actions, budget: Budget, experts: Sequence[
         metrics = rl_step(world, experts)
         world.step += 1
         log_step(world, metrics, pos.cycle, "rl", total=budget.total)
-        after_step(
-            world,
-            acts,
-            budget.total,
-            pos.cycle,
-            "rl",
-            measure_due=pos.phase_end,
-            eval_due=evaluated_cycle_end(pos, sc),
-            save_due=pos.cycle_end,
-        )
+        after_scheduled_step(world, acts, budget.total, pos, "rl")
 
 
 def distill_stage(

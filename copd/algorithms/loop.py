@@ -151,6 +151,24 @@ def after_step(
         raise TrainingCancelled(f"stopped at step {world.step} of {total}")
 
 
+def after_scheduled_step(
+    world: World, acts: Actions, total: int, pos: Position, phase: str | None = None
+) -> None:
+    """`after_step` at the points of the schedule position `pos` (of the step just made):
+    diagnostics at phase ends, evaluation at evaluated cycle ends, a checkpoint at cycle
+    ends. `phase` overrides the logged phase (baselines log every step as "rl")."""
+    after_step(
+        world,
+        acts,
+        total,
+        pos.cycle,
+        phase or pos.phase,
+        measure_due=pos.phase_end,
+        eval_due=evaluated_cycle_end(pos, world.cfg.schedule),
+        save_due=pos.cycle_end,
+    )
+
+
 def finish(
     world: World,
     out_dir: str | Path,

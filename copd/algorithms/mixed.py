@@ -20,11 +20,10 @@ from pathlib import Path
 from copd import names as N
 from copd.algorithms.baselines import budget_for, check_policy_name
 from copd.algorithms.loop import (
-    after_step,
+    after_scheduled_step,
     announce,
     begin,
     cadence,
-    evaluated_cycle_end,
     finish,
     in_process,
 )
@@ -39,7 +38,7 @@ POLICY = "mixed"
 def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:
     """K x T GRPO updates of one policy on mixed-domain prompts; evaluate it everywhere."""
     cfg = world.cfg
-    sc, g = cfg.schedule, cfg.grpo
+    g = cfg.grpo
     check_policy_name(cfg, POLICY)
     budget = budget_for(cfg)
     policy = world.branch(POLICY)
@@ -59,16 +58,7 @@ def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:
         log_step(
             world, {N.branch(POLICY, k): v for k, v in stats.items()}, pos.cycle, "rl", budget.total
         )
-        after_step(
-            world,
-            acts,
-            budget.total,
-            pos.cycle,
-            "rl",
-            measure_due=pos.phase_end,
-            eval_due=evaluated_cycle_end(pos, sc),
-            save_due=pos.cycle_end,
-        )
+        after_scheduled_step(world, acts, budget.total, pos, "rl")
     return finish(world, out_dir, views, extra={"budget": budget.to_dict()})
 
 
