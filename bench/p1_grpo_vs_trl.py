@@ -13,7 +13,7 @@ Two kinds of model directory, each at two sizes:
 - HIDDENxLAYERS: freshly built, random init (copd.tiny.build_tiny_model). It never emits
   eos, so every completion runs to the 8-token limit, and nearly every reward is 0.
 - warm:HIDDENxLAYERS: the same shape after the demo's supervised warm-up
-  (copd.tiny.demo_base_model, built once and cached; warm:128x2 is the demo's own base).
+  (copd.demo_base.demo_base_model, built once and cached; warm:128x2 is the demo's own base).
   It answers part of the prompts and ends its answers at eos, as a trained policy does,
   so completion lengths differ within a batch and groups with and without a reward
   signal both occur.
@@ -211,14 +211,14 @@ def model_for(spec: str, root: Path) -> tuple[str, str]:
     """(label, directory). HIDDENxLAYERS: a fresh random-init model, which never emits eos,
     so every completion runs to the length limit and nearly every reward is 0.
     warm:HIDDENxLAYERS: the same shape after the demo's supervised warm-up on its tasks
-    (copd.tiny.demo_base_model; built once, then cached under $COPD_HOME/models; warm:128x2
+    (copd.demo_base.demo_base_model; built once, then cached under $COPD_HOME/models; warm:128x2
     is the demo's own base). It answers part of the `add` prompts and ends its answers at
     eos, as a real policy does, so completions differ in length and groups with and
     without a reward signal both occur."""
     warm = spec.startswith("warm:")
     hidden, layers = (int(x) for x in spec.removeprefix("warm:").split("x"))
     if warm:
-        from copd.tiny import demo_base_model
+        from copd.demo_base import demo_base_model
 
         return f"warm {layers}x{hidden}", str(demo_base_model(hidden=hidden, layers=layers))
     from copd.tiny import build_tiny_model

@@ -130,18 +130,20 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 def cmd_base(args: argparse.Namespace) -> int:
     """The demo's base model: the shipped one (path, settings, greedy scores), or rebuilt."""
-    from copd import tiny
+    from copd import demo_base, tiny
 
     if args.ship:
-        tiny.ship_demo_base(args.ship, log=lambda m: print(m, file=sys.stderr))
+        demo_base.ship_demo_base(args.ship, log=lambda m: print(m, file=sys.stderr))
         return 0
     if args.rebuild:
-        path = tiny.demo_base_model(rebuild=True, log=lambda m: print(m, file=sys.stderr))
+        path = demo_base.demo_base_model(rebuild=True, log=lambda m: print(m, file=sys.stderr))
         model, tok = tiny.load(path)
-        print(json.dumps({"path": str(path), "scores": tiny.greedy_scores(model, tok)}, indent=2))
+        print(
+            json.dumps({"path": str(path), "scores": demo_base.greedy_scores(model, tok)}, indent=2)
+        )
         print(f"use it with: --set model.path={path}", file=sys.stderr)
         return 0
-    shipped = tiny.shipped_demo_base()
+    shipped = demo_base.shipped_demo_base()
     if shipped is None:
         print("no shipped demo base in this installation; `copd base --rebuild` builds one")
         return 1

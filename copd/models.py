@@ -34,7 +34,7 @@ def resolve_model_path(mcfg: ModelConfig, task_names: Sequence[str] = (), log=No
     """`demo` -> the cached built-in tiny model (built and warmed up on first use)."""
     if mcfg.path != "demo":
         return mcfg.path
-    from copd.tiny import demo_base_model
+    from copd.demo_base import demo_base_model
 
     return str(
         demo_base_model(

@@ -5,13 +5,12 @@ Qwen2 (or Llama) with a ~30-token character vocabulary, then a short supervised 
 on the built-in tasks so that its base rewards sit between 0 and 1 (RL needs both
 successes and failures in a group to learn anything).
 
-    from copd.tiny import demo_base_model
-    path = demo_base_model()            # built once (~30 s), then cached under $COPD_HOME/models
-    model = AutoModelForCausalLM.from_pretrained(path)
-    tok = AutoTokenizer.from_pretrained(path)
+    path = cached_base_model("demo", Recipe(hidden=64), cache_dir=None, log=print)
+    model, tok = load(path)             # built once, then cached under $COPD_HOME/models
 
-`tiny_test_model(cache_dir)` is a smaller, faster variant for the test suite.
-The cache key hashes every argument and `BUILD_VERSION`; bump it when the recipe changes.
+The demo's default base is shipped with the package (copd/demo_base.py). `tiny_test_model
+(cache_dir)` is a smaller, faster variant for the test suite. The cache key hashes every
+`Recipe` setting and `BUILD_VERSION`; bump it when the recipe changes.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -277,69 +277,57 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def build_settings(
-    tasks: Sequence[str],
-    task_options: Mapping[str, Mapping[str, Any]] | None,
-    hidden: int,
-    layers: int,
-    heads: int,
-    warmup_steps: int,
-    lr: float,
-    batch_size: int,
-    seed: int,
-    eval_n: int,
-    arch: str,
-) -> tuple[dict[str, Any], list[Task]]:
-    """Every setting that determines a built model (the cache key, and the record a
-    shipped model is matched against), and the task objects it warms up on."""
-    options = {t: dict((task_options or {}).get(t, {})) for t in tasks}
-    task_objs = [get_task(t, **options[t]) for t in tasks]
-    # Key on the effective difficulty, so changing a task's default rebuilds the model.
-    for t, obj in zip(tasks, task_objs, strict=True):
-        if hasattr(obj, "difficulty"):
-            options[t]["difficulty"] = obj.difficulty
-    settings = dict(
-        build_version=BUILD_VERSION,
-        tasks=list(tasks),
-        task_options=options,
-        hidden=hidden,
-        layers=layers,
-        heads=heads,
-        warmup_steps=warmup_steps,
-        lr=lr,
-        batch_size=batch_size,
-        seed=seed,
-        eval_n=eval_n,
-        arch=arch,
-    )
-    return settings, task_objs
+@dataclass(frozen=True)
+class Recipe:
+    """Every setting that determines a built tiny base model: the cache key, and the record
+    a shipped model is matched against."""
+
+    tasks: tuple[str, ...] = DEMO_TASKS
+    task_options: Mapping[str, Mapping[str, Any]] | None = None
+    hidden: int = 128
+    layers: int = 2
+    heads: int = 4
+    warmup_steps: int = 500
+    lr: float = 3e-3
+    batch_size: int = 64
+    seed: int = 0
+    eval_n: int = 128
+    arch: str = "qwen2"
+
+    def settings(self) -> tuple[dict[str, Any], list[Task]]:
+        """The settings as recorded in warmup.json, and the task objects it warms up on."""
+        options = {t: dict((self.task_options or {}).get(t, {})) for t in self.tasks}
+        task_objs = [get_task(t, **options[t]) for t in self.tasks]
+        # Key on the effective difficulty, so changing a task's default rebuilds the model.
+        for t, obj in zip(self.tasks, task_objs, strict=True):
+            if hasattr(obj, "difficulty"):
+                options[t]["difficulty"] = obj.difficulty
+        settings = dict(
+            build_version=BUILD_VERSION,
+            tasks=list(self.tasks),
+            task_options=options,
+            hidden=self.hidden,
+            layers=self.layers,
+            heads=self.heads,
+            warmup_steps=self.warmup_steps,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            eval_n=self.eval_n,
+            arch=self.arch,
+        )
+        return settings, task_objs
 
 
 def cached_base_model(
-    prefix: str,
-    tasks: Sequence[str],
-    task_options: Mapping[str, Mapping[str, Any]] | None,
-    hidden: int,
-    layers: int,
-    heads: int,
-    warmup_steps: int,
-    lr: float,
-    batch_size: int,
-    seed: int,
-    eval_n: int,
-    arch: str,
-    cache_dir: str | Path | None,
-    log: Log | None,
+    prefix: str, recipe: Recipe, cache_dir: str | Path | None, log: Log | None
 ) -> Path:
     """Build, warm up and evaluate a tiny model once; later calls return the cached folder.
 
     The folder is `<cache_dir or $COPD_HOME/models>/<prefix>-<hash of all arguments>`. It is
     built in a temporary sibling folder and renamed into place, under a file lock, so a
     reader never sees a half-written model and concurrent callers build it only once."""
-    settings, task_objs = build_settings(
-        tasks, task_options, hidden, layers, heads, warmup_steps, lr, batch_size, seed,
-        eval_n, arch,
-    )  # fmt: skip
+    settings, task_objs = recipe.settings()
     key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     root = Path(cache_dir) if cache_dir is not None else copd_home() / "models"
     final = root / f"{prefix}-{key}"
@@ -351,9 +339,20 @@ def cached_base_model(
             return final
         say = log or (lambda _msg: None)
         say(f"building {final.name} (once; cached afterwards)")
-        model, tokenizer = _new_model(hidden, layers, heads, None, 64, seed, arch)
-        stats = warmup(model, tokenizer, task_objs, warmup_steps, lr, batch_size, seed, log)
-        rewards = {t.name: sampled_accuracy(model, tokenizer, t, eval_n) for t in task_objs}
+        model, tokenizer = _new_model(
+            recipe.hidden, recipe.layers, recipe.heads, None, 64, recipe.seed, recipe.arch
+        )
+        stats = warmup(
+            model,
+            tokenizer,
+            task_objs,
+            recipe.warmup_steps,
+            recipe.lr,
+            recipe.batch_size,
+            recipe.seed,
+            log,
+        )
+        rewards = {t.name: sampled_accuracy(model, tokenizer, t, recipe.eval_n) for t in task_objs}
         say("base reward (T=1): " + ", ".join(f"{k} {v:.2f}" for k, v in rewards.items()))
         tmp = Path(tempfile.mkdtemp(prefix=f".{prefix}-{key}-", dir=root))
         try:
@@ -363,7 +362,7 @@ def cached_base_model(
                 final_loss=stats["loss"],
                 warmup_seconds=round(stats["seconds"], 2),
                 base_reward=rewards,
-                base_reward_n=eval_n,
+                base_reward_n=recipe.eval_n,
                 parameters=sum(p.numel() for p in model.parameters()),
                 torch=torch.__version__,
             )
@@ -377,118 +376,14 @@ def cached_base_model(
     return final
 
 
-def demo_base_model(
-    tasks: Sequence[str] = DEMO_TASKS,
-    hidden: int = 128,
-    layers: int = 2,
-    warmup_steps: int = 500,
-    lr: float = 3e-3,
-    seed: int = 0,
-    cache_dir: str | Path | None = None,
-    log: Log | None = None,
-    task_options: Mapping[str, Mapping[str, Any]] | None = None,
-    batch_size: int = 64,
-    arch: str = "qwen2",
-    rebuild: bool = False,
-) -> Path:
-    """The demo's warmed-up base model folder.
-
-    With the default settings this is the model shipped with the package
-    (`copd/assets/demo-base/`), identical on every machine: a warm-up of 500 steps is not
-    reproducible across CPUs and thread counts (float reductions differ and the steps
-    amplify it), so tables made elsewhere would start from another model. Other settings,
-    or `rebuild=True` (`copd base --rebuild`, `COPD_DEMO_REBUILD=1`), build the model
-    locally once and cache it. `warmup.json` inside records the settings, the final loss
-    and the base reward per task (one T=1 sample on each of 128 held-out prompts)."""
-    rebuild = rebuild or os.environ.get("COPD_DEMO_REBUILD", "") not in ("", "0")
-    if not rebuild and (shipped := shipped_demo_base()) is not None:
-        settings, _ = build_settings(
-            tasks, task_options, hidden, layers, 4, warmup_steps, lr, batch_size, seed, 128, arch
-        )
-        recorded = json.loads((shipped / "warmup.json").read_text())
-        if {k: recorded.get(k) for k in settings} == json.loads(json.dumps(settings)):
-            return shipped
-    return cached_base_model(
-        "demo", tasks, task_options, hidden, layers, 4, warmup_steps, lr, batch_size, seed,
-        128, arch, cache_dir, log,
-    )  # fmt: skip
-
-
-SHIPPED_DEMO_BASE = Path(__file__).resolve().parent / "assets" / "demo-base"
-
-
-def shipped_demo_base() -> Path | None:
-    """The shipped demo base model folder, or None when the package lacks it."""
-    ok = (SHIPPED_DEMO_BASE / "warmup.json").exists() and (
-        SHIPPED_DEMO_BASE / "model.safetensors"
-    ).exists()
-    return SHIPPED_DEMO_BASE if ok else None
-
-
-def greedy_scores(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    tasks: Sequence[str] = DEMO_TASKS,
-    n: int = 128,
-    max_new_tokens: int = 8,
-) -> dict[str, dict[str, float]]:
-    """Greedy accuracy per task on the first `n` prompts of the test and validation splits
-    (as the engine's evaluation decodes: `copd.rollout.sample_rollouts`, greedy)."""
-    from copd.rollout import sample_rollouts
-
-    out: dict[str, dict[str, float]] = {"test": {}, "validation": {}}
-    for name in tasks:
-        task = get_task(name)
-        for split in out:
-            examples = task.split_examples(split, n)
-            with torch.inference_mode():
-                batch = sample_rollouts(
-                    model, tokenizer, examples, group_size=1, temperature=1.0,
-                    max_new_tokens=max_new_tokens, greedy=True,
-                )  # fmt: skip
-            rewards = [task.reward(e, t) for e, t in zip(batch.examples, batch.texts, strict=True)]
-            out[split][name] = round(sum(rewards) / len(rewards), 6)
-    return out
-
-
-def ship_demo_base(out_dir: str | Path = SHIPPED_DEMO_BASE, log: Log | None = print) -> Path:
-    """Build the demo base with the default settings on this machine and write it, with
-    its greedy test/validation scores (`scores.json`), to `out_dir` (by default the
-    package's shipped copy, `copd base --ship`). The build always runs afresh."""
-    import platform
-
-    with tempfile.TemporaryDirectory() as tmp:
-        built = demo_base_model(cache_dir=tmp, log=log, rebuild=True)
-        out = Path(out_dir)
-        if out.exists():
-            shutil.rmtree(out)
-        shutil.copytree(built, out)
-    model, tok = load(out)
-    scores = greedy_scores(model, tok)
-    meta = {
-        "scores": scores,
-        "n": 128,
-        "decoding": "greedy, max_new_tokens 8 (the demo's sampling.max_new_tokens)",
-        "built_with": {
-            "torch": torch.__version__,
-            "machine": platform.machine(),
-            "processor": platform.processor() or "",
-            "threads": torch.get_num_threads(),
-        },
-    }
-    (out / "scores.json").write_text(json.dumps(meta, indent=2) + "\n")
-    if log:
-        log(f"shipped demo base -> {out}: {scores}")
-    return out
-
-
 def tiny_test_model(cache_dir: str | Path, seed: int = 0) -> Path:
     """A 64x2 model warmed up briefly on the four demo tasks at difficulty 1, for tests:
     builds in a few seconds and is cached in `cache_dir`."""
-    return cached_base_model(
-        "test", DEMO_TASKS, {t: {"difficulty": 1} for t in DEMO_TASKS}, 64, 2, 4, 100, 3e-3,
-        32, seed, 32, "qwen2", cache_dir, None,
+    recipe = Recipe(
+        task_options={t: {"difficulty": 1} for t in DEMO_TASKS}, hidden=64, warmup_steps=100,
+        batch_size=32, seed=seed, eval_n=32,
     )  # fmt: skip
+    return cached_base_model("test", recipe, cache_dir, None)
 
 
 def load(path: str | Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

@@ -6,17 +6,17 @@ import json
 
 import pytest
 
-from copd import tiny
+from copd import demo_base, tiny
 from copd.config import ModelConfig
 from copd.models import resolve_model_path
 
 
 def test_shipped_base_loads_and_scores_what_its_metadata_says():
-    shipped = tiny.shipped_demo_base()
+    shipped = demo_base.shipped_demo_base()
     assert shipped is not None, "copd/assets/demo-base/ is missing from the package"
     meta = json.loads((shipped / "scores.json").read_text())
     model, tok = tiny.load(shipped)
-    scores = tiny.greedy_scores(model, tok, n=meta["n"])
+    scores = demo_base.greedy_scores(model, tok, n=meta["n"])
     for split, per_task in meta["scores"].items():
         for task, expected in per_task.items():
             # greedy decoding of fixed weights; a near-tie may flip on another CPU
@@ -26,14 +26,14 @@ def test_shipped_base_loads_and_scores_what_its_metadata_says():
 
 
 def test_demo_path_resolves_to_the_shipped_model_unless_asked_to_rebuild(monkeypatch):
-    shipped = tiny.shipped_demo_base()
+    shipped = demo_base.shipped_demo_base()
     assert resolve_model_path(ModelConfig()) == str(shipped)
     built = []
     monkeypatch.setattr(tiny, "cached_base_model", lambda *a, **k: built.append(a) or "built")
-    assert tiny.demo_base_model(rebuild=True) == "built"
-    assert tiny.demo_base_model(warmup_steps=499) == "built"  # other settings: built locally
+    assert demo_base.demo_base_model(rebuild=True) == "built"
+    assert demo_base.demo_base_model(warmup_steps=499) == "built"  # other settings: built locally
     monkeypatch.setenv("COPD_DEMO_REBUILD", "1")
-    assert tiny.demo_base_model() == "built"
+    assert demo_base.demo_base_model() == "built"
     assert len(built) == 3
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from copd import tiny
+from copd import demo_base, tiny
 from copd.tasks import builtin_alphabet, get_task
 
 
@@ -118,12 +118,12 @@ def test_base_model_is_built_once_and_cached(tmp_path):
         task_options={"add": {"difficulty": 1}, "rev": {"difficulty": 1}},
         log=logs.append,
     )
-    first = tiny.demo_base_model(**kwargs)
+    first = demo_base.demo_base_model(**kwargs)
     assert first.parent == tmp_path and first.name.startswith("demo-")
     stamp = (first / "warmup.json").stat().st_mtime_ns
     builds = sum("building" in m for m in logs)
     assert builds == 1
-    second = tiny.demo_base_model(**kwargs)
+    second = demo_base.demo_base_model(**kwargs)
     assert second == first
     assert (first / "warmup.json").stat().st_mtime_ns == stamp
     assert sum("building" in m for m in logs) == 1  # no second build
@@ -131,12 +131,14 @@ def test_base_model_is_built_once_and_cached(tmp_path):
     assert info["warmup_steps"] == 2 and set(info["base_reward"]) == {"add", "rev"}
     # Nothing half-written is left behind, and a different argument is a different model.
     assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == [first.name]
-    other = tiny.demo_base_model(**{**kwargs, "seed": 1})
+    other = demo_base.demo_base_model(**{**kwargs, "seed": 1})
     assert other != first and (other / "config.json").exists()
     AutoModelForCausalLM.from_pretrained(other)
 
 
 def test_demo_cache_honours_copd_home(tmp_path, monkeypatch):
     monkeypatch.setenv("COPD_HOME", str(tmp_path))
-    path = tiny.demo_base_model(tasks=("count",), hidden=16, layers=1, warmup_steps=1, batch_size=2)
+    path = demo_base.demo_base_model(
+        tasks=("count",), hidden=16, layers=1, warmup_steps=1, batch_size=2
+    )
     assert path.parent == tmp_path / "models"
