@@ -14,8 +14,8 @@ top-k overlap k=10, constant learning rate. Open in the paper (our defaults docu
 each field): beta, the number of cycles N, the native/cross split of a phase-II batch,
 merge weights, live vs frozen teacher.
 
-Modules: `sections` (the dataclasses; each section checks itself, `RunConfig.validate`
-adds the cross-field rules), `choices` (allowed values, each set once), `errors`
+Modules: `sections` (the dataclasses; each section checks itself), `run` (RunConfig:
+`validate` adds the cross-field rules; files), `choices` (allowed values, each set once), `errors`
 (ConfigError), `serialize` (dicts <-> dataclasses), `overrides` (--set, diffs, nested
 replace, seed lists).
 """
@@ -39,6 +39,7 @@ from copd.config.overrides import (
     parse_seeds,
     replace_in,
 )
+from copd.config.run import RunConfig
 from copd.config.sections import (
     BackendConfig,
     BranchSpec,
@@ -49,7 +50,6 @@ from copd.config.sections import (
     MergeConfig,
     ModelConfig,
     OPDConfig,
-    RunConfig,
     SamplingConfig,
     ScheduleConfig,
     TopologyConfig,

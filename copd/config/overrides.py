@@ -9,7 +9,7 @@ from dataclasses import fields, replace
 from typing import Any
 
 from copd.config.errors import ConfigError
-from copd.config.sections import RunConfig
+from copd.config.run import RunConfig
 
 
 def apply_overrides(cfg: RunConfig, overrides: list[str] | tuple[str, ...]) -> RunConfig:
