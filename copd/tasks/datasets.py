@@ -335,32 +335,22 @@ class DatasetTask(Task):
         )
         rows, where = load_rows(self.path, format, max_errors)
         examples, keys = rows_to_examples(rows, where, source=self.path, **opts)
-        u = [_stable_fraction(self.name, k) for k in keys]
         self.val_fraction, self.n_rows = val_fraction, len(examples)
-        if eval_path is not None:
-            ep = Path(eval_path).expanduser()
-            rows, where = load_rows(ep, format, max_errors)
-            self.held_out = rows_to_examples(rows, where, source=ep, **opts)[0]
-            test_cut = 0.0
-        elif eval_fraction == 0.0:
-            self.held_out = examples
-            test_cut = 0.0
+
+        def side_file(path: str | Path) -> list[Example]:
+            p = Path(path).expanduser()
+            return rows_to_examples(*load_rows(p, format, max_errors), source=p, **opts)[0]
+
+        if eval_path is None and eval_fraction == 0.0:  # evaluate on the training rows
+            self.train = self.held_out = self.validation = list(examples)
         else:
-            self.held_out = [ex for ex, x in zip(examples, u, strict=True) if x < eval_fraction]
-            test_cut = eval_fraction
-        val_cut = 0.0 if val_path is not None else val_fraction
-        self.validation: list[Example] = [
-            ex for ex, x in zip(examples, u, strict=True) if test_cut <= x < test_cut + val_cut
-        ]
-        self.train = [ex for ex, x in zip(examples, u, strict=True) if x >= test_cut + val_cut]
-        if eval_path is None and eval_fraction == 0.0:
-            self.train = examples  # evaluate on the training rows, as asked
+            test_cut = 0.0 if eval_path is not None else eval_fraction
+            val_cut = 0.0 if val_path is not None else val_fraction
+            self._split(examples, keys, test_cut, val_cut)
+        if eval_path is not None:
+            self.held_out = side_file(eval_path)
         if val_path is not None:
-            vp = Path(val_path).expanduser()
-            rows, where = load_rows(vp, format, max_errors)
-            self.validation = rows_to_examples(rows, where, source=vp, **opts)[0]
-        if eval_path is None and eval_fraction == 0.0:
-            self.validation = examples  # no held-out rows asked for: validate on them too
+            self.validation = side_file(val_path)
         if not self.train or not self.held_out:
             raise DatasetError(
                 f"task {self.name!r}: {len(examples)} rows with eval_fraction="
@@ -370,6 +360,21 @@ class DatasetTask(Task):
         every = self.train + self.held_out + self.validation
         self.alphabet = "".join(sorted({c for ex in every for c in ex.prompt + ex.answer}))
         self.max_answer_chars = max(len(ex.answer) for ex in every)
+
+    def _split(
+        self, examples: list[Example], keys: list[str], test_cut: float, val_cut: float
+    ) -> None:
+        """Test, validation and training rows by the stable hash u of (name, row key): u <
+        test_cut is test, the next val_cut validation, the rest training (a split given as
+        a side file has a cut of 0 here and is read from its file)."""
+        u = [_stable_fraction(self.name, k) for k in keys]
+
+        def pick(lo: float, hi: float) -> list[Example]:
+            return [ex for ex, x in zip(examples, u, strict=True) if lo <= x < hi]
+
+        self.held_out = pick(0.0, test_cut)
+        self.validation = pick(test_cut, test_cut + val_cut)
+        self.train = pick(test_cut + val_cut, 1.0)
 
     def sample(self, rng: random.Random, n: int) -> list[Example]:
         """`n` training rows: without repeats while `n` fits the split, then with repeats."""
