@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from copd import merge as M
+from copd import names as N
 from copd.hf_cache import hf_model
 from copd.models import PolicyView, base_state_dict, lora_scaling
 
@@ -79,10 +80,15 @@ def export_merged(world, out_dir: str | Path, model: torch.nn.Module | None = No
 
 
 def results_table(scores: dict[str, dict[str, float]]) -> str:
-    """Plain-text table: rows = models, columns = benchmarks + Overall."""
+    """Plain-text table: rows = models, columns = test benchmarks + overall, then the
+    validation split's (`<task>@val`, `overall@val`) when the final evaluation has them."""
     models = list(scores)
-    benches = [b for b in next(iter(scores.values())) if b != "overall"]
-    cols = [*benches, "overall"]
+    first = next(iter(scores.values()))
+    test = [b for b in first if "@" not in b and b != "overall"]
+    other = [b for b in first if "@" in b and not b.startswith("overall")]
+    cols = [*test, "overall", *other]
+    if N.val_bench("overall") in first:
+        cols.append(N.val_bench("overall"))
     width = max(8, *(len(m) for m in models))
     head = f"{'model':<{width}} " + " ".join(f"{c:>9}" for c in cols)
     lines = [head, "-" * len(head)]
