@@ -1,7 +1,7 @@
 """The study: where does CoPD beat mixed GRPO and static OPD on the built-in domains, and why.
 
     copd study map --db sqlite:///study.db              # settings, chosen on validation
-    copd study final --best-2dom beta2 --db ...          # paper tables on test, 5 seeds
+    copd study final --db ...                            # = copd reproduce --seeds 0-4
     copd study capacity --db ...                         # a small model, competing domains
     copd study drift --db ...                            # overlap every step, seed bands
     copd study report                                    # study.md from what has run
@@ -14,8 +14,9 @@ Compare page's grid view and the Studies page draw the map from the store):
   defaults (OPD strength beta, cross-batch shape, S_RL:S_OPD, merge method, OPD loss),
   and a few settings on the 3-domain hub (add hub, rev, sort); mixed GRPO and its
   equal-optimizer-steps control alongside. Chosen on the validation split ("overall@val").
-- final: the paper's Table 1 / Table 2 layouts on the held-out test split, >= 5 seeds,
-  every baseline and CoPD at the defaults and at the setting the map chose.
+- final: the paper's Table 1 / Table 2 layouts on the held-out test split, 5 seeds, every
+  baseline and CoPD at the defaults and at the setting the map chose: exactly `copd
+  reproduce --seeds 0-4` (experiments/reproduce.py holds the arms), into `<out>/final`.
 - capacity: a smaller base model (hidden 48, 1 layer, built locally once) on two
   domains over the same letter strings (rev, sort), where the domains compete for
   capacity: the mechanism the paper's argument rests on.
@@ -59,6 +60,9 @@ MAP_2DOM: dict[str, tuple[str, tuple[str, ...]]] = {
     "copd-ratio4to6": ("demo", ("schedule.rl_steps=4", "schedule.opd_steps=6")),
     "copd-ties": ("demo", ("merge.method=ties",)),
     "copd-fullkl": ("demo", ("opd.advantage=full_kl",)),
+    # the signal balance showed the OPD term's gradient ~5x the GRPO term's: balance them
+    "copd-cw0.2": ("demo", ("opd.cross_weight=0.2",)),
+    "copd-cw0.2-cross16x2": ("demo", ("opd.cross_weight=0.2", f"{CROSS[0]}=16", f"{CROSS[1]}=2")),
     "mixed": ("mixed", ()),
     "mixed-steps": ("mixed-steps", ()),
 }
@@ -68,21 +72,6 @@ MAP_3DOM: dict[str, tuple[str, tuple[str, ...]]] = {
     "copd-3-per-teacher": ("copd-3", ("opd.teacher_weighting=per_teacher",)),
     "copd-3-full": ("copd-3", ("topology.kind=full",)),
     "mixed-3": ("mixed-3", ()),
-}
-FINAL_2DOM = {
-    "expert": ("expert", ()),
-    "mixed": ("mixed", ()),
-    "mixed-steps": ("mixed-steps", ()),
-    "static_opd": ("static_opd", ()),
-    "static_opd-rev": ("static_opd-rev", ()),
-    "copd": ("demo", ()),
-}
-FINAL_3DOM = {
-    "expert-3": ("expert-3", ()),
-    "mixed-3": ("mixed-3", ()),
-    "mixed-steps-3": ("mixed-steps-3", ()),
-    "mopd-3": ("mopd-3", ()),
-    "copd-3": ("copd-3", ()),
 }
 CAPACITY = {
     "expert": ("expert", (*SMALL, REV_SORT)),
@@ -255,6 +244,25 @@ def paired_lines(table, a: str, others: Sequence[str], split="test") -> list[str
     return lines
 
 
+def expert_lines(table, a: str, experts: str) -> list[str]:
+    """Arm a's primary model against each single-domain expert on that expert's own domain,
+    paired over the shared seeds (the paper: CoPD no worse than each expert on its domain)."""
+    if a not in table or experts not in table:
+        return []
+    seeds = sorted(set(table[a]) & set(table[experts]))
+    domains = [m for m in table[experts][seeds[0]] if m in table[experts][seeds[0]][m]]
+    lines = []
+    for d in domains:
+        mine = [table[a][s][primary_model(table[a][s])][d] for s in seeds]
+        theirs = [table[experts][s][d][d] for s in seeds]
+        r = paired(mine, theirs)
+        lines.append(
+            f"| {a} − {d}-expert on {d} | {r.diff:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}] | "
+            f"{r.p_value:.3g} | {r.n} |"
+        )
+    return lines
+
+
 def load_stage(out: Path, group: str) -> dict[str, dict[int, dict]]:
     """arm -> seed -> scores from the finished runs of a stage's folder."""
     table: dict[str, dict[int, dict]] = {}
@@ -278,20 +286,35 @@ def report(out: Path, log: Callable[[str], None] = print) -> dict:
             s = arm_summary(t, split)
             payload[group] = s
             parts += [f"## {title}", "", map_table(s), ""]
+    final = load_stage(out / "final", "runs")
+    three = {k: v for k, v in final.items() if k.endswith("-3") or "-3-" in k}
+    two = {k: v for k, v in final.items() if k not in three and k != "base"}
+    three.pop("base-3", None)
+    stages = {
+        "final-2dom": two,
+        "final-3dom": three,
+        "study-capacity": load_stage(out, "study-capacity"),
+    }
     for group, anchor, title in (
-        ("study-final-2dom", "copd", "Final, 2 domains (test split)"),
-        ("study-final-3dom", "copd-3", "Final, 3 domains (test split)"),
+        ("final-2dom", "copd", "Final, 2 domains (test split)"),
+        ("final-3dom", "copd-3", "Final, 3 domains (test split)"),
         ("study-capacity", "copd", "Capacity and conflict: small model, rev + sort (test)"),
     ):
-        t = load_stage(out, group)
+        t = stages[group]
         if not t:
             continue
         payload[group] = {"summary": arm_summary(t, "test")}
         parts += [f"## {title}", "", paper_layout(t), ""]
+        experts = next((k for k in t if k.startswith("expert")), None)
         for a in [k for k in t if k.startswith(anchor)]:
-            others = [k for k in t if not k.startswith(anchor)]
-            parts += [*paired_lines(t, a, others), ""]
-        copd_dirs = [p.parent for p in (out / group).glob(f"{anchor}*/results.json")]
+            others = [k for k in t if not k.startswith(anchor) and k != experts]
+            lines = paired_lines(t, a, others)
+            lines += expert_lines(t, a, experts) if experts else []
+            parts += [*lines, ""]
+        where = out / "final" / "runs" if group.startswith("final") else out / group
+        copd_dirs = [
+            where / f"{arm}-s{seed}" for arm in t if arm.startswith(anchor) for seed in t[arm]
+        ]
         sig = signal_summary(copd_dirs)
         payload[group]["signal"] = sig
         if sig:
@@ -320,15 +343,10 @@ def cmd_study(args) -> int:
         run_stage(MAP_2DOM, seeds or [0, 1, 2], out, "study-map-2dom", args.db, args.jobs, log)
         run_stage(MAP_3DOM, seeds or [0, 1, 2], out, "study-map-3dom", args.db, args.jobs, log)
     elif stage == "final":
-        arms2 = dict(FINAL_2DOM)
-        arms3 = dict(FINAL_3DOM)
-        for key in args.best_2dom or []:
-            arms2[key] = MAP_2DOM[key]
-        for key in args.best_3dom or []:
-            arms3[key] = MAP_3DOM[key]
-        s = seeds or [0, 1, 2, 3, 4]
-        run_stage(arms2, s, out, "study-final-2dom", args.db, args.jobs, log)
-        run_stage(arms3, s, out, "study-final-3dom", args.db, args.jobs, log)
+        from experiments.reproduce import reproduce
+
+        reproduce(seeds or [0, 1, 2, 3, 4], "full", (), out / "final", args.db,
+                  "study-final", reuse=True, log=log, jobs=args.jobs)  # fmt: skip
     elif stage == "capacity":
         run_stage(
             CAPACITY, seeds or [0, 1, 2, 3, 4], out, "study-capacity", args.db, args.jobs, log
@@ -346,6 +364,4 @@ def add_parser(sub) -> None:
     p.add_argument("--db", help="record every run in this store (groups study-<stage>)")
     p.add_argument("--out", default="runs/study")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
-    p.add_argument("--best-2dom", action="append", help="map arm(s) to add to the final stage")
-    p.add_argument("--best-3dom", action="append", help="3-domain map arm(s) for the final stage")
     p.set_defaults(func=cmd_study)
