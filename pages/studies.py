@@ -67,3 +67,20 @@ if df.empty:
 else:
     plot(studies.drift_figure(df.to_dict("records")), "studies:drift")
     csv_button(df, "CSV: drift series", "drift.csv", "csv:drift")
+
+# ---------------------------------------------------------------- the study's map
+st.header("Study map: CoPD settings against mixed GRPO")
+st.caption(
+    "`copd study map --db URL` records one group per setting (`study-map-2dom`, "
+    "`study-map-3dom`): CoPD one factor at a time around the demo's defaults, with mixed "
+    "GRPO and its equal-steps control. Choose on the validation split; docs/RESULTS.md "
+    "reports the test split."
+)
+map_groups = sorted({r.group for r in runs if r.group and r.group.startswith("study-map")})
+if not map_groups:
+    st.info("No study map yet: run `copd study map --db URL`.")
+else:
+    from app.sweep_view import draw_grid_view
+
+    group = st.selectbox("Map group", map_groups, key="studies:map_group")
+    draw_grid_view(url, [r for r in runs if r.group == group and r.status == "finished"])

@@ -206,3 +206,36 @@ def test_reproduce_reuses_finished_arms_and_rejects_unknown_ones(tiny_model_dir,
     assert again["arms"][0]["seconds"] >= first["arms"][0]["seconds"]  # the measured time
     with pytest.raises(ConfigError, match="pick from"):
         reproduce(*args, arms=["nope"], log=lambda m: None)
+
+
+def test_studies_page_draws_the_map_from_the_store_group(studies_app):
+    """A `copd study map` group (CoPD one factor at a time, and mixed GRPO) is drawn on the
+    Studies page from the store: score per swept field on the validation split."""
+    import os
+
+    from copd.sweep import run_config
+    from storage.entities import Evaluation
+
+    store = RunStore.from_url(os.environ["COPD_DB_URL"])
+    arms = {"copd": ("demo", []), "copd-beta4": ("demo", ["opd.beta=4"]), "mixed": ("mixed", [])}
+    for arm, (preset, over) in arms.items():
+        for seed in (0, 1):
+            cfg = run_config(preset, seed, "study-map-2dom", over, name=f"{arm}-s{seed}")
+            run = store.create_run(cfg.name, cfg.method, cfg.to_dict(), seed=seed,
+                                   group="study-map-2dom")  # fmt: skip
+            model = "merged" if cfg.method == "copd" else "mixed"
+            base = {"copd": 0.6, "copd-beta4": 0.5, "mixed": 0.65}[arm] + 0.01 * seed
+            store.log_evals(run.id, [
+                Evaluation(model, b, base, 128, 80) for b in ("add@val", "rev@val", "add", "rev")
+            ])  # fmt: skip
+            store.set_status(run.id, "running")
+            store.set_status(run.id, "finished")
+    at = studies_app
+    at.run()
+    at.switch_page("../pages/studies.py").run()
+    assert not at.exception
+    at.selectbox(key="studies:map_group").set_value("study-map-2dom").run()
+    assert not at.exception
+    assert any("Grid sweep" in h.value for h in at.subheader)
+    figs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    assert any("opd.beta" in json.dumps(f["layout"]) for f in figs)
