@@ -93,6 +93,8 @@ ARMS: tuple[Arm, ...] = (
     Arm("mopd-3", "mopd-3", "3 domains"),
     Arm("copd-3", "copd-3", "3 domains"),
     Arm("copd-3-cross16x2", "copd-3", "3 domains", overrides=TUNED),
+    # chosen on the 3-domain map's validation split: every pair teaches (no hub)
+    Arm("copd-3-full", "copd-3", "3 domains", overrides=("topology.kind=full",)),
 )
 
 
