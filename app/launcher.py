@@ -351,7 +351,9 @@ class Launcher:
             n = run.requested_gpus or 0
             if n == 0:
                 need = self.cpu_threads(run)
-                if cpu_count >= self.cpu_run_cap or (cpu_busy and cpu_busy + need > self.cores):
+                if cpu_count >= self.cpu_run_cap or (
+                    cpu_busy and cpu_busy + need > self.cpu_budget
+                ):
                     continue
                 cpu_busy, cpu_count = cpu_busy + need, cpu_count + 1
                 started = self._start(run, [])
@@ -407,6 +409,12 @@ class Launcher:
             raise
         self._children[run.id] = child
         return True
+
+    @property
+    def cpu_budget(self) -> int:
+        """Threads the CPU runs may hold together: the cores, or max_cpu_runs default
+        shares when an explicit max_cpu_runs asks for more runs than that."""
+        return max(self.cores, self.max_cpu_runs * max(1, self.cores // self.max_cpu_runs))
 
     def cpu_threads(self, run: Any) -> int:
         """Cores a CPU run takes: its config's `threads`, else cores / max_cpu_runs."""
