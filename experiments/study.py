@@ -205,9 +205,101 @@ def drift_series(run_dirs: Sequence[Path]) -> dict[str, dict[int, list[float]]]:
     return out
 
 
+# ---------------------------------------------------------------------- figures
+def map_figure(summary: dict[str, dict], title: str):
+    """Validation Overall per arm (mean, error bar = std over seeds; dots = seeds)."""
+    import plotly.graph_objects as go
+
+    arms = sorted(summary, key=lambda a: summary[a]["mean"])
+    colour = ["#1f77b4" if a.startswith("copd") else "#d62728" for a in arms]
+    fig = go.Figure(
+        go.Bar(
+            y=arms,
+            x=[summary[a]["mean"] for a in arms],
+            orientation="h",
+            marker_color=colour,
+            error_x=dict(type="data", array=[summary[a]["std"] for a in arms]),
+            name="mean ± std",
+        )  # fmt: skip
+    )
+    fig.add_trace(
+        go.Scatter(
+            y=[a for a in arms for _ in summary[a]["per_seed"]],
+            x=[v for a in arms for v in summary[a]["per_seed"].values()],
+            mode="markers",
+            marker=dict(color="black", size=5),
+            name="seeds",
+        )  # fmt: skip
+    )
+    vals = [v for a in arms for v in summary[a]["per_seed"].values()]
+    lo, hi = min(vals), max(vals)
+    fig.update_layout(
+        title=title, xaxis_title="validation Overall (merged / mixed policy)",
+        xaxis_range=[max(0.0, lo - 0.05), min(1.0, hi + 0.03)], height=120 + 28 * len(arms), width=760,
+        margin=dict(l=170, r=20, t=50, b=40), showlegend=False,
+    )  # fmt: skip
+    return fig
+
+
+def drift_figure(series: dict[str, dict[str, dict[int, list[float]]]]):
+    """Branch-vs-branch overlap (top-1/5/10, mass) and symmetric KL per step, mean and a
+    band of ± std over seeds, CoPD against independent experts."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    qty = ["overlap_top1", "overlap_top5", "overlap_top10", "overlap_mass", "sym_kl"]
+    fig = make_subplots(rows=1, cols=len(qty), subplot_titles=qty, horizontal_spacing=0.05)
+    colours = {"copd": "31,119,180", "expert": "214,39,40"}
+    for method, per_q in series.items():
+        for j, q in enumerate(qty, start=1):
+            steps = sorted(per_q.get(q, {}))
+            if not steps:
+                continue
+            ms = [mean_std(per_q[q][st]) for st in steps]
+            mean = [m for m, _ in ms]
+            hi = [m + sd for m, sd in ms]
+            lo = [m - sd for m, sd in ms]
+            c = colours.get(method, "90,90,90")
+            fig.add_trace(go.Scatter(x=steps + steps[::-1], y=hi + lo[::-1], fill="toself",
+                                     fillcolor=f"rgba({c},0.2)", line=dict(width=0),
+                                     showlegend=False, hoverinfo="skip"), 1, j)  # fmt: skip
+            fig.add_trace(go.Scatter(x=steps, y=mean, line=dict(color=f"rgb({c})"),
+                                     name="CoPD" if method == "copd" else "independent experts",
+                                     showlegend=j == 1), 1, j)  # fmt: skip
+    fig.update_layout(height=330, width=1500, margin=dict(l=40, r=10, t=50, b=40))
+    return fig
+
+
+def write_png(fig, path: Path, log) -> None:
+    try:
+        fig.write_image(str(path))
+        log(f"[study] wrote {path}")
+    except Exception as e:  # kaleido/Chromium missing: the tables and JSON remain
+        log(f"[study] no PNG {path.name} ({type(e).__name__}: {e})")
+
+
 # ---------------------------------------------------------------------- report
 def _fmt(m: float, s: float) -> str:
     return f"{m:.3f} ± {s:.3f}"
+
+
+def drift_table(series: dict[str, dict[str, dict[int, list[float]]]]) -> str:
+    """Per method and quantity: at the first step after 0, at each phase end of the drift
+    runs' schedule (6 RL + 4 OPD per cycle: steps 6, 10, 16, 20, ...), and at the end."""
+    lines = ["| method | quantity | " + " | ".join(f"step {s}" for s in DRIFT_STEPS) + " |"]
+    lines.append("|---|---|" + "---:|" * len(DRIFT_STEPS))
+    for method, per_q in series.items():
+        for q in ("overlap_top1", "overlap_top5", "overlap_top10", "overlap_mass", "sym_kl"):
+            cells = []
+            for st in DRIFT_STEPS:
+                vals = per_q.get(q, {}).get(st, [])
+                m, sd = mean_std(vals)
+                cells.append("—" if not vals else f"{m:.3f} ± {sd:.3f}")
+            lines.append(f"| {method} | {q} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+DRIFT_STEPS = (1, 6, 10, 16, 20, 26, 30)
 
 
 def map_table(summary: dict[str, dict]) -> str:
@@ -286,6 +378,7 @@ def report(out: Path, log: Callable[[str], None] = print) -> dict:
             s = arm_summary(t, split)
             payload[group] = s
             parts += [f"## {title}", "", map_table(s), ""]
+            write_png(map_figure(s, title), out / f"{group}.png", log)
     final = load_stage(out / "final", "runs")
     three = {k: v for k, v in final.items() if k.endswith("-3") or "-3-" in k}
     two = {k: v for k, v in final.items() if k not in three and k != "base"}
@@ -327,6 +420,8 @@ def report(out: Path, log: Callable[[str], None] = print) -> dict:
     drift_dirs = {m: list((out / "study-drift").glob(f"{m}-s*")) for m in ("copd", "expert")}
     if all(drift_dirs.values()):
         payload["drift"] = {m: drift_series(d) for m, d in drift_dirs.items()}
+        write_png(drift_figure(payload["drift"]), out / "study-drift.png", log)
+        parts += ["## Drift (branch vs branch, every step)", "", drift_table(payload["drift"]), ""]
     (out / "study.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
     (out / "study.md").write_text("\n".join(parts) + "\n")
     log(f"[study] wrote {out / 'study.md'}")
