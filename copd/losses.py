@@ -80,7 +80,13 @@ def policy_loss(
     return loss, clipped
 
 
-def aggregate(loss_B_T: Tensor, mask_B_T: Tensor, mode: str, max_len: int | None = None) -> Tensor:
+def aggregate(
+    loss_B_T: Tensor,
+    mask_B_T: Tensor,
+    mode: str,
+    max_len: int | None = None,
+    norm: float | None = None,
+) -> Tensor:
     """Reduce per-token losses to a scalar.
 
     "token_mean": sum over valid tokens / number of valid tokens (long answers weigh more).
@@ -89,23 +95,36 @@ def aggregate(loss_B_T: Tensor, mask_B_T: Tensor, mode: str, max_len: int | None
     "dr_grpo": sum / (B * max_len), max_len defaulting to T: a constant normaliser, so a
         token's weight does not depend on its sequence's length (Dr. GRPO).
     A batch with no valid token gives 0 (still attached to the graph).
+
+    `norm`: the denominator of a larger batch this one is a slice of (`normaliser` of the
+    whole), so that the slices' losses add up to the whole batch's loss: gradient
+    accumulation over micro-batches gives the same gradient as one pass.
     """
     m = (mask_B_T != 0).to(loss_B_T.dtype)
     masked = loss_B_T * m
-    if mode == "token_mean":
-        return masked.sum() / m.sum().clamp(min=1.0)
+    if mode not in AGG_MODES:
+        raise ValueError(f"unknown loss aggregation mode {mode!r}; use one of {AGG_MODES}")
     if mode == "seq_mean_token_mean":
         lens_B = m.sum(dim=-1)
         has_tokens = lens_B > 0
         seq_means_B = masked.sum(dim=-1) / lens_B.clamp(min=1.0)
-        n_seq = has_tokens.sum().clamp(min=1)
-        return (seq_means_B * has_tokens).sum() / n_seq
+        return (seq_means_B * has_tokens).sum() / (norm or has_tokens.sum().clamp(min=1))
+    return masked.sum() / (norm or normaliser(mask_B_T, mode, max_len))
+
+
+def normaliser(mask_B_T: Tensor, mode: str, max_len: int | None = None) -> float:
+    """The denominator `aggregate` divides a batch's loss by (see there)."""
+    m = mask_B_T != 0
+    if mode == "token_mean":
+        return max(1.0, float(m.sum()))
+    if mode == "seq_mean_token_mean":
+        return max(1.0, float(m.any(dim=-1).sum()))
     if mode == "dr_grpo":
-        B, T = loss_B_T.shape
+        B, T = mask_B_T.shape
         norm = B * (T if max_len is None else max_len)
         if norm <= 0:
             raise ValueError(f"dr_grpo needs max_len >= 1, got max_len={max_len}")
-        return masked.sum() / norm
+        return float(norm)
     raise ValueError(f"unknown loss aggregation mode {mode!r}; use one of {AGG_MODES}")
 
 

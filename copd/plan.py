@@ -149,6 +149,7 @@ class Workload:
     attn: str = "sdpa"  # "eager" or "sdpa" (flash kernels save what SDPA saves)
     teacher: str = "live"  # "snapshot": a frozen copy per branch
     adam_fp32: bool = False
+    micro_batch_rows: int = 0  # grpo.micro_batch_rows: rows per forward/backward (0 = all)
 
     @property
     def peers(self) -> int:
@@ -158,6 +159,14 @@ class Workload:
     def train_rows(self) -> int:
         """Rows in a branch's phase-II update: native + cross batches of every peer."""
         return self.prompts * self.samples + self.peers * self.cross_prompts * self.cross_samples
+
+    @property
+    def forward_rows(self) -> int:
+        """Rows whose activations are held at once: a micro-batch (whole prompt groups)
+        with gradient accumulation, else the whole update."""
+        if not self.micro_batch_rows:
+            return self.train_rows
+        return min(self.train_rows, max(self.micro_batch_rows, self.samples))
 
 
 def lora_params(arch: Arch, rank: int, targets: tuple[str, ...]) -> tuple[int, int]:
@@ -229,7 +238,7 @@ def plan(w: Workload, arch: Arch | None = None, n_params: int | None = None) -> 
     act = kv = score = None
     if arch is not None:
         lt = len(w.lora_targets) if w.lora else 0
-        act = activation_bytes(arch, w.train_rows, w.prompt_len, w.completion_len, b, w.attn,
+        act = activation_bytes(arch, w.forward_rows, w.prompt_len, w.completion_len, b, w.attn,
                                w.lora_rank if w.lora else 0, lt)  # fmt: skip
         sample_rows = w.prompts * w.samples + w.peers * w.cross_prompts * w.cross_samples
         kv = (
@@ -336,7 +345,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         cross_prompts=args.cross_prompts, cross_samples=args.cross_samples, dtype=args.dtype,
         lora=args.lora, lora_rank=args.lora_rank,
         lora_targets=tuple(args.lora_targets.split(",")), attn=args.attn,
-        teacher=args.teacher, adam_fp32=args.adam_fp32,
+        teacher=args.teacher, adam_fp32=args.adam_fp32, micro_batch_rows=args.micro_batch_rows,
     )  # fmt: skip
     p = plan(w, _arch_of(args), args.params)
     print(report(p, w))
@@ -370,6 +379,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--attn", default=d.attn, choices=["eager", "sdpa"])
     p.add_argument("--teacher", default=d.teacher, choices=["live", "snapshot"])
     p.add_argument("--adam-fp32", action="store_true", help="plan fp32 AdamW moments")
+    p.add_argument(
+        "--micro-batch-rows", type=int, default=0,
+        help="grpo.micro_batch_rows: rows per forward/backward (gradient accumulation)",
+    )  # fmt: skip
     p.add_argument("--json", help="also write the figures to this JSON file")
     p.set_defaults(func=cmd_plan)
     return p

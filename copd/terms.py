@@ -103,7 +103,9 @@ def _trained_logp(world: World, branch: Branch, batch: RolloutBatch, live_P: tor
     return full.index_copy(0, idx, logp), entropy
 
 
-def grpo_term(world: World, branch: Branch, batch: RolloutBatch) -> LossTerm:
+def grpo_term(
+    world: World, branch: Branch, batch: RolloutBatch, norm: float | None = None
+) -> LossTerm:
     """Clipped-surrogate GRPO loss on a native batch (one pass: ratio 1 unless the batch
     carries `old_logp_B_T` from an earlier pass). Groups whose rewards are all equal have
     zero advantage and, by default, skip the forward and backward (`skips_zero_advantage`)."""
@@ -119,7 +121,7 @@ def grpo_term(world: World, branch: Branch, batch: RolloutBatch) -> LossTerm:
     if g.kl_coef > 0:
         ref = world.score(world.base, batch)
         loss_B_T = loss_B_T + g.kl_coef * kl_penalty(logp, ref) * mask
-    loss = aggregate(loss_B_T, mask, g.loss_agg, world.cfg.sampling.max_new_tokens)
+    loss = aggregate(loss_B_T, mask, g.loss_agg, world.cfg.sampling.max_new_tokens, norm)
     n_tok = mask.sum().clamp(min=1)
     stats = {
         N.PG_LOSS: float(loss.detach()),
@@ -139,6 +141,7 @@ def opd_term(
     branch: Branch,
     batch: RolloutBatch,
     teacher_scores: torch.Tensor | dict[str, torch.Tensor],
+    norm: float | None = None,
 ) -> LossTerm:
     """On-policy distillation on the student's own samples of a peer's prompts.
 
@@ -172,7 +175,7 @@ def opd_term(
         old = _old_logp(world, batch, logp)
         loss_B_T, clipped_B_T = policy_loss(logp, old, adv_B_T, mask, g.clip_low, g.clip_high)
         adv_abs = float((adv_B_T.abs() * mask).sum() / n_tok)
-    loss = aggregate(loss_B_T, mask, g.loss_agg, world.cfg.sampling.max_new_tokens)
+    loss = aggregate(loss_B_T, mask, g.loss_agg, world.cfg.sampling.max_new_tokens, norm)
     log_ratio_B_T = (teacher_logp_B_T - logp.detach()) * mask
     stats = {
         N.OPD_LOSS: float(loss.detach()),

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from copd import names as N
+from copd.losses import normaliser
 from copd.rollout import RolloutBatch
 from copd.terms import LossTerm, _logp_and_entropy, grpo_term, opd_term
 
@@ -101,6 +102,11 @@ def _backward_per_term(
         now = _flat_grad(branch.params)
         grads[label] = now if before is None else now - before
         before = now
+    _signal_from_grads(grads, out)
+
+
+def _signal_from_grads(grads: dict[str, torch.Tensor], out: dict) -> None:
+    """Each term's gradient norm and the OPD terms' cosines with the GRPO term's."""
     for label, g in grads.items():
         out[N.signal_key("grad_norm", None if label == "grpo" else label)] = float(g.norm())
     native = grads.get("grpo")
@@ -133,28 +139,89 @@ def optimize(
     for epoch in range(g.updates_per_batch):
         for m in range(M):
             live = [(i, p[m]) for i, p in enumerate(parts) if p[m] is not None]
-            terms = [(s.weight, _term(world, branch, s)) for _, s in live]
             first = measure_signal and epoch == 0 and m == 0
-            grad_norm = update(
-                world,
-                branch,
-                terms,
-                labels=[s.label for _, s in live] if first else None,
-                signal=signal if first else None,
-            )
+            if g.micro_batch_rows:
+                grad_norm, term_stats = accumulate(
+                    world, branch, [s for _, s in live], signal if first else None
+                )
+            else:
+                terms = [(s.weight, _term(world, branch, s)) for _, s in live]
+                grad_norm = update(
+                    world,
+                    branch,
+                    terms,
+                    labels=[s.label for _, s in live] if first else None,
+                    signal=signal if first else None,
+                )
+                term_stats = [t.stats for _, t in terms]
             steps += 1
-            for (i, _), (_, term) in zip(live, terms, strict=True):
+            for (i, _), st in zip(live, term_stats, strict=True):
                 counts[i] += 1
-                for k, v in term.stats.items():
+                for k, v in st.items():
                     sums[i][k] = sums[i].get(k, 0.0) + v
     stats = [{k: v / max(1, n) for k, v in d.items()} for d, n in zip(sums, counts, strict=True)]
     return Updated(stats, grad_norm, signal, steps)
 
 
-def _term(world: World, branch: Branch, spec: TermSpec) -> LossTerm:
+def _term(world: World, branch: Branch, spec: TermSpec, norm: float | None = None) -> LossTerm:
     if spec.teacher is None:
-        return grpo_term(world, branch, spec.batch)
-    return opd_term(world, branch, spec.batch, spec.scores)
+        return grpo_term(world, branch, spec.batch, norm)
+    return opd_term(world, branch, spec.batch, spec.scores, norm)
+
+
+# Statistics that add up over micro-batches (each is the slice's share of the batch loss);
+# the others are averaged, weighted by rows.
+_SUMMED = (N.PG_LOSS, N.OPD_LOSS)
+
+
+def accumulate(
+    world: World, branch: Branch, specs: list[TermSpec], signal: dict[str, float] | None = None
+) -> tuple[float, list[dict[str, float]]]:
+    """One optimizer step by gradient accumulation: each term's rows go through the model
+    `grpo.micro_batch_rows` at a time (whole prompt groups), each slice's loss normalised
+    by the whole term's denominator (`losses.normaliser`) and backpropagated before the
+    next slice's forward, so activations are held for one slice only and the gradient is
+    the one pass's (to float rounding). Returns the grad norm and each term's statistics
+    (losses summed over slices, the rest row-weighted means). With `signal`, each term's
+    accumulated gradient is measured as in `update`."""
+    g = world.cfg.grpo
+    max_len = world.cfg.sampling.max_new_tokens
+    branch.optimizer.zero_grad(set_to_none=True)
+    grads: dict[str, torch.Tensor] = {}
+    before = None
+    out: list[dict[str, float]] = []
+    for spec in specs:
+        norm = normaliser(spec.batch.completion_mask_B_T, g.loss_agg, max_len)
+        G = spec.batch.group_size
+        per_slice = max(1, g.micro_batch_rows // G)
+        P = spec.batch.size // G
+        acc: dict[str, float] = {}
+        rows = 0
+        for part in _split(spec, -(-P // per_slice)):
+            if part is None:
+                continue
+            term = _term(world, branch, part, norm)
+            with world.timer("update"):
+                if isinstance(term.loss, torch.Tensor) and term.loss.requires_grad:
+                    (spec.weight * term.loss).backward()
+            n = part.batch.size
+            for k, v in term.stats.items():
+                acc[k] = acc.get(k, 0.0) + (v if k in _SUMMED else v * n)
+            rows += n
+        out.append({k: v if k in _SUMMED else v / max(1, rows) for k, v in acc.items()})
+        if signal is not None:
+            now = _flat_grad(branch.params)
+            grads[spec.label] = now if before is None else now - before
+            before = now
+    if signal is not None:
+        _signal_from_grads(grads, signal)
+    with world.timer("update"):
+        if all(p.grad is None for p in branch.params):  # no slice had a graph
+            for p in branch.params:
+                p.grad = torch.zeros_like(p)
+        gn = torch.nn.utils.clip_grad_norm_(branch.params, g.grad_clip)
+        branch.optimizer.step()
+    return float(gn), out
 
 
 def _record_old_logp(world: World, branch: Branch, spec: TermSpec) -> None:
@@ -162,8 +229,22 @@ def _record_old_logp(world: World, branch: Branch, spec: TermSpec) -> None:
     if spec.teacher is not None and world.cfg.opd.advantage != "sampled":
         return  # the direct KL losses take no ratio
     if "old_logp_B_T" not in spec.batch.extras:
+        rows = world.cfg.grpo.micro_batch_rows
+        G = spec.batch.group_size
+        n = -(-(spec.batch.size // G) // max(1, rows // G)) if rows else 1
         with torch.no_grad():
-            spec.batch.extras["old_logp_B_T"] = _logp_and_entropy(world, branch, spec.batch)[0]
+            parts = [p for p in _split(spec, n) if p is not None]
+            spec.batch.extras["old_logp_B_T"] = torch.cat(
+                [_pad_T(_logp_and_entropy(world, branch, p.batch)[0], spec.batch) for p in parts]
+            )
+
+
+def _pad_T(logp_b_T: torch.Tensor, batch: RolloutBatch) -> torch.Tensor:
+    """A slice's log-probs widened to the whole batch's completion length (zeros after)."""
+    T = batch.completion_ids_B_T.shape[1]
+    if logp_b_T.shape[1] == T:
+        return logp_b_T
+    return torch.nn.functional.pad(logp_b_T, (0, T - logp_b_T.shape[1]))
 
 
 def _split(spec: TermSpec, M: int) -> list[TermSpec | None]:

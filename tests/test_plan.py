@@ -161,3 +161,14 @@ def test_params_only_plan_has_no_activation_figure(capsys):
     assert main(["--params", "1000000000", "--dtype", "bfloat16"]) == 0
     text = capsys.readouterr().out
     assert "n/a" in text and "1,000.0M parameters" in text
+
+
+def test_micro_batches_bound_the_activations():
+    from copd.plan import parse_arch
+
+    full = Workload(prompts=8, samples=8, cross_prompts=8, cross_samples=4)
+    micro = Workload(prompts=8, samples=8, cross_prompts=8, cross_samples=4, micro_batch_rows=16)
+    assert full.forward_rows == full.train_rows == 96 and micro.forward_rows == 16
+    arch = parse_arch("hidden=256,layers=2,heads=4,kv_heads=2,vocab=1000,intermediate=512")
+    a_full, a_micro = plan(full, arch).activations, plan(micro, arch).activations
+    assert a_micro < a_full / 4  # activations scale with the rows held at once

@@ -147,6 +147,9 @@ class GRPOConfig:
     # PPO mini-batches per rollout batch: the batch's prompt groups are split into this many
     # parts, one optimizer step each, so the clipped ratio acts from the second part on.
     minibatches: int = 1
+    # Gradient accumulation: rows (whole prompt groups) per forward/backward; 0 = the whole
+    # batch at once. Same gradient, activations held for one slice (GPU memory).
+    micro_batch_rows: int = 0
 
     def check(self) -> None:
         check(
@@ -162,6 +165,11 @@ class GRPOConfig:
         check(self.kl_coef >= 0, "grpo.kl_coef", "must be >= 0 (paper: 0)")
         check(self.updates_per_batch >= 1, "grpo.updates_per_batch", "must be >= 1")
         check(self.minibatches >= 1, "grpo.minibatches", "must be >= 1 (1 = one step per batch)")
+        check(
+            self.micro_batch_rows >= 0,
+            "grpo.micro_batch_rows",
+            "use 0 (the whole batch at once) or the rows per forward/backward, e.g. 16",
+        )
         check(
             self.prompts_per_step % self.minibatches == 0,
             "grpo.minibatches",
