@@ -87,7 +87,11 @@ def paper_text_math(lora: bool = False) -> RunConfig:
         ),
         # Paper: temperature 1.0, G=8, clip 0.2/0.28, no KL, constant lr.
         sampling=SamplingConfig(temperature=1.0, max_new_tokens=1024),
-        grpo=GRPOConfig(group_size=8, prompts_per_step=32, lr=2e-5 if lora else 1e-6),
+        # 16 rows per forward/backward (gradient accumulation): `copd plan` puts one pass over
+        # a phase-II update (32 x 8 native + 16 x 4 cross rows) far beyond one GPU's memory.
+        grpo=GRPOConfig(
+            group_size=8, prompts_per_step=32, lr=2e-5 if lora else 1e-6, micro_batch_rows=16
+        ),
         opd=OPDConfig(cross_prompts_per_step=16, cross_group_size=4),
         schedule=ScheduleConfig(
             cycles=8, rl_steps=15, opd_steps=10, diag_every=5, eval_every_cycles=2
@@ -180,7 +184,7 @@ def paper_rg_lora() -> RunConfig:
         base,
         name="paper-rg-lora",
         sampling=SamplingConfig(temperature=1.0, max_new_tokens=256),
-        grpo=replace(base.grpo, prompts_per_step=8),
+        grpo=replace(base.grpo, prompts_per_step=8, micro_batch_rows=16),
         opd=OPDConfig(cross_prompts_per_step=4, cross_group_size=4),
         schedule=ScheduleConfig(
             cycles=4, rl_steps=6, opd_steps=4, diag_every=5, eval_every_cycles=2
