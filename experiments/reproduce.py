@@ -1,6 +1,6 @@
 """Reproduce the paper's main tables (arXiv 2604.27083, Tables 1 and 2) on the built-in domains.
 
-    copd reproduce                                  # 5 seeds, full scale, report in runs/reproduce
+    copd reproduce                                  # 8 seeds, full scale, report in runs/reproduce
     copd reproduce --seeds 0,1 --scale quick --db sqlite:///runs.db --group repro-a
     copd reproduce --scale quick --set model.path=/path/to/tiny   # any --set goes to every arm
 
@@ -322,7 +322,7 @@ def cmd_reproduce(args) -> int:
 def add_parser(sub) -> None:
     """Register `copd reproduce` on copd's subparsers."""
     p = sub.add_parser("reproduce", help="run CoPD and every baseline over seeds; paper tables")
-    p.add_argument("--seeds", default="0-4", help="comma-separated seeds or a range (0-4)")
+    p.add_argument("--seeds", default="0-7", help="comma-separated seeds or a range (0-7)")
     p.add_argument(
         "--jobs", type=int, default=2, help="training processes at a time (1 thread each)"
     )

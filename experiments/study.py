@@ -1,7 +1,7 @@
 """The study: where does CoPD beat mixed GRPO and static OPD on the built-in domains, and why.
 
     copd study map --db sqlite:///study.db              # settings, chosen on validation
-    copd study final --db ...                            # = copd reproduce --seeds 0-4
+    copd study final --db ...                            # = copd reproduce (8 seeds)
     copd study capacity --db ...                         # a small model, competing domains
     copd study drift --db ...                            # overlap every step, seed bands
     copd study report                                    # study.md from what has run
@@ -16,7 +16,9 @@ Compare page's grid view and the Studies page draw the map from the store):
   equal-optimizer-steps control alongside. Chosen on the validation split ("overall@val").
 - final: the paper's Table 1 / Table 2 layouts on the held-out test split, 5 seeds, every
   baseline and CoPD at the defaults and at the setting the map chose: exactly `copd
-  reproduce --seeds 0-4` (experiments/reproduce.py holds the arms), into `<out>/final`.
+  reproduce` (8 seeds; experiments/reproduce.py holds the arms), into `<out>/final`. With
+  n seeds the exact two-sided sign-flip test cannot go below p = 2 / 2^n (0.0625 at 5
+  seeds), hence 8.
 - capacity: a smaller base model (hidden 48, 1 layer, built locally once) on two
   domains over the same letter strings (rev, sort), where the domains compete for
   capacity: the mechanism the paper's argument rests on.
@@ -440,7 +442,7 @@ def cmd_study(args) -> int:
     elif stage == "final":
         from experiments.reproduce import reproduce
 
-        reproduce(seeds or [0, 1, 2, 3, 4], "full", (), out / "final", args.db,
+        reproduce(seeds or list(range(8)), "full", (), out / "final", args.db,
                   "study-final", reuse=True, log=log, jobs=args.jobs)  # fmt: skip
     elif stage == "capacity":
         run_stage(
