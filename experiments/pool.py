@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -47,13 +48,37 @@ def one_thread(cfg: RunConfig) -> RunConfig:
 
 
 def done(job: Job) -> dict | None:
-    """The scores of a finished job with the same config, else None."""
+    """The scores of a finished job with the same config, else None. The stored config is
+    read through `RunConfig` first, so a field added since (with its default) is not a
+    difference."""
     res, conf = job.run_dir / "results.json", job.run_dir / "config.json"
     if not (res.exists() and conf.exists()):
         return None
-    if json.loads(conf.read_text()) != json.loads(json.dumps(one_thread(job.cfg).to_dict())):
+    try:
+        stored = RunConfig.from_dict(json.loads(conf.read_text())).to_dict()
+    except Exception:  # an unreadable or older-incompatible config: train again
+        return None
+    if json.loads(json.dumps(stored)) != json.loads(json.dumps(one_thread(job.cfg).to_dict())):
         return None
     return json.loads(res.read_text())["scores"]
+
+
+def prepare(job: Job, db: str | None) -> None:
+    """Clear what an earlier attempt left in the run folder (its metrics.jsonl would
+    otherwise be appended to, its checkpoints and merged model mixed with the new run's),
+    and drop the store's earlier run of that folder, so the group holds each run once."""
+    for name in ("results.json", "metrics.jsonl"):
+        (job.run_dir / name).unlink(missing_ok=True)
+    for name in ("checkpoints", "merged"):
+        shutil.rmtree(job.run_dir / name, ignore_errors=True)
+    if db:
+        from copd.runner import open_store
+
+        store = open_store(db)
+        where = str(job.run_dir.resolve())
+        for run in store.list_runs(group=job.cfg.group):
+            if run.run_dir == where:
+                store.delete_run(run.id)
 
 
 def run_pool(
@@ -82,7 +107,7 @@ def run_pool(
         while queue and len(running) < max(1, n_jobs):
             job = queue.pop(0)
             job.run_dir.mkdir(parents=True, exist_ok=True)
-            (job.run_dir / "results.json").unlink(missing_ok=True)
+            prepare(job, db)
             one_thread(job.cfg).to_json(job.run_dir / "config.json")
             argv = [sys.executable, "-m", "copd", "train", str(job.run_dir / "config.json")]
             argv += ["--out", str(job.run_dir)] + (["--db", db] if db else [])
