@@ -68,6 +68,10 @@ def update(
     weight decay applies and the step count advances."""
     with world.timer("update"):
         branch.optimizer.zero_grad(set_to_none=True)
+        if world.cfg.grpo.clip_per_term and len(terms) > 1:
+            gn = _clipped_per_term(world, branch, terms, labels, signal)
+            branch.optimizer.step()
+            return gn
         if signal is not None and labels is not None:
             _backward_per_term(branch, terms, labels, signal)
         else:
@@ -80,6 +84,38 @@ def update(
         gn = torch.nn.utils.clip_grad_norm_(branch.params, world.cfg.grpo.grad_clip)
         branch.optimizer.step()
     return float(gn)
+
+
+def _clipped_per_term(
+    world: World,
+    branch: Branch,
+    terms: list[tuple[float, LossTerm]],
+    labels: list[str] | None,
+    signal: dict[str, float] | None,
+) -> float:
+    """`grpo.clip_per_term`: each weighted term's gradient is clipped to `grpo.grad_clip`
+    on its own and the clipped gradients are summed (no clip of the sum), so a large OPD
+    gradient no longer shrinks the GRPO term's share of a phase-II step. The signal
+    balance, when asked, measures the terms before clipping. Returns the sum's norm."""
+    params = branch.params
+    total: list[torch.Tensor] | None = None
+    raw: dict[str, torch.Tensor] = {}
+    for i, (w, term) in enumerate(terms):
+        branch.optimizer.zero_grad(set_to_none=True)
+        if isinstance(term.loss, torch.Tensor) and term.loss.requires_grad:
+            (w * term.loss).backward()
+        if signal is not None:
+            raw[labels[i] if labels else str(i)] = _flat_grad(params)
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        norm = torch.linalg.vector_norm(torch.stack([g.float().norm() for g in grads]))
+        scale = min(1.0, world.cfg.grpo.grad_clip / (float(norm) + 1e-6))
+        grads = [g * scale for g in grads]
+        total = grads if total is None else [a + b for a, b in zip(total, grads, strict=True)]
+    for p, g in zip(params, total or [], strict=True):
+        p.grad = g
+    if signal is not None and labels is not None:
+        _signal_from_grads(raw, signal)
+    return float(torch.linalg.vector_norm(torch.stack([g.float().norm() for g in total or []])))
 
 
 def _flat_grad(params: list[torch.Tensor]) -> torch.Tensor:

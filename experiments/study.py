@@ -65,6 +65,8 @@ MAP_2DOM: dict[str, tuple[str, tuple[str, ...]]] = {
     # the signal balance showed the OPD term's gradient ~5x the GRPO term's: balance them
     "copd-cw0.2": ("demo", ("opd.cross_weight=0.2",)),
     "copd-cw0.2-cross16x2": ("demo", ("opd.cross_weight=0.2", f"{CROSS[0]}=16", f"{CROSS[1]}=2")),
+    # ... or clip each term's gradient on its own, so OPD cannot shrink the GRPO step
+    "copd-clipterm": ("demo", ("grpo.clip_per_term=true",)),
     "mixed": ("mixed", ()),
     "mixed-steps": ("mixed-steps", ()),
 }

@@ -245,3 +245,26 @@ def test_micro_batches_accumulate_the_same_update(tiny_cfg, agg):
     assert acc.stats[1][N.OPD_LOSS] == pytest.approx(one.stats[1][N.OPD_LOSS], rel=1e-4, abs=1e-6)
     for k in (N.SIGNAL_GRAD_GRPO, N.signal_key("grad_norm", "rev"), N.signal_key("cos", "rev")):
         assert acc.signal[k] == pytest.approx(one.signal[k], rel=1e-3, abs=1e-5)
+
+
+def test_clip_per_term_bounds_each_term_and_keeps_the_grpo_share(tiny_cfg):
+    """grpo.clip_per_term: a huge OPD term is clipped to grad_clip on its own, so the GRPO
+    term's gradient enters the step whole (with one global clip it would be scaled down)."""
+    world = _world(tiny_cfg, "grpo.grad_clip=1.0", "grpo.clip_per_term=true")
+    b = world.branches[0]
+    native, cross = _batch(world, b), _batch(world, b, seed=1)
+    teacher = _student_logp(world, b, cross) + 5.0 * torch.randn(cross.completion_ids_B_T.shape)
+    # the GRPO term's own gradient, clipped alone
+    b.optimizer.zero_grad(set_to_none=True)
+    grpo_term(world, b, native).loss.backward()
+    g = torch.cat([p.grad.flatten() for p in b.params])
+    g = g * min(1.0, 1.0 / float(g.norm()))
+    res = optimize(
+        world, b, [TermSpec(1.0, native), TermSpec(10.0, cross, "rev", teacher)],
+        measure_signal=True,
+    )  # fmt: skip
+    assert res.signal[N.signal_key("grad_norm", "rev")] > 1.0  # measured before clipping
+    total = torch.cat([p.grad.flatten() for p in b.params])
+    opd = total - g  # what the OPD term contributed
+    assert float(opd.norm()) == pytest.approx(1.0, rel=1e-3)  # clipped to grad_clip alone
+    assert res.grad_norm <= 2.0 + 1e-4

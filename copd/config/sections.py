@@ -150,6 +150,10 @@ class GRPOConfig:
     # Gradient accumulation: rows (whole prompt groups) per forward/backward; 0 = the whole
     # batch at once. Same gradient, activations held for one slice (GPU memory).
     micro_batch_rows: int = 0
+    # Clip each loss term's gradient to grad_clip on its own and sum them (no clip of the
+    # sum): a dominant OPD gradient then no longer shrinks the GRPO term's share of a
+    # phase-II step (the signal balance shows OPD ~5x GRPO at beta 1 on the demo).
+    clip_per_term: bool = False
 
     def check(self) -> None:
         check(
@@ -165,6 +169,11 @@ class GRPOConfig:
         check(self.kl_coef >= 0, "grpo.kl_coef", "must be >= 0 (paper: 0)")
         check(self.updates_per_batch >= 1, "grpo.updates_per_batch", "must be >= 1")
         check(self.minibatches >= 1, "grpo.minibatches", "must be >= 1 (1 = one step per batch)")
+        check(
+            not (self.clip_per_term and self.micro_batch_rows),
+            "grpo.clip_per_term",
+            "is not combined with grpo.micro_batch_rows yet; set one of them",
+        )
         check(
             self.micro_batch_rows >= 0,
             "grpo.micro_batch_rows",
