@@ -28,6 +28,7 @@ from app.series import (
     schedule_cycle_lines,
     schedule_spans,
 )
+from copd.names import VAL_SUFFIX
 
 PALETTE = qualitative.Plotly + qualitative.D3
 # Bands behind the curves: phase I (GRPO) blue, phase II (mutual OPD) orange.
@@ -284,12 +285,17 @@ def eval_figure(evals: pd.DataFrame, *, revision: str = "evals") -> go.Figure:
     return base_layout(fig, "Evaluation", "score", "step", revision)
 
 
-def benchmarks_only(evals: pd.DataFrame) -> pd.DataFrame:
-    """Drop rows a trainer logged as benchmark "overall": the dashboard recomputes it as
-    the mean over the real benchmarks, so it must not count as one of them."""
+def benchmarks_only(evals: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """The per-domain rows of one split: drop what a trainer logged as "overall" (the
+    dashboard recomputes it as the mean over the real benchmarks, so it must not count as
+    one of them), and keep either the test rows or the final evaluation's validation rows
+    (`<task>@val`), never both, so a mean over benchmarks never mixes the splits."""
     if evals.empty:
         return evals
-    return evals[evals["benchmark"].astype(str).str.lower() != "overall"]
+    bench = evals["benchmark"].astype(str)
+    val = bench.str.endswith(VAL_SUFFIX)
+    keep = ~bench.str.lower().str.startswith("overall") & (val if split == "validation" else ~val)
+    return evals[keep]
 
 
 def overall_scores(evals: pd.DataFrame) -> pd.DataFrame:

@@ -218,7 +218,7 @@ def results_table(
     """
     from app.charts import benchmarks_only
 
-    ev = latest_evals(benchmarks_only(evals))
+    ev = latest_evals(benchmarks_only(evals, split))
     if ev.empty:
         return pd.DataFrame()
     method = {r.id: r.method for r in runs}

@@ -102,14 +102,16 @@ def aggregate(
     """
     m = (mask_B_T != 0).to(loss_B_T.dtype)
     masked = loss_B_T * m
-    if mode not in AGG_MODES:
-        raise ValueError(f"unknown loss aggregation mode {mode!r}; use one of {AGG_MODES}")
+    if mode == "token_mean":  # the denominators stay tensors: no host sync on the hot path
+        return masked.sum() / (norm or m.sum().clamp(min=1.0))
     if mode == "seq_mean_token_mean":
         lens_B = m.sum(dim=-1)
         has_tokens = lens_B > 0
         seq_means_B = masked.sum(dim=-1) / lens_B.clamp(min=1.0)
         return (seq_means_B * has_tokens).sum() / (norm or has_tokens.sum().clamp(min=1))
-    return masked.sum() / (norm or normaliser(mask_B_T, mode, max_len))
+    if mode == "dr_grpo":
+        return masked.sum() / (norm or normaliser(mask_B_T, mode, max_len))
+    raise ValueError(f"unknown loss aggregation mode {mode!r}; use one of {AGG_MODES}")
 
 
 def normaliser(mask_B_T: Tensor, mode: str, max_len: int | None = None) -> float:

@@ -97,7 +97,7 @@ def _clipped_per_term(
     on its own and the clipped gradients are summed (no clip of the sum), so a large OPD
     gradient no longer shrinks the GRPO term's share of a phase-II step. The signal
     balance, when asked, measures the terms before clipping. Returns the sum's norm."""
-    params = branch.params
+    params, clip = branch.params, world.cfg.grpo.grad_clip
     total: list[torch.Tensor] | None = None
     raw: dict[str, torch.Tensor] = {}
     for i, (w, term) in enumerate(terms):
@@ -106,16 +106,14 @@ def _clipped_per_term(
             (w * term.loss).backward()
         if signal is not None:
             raw[labels[i] if labels else str(i)] = _flat_grad(params)
+        torch.nn.utils.clip_grad_norm_(params, clip)  # this term alone
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        norm = torch.linalg.vector_norm(torch.stack([g.float().norm() for g in grads]))
-        scale = min(1.0, world.cfg.grpo.grad_clip / (float(norm) + 1e-6))
-        grads = [g * scale for g in grads]
         total = grads if total is None else [a + b for a, b in zip(total, grads, strict=True)]
     for p, g in zip(params, total or [], strict=True):
         p.grad = g
     if signal is not None and labels is not None:
         _signal_from_grads(raw, signal)
-    return float(torch.linalg.vector_norm(torch.stack([g.float().norm() for g in total or []])))
+    return float(_flat_grad(params).norm())
 
 
 def _flat_grad(params: list[torch.Tensor]) -> torch.Tensor:

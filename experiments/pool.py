@@ -63,7 +63,7 @@ def done(job: Job) -> dict | None:
     return json.loads(res.read_text())["scores"]
 
 
-def prepare(job: Job, db: str | None) -> None:
+def prepare(job: Job, store=None) -> None:
     """Clear what an earlier attempt left in the run folder (its metrics.jsonl would
     otherwise be appended to, its checkpoints and merged model mixed with the new run's),
     and drop the store's earlier run of that folder, so the group holds each run once."""
@@ -71,10 +71,7 @@ def prepare(job: Job, db: str | None) -> None:
         (job.run_dir / name).unlink(missing_ok=True)
     for name in ("checkpoints", "merged"):
         shutil.rmtree(job.run_dir / name, ignore_errors=True)
-    if db:
-        from copd.runner import open_store
-
-        store = open_store(db)
+    if store is not None:
         where = str(job.run_dir.resolve())
         for run in store.list_runs(group=job.cfg.group):
             if run.run_dir == where:
@@ -99,6 +96,11 @@ def run_pool(
             todo.append(job)
     if len(results):
         log(f"[pool] reusing {len(results)} finished run(s); {len(todo)} to train")
+    store = None
+    if db and todo:
+        from copd.runner import open_store
+
+        store = open_store(db)
     env = {**os.environ, "COPD_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     running: dict[subprocess.Popen, tuple[Job, float]] = {}
     failed: dict[str, str] = {}
@@ -107,7 +109,7 @@ def run_pool(
         while queue and len(running) < max(1, n_jobs):
             job = queue.pop(0)
             job.run_dir.mkdir(parents=True, exist_ok=True)
-            prepare(job, db)
+            prepare(job, store)
             one_thread(job.cfg).to_json(job.run_dir / "config.json")
             argv = [sys.executable, "-m", "copd", "train", str(job.run_dir / "config.json")]
             argv += ["--out", str(job.run_dir)] + (["--db", db] if db else [])

@@ -34,7 +34,7 @@ def test_a_new_attempt_clears_the_folder_and_the_stores_earlier_run(tmp_path):
     (job.run_dir / "checkpoints").mkdir()
     earlier = store.create_run("r", "copd", {}, group="g", run_dir=str(job.run_dir.resolve()))
     keep = store.create_run("other", "copd", {}, group="g", run_dir=str(tmp_path / "other"))
-    prepare(job, url)
+    prepare(job, store)
     assert not (job.run_dir / "metrics.jsonl").exists()
     assert not (job.run_dir / "results.json").exists()
     assert not (job.run_dir / "checkpoints").exists()
