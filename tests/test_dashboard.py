@@ -655,3 +655,17 @@ def test_readme_describes_the_demo_button_in_homes_words():
 
     readme = " ".join((Path(ENTRY).parent.parent / "README.md").read_text().split())
     assert " ".join(DEMO_DESCRIPTION.split()) in readme
+
+
+def test_eval_overall_never_mixes_the_validation_rows_in():
+    ev = pd.DataFrame(
+        {
+            "model": "merged",
+            "benchmark": ["add", "rev", "add@val", "overall@val", "overall"],
+            "score": [0.2, 0.6, 0.9, 0.9, 0.4],
+            "step": 80,
+        }  # fmt: skip
+    )
+    assert charts.overall_scores(ev)["score"].tolist() == [pytest.approx(0.4)]
+    val = charts.benchmarks_only(ev, "validation")
+    assert val["benchmark"].tolist() == ["add@val"]
