@@ -17,7 +17,7 @@ if str(ROOT) not in sys.path:  # `streamlit run app/main.py` puts app/ on the pa
 
 import streamlit as st  # noqa: E402
 
-from app.widgets import PAGES_DIR, ensure_supervisor  # noqa: E402
+from app.dashboard.widgets import PAGES_DIR, ensure_supervisor  # noqa: E402
 
 st.set_page_config(page_title="copd", page_icon="📊", layout="wide")
 ensure_supervisor()

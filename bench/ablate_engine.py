@@ -3,16 +3,16 @@
     .venv/bin/python bench/ablate_engine.py [--rounds 10] [--model demo|HIDDENxLAYERS]
 
 The speed-ups are module switches in the engine (each defaults to on):
-- `copd.sampler.SHARE_PROMPT_PREFIX`: a GRPO group's prompt runs once and its KV cache is
+- `copd.policy.sampler.SHARE_PROMPT_PREFIX`: a GRPO group's prompt runs once and its KV cache is
   repeated G times, in sampling and in every log-prob pass (training, teacher, diagnostics).
-- `copd.sampler.PRUNE_FINISHED_ROWS`: rows that reached eos leave the decode batch and the
+- `copd.policy.sampler.PRUNE_FINISHED_ROWS`: rows that reached eos leave the decode batch and the
   KV cache (the token draws are unchanged).
-- `copd.rollout.SPLIT_BY_LENGTH`: log-prob passes stop feeding rows that have ended.
+- `copd.policy.rollout.SPLIT_BY_LENGTH`: log-prob passes stop feeding rows that have ended.
 - eager attention (`model.attn_implementation="auto"` on the CPU) instead of SDPA.
 - the fused AdamW kernel instead of the per-parameter loop.
-- `copd.sampler.DENSE_DECODE_MASK`: decode steps pass a ready additive mask.
-- `copd.sampler.INFERENCE_MODE_DECODE`: sampling under inference_mode instead of no_grad.
-- `copd.sampler.SAMPLE_BY_CDF`: tokens drawn by inverse CDF, not torch.multinomial.
+- `copd.policy.sampler.DENSE_DECODE_MASK`: decode steps pass a ready additive mask.
+- `copd.policy.sampler.INFERENCE_MODE_DECODE`: sampling under inference_mode instead of no_grad.
+- `copd.policy.sampler.SAMPLE_BY_CDF`: tokens drawn by inverse CDF, not torch.multinomial.
 - `grpo.skip_zero_advantage`: prompt groups whose rewards are all equal skip the training
   forward and backward (the update is the same).
 Variants ("all on", and each switch off in turn) alternate round by round on one world (the
@@ -34,9 +34,9 @@ import _common as C  # sets the offline and thread environment before torch load
 
 def switches(world) -> dict[str, Callable[[bool], None]]:
     """name -> set(on): each turns one speed-up on (True) or off (False) in `world`."""
-    import copd.rollout as R
-    import copd.sampler as S
-    from copd.models import set_attention
+    import copd.policy.rollout as R
+    import copd.policy.sampler as S
+    from copd.policy.models import set_attention
 
     def flag(attr: str, module=S) -> Callable[[bool], None]:
         return lambda on: setattr(module, attr, on)
@@ -77,15 +77,14 @@ def main(argv: list[str] | None = None) -> dict:
     C.set_threads()
     import tempfile
 
-    from copd import presets
-    from copd.algorithms.copd import phase1_step, phase2_step
-    from copd.config import apply_overrides
-    from copd.engine import World
+    from copd.spec import apply_overrides, presets
+    from copd.train.algorithms.copd import phase1_step, phase2_step
+    from copd.train.world import World
 
     over = [f"threads={C.THREADS}"]
     tmp = tempfile.TemporaryDirectory(prefix="copd-ablate-")
     if a.model != "demo":
-        from copd.tiny import build_tiny_model
+        from copd.builders.tiny import build_tiny_model
 
         hidden, layers = (int(x) for x in a.model.split("x"))
         path = build_tiny_model(f"{tmp.name}/m", hidden=hidden, layers=layers)

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from copd.logger import NullLogger  # noqa: E402  (a bench may use both packages)
+from copd.train.logger import NullLogger  # noqa: E402  (a bench may use both packages)
 from storage import RunStore  # noqa: E402
 from storage.logger import StoreLogger  # noqa: E402
 

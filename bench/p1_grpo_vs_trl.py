@@ -10,10 +10,10 @@ gradient checkpointing, with one generation per optimisation step (generation ba
 per-device batch = 128 completions).
 
 Two kinds of model directory, each at two sizes:
-- HIDDENxLAYERS: freshly built, random init (copd.tiny.build_tiny_model). It never emits
+- HIDDENxLAYERS: freshly built, random init (copd.builders.tiny.build_tiny_model). It never emits
   eos, so every completion runs to the 8-token limit, and nearly every reward is 0.
 - warm:HIDDENxLAYERS: the same shape after the demo's supervised warm-up
-  (copd.demo_base.demo_base_model, built once and cached; warm:128x2 is the demo's own base).
+  (copd.builders.demo_base.demo_base_model, built once and cached; warm:128x2 is the demo's own base).
   It answers part of the prompts and ends its answers at eos, as a trained policy does,
   so completion lengths differ within a batch and groups with and without a reward
   signal both occur.
@@ -70,9 +70,9 @@ def our_stepper(
 ):
     """A one-branch world on `model_dir`, a function running one GRPO step of it, the list
     of its completion lengths and its token counter."""
-    from copd.algorithms.copd import phase1_step
-    from copd.config import RunConfig, apply_overrides
-    from copd.engine import World
+    from copd.spec import RunConfig, apply_overrides
+    from copd.train.algorithms.copd import phase1_step
+    from copd.train.world import World
 
     cfg = apply_overrides(
         RunConfig(name="bench-p1"),
@@ -110,7 +110,7 @@ class TokenCounter:
     def __init__(self, model) -> None:
         import torch
 
-        from copd.hf_cache import hf_model
+        from copd.policy.hf_cache import hf_model
 
         model = hf_model(model)
         self.weights = sum(
@@ -211,17 +211,17 @@ def model_for(spec: str, root: Path) -> tuple[str, str]:
     """(label, directory). HIDDENxLAYERS: a fresh random-init model, which never emits eos,
     so every completion runs to the length limit and nearly every reward is 0.
     warm:HIDDENxLAYERS: the same shape after the demo's supervised warm-up on its tasks
-    (copd.demo_base.demo_base_model; built once, then cached under $COPD_HOME/models; warm:128x2
+    (copd.builders.demo_base.demo_base_model; built once, then cached under $COPD_HOME/models; warm:128x2
     is the demo's own base). It answers part of the `add` prompts and ends its answers at
     eos, as a real policy does, so completions differ in length and groups with and
     without a reward signal both occur."""
     warm = spec.startswith("warm:")
     hidden, layers = (int(x) for x in spec.removeprefix("warm:").split("x"))
     if warm:
-        from copd.demo_base import demo_base_model
+        from copd.builders.demo_base import demo_base_model
 
         return f"warm {layers}x{hidden}", str(demo_base_model(hidden=hidden, layers=layers))
-    from copd.tiny import build_tiny_model
+    from copd.builders.tiny import build_tiny_model
 
     path = build_tiny_model(root / f"tiny-{hidden}x{layers}", hidden=hidden, layers=layers)
     return f"{layers}x{hidden}", str(path)

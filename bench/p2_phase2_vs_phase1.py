@@ -38,10 +38,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json")
     a = ap.parse_args(argv)
     C.set_threads()
-    from copd import presets
-    from copd.algorithms.copd import phase1_step, phase2_step
-    from copd.config import apply_overrides
-    from copd.engine import World
+    from copd.spec import apply_overrides, presets
+    from copd.train.algorithms.copd import phase1_step, phase2_step
+    from copd.train.world import World
 
     cfg = apply_overrides(presets.get(a.preset), [f"threads={C.THREADS}", *a.set]).validate()
     world = World.build(cfg)

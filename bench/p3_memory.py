@@ -52,10 +52,9 @@ def child(kind: str, n: int, model_dir: str, prompts: int, group: int) -> dict:
     import peft  # noqa: F401  (the same libraries in every child, baseline included)
     import transformers  # noqa: F401
 
-    from copd import presets
-    from copd.algorithms.copd import phase1_step
-    from copd.config import apply_overrides
-    from copd.engine import World
+    from copd.spec import apply_overrides, presets
+    from copd.train.algorithms.copd import phase1_step
+    from copd.train.world import World
 
     if kind != "imports":
         cfg = apply_overrides(
@@ -98,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(json.dumps(child(a.child, a.n, a.model_dir, a.prompts, a.group)))
         return {}
 
-    from copd.tiny import build_tiny_model
+    from copd.builders.tiny import build_tiny_model
 
     hidden, layers = (int(x) for x in a.size.split("x"))
     print(f"P3  resident memory: 3 branches vs 1 ({layers}x{hidden} model, fresh processes)")

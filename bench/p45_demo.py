@@ -40,7 +40,7 @@ def _env(home: str) -> dict[str, str]:
 def build_model(home: str) -> tuple[float, bool]:
     """Build (or find) the demo model in `home`; returns (wall seconds, whether it built)."""
     code = (
-        "from copd import presets; from copd.models import resolve_model_path; "
+        "from copd import presets; from copd.policy.models import resolve_model_path; "
         "print(resolve_model_path(presets.get('demo').model, log=print))"
     )
     t0 = time.perf_counter()
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json")
     a = ap.parse_args(argv)
     C.set_threads()  # this process only reports; the runs get COPD_THREADS
-    from copd import presets as P
+    from copd.spec import presets as P
 
     print("P4/P5  end-to-end demo (fresh `copd train` processes, 2 threads)")
     print(C.machine_line())

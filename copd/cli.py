@@ -32,8 +32,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from copd.results import results_table
     from copd.runner import load_config, new_recorded_run, open_store, train_run
+    from copd.train.results import results_table
 
     if args.resume:
         cfg_path = Path(args.resume) / "config.json"
@@ -63,17 +63,17 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """Check a config before training (copd/preflight.py): tasks and dataset rows, the
+    """Check a config before training (copd/tools/preflight.py): tasks and dataset rows, the
     model's config and tokenizer (no weights); exit 2 with the message on a problem."""
-    from copd.preflight import check_config
     from copd.runner import load_config
+    from copd.tools.preflight import check_config
 
     print(check_config(load_config(args.config, args.set, validate=False)))
     return 0
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
-    from copd import presets
+    from copd.spec import presets
 
     for name in presets.names():
         print(f"{name:<24} {presets.describe(name)}")
@@ -84,8 +84,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     """Greedy held-out accuracy of a model directory on built-in or plugged-in tasks."""
     import torch
 
-    from copd.models import PolicyView, load_policy
-    from copd.rollout import sample_rollouts
+    from copd.policy.models import PolicyView, load_policy
+    from copd.policy.rollout import sample_rollouts
     from copd.tasks import get_task
 
     model, tok = load_policy(args.model)
@@ -113,8 +113,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_merge(args: argparse.Namespace) -> int:
     """Average (or weight) several model directories of one architecture into one."""
-    from copd import merge as M
-    from copd.models import load_policy
+    from copd.math import merge as M
+    from copd.policy.models import load_policy
 
     models = [load_policy(p) for p in args.models]
     base_sd = load_policy(args.base)[0].state_dict() if args.base else None
@@ -130,7 +130,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 def cmd_base(args: argparse.Namespace) -> int:
     """The demo's base model: the shipped one (path, settings, greedy scores), or rebuilt."""
-    from copd import demo_base, tiny
+    from copd.builders import demo_base, tiny
 
     if args.ship:
         demo_base.ship_demo_base(args.ship, log=lambda m: print(m, file=sys.stderr))
@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Engine modules that add subcommands (`register(subparsers)`).
-COMMAND_MODULES: list[str] = ["copd.doctor", "copd.plan"]
+COMMAND_MODULES: list[str] = ["copd.tools.doctor", "copd.tools.plan"]
 _unavailable: dict[str, str] = {}
 
 
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except Exception as e:
-        from copd.config import ConfigError
+        from copd.spec import ConfigError
 
         # Errors a user fixes (a config field, a run id, a store URL, a read-only store,
         # diverged weights) are one line naming the fix, not a traceback.

@@ -8,6 +8,6 @@ from __future__ import annotations
 
 class NonFiniteWeights(RuntimeError):
     """A policy's weights (or the probabilities they give) became inf/NaN: the updates
-    diverged. copd.preflight.diverged builds the message with the step and the fix."""
+    diverged. copd.tools.preflight.diverged builds the message with the step and the fix."""
 
     user_error = True

@@ -30,8 +30,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from copd.names import PROGRESS
-from copd.preflight import check_run_name as check_run_name
+from copd.common.names import PROGRESS
+from copd.tools.preflight import check_run_name as check_run_name
 
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
 
@@ -40,8 +40,7 @@ def load_config(spec: str, overrides: Sequence[str] = (), validate: bool = True)
     """A preset name or a JSON/YAML file, with `--set KEY=VALUE` overrides (validated unless
     `validate=False`; the run name is checked either way). Raises ConfigError naming the fix
     when `spec` is neither, or the file does not parse (file, line and column)."""
-    from copd import presets
-    from copd.config import ConfigError, RunConfig, apply_overrides
+    from copd.spec import ConfigError, RunConfig, apply_overrides, presets
 
     path = Path(spec)
     if path.suffix in CONFIG_SUFFIXES or path.exists():
@@ -62,7 +61,7 @@ def load_config(spec: str, overrides: Sequence[str] = (), validate: bool = True)
 def read_config_file(path: Path) -> dict:
     """The mapping in a JSON or YAML config file; ConfigError with the file, line and column
     when it does not parse or is not a mapping."""
-    from copd.config import ConfigError
+    from copd.spec import ConfigError
 
     try:
         text = path.read_text()
@@ -238,7 +237,7 @@ def recorded(
     the traceback / cancelled). Yields (logger, tracker or None); closes the logger.
     `truncate_after`: a resume from the checkpoint at this step (-1: none); what was logged
     after it is deleted first, from metrics.jsonl and the store, and an event says so."""
-    from copd.logger import JsonlLogger, MultiLogger
+    from copd.train.logger import JsonlLogger, MultiLogger
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -289,10 +288,10 @@ def train_run(
     """Train one validated config in this process: metrics.jsonl and progress, and with `db`
     (or an open `store`) the run store's logger and lifecycle. Returns the final scores, or
     None when a stop was requested (the run is then checkpointed and marked cancelled)."""
-    from copd import checkpoint
-    from copd.algorithms import run
-    from copd.engine import TrainingCancelled, World
-    from copd.preflight import NonFiniteWeights, check_model_fits, diverged
+    from copd.tools.preflight import NonFiniteWeights, check_model_fits, diverged
+    from copd.train import checkpoint
+    from copd.train.algorithms import run
+    from copd.train.world import TrainingCancelled, World
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -335,9 +334,9 @@ def train_run(
 def evaluate_base(cfg, out: Path, store=None, db: str | None = None) -> dict[str, dict[str, float]]:
     """Held-out scores of the base model alone (row "Base"), recorded as a run of method
     "base" when a store is given."""
-    from copd.engine import World
-    from copd.evaluate import evaluate
-    from copd.results import write_results
+    from copd.train.evaluate import evaluate
+    from copd.train.results import write_results
+    from copd.train.world import World
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

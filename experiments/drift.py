@@ -169,7 +169,7 @@ def run_drift(
     (out / "drift.md").write_text(table + "\n")
     log(table)
     try:
-        from app.studies import drift_figure  # the dashboard's chart builder
+        from app.dashboard.studies import drift_figure  # the dashboard's chart builder
 
         drift_figure(payload["series"]).write_image(str(out / "drift.png"), width=900, height=420)
         payload["png"] = str(out / "drift.png")
@@ -179,7 +179,7 @@ def run_drift(
 
 
 def cmd_drift(args) -> int:
-    from copd.config import parse_seeds
+    from copd.spec import parse_seeds
 
     run_drift(parse_seeds(args.seeds), args.set, args.out, args.db, args.group,
               log=lambda m: print(m, file=sys.stderr))  # fmt: skip

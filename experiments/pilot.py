@@ -41,10 +41,9 @@ from pathlib import Path
 
 import torch
 
-from copd import presets
-from copd.config import RunConfig, apply_overrides
+from copd.common.stats import Fit, fit_line, pearson, permutation_p  # noqa: F401  (re-exported)
 from copd.runner import recorded
-from copd.stats import Fit, fit_line, pearson, permutation_p  # noqa: F401  (re-exported)
+from copd.spec import RunConfig, apply_overrides, presets
 
 
 # ---------------------------------------------------------------------- measurement
@@ -52,8 +51,8 @@ from copd.stats import Fit, fit_line, pearson, permutation_p  # noqa: F401  (re-
 def overlap_with(world, student_view, teacher_view, examples, seed: int) -> dict[str, float]:
     """Diagnostics of a student against a teacher on the student's own T=1 rollouts of
     `examples` (overlap_top{k}, sym_kl, ...), with a fixed sampling stream."""
-    from copd.diagnostics import pair_diagnostics
-    from copd.rollout import completion_logits, sample_rollouts
+    from copd.math.diagnostics import pair_diagnostics
+    from copd.policy.rollout import completion_logits, sample_rollouts
 
     d = world.cfg.diagnostics
     with student_view.use() as model:
@@ -115,10 +114,10 @@ def run_seed(
     log: Callable[[str], None] = print,
 ) -> list[PilotPoint]:
     """One teacher, then one student per temperature (see the module docstring)."""
-    from copd.algorithms.expert import rl_step
-    from copd.algorithms.static_opd import distill_step
-    from copd.engine import World
-    from copd.evaluate import evaluate
+    from copd.train.algorithms.expert import rl_step
+    from copd.train.algorithms.static_opd import distill_step
+    from copd.train.evaluate import evaluate
+    from copd.train.world import World
 
     world = World.build(cfg, logger)
     teacher, student = world.branch("teacher"), world.branch("student")
@@ -226,7 +225,7 @@ def write_png(payload: dict, path: Path, log: Callable[[str], None] = print) -> 
     """The scatter + fit line as a PNG via plotly + kaleido (needs a local Chromium);
     None when that is unavailable (pilot.json and the dashboard still have the data)."""
     try:
-        from app.studies import pilot_figure  # the dashboard's chart builder
+        from app.dashboard.studies import pilot_figure  # the dashboard's chart builder
 
         fig = pilot_figure(payload["points"], payload["fit"])
         fig.write_image(str(path), width=640, height=420, scale=1)
@@ -237,7 +236,7 @@ def write_png(payload: dict, path: Path, log: Callable[[str], None] = print) -> 
 
 
 def cmd_pilot(args) -> int:
-    from copd.config import parse_seeds
+    from copd.spec import parse_seeds
 
     payload = run_pilot(
         [float(t) for t in args.temperatures.split(",")],

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from copd.config import RunConfig, apply_overrides
+from copd.spec import RunConfig, apply_overrides
 
 
 @dataclass(frozen=True)

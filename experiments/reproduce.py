@@ -6,7 +6,7 @@
 
 Every trained arm x seed is its own `copd train` process, `--jobs` at a time (default 2,
 one torch thread each: both cores of a 2-core machine; experiments/pool.py), with the
-presets' common settings and the step budgets recorded in copd/algorithms/baselines.py,
+presets' common settings and the step budgets recorded in copd/train/algorithms/baselines.py,
 so every arm sees the same model, sampling, GRPO settings and data throughput. Finished
 runs in `<out>/runs/` with the same config are reused with `--reuse`. Two domains (Table 1
 layout): the base model, the single-domain experts, mixed GRPO and its equal-optimizer-
@@ -35,9 +35,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from copd.config import ConfigError, RunConfig, parse_seeds
-from copd.sweep import run_config
-from copd.tables import PaperTable, paper_table
+from copd.common.tables import PaperTable, paper_table
+from copd.spec import ConfigError, RunConfig, parse_seeds
+from copd.spec.sweep import run_config
 from experiments.pool import Job, run_pool
 
 # Full scale is the presets as they are, on one torch thread: on a shared 2-core machine
@@ -108,7 +108,7 @@ def row_labels(arm: Arm, cfg: RunConfig) -> list[tuple[str, str]]:
     if m == "mixed":
         return [("mixed", "Mixed GRPO" + (" (T steps)" if cfg.mixed_steps == "per_branch" else ""))]
     if m == "static_opd":
-        from copd.algorithms.baselines import static_direction
+        from copd.train.algorithms.baselines import static_direction
 
         teacher, student = static_direction(cfg)
         return [(student, f"Static OPD {teacher}→{student}")]
@@ -250,7 +250,7 @@ def write_pngs(results: Sequence[ArmResult], out: Path, log: Callable[[str], Non
     """One bar chart per setting (`<out>/report-2dom.png`, ...) via the dashboard's chart
     builder and plotly + kaleido; skipped (with a note) where kaleido/Chromium is missing."""
     try:
-        from app.studies import results_figure
+        from app.dashboard.studies import results_figure
 
         for setting in dict.fromkeys(r.arm.setting for r in results):
             rows = summarise(results, setting).rows

@@ -27,7 +27,7 @@ Compare page's grid view and the Studies page draw the map from the store):
 
 `report` reads the runs' results.json and metrics.jsonl and writes `<out>/study.md` and
 `<out>/study.json`: mean ± std over seeds, paired differences with their 95% CI and a
-paired sign-flip permutation p (copd.stats.paired), and the signal balance of CoPD's
+paired sign-flip permutation p (copd.common.stats.paired), and the signal balance of CoPD's
 phase-II updates.
 """
 
@@ -39,11 +39,11 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from copd import names as N
-from copd.config import parse_seeds
-from copd.stats import mean_std, paired
-from copd.sweep import run_config
-from copd.tables import paper_table
+from copd.common import names as N
+from copd.common.stats import mean_std, paired
+from copd.common.tables import paper_table
+from copd.spec import parse_seeds
+from copd.spec.sweep import run_config
 from experiments.pool import Job, run_pool
 
 CROSS = ("opd.cross_prompts_per_step", "opd.cross_group_size")

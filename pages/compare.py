@@ -3,8 +3,8 @@ mean line with a band), the paper-style results table, and a config diff; CSV ev
 
 import streamlit as st
 
-from app.compare_view import draw_compare
-from app.widgets import cached_runs, db_url, empty_state
+from app.dashboard.compare_view import draw_compare
+from app.dashboard.widgets import cached_runs, db_url, empty_state
 
 st.title("⚖️ Compare runs")
 url = db_url()

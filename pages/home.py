@@ -4,9 +4,9 @@ demo in one click (CoPD and the independent experts, one group, opened on the Li
 import pandas as pd
 import streamlit as st
 
-from app.demo import DEMO_DESCRIPTION
-from app.queries import STATUS_MARKERS, status_counts, status_label
-from app.widgets import (
+from app.control.demo import DEMO_DESCRIPTION
+from app.dashboard.queries import STATUS_MARKERS, status_counts, status_label
+from app.dashboard.widgets import (
     cached_alert_counts,
     cached_runs,
     db_url,

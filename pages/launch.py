@@ -4,13 +4,18 @@ grid points x seeds, all or nothing)."""
 
 import streamlit as st
 
-from app.forms import build_config, parse_seeds
-from app.launch_form import branch_editor, config_form, gpu_picker, model_picker, shared_values
-from app.sweep import launch_sweep
-from app.widgets import cached_gpus, get_launcher, invalidate, page_path
-from copd import presets
-from copd.config import ConfigError
-from copd.sweep import parse_grid, sweep_configs
+from app.control.sweep import launch_sweep
+from app.dashboard.forms import build_config, parse_seeds
+from app.dashboard.launch_form import (
+    branch_editor,
+    config_form,
+    gpu_picker,
+    model_picker,
+    shared_values,
+)
+from app.dashboard.widgets import cached_gpus, get_launcher, invalidate, page_path
+from copd.spec import ConfigError, presets
+from copd.spec.sweep import parse_grid, sweep_configs
 from copd.tasks import builtin_task_names
 
 st.title("🚀 Launch a run")

@@ -4,9 +4,9 @@ while a run of the view is active. Link: `live?run=ID`."""
 
 import streamlit as st
 
-from app.links import url_run_id
-from app.live_view import draw_run
-from app.widgets import cached_runs, db_url, empty_state, get_store, run_label
+from app.dashboard.links import url_run_id
+from app.dashboard.live_view import draw_run
+from app.dashboard.widgets import cached_runs, db_url, empty_state, get_store, run_label
 
 st.title("📈 Live run view")
 url = db_url()

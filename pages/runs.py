@@ -3,8 +3,8 @@ resume or delete it (with a confirmation), read its log tail, events and error."
 
 import streamlit as st
 
-from app.runs_view import draw_runs
-from app.widgets import cached_runs, db_url, empty_state
+from app.dashboard.runs_view import draw_runs
+from app.dashboard.widgets import cached_runs, db_url, empty_state
 
 st.title("📋 Runs")
 url = db_url()

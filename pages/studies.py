@@ -5,8 +5,8 @@ training; Fig. 2c/d, 4a/b). Produced by `copd pilot --db`, `copd drift`, `copd r
 import pandas as pd
 import streamlit as st
 
-from app import studies
-from app.widgets import cached_runs, csv_button, db_url, empty_state, get_store, plot
+from app.dashboard import studies
+from app.dashboard.widgets import cached_runs, csv_button, db_url, empty_state, get_store, plot
 
 st.title("🔬 Studies")
 url = db_url()
@@ -80,7 +80,7 @@ map_groups = sorted({r.group for r in runs if r.group and r.group.startswith("st
 if not map_groups:
     st.info("No study map yet: run `copd study map --db URL`.")
 else:
-    from app.sweep_view import draw_grid_view
+    from app.dashboard.sweep_view import draw_grid_view
 
     group = st.selectbox("Map group", map_groups, key="studies:map_group")
     draw_grid_view(url, [r for r in runs if r.group == group and r.status == "finished"])

@@ -58,4 +58,4 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 # Seconds for the whole check: the parts stop starting after the budget; this is a
 # hard stop a little later.
-exec timeout --signal=TERM 560 "$PYTHON" -m copd.doctor --gpu "$@"
+exec timeout --signal=TERM 560 "$PYTHON" -m copd.tools.doctor --gpu "$@"

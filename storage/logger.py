@@ -31,7 +31,7 @@ MAX_BUFFER = 2_000_000  # points kept while the database is unreachable; oldest 
 
 def scope_of(name: str) -> str:
     """The scope of a namespaced metric: "branch/X/..", "pair/X/..", "base/X/.." -> "X";
-    "merged/.." -> "merged"; anything else -> "" (the same rule as copd.names.scope_of)."""
+    "merged/.." -> "merged"; anything else -> "" (the same rule as copd.common.names.scope_of)."""
     parts = name.split("/")
     if parts[0] in ("branch", "pair", "base") and len(parts) >= 3:
         return parts[1]

@@ -19,7 +19,7 @@ def tiny_model_dir() -> str:
     the subprocess tests reuse it."""
     from pathlib import Path
 
-    from copd.tiny import tiny_test_model
+    from copd.builders.tiny import tiny_test_model
 
     return str(tiny_test_model(Path(__file__).resolve().parent.parent / ".cache" / "test-models"))
 
@@ -27,8 +27,7 @@ def tiny_model_dir() -> str:
 @pytest.fixture
 def tiny_cfg(tiny_model_dir):
     """Factory: a validated preset config shrunk to the tiny test model."""
-    from copd import presets
-    from copd.config import apply_overrides
+    from copd.spec import apply_overrides, presets
 
     def make(preset: str = "demo", *extra: str):
         return apply_overrides(

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from copd.config import RunConfig
+from copd.spec import RunConfig
 from storage import RunStore
 from storage.entities import Evaluation, MetricPoint
 
@@ -29,7 +29,7 @@ BRANCHES = ("add", "rev")
 CYCLES, RL_STEPS, OPD_STEPS = 6, 6, 4
 GROUP = "seeds-demo"
 TRACEBACK = """Traceback (most recent call last):
-  File "copd/engine.py", line 212, in train
+  File "copd/train/world.py", line 212, in train
     loss.backward()
 RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"""
 

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app import alerts
-from copd.config import ConfigError, RunConfig
+from app.control import alerts
+from copd.spec import ConfigError, RunConfig
 from storage import RunStore
 from storage.entities import MetricPoint
 

@@ -8,14 +8,15 @@ import json
 import pytest
 import torch
 
-from copd import checkpoint, presets
-from copd.algorithms import run
-from copd.algorithms.baselines import budget_for
-from copd.algorithms.mopd import route, routed_logp
-from copd.engine import TrainingCancelled, World
-from copd.logger import NullLogger
-from copd.rollout import RolloutBatch
+from copd.policy.rollout import RolloutBatch
+from copd.spec import presets
 from copd.tasks import Example
+from copd.train import checkpoint
+from copd.train.algorithms import run
+from copd.train.algorithms.baselines import budget_for
+from copd.train.algorithms.mopd import route, routed_logp
+from copd.train.logger import NullLogger
+from copd.train.world import TrainingCancelled, World
 
 
 class Recorder(NullLogger):
@@ -272,7 +273,7 @@ def test_every_named_set_lists_known_presets():
 # ---------------------------------------------------------------------- ablation sets
 @pytest.fixture
 def sweep_env(tmp_path):
-    from app.launcher import Launcher
+    from app.control.launcher import Launcher
     from storage import RunStore
 
     url = f"sqlite:///{tmp_path / 'runs.db'}"
@@ -281,9 +282,9 @@ def sweep_env(tmp_path):
 
 
 def test_launch_sweep_queues_every_preset_for_every_seed_in_one_group(sweep_env):
-    from app.sweep import launch_sweep
-    from copd.config import ConfigError
-    from copd.sweep import sweep_configs
+    from app.control.sweep import launch_sweep
+    from copd.spec import ConfigError
+    from copd.spec.sweep import sweep_configs
 
     _, store, launcher = sweep_env
     sets = ["expert", "mixed"]
@@ -361,8 +362,8 @@ def test_grid_sweep_creates_exactly_the_product_and_is_all_or_nothing(sweep_env,
 
 
 def test_grid_parsing_and_points():
-    from copd.config import ConfigError
-    from copd.sweep import grid_points, parse_grid, point_tag
+    from copd.spec import ConfigError
+    from copd.spec.sweep import grid_points, parse_grid, point_tag
 
     grid = parse_grid(["opd.beta=0.5,1", 'branches=[{"name":"a","task":"add"}],[]'])
     assert grid["opd.beta"] == ["0.5", "1"]
@@ -373,7 +374,7 @@ def test_grid_parsing_and_points():
     assert point_tag({"opd.beta": "0.5", "schedule.rl_steps": "3"}) == "beta0.5-rl_steps3"
     for item, msg in [("opd.beta", "KEY=V1"), ("opd.beta=1,1", "repeats"), ("seed=1,2", None)]:
         if msg is None:
-            from copd.sweep import sweep_configs
+            from copd.spec.sweep import sweep_configs
 
             with pytest.raises(ConfigError, match="sets seed per run"):
                 sweep_configs(["demo"], [0], "g", grid=parse_grid([item]))

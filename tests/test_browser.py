@@ -387,9 +387,8 @@ def test_links_open_the_run_and_the_runs_they_name(seeded_server):
 def test_a_run_that_logs_nan_raises_an_alert_on_home_and_live(fake_server, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
-    from app.launcher import Launcher
-    from copd import presets
-    from copd.config import apply_overrides
+    from app.control.launcher import Launcher
+    from copd.spec import apply_overrides, presets
     from storage import RunStore
 
     base, db = fake_server

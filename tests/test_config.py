@@ -1,6 +1,6 @@
 import pytest
 
-from copd.config import ConfigError, RunConfig, apply_overrides, config_diff
+from copd.spec import ConfigError, RunConfig, apply_overrides, config_diff
 
 
 def test_json_round_trip(tmp_path):
@@ -71,8 +71,8 @@ def test_merge_weights_are_checked_for_every_method(overrides, match):
 def test_allowed_values_come_from_the_literal_types():
     from typing import get_type_hints
 
-    from copd.config import LOSS_AGGS, MERGE_METHODS, METHODS, TOPOLOGIES, MergeConfig
-    from copd.merge import MERGE_METHODS as MERGE_MODULE_METHODS
+    from copd.math.merge import MERGE_METHODS as MERGE_MODULE_METHODS
+    from copd.spec import LOSS_AGGS, MERGE_METHODS, METHODS, TOPOLOGIES, MergeConfig
 
     assert get_type_hints(MergeConfig)["method"].__args__ == MERGE_METHODS
     assert MERGE_MODULE_METHODS is MERGE_METHODS

@@ -17,8 +17,8 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from app import charts, forms, queries, series
-from copd.config import ConfigError, RunConfig
+from app.dashboard import charts, forms, queries, series
+from copd.spec import ConfigError, RunConfig
 from storage import RunStore
 from tests.seed import GROUP, seed_store
 
@@ -204,7 +204,7 @@ def test_progress_follows_the_logged_steps():
 
 
 def test_log_tail_collapses_carriage_return_segments(tmp_path):
-    from app.logview import collapse_cr, log_tail
+    from app.dashboard.logview import collapse_cr, log_tail
 
     bar = "".join(f"\rtraining:  {i}%|{'#' * (i // 10)}| {i}/80" for i in range(0, 101, 5))
     log = tmp_path / "train.log"
@@ -459,7 +459,7 @@ def test_supervisor_starts_once_and_stops_on_clear(monkeypatch, tmp_path):
 def test_launch_page_grid_sweep_queues_the_product_or_nothing(monkeypatch, tmp_path):
     """The ablation-set form takes a grid: presets x grid points x seeds runs in one group;
     an invalid grid value records nothing."""
-    from app.launcher import Launcher
+    from app.control.launcher import Launcher
 
     url = f"sqlite:///{tmp_path / 'grid.db'}"
     monkeypatch.setenv("COPD_DB_URL", url)
@@ -510,7 +510,7 @@ def _fresh_app(monkeypatch, tmp_path, name="first.db"):
 def test_home_launches_the_demo_group_in_one_click_and_opens_it_live(monkeypatch, tmp_path):
     """One press: the demo CoPD run and the independent experts, same seed, one group,
     queued all at once; the Live view opens on the CoPD run with its link."""
-    from app.launcher import Launcher
+    from app.control.launcher import Launcher
 
     ticks = []
     monkeypatch.setattr(Launcher, "tick", lambda self: ticks.append(1) or [])  # start nothing
@@ -609,7 +609,7 @@ def test_compare_seed_lines_toggle_and_report(app):
 
 
 def test_report_is_one_offline_html_file(seeded):
-    from app import report
+    from app.dashboard import report
 
     url, ids = seeded
     store = RunStore.from_url(url)
@@ -633,7 +633,7 @@ def test_report_is_one_offline_html_file(seeded):
 
 
 def test_alerts_on_home_and_in_the_run_view(app, seeded):
-    from app.alerts import AlertWatcher
+    from app.control.alerts import AlertWatcher
 
     at, ids = app
     url, _ = seeded
@@ -651,7 +651,7 @@ def test_alerts_on_home_and_in_the_run_view(app, seeded):
 
 
 def test_readme_describes_the_demo_button_in_homes_words():
-    from app.demo import DEMO_DESCRIPTION
+    from app.control.demo import DEMO_DESCRIPTION
 
     readme = " ".join((Path(ENTRY).parent.parent / "README.md").read_text().split())
     assert " ".join(DEMO_DESCRIPTION.split()) in readme

@@ -286,7 +286,7 @@ TEMPLATE = (
 
 
 def char_tokenizer(template: str | None = None):
-    from copd.tiny import build_char_tokenizer, default_alphabet
+    from copd.builders.tiny import build_char_tokenizer, default_alphabet
 
     tok = build_char_tokenizer(default_alphabet())
     tok.chat_template = template
@@ -294,8 +294,8 @@ def char_tokenizer(template: str | None = None):
 
 
 def test_chat_template_renders_system_and_user_without_a_second_bos():
-    from copd.chat import render_prompt
-    from copd.sampler import encode_prompts
+    from copd.policy.chat import render_prompt
+    from copd.policy.sampler import encode_prompts
 
     tok = char_tokenizer(TEMPLATE)
     ex = Example("1+2=", "3", "add", system="be brief")
@@ -313,7 +313,7 @@ def test_chat_template_renders_system_and_user_without_a_second_bos():
 
 
 def test_plain_prompt_without_a_template():
-    from copd.chat import render_prompt, render_prompts
+    from copd.policy.chat import render_prompt, render_prompts
 
     tok = char_tokenizer(None)
     assert render_prompt(tok, Example("1+2=", "3", "add")) == "1+2="
@@ -324,7 +324,7 @@ def test_plain_prompt_without_a_template():
 def test_sample_rollouts_applies_the_template(tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
-    from copd.rollout import sample_rollouts
+    from copd.policy.rollout import sample_rollouts
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     examples = [Example("1+2=", "3", "add"), Example("ab>", "ba", "rev")]
@@ -368,8 +368,8 @@ def test_sample_rollouts_applies_the_template(tiny_model_dir):
 
 # ----------------------------------------------------------------------------- engine
 def test_dataset_tasks_through_world_build(tmp_path, tiny_cfg):
-    from copd.algorithms.copd import phase1_step
-    from copd.engine import World
+    from copd.train.algorithms.copd import phase1_step
+    from copd.train.world import World
 
     add = write_jsonl(
         tmp_path / "add.jsonl",

@@ -1,4 +1,4 @@
-"""copd.diagnostics: top-k overlap, symmetric KL, overlap mass, entropy, pair summary."""
+"""copd.math.diagnostics: top-k overlap, symmetric KL, overlap mass, entropy, pair summary."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from copd.diagnostics import (
+from copd.math.diagnostics import (
     entropy,
     overlap_mass,
     pair_diagnostics,
@@ -162,8 +162,8 @@ def test_process_cpu_percent_measures_between_calls():
     object per call always read 0.0)."""
     import time
 
-    from copd import names as N
-    from copd.evaluate import process_metrics
+    from copd.common import names as N
+    from copd.train.evaluate import process_metrics
 
     process_metrics()
     t0 = time.process_time()

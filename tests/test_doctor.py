@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from copd import doctor
+from copd.tools import doctor
 
 REPO = Path(__file__).resolve().parent.parent
 BLOCKED = ("streamlit", "sqlalchemy", "plotly", "pandas", "alembic", "app", "storage")
@@ -71,12 +71,12 @@ def test_engine_path_imports_and_runs_without_dashboard_or_store_packages(tmp_pa
                 pass
             else:
                 raise SystemExit(f"{{name}} was not blocked")
-        for mod in ("copd.cli", "copd.doctor", "copd.plan", "copd.algorithms", "copd.engine",
-                    "copd.algorithms.copd", "copd.tasks", "copd.presets"):
+        for mod in ("copd.cli", "copd.tools.doctor", "copd.tools.plan", "copd.train.algorithms", "copd.train.world",
+                    "copd.train.algorithms.copd", "copd.tasks", "copd.spec.presets"):
             importlib.import_module(mod)
         from copd.cli import main as copd_main
         assert copd_main(["doctor"]) == 0 and copd_main(["plan", "--params", "1000"]) == 0
-        from copd.doctor import main
+        from copd.tools.doctor import main
         rc = main(["--gpu", "--allow-cpu", "--device", "cpu", "--parts", "tiny",
                    "--tiny-model", {tiny_model_dir!r}])
         loaded = sorted(m for m, v in sys.modules.items()

@@ -2,14 +2,14 @@
 
 import torch
 
-from copd import checkpoint
-from copd.algorithms.copd import phase1_step, phase2_step, train
-from copd.engine import World
-from copd.logger import NullLogger
-from copd.rollout import completion_logprobs, sample_rollouts
-from copd.sampler import sample_tokens
-from copd.terms import grpo_term
-from copd.update import update
+from copd.policy.rollout import completion_logprobs, sample_rollouts
+from copd.policy.sampler import sample_tokens
+from copd.train import checkpoint
+from copd.train.algorithms.copd import phase1_step, phase2_step, train
+from copd.train.logger import NullLogger
+from copd.train.terms import grpo_term
+from copd.train.update import update
+from copd.train.world import World
 
 
 class Recorder(NullLogger):
@@ -60,7 +60,7 @@ def test_copd_run_changes_every_parameter_and_logs_diagnostics(tiny_cfg, tmp_pat
 def test_overlap_of_identical_branches_is_one(tiny_cfg):
     rec = Recorder()
     world = World.build(tiny_cfg("demo"), rec)
-    from copd.evaluate import measure_overlap
+    from copd.train.evaluate import measure_overlap
 
     m = measure_overlap(world, cycle=0, phase="rl")
     assert m["pair/add~rev/overlap_top10"] == 1.0
@@ -90,7 +90,7 @@ def test_sampler_matches_hf_greedy_generate(tiny_cfg):
         pad_token_id=tok.pad_token_id,
         eos_token_id=tok.eos_token_id,
     )[:, enc["input_ids"].shape[1] :]
-    from copd.losses import completion_mask
+    from copd.math.losses import completion_mask
 
     mo = completion_mask(ours, tok.eos_token_id).bool()
     mr = completion_mask(ref, tok.eos_token_id).bool()
@@ -154,7 +154,7 @@ def test_resume_gives_identical_weights(tiny_cfg, tmp_path):
 
 
 def test_device_generator_keeps_the_cpu_stream_on_cpu():
-    from copd.sampler import device_generator
+    from copd.policy.sampler import device_generator
 
     gen = torch.Generator().manual_seed(3)
     assert device_generator(gen, "cpu") is gen
@@ -164,7 +164,7 @@ def test_device_generator_keeps_the_cpu_stream_on_cpu():
 def test_auto_attention_is_eager_only_for_short_contexts_on_the_cpu(tiny_cfg):
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from copd.models import EAGER_MAX_CONTEXT, set_attention
+    from copd.policy.models import EAGER_MAX_CONTEXT, set_attention
 
     world = World.build(tiny_cfg())  # the demo-sized test model: 64 positions, on the CPU
     assert world.branches[0].view.module.config._attn_implementation == "eager"

@@ -10,8 +10,8 @@ pytestmark = [
 
 
 def test_sampling_on_cuda_with_cpu_rng_stream_is_deterministic(tiny_model_dir):
-    from copd.models import load_policy
-    from copd.sampler import sample_tokens
+    from copd.policy.models import load_policy
+    from copd.policy.sampler import sample_tokens
 
     model, tok = load_policy(tiny_model_dir, device="cuda")
     enc = tok(["3+4=", "abc>"], return_tensors="pt", padding=True).to("cuda")
@@ -37,7 +37,7 @@ def test_sampling_on_cuda_with_cpu_rng_stream_is_deterministic(tiny_model_dir):
 def test_full_branches_go_one_per_gpu(tiny_cfg):
     if torch.cuda.device_count() < 2:
         pytest.skip("needs 2 GPUs")
-    from copd.engine import World
+    from copd.train.world import World
 
     world = World.build(tiny_cfg("demo"))
     assert [b.device.index for b in world.branches] == [0, 1]

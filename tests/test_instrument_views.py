@@ -1,9 +1,9 @@
 """The dashboard's instruments: the grid-sweep view on Compare (swept-parameter detection,
-seed bands, the heatmap and the paired comparison, whose numbers must be copd.stats.paired's
+seed bands, the heatmap and the paired comparison, whose numbers must be copd.common.stats.paired's
 on the same scores) and the Live view's signal balance and overlap at several k.
 
 Stores are seeded directly through RunStore (as tests/seed.py does); configs come from
-copd.sweep.sweep_configs, so a grid group looks exactly like one `copd sweep --grid` queues.
+copd.spec.sweep.sweep_configs, so a grid group looks exactly like one `copd sweep --grid` queues.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from app import signal_data, sweep_data
-from app.series import Schedule
-from copd import names as N
-from copd.stats import mean_std, paired
-from copd.sweep import sweep_configs
+from app.dashboard import signal_data, sweep_data
+from app.dashboard.series import Schedule
+from copd.common import names as N
+from copd.common.stats import mean_std, paired
+from copd.spec.sweep import sweep_configs
 from storage import RunStore
 from storage.entities import Evaluation, MetricPoint
 

@@ -5,12 +5,12 @@ constructed case with a known answer."""
 import pytest
 import torch
 
-from copd import names as N
-from copd.engine import World
-from copd.logger import NullLogger
-from copd.rollout import sample_rollouts
-from copd.terms import grpo_term, opd_term
-from copd.update import TermSpec, opd_weights, optimize
+from copd.common import names as N
+from copd.policy.rollout import sample_rollouts
+from copd.train.logger import NullLogger
+from copd.train.terms import grpo_term, opd_term
+from copd.train.update import TermSpec, opd_weights, optimize
+from copd.train.world import World
 
 
 def _world(tiny_cfg, *extra):
@@ -102,7 +102,7 @@ def test_clip_fraction_zero_with_one_minibatch_positive_with_several(tiny_cfg):
 
 
 def test_minibatches_must_hold_whole_prompt_groups(tiny_cfg):
-    from copd.config import ConfigError
+    from copd.spec import ConfigError
 
     with pytest.raises(ConfigError, match="grpo.minibatches"):
         tiny_cfg("demo", "grpo.prompts_per_step=4", "grpo.minibatches=3")
@@ -117,7 +117,7 @@ def test_teacher_weighting(tiny_cfg):
 
 def _exact_reverse_kl(world, b, batch, teacher_logits):
     T = world.cfg.sampling.temperature
-    from copd.rollout import completion_logits
+    from copd.policy.rollout import completion_logits
 
     s = torch.log_softmax(completion_logits(b.view.module, batch).float() / T, -1)
     t = torch.log_softmax(teacher_logits / T, -1)
@@ -128,7 +128,7 @@ def _exact_reverse_kl(world, b, batch, teacher_logits):
 def test_direct_reverse_kl_variants(tiny_cfg, kind):
     """The full-vocabulary variant's loss is the exact per-token reverse KL; top-k with k
     = the vocabulary is the same; both vanish when teacher = student."""
-    from copd.rollout import completion_logits
+    from copd.policy.rollout import completion_logits
 
     V = None
     world = _world(tiny_cfg, f"opd.advantage={kind}", "opd.topk=100000", "grpo.loss_agg=token_mean")
@@ -181,7 +181,7 @@ def test_score_opd_returns_what_each_variant_needs(tiny_cfg):
 
 
 def test_copd_run_logs_signal_balance_at_the_diagnostics_cadence(tiny_cfg, tmp_path):
-    from copd.algorithms import run
+    from copd.train.algorithms import run
 
     class Rec(NullLogger):
         def __init__(self):
@@ -207,7 +207,7 @@ def test_copd_run_logs_signal_balance_at_the_diagnostics_cadence(tiny_cfg, tmp_p
 
 
 def test_mixed_steps_control_and_pure_static_opd(tiny_cfg):
-    from copd.algorithms.baselines import budget_for
+    from copd.train.algorithms.baselines import budget_for
 
     mixed = tiny_cfg("mixed")
     control = tiny_cfg("mixed-steps")

@@ -20,11 +20,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from app import procs
-from app.cli_commands import latest_overlap, run_summary
-from app.gpus import GPU, detect_gpus, parse_nvidia_smi
-from app.launcher import CANCEL_MARKER, Launcher, LauncherError
-from copd.config import ConfigError, RunConfig
+from app.control import procs
+from app.control.cli_commands import latest_overlap, run_summary
+from app.control.gpus import GPU, detect_gpus, parse_nvidia_smi
+from app.control.launcher import CANCEL_MARKER, Launcher, LauncherError
+from copd.spec import ConfigError, RunConfig
 from storage import MetricPoint, RunStore
 
 HEARTBEAT_S = 1.0
@@ -94,8 +94,7 @@ def sequential_pair(tmp_path_factory, tiny_model_dir):
     """Two short runs queued on one CPU slot, supervised to the end."""
     from tiny_support import tiny_overrides
 
-    from copd import presets
-    from copd.config import apply_overrides
+    from copd.spec import apply_overrides, presets
 
     tmp = tmp_path_factory.mktemp("seq")
     store = RunStore.from_url(f"sqlite:///{tmp / 'copd.db'}")
@@ -381,7 +380,7 @@ def test_detect_gpus_never_crashes():
 
 
 def test_supervisor_thread_starts_queued_runs_until_stopped(store, tmp_path):
-    from app.supervisor import start_supervisor
+    from app.control.supervisor import start_supervisor
 
     fake = [sys.executable, str(Path(__file__).parent / "fake_trainer.py")]
     cfg = RunConfig().to_dict()
@@ -410,8 +409,8 @@ def test_supervisor_thread_starts_queued_runs_until_stopped(store, tmp_path):
 def test_cpu_runs_are_counted_in_threads(tmp_path):
     """Two 1-thread runs share 2 cores; two default runs (cores / max_cpu_runs threads
     each) go one at a time; a run is told its thread count."""
-    from app.launcher import Launcher
-    from copd.config import RunConfig
+    from app.control.launcher import Launcher
+    from copd.spec import RunConfig
     from storage import RunStore
 
     store = RunStore.from_url(f"sqlite:///{tmp_path / 'c.db'}")

@@ -91,7 +91,7 @@ def _imports() -> list[Import]:
                     prefix = ".".join(base + ([node.module] if node.module else []))
                 else:
                     prefix = node.module or ""
-                # `from copd import presets` imports the module copd.presets
+                # `from copd import presets` imports the module copd.spec.presets
                 names = [
                     f"{prefix}.{a.name}" if f"{prefix}.{a.name}" in MODULES else prefix
                     for a in node.names

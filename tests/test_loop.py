@@ -1,4 +1,4 @@
-"""The loop pieces every algorithm shares (copd/algorithms/loop.py), on real tiny runs:
+"""The loop pieces every algorithm shares (copd/train/algorithms/loop.py), on real tiny runs:
 one evaluation per (model, benchmark, step), one checkpoint when a stop request arrives at
 a cycle end, and the preset table (plain data, no registration on import)."""
 
@@ -10,10 +10,10 @@ from collections import Counter
 
 import pytest
 
-from copd import presets
-from copd.algorithms import run
-from copd.engine import TrainingCancelled, World
-from copd.logger import NullLogger
+from copd.spec import presets
+from copd.train.algorithms import run
+from copd.train.logger import NullLogger
+from copd.train.world import TrainingCancelled, World
 
 
 class Recorder(NullLogger):
@@ -81,8 +81,8 @@ def test_presets_are_one_table_of_plain_data():
 
 def test_listing_presets_imports_no_algorithm():
     code = (
-        "import sys; from copd import presets; presets.names(); presets.get('mopd'); "
-        "print(sorted(m for m in sys.modules if m.startswith(('copd.algorithms', 'torch'))))"
+        "import sys; from copd.spec import presets; presets.names(); presets.get('mopd'); "
+        "print(sorted(m for m in sys.modules if m.startswith(('copd.train.algorithms', 'torch'))))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True

@@ -1,4 +1,4 @@
-"""copd.losses: advantages, clipped surrogate, aggregation, OPD advantage, masks, log-probs."""
+"""copd.math.losses: advantages, clipped surrogate, aggregation, OPD advantage, masks, log-probs."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import math
 import pytest
 import torch
 
-from copd.config import LOSS_AGGS
-from copd.losses import (
+from copd.math.losses import (
     AGG_MODES,
     aggregate,
     completion_mask,
@@ -18,6 +17,7 @@ from copd.losses import (
     policy_loss,
     sequence_logprobs,
 )
+from copd.spec import LOSS_AGGS
 
 # ---------------------------------------------------------------- group advantages
 

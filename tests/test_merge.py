@@ -1,4 +1,4 @@
-"""copd.merge: average, weighted, task arithmetic, TIES, dispatch and LoRA delta merging."""
+"""copd.math.merge: average, weighted, task arithmetic, TIES, dispatch and LoRA delta merging."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import copy
 import pytest
 import torch
 
-from copd.config import MERGE_METHODS as CONFIG_MERGE_METHODS
-from copd.merge import (
+from copd.math.merge import (
     MERGE_METHODS,
     average,
     lora_deltas,
@@ -17,6 +16,7 @@ from copd.merge import (
     task_arithmetic,
     ties,
 )
+from copd.spec import MERGE_METHODS as CONFIG_MERGE_METHODS
 
 
 def _sd(seed: int) -> dict[str, torch.Tensor]:
@@ -305,11 +305,11 @@ def test_merge_lora_refuses_unknown_method_and_bad_density():
     ],
 )
 def test_run_merge_follows_the_config_for_lora_and_full_branches(lora_pair, kind, overrides):
-    """copd.results merges LoRA and full-weight branches by the same `merge` settings."""
+    """copd.train.results merges LoRA and full-weight branches by the same `merge` settings."""
     from types import SimpleNamespace
 
-    from copd.config import RunConfig, apply_overrides
-    from copd.results import merged_state
+    from copd.spec import RunConfig, apply_overrides
+    from copd.train.results import merged_state
 
     base, (s1, m1), (s2, m2) = lora_pair
     cfg = apply_overrides(

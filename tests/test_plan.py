@@ -1,6 +1,6 @@
 """`copd plan` against real bytes on the CPU.
 
-Tolerances (also stated in copd/plan.py and the README): weights, gradients and AdamW
+Tolerances (also stated in copd/tools/plan.py and the README): weights, gradients and AdamW
 state exact; activations within 5% of the bytes autograd saves; activations + gradients
 within 15% of the peak memory growth of a forward and backward (torch.profiler timeline).
 """
@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from copd.plan import Workload, activation_bytes, arch_from_config, main, plan
+from copd.tools.plan import Workload, activation_bytes, arch_from_config, main, plan
 
 SMALL = dict(
     vocab_size=400,
@@ -164,7 +164,7 @@ def test_params_only_plan_has_no_activation_figure(capsys):
 
 
 def test_micro_batches_bound_the_activations():
-    from copd.plan import parse_arch
+    from copd.tools.plan import parse_arch
 
     full = Workload(prompts=8, samples=8, cross_prompts=8, cross_samples=4)
     micro = Workload(prompts=8, samples=8, cross_prompts=8, cross_samples=4, micro_batch_rows=16)

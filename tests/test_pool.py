@@ -2,7 +2,7 @@
 
 import json
 
-from copd.config import RunConfig
+from copd.spec import RunConfig
 from experiments.pool import Job, done, one_thread, prepare
 from storage import RunStore
 

@@ -1,7 +1,7 @@
 """The Ray back end gives the same run as the in-process one (CPU, same seed).
 
 A private Ray instance is started once for the module, bound to 127.0.0.1 with usage
-reporting and the cloud-metadata probe off (copd/workers/ray_backend.py: init_ray), and
+reporting and the cloud-metadata probe off (copd/train/workers/ray_backend.py: init_ray), and
 shut down at the end. Skipped when ray is not installed.
 
 The SIGTERM test (marker `slow`) runs a real `python -m copd train` with its own Ray
@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from copd.workers.ray_backend import RAY_ENV
+from copd.train.workers.ray_backend import RAY_ENV
 
 os.environ.update(RAY_ENV)  # before ray is imported anywhere
 
@@ -30,15 +30,15 @@ import torch  # noqa: E402
 
 ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'copd[ray]')")
 
-from copd import checkpoint  # noqa: E402
-from copd.algorithms.copd import train  # noqa: E402
-from copd.engine import TrainingCancelled, World  # noqa: E402
+from copd.train import checkpoint  # noqa: E402
+from copd.train.algorithms.copd import train  # noqa: E402
+from copd.train.world import TrainingCancelled, World  # noqa: E402
 from tests.test_engine import Recorder  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def ray_local(tmp_path_factory):
-    from copd.workers.ray_backend import init_ray
+    from copd.train.workers.ray_backend import init_ray
 
     if ray.is_initialized():
         ray.shutdown()

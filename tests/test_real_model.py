@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from copd.algorithms.copd import phase1_step, phase2_step, train
-from copd.engine import World
-from copd.models import base_state_dict, lora_scaling
+from copd.policy.models import base_state_dict, lora_scaling
+from copd.train.algorithms.copd import phase1_step, phase2_step, train
+from copd.train.world import World
 
 
 def _module_key(lora_key: str) -> str:
@@ -35,7 +35,7 @@ def _module_key(lora_key: str) -> str:
 
 def lora_deltas(state: dict[str, torch.Tensor], scaling: float) -> dict[str, torch.Tensor]:
     """Weight deltas scaling * B @ A per targeted module, keyed by the plain weight name.
-    (Written here from peft's definition, independently of copd.merge.)"""
+    (Written here from peft's definition, independently of copd.math.merge.)"""
     out = {}
     for key, a in state.items():
         if ".lora_A." in key:
@@ -117,9 +117,8 @@ def _data(tmp_path: Path) -> tuple[str, str]:
 
 @pytest.mark.slow
 def test_smollm2_lora_grpo_and_mutual_opd_steps(tmp_path):
-    from copd import presets
-    from copd.chat import render_prompt
-    from copd.config import apply_overrides
+    from copd.policy.chat import render_prompt
+    from copd.spec import apply_overrides, presets
 
     folder, gguf = smollm2_dir()
     gsm, mcq = _data(tmp_path)

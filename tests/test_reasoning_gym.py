@@ -75,10 +75,10 @@ def test_short_copd_run_with_a_reasoning_gym_branch(tiny_cfg, tmp_path):
     """The tiny model co-evolves an `add` branch with a basic_arithmetic branch."""
     import torch
 
-    from copd.algorithms.copd import train
-    from copd.config import BranchSpec, replace_in
-    from copd.engine import World
-    from copd.logger import NullLogger
+    from copd.spec import BranchSpec, replace_in
+    from copd.train.algorithms.copd import train
+    from copd.train.logger import NullLogger
+    from copd.train.world import World
 
     cfg = replace_in(
         tiny_cfg("demo"),

@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 from tiny_support import tiny_overrides
 
-from app import procs
-from app.launcher import RESUME_MARKER, Launcher
-from copd.config import ConfigError, RunConfig
+from app.control import procs
+from app.control.launcher import RESUME_MARKER, Launcher
+from copd.spec import ConfigError, RunConfig
 from storage import MetricPoint, RunStore, StoreError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -349,16 +349,15 @@ def test_submit_runs_copd_check_and_records_nothing_on_failure(tmp_path, tiny_mo
 
 
 def _tiny(model_dir: str) -> RunConfig:
-    from copd import presets
-    from copd.config import apply_overrides
+    from copd.spec import apply_overrides, presets
 
     return apply_overrides(presets.get("demo"), tiny_overrides(model_dir)).validate()
 
 
 def test_diverged_weights_fail_with_the_step_and_the_fix(tmp_path, tiny_cfg):
     """grpo.lr=1e10: before, `IndexError: index out of range in self` one step later."""
-    from copd.preflight import NonFiniteWeights
     from copd.runner import train_run
+    from copd.tools.preflight import NonFiniteWeights
 
     cfg = tiny_cfg("demo", *QUICK, "grpo.lr=1e10")
     store = RunStore.from_url(f"sqlite:///{tmp_path / 'copd.db'}")
@@ -374,9 +373,9 @@ def test_full_disk_checkpoint_says_no_space_and_cleans_up(tmp_path, tiny_cfg):
     """A checkpoint on a 1 MiB tmpfs: before, `RuntimeError: [enforce fail at
     inline_container.cc]` and a half-written checkpoints/.tmp-* left behind."""
     as_root("a full-disk test")
-    from copd import checkpoint
-    from copd.engine import World
-    from copd.logger import NullLogger
+    from copd.train import checkpoint
+    from copd.train.logger import NullLogger
+    from copd.train.world import World
 
     world = World.build(tiny_cfg("demo"), NullLogger())
     with tmpfs(tmp_path / "small", "1m") as mnt:

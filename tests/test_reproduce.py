@@ -12,8 +12,8 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from copd.stats import fit_line, permutation_p
-from copd.tables import paper_table
+from copd.common.stats import fit_line, permutation_p
+from copd.common.tables import paper_table
 from experiments.drift import summarise_series
 from experiments.pilot import run_pilot
 from experiments.reproduce import ARMS, reproduce
@@ -72,7 +72,7 @@ def test_reproduce_quick_runs_every_arm(reproduced):
 
 
 def test_compare_table_shows_the_reproduce_group(reproduced):
-    from app.queries import results_markdown, results_table, seed_arms
+    from app.dashboard.queries import results_markdown, results_table, seed_arms
 
     _, url, _ = reproduced
     store = RunStore.from_url(url)
@@ -195,7 +195,7 @@ def test_studies_page_shows_pilot_scatter_and_r(studies_app):
 
 
 def test_reproduce_reuses_finished_arms_and_rejects_unknown_ones(tiny_model_dir, tmp_path):
-    from copd.config import ConfigError
+    from copd.spec import ConfigError
 
     args = ([0], "quick", tiny_overrides(tiny_model_dir), tmp_path)
     first = reproduce(*args, arms=["base"], log=lambda m: None)
@@ -213,7 +213,7 @@ def test_studies_page_draws_the_map_from_the_store_group(studies_app):
     Studies page from the store: score per swept field on the validation split."""
     import os
 
-    from copd.sweep import run_config
+    from copd.spec.sweep import run_config
     from storage.entities import Evaluation
 
     store = RunStore.from_url(os.environ["COPD_DB_URL"])

@@ -12,12 +12,12 @@ import random
 import pytest
 import torch
 
-import copd.rollout as R
-import copd.sampler as S
-from copd.hf_cache import dense_mask_dtype, step_mask
-from copd.losses import completion_mask
+import copd.policy.rollout as R
+import copd.policy.sampler as S
+from copd.builders.tiny import load
+from copd.math.losses import completion_mask
+from copd.policy.hf_cache import dense_mask_dtype, step_mask
 from copd.tasks import get_task
-from copd.tiny import load
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,9 @@
-"""copd.schedule: cycle and phase of every step, cycle ends, and who teaches whom."""
+"""copd.math.schedule: cycle and phase of every step, cycle ends, and who teaches whom."""
 
 import pytest
 
-from copd.config import ScheduleConfig
-from copd.schedule import is_cycle_end, position, teachers_of
+from copd.math.schedule import is_cycle_end, position, teachers_of
+from copd.spec import ScheduleConfig
 
 # (rl_steps, opd_steps, cycles) -> per step: (cycle, phase, index, phase_start, phase_end,
 # cycle_end). "r"/"o" abbreviate the phases "rl"/"opd".

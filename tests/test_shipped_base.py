@@ -6,14 +6,14 @@ import json
 
 import pytest
 
-from copd import demo_base, tiny
-from copd.config import ModelConfig
-from copd.models import resolve_model_path
+from copd.builders import demo_base, tiny
+from copd.policy.models import resolve_model_path
+from copd.spec import ModelConfig
 
 
 def test_shipped_base_loads_and_scores_what_its_metadata_says():
     shipped = demo_base.shipped_demo_base()
-    assert shipped is not None, "copd/assets/demo-base/ is missing from the package"
+    assert shipped is not None, "copd/builders/assets/demo-base/ is missing from the package"
     meta = json.loads((shipped / "scores.json").read_text())
     model, tok = tiny.load(shipped)
     scores = demo_base.greedy_scores(model, tok, n=meta["n"])

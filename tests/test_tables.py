@@ -5,8 +5,8 @@ import math
 import pandas as pd
 import pytest
 
-from copd.stats import mean_std, paired, t975
-from copd.tables import OVERALL, paper_table
+from copd.common.stats import mean_std, paired, t975
+from copd.common.tables import OVERALL, paper_table
 
 
 def test_overall_is_per_seed_mean_of_benchmarks_ignoring_own_overall_and_pass_at_k():
@@ -32,9 +32,9 @@ def test_ties_are_all_bold_and_missing_benchmarks_are_a_dash():
 
 
 def test_dashboard_table_agrees_with_the_paper_table():
-    """app.queries.results_table (from stored evaluations) and copd.tables give the same
+    """app.dashboard.queries.results_table (from stored evaluations) and copd.common.tables give the same
     cells for the same scores, Overall and ties included."""
-    from app.queries import best_rows, results_table
+    from app.dashboard.queries import best_rows, results_table
 
     class Run:
         def __init__(self, i, method):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from copd import demo_base, tiny
+from copd.builders import demo_base, tiny
 from copd.tasks import builtin_alphabet, get_task
 
 

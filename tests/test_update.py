@@ -4,12 +4,12 @@ optimizer steps per rollout batch (grpo.updates_per_batch)."""
 import pytest
 import torch
 
-from copd import names as N
-from copd.engine import World
-from copd.logger import NullLogger
-from copd.rollout import completion_logprobs, sample_rollouts
-from copd.terms import grpo_term, skips_zero_advantage
-from copd.update import grpo_update
+from copd.common import names as N
+from copd.policy.rollout import completion_logprobs, sample_rollouts
+from copd.train.logger import NullLogger
+from copd.train.terms import grpo_term, skips_zero_advantage
+from copd.train.update import grpo_update
+from copd.train.world import World
 
 
 def _batch(world, prompts=4, group=4, seed=0):

@@ -15,11 +15,11 @@ import torch
 from PIL import Image
 from tiny_support import tiny_overrides
 
-from copd.config import apply_overrides
+from copd.policy.vlm import FRAMES_CAPTION, VisionInputs, prepare_vlm_prompt
+from copd.spec import apply_overrides
 from copd.tasks import DatasetError, get_task
 from copd.tasks import media as M
 from copd.tasks.motion import DIRECTIONS, FRAME_SIZE, Clip, MotionTask
-from copd.vlm import FRAMES_CAPTION, VisionInputs, prepare_vlm_prompt
 
 # Distinct frame colours: frame i is filled with COLOURS[i] (so a frame names its index).
 COLOURS = [(10 * i, 200 - 10 * i, 7) for i in range(12)]
@@ -293,13 +293,13 @@ def test_select_cuts_per_image_rows_patch_spans_and_prompt_rows():
 # ----------------------------------------------------------------------------- runs
 @pytest.fixture(scope="module")
 def tiny_vlm_dir() -> str:
-    from copd.tiny_vlm import tiny_test_vlm
+    from copd.builders.tiny_vlm import tiny_test_vlm
 
     return str(tiny_test_vlm(Path(__file__).resolve().parent.parent / ".cache" / "test-models"))
 
 
 def _vlm_cfg(model_dir: str, extra: list[str]):
-    from copd import presets
+    from copd.spec import presets
 
     return apply_overrides(
         presets.get("demo"),
@@ -341,8 +341,8 @@ THREE = (
 def test_one_copd_cycle_text_hub_with_image_and_video_branches(tiny_vlm_dir, tmp_path):
     from test_engine import Recorder
 
-    from copd.algorithms.copd import train
-    from copd.engine import World
+    from copd.train.algorithms.copd import train
+    from copd.train.world import World
 
     cfg = _vlm_cfg(tiny_vlm_dir, [THREE, "topology.kind=hub", "topology.hub=text"])
     rec = Recorder()
@@ -366,9 +366,9 @@ def test_one_copd_cycle_text_hub_with_image_and_video_branches(tiny_vlm_dir, tmp
 
 
 def test_lora_branches_on_a_vlm_adapt_the_language_model_only(tiny_vlm_dir, tmp_path):
-    from copd.algorithms.copd import train
-    from copd.engine import World
-    from copd.results import merged_model
+    from copd.train.algorithms.copd import train
+    from copd.train.results import merged_model
+    from copd.train.world import World
 
     pair = (
         'branches=[{"name": "text", "task": "add", "device": "cpu"}, '
@@ -408,10 +408,10 @@ def test_lora_branches_on_a_vlm_adapt_the_language_model_only(tiny_vlm_dir, tmp_
 def test_mopd_routes_image_and_video_prompts_with_their_vision_inputs(tiny_vlm_dir, tmp_path):
     from test_engine import Recorder
 
-    from copd.algorithms import run
-    from copd.algorithms.mopd import routed_logp
-    from copd.engine import World
-    from copd.rollout import completion_logprobs
+    from copd.policy.rollout import completion_logprobs
+    from copd.train.algorithms import run
+    from copd.train.algorithms.mopd import routed_logp
+    from copd.train.world import World
 
     cfg = _vlm_cfg(tiny_vlm_dir, [THREE, "method=mopd", "grpo.prompts_per_step=3"])
     world = World.build(cfg)
@@ -450,7 +450,7 @@ def test_mopd_routes_image_and_video_prompts_with_their_vision_inputs(tiny_vlm_d
 
 
 def test_paper_vl_video_preset_options_load_a_frame_directory_dataset(tmp_path):
-    from copd import presets
+    from copd.spec import presets
 
     _write_frames(tmp_path / "clips" / "c0", [f"{i}.png" for i in range(12)])
     data = tmp_path / "video.jsonl"
@@ -482,8 +482,8 @@ def unreadable_video_task(path: str):
 
 
 def test_world_build_rejects_a_custom_task_video_it_cannot_read(tmp_path, monkeypatch, tiny_cfg):
-    from copd.config import ConfigError
-    from copd.engine import World
+    from copd.spec import ConfigError
+    from copd.train.world import World
 
     monkeypatch.setattr(M, "DECODERS", ("copd_no_such_decoder",))
     clip = tmp_path / "a.mp4"

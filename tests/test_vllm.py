@@ -1,4 +1,4 @@
-"""The vLLM rollout engine (copd/rollout_vllm.py): config, fallback, layout, seeds, weights.
+"""The vLLM rollout engine (copd/policy/rollout_vllm.py): config, fallback, layout, seeds, weights.
 
 CPU tests run everywhere: `sampling.engine` validation; on a machine without vLLM or CUDA
 the engine falls back to the built-in decoder with one warning event and the same
@@ -18,11 +18,8 @@ import random
 import pytest
 import torch
 
-from copd.config import ConfigError, RunConfig, apply_overrides
-from copd.engine import World
-from copd.logger import NullLogger
-from copd.rollout import sample_rollouts
-from copd.rollout_vllm import (
+from copd.policy.rollout import sample_rollouts
+from copd.policy.rollout_vllm import (
     batch_from_token_ids,
     branch_weights,
     buckets,
@@ -31,7 +28,10 @@ from copd.rollout_vllm import (
     lora_merged_weights,
     request_seeds,
 )
-from copd.workers.local import LocalGroup
+from copd.spec import ConfigError, RunConfig, apply_overrides
+from copd.train.logger import NullLogger
+from copd.train.workers.local import LocalGroup
+from copd.train.world import World
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None and torch.cuda.is_available()
 
@@ -202,8 +202,8 @@ def vllm_world(tiny_model_dir):
     """A one-branch world on cuda:0 with its vLLM sampler (an in-process engine)."""
     from tiny_support import tiny_overrides
 
-    from copd import presets
-    from copd.rollout_vllm import rollout_engine
+    from copd.policy.rollout_vllm import rollout_engine
+    from copd.spec import presets
 
     cfg = apply_overrides(
         presets.get("demo"),
@@ -273,7 +273,7 @@ def test_greedy_vllm_completions_equal_greedy_hf(vllm_world):
 def test_a_baseline_with_the_vllm_engine_says_it_samples_with_the_builtin_decoder(
     tiny_cfg, tmp_path
 ):
-    from copd.algorithms import run
+    from copd.train.algorithms import run
 
     log = Events()
     world = World.build(tiny_cfg("expert", "sampling.engine=vllm", "schedule.cycles=1"), log)

@@ -11,23 +11,23 @@ import pytest
 import torch
 from tiny_support import tiny_overrides
 
-from copd.config import apply_overrides
-from copd.losses import completion_mask
-from copd.rollout import completion_logprobs, sample_rollouts
+from copd.math.losses import completion_mask
+from copd.policy.rollout import completion_logprobs, sample_rollouts
+from copd.spec import apply_overrides
 from copd.tasks import get_task
 
 
 @pytest.fixture(scope="session")
 def tiny_vlm_dir() -> str:
     """The tiny LLaVA warmed up briefly on add + shapes; cached in .cache/test-models."""
-    from copd.tiny_vlm import tiny_test_vlm
+    from copd.builders.tiny_vlm import tiny_test_vlm
 
     return str(tiny_test_vlm(Path(__file__).resolve().parent.parent / ".cache" / "test-models"))
 
 
 @pytest.fixture(scope="module")
 def vlm(tiny_vlm_dir):
-    from copd.models import load_policy
+    from copd.policy.models import load_policy
 
     model, processor = load_policy(tiny_vlm_dir)
     return model.eval(), processor
@@ -118,7 +118,7 @@ def test_image_rollout_logprobs_match_a_full_forward_with_pixel_values(vlm):
 
 def test_greedy_image_sampling_matches_hf_generate(vlm):
     model, processor = vlm
-    from copd.vlm import encode_vlm_prompts
+    from copd.policy.vlm import encode_vlm_prompts
 
     examples = get_task("shapes").eval_examples(3)
     ours = sample_rollouts(
@@ -154,9 +154,9 @@ def test_text_prompts_on_a_vlm_take_the_text_path(vlm):
 def test_one_copd_cycle_with_text_and_image_branches(tiny_vlm_dir, tmp_path):
     from test_engine import Recorder
 
-    from copd import presets
-    from copd.algorithms.copd import train
-    from copd.engine import World
+    from copd.spec import presets
+    from copd.train.algorithms.copd import train
+    from copd.train.world import World
 
     cfg = apply_overrides(
         presets.get("demo"),
@@ -208,8 +208,8 @@ def test_multimodal_rope_positions_match_the_models_own(tmp_path):
         Qwen2VLImageProcessorPil,
     )
 
-    from copd.rollout import RolloutBatch, completion_logits
-    from copd.vlm import VisionInputs
+    from copd.policy.rollout import RolloutBatch, completion_logits
+    from copd.policy.vlm import VisionInputs
 
     V, START, END, IMG, VID = 40, 4, 5, 6, 7
     text = dict(vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=1,

@@ -10,13 +10,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from copd import checkpoint
-from copd.algorithms.copd import _train
-from copd.engine import World
-from copd.logger import NullLogger
-from copd.rollout import completion_logprobs
-from copd.workers import Call, CrossBatch, LocalGroup, make_group
-from copd.workers.base import measure_overlap_via_workers
+from copd.policy.rollout import completion_logprobs
+from copd.train import checkpoint
+from copd.train.algorithms.copd import _train
+from copd.train.logger import NullLogger
+from copd.train.workers import Call, CrossBatch, LocalGroup, make_group
+from copd.train.workers.base import measure_overlap_via_workers
+from copd.train.world import World
 from tests.test_engine import Recorder
 
 
@@ -80,7 +80,7 @@ def test_branch_generators_are_independent(tiny_cfg):
 
 
 def test_worker_diagnostics_equal_in_process_ones(tiny_cfg):
-    from copd.evaluate import measure_overlap
+    from copd.train.evaluate import measure_overlap
 
     world = World.build(tiny_cfg("demo"), NullLogger())
     group = LocalGroup(world)

@@ -34,9 +34,9 @@ class Example:
     """One prompt with its reference answer. `domain` is the task name.
 
     Optional: `system` is a system prompt (rendered through the chat template, see
-    copd/chat.py); `images` holds image file paths or drawable objects (`to_pil()`), and
+    copd/policy/chat.py); `images` holds image file paths or drawable objects (`to_pil()`), and
     `videos` holds videos (`copd.tasks.media.Video`, a path, a list of frames, or any
-    object with `frames()`), read when a prompt is encoded (copd/vlm.py). Text-only models
+    object with `frames()`), read when a prompt is encoded (copd/policy/vlm.py). Text-only models
     ignore both."""
 
     prompt: str

@@ -13,7 +13,7 @@ frames, distractor shapes (moving their own ways from difficulty 3) and shrinks 
 
 Clips travel as `Clip` objects (frozen, hashable, tiny): the held-out split hashes them and
 the pixels are drawn when a rollout encodes the prompt (`copd.tasks.media.video_frames`).
-On a model without video input the frames go in as a sequence of images (copd/vlm.py).
+On a model without video input the frames go in as a sequence of images (copd/policy/vlm.py).
 """
 
 from __future__ import annotations

@@ -1,0 +1,260 @@
+"""`copd launch|runs|cancel|resume|supervise`: the command-line face of `app.control.launcher`.
+
+    copd launch demo --set schedule.cycles=2 --group smoke      # prints the run id
+    copd runs                                                     # table of runs (--json)
+    copd cancel 3          copd resume 3          copd supervise
+
+A trainer keeps running after the command that started it exits. A queued run, though, only
+starts when a supervisor ticks: the dashboard does so in the background, and so does every
+`copd launch` / `copd runs` / `copd resume` call once; `copd supervise` ticks in the
+foreground until Ctrl-C. `copd launch` waits (ticking) until its run has started unless
+`--no-wait` is given. The dashboard and these commands share one code path, the Launcher.
+
+`copd.cli.build_parser` calls `register(subparsers)` (entry point `copd.commands`); nothing here imports Streamlit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import re
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+OVERLAP_KEY = re.compile(r"^pair/[^/]+/overlap_top10$")
+
+
+def register(subparsers: Any) -> None:
+    """Add the launcher subcommands to copd's argparse subparsers."""
+    p = subparsers.add_parser("launch", help="queue a training run and start it when possible")
+    p.add_argument("config", help="a preset name (see `copd presets`) or a JSON/YAML config file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--gpus", type=int, default=0, help="GPUs for this run (0 = CPU)")
+    p.add_argument("--group", default=None, help="ablation group to file the run under")
+    p.add_argument("--name", default=None, help="run name (default: the config's name)")
+    p.add_argument(
+        "--no-wait", action="store_true", help="return at once even if the run is still queued"
+    )
+    _common(p)
+    p.set_defaults(func=cmd_launch)
+
+    p = subparsers.add_parser("runs", help="list runs (and start queued ones that fit)")
+    p.add_argument("--json", action="store_true", help="one JSON list instead of a table")
+    from storage.entities import STATUSES
+
+    p.add_argument("--status", default=None, choices=STATUSES, help="only runs with this status")
+    p.add_argument("--group", default=None, help="only runs of this group")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--watch", type=float, default=0.0, metavar="S", help="refresh every S s")
+    _common(p)
+    p.set_defaults(func=cmd_runs)
+
+    p = subparsers.add_parser("cancel", help="stop a run (SIGTERM, then SIGKILL after --grace)")
+    p.add_argument("run_id", type=int)
+    p.add_argument("--grace", type=float, default=20.0, help="seconds to wait before SIGKILL")
+    _common(p)
+    p.set_defaults(func=cmd_cancel)
+
+    p = subparsers.add_parser("resume", help="queue a cancelled/crashed/failed run again")
+    p.add_argument("run_id", type=int)
+    _common(p)
+    p.set_defaults(func=cmd_resume)
+
+    p = subparsers.add_parser("supervise", help="start queued runs and watch running ones")
+    p.add_argument("--interval", type=float, default=2.0, help="seconds between ticks")
+    _common(p)
+    p.set_defaults(func=cmd_supervise)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", default=None, help="run store URL (default: $COPD_DB_URL or ~/.copd)")
+    p.add_argument("--runs-root", default=None, help="run folders (default: $COPD_HOME/runs)")
+    p.add_argument("--max-cpu-runs", type=int, default=None, help="concurrent CPU runs")
+
+
+def _launcher(args: argparse.Namespace) -> Any:
+    from app.control.launcher import Launcher, default_runs_root
+    from storage import RunStore
+
+    store = RunStore.from_url(args.db)
+    root = Path(args.runs_root) if args.runs_root else default_runs_root()
+    return Launcher(store, root, max_cpu_runs=args.max_cpu_runs)
+
+
+def load_config(spec: str, overrides: list[str]) -> Any:
+    """A RunConfig from a file path or a preset name, with `--set` overrides applied (not yet
+    validated: the launcher validates at submit). The engine's one loader."""
+    from copd.runner import load_config as load
+
+    return load(spec, overrides, validate=False)
+
+
+def cmd_launch(args: argparse.Namespace) -> int:
+    from copd.spec import ConfigError
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+        launcher = _launcher(args)
+        run = launcher.submit(cfg, name=args.name, group=args.group, gpus=args.gpus)
+    except ConfigError as exc:
+        print(f"copd launch: {exc}", file=sys.stderr)
+        return 2
+    launcher.tick()
+    run = launcher.store.get_run(run.id)
+    if run.status == "queued" and not args.no_wait:
+        print(
+            f"run {run.id} is queued; waiting for a free slot (Ctrl-C leaves it queued)",
+            file=sys.stderr,
+        )
+        try:
+            while run.status == "queued":
+                time.sleep(2.0)
+                launcher.tick()
+                run = launcher.store.get_run(run.id)
+        except KeyboardInterrupt:
+            pass
+    print(f"run {run.id} {run.status}: {run.run_dir}", file=sys.stderr)
+    print(run.id)
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    launcher = _launcher(args)
+    # A read-only store (a read-only mount, a copy) is listed, not supervised.
+    writable = not getattr(getattr(launcher.store, "db", None), "read_only", False)
+    while True:
+        if writable:
+            launcher.tick()
+        runs = launcher.store.list_runs(status=args.status, group=args.group, limit=args.limit)
+        rows = [run_summary(launcher.store, r) for r in runs]
+        if args.json:
+            print(json.dumps(json_safe(rows), indent=2, default=str, allow_nan=False))
+        else:
+            if args.watch:
+                print("\033[2J\033[H", end="")  # clear the terminal between refreshes
+            print(format_table(rows))
+        if not args.watch:
+            return 0
+        try:
+            time.sleep(args.watch)
+        except KeyboardInterrupt:
+            return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    launcher = _launcher(args)
+    run = launcher.cancel(args.run_id, grace_s=args.grace)
+    print(f"run {run.id}: {run.status}")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from app.control.launcher import LauncherError
+
+    launcher = _launcher(args)
+    try:
+        launcher.resume(args.run_id)
+    except LauncherError as exc:
+        print(f"copd resume: {exc}", file=sys.stderr)
+        return 2
+    launcher.tick()
+    run = launcher.store.get_run(args.run_id)
+    print(f"run {run.id}: {run.status}")
+    return 0
+
+
+def cmd_supervise(args: argparse.Namespace) -> int:
+    from app.control.supervisor import supervise
+
+    launcher = _launcher(args)
+    print(
+        f"supervising runs in {launcher.runs_root} (max {launcher.max_cpu_runs} CPU runs, "
+        f"{len(launcher.gpus)} GPUs); Ctrl-C stops supervising, not the runs",
+        file=sys.stderr,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        supervise(launcher.store, launcher.runs_root, args.interval, launcher=launcher)
+    return 0
+
+
+# ---------------------------------------------------------------------- run summaries
+def latest_overlap(store: Any, run_id: int) -> float | None:
+    """Mean over ordered pairs of the latest `pair/*/overlap_top10` values, or None."""
+    latest = store.latest_metrics(run_id)
+    vals = [p.value for k, p in latest.items() if OVERLAP_KEY.match(k)]
+    return sum(vals) / len(vals) if vals else None
+
+
+def run_summary(store: Any, run: Any) -> dict[str, Any]:
+    """The row `copd runs` shows for one run (JSON-ready)."""
+    end = run.ended_at or (datetime.now(timezone.utc) if run.status == "running" else None)
+    duration = (end - run.started_at).total_seconds() if run.started_at and end else None
+    return {
+        "id": run.id,
+        "name": run.name,
+        "method": run.method,
+        "group": run.group,
+        "status": run.status,
+        "progress": round(float(run.progress or 0.0), 4),
+        "overlap_top10": latest_overlap(store, run.id),
+        "started": run.started_at.isoformat(timespec="seconds") if run.started_at else None,
+        "duration_s": round(duration, 1) if duration is not None else None,
+    }
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with NaN and infinities as null (JSON has neither)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """A fixed-width text table of `run_summary` rows."""
+    head = ["id", "name", "method", "group", "status", "progress", "overlap", "started", "duration"]
+    body = []
+    for r in rows:
+        started = (
+            datetime.fromisoformat(r["started"]).astimezone().strftime("%m-%d %H:%M:%S")
+            if r["started"]
+            else "-"
+        )
+        ov = r["overlap_top10"]
+        ov = ov if ov is None or math.isfinite(ov) else None
+        body.append(
+            [
+                str(r["id"]),
+                r["name"],
+                r["method"],
+                r["group"] or "-",
+                r["status"],
+                f"{100 * r['progress']:.0f}%",
+                f"{ov:.3f}" if ov is not None else "-",
+                started,
+                _hms(r["duration_s"]),
+            ]
+        )
+    if not body:
+        return "no runs"
+    widths = [max(len(x) for x in col) for col in zip(head, *body, strict=False)]
+    lines = [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
+        for row in [head, *body]
+    ]
+    return "\n".join(lines)
+
+
+def _hms(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"

@@ -1,0 +1,481 @@
+"""Plotly figure builders for the dashboard: pure functions of pandas DataFrames.
+
+No Streamlit here, so every chart is unit-testable. Inputs are the long frames of
+`RunStore.metric_series` (after `series.with_x`, plus a `label` column naming each line)
+and `RunStore.evaluations`. Every figure sets a constant `layout.uirevision`, so a live
+refresh keeps the user's zoom and legend choices.
+
+    fig = series_figure(df, title="Top-10 overlap", smoothing=0.6, schedule=schedule_of(cfg))
+    fig = eval_figure(evals)            # one line per model per benchmark + "overall"
+    fig = timing_figure(df)             # stacked totals of time/* per phase
+    fig = compare_figure(df, labels, arms={1: "copd", 2: "copd"}, band="std", seed_lines=True)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+from app.dashboard.series import (
+    Schedule,
+    aggregate_runs,
+    ema,
+    schedule_cycle_lines,
+    schedule_spans,
+)
+from copd.common.names import VAL_SUFFIX
+
+PALETTE = qualitative.Plotly + qualitative.D3
+# Bands behind the curves: phase I (GRPO) blue, phase II (mutual OPD) orange.
+PHASE_STYLE = {
+    "rl": ("phase I · RL", "rgba(31,119,180,0.10)", "rgb(31,119,180)"),
+    "opd": ("phase II · OPD", "rgba(255,127,14,0.13)", "rgb(255,127,14)"),
+    "warmup": ("warm-up", "rgba(127,127,127,0.10)", "rgb(127,127,127)"),
+    "train": ("training", "rgba(44,160,44,0.08)", "rgb(44,160,44)"),
+    "eval": ("evaluation", "rgba(44,160,44,0.12)", "rgb(44,160,44)"),
+    "merge": ("merge", "rgba(148,103,189,0.12)", "rgb(148,103,189)"),
+}
+X_TITLES = {"step": "step", "time": "wall time since start (s)"}
+
+
+def color(i: int) -> str:
+    return PALETTE[i % len(PALETTE)]
+
+
+def base_layout(fig: go.Figure, title: str, y_title: str, x: str, revision: str) -> go.Figure:
+    """Shared look: title, axis titles, legend below, constant uirevision (zoom survives)."""
+    fig.update_layout(
+        title=title,
+        xaxis_title=X_TITLES.get(x, x),
+        yaxis_title=y_title,
+        uirevision=revision,
+        margin=dict(l=50, r=20, t=50, b=40),
+        legend=dict(orientation="h", yanchor="top", y=-0.18),
+        hovermode="x unified",
+        height=380,
+    )
+    return fig
+
+
+def shade(fig: go.Figure, schedule: Schedule, x_max: float | None = None) -> go.Figure:
+    """Phase bands and dashed cycle lines placed from the run's schedule (never from where
+    the diagnostics happened to be measured), up to `x_max`, with a legend entry per phase
+    so the colours explain themselves."""
+    spans = schedule_spans(schedule, x_max)
+    for s in spans:
+        style = PHASE_STYLE.get(s.phase)
+        if style is None or s.x1 <= s.x0:
+            continue
+        fig.add_vrect(x0=s.x0, x1=s.x1, fillcolor=style[1], line_width=0, layer="below")
+    for ph in dict.fromkeys(s.phase for s in spans):
+        if ph in PHASE_STYLE:
+            name, _, solid = PHASE_STYLE[ph]
+            fig.add_trace(
+                go.Scatter(
+                    x=[None],
+                    y=[None],
+                    mode="markers",
+                    marker=dict(symbol="square", size=12, color=solid, opacity=0.4),
+                    name=name,
+                    legendgroup="phases",
+                    hoverinfo="skip",
+                )
+            )
+    for xb in schedule_cycle_lines(schedule, x_max):
+        fig.add_vline(x=xb, line_dash="dash", line_width=1, line_color="rgba(90,90,90,0.55)")
+    return fig
+
+
+def _nonfinite_marks(x: np.ndarray, y: np.ndarray, steps: np.ndarray) -> tuple[list, list, list]:
+    """Where to draw a marker for each NaN/inf point: at the last finite value before it
+    (or the first finite one), so the point is visible on the curve's own scale."""
+    finite = np.isfinite(y)
+    if finite.all():
+        return [], [], []
+    fallback = float(y[finite][0]) if finite.any() else 0.0
+    xs, ys, texts = [], [], []
+    last = fallback
+    for xi, yi, si, ok in zip(x, y, steps, finite, strict=True):
+        if ok:
+            last = float(yi)
+            continue
+        xs.append(xi)
+        ys.append(last)
+        texts.append(f"{'NaN' if math.isnan(yi) else ('+inf' if yi > 0 else '-inf')} at step {si}")
+    return xs, ys, texts
+
+
+def series_figure(
+    df: pd.DataFrame,
+    *,
+    title: str,
+    y_title: str = "",
+    x: str = "step",
+    smoothing: float = 0.0,
+    log_y: bool = False,
+    schedule: Schedule | None = None,
+    revision: str | None = None,
+) -> go.Figure:
+    """One line per `label` (column of `df`; falls back to `key`), x from column `x`.
+
+    With a `schedule` (and x = step) the run's phases are shaded and its cycle ends drawn
+    as dashed lines, from the schedule itself; without one (a baseline) there are none.
+
+    With smoothing > 0 the raw line stays faint behind the EMA-smoothed one. Non-finite
+    values are drawn as red crosses (hover says NaN/inf and the step), never dropped.
+    With `log_y`, values <= 0 cannot be drawn and are left out of the line only.
+    """
+    fig = go.Figure()
+    if "x" not in df:
+        df = df.assign(x=df["step"].astype(float))
+    label_col = "label" if "label" in df else "key"
+    flagged = False  # the NaN/inf legend entry is shown once
+    for i, (label, g) in enumerate(df.groupby(label_col, sort=False)):
+        marked = _add_series(
+            fig,
+            g.sort_values("x"),
+            str(label),
+            color(i),
+            smoothing=smoothing,
+            log_y=log_y,
+            nonfinite_legend=not flagged,
+        )
+        flagged = flagged or marked
+    if schedule is not None and x == "step" and len(df):
+        shade(fig, schedule, x_max=float(df["x"].max()))
+    base_layout(fig, title, y_title, x, revision or title)
+    if log_y:
+        _log_axis(fig, df)
+    return fig
+
+
+def _add_series(
+    fig: go.Figure,
+    g: pd.DataFrame,
+    label: str,
+    c: str,
+    *,
+    smoothing: float,
+    log_y: bool,
+    nonfinite_legend: bool,
+) -> bool:
+    """One line's traces (faint raw line when smoothed, the line, NaN/inf crosses); True
+    when crosses were drawn."""
+    xs = g["x"].to_numpy(dtype=float)
+    ys = g["value"].to_numpy(dtype=float)
+    plot_y = np.where(np.isfinite(ys), ys, np.nan)
+    if log_y:
+        plot_y = np.where(plot_y > 0, plot_y, np.nan)
+    if smoothing > 0:
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=plot_y,
+                mode="lines",
+                line=dict(color=c, width=1),
+                opacity=0.25,
+                name=f"{label} (raw)",
+                legendgroup=label,
+                showlegend=False,
+                hoverinfo="skip",
+            )
+        )
+        plot_y = ema(plot_y, smoothing)
+    fig.add_trace(
+        go.Scatter(
+            x=xs,
+            y=plot_y,
+            mode="lines+markers" if len(xs) < 40 else "lines",
+            marker=dict(size=4),
+            line=dict(color=c, width=2),
+            name=label,
+            legendgroup=label,
+            connectgaps=True,
+        )
+    )
+    mx, my, mt = _nonfinite_marks(xs, ys, g["step"].to_numpy())
+    if not mx:
+        return False
+    fig.add_trace(
+        go.Scatter(
+            x=mx,
+            y=my,
+            mode="markers",
+            marker=dict(symbol="x", size=11, color="red", line=dict(width=1)),
+            name="NaN / inf",
+            legendgroup="nonfinite",
+            showlegend=nonfinite_legend,
+            text=mt,
+            hovertemplate="%{text}<extra>" + label + "</extra>",
+        )
+    )
+    return True
+
+
+def log_range(values: np.ndarray, pad_decades: float = 0.15) -> list[float] | None:
+    """The log10 y range [lo, hi] spanning the positive finite values only (plus a small
+    pad), so an exact 0 (e.g. symmetric KL at step 0, before the branches differ) does not
+    stretch the axis over empty decades; None when there is nothing positive to draw."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    if v.size == 0:
+        return None
+    lo, hi = math.log10(float(v.min())), math.log10(float(v.max()))
+    pad = max(pad_decades, 0.0) if hi - lo >= 0.3 else 0.3  # a flat line still gets an axis
+    return [lo - pad, hi + pad]
+
+
+def _log_axis(fig: go.Figure, df: pd.DataFrame) -> None:
+    """A log y axis over the data's positive decades, with a note on how many points
+    (<= 0) it cannot draw."""
+    vals = df["value"].to_numpy(dtype=float)
+    fig.update_yaxes(type="log", range=log_range(vals))
+    hidden = int((np.isfinite(vals) & (vals <= 0)).sum())
+    if hidden:  # say so, rather than leave an empty-looking chart unexplained
+        fig.add_annotation(
+            text=f"{hidden} point(s) ≤ 0 not drawn on the log axis",
+            xref="paper", yref="paper", x=0.01, y=0.98, showarrow=False,
+            font=dict(size=11, color="gray"),
+        )  # fmt: skip
+
+
+def eval_figure(evals: pd.DataFrame, *, revision: str = "evals") -> go.Figure:
+    """Evaluation scores over steps: one colour per model, one dash per benchmark, and a
+    thick "overall" line (mean over benchmarks) per model."""
+    fig = go.Figure()
+    evals = benchmarks_only(evals)
+    if evals.empty:
+        return base_layout(fig, "Evaluation", "score", "step", revision)
+    dashes = ["dot", "dash", "dashdot", "longdash", "longdashdot"]
+    benches = sorted(evals["benchmark"].unique())
+    overall = overall_scores(evals)
+    for i, model in enumerate(sorted(evals["model"].unique(), key=_model_order)):
+        c = color(i)
+        m = evals[evals["model"] == model]
+        for j, bench in enumerate(benches):
+            g = m[m["benchmark"] == bench].sort_values("step")
+            if g.empty:
+                continue
+            fig.add_trace(
+                go.Scatter(
+                    x=g["step"],
+                    y=g["score"],
+                    mode="lines+markers",
+                    line=dict(color=c, dash=dashes[j % len(dashes)], width=1.5),
+                    name=f"{model} · {bench}",
+                    legendgroup=model,
+                )
+            )
+        o = overall[overall["model"] == model]
+        fig.add_trace(
+            go.Scatter(
+                x=o["step"],
+                y=o["score"],
+                mode="lines+markers",
+                line=dict(color=c, width=4),
+                name=f"{model} · overall",
+                legendgroup=model,
+            )
+        )
+    return base_layout(fig, "Evaluation", "score", "step", revision)
+
+
+def benchmarks_only(evals: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """The per-domain rows of one split: drop what a trainer logged as "overall" (the
+    dashboard recomputes it as the mean over the real benchmarks, so it must not count as
+    one of them), and keep either the test rows or the final evaluation's validation rows
+    (`<task>@val`), never both, so a mean over benchmarks never mixes the splits."""
+    if evals.empty:
+        return evals
+    bench = evals["benchmark"].astype(str)
+    val = bench.str.endswith(VAL_SUFFIX)
+    keep = ~bench.str.lower().str.startswith("overall") & (val if split == "validation" else ~val)
+    return evals[keep]
+
+
+def overall_scores(evals: pd.DataFrame) -> pd.DataFrame:
+    """Mean score over benchmarks per (model, step): columns model, step, score."""
+    evals = benchmarks_only(evals)
+    if evals.empty:
+        return pd.DataFrame(columns=["model", "step", "score"])
+    return evals.groupby(["model", "step"], as_index=False)["score"].mean()
+
+
+def _model_order(model: str) -> tuple[int, str]:
+    """Branches first (alphabetical), then merged, then base."""
+    return ({"merged": 1, "base": 2}.get(model, 0), model)
+
+
+def timing_totals(df: pd.DataFrame) -> pd.DataFrame:
+    """Total seconds per (phase, time key), leaving out `time/step_s` (the sum of the
+    others, which would count twice). Columns phase, part, seconds."""
+    t = df[df["key"].str.startswith("time/") & (df["key"] != "time/step_s")].copy()
+    if t.empty:
+        return pd.DataFrame(columns=["phase", "part", "seconds"])
+    t["phase"] = t["phase"].replace("", "other").fillna("other")
+    t["part"] = t["key"].str.removeprefix("time/").str.removesuffix("_s")
+    t = t[np.isfinite(t["value"].astype(float))]
+    return (
+        t.groupby(["phase", "part"], as_index=False)["value"]
+        .sum()
+        .rename(columns={"value": "seconds"})
+    )
+
+
+def timing_figure(df: pd.DataFrame, *, revision: str = "timing") -> go.Figure:
+    """Stacked bars: x = phase, stacks = time/* parts, height = total seconds."""
+    tot = timing_totals(df)
+    fig = go.Figure()
+    for i, (part, g) in enumerate(tot.groupby("part", sort=True)):
+        fig.add_trace(go.Bar(x=g["phase"], y=g["seconds"], name=part, marker_color=color(i)))
+    fig.update_layout(barmode="stack")
+    base_layout(fig, "Time per phase (totals)", "seconds", "phase", revision)
+    fig.update_layout(hovermode="closest")
+    return fig
+
+
+# Units of the process metrics: their axes start at 0 so a few MB of wobble on a GB-sized
+# process reads as the flat line it is; CPU percent spans at least one full core.
+SYSTEM_AXES = {
+    "system/rss_mb": "MB",
+    "system/gpu_mem_mb": "MB",
+    "system/cpu_percent": "% of one core",
+}
+
+
+def provided_system_keys(df: pd.DataFrame) -> list[str]:
+    """The `system/*` keys this platform actually reports: at least one finite, nonzero
+    value (a metric the platform cannot measure arrives as all zeros or NaN, and an empty
+    axis would only suggest a problem that is not there)."""
+    out = []
+    for k in dict.fromkeys(df["key"]):
+        if not str(k).startswith("system/"):
+            continue
+        v = df.loc[df["key"] == k, "value"].to_numpy(dtype=float)
+        if np.any(np.isfinite(v) & (v != 0)):
+            out.append(str(k))
+    return out
+
+
+def system_range(key: str, values: np.ndarray) -> list[float] | None:
+    """The y range of one system panel: from 0 to 10% above the largest value (CPU: at
+    least 100%); None (auto) for a metric without a known unit."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if key not in SYSTEM_AXES or v.size == 0:
+        return None
+    top = float(v.max()) * 1.1
+    if key == "system/cpu_percent":
+        top = max(top, 100.0)
+    return [0.0, top if top > 0 else 1.0]
+
+
+def system_figure(df: pd.DataFrame, *, x: str = "step", revision: str = "system") -> go.Figure:
+    """One small panel per `system/*` key the platform provides (shared x), each axis from 0
+    (see `system_range`)."""
+    keys = provided_system_keys(df)
+    if not keys:
+        return base_layout(go.Figure(), "System", "", x, revision)
+    titles = [f"{k} ({SYSTEM_AXES[k]})" if k in SYSTEM_AXES else k for k in keys]
+    fig = make_subplots(rows=len(keys), cols=1, shared_xaxes=True, subplot_titles=titles)
+    for i, k in enumerate(keys):
+        g = df[df["key"] == k].sort_values("x" if "x" in df else "step")
+        xs = g["x"] if "x" in g else g["step"]
+        fig.add_trace(
+            go.Scatter(x=xs, y=g["value"], mode="lines", name=k, line=dict(color=color(i))),
+            row=i + 1,
+            col=1,
+        )
+        rng = system_range(k, g["value"].to_numpy(dtype=float))
+        if rng is not None:
+            fig.update_yaxes(range=rng, row=i + 1, col=1)
+    base_layout(fig, "System", "", x, revision)
+    fig.update_layout(height=160 * len(keys) + 80, showlegend=False)
+    return fig
+
+
+def compare_figure(
+    df: pd.DataFrame,
+    labels: dict[int, str],
+    *,
+    title: str,
+    arms: dict[int, str] | None = None,
+    band: str = "std",
+    smoothing: float = 0.0,
+    x: str = "step",
+    revision: str = "compare",
+    seed_lines: bool = False,
+    log_y: bool = False,
+) -> go.Figure:
+    """Overlay one metric across runs. With `arms` (run_id -> method label), runs of one
+    arm become a mean line with a shaded band (+-std, or min-max); with `seed_lines`, each
+    seed's own thin line is drawn under the band."""
+    if "x" not in df:
+        df = df.assign(x=df["step"].astype(float))
+    if not arms:
+        d = df.assign(label=df["run_id"].map(labels).fillna(df["run_id"].astype(str)))
+        return series_figure(
+            d, title=title, x=x, smoothing=smoothing, log_y=log_y, revision=revision
+        )
+    fig = go.Figure()
+    agg = aggregate_runs(df, arms)
+    for i, (arm, g) in enumerate(agg.groupby("arm", sort=True)):
+        c = color(i)
+        if seed_lines:  # first, so the band and the mean are drawn over them
+            for rid in [r for r, a in arms.items() if a == arm]:
+                r = df[df["run_id"] == rid].sort_values("x")
+                fig.add_trace(
+                    go.Scatter(
+                        x=r["x"],
+                        y=r["value"],
+                        mode="lines",
+                        line=dict(color=c, width=1),
+                        opacity=0.45,
+                        name=f"{labels.get(rid, str(rid))} (seed)",
+                        legendgroup=arm,
+                        showlegend=False,
+                    )
+                )
+        mean = ema(g["mean"].to_numpy(dtype=float), smoothing)
+        lo_v = g["mean"] - g["std"] if band == "std" else g["min"]
+        hi_v = g["mean"] + g["std"] if band == "std" else g["max"]
+        lo, hi = ema(lo_v.to_numpy(dtype=float), smoothing), ema(hi_v.to_numpy(), smoothing)
+        xs = g["x"].to_numpy(dtype=float)
+        fig.add_trace(
+            go.Scatter(
+                x=np.concatenate([xs, xs[::-1]]),
+                y=np.concatenate([hi, lo[::-1]]),
+                fill="toself",
+                fillcolor=_hex_rgba(c, 0.18),
+                line=dict(width=0),
+                name=f"{arm} ({'±std' if band == 'std' else 'min–max'})",
+                legendgroup=arm,
+                hoverinfo="skip",
+            )
+        )
+        n = int(g["n"].max()) if len(g) else 0
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=mean,
+                mode="lines",
+                line=dict(color=c, width=2.5),
+                name=f"{arm} mean (n={n})",
+                legendgroup=arm,
+            )
+        )
+    base_layout(fig, title, "", x, revision)
+    if log_y:
+        _log_axis(fig, df)
+    return fig
+
+
+def _hex_rgba(hex_color: str, alpha: float) -> str:
+    h = hex_color.lstrip("#")
+    r, g, b = (int(h[i : i + 2], 16) for i in (0, 2, 4))
+    return f"rgba({r},{g},{b},{alpha})"

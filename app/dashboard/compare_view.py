@@ -1,0 +1,243 @@
+"""The Compare page's body (Streamlit): pick runs (or an ablation group), overlay metrics
+(seeds of one arm as a mean line with a band, each seed's own line on request), the
+paper-style results table and a config diff, each with a CSV button, and the whole
+selection as one self-contained HTML report. Called by pages/compare.py.
+
+    draw_compare(url, runs)   # everything below the page title
+
+Links: `compare?group=NAME` and `compare?runs=1,2,3` select what they name; the pickers
+write the link back (app/dashboard/links.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from app.dashboard import charts
+from app.dashboard.links import runs_param, url_run_ids
+from app.dashboard.queries import (
+    config_diff_frame,
+    format_results,
+    results_markdown,
+    results_table,
+    seed_arms,
+)
+from app.dashboard.report import compare_report
+from app.dashboard.series import with_x
+from app.dashboard.sweep_view import draw_grid_view
+from app.dashboard.widgets import (
+    cached_evals,
+    cached_keys,
+    cached_series,
+    csv_button,
+    get_store,
+    plot,
+    run_label,
+)
+
+
+@dataclass(frozen=True)
+class Controls:
+    """The chart controls above the overlays."""
+
+    aggregate: bool  # seeds of one arm as mean ± band
+    band: str  # "std" or "minmax"
+    smoothing: float
+    fmt: str  # the 📷 button's image format
+    seed_lines: bool = False  # each seed's own thin line under the band
+
+
+def draw_compare(url: str, runs: list[Any]) -> None:
+    """Run picker, controls, metric overlays, results table, config diff."""
+    chosen = pick_runs(runs)
+    if not chosen:
+        st.info("Pick at least one run.")
+        st.stop()
+    ids = tuple(r.id for r in chosen)
+    labels = {r.id: f"#{r.id} {r.name}" for r in chosen}
+    arms = seed_arms(chosen)
+    ctl = controls(has_seeds=len(set(arms.values())) < len(arms))
+    figures = metric_overlays(url, ids, labels, arms if ctl.aggregate else None, ctl)
+    table = results_section(url, ids, chosen, arms if ctl.aggregate else None)
+    draw_grid_view(url, chosen, ctl.fmt)  # a group whose runs differ in config fields
+    diff = config_diff_section(chosen, labels)
+    report_button(chosen, figures, table, diff)
+
+
+GROUP_SOURCE, PICK_SOURCE = "Ablation group", "Pick runs"
+
+
+def follow_link(groups: list[str], by_id: dict[int, Any]) -> None:
+    """Put the link's `?group=` / `?runs=` into the pickers' state (before they are drawn),
+    so a bookmarked or shared view opens on what it names."""
+    qp = st.query_params
+    group, picked = qp.get("group"), [i for i in url_run_ids(qp.get("runs")) if i in by_id]
+    if group in groups:
+        st.session_state["compare:source"] = GROUP_SOURCE
+        st.session_state["compare:group"] = group
+    elif picked:
+        st.session_state["compare:source"] = PICK_SOURCE
+        st.session_state["compare:runs"] = picked
+
+
+def _write_link() -> None:
+    """The pickers' selection into the URL (one of group= or runs=)."""
+    qp = st.query_params
+    if st.session_state.get("compare:source") == GROUP_SOURCE:
+        group = st.session_state.get("compare:group")
+        qp.pop("runs", None)
+        if group:
+            qp["group"] = str(group)
+    else:
+        qp.pop("group", None)
+        qp["runs"] = runs_param(list(st.session_state.get("compare:runs") or []))
+
+
+def pick_runs(runs: list[Any]) -> list[Any]:
+    """The runs of an ablation group, or runs picked one by one; follows and writes the
+    link (`?group=NAME` / `?runs=1,2,3`)."""
+    groups = get_store().list_groups()
+    by_id = {r.id: r for r in runs}
+    follow_link(groups, by_id)
+    sources = [GROUP_SOURCE, PICK_SOURCE] if groups else [PICK_SOURCE]
+    if st.session_state.get("compare:source") not in sources:
+        st.session_state.pop("compare:source", None)
+    source = st.radio(
+        "Compare", sources, horizontal=True, key="compare:source", on_change=_write_link
+    )
+    if source == GROUP_SOURCE:
+        if st.session_state.get("compare:group") not in groups:
+            st.session_state.pop("compare:group", None)
+        group = st.selectbox("Group", groups, key="compare:group", on_change=_write_link)
+        _write_link()
+        return [r for r in runs if r.group == group]
+    if not groups:
+        st.caption(
+            "Tip: **Launch an ablation set** on the Launch page to get several seeds per "
+            "method, shown here as mean ± band."
+        )
+    if "compare:runs" not in st.session_state:
+        default = [r.id for r in runs if r.status == "finished"][:2] or [runs[0].id]
+        st.session_state["compare:runs"] = default
+    st.session_state["compare:runs"] = [i for i in st.session_state["compare:runs"] if i in by_id]
+    picked = st.multiselect(
+        "Runs", list(by_id), format_func=lambda i: run_label(by_id[i]),
+        key="compare:runs", on_change=_write_link,
+    )  # fmt: skip
+    _write_link()
+    return [by_id[i] for i in picked]
+
+
+def controls(*, has_seeds: bool) -> Controls:
+    """Aggregation over seeds (offered only when some arm has several), band, smoothing,
+    image format."""
+    c1, c2, c3, c4, c5 = st.columns([1, 1, 1, 1, 1])
+    aggregate = c1.toggle(
+        "Mean ± band over seeds", value=has_seeds, disabled=not has_seeds,
+        key=f"compare:agg:{has_seeds}",  # a fresh default when a picked group gains seeds
+        help="runs with equal config apart from the seed form one arm",
+    )  # fmt: skip
+    seed_lines = c2.toggle(
+        "Each seed's line", value=False, disabled=not (has_seeds and aggregate),
+        key="compare:seedlines", help="draw every seed's own thin line under the band",
+    )  # fmt: skip
+    band = c3.radio("band", ["std", "min–max"], horizontal=True, key="compare:band")
+    smoothing = c4.slider("Smoothing (EMA)", 0.0, 0.99, 0.0, 0.01, key="compare:smooth")
+    fmt = c5.selectbox("image", ["png", "svg"], key="compare:fmt", help="format of the 📷 button")
+    return Controls(
+        aggregate, "std" if band == "std" else "minmax", smoothing, fmt, seed_lines and aggregate
+    )
+
+
+def metric_overlays(
+    url: str,
+    ids: tuple[int, ...],
+    labels: dict[int, str],
+    arms: dict[int, str] | None,
+    ctl: Controls,
+) -> list[Any]:
+    """A metric picker (overlap and reward first) and one overlay chart + CSV per metric;
+    returns the figures (for the report)."""
+    keys = cached_keys(url, ids)
+    preferred = [
+        k
+        for k in keys
+        if k in ("pair/add~rev/overlap_top10", "branch/add/reward/mean")
+        or (k.startswith("pair/") and k.endswith("overlap_top10"))
+    ]
+    metrics = st.multiselect(
+        "Metrics", keys, default=list(dict.fromkeys(preferred))[:2], key="compare:metrics"
+    )
+    figures = []
+    for key in metrics:
+        df = with_x(cached_series(url, ids, (key,), 500), "step")
+        fig = charts.compare_figure(
+            df, labels, title=key, arms=arms, band=ctl.band, smoothing=ctl.smoothing,
+            revision=f"compare:{key}", seed_lines=ctl.seed_lines, log_y=key.endswith("/sym_kl"),
+        )  # fmt: skip
+        plot(fig, f"compare:{key}", ctl.fmt)
+        figures.append(fig)
+        name = key.replace("/", "_") + ".csv"
+        csv_button(df.drop(columns=["x"]), f"CSV: {key}", name, f"csv:{key}")
+    return figures
+
+
+def results_section(
+    url: str, ids: tuple[int, ...], chosen: list[Any], arms: dict[int, str] | None
+) -> pd.DataFrame:
+    """The results table from each run's latest evaluation (mean ± std with `arms`)."""
+    st.subheader("Results (latest evaluation of each run)")
+    evals = cached_evals(url, ids)
+    table = results_table(evals, chosen, arms)
+    if table.empty:
+        st.info("No evaluations recorded for these runs yet (they are written every few cycles).")
+        return table
+    st.caption(
+        "Rows: method · model (each branch and the merged model). Columns: each benchmark "
+        "(domain), then Overall = mean over benchmarks. Best per column in bold."
+        + (" Cells: mean ± std over seeds." if arms else "")
+    )
+    st.markdown(results_markdown(table))
+    csv_button(format_results(table), "CSV: results table", "results.csv", "csv:results")
+    csv_button(evals, "CSV: all evaluations", "evaluations.csv", "csv:evals")
+    return table
+
+
+def config_diff_section(chosen: list[Any], labels: dict[int, str]) -> pd.DataFrame:
+    """The config fields in which the chosen runs differ."""
+    st.subheader("Config differences")
+    if len(chosen) < 2:
+        st.caption("Pick two or more runs to see how their configs differ.")
+        return pd.DataFrame()
+    diff = config_diff_frame(chosen, labels)
+    if diff.empty:
+        st.caption("The configs are identical.")
+    else:
+        st.dataframe(diff)
+        csv_button(diff, "CSV: config diff", "config_diff.csv", "csv:diff")
+    return diff
+
+
+def report_button(
+    chosen: list[Any], figures: list[Any], table: pd.DataFrame, diff: pd.DataFrame
+) -> None:
+    """Download the selection as one self-contained HTML file (opens offline)."""
+    st.subheader("Report")
+    groups = sorted({r.group for r in chosen if r.group})
+    title = (
+        f"Group {groups[0]}" if len(groups) == 1 else f"Runs {runs_param([r.id for r in chosen])}"
+    )
+    st.download_button(
+        "Download report (HTML)",
+        # built when clicked (plotly.js is inlined: ~5 MB), not on every rerun
+        lambda: compare_report(chosen, figures, table, diff, title=f"copd: {title}").encode(),
+        file_name=f"copd-report-{title.split()[-1].replace(',', '-')}.html",
+        mime="text/html",
+        key="compare:report",
+        help="the figures with their data, the results table, the config differences and each "
+        "run's code revision, in one file that opens offline",
+    )

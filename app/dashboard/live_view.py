@@ -1,0 +1,276 @@
+"""The Live run view's charts for one run (Streamlit): called inside an auto-refreshing
+fragment by pages/live.py. Each chart has a stable key and a constant uirevision, so
+zoom survives refreshes; data comes downsampled from the store.
+
+    draw_run(run, url, smoothing=0.6, x="step", max_points=500)
+
+Above the run's own charts: its alerts, and when the run belongs to a group (the demo's
+CoPD run and independent experts, an ablation set), the group overlay: overlap and
+symmetric KL between the branches, one line per method (the paper's Fig. 4a/b). Phase
+bands and cycle lines come from the run's schedule (`series.schedule_of`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from app.control.demo import method_label
+from app.dashboard import charts
+from app.dashboard.queries import status_label
+from app.dashboard.series import (
+    Schedule,
+    describe_nonfinite,
+    mean_over_keys,
+    nonfinite_points,
+    progress_of,
+    relabel_keys,
+    schedule_of,
+    with_x,
+)
+from app.dashboard.signal_view import draw_instruments
+from app.dashboard.widgets import (
+    cached_alerts,
+    cached_evals,
+    cached_keys,
+    cached_runs,
+    cached_series,
+    csv_button,
+    plot,
+)
+from copd.common import names as N
+
+
+def select_keys(keys: list[str]) -> dict[str, list[str]]:
+    """Split a run's metric keys into the live view's chart groups."""
+    groups: dict[str, list[str]] = {
+        "overlap": [],
+        "overlap_base": [],
+        "sym_kl": [],
+        "reward": [],
+        "signal": [],
+        "time": [],
+        "system": [],
+    }
+    for k in keys:
+        if k.startswith("pair/") and k.endswith("/overlap_top10"):
+            groups["overlap"].append(k)
+        elif k.startswith("base/") and k.endswith("/overlap_top10"):
+            groups["overlap_base"].append(k)
+        elif k.startswith("pair/") and k.endswith("/sym_kl"):
+            groups["sym_kl"].append(k)
+        elif k.startswith("branch/") and ("/reward/mean" in k or "/reward_on/" in k):
+            groups["reward"].append(k)
+        elif k.startswith("branch/") and k.endswith("/signal_frac"):
+            groups["signal"].append(k)
+        elif k.startswith("time/"):
+            groups["time"].append(k)
+        elif k.startswith("system/"):
+            groups["system"].append(k)
+    return groups
+
+
+def reward_label(key: str) -> str:
+    """`branch/add/reward/mean` -> `add · own batch`; `branch/add/reward_on/rev` -> `add · on rev`."""
+    parts = key.split("/")
+    b = parts[1]
+    if parts[2] == "reward_on":
+        return f"{b} · on {parts[3]}"
+    return f"{b} · reward/mean"
+
+
+def _labelled(df: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
+    d = df[df["key"].isin(labels)]
+    return d.assign(label=d["key"].map(labels))
+
+
+def draw_run(run: Any, url: str, *, smoothing: float, x: str, max_points: int, fmt: str) -> None:
+    """Header, NaN warning and every chart of one run."""
+    groups = select_keys(cached_keys(url, (run.id,)))
+    wanted = tuple(k for g in groups.values() for k in g) + (N.PROGRESS,)
+    everything = cached_series(url, (run.id,), wanted, max_points)
+    progress = everything[everything["key"] == N.PROGRESS]
+    df = with_x(everything[everything["key"] != N.PROGRESS], x)
+    sched = schedule_of(run.config, run.method)
+    run_header(run, df, progress, sched)
+    run_alerts(url, run.id)
+    group_overlay(run, url, x=x, smoothing=smoothing, max_points=max_points, fmt=fmt)
+    if df.empty:
+        st.info(
+            "No metrics logged yet. The trainer writes its first points after the first "
+            "step; this view refreshes by itself."
+        )
+        return
+    rid = run.id
+    line_charts(df, groups, rid, x=x, smoothing=smoothing, fmt=fmt, schedule=sched)
+    draw_instruments(run, url, x=x, max_points=max_points, fmt=fmt)  # k, signal balance
+    evals = cached_evals(url, (rid,))
+    if len(evals):
+        plot(charts.eval_figure(evals, revision=f"eval:{rid}"), f"live:{rid}:eval", fmt)
+    left, right = st.columns(2)
+    with left:
+        if groups["time"]:
+            plot(charts.timing_figure(df, revision=f"time:{rid}"), f"live:{rid}:time", fmt)
+    with right:
+        if charts.provided_system_keys(df):
+            fig = charts.system_figure(df, x=x, revision=f"sys:{rid}")
+            plot(fig, f"live:{rid}:system", fmt)
+    downloads(df, evals, rid)
+
+
+def run_header(
+    run: Any, df: pd.DataFrame, progress: pd.DataFrame, sched: Schedule | None = None
+) -> None:
+    """Status, progress (from the logged steps), last step and cycle, a progress bar that
+    follows the steps; the run's error; a list of NaN/inf points."""
+    total = sched.total if sched is not None else None
+    prog = progress_of(run.progress, progress, total)
+    last = max(prog.step, int(df["step"].max()) if len(df) else 0)
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("status", status_label(run.status))
+    c2.metric("progress", f"{prog.fraction:.0%}")
+    c3.metric("last step", f"{last}" + (f" / {prog.total}" if prog.total else ""))
+    c4.metric("cycle", int(df["cycle"].max()) if len(df) else 0)
+    text = f"step {last} of {prog.total}" if prog.total else f"step {last}"
+    st.progress(prog.fraction, text=f"{text} · {prog.fraction:.0%}")
+    if run.status in ("failed", "crashed") and run.error:
+        st.error(f"{run.status}: {run.error.splitlines()[0]}")
+    bad = nonfinite_points(df)
+    if len(bad):
+        st.warning(
+            "Non-finite values (marked ✕ on the charts):\n\n"
+            + "\n".join(f"- `{line}`" for line in describe_nonfinite(bad))
+        )
+
+
+def run_alerts(url: str, run_id: int) -> None:
+    """The run's recorded alerts (rules in app/control/alerts.py), newest last."""
+    alerts = cached_alerts(url, run_id)
+    if alerts:
+        st.warning(
+            f"⚠️ {len(alerts)} alert(s):\n\n"
+            + "\n".join(
+                f"- `{a.message}`" + ("" if a.step is None else f" (step {a.step})") for a in alerts
+            )
+        )
+
+
+def group_overlay(
+    run: Any, url: str, *, x: str, smoothing: float, max_points: int, fmt: str
+) -> None:
+    """The run's group, overlaid: branch-vs-branch overlap and symmetric KL, one line per
+    run (the mean over its ordered pairs), labelled by method; CoPD's phases shaded."""
+    if not run.group:
+        return
+    peers = sorted((r for r in cached_runs(url) if r.group == run.group), key=lambda r: r.id)
+    if len(peers) < 2:
+        return
+    ids = tuple(sorted(r.id for r in peers))
+    keys = cached_keys(url, ids)
+    overlap = tuple(k for k in keys if k.startswith("pair/") and k.endswith("/overlap_top10"))
+    sym_kl = tuple(k for k in keys if k.startswith("pair/") and k.endswith("/sym_kl"))
+    methods = list(dict.fromkeys(method_label(r.method) for r in peers))
+    st.subheader(f"Group {run.group}: " + " vs ".join(methods))
+    st.caption(
+        " · ".join(
+            f"#{r.id} {method_label(r.method)} {status_label(r.status)} {r.progress:.0%}"
+            for r in peers
+        )
+        + ". Each line: the mean over the run's ordered branch pairs."
+    )
+    if not overlap and not sym_kl:
+        st.info("No branch-pair diagnostics yet; they are measured every few steps.")
+        return
+    labels = overlay_labels(peers)
+    sched = next((schedule_of(r.config, r.method) for r in peers if r.method == "copd"), None)
+    df = with_x(cached_series(url, ids, overlap + sym_kl, max_points), x)
+    left, right = st.columns(2)
+    for col, metric_keys, title, y_title, log_y, name in (
+        (left, overlap, "Top-10 overlap between branches", "overlap@10", False, "overlap"),
+        (right, sym_kl, "Symmetric KL between branches", "KL(p‖q)+KL(q‖p)", True, "sym_kl"),
+    ):
+        d = mean_over_keys(df[df["key"].isin(metric_keys)])
+        if d.empty:
+            continue
+        d = d.assign(label=d["run_id"].map(labels), key=name)
+        fig = charts.series_figure(
+            d, title=f"{title}: " + " vs ".join(methods), y_title=y_title, x=x,
+            smoothing=smoothing, log_y=log_y, schedule=sched,
+            revision=f"group:{run.group}:{name}",
+        )  # fmt: skip
+        with col:
+            plot(fig, f"live:group:{run.group}:{name}", fmt)
+
+
+def overlay_labels(runs: list[Any]) -> dict[int, str]:
+    """run id -> legend label: the method's name, with the seed when a method has several
+    runs."""
+    count: dict[str, int] = {}
+    for r in runs:
+        count[r.method] = count.get(r.method, 0) + 1
+    return {
+        r.id: method_label(r.method) + (f" · seed {r.seed} #{r.id}" if count[r.method] > 1 else "")
+        for r in runs
+    }
+
+
+# (group, title, y axis, log y, key -> legend label): one line chart each, phases shaded.
+LINE_CHARTS = [
+    ("overlap", "Top-10 overlap between branches (student~teacher)", "overlap@10", False,
+     lambda ks: relabel_keys(ks, "pair/", "/overlap_top10")),
+    ("overlap_base", "Overlap vs base model", "overlap@10", False,
+     lambda ks: relabel_keys(ks, "base/", "/overlap_top10")),
+    ("sym_kl", "Symmetric KL between branches", "KL(p‖q)+KL(q‖p)", True,
+     lambda ks: relabel_keys(ks, "pair/", "/sym_kl")),
+    ("reward", "Reward per branch per domain", "mean reward", False,
+     lambda ks: {k: reward_label(k) for k in ks}),
+    # GRPO learns only from groups whose rewards differ; the rest are skipped.
+    ("signal", "Prompt groups with a reward signal (rewards not all equal)",
+     "share of groups", False, lambda ks: relabel_keys(ks, "branch/", "/signal_frac")),
+]  # fmt: skip
+
+
+def line_charts(
+    df: pd.DataFrame,
+    groups: dict[str, list[str]],
+    rid: int,
+    *,
+    x: str,
+    smoothing: float,
+    fmt: str,
+    schedule: Schedule | None = None,
+) -> None:
+    """The line charts of LINE_CHARTS whose group has keys, in that order; phases shaded
+    from `schedule` (none for a baseline)."""
+    for group, title, y_title, log_y, label in LINE_CHARTS:
+        if groups[group]:
+            fig = charts.series_figure(
+                _labelled(df, label(groups[group])),
+                title=title,
+                y_title=y_title,
+                x=x,
+                smoothing=smoothing,
+                log_y=log_y,
+                schedule=schedule,
+                revision=f"{group}:{rid}",
+            )
+            plot(fig, f"live:{rid}:{group}", fmt)
+
+
+def downloads(df: pd.DataFrame, evals: pd.DataFrame, rid: int) -> None:
+    """CSV buttons for the series and (when there are any) the evaluations."""
+    d1, d2 = st.columns(2)
+    with d1:
+        csv_button(
+            df.drop(columns=["x"]),
+            "Download series (CSV)",
+            f"run{rid}-series.csv",
+            f"live:{rid}:csv",
+        )
+    with d2:
+        if len(evals):
+            csv_button(
+                evals, "Download evaluations (CSV)", f"run{rid}-evals.csv", f"live:{rid}:evcsv"
+            )

@@ -1,0 +1,113 @@
+"""A Compare selection as one self-contained HTML file that opens offline in a browser.
+
+    html = compare_report(runs, figures, table, diff, title="Group demo-1")
+
+What it holds: every overlay figure with its data (Plotly's `to_html`; plotly.js is
+inlined once, in the first figure, so nothing is fetched), the paper-layout results table
+(`app.dashboard.queries.results_table`, best cell of each column in bold, as `results_markdown`
+marks it), the config differences, and for each run its method, seed, status and the code
+revision it ran. Pure: no Streamlit, no store.
+"""
+
+from __future__ import annotations
+
+import html as _html
+from datetime import datetime, timezone
+from typing import Any
+
+import pandas as pd
+
+from app.dashboard.queries import best_rows, format_results, status_label
+
+STYLE = """
+body { font-family: -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem auto;
+       max-width: 1200px; color: #222; }
+table { border-collapse: collapse; margin: 0.5rem 0 1.5rem; font-size: 0.9rem; }
+th, td { border: 1px solid #ccc; padding: 0.25rem 0.6rem; text-align: left; }
+th { background: #f3f3f3; }
+td.best { font-weight: bold; }
+code { font-size: 0.85rem; }
+.figure { margin-bottom: 1.5rem; }
+"""
+
+
+def _esc(v: Any) -> str:
+    return _html.escape("" if v is None else str(v))
+
+
+def results_html(table: pd.DataFrame, digits: int = 3) -> str:
+    """The results table (mean ± std cells when there are seeds), best per column bold."""
+    if table.empty:
+        return "<p>No evaluations recorded for these runs.</p>"
+    text = format_results(table, digits)
+    best = best_rows(table, digits)
+    head = "".join(f"<th>{_esc(c)}</th>" for c in ["model", *text.columns])
+    rows = []
+    for row in text.index:
+        cells = [f"<td>{_esc(row)}</td>"]
+        for c in text.columns:
+            cls = ' class="best"' if row in best.get(c, ()) else ""
+            cells.append(f"<td{cls}>{_esc(text.at[row, c])}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def frame_html(df: pd.DataFrame) -> str:
+    return df.to_html(border=0, escape=True) if not df.empty else "<p>(none)</p>"
+
+
+def runs_html(runs: list[Any]) -> str:
+    """One row per run: id, name, method, group, seed, status, code revision."""
+    rows = [
+        {
+            "id": r.id,
+            "name": r.name,
+            "method": r.method,
+            "group": r.group or "",
+            "seed": r.seed,
+            "status": status_label(r.status),
+            "code revision": r.code_revision or "(not recorded)",
+        }
+        for r in runs
+    ]
+    return pd.DataFrame(rows).to_html(index=False, border=0, escape=True)
+
+
+def compare_report(
+    runs: list[Any],
+    figures: list[Any],
+    table: pd.DataFrame,
+    diff: pd.DataFrame,
+    *,
+    title: str,
+    notes: str = "",
+) -> str:
+    """The whole report as one HTML document (UTF-8 text)."""
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{_esc(title)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>{_esc(title)}</h1>",
+        f"<p>copd report, {stamp}. {_esc(notes)}</p>",
+        "<h2>Runs</h2>",
+        runs_html(runs),
+        "<h2>Metrics</h2>",
+    ]
+    if not figures:
+        parts.append("<p>No metrics were selected.</p>")
+    for i, fig in enumerate(figures):
+        body = fig.to_html(
+            full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False}
+        )
+        parts.append(f'<div class="figure">{body}</div>')
+    parts += [
+        "<h2>Results (latest evaluation of each run)</h2>",
+        "<p>Rows: method · model. Columns: each benchmark, then Overall = the mean over "
+        "benchmarks. Best per column in bold.</p>",
+        results_html(table),
+        "<h2>Config differences</h2>",
+        frame_html(diff) if len(runs) > 1 else "<p>One run: nothing to compare.</p>",
+        "</body></html>",
+    ]
+    return "\n".join(parts)

@@ -1,0 +1,195 @@
+"""The Runs page's body (Streamlit): the filterable run table, the selected run's header,
+its actions (cancel, resume, delete: each asks first), log tail, events and config. Called
+inside an auto-refreshing fragment by pages/runs.py.
+
+    draw_runs(url)   # everything below the page title and the auto-refresh toggle
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from app.control.launcher import LOG_NAME
+from app.dashboard.logview import log_tail
+from app.dashboard.queries import status_label
+from app.dashboard.widgets import (
+    cached_runs,
+    cached_runs_frame,
+    get_launcher,
+    get_store,
+    invalidate,
+    page_path,
+    run_label,
+)
+
+
+def draw_runs(url: str) -> None:
+    """The table, the selected run's details and its log."""
+    runs = cached_runs(url)
+    shown = filter_frame(cached_runs_frame(url))
+    event = runs_table(shown)
+    run_id = pick_run(runs, shown, event)
+    run = get_store().get_run(run_id)
+    launcher = get_launcher()
+    run_header(run)
+    run_actions(run, launcher)
+    run_details(run, launcher)
+
+
+def filter_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The status and group filters above the table; the rows they keep."""
+    statuses = sorted(frame["status"].unique())
+    groups = sorted(g for g in frame["group"].unique() if g)
+    c1, c2 = st.columns(2)
+    want_status = c1.multiselect("Status", statuses, key="runs:status_filter")
+    want_group = c2.multiselect("Group", groups, key="runs:group_filter")
+    shown = frame
+    if want_status:
+        shown = shown[shown["status"].isin(want_status)]
+    if want_group:
+        shown = shown[shown["group"].isin(want_group)]
+    return shown
+
+
+def runs_table(shown: pd.DataFrame) -> Any:
+    """The run table with single-row selection; returns the selection event."""
+    return st.dataframe(
+        shown,
+        hide_index=True,
+        key="runs:table",
+        on_select="rerun",
+        selection_mode="single-row",
+        column_config={
+            "id": st.column_config.NumberColumn("id", width="small"),
+            "status": st.column_config.TextColumn("status", help="💥 crashed = the process died"),
+            "progress": st.column_config.ProgressColumn(
+                "progress", min_value=0.0, max_value=1.0, format="percent"
+            ),
+            "started": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm:ss"),
+            "latest reward": st.column_config.NumberColumn(
+                "latest reward", format="%.3f", help="mean over branches of branch/*/reward/mean"
+            ),
+            "latest overlap": st.column_config.NumberColumn(
+                "latest overlap", format="%.3f", help="mean over pairs of pair/*/overlap_top10"
+            ),
+        },
+    )
+
+
+def pick_run(runs: list[Any], shown: pd.DataFrame, event: Any) -> int:
+    """The selected run id: a clicked table row wins, else the selectbox (kept in sync)."""
+    by_id = {r.id: r for r in runs}
+    ids = [int(i) for i in shown["id"]] or list(by_id)
+    rows = event.selection.rows if event is not None and hasattr(event, "selection") else []
+    if rows:
+        st.session_state["runs:selected"] = ids[rows[0]]
+    if st.session_state.get("runs:selected") not in ids:
+        st.session_state.pop("runs:selected", None)
+    return st.selectbox(
+        "Run",
+        ids,
+        format_func=lambda i: run_label(by_id[i]),
+        key="runs:selected",
+        help="or click a row of the table",
+    )
+
+
+def run_header(run: Any) -> None:
+    """Name, status, method, progress, GPUs; the error of a failed or crashed run."""
+    st.subheader(f"#{run.id} {run.name}")
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("status", status_label(run.status))
+    m2.metric("method", run.method)
+    m3.metric("progress", f"{run.progress:.0%}")
+    m4.metric("GPUs", run.assigned_gpus or ("CPU" if not run.requested_gpus else "pending"))
+    if run.status in ("failed", "crashed") and run.error:
+        first, _, rest = run.error.partition("\n")
+        st.error(f"{run.status}: {first}")
+        if rest:
+            st.code(rest, language="text")
+
+
+def run_actions(run: Any, launcher: Any) -> None:
+    """Cancel / Resume / Delete / Open live view. Every destructive action asks first: the
+    pending action lives in session state until Yes or No."""
+    b1, b2, b3, b4 = st.columns(4)
+    if b1.button("Cancel", disabled=run.status not in ("queued", "running"), key="runs:cancel"):
+        st.session_state["runs:confirm"] = ("cancel", run.id)
+    if b2.button(
+        "Resume", disabled=run.status not in ("cancelled", "crashed", "failed"), key="runs:resume"
+    ):
+        st.session_state["runs:confirm"] = ("resume", run.id)
+    if b3.button("Delete", disabled=run.status == "running", key="runs:delete"):
+        st.session_state["runs:confirm"] = ("delete", run.id)
+    if b4.button("Open live view", key="runs:live"):
+        st.session_state["live_run"] = run.id
+        st.switch_page(page_path("live"))
+
+    pending = st.session_state.get("runs:confirm")
+    if pending and pending[1] == run.id:
+        confirm(pending[0], run, launcher)
+
+
+def confirm(action: str, run: Any, launcher: Any) -> None:
+    """Ask "Really <action>?"; on Yes apply it through the launcher and rerun the app."""
+    st.warning(f"Really {action} run #{run.id} {run.name}?")
+    y, n = st.columns(2)
+    if y.button(f"Yes, {action}", type="primary", key="runs:yes"):
+        st.session_state.pop("runs:confirm")
+        try:
+            apply_action(action, run.id, launcher)
+        except Exception as e:  # the launcher's message says what the state allows
+            st.error(str(e))
+        else:
+            invalidate()
+            st.rerun(scope="app")
+    if n.button("No", key="runs:no"):
+        st.session_state.pop("runs:confirm")
+        st.rerun(scope="app")
+
+
+def apply_action(action: str, run_id: int, launcher: Any) -> None:
+    """Cancel (non-blocking), resume (queued, then one tick) or delete a run."""
+    if action == "cancel":
+        launcher.request_cancel(run_id)
+    elif action == "resume":
+        launcher.resume(run_id)
+        launcher.tick()
+    else:
+        launcher.delete(run_id)
+        st.session_state.pop("runs:selected", None)
+
+
+def run_details(run: Any, launcher: Any) -> None:
+    """The log tail (progress-bar redraws collapsed) and recent events side by side, the
+    config folded below."""
+    left, right = st.columns(2)
+    with left:
+        st.markdown("**Log tail**")
+        tail = log_tail(Path(run.run_dir) / LOG_NAME, n_lines=200) if run.run_dir else ""
+        st.code(tail or "(no log yet)", language="text")
+    with right:
+        st.markdown("**Recent events**")
+        events = get_store().events(run.id, limit=50)
+        if events:
+            st.dataframe(events_frame(events), hide_index=True)
+        else:
+            st.caption("No events recorded.")
+    with st.expander("Config"):
+        st.json(run.config, expanded=False)
+
+
+def events_frame(events: list[Any]) -> pd.DataFrame:
+    """Events as a table, newest first (the store returns them oldest first)."""
+    return pd.DataFrame(
+        {
+            "time": [pd.Timestamp(e.wall_time, unit="s", tz="UTC") for e in events],
+            "level": [e.level for e in events],
+            "step": [e.step for e in events],
+            "message": [e.message for e in events],
+        }
+    ).iloc[::-1]

@@ -1,0 +1,81 @@
+"""The live view's instruments (Streamlit), drawn below the run's line charts by
+app/dashboard/live_view.py: overlap at several k with a note on which k the vocabulary makes
+meaningful, and the signal balance of each branch's phase-II update (GRPO term vs each
+OPD term). Data and figures come from app/dashboard/signal_data.py.
+
+    draw_instruments(run, url, x="step", max_points=500, fmt="png")
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from app.dashboard.series import schedule_of, with_x
+from app.dashboard.signal_data import (
+    k_caption,
+    overlap_k_figure,
+    overlap_k_keys,
+    signal_branches,
+    signal_figure,
+    signal_keys,
+    vocab_size_of,
+)
+from app.dashboard.widgets import cached_keys, cached_series, plot
+
+
+def draw_instruments(run: Any, url: str, *, x: str, max_points: int, fmt: str) -> None:
+    """Both sections, each only when the run logged its metrics."""
+    keys = cached_keys(url, (run.id,))
+    sched = schedule_of(run.config, run.method)
+    overlap_at_k(run, url, keys, x=x, max_points=max_points, fmt=fmt, schedule=sched)
+    signal_balance(run, url, keys, x=x, max_points=max_points, fmt=fmt, schedule=sched)
+
+
+def overlap_at_k(
+    run: Any, url: str, keys: list[str], *, x: str, max_points: int, fmt: str, schedule: Any
+) -> None:
+    """Top-1, top-5, top-10 overlap and overlap mass between branches, side by side."""
+    panels = overlap_k_keys(keys, "pair/")
+    if len(panels) < 2:  # top-10 alone is already drawn above
+        return
+    vocab = vocab_size_of(run.config)
+    wanted = tuple(k for ks in panels.values() for k in ks)
+    df = with_x(cached_series(url, (run.id,), wanted, max_points), x)
+    fig = overlap_k_figure(
+        df, panels, schedule=schedule, x=x, vocab=vocab, revision=f"overlapk:{run.id}"
+    )
+    plot(fig, f"live:{run.id}:overlapk", fmt)
+    ks = [int(p.split("-")[1]) for p in panels if p.startswith("top-")]
+    st.caption(
+        k_caption(ks, vocab) + " Overlap mass: the student's probability on the tokens in "
+        "both top-k sets, so shared tokens the student barely considers count for little."
+    )
+
+
+def signal_balance(
+    run: Any, url: str, keys: list[str], *, x: str, max_points: int, fmt: str, schedule: Any
+) -> None:
+    """One figure per branch: gradient norms, cosine, |advantage|, teacher-preferred share,
+    log-ratio and clip fractions of the GRPO term and each OPD term."""
+    branches = signal_branches(keys)
+    if not branches:
+        return
+    st.subheader("Signal balance")
+    st.caption(
+        "Per branch, at diagnostics steps of phase II: how much each term of the combined "
+        "update moves the weights (gradient norms and their cosine), how large its "
+        "advantages are, how often the teacher prefers the student's sampled token, the "
+        "mean log-ratio (≈ −KL(student‖teacher)) and the clip fractions."
+    )
+    wanted = tuple(k for k, (b, _, _) in signal_keys(keys).items() if b in branches)
+    df = with_x(cached_series(url, (run.id,), wanted, max_points), x)
+    if len(branches) > 1:
+        tabs = st.tabs([f"branch {b}" for b in branches])
+    else:
+        tabs = [st.container()]
+    for b, tab in zip(branches, tabs, strict=True):
+        with tab:
+            fig = signal_figure(df, b, schedule=schedule, x=x, revision=f"signal:{run.id}:{b}")
+            plot(fig, f"live:{run.id}:signal:{b}", fmt)

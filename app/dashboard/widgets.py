@@ -1,0 +1,217 @@
+"""Streamlit glue shared by the pages: cached store/launcher/supervisor, cached queries,
+run pickers and empty states. The only app module that imports Streamlit.
+
+    store = get_store()                 # one RunStore per DB URL per process
+    launcher = get_launcher()           # the background supervisor's launcher
+    runs = cached_runs(db_url())        # st.cache_data(ttl=2): shared by every open tab
+
+The DB URL is $COPD_DB_URL (set by `copd dashboard --db`), else the store's default.
+Set COPD_SUPERVISE=0 to run the dashboard without the background supervisor thread, and
+COPD_TRAINER to replace the trainer command (`python -m copd train`; the browser tests run
+tests/fake_trainer.py this way).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+PAGES_DIR = Path(__file__).resolve().parents[2] / "pages"
+QUERY_TTL_S = 2.0
+
+
+def page_path(name: str) -> str:
+    """Absolute path of a page script, for st.switch_page / st.page_link."""
+    return str(PAGES_DIR / f"{name}.py")
+
+
+def db_url() -> str:
+    from storage import default_db_url
+
+    return os.environ.get("COPD_DB_URL") or default_db_url()
+
+
+def runs_root() -> Path:
+    from app.control.launcher import default_runs_root
+
+    return default_runs_root()
+
+
+@st.cache_resource(show_spinner=False)
+def _store(url: str) -> Any:
+    from storage import RunStore
+
+    return RunStore.from_url(url)
+
+
+def get_store() -> Any:
+    return _store(db_url())
+
+
+def _stop_supervisor(sup: Any) -> None:
+    if sup is not None:
+        sup.stop()
+
+
+@st.cache_resource(show_spinner=False, on_release=_stop_supervisor)
+def _supervisor(url: str, root: str) -> Any:
+    """ONE background thread per dashboard process that ticks the launcher (starts queued
+    runs, marks dead ones crashed). Stopped when the cache entry is released."""
+    if os.environ.get("COPD_SUPERVISE", "1") == "0":
+        return None
+    from app.control.supervisor import start_supervisor
+
+    return start_supervisor(_store(url), root, **_launcher_options())
+
+
+def _launcher_options() -> dict[str, Any]:
+    """$COPD_TRAINER (a command line) replaces the trainer command."""
+    trainer = os.environ.get("COPD_TRAINER")
+    return {"trainer_argv": shlex.split(trainer)} if trainer else {}
+
+
+@st.cache_resource(show_spinner=False)
+def _plain_launcher(url: str, root: str) -> Any:
+    from app.control.launcher import Launcher
+
+    return Launcher(_store(url), root, **_launcher_options())
+
+
+def get_launcher() -> Any:
+    """The supervisor's launcher (so its children are reaped), or a plain one without it."""
+    url, root = db_url(), str(runs_root())
+    sup = _supervisor(url, root)
+    return sup.launcher if sup is not None else _plain_launcher(url, root)
+
+
+def ensure_supervisor() -> Any:
+    return _supervisor(db_url(), str(runs_root()))
+
+
+# ---------------------------------------------------------------------- cached queries
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
+def cached_runs(url: str) -> list[Any]:
+    return _store(url).list_runs()
+
+
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
+def cached_runs_frame(url: str) -> pd.DataFrame:
+    from app.dashboard.queries import runs_frame
+
+    return runs_frame(_store(url))
+
+
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
+def cached_series(url: str, run_ids: tuple[int, ...], keys: tuple[str, ...], max_points: int):
+    return _store(url).metric_series(list(run_ids), list(keys), max_points=max_points)
+
+
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
+def cached_keys(url: str, run_ids: tuple[int, ...]) -> list[str]:
+    return _store(url).metric_keys(list(run_ids))
+
+
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
+def cached_evals(url: str, run_ids: tuple[int, ...]) -> pd.DataFrame:
+    return _store(url).evaluations(list(run_ids))
+
+
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
+def cached_alert_counts(url: str) -> dict[int, int]:
+    from app.control.alerts import alert_counts
+
+    store = _store(url)
+    return alert_counts(store, store.list_runs())
+
+
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
+def cached_alerts(url: str, run_id: int) -> list[Any]:
+    from app.control.alerts import alert_events
+
+    return alert_events(_store(url), run_id)
+
+
+@st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
+def cached_gpus() -> list[Any]:
+    from app.control.gpus import detect_gpus
+
+    return detect_gpus()
+
+
+def invalidate() -> None:
+    """Drop cached query results after this session changed something."""
+    for fn in (
+        cached_runs,
+        cached_runs_frame,
+        cached_series,
+        cached_keys,
+        cached_evals,
+        cached_alert_counts,
+        cached_alerts,
+    ):
+        fn.clear()
+
+
+# ---------------------------------------------------------------------- small widgets
+def run_label(run: Any) -> str:
+    from app.dashboard.queries import status_label
+
+    return f"#{run.id} {run.name} · {run.method} · {status_label(run.status)}"
+
+
+def empty_state(message: str, *, button: str = "🚀 Launch the demo", key: str = "empty") -> None:
+    """A friendly 'nothing here yet' with the next step as a button that launches the demo
+    group and opens it on the Live view."""
+    st.info(message)
+    if st.button(button, key=f"{key}:launch", type="primary"):
+        launch_demo_and_watch()
+
+
+def launch_demo_and_watch() -> None:
+    """One click: queue the demo CoPD run and the independent experts (one group, same
+    seed), start the first, and open the Live view on it (`?run=ID`)."""
+    from app.control.demo import launch_demo
+
+    launcher = get_launcher()
+    runs = launch_demo(launcher.store, launcher)
+    invalidate()
+    st.session_state["live_run"] = runs[0].id
+    st.switch_page(page_path("live"), query_params={"run": str(runs[0].id)})
+
+
+def gpu_summary() -> str:
+    gpus = cached_gpus()
+    if not gpus:
+        return "CPU only (no CUDA GPU found)"
+    return " · ".join(
+        f"GPU {g.index} {g.name}: {g.free_mb / 1024:.1f}/{g.total_mb / 1024:.1f} GiB free"
+        for g in gpus
+    )
+
+
+def csv_button(df: pd.DataFrame, label: str, file_name: str, key: str) -> None:
+    st.download_button(
+        label,
+        df.to_csv(index=not isinstance(df.index, pd.RangeIndex)).encode(),
+        file_name=file_name,
+        mime="text/csv",
+        key=key,
+    )
+
+
+def plot(fig: Any, key: str, image_format: str = "png") -> None:
+    """st.plotly_chart with a stable key (zoom survives refreshes) and an offline camera
+    button in the chosen format (png or svg, rendered by the browser)."""
+    st.plotly_chart(
+        fig,
+        key=key,
+        config={
+            "displaylogo": False,
+            "toImageButtonOptions": {"format": image_format, "filename": key.replace(":", "-")},
+        },
+    )

@@ -1,0 +1,90 @@
+"""RolloutBatch: one policy's rollouts of a batch of prompts, grouped G samples per prompt.
+
+    batch = sample_rollouts(policy, tokenizer, examples, group_size=8, ...)   # copd.policy.rollout
+    part = batch.subset(rows)        # whole prompt groups (routing, groups with a signal)
+    batch = batch.to("cuda:1")       # to another branch's device
+
+Produced by the sampler (copd/policy/sampler.py), the vision-language path (copd/policy/vlm.py) and
+vLLM (copd/policy/rollout_vllm.py); scored by copd/policy/rollout.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from copd.tasks import Example
+
+
+@dataclass
+class RolloutBatch:
+    """B = prompts x samples rollouts of one policy, left-padded prompts, right-padded answers.
+
+    Rows are grouped: rows [i*G, (i+1)*G) are the G samples of prompt i.
+    """
+
+    examples: list[Example]  # length B (each prompt repeated G times)
+    prompt_ids_B_P: Tensor
+    prompt_mask_B_P: Tensor
+    completion_ids_B_T: Tensor
+    completion_mask_B_T: Tensor  # float, 1 up to and including the first eos
+    texts: list[str]  # decoded completions, cut at eos
+    group_size: int
+    rewards_B: Tensor | None = None
+    extras: dict[str, Tensor] = field(default_factory=dict)  # e.g. "old_logp_B_T"
+    # Image prompts only: the processor's vision tensors of the distinct prompts
+    # (copd.policy.vlm.VisionInputs); None for text batches.
+    vision: Any = None
+
+    @property
+    def size(self) -> int:
+        return self.completion_ids_B_T.shape[0]
+
+    def subset(self, rows: list[int]) -> RolloutBatch:
+        """The rows `rows` of this batch (whole prompt groups: routing by domain, groups
+        with a learning signal).
+
+        Image/video batches carry vision inputs per distinct prompt, so there `rows` must be
+        whole groups (all G rows of each prompt, in order); the vision tensors of those
+        prompts are selected with them (`copd.policy.vlm.VisionInputs.select`), and a subset whose
+        prompts hold no media becomes a text batch."""
+        idx = torch.tensor(rows, dtype=torch.long, device=self.completion_ids_B_T.device)
+        vision = None
+        if self.vision is not None:
+            G = self.group_size
+            prompts = [r // G for r in rows[::G]]
+            if rows != [p * G + j for p in prompts for j in range(G)]:
+                raise ValueError(
+                    f"subset of an image batch needs whole prompt groups of {G} rows in order; "
+                    f"got rows {rows[: 2 * G]}..."
+                )
+            vision = self.vision.select(prompts)
+        return RolloutBatch(
+            [self.examples[i] for i in rows],
+            self.prompt_ids_B_P[idx],
+            self.prompt_mask_B_P[idx],
+            self.completion_ids_B_T[idx],
+            self.completion_mask_B_T[idx],
+            [self.texts[i] for i in rows],
+            self.group_size,
+            None if self.rewards_B is None else self.rewards_B[idx],
+            {k: v[idx] for k, v in self.extras.items()},
+            vision,
+        )
+
+    def to(self, device: torch.device | str) -> RolloutBatch:
+        return RolloutBatch(
+            self.examples,
+            self.prompt_ids_B_P.to(device),
+            self.prompt_mask_B_P.to(device),
+            self.completion_ids_B_T.to(device),
+            self.completion_mask_B_T.to(device),
+            self.texts,
+            self.group_size,
+            None if self.rewards_B is None else self.rewards_B.to(device),
+            {k: v.to(device) for k, v in self.extras.items()},
+            None if self.vision is None else self.vision.to(device),
+        )

@@ -1,0 +1,193 @@
+"""Named run configurations: CoPD, every baseline, the ablations and the real-data GPU
+presets, as one table.
+
+    copd presets                 # list them
+    copd train demo --set schedule.cycles=4
+
+`PRESETS` maps each name to (factory, description); nothing is added to it at import time.
+All tiny-model presets share the demo's model, sampling and GRPO settings, so an ablation
+set compares like with like. Budgets follow one rule (recorded in each run's results):
+every policy makes `schedule.total_steps()` updates per domain it is responsible for;
+mixed GRPO gets the experts' budgets combined (as in the paper; copd/train/algorithms/baselines.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from copd.spec import BranchSpec, RunConfig, TopologyConfig, replace_in
+from copd.spec.paper_presets import paper_rg_lora, paper_text_math, paper_vl
+
+
+def _demo() -> RunConfig:
+    """CoPD on the built-in tiny model: 2 branches (add, rev), 8 cycles of 6 RL + 4 OPD."""
+    return RunConfig(name="copd-demo", method="copd")
+
+
+def _copd3() -> RunConfig:
+    return replace(
+        _demo(),
+        name="copd-3",
+        branches=(BranchSpec("add", "add"), BranchSpec("rev", "rev"), BranchSpec("sort", "sort")),
+        topology=TopologyConfig(kind="hub", hub="add"),
+    )
+
+
+def _demo_as(name: str, method: str | None = None, **fields) -> Callable[[], RunConfig]:
+    """A factory: the demo renamed, under `method` (default: CoPD), with `fields` replaced
+    (`replace_in` paths, e.g. merge__enabled=False)."""
+    return lambda: replace_in(_demo(), name=name, method=method or "copd", **fields)
+
+
+def _copd3_as(name: str, method: str, **fields) -> Callable[[], RunConfig]:
+    return lambda: replace_in(_copd3(), name=name, method=method, **fields)
+
+
+# name -> (factory, description), in the order `copd presets` lists them.
+PRESETS: dict[str, tuple[Callable[[], RunConfig], str]] = {
+    # CoPD and its ablations
+    "demo": (_demo, "CoPD, 2 branches (add, rev) on the built-in tiny model"),
+    "copd-3": (_copd3, "CoPD hub-and-spoke, 3 branches (add hub, rev, sort)"),
+    "copd-no-merge": (
+        _demo_as("copd-no-merge", merge__enabled=False),
+        "ablation: CoPD without the final merge (report each branch)",
+    ),
+    "copd-one-way": (
+        _demo_as("copd-one-way", opd__one_way=True),
+        "ablation: one-way OPD (only the first branch teaches)",
+    ),
+    "copd-no-native-rl": (
+        _demo_as("copd-no-native-rl", opd__native_rl=False),
+        "ablation: phase II without the native GRPO batch",
+    ),
+    "copd-snapshot-teacher": (
+        _demo_as("copd-snapshot-teacher", opd__teacher="snapshot"),
+        "ablation: teachers frozen at the start of each phase II",
+    ),
+    "copd-ratio-1to1": (
+        _demo_as("copd-ratio-1to1", schedule__rl_steps=5, schedule__opd_steps=5),
+        "ablation: S_RL:S_OPD = 1:1 (same total steps)",
+    ),
+    # the paper's baselines (their loops and step budgets: copd/train/algorithms/)
+    "expert": (
+        _demo_as("expert", "expert", merge__enabled=False),
+        "baseline: single-domain experts, GRPO on their own domain only (T updates each)",
+    ),
+    "weight_average": (
+        _demo_as("weight-average", "weight_average", merge__enabled=True),
+        "baseline: the single-domain experts, then their parameters averaged",
+    ),
+    "mixed": (
+        _demo_as("mixed", "mixed", merge__enabled=False),
+        "baseline: one policy, GRPO on all domains' prompts, K x T updates",
+    ),
+    "mixed-steps": (
+        _demo_as("mixed-steps", "mixed", merge__enabled=False, mixed_steps="per_branch"),
+        "baseline control: mixed GRPO with one CoPD branch's optimizer steps (T updates of "
+        "K x prompts_per_step prompts): the same rollouts as mixed, K times fewer Adam steps",
+    ),
+    "static_opd": (
+        _demo_as(
+            "static-opd",
+            "static_opd",
+            merge__enabled=False,
+            static_direction="add->rev",
+            opd__native_rl=False,
+        ),  # fmt: skip
+        "baseline: experts, then pure one-way OPD from the frozen add expert into rev (paper)",
+    ),
+    "static_opd-rev": (
+        _demo_as(
+            "static-opd-rev",
+            "static_opd",
+            merge__enabled=False,
+            static_direction="rev->add",
+            opd__native_rl=False,
+        ),  # fmt: skip
+        "baseline: experts, then pure one-way OPD from the frozen rev expert into add (paper)",
+    ),
+    "static_opd+rl": (
+        _demo_as("static-opd-rl", "static_opd", merge__enabled=False, static_direction="add->rev"),
+        "variant: static OPD add->rev whose updates also keep rev's native GRPO batch "
+        "(CoPD's phase-II form, one-way and frozen)",
+    ),
+    "mopd": (
+        _demo_as("mopd", "mopd", merge__enabled=False, opd__native_rl=False),
+        "baseline: experts, then one student distilled from all, each prompt routed to its "
+        "domain's expert (opd.native_rl=true adds the outcome-reward GRPO term)",
+    ),
+    "expert-3": (
+        _copd3_as("expert-3", "expert", merge__enabled=False),
+        "baseline: 3 single-domain experts (add, rev, sort)",
+    ),
+    "mixed-3": (
+        _copd3_as("mixed-3", "mixed", merge__enabled=False),
+        "baseline: mixed GRPO on add, rev and sort, 3 x T updates",
+    ),
+    "mixed-steps-3": (
+        _copd3_as("mixed-steps-3", "mixed", merge__enabled=False, mixed_steps="per_branch"),
+        "baseline control: mixed GRPO on add, rev and sort with T updates of 3 x prompts",
+    ),
+    "mopd-3": (
+        _copd3_as("mopd-3", "mopd", merge__enabled=False, opd__native_rl=False),
+        "baseline: MOPD with 3 domain experts (add, rev, sort)",
+    ),
+    # real models and datasets on GPUs (copd/spec/paper_presets.py)
+    "paper-text-math": (
+        paper_text_math,
+        "GPU: CoPD on two local datasets (math, multiple choice) with a local instruction model",
+    ),
+    "paper-text-math-lora": (
+        lambda: paper_text_math(lora=True),
+        "GPU: as paper-text-math with LoRA branches sharing one base on one GPU",
+    ),
+    "paper-vl-image": (
+        paper_vl,
+        "GPU: CoPD on a local Qwen-VL model, a text (math) branch and an image branch",
+    ),
+    "paper-vl-video": (
+        lambda: paper_vl(video=True),
+        "GPU: CoPD on a local Qwen-VL model, text + image + video branches, the text branch as hub",
+    ),
+    "paper-rg-lora": (
+        paper_rg_lora,
+        "GPU: CoPD, LoRA branches, two reasoning-gym domains (arithmetic, leg counting) on a "
+        "local instruction model (extra rg)",
+    ),
+}
+
+
+# Named ablation sets: `copd sweep --set-name paper-2dom --seeds 0,1,2 --group NAME` queues
+# every preset of the set once per seed with identical overrides.
+SETS: dict[str, tuple[str, ...]] = {
+    "paper-2dom": ("demo", "expert", "weight_average", "mixed", "static_opd", "static_opd-rev"),
+    "paper-3dom": ("copd-3", "expert-3", "mixed-3", "mopd-3"),
+    "copd-ablations": (
+        "demo",
+        "copd-no-merge",
+        "copd-one-way",
+        "copd-no-native-rl",
+        "copd-snapshot-teacher",
+        "copd-ratio-1to1",
+    ),
+}
+
+
+def sets() -> dict[str, tuple[str, ...]]:
+    """The named preset sets (ablation sets), by name."""
+    return dict(SETS)
+
+
+def names() -> list[str]:
+    return list(PRESETS)
+
+
+def get(name: str) -> RunConfig:
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; available: {', '.join(PRESETS)}")
+    return PRESETS[name][0]()
+
+
+def describe(name: str) -> str:
+    return PRESETS[name][1]

@@ -1,0 +1,89 @@
+"""JSON-shaped dicts to and from the config dataclasses, with type coercion and errors
+that name the field (`grpo.group_size: expected an integer, got 'x'`)."""
+
+from __future__ import annotations
+
+from dataclasses import fields, is_dataclass
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+from copd.spec.errors import ConfigError
+
+
+def to_jsonable(obj: Any) -> Any:
+    if is_dataclass(obj):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, (tuple, list)):
+        return [to_jsonable(x) for x in obj]
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    return obj
+
+
+def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+    """An instance of dataclass `cls` from `data`; unknown fields are refused."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected an object, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ConfigError(
+            f"{prefix + '.' if prefix else ''}{sorted(unknown)[0]}: unknown field; "
+            f"known fields are {sorted(known)}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = coerce(hints[name], value, f"{prefix}.{name}" if prefix else name)
+    return cls(**kwargs)
+
+
+def coerce(tp: Any, value: Any, name: str) -> Any:
+    """`value` as type `tp` (dataclass, tuple, Literal, dict, Optional, bool/int/float/str)."""
+    origin = get_origin(tp)
+    args = get_args(tp)
+    if is_dataclass(tp):
+        return from_dict(tp, value, name)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name}: expected a list, got {value!r}")
+        inner = args[0] if args else Any
+        return tuple(coerce(inner, v, f"{name}[{i}]") for i, v in enumerate(value))
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{name}: {value!r} is not allowed; use one of {list(args)}")
+        return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}: expected an object, got {value!r}")
+        return dict(value)
+    if args and type(None) in args:  # Optional[X]
+        if value is None:
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        return coerce(non_none[0], value, name)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{name}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, (int, str, float)):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        try:
+            f = float(value)
+        except ValueError:
+            raise ConfigError(f"{name}: expected an integer, got {value!r}") from None
+        if f != int(f):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        return int(f)
+    if tp is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{name}: expected a number, got {value!r}") from None
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}: expected a string, got {value!r}")
+        return value
+    return value

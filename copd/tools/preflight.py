@@ -1,0 +1,175 @@
+"""Checks that fail a run before it starts, with a message that names the fix.
+
+    copd check demo --set model.path=/nonexistent     # exit 2: "model.path: ... does not exist"
+    check_config(cfg)                                  # the same, in this process
+    check_model_fits(world)                            # the loaded tokenizer vs the embeddings
+    check_finite(world)                                # after each step: weights still finite
+    raise diverged(world, "...")                       # the same error from anywhere (sampler)
+
+`copd check` (and `check_config`) validates the config, builds every branch's task (a
+dataset file is read and each row validated), and loads the model's config and tokenizer,
+not its weights: a missing model, an unknown task, a malformed dataset row, or a tokenizer
+whose ids do not fit the model's embedding rows are reported in seconds. The launcher runs
+it in a child process when a run is submitted (the dashboard never imports torch), so a
+run that could not start is refused at submit and nothing is recorded.
+
+`check_finite` guards the training loop: a learning rate far too high turns the weights
+into inf/NaN, and the next step would fail deep in the sampler with an IndexError. Instead
+the step that did it is named, with the fix; the step's metrics, NaN and inf included, are
+already logged (the store keeps them, storage/models.py).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from copd.errors import NonFiniteWeights
+from copd.spec import ConfigError
+
+PROBE_PROMPTS = 8  # prompts per task whose token ids are checked against the embeddings
+
+
+__all__ = [
+    "NonFiniteWeights",
+    "check_config",
+    "check_finite",
+    "check_model_fits",
+    "check_run_name",
+    "check_tokenizer_fits",
+    "diverged",
+]
+
+
+def check_run_name(name: str) -> str:
+    """A run name becomes part of a folder name: no path separators, no '..'."""
+    if not name or "/" in name or "\\" in name or ".." in name or "\0" in name:
+        raise ConfigError(
+            f"name: {name!r} cannot name a run folder; use a name without '/', '\\' or '..' "
+            "(letters, digits, '-', '_', '.', spaces)"
+        )
+    return name
+
+
+def _text_tokenizer(tok):
+    return getattr(tok, "tokenizer", tok)  # a multimodal processor wraps one
+
+
+def _vocab_rows(model_config) -> int | None:
+    text = model_config.get_text_config() if hasattr(model_config, "get_text_config") else None
+    return getattr(text or model_config, "vocab_size", None)
+
+
+def check_tokenizer_fits(tok, rows: int, tasks: dict, where: str) -> None:
+    """ConfigError unless every id the tokenizer can emit for the tasks' prompts (and its
+    special tokens) is below `rows`, the model's embedding rows."""
+    from copd.policy.chat import render_prompts
+
+    t = _text_tokenizer(tok)
+    worst, source = -1, ""
+    for tid in (t.pad_token_id, t.eos_token_id, t.bos_token_id):
+        if tid is not None and tid > worst:
+            worst, source = tid, "its special tokens"
+    for name, task in tasks.items():
+        examples = task.sample(random.Random(0), PROBE_PROMPTS)
+        texts, _ = render_prompts(tok, examples)
+        for ids in t(texts, add_special_tokens=False)["input_ids"]:
+            if ids and max(ids) > worst:
+                worst, source = max(ids), f"task {name}'s prompts"
+    if worst >= rows:
+        raise ConfigError(
+            f"model.path: the tokenizer of {where} gives token id {worst} ({source}; it has "
+            f"{len(t)} tokens) but the model's embedding has {rows} rows (ids 0..{rows - 1}): "
+            "use the tokenizer saved with this model, or resize the model's embeddings "
+            "(model.resize_token_embeddings(len(tokenizer))) and save it again"
+        )
+
+
+def build_tasks(cfg) -> dict:
+    """Every branch's task, built as World.build builds them; ConfigError naming the branch."""
+    from copd.tasks import get_task
+    from copd.train.world import check_task_media
+
+    tasks = {}
+    for b in cfg.branches:
+        if b.task in tasks:
+            continue
+        try:
+            tasks[b.task] = get_task(b.task, **cfg.task_options.get(b.task, {}))
+        except ConfigError:
+            raise
+        except (ValueError, TypeError, ImportError, AttributeError, OSError) as e:
+            raise ConfigError(f"branches[{b.name}].task: {e}") from None
+    check_task_media(tasks)
+    return tasks
+
+
+def check_config(cfg) -> str:
+    """Validate `cfg` and check what a trainer would load, without the weights. Returns a
+    one-line summary; raises ConfigError naming the fix."""
+    check_run_name(cfg.name)
+    cfg.validate()
+    tasks = build_tasks(cfg)
+    path = cfg.model.path
+    if path == "demo":  # the built-in tiny model: built on first use, always fits
+        return f"ok: {len(tasks)} task(s), the built-in demo model"
+    if cfg.model.gguf_file:
+        return f"ok: {len(tasks)} task(s); {path} ({cfg.model.gguf_file}) is read at start"
+    p = Path(path).expanduser()
+    if not p.exists() and (path.startswith((".", "/", "~")) or p.suffix):
+        raise ConfigError(f"model.path: {path} does not exist; give a model directory or 'demo'")
+    from transformers import AutoConfig
+
+    try:
+        mc = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"model.path: {path}: no model config could be read ({e})") from None
+    try:
+        if getattr(mc, "vision_config", None) is not None:
+            from transformers import AutoProcessor
+
+            tok = AutoProcessor.from_pretrained(path)
+        else:
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, AttributeError, ImportError) as e:
+        raise ConfigError(f"model.path: {path}: its tokenizer does not load ({e})") from None
+    rows = _vocab_rows(mc)
+    if rows:
+        check_tokenizer_fits(tok, rows, tasks, path)
+    return f"ok: {len(tasks)} task(s); {path}: {mc.model_type}, {rows} embedding rows"
+
+
+def check_model_fits(world) -> None:
+    """The loaded tokenizer's ids against the loaded model's embedding rows (a model built
+    or resized in code is not covered by `copd check`)."""
+    module = world.base.module
+    emb = module.get_input_embeddings() if hasattr(module, "get_input_embeddings") else None
+    if emb is not None and hasattr(emb, "num_embeddings"):
+        check_tokenizer_fits(world.tokenizer, emb.num_embeddings, world.tasks, world.base_path)
+
+
+def check_finite(world) -> None:
+    """NonFiniteWeights when a branch's trainable weights hold inf or NaN (one reduction and
+    one device sync per branch)."""
+    import torch
+
+    for b in world.branches:
+        params = [p.detach() for p in b.params]
+        if not params:
+            continue
+        norms = torch._foreach_norm(params)
+        if bool(torch.isfinite(torch.stack([n.float().to(norms[0].device) for n in norms])).all()):
+            continue
+        raise diverged(world, f"branch {b.name!r} has inf/NaN weights after its update")
+
+
+def diverged(world, detail: str) -> NonFiniteWeights:
+    """The error for a run whose updates diverged at `world.step`, with the fix."""
+    g = world.cfg.grpo
+    return NonFiniteWeights(
+        f"step {world.step}: {detail}: the updates diverged. Lower grpo.lr (now {g.lr:g}) "
+        f"or grpo.grad_clip (now {g.grad_clip:g}) and start again; the metrics logged up to "
+        "here (inf/NaN included) are kept"
+    )

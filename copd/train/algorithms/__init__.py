@@ -1,0 +1,48 @@
+"""Training algorithms: readable loops over the engine's primitives (copd/train/world.py).
+
+`run(world, out_dir)` dispatches on `cfg.method`; `policy_names(cfg)` says which policies
+the method trains (the world builds exactly those).
+
+    copd     -> copd.py        CoPD (the branches co-evolve, mutual OPD, merge)
+    expert, weight_average -> expert.py      independent single-domain experts (+ average)
+    mixed    -> mixed.py       one policy, GRPO on all domains
+    static_opd -> static_opd.py  experts, then one-way OPD from a frozen teacher
+    mopd     -> mopd.py        experts, then one student distilled from all, routed by domain
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from pathlib import Path
+
+_MODULES = {
+    "copd": "copd.train.algorithms.copd",
+    "expert": "copd.train.algorithms.expert",
+    "weight_average": "copd.train.algorithms.expert",
+    "mixed": "copd.train.algorithms.mixed",
+    "static_opd": "copd.train.algorithms.static_opd",
+    "mopd": "copd.train.algorithms.mopd",
+}
+
+
+def policy_names(cfg) -> list[str]:
+    """The policies a run instantiates: the branches, one "mixed" policy, or the MOPD
+    experts plus their student "mopd"."""
+    if cfg.method == "mixed":
+        return ["mixed"]
+    if cfg.method == "mopd":
+        return [*cfg.branch_names, "mopd"]
+    return list(cfg.branch_names)
+
+
+def run(world, out_dir: str | Path) -> dict[str, dict[str, float]]:
+    method = world.cfg.method
+    if method not in _MODULES:
+        raise NotImplementedError(f"method {method!r}: use one of {sorted(_MODULES)}")
+    if method != "copd" and world.cfg.sampling.engine != "hf":
+        world.logger.log_event(
+            f"sampling.engine={world.cfg.sampling.engine!r} applies to the copd method's branch "
+            f"workers; {method} samples with the built-in decoder",
+            level="warning",
+        )
+    return import_module(_MODULES[method]).train(world, out_dir)

@@ -1,0 +1,166 @@
+"""Co-Evolving Policy Distillation: Algorithm 1 of arXiv 2604.27083, top to bottom.
+
+K branches start from one base, each with its own domain. For N cycles:
+  phase I  (S_RL steps):  every branch runs GRPO on its own domain;
+  phase II (S_OPD steps): every branch k makes ONE update from (a) its native GRPO batch
+           and (b) a cross-branch batch: its own samples on each teacher j's prompts, every
+           sampled token scored by j, token advantage beta * (log p_j - log p_k), stop-grad.
+Then the branches are merged by parameter averaging.
+
+Choices where the paper is silent (all config fields):
+1. Teachers are the peers' live weights at the current step (`opd.teacher="live"`); every
+   teacher scores before any branch updates, so branch order does not matter. A frozen
+   snapshot per phase is `opd.teacher="snapshot"`.
+2. The combined update is loss = native GRPO term + cross_weight * mean over teachers of
+   the OPD term (`opd.teacher_weighting="per_teacher"`: cross_weight per teacher, the sum
+   as Algorithm 1 reads), each aggregated with `grpo.loss_agg`, both through the same
+   clipped surrogate (`opd.advantage`: or a direct full-vocabulary / top-k reverse KL). The
+   cross batch size is `opd.cross_prompts_per_step x opd.cross_group_size`; a batch is one
+   optimizer step unless `grpo.minibatches` / `grpo.updates_per_batch` say otherwise. At
+   the diagnostics cadence each update also records its signal balance (every term's
+   gradient norm and the OPD terms' cosines with the GRPO term).
+3. Beyond two branches: `topology.kind` (hub-and-spoke as in the paper, or all pairs).
+4. Diagnostics (top-k overlap, symmetric KL) are measured on a fixed probe set of
+   prompts from every domain, on each student's own rollouts, every `diag_every` steps and
+   at every phase end; and against the base model.
+5. Checkpoints at every cycle end (and every `checkpoint_every` steps, and on SIGTERM).
+
+The loop is a driver over branch workers (copd/workers): it draws every prompt, then asks
+the workers to sample, score and update. The same loop runs the branches in this process
+(`backend.kind="local"`) or as Ray actors (`"ray"`, phase-I steps in parallel); each
+branch samples tokens from its own generator, so both back ends give the same numbers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from copd.common import names as N
+from copd.math.schedule import position, teachers_of
+from copd.train.algorithms.loop import (
+    after_scheduled_step,
+    announce,
+    begin,
+    finish,
+    via_workers,
+)
+from copd.train.update import signal_due
+from copd.train.workers import Call, CrossBatch, WorkerGroup, make_group
+from copd.train.workers.local import LocalGroup
+from copd.train.world import World, log_step
+
+
+def phase1_step(world: World, group: WorkerGroup | None = None) -> dict[str, float]:
+    """Every branch: one GRPO update on its own domain (in parallel on Ray)."""
+    group = group or LocalGroup(world)
+    g = world.cfg.grpo
+    tasks = _tasks(world)
+    signal = signal_due(world)
+    calls = [
+        Call(n, "rl_step", (world.prompts(tasks[n], g.prompts_per_step, n), g.group_size, signal))
+        for n in group.names
+    ]
+    metrics: dict[str, float] = {}
+    for n, stats in zip(group.names, group.call(calls), strict=True):
+        stats[N.reward_on(tasks[n].name)] = stats[N.REWARD_MEAN]
+        metrics.update({N.branch(n, k): v for k, v in stats.items()})
+    return metrics
+
+
+def phase2_step(world: World, group: WorkerGroup | None = None) -> dict[str, float]:
+    """Every branch: one update from its native GRPO batch plus cross-branch OPD batches."""
+    group = group or LocalGroup(world)
+    cfg = world.cfg
+    g, o = cfg.grpo, cfg.opd
+    names = group.names
+    tasks = _tasks(world)
+    # 1. Every branch samples its native batch and its cross batches (peer prompts), in one
+    #    call and one decode loop. The driver draws the prompts from each branch's prompt
+    #    RNG, in a fixed order.
+    calls, keys = [], []
+    for n in names:
+        requests, mine = [], []
+        if o.native_rl:
+            requests.append((world.prompts(tasks[n], g.prompts_per_step, n), g.group_size))
+            mine.append((n, None))
+        for t in teachers_of(n, names, cfg.topology.kind, cfg.hub, o.one_way):
+            peer_prompts = world.prompts(tasks[t], o.cross_prompts_per_step, n)
+            requests.append((peer_prompts, o.cross_group_size))
+            mine.append((n, t))
+        calls.append(Call(n, "rollouts", (requests,)))
+        keys.append(mine)
+    batches = {
+        key: batch
+        for mine, sampled in zip(keys, group.call(calls), strict=True)
+        for key, batch in zip(mine, sampled, strict=True)
+    }
+    cross = {k: b for k, b in batches.items() if k[1] is not None}
+    # 2. Every teacher scores every sampled token before anyone updates.
+    scored = group.call([Call(t, "score", (batch,)) for (s, t), batch in cross.items()])
+    teacher_logp = dict(zip(cross, scored, strict=True))
+    # 3. One combined update per branch.
+    calls = [
+        Call(
+            n,
+            "train_step",
+            (
+                batches.get((n, None)),
+                [CrossBatch(t, b, teacher_logp[s, t]) for (s, t), b in cross.items() if s == n],
+                signal_due(world),
+            ),
+        )
+        for n in names
+    ]
+    metrics: dict[str, float] = {}
+    for n, stats in zip(names, group.call(calls), strict=True):
+        if (n, None) in batches:
+            stats[N.reward_on(tasks[n].name)] = stats[N.REWARD_MEAN]
+        for (s, t), b in cross.items():
+            if s == n:
+                stats[N.reward_on(tasks[t].name)] = float(b.rewards_B.mean())
+        metrics.update({N.branch(n, k): v for k, v in stats.items()})
+    return metrics
+
+
+def _tasks(world: World) -> dict:
+    """Each branch's task, by branch name (the driver's copy: it draws the prompts)."""
+    return {b.name: world.tasks[b.task] for b in world.cfg.branches}
+
+
+def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:
+    """Run (or continue, from `world.step`) the CoPD schedule; returns the final scores.
+    The branches run in the workers of `cfg.backend` (in-process by default, or Ray)."""
+    group = make_group(world)
+    try:
+        return _train(world, group, out_dir)
+    finally:
+        group.close()
+
+
+def _train(world: World, group: WorkerGroup, out_dir: str | Path) -> dict[str, dict[str, float]]:
+    cfg = world.cfg
+    sc = cfg.schedule
+    total = sc.total_steps()
+    acts = via_workers(world, group, out_dir)
+    announce(
+        world,
+        f"CoPD: {len(group.names)} branches, {sc.cycles} cycles x ({sc.rl_steps} RL + "
+        f"{sc.opd_steps} OPD) = {total} updates per branch; topology {cfg.topology.kind}; "
+        f"backend {cfg.backend.kind}",
+    )
+    begin(world, acts)
+    while world.step < total:
+        pos = position(world.step, sc)
+        if pos.phase == "opd" and pos.phase_start and cfg.opd.teacher == "snapshot":
+            group.snapshot_teachers()
+        step = phase1_step if pos.phase == "rl" else phase2_step
+        metrics = step(world, group)
+        world.step += 1
+        for part, secs in group.pop_times().items():  # worker-side timings (Ray)
+            world.timer.acc[part] += secs
+            world.timer.total[part] += secs
+        log_step(world, metrics, pos.cycle, pos.phase)
+        if pos.phase_end and pos.phase == "opd":
+            group.drop_teachers()  # snapshots live for one phase (and stay out of checkpoints)
+        after_scheduled_step(world, acts, total, pos)
+    return finish(world, out_dir, {b.name: b.view for b in world.branches}, group=group)

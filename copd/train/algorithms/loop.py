@@ -1,0 +1,197 @@
+"""What every training loop shares: the start, the after-step cadence and the finish.
+
+    acts = in_process(world, out_dir, views, budget)   # or via_workers(world, group, out_dir)
+    announce(world, "...", budget)                      # at start (+ resume checks)
+    begin(world, acts)                                  # step 0: diagnostics, eval.at_start
+    while world.step < total:
+        metrics = ...one update...
+        world.step += 1
+        log_step(world, metrics, cycle, phase, total)
+        after_step(world, acts, total, cycle, phase, measure_due=..., eval_due=..., save_due=...)
+    return finish(world, out_dir, views)
+
+The cadence, the same for CoPD and every baseline, so their curves line up:
+  - diagnostics at the loop's own points (phase ends) and every `schedule.diag_every` steps;
+  - evaluation at the loop's points (every `eval_every_cycles`-th cycle end), except at the
+    final step: `finish` evaluates every model there, and each (model, benchmark, step)
+    is recorded once;
+  - a checkpoint at the loop's points (cycle ends) and every `checkpoint_every` steps;
+  - a stop request (SIGTERM) checkpoints, once even where a checkpoint was due anyway, and
+    raises TrainingCancelled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from copd.math.schedule import Position, position
+from copd.policy.models import PolicyView
+from copd.spec import ConfigError, RunConfig, ScheduleConfig
+from copd.tools.preflight import check_finite
+from copd.train import checkpoint
+from copd.train.algorithms.baselines import Budget
+from copd.train.evaluate import evaluate, measure_overlap
+from copd.train.results import export_merged, merged_model, write_results
+from copd.train.workers import WorkerGroup
+from copd.train.world import TrainingCancelled, World
+
+
+@dataclass(frozen=True)
+class Actions:
+    """How a loop measures, evaluates and checkpoints: in this process (the baselines) or
+    through its branch workers (CoPD)."""
+
+    measure: Callable[[int, str], object]  # (cycle, phase): overlap diagnostics, logged
+    evaluate: Callable[[int], object]  # (step): held-out scores, logged
+    save: Callable[[], object]  # checkpoint the world at world.step
+
+
+def in_process(
+    world: World, out_dir: str | Path, views: dict[str, PolicyView], budget: Budget
+) -> Actions:
+    """Diagnostics and evaluation of `views` on the world; checkpoints record the stage of
+    the next step and the budget (a resumed run checks both)."""
+    return Actions(
+        measure=lambda cycle, phase: measure_overlap(world, cycle, phase),
+        evaluate=lambda step: evaluate(world, views, step=step),
+        save=lambda: checkpoint.save(
+            world,
+            out_dir,
+            extra={"stage": budget.stage_at(world.step), "budget": budget.to_dict()},
+        ),
+    )
+
+
+def via_workers(world: World, group: WorkerGroup, out_dir: str | Path) -> Actions:
+    """Every branch measured, evaluated and checkpointed through its worker."""
+    return Actions(
+        measure=lambda cycle, phase: group.measure_overlap(world, cycle, phase),
+        evaluate=lambda step: group.evaluate(world, step=step),
+        save=lambda: group.save(world, out_dir),
+    )
+
+
+def announce(world: World, message: str | None = None, budget: Budget | None = None) -> None:
+    """Log `message` and the step budget at start. With a budget, refuse to resume a
+    checkpoint written under another budget or at another stage."""
+    if message:
+        world.logger.log_event(message, step=world.step)
+    if budget is None:
+        return
+    per = ", ".join(f"{k}={v}" for k, v in budget.updates_per_policy.items())
+    world.logger.log_event(
+        f"budget: {per} updates per policy, rule: {budget.rule}", step=world.step
+    )
+    saved = world.resume_extra
+    if saved.get("budget") and saved["budget"] != budget.to_dict():
+        raise ConfigError(
+            "schedule: the checkpoint was written under another step budget "
+            f"({saved['budget']['rule']}); resume with the run's own config.json"
+        )
+    if saved.get("stage") and saved["stage"] != budget.stage_at(world.step):
+        raise ConfigError(
+            f"checkpoint: stage {saved['stage']!r} does not match step {world.step} "
+            f"({budget.stage_at(world.step)!r}); the checkpoint is from another schedule"
+        )
+
+
+def begin(world: World, acts: Actions) -> None:
+    """Before the first step of a fresh run: diagnostics (branches = base), and the
+    starting scores when `eval.at_start`."""
+    if world.step == 0:
+        acts.measure(0, "rl")
+        if world.cfg.eval.at_start:
+            acts.evaluate(0)
+
+
+def evaluated_cycle_end(pos: Position, sc: ScheduleConfig) -> bool:
+    """Whether the step at `pos` ends a cycle that is evaluated (every `eval_every_cycles`)."""
+    every = sc.eval_every_cycles
+    return bool(pos.cycle_end and every and (pos.cycle + 1) % every == 0)
+
+
+def cadence(step: int, cfg: RunConfig) -> Position:
+    """CoPD's schedule position of `step`, continued past the schedule for longer loops, so
+    baselines measure and evaluate at the same points and count cycles the same way (one
+    cycle per rl_steps + opd_steps block)."""
+    sc = cfg.schedule
+    p = position(step % sc.total_steps(), sc)
+    return replace(p, step=step, cycle=step // (sc.rl_steps + sc.opd_steps))
+
+
+def after_step(
+    world: World,
+    acts: Actions,
+    total: int,
+    cycle: int,
+    phase: str,
+    *,
+    measure_due: bool,
+    eval_due: bool = False,
+    save_due: bool,
+) -> None:
+    """After `world.step += 1` and `log_step`: diagnostics, evaluation, checkpoint and stop
+    request, by the cadence in the module docstring. `measure_due`, `eval_due`, `save_due`:
+    whether the loop's own points fall on this step."""
+    sc, every = world.cfg.schedule, world.cfg.checkpoint_every
+    check_finite(world)  # diverged weights: fail here, naming the step and the fix
+    if measure_due or (sc.diag_every and world.step % sc.diag_every == 0):
+        acts.measure(cycle, phase)
+    if eval_due and world.step < total:  # the final step's evaluation is finish's
+        acts.evaluate(world.step)
+    saved = save_due or bool(every and world.step % every == 0)
+    if saved:
+        acts.save()
+    if world.stop_requested and world.step < total:
+        if not saved:
+            acts.save()
+        world.logger.log_event("stop requested: checkpointed", level="warning", step=world.step)
+        raise TrainingCancelled(f"stopped at step {world.step} of {total}")
+
+
+def after_scheduled_step(
+    world: World, acts: Actions, total: int, pos: Position, phase: str | None = None
+) -> None:
+    """`after_step` at the points of the schedule position `pos` (of the step just made):
+    diagnostics at phase ends, evaluation at evaluated cycle ends, a checkpoint at cycle
+    ends. `phase` overrides the logged phase (baselines log every step as "rl")."""
+    after_step(
+        world,
+        acts,
+        total,
+        pos.cycle,
+        phase or pos.phase,
+        measure_due=pos.phase_end,
+        eval_due=evaluated_cycle_end(pos, world.cfg.schedule),
+        save_due=pos.cycle_end,
+    )
+
+
+def finish(
+    world: World,
+    out_dir: str | Path,
+    views: dict[str, PolicyView],
+    extra: dict | None = None,
+    group: WorkerGroup | None = None,
+) -> dict[str, dict[str, float]]:
+    """Final evaluation of each branch and (when merging) the merged model; export; table.
+    `extra` goes into results.json (baselines record their step budget there). With a
+    worker `group` off this process, the branches are evaluated in their workers and
+    merged from their states."""
+    remote = group is not None and not group.is_local
+    views = {} if remote else dict(views)
+    scores = group.evaluate(world, step=world.step, final=True) if remote else {}
+    n_branches = len(group.names) if remote else len(world.branches)
+    if world.cfg.merge.enabled and n_branches > 1:
+        states = [s.trainable for s in group.states().values()] if remote else None
+        model = merged_model(world, states)
+        export_merged(world, Path(out_dir) / "merged", model)
+        views["merged"] = PolicyView(model)
+    scores.update(evaluate(world, views, step=world.step, final=True))
+    table = write_results(
+        scores, out_dir, extra={"method": world.cfg.method, "steps": world.step, **(extra or {})}
+    )
+    world.logger.log_event("final results\n" + table, step=world.step)
+    return scores

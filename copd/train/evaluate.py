@@ -1,0 +1,234 @@
+"""Measure branches: held-out benchmark scores and behavioural-overlap diagnostics.
+
+    scores = evaluate(world, {"add": view_a, "merged": merged_view}, step)   # {model: {bench: acc}}
+    measure_overlap(world, cycle, phase)   # pair/<s>~<t>/overlap_top10, sym_kl, base/<b>/...
+
+Scores: greedy decoding (or pass@k sampling) on each domain's fixed held-out split; the
+overall score is the mean over all benchmarks (the paper's "Overall Avg.").
+
+Diagnostics follow the paper: top-k overlap O_k and symmetric KL measured on the student's
+own rollouts. Probe prompts come from every domain of the run; the probe's sampling
+generator is re-seeded from (seed, step), so every measurement uses the same prompts and
+the same random stream, and a resumed run measures exactly what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Iterable
+
+import psutil
+import torch
+
+from copd.common import names as N
+from copd.math.diagnostics import pair_diagnostics
+from copd.policy.models import PolicyView
+from copd.policy.rollout import RolloutBatch, completion_logits, sample_rollouts
+
+
+@torch.inference_mode()
+def evaluate(
+    world, views: dict[str, PolicyView], step: int, log: bool = True, final: bool = False
+) -> dict[str, dict[str, float]]:
+    """Accuracy of each view on every domain's held-out test split (+ "overall"); at the
+    `final` evaluation with `eval.validation` also on the validation split (`<task>@val`,
+    `overall@val`), the scores settings are chosen on."""
+    ev = world.cfg.eval
+    splits = ["test", "validation"] if final and ev.validation else ["test"]
+    out: dict[str, dict[str, float]] = {}
+    with world.timer("eval"):
+        for model_name, view in views.items():
+            scores = {}
+            for split in splits:
+                scores.update(_split_scores(world, view, split, step))
+            out[model_name] = scores
+            if log:
+                for bench, s in scores.items():
+                    n = 0 if bench.startswith("overall") else ev.n_prompts
+                    world.logger.log_eval(model_name, bench, s, n, step=step)
+    return out
+
+
+def _split_scores(world, view: PolicyView, split: str, step: int) -> dict[str, float]:
+    ev = world.cfg.eval
+    name = (lambda b: b) if split == "test" else N.val_bench
+    scores = {}
+    for task in world.tasks.values():
+        examples = task.split_examples(split, ev.n_prompts)
+        scores[name(task.name)] = _accuracy(world, view, examples)
+        if ev.pass_k and split == "test":
+            scores[f"{task.name}@pass{ev.pass_k}"] = _pass_at_k(
+                world, view, examples, ev.pass_k, step
+            )
+    benches = [scores[name(t.name)] for t in world.tasks.values()]
+    scores[name("overall")] = sum(benches) / len(benches)
+    return scores
+
+
+def _accuracy(world, view: PolicyView, examples) -> float:
+    with view.use() as model:
+        batch = sample_rollouts(
+            model,
+            world.tokenizer,
+            examples,
+            group_size=1,
+            temperature=1.0,
+            max_new_tokens=world.cfg.sampling.max_new_tokens,
+            greedy=world.cfg.eval.greedy,
+            generator=torch.Generator().manual_seed(world.cfg.seed),
+            device=view.device,
+        )
+    task = world.task_of(examples[0])
+    rewards = [task.reward(ex, t) for ex, t in zip(batch.examples, batch.texts, strict=True)]
+    return sum(rewards) / len(rewards)
+
+
+def _pass_at_k(world, view: PolicyView, examples, k: int, step: int) -> float:
+    gen = torch.Generator().manual_seed(world.cfg.seed * 1_000_003 + step)
+    with view.use() as model:
+        batch = sample_rollouts(
+            model,
+            world.tokenizer,
+            examples,
+            group_size=k,
+            temperature=world.cfg.sampling.temperature,
+            max_new_tokens=world.cfg.sampling.max_new_tokens,
+            generator=gen,
+            device=view.device,
+        )
+    task = world.task_of(examples[0])
+    r = [task.reward(ex, t) for ex, t in zip(batch.examples, batch.texts, strict=True)]
+    solved = [max(r[i * k : (i + 1) * k]) for i in range(len(examples))]
+    return sum(solved) / len(solved)
+
+
+def probe_examples(world):
+    """A fixed probe set: `diagnostics.n_prompts` training-distribution prompts per domain."""
+    rng = random.Random(f"probe:{world.cfg.seed}")
+    out = []
+    for task in world.tasks.values():
+        out += task.sample(rng, world.cfg.diagnostics.n_prompts)
+    return out
+
+
+def own_logits(batch: RolloutBatch) -> torch.Tensor | None:
+    """The sampler's logits of its own tokens [B, T, V] (float32, on the batch's device),
+    taken off the batch; None when it has none (image prompts)."""
+    logits = batch.extras.pop("logits_B_T_V", None)
+    return None if logits is None else logits.float().to(batch.completion_ids_B_T.device)
+
+
+@torch.inference_mode()
+def probe_logits(view: PolicyView, batch: RolloutBatch) -> torch.Tensor:
+    """Float32 logits [N, V] under `view` at `batch`'s N completion tokens (on the batch's
+    device): what a policy's diagnostics compare."""
+    valid = batch.completion_mask_B_T.bool()
+    with view.use() as model:
+        b = batch.to(view.device)
+        return completion_logits(model, b).float().to(batch.completion_ids_B_T.device)[valid]
+
+
+def probe_rollout(world, view: PolicyView, examples, step: int) -> RolloutBatch:
+    """One policy's diagnostics probe: samples seeded from (seed, step), so every student
+    (and either back end) draws from the same stream; the sampler keeps its own logits."""
+    gen = torch.Generator().manual_seed(world.cfg.seed * 7919 + step)
+    with view.use() as model:
+        return sample_rollouts(
+            model,
+            world.tokenizer,
+            examples,
+            group_size=world.cfg.diagnostics.samples_per_prompt,
+            temperature=world.cfg.sampling.temperature,
+            max_new_tokens=world.cfg.sampling.max_new_tokens,
+            generator=gen,
+            device=view.device,
+            keep_logits=True,
+        )
+
+
+BASE = "__base__"  # the frozen base model, as a teacher name in the diagnostics
+
+
+def pair_metrics(student: str, teacher: str, diag: dict[str, float]) -> dict[str, float]:
+    """`pair_diagnostics` output under its metric names (`teacher` BASE: vs the base)."""
+    return {
+        (N.vs_base(student, k) if teacher == BASE else N.pair(student, teacher, k)): v
+        for k, v in diag.items()
+    }
+
+
+_PROC: psutil.Process | None = None
+
+
+def process_metrics() -> dict[str, float]:
+    """This process's resident memory and CPU use (percent of one core since the previous
+    call: psutil measures between two calls on the same Process object, so one is kept),
+    logged with the diagnostics."""
+    global _PROC
+    if _PROC is None or _PROC.pid != os.getpid():  # a forked worker measures itself
+        _PROC = psutil.Process()
+        _PROC.cpu_percent(interval=None)  # primes the counter; the first reading is 0
+    proc = _PROC
+    return {
+        N.SYSTEM_RSS_MB: proc.memory_info().rss / 2**20,
+        N.SYSTEM_CPU_PERCENT: proc.cpu_percent(interval=None),
+    }
+
+
+def overlap_diagnostics(
+    world,
+    names: list[str],
+    probes: Callable[[list, int], Iterable[tuple[str, RolloutBatch]]],
+    logits_at: Callable[[str, RolloutBatch, list[str]], Iterable[torch.Tensor]],
+    step: int,
+) -> dict[str, float]:
+    """The overlap-diagnostics loop, wherever the policies run (in this process, or in
+    branch workers): top-k overlap, symmetric KL, overlap mass and entropy gap for every
+    ordered pair of the branches `names` (on the student's probe rollouts) and each branch
+    against the base, with this process's memory and CPU use.
+
+    `probes(examples, step)`: each student's probe batch (`probe_rollout`), as (name,
+    batch) in branch order; may be lazy, so one student's batch is alive at a time.
+    `logits_at(student, batch, teachers)`: float32 logits [N, V] at the batch's N
+    completion tokens under each of `teachers` in order (a peer, the student itself when
+    its sampler kept no logits, or BASE)."""
+    d = world.cfg.diagnostics
+    ks = sorted({d.top_k, *d.extra_k})
+    temp = world.cfg.sampling.temperature
+    metrics: dict[str, float] = {}
+    for student, batch in probes(probe_examples(world), step):
+        peers = [t for t in names if t != student] + ([BASE] if d.vs_base else [])
+        s_logits = own_logits(batch)  # the sampler's logits of its own tokens, when kept
+        if s_logits is not None:
+            s_logits = s_logits[batch.completion_mask_B_T.bool()]
+        teachers = peers if s_logits is not None else [student, *peers]
+        for teacher, logits in zip(teachers, logits_at(student, batch, teachers), strict=True):
+            if teacher == student:
+                s_logits = logits
+                continue
+            diag = pair_diagnostics(s_logits, logits, ks, temperature=temp)
+            metrics.update(pair_metrics(student, teacher, diag))
+    metrics.update(process_metrics())
+    return metrics
+
+
+@torch.inference_mode()
+def measure_overlap(world, cycle: int, phase: str, step: int | None = None) -> dict[str, float]:
+    """`overlap_diagnostics` for the branches of this process's world; logged and returned."""
+    step = world.step if step is None else step
+    views = {b.name: b.view for b in world.branches}
+
+    def probes(examples, step):
+        for name, view in views.items():
+            yield name, probe_rollout(world, view, examples, step)
+
+    def logits_at(student, batch, teachers):
+        return (probe_logits(world.base if t == BASE else views[t], batch) for t in teachers)
+
+    with world.timer("diagnostics"):
+        metrics = overlap_diagnostics(world, list(views), probes, logits_at, step)
+        if torch.cuda.is_available():
+            metrics[N.SYSTEM_GPU_MEM_MB] = torch.cuda.max_memory_allocated() / 2**20
+    world.logger.log_metrics(metrics, step=step, cycle=cycle, phase=phase)
+    return metrics

@@ -1,0 +1,204 @@
+"""The loss terms of an update: GRPO on a native batch, OPD on a cross batch.
+
+    term = grpo_term(world, branch, batch)                       # differentiable loss + stats
+    term = opd_term(world, branch, cross, world.score_opd(teacher_view, cross))
+
+Each term runs its own forward of the branch (with the graph) and returns a `LossTerm`:
+the scalar loss and detached statistics to log. The optimizer steps over terms are
+copd/train/update.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+
+from copd.common import names as N
+from copd.math.losses import aggregate, group_advantages, kl_penalty, opd_advantage, policy_loss
+from copd.policy.rollout import RolloutBatch, completion_logits, logprobs_from_logits
+
+if TYPE_CHECKING:
+    from copd.policy.models import Branch
+    from copd.train.world import World
+
+
+@dataclass
+class LossTerm:
+    """A differentiable loss for one batch plus detached statistics to log."""
+
+    loss: torch.Tensor
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+def _logp_and_entropy(world: World, branch: Branch, batch: RolloutBatch, keep_logits=False):
+    """Log-probs [B, T] of the batch's tokens under the branch (with the graph) and the mean
+    entropy; with `keep_logits` also the logits [B, T, V] (the direct OPD losses need them)."""
+    with world.timer("forward"), branch.view.use() as model:
+        logits = completion_logits(model, batch)
+    logp = logprobs_from_logits(logits, batch.completion_ids_B_T, world.cfg.sampling.temperature)
+    with torch.no_grad():
+        lp = torch.log_softmax(logits.detach().float(), -1)
+        ent_B_T = -(lp.exp() * lp).sum(-1)
+        m = batch.completion_mask_B_T
+        entropy = float((ent_B_T * m).sum() / m.sum().clamp(min=1))
+    if keep_logits:
+        return logp, entropy, logits
+    return logp, entropy
+
+
+def _old_logp(world: World, batch: RolloutBatch, logp_B_T: torch.Tensor) -> torch.Tensor:
+    """The sampling policy's log-probs for the ratio. A batch used once was sampled by the
+    current weights, so they are `logp` itself (no extra pass). With several updates per
+    batch (`grpo.updates_per_batch`), the first pass's values are kept in the batch for
+    the later ones."""
+    old = batch.extras.get("old_logp_B_T")
+    if old is None:
+        old = logp_B_T.detach()
+        if world.cfg.grpo.updates_per_batch > 1:
+            batch.extras["old_logp_B_T"] = old
+    return old
+
+
+# Config fields that mark a mixture-of-experts model across Hugging Face families
+# (Qwen-MoE, Mixtral, DeepSeek, OLMoE, ...).
+_MOE_CONFIG_KEYS = ("num_experts", "num_local_experts", "n_routed_experts")
+
+
+def skips_zero_advantage(world: World) -> bool:
+    """Whether GRPO terms leave out prompt groups whose rewards are all equal. Exact when
+    nothing but the clipped surrogate sees those rows (no KL to the base) and every
+    trainable weight takes part in every forward, so that a skipped row would only have
+    added zeros to gradients that exist anyway. Not so for vision-language models (a text
+    batch leaves the vision weights without a gradient) or mixture-of-experts models (the
+    experts a row is routed to depend on the row), where skipping is off."""
+    from copd.policy.hf_cache import hf_model
+    from copd.policy.vlm import is_processor
+
+    g = world.cfg.grpo
+    if not g.skip_zero_advantage or g.kl_coef != 0 or is_processor(world.tokenizer):
+        return False
+    config = hf_model(world.base.module).config
+    return not any(getattr(config, k, None) for k in _MOE_CONFIG_KEYS)
+
+
+def _trained_logp(world: World, branch: Branch, batch: RolloutBatch, live_P: torch.Tensor):
+    """Log-probs [B, T] of the batch's tokens and the entropy of the rows that are trained.
+
+    With zero-advantage skipping only the groups in `live_P` run through the model (whole
+    groups, so the prompt is still shared); the other rows get log-prob 0, which the
+    surrogate multiplies by their zero advantage, so they contribute a zero loss and a zero
+    gradient as in a full pass, and they still count in the loss's normaliser. The
+    returned entropy covers the rows that ran (None when none did)."""
+    if bool(live_P.all()) or not skips_zero_advantage(world):
+        return _logp_and_entropy(world, branch, batch)
+    G = batch.group_size
+    rows = [p * G + j for p in live_P.nonzero().flatten().tolist() for j in range(G)]
+    full = torch.zeros_like(batch.completion_mask_B_T, dtype=torch.float32)
+    if not rows:
+        return full, None
+    logp, entropy = _logp_and_entropy(world, branch, batch.subset(rows))
+    idx = torch.tensor(rows, dtype=torch.long, device=full.device)
+    return full.index_copy(0, idx, logp), entropy
+
+
+def grpo_term(
+    world: World, branch: Branch, batch: RolloutBatch, norm: float | None = None
+) -> LossTerm:
+    """Clipped-surrogate GRPO loss on a native batch (one pass: ratio 1 unless the batch
+    carries `old_logp_B_T` from an earlier pass). Groups whose rewards are all equal have
+    zero advantage and, by default, skip the forward and backward (`skips_zero_advantage`)."""
+    g = world.cfg.grpo
+    P = batch.size // batch.group_size
+    adv_P_G = group_advantages(batch.rewards_B.view(P, batch.group_size), g.std_normalize)
+    live_P = (adv_P_G != 0).any(-1)
+    logp, entropy = _trained_logp(world, branch, batch, live_P)
+    old = _old_logp(world, batch, logp)
+    adv_B_T = adv_P_G.reshape(-1, 1).expand_as(logp).to(logp.device)
+    mask = batch.completion_mask_B_T
+    loss_B_T, clipped_B_T = policy_loss(logp, old, adv_B_T, mask, g.clip_low, g.clip_high)
+    if g.kl_coef > 0:
+        ref = world.score(world.base, batch)
+        loss_B_T = loss_B_T + g.kl_coef * kl_penalty(logp, ref) * mask
+    loss = aggregate(loss_B_T, mask, g.loss_agg, world.cfg.sampling.max_new_tokens, norm)
+    n_tok = mask.sum().clamp(min=1)
+    stats = {
+        N.PG_LOSS: float(loss.detach()),
+        N.REWARD_MEAN: float(batch.rewards_B.mean()),
+        N.CLIP_FRAC: float((clipped_B_T.float() * mask).sum() / n_tok),
+        N.RESPONSE_LEN: float(mask.sum(1).mean()),
+        N.SIGNAL_FRAC: float(live_P.float().mean()),
+        N.SIGNAL_ADV_GRPO: float((adv_B_T.abs() * mask).sum() / n_tok),
+    }
+    if entropy is not None:
+        stats[N.ENTROPY] = entropy
+    return LossTerm(loss, stats)
+
+
+def opd_term(
+    world: World,
+    branch: Branch,
+    batch: RolloutBatch,
+    teacher_scores: torch.Tensor | dict[str, torch.Tensor],
+    norm: float | None = None,
+) -> LossTerm:
+    """On-policy distillation on the student's own samples of a peer's prompts.
+
+    `opd.advantage="sampled"` (the paper): token advantage beta * (log p_teacher - log
+    p_student) of the sampled token, stop-gradient, fed to the same clipped surrogate (the
+    sampled-token estimator of the reverse KL to the teacher). The direct variants
+    differentiate beta * KL(student || teacher) per token instead, over the full
+    vocabulary ("full_kl", exact; cheap at small vocabularies) or over the teacher's top-k
+    tokens ("topk"). `teacher_scores`: the teacher's log-probs [B, T] of the sampled tokens,
+    or `World.score_opd`'s dict (with "full" [B, T, V] or "topk_vals"/"topk_idx" [B, T, k]).
+
+    Statistics (suffixed with the teacher's name by the callers): the loss, the mean
+    advantage, the reverse-KL estimate, and the signal balance: mean |advantage|, the share
+    of tokens the teacher rates above the student, the mean log-ratio log p_T - log p_S
+    (an estimate of -KL(student || teacher)) and the clip fraction."""
+    g, o = world.cfg.grpo, world.cfg.opd
+    scores = teacher_scores if isinstance(teacher_scores, dict) else {"logp": teacher_scores}
+    teacher_logp_B_T = scores["logp"]
+    mask = batch.completion_mask_B_T
+    n_tok = mask.sum().clamp(min=1)
+    direct = o.advantage != "sampled"
+    out = _logp_and_entropy(world, branch, batch, keep_logits=direct)
+    logp = out[0]
+    adv_B_T = opd_advantage(teacher_logp_B_T, logp, o.beta, mask)
+    if direct:
+        kl_B_T = _reverse_kl(out[2], scores, world.cfg.sampling.temperature, o.advantage)
+        loss_B_T = o.beta * kl_B_T * mask
+        clipped_B_T = torch.zeros_like(mask, dtype=torch.bool)
+        adv_abs = float((o.beta * kl_B_T.detach() * mask).sum() / n_tok)
+    else:
+        old = _old_logp(world, batch, logp)
+        loss_B_T, clipped_B_T = policy_loss(logp, old, adv_B_T, mask, g.clip_low, g.clip_high)
+        adv_abs = float((adv_B_T.abs() * mask).sum() / n_tok)
+    loss = aggregate(loss_B_T, mask, g.loss_agg, world.cfg.sampling.max_new_tokens, norm)
+    log_ratio_B_T = (teacher_logp_B_T - logp.detach()) * mask
+    stats = {
+        N.OPD_LOSS: float(loss.detach()),
+        N.OPD_ADV_MEAN: float((adv_B_T * mask).sum() / n_tok),
+        N.OPD_REVERSE_KL: float(-log_ratio_B_T.sum() / n_tok),
+        N.CLIP_FRAC: float((clipped_B_T.float() * mask).sum() / n_tok),
+        N.SIGNAL_PREFIX + "adv_abs": adv_abs,
+        N.SIGNAL_PREFIX + "pos_frac": float(((log_ratio_B_T > 0) & (mask != 0)).sum() / n_tok),
+        N.SIGNAL_PREFIX + "log_ratio": float(log_ratio_B_T.sum() / n_tok),
+    }
+    return LossTerm(loss, stats)
+
+
+def _reverse_kl(
+    logits_B_T_V: torch.Tensor, scores: dict[str, torch.Tensor], temperature: float, kind: str
+) -> torch.Tensor:
+    """Per-token KL(student || teacher) [B, T] (differentiable in the student): over the
+    full vocabulary, or over the teacher's top-k tokens (the student's probabilities of
+    those tokens, the rest of the mass ignored)."""
+    s_lsm = torch.log_softmax(logits_B_T_V.float() / temperature, -1)
+    if kind == "full_kl":
+        t_lsm = scores["full"].to(s_lsm.device, s_lsm.dtype)
+        return (s_lsm.exp() * (s_lsm - t_lsm)).sum(-1)
+    s_at = s_lsm.gather(-1, scores["topk_idx"].to(s_lsm.device).long())
+    t_at = scores["topk_vals"].to(s_lsm.device, s_lsm.dtype)
+    return (s_at.exp() * (s_at - t_at)).sum(-1)

@@ -1,0 +1,263 @@
+"""The training world: base model, branches, tasks, RNGs, timer and logger, with its
+sampling and teacher-scoring primitives. The loss terms are copd/train/terms.py, the optimizer
+steps copd/train/update.py; algorithms (copd/train/algorithms/) are readable loops over the three.
+
+    world = World.build(cfg, logger)          # base model, tokenizer, tasks, branches, RNGs
+    batch = world.rollout(branch.view, examples, group_size)   # samples + verifier rewards
+    scores = world.score_opd(teacher_view, batch)               # what an OPD term needs
+    res = optimize(world, branch, [TermSpec(1.0, batch), TermSpec(w, cross, "rev", scores)])
+
+Every random draw comes from RNGs held by the world (a `random.Random` per branch for
+prompts, one `torch.Generator` for sampling) so a checkpoint can restore them exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+
+from copd.common import names as N
+from copd.policy.models import (
+    Branch,
+    PolicyView,
+    load_policy,
+    make_branches,
+    resolve_model_path,
+    set_attention,
+)
+from copd.policy.rollout import (
+    RolloutBatch,
+    completion_logits,
+    logprobs_from_logits,
+    sample_rollout_sets,
+)
+from copd.spec import ConfigError, RunConfig
+from copd.tasks import Example, Task, get_task
+from copd.train.logger import Logger, NullLogger
+
+
+class TrainingCancelled(Exception):
+    """Raised by a loop after it checkpointed because a stop was requested (SIGTERM)."""
+
+
+class Timer:
+    """Accumulates wall seconds per part (`time/rollout_s`, ...) between `pop()` calls."""
+
+    def __init__(self) -> None:
+        self.acc: dict[str, float] = defaultdict(float)
+        self.total: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, key: str):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            dt = time.perf_counter() - t0
+            self.acc[key] += dt
+            self.total[key] += dt
+
+    def pop(self) -> dict[str, float]:
+        out = dict(self.acc)
+        self.acc.clear()
+        return out
+
+
+def set_threads(n: int) -> None:
+    """torch threads: explicit `threads`, else $COPD_THREADS (set by the launcher), else
+    all cores. Decode is dispatch-bound; only forward/backward gain from threads."""
+    n = n or int(os.environ.get("COPD_THREADS", "0") or 0) or (os.cpu_count() or 1)
+    torch.set_num_threads(n)
+
+
+@dataclass
+class World:
+    cfg: RunConfig
+    tokenizer: object
+    tasks: dict[str, Task]  # by task spec string
+    branches: list[Branch]
+    base: PolicyView
+    logger: Logger
+    rngs: dict[str, random.Random]  # prompt sampling, per branch (and "mixed", "diag")
+    gen: torch.Generator  # token sampling
+    step: int = 0
+    timer: Timer = field(default_factory=Timer)
+    stop_requested: bool = False
+    teachers: dict[str, PolicyView] = field(default_factory=dict)  # snapshots when frozen
+    base_path: str = ""
+    resume_extra: dict = field(default_factory=dict)  # a restored checkpoint's `extra`
+    # Token sampling per branch for loops that run through copd/workers (CoPD): a stream
+    # per branch, seeded from (seed, name), so an in-process run and one with a Ray actor
+    # per branch draw the same tokens.
+    gens: dict[str, torch.Generator] = field(default_factory=dict)
+    restored_from: str = ""  # the checkpoint folder `checkpoint.restore` loaded, if any
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def build(cls, cfg: RunConfig, logger: Logger | None = None, names=None) -> World:
+        cfg.validate()
+        logger = logger or NullLogger()
+        set_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        if names is None:  # the policies the method trains (e.g. one "mixed" policy)
+            from copd.train.algorithms import policy_names
+
+            names = policy_names(cfg)
+        tasks = {b.task: get_task(b.task, **cfg.task_options.get(b.task, {})) for b in cfg.branches}
+        check_task_media(tasks)
+        path = resolve_model_path(cfg.model, log=lambda m: logger.log_event(m))
+        base, tok = load_policy(path, cfg.model.dtype, cfg.model.gguf_file)
+        if (
+            cfg.backend.kind == "ray"
+        ):  # branches live in Ray actors (copd/train/workers/ray_backend.py)
+            set_attention(base, cfg.model.attn_implementation, "cpu")  # the driver's copy
+            branches, base_view = [], PolicyView(base.requires_grad_(False).eval())
+        else:
+            branches, base_view = make_branches(base, cfg, tasks, names)
+        rngs = {n: random.Random(f"{cfg.seed}:{n}") for n in names}  # the driver's, on Ray too
+        rngs["mixed"] = random.Random(f"{cfg.seed}:mixed")
+        gen = torch.Generator().manual_seed(cfg.seed)
+        gens = {b.name: branch_generator(cfg.seed, b.name) for b in branches}
+        return cls(
+            cfg, tok, tasks, branches, base_view, logger, rngs, gen, base_path=path, gens=gens
+        )
+
+    def branch(self, name: str) -> Branch:
+        return next(b for b in self.branches if b.name == name)
+
+    def task_of(self, example: Example) -> Task:
+        return next(t for t in self.tasks.values() if t.name == example.domain)
+
+    # ------------------------------------------------------------------ primitives
+    def prompts(self, task: Task, n: int, rng_key: str) -> list[Example]:
+        return task.sample(self.rngs[rng_key], n)
+
+    def rollout(
+        self,
+        view: PolicyView,
+        examples: list[Example],
+        group_size: int,
+        generator: torch.Generator | None = None,
+    ) -> RolloutBatch:
+        """Sample `group_size` completions per example and score them with the verifiers.
+        `generator`: the token-sampling stream (default: the world's shared `gen`)."""
+        return self.rollouts(view, [(examples, group_size)], generator)[0]
+
+    def rollouts(
+        self,
+        view: PolicyView,
+        requests: list[tuple[list[Example], int]],
+        generator: torch.Generator | None = None,
+    ) -> list[RolloutBatch]:
+        """`rollout` for several (examples, group size) requests of one policy, decoded
+        together in one loop (`sample_rollout_sets`), each batch scored by the verifiers."""
+        s = self.cfg.sampling
+        with self.timer("rollout"), view.use() as model:
+            batches = sample_rollout_sets(
+                model,
+                self.tokenizer,
+                requests,
+                temperature=s.temperature,
+                max_new_tokens=s.max_new_tokens,
+                generator=self.gen if generator is None else generator,
+                top_p=s.top_p,
+                device=view.device,
+            )
+        return [self.score_rewards(b) for b in batches]
+
+    def score_rewards(self, batch: RolloutBatch) -> RolloutBatch:
+        """Fill `batch.rewards_B` with each completion's verifier reward; returns the batch."""
+        batch.rewards_B = torch.tensor(
+            [
+                self.task_of(ex).reward(ex, text)
+                for ex, text in zip(batch.examples, batch.texts, strict=True)
+            ],
+            dtype=torch.float32,
+        )
+        return batch
+
+    @torch.no_grad()
+    def score(self, view: PolicyView, batch: RolloutBatch) -> torch.Tensor:
+        """Log-probs [B, T] of `batch`'s sampled tokens under `view` (a teacher), on the
+        teacher's device; returned on the batch's device."""
+        with self.timer("teacher"), view.use() as model:
+            b = batch.to(view.device)
+            logits = completion_logits(model, b)
+            lp = logprobs_from_logits(logits, b.completion_ids_B_T, self.cfg.sampling.temperature)
+        return lp.to(batch.completion_ids_B_T.device)
+
+    @torch.no_grad()
+    def score_opd(
+        self, view: PolicyView, batch: RolloutBatch
+    ) -> torch.Tensor | dict[str, torch.Tensor]:
+        """What an OPD term needs from a teacher (`opd.advantage`): the log-probs [B, T] of
+        the sampled tokens ("sampled"); for "full_kl" also its full log-distribution
+        ("full", [B, T, V]); for "topk" its top-k log-probs and token ids ("topk_vals",
+        "topk_idx", [B, T, k]). Returned on the batch's device."""
+        kind = self.cfg.opd.advantage
+        if kind == "sampled":
+            return self.score(view, batch)
+        dev = batch.completion_ids_B_T.device
+        with self.timer("teacher"), view.use() as model:
+            b = batch.to(view.device)
+            logits = completion_logits(model, b).float() / self.cfg.sampling.temperature
+            lsm = torch.log_softmax(logits, -1)
+            out = {"logp": lsm.gather(-1, b.completion_ids_B_T.long().unsqueeze(-1)).squeeze(-1)}
+            if kind == "full_kl":
+                out["full"] = lsm
+            else:
+                k = min(self.cfg.opd.topk, lsm.shape[-1])
+                out["topk_vals"], out["topk_idx"] = lsm.topk(k, dim=-1)
+        return {key: v.to(dev) for key, v in out.items()}
+
+    def teacher_view(self, name: str) -> PolicyView:
+        """The peer's live policy, or its frozen snapshot when `opd.teacher == "snapshot"`."""
+        return self.teachers.get(name) or self.branch(name).view
+
+    def snapshot_teachers(self) -> None:
+        self.teachers = {b.name: b.snapshot() for b in self.branches}
+
+
+def check_task_media(tasks: dict[str, Task], n: int = 4) -> None:
+    """Fail before any model loads when a task's prompts carry videos this machine cannot
+    read (a video file without a decoder, a missing frame): a few prompts per task are
+    drawn from a throwaway RNG and checked, no pixels read. Datasets check every row at
+    load; this catches custom `module:factory` tasks."""
+    from copd.tasks.media import check_video
+
+    for name, task in tasks.items():
+        for ex in task.sample(random.Random(0), n):
+            for v in ex.videos:
+                problem = check_video(v)
+                if problem:
+                    raise ConfigError(f"task {name}: {problem}")
+
+
+def branch_generator(seed: int, name: str) -> torch.Generator:
+    """A token-sampling generator seeded from (seed, branch name), stable across processes."""
+    digest = hashlib.blake2b(f"{seed}:{name}".encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "big") >> 1)
+
+
+def log_step(
+    world: World, metrics: dict[str, float], cycle: int, phase: str, total: int | None = None
+) -> None:
+    """Timing breakdown and progress with the step's metrics, in one logger call.
+    Called after `world.step += 1`, so `world.step` counts the steps done.
+    `total`: the loop's step count when it is not `schedule.total_steps()` (baselines)."""
+    total = total or world.cfg.schedule.total_steps() or 1
+    t = world.timer.pop()
+    metrics = dict(metrics)
+    for part, secs in t.items():
+        metrics[N.time_key(part)] = secs
+    metrics[N.PROGRESS] = world.step / total
+    t0 = time.perf_counter()
+    world.logger.log_metrics(metrics, step=world.step, cycle=cycle, phase=phase)
+    world.timer.acc["logging"] += time.perf_counter() - t0
