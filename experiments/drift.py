@@ -169,7 +169,7 @@ def run_drift(
     (out / "drift.md").write_text(table + "\n")
     log(table)
     try:
-        from app.dashboard.studies import drift_figure  # the dashboard's chart builder
+        from app.dashboard.figures import drift_figure  # the dashboard's chart builder
 
         drift_figure(payload["series"]).write_image(str(out / "drift.png"), width=900, height=420)
         payload["png"] = str(out / "drift.png")

@@ -225,7 +225,7 @@ def write_png(payload: dict, path: Path, log: Callable[[str], None] = print) -> 
     """The scatter + fit line as a PNG via plotly + kaleido (needs a local Chromium);
     None when that is unavailable (pilot.json and the dashboard still have the data)."""
     try:
-        from app.dashboard.studies import pilot_figure  # the dashboard's chart builder
+        from app.dashboard.figures import pilot_figure  # the dashboard's chart builder
 
         fig = pilot_figure(payload["points"], payload["fit"])
         fig.write_image(str(path), width=640, height=420, scale=1)

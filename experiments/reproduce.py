@@ -250,7 +250,7 @@ def write_pngs(results: Sequence[ArmResult], out: Path, log: Callable[[str], Non
     """One bar chart per setting (`<out>/report-2dom.png`, ...) via the dashboard's chart
     builder and plotly + kaleido; skipped (with a note) where kaleido/Chromium is missing."""
     try:
-        from app.dashboard.studies import results_figure
+        from app.dashboard.figures import results_figure
 
         for setting in dict.fromkeys(r.arm.setting for r in results):
             rows = summarise(results, setting).rows

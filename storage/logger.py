@@ -1,4 +1,5 @@
-"""StoreLogger: the run store behind copd's Logger protocol (structural; copd is not imported).
+"""StoreLogger: the run store behind copd's Logger protocol (structural: of copd only the
+torch-free `copd.common` is imported, for the metric-name grammar).
 
     lg = StoreLogger(store, run_id, flush_every_s=2.0, flush_every_n=500)
     lg.log_metrics({"branch/add/reward/mean": 0.4}, step=3, cycle=0, phase="rl")
@@ -24,20 +25,10 @@ import time
 import weakref
 from typing import Any
 
+from copd.common.names import scope_of
 from storage.entities import Evaluation, Event
 
 MAX_BUFFER = 2_000_000  # points kept while the database is unreachable; oldest dropped beyond
-
-
-def scope_of(name: str) -> str:
-    """The scope of a namespaced metric: "branch/X/..", "pair/X/..", "base/X/.." -> "X";
-    "merged/.." -> "merged"; anything else -> "" (the same rule as copd.common.names.scope_of)."""
-    parts = name.split("/")
-    if parts[0] in ("branch", "pair", "base") and len(parts) >= 3:
-        return parts[1]
-    if parts[0] == "merged":
-        return "merged"
-    return ""
 
 
 class StoreLogger:

@@ -17,7 +17,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from app.dashboard import charts, forms, queries, series
+from app.dashboard import figures, forms, queries, series
 from copd.spec import ConfigError, RunConfig
 from storage import RunStore
 from tests.seed import GROUP, seed_store
@@ -66,7 +66,7 @@ def test_bands_and_cycle_lines_come_from_the_schedule_not_the_points():
     """6 RL + 4 OPD steps per cycle, diagnostics every 2 steps: cycle 0's OPD band is
     [6, 10] (steps 7-10) and the cycle lines sit at 10, 20, 30 (the issue saw 8-12, 12, 22)."""
     sched = series.Schedule(rl_steps=6, opd_steps=4, cycles=8)
-    fig = charts.series_figure(_diag_points(range(0, 81, 2)), title="o", schedule=sched)
+    fig = figures.series_figure(_diag_points(range(0, 81, 2)), title="o", schedule=sched)
     rects, lines = _shapes(fig)
     assert rects[:4] == [(0, 6), (6, 10), (10, 16), (16, 20)]
     assert len(rects) == 16 and rects[-1] == (76, 80)
@@ -81,7 +81,7 @@ def test_bands_and_cycle_lines_come_from_the_schedule_not_the_points():
 def test_schedule_bands_for_any_ratio_and_cadence(rl, opd, diag, cycles):
     sched = series.Schedule(rl, opd, cycles)
     p = rl + opd
-    fig = charts.series_figure(
+    fig = figures.series_figure(
         _diag_points(range(0, p * cycles + 1, diag)), title="o", schedule=sched
     )
     rects, lines = _shapes(fig)
@@ -97,12 +97,12 @@ def test_schedule_bands_for_any_ratio_and_cadence(rl, opd, diag, cycles):
 def test_schedule_bands_of_a_live_and_of_a_resumed_run():
     sched = series.Schedule(6, 4, 8)
     # live at step 13: bands up to the last point only, the current phase cut there
-    rects, lines = _shapes(charts.series_figure(_diag_points([0, 2, 6, 10, 12, 13]), title="o",
+    rects, lines = _shapes(figures.series_figure(_diag_points([0, 2, 6, 10, 12, 13]), title="o",
                                                 schedule=sched))  # fmt: skip
     assert rects == [(0, 6), (6, 10), (10, 13)] and lines == [10]
     # resumed from step 40: the points restart mid-run, the bands stay on the schedule
     resumed = _diag_points([0, 2, 4, 6, 8, 10, 40, 42, 44, 46, 48, 50])
-    rects, lines = _shapes(charts.series_figure(resumed, title="o", schedule=sched))
+    rects, lines = _shapes(figures.series_figure(resumed, title="o", schedule=sched))
     assert (40, 46) in rects and (46, 50) in rects and lines == [10, 20, 30, 40, 50]
 
 
@@ -111,7 +111,7 @@ def test_a_baseline_without_phases_has_no_bands():
     cfg = RunConfig().to_dict()
     assert series.schedule_of(cfg) == series.Schedule(6, 4, 8)
     assert series.schedule_of(cfg, "mixed") is None
-    rects, lines = _shapes(charts.series_figure(_diag_points(range(0, 41, 2)), title="o"))
+    rects, lines = _shapes(figures.series_figure(_diag_points(range(0, 41, 2)), title="o"))
     assert rects == [] and lines == []
 
 
@@ -130,7 +130,7 @@ def test_nonfinite_points_are_reported_with_steps():
 def test_series_figure_marks_nan_shades_phases_and_keeps_uirevision():
     df = _frame([0.1, np.nan, 0.3, 0.4], ["rl", "rl", "opd", "opd"], [0, 0, 0, 1])
     sched = series.Schedule(rl_steps=2, opd_steps=1, cycles=2)
-    fig = charts.series_figure(df, title="t", smoothing=0.5, revision="rev", schedule=sched)
+    fig = figures.series_figure(df, title="t", smoothing=0.5, revision="rev", schedule=sched)
     names = [t.name for t in fig.data]
     assert "NaN / inf" in names and "phase I · RL" in names and "phase II · OPD" in names
     marks = next(t for t in fig.data if t.name == "NaN / inf")
@@ -143,23 +143,23 @@ def test_series_figure_marks_nan_shades_phases_and_keeps_uirevision():
 
 
 def test_log_axis_and_eval_overall():
-    fig = charts.series_figure(_frame([0.0, 1.0], ["rl"] * 2, [0] * 2), title="kl", log_y=True)
+    fig = figures.series_figure(_frame([0.0, 1.0], ["rl"] * 2, [0] * 2), title="kl", log_y=True)
     assert fig.layout.yaxis.type == "log"
     assert "1 point(s) ≤ 0" in fig.layout.annotations[0].text
     # step 0 is exactly 0: the axis spans the data's decades, not 1e-12 to 1
     kl = _frame([0.0, 2e-3, 0.01, 0.05, 0.04], ["rl"] * 5, [0] * 5)
-    lo, hi = charts.series_figure(kl, title="kl", log_y=True).layout.yaxis.range
+    lo, hi = figures.series_figure(kl, title="kl", log_y=True).layout.yaxis.range
     assert -2.7 > lo > -3.0 and -1.3 < hi < -1.0  # log10: 2e-3 .. 5e-2, a small pad
-    assert charts.log_range(np.array([0.0, np.nan])) is None
-    flat = charts.log_range(np.array([0.5, 0.5]))
+    assert figures.log_range(np.array([0.0, np.nan])) is None
+    flat = figures.log_range(np.array([0.5, 0.5]))
     assert flat[0] < np.log10(0.5) < flat[1]
     # A trainer-logged "overall" row is not a benchmark: Overall is recomputed (0.4, not 0.4/3).
     ev = pd.DataFrame(
         {"model": ["merged"] * 3, "benchmark": ["add", "rev", "overall"],
          "score": [0.2, 0.6, 0.0], "step": [5, 5, 5]}
     )  # fmt: skip
-    assert charts.overall_scores(ev)["score"].tolist() == [pytest.approx(0.4)]
-    names = [t.name for t in charts.eval_figure(ev).data]
+    assert series.overall_scores(ev)["score"].tolist() == [pytest.approx(0.4)]
+    names = [t.name for t in figures.eval_figure(ev).data]
     assert "merged · overall" in names and "merged · add" in names
 
 
@@ -170,7 +170,7 @@ def test_timing_totals_exclude_step_total():
             _frame([9.0, 9.0], ["rl", "opd"], [0, 0], key="time/step_s"),
         ]
     )
-    tot = charts.timing_totals(df)
+    tot = figures.timing_totals(df)
     assert set(tot["part"]) == {"rollout"} and tot["seconds"].sum() == 2.0
 
 
@@ -184,13 +184,13 @@ def test_system_chart_skips_metrics_the_platform_lacks_and_anchors_at_zero():
             ]
         )
     )
-    assert charts.provided_system_keys(df) == ["system/rss_mb"]
-    fig = charts.system_figure(df)
+    assert figures.provided_system_keys(df) == ["system/rss_mb"]
+    fig = figures.system_figure(df)
     assert [t.name for t in fig.data] == ["system/rss_mb"]
     lo, hi = fig.layout.yaxis.range
     assert lo == 0 and 990 < hi < 1000  # a 2 MB wobble on 900 MB reads as flat
-    assert charts.system_range("system/cpu_percent", np.array([30.0])) == [0.0, 100.0]
-    empty = charts.system_figure(df[df["key"] == "system/cpu_percent"])
+    assert figures.system_range("system/cpu_percent", np.array([30.0])) == [0.0, 100.0]
+    empty = figures.system_figure(df[df["key"] == "system/cpu_percent"])
     assert len(empty.data) == 0
 
 
@@ -222,12 +222,12 @@ def test_aggregate_runs_mean_and_band():
     df.loc[df["run_id"] == 2, "value"] += 2.0
     agg = series.aggregate_runs(series.with_x(df), {1: "copd", 2: "copd"})
     assert agg["mean"].tolist() == [2.0, 3.0] and agg["min"].tolist() == [1.0, 2.0]
-    fig = charts.compare_figure(
+    fig = figures.compare_figure(
         series.with_x(df), {1: "a", 2: "b"}, title="m", arms={1: "copd", 2: "copd"}
     )
     assert any(t.fill == "toself" for t in fig.data)
     assert not any(str(t.name).endswith("(seed)") for t in fig.data)  # seed lines: off
-    fig = charts.compare_figure(
+    fig = figures.compare_figure(
         series.with_x(df), {1: "a", 2: "b"}, title="m", arms={1: "copd", 2: "copd"},
         seed_lines=True,
     )  # fmt: skip
@@ -616,7 +616,7 @@ def test_report_is_one_offline_html_file(seeded):
     runs = store.list_runs(group=GROUP)
     arms = queries.seed_arms(runs)
     df = series.with_x(store.metric_series([r.id for r in runs], ["pair/add~rev/overlap_top10"]))
-    fig = charts.compare_figure(df, {r.id: r.name for r in runs}, title="overlap", arms=arms)
+    fig = figures.compare_figure(df, {r.id: r.name for r in runs}, title="overlap", arms=arms)
     table = queries.results_table(store.evaluations([r.id for r in runs]), runs, arms)
     diff = queries.config_diff_frame(runs)
     store.update_run(runs[0].id, code_revision="abc1234")
@@ -666,6 +666,6 @@ def test_eval_overall_never_mixes_the_validation_rows_in():
             "step": 80,
         }  # fmt: skip
     )
-    assert charts.overall_scores(ev)["score"].tolist() == [pytest.approx(0.4)]
-    val = charts.benchmarks_only(ev, "validation")
+    assert series.overall_scores(ev)["score"].tolist() == [pytest.approx(0.4)]
+    val = series.benchmarks_only(ev, "validation")
     assert val["benchmark"].tolist() == ["add@val"]

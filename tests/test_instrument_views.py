@@ -18,7 +18,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from app.dashboard import signal_data, sweep_data
+from app.dashboard import figures, signal_data, sweep_data
 from app.dashboard.series import Schedule
 from copd.common import names as N
 from copd.common.stats import mean_std, paired
@@ -101,7 +101,7 @@ def test_param_band_and_heatmap_are_means_over_seeds():
     cells = sweep_data.heatmap_frame(t, "opd.beta", "schedule.rl_steps")
     assert cells.loc["2.0", "4"] == pytest.approx(mean_std(want)[0])
     assert cells.shape == (2, 2) and cells.loc["2.0", "2"] > cells.loc["0.5", "2"]
-    fig = sweep_data.param_figure(band, "opd.beta", "Overall", "test")
+    fig = figures.param_figure(band, "opd.beta", "Overall", "test")
     assert [d.name for d in fig.data if d.fill != "toself"] == [
         "rl_steps=2 (n=3)",
         "rl_steps=4 (n=3)",
@@ -129,7 +129,7 @@ def test_signal_figure_has_a_trace_for_each_term_in_each_panel():
     assert signal_data.parse_signal_key("branch/add/clip_frac/rev") == ("add", "clip_frac", "rev")
     assert signal_data.parse_signal_key("branch/add/signal/cos/rev") == ("add", "cos", "rev")
     assert signal_data.parse_signal_key("branch/add/reward/mean") is None
-    fig = signal_data.signal_figure(df, "add", schedule=Schedule(2, 2, 2))
+    fig = figures.signal_figure(df, "add", schedule=Schedule(2, 2, 2))
     lines = [d for d in fig.data if d.x is not None and d.x[0] is not None]
     by_panel: dict[str, set[str]] = {}
     for d in lines:
@@ -152,7 +152,7 @@ def test_signal_figure_has_a_trace_for_each_term_in_each_panel():
     assert {d.name for d in fig.data} >= {"phase I · RL", "phase II · OPD"}
     assert fig.layout.shapes  # the bands themselves
     # the other branch only has its GRPO gradient norm
-    other = signal_data.signal_figure(df, "rev")
+    other = figures.signal_figure(df, "rev")
     assert [d.name for d in other.data] == [grpo]
 
 
@@ -178,7 +178,7 @@ def test_overlap_at_k_and_the_vocabulary_caption(tmp_path):
     df = pd.DataFrame(
         [{"run_id": 1, "key": k, "step": s, "value": 0.5} for k in keys for s in (0, 2)]
     )
-    fig = signal_data.overlap_k_figure(df, panels, vocab=30)
+    fig = figures.overlap_k_figure(df, panels, vocab=30)
     assert [a.text for a in fig.layout.annotations][:3] == [
         "top-1 overlap · k/V = 3%",
         "top-5 overlap · k/V = 17%",

@@ -2,11 +2,18 @@
 
 - the engine (`copd/`) imports neither the dashboard (`app`, `pages`, `streamlit`), nor the
   experiments, nor the run store (`storage`), except `copd/runner.py`, the composition root;
-- the run store (`storage/`) imports neither `copd` nor `app`;
+- the run store (`storage/`) imports of the project only `copd.common` (the torch-free
+  metric-name grammar, statistics and tables), which imports nothing but the standard library;
+- the engine's subpackages keep their roles: `copd.math` (pure tensor math) imports no model,
+  training or tool module and no transformers/peft; the control plane (`app.control`) imports
+  neither Streamlit nor the dashboard;
 - the dashboard (`app/`, `pages/`) never loads torch when its modules are imported: no
   module-level import chain from them reaches `torch`;
 - no two modules of the project import each other in a loop (imports inside functions
-  count: a lazy import still ties the two modules together).
+  count: a lazy import still ties the two modules together, and so does a module named in
+  a string, as an `import_module` table names it);
+- no private name (`_x`) of one module is used by another;
+- no function of the engine is over 80 lines.
 
 Each failure names the file and line of the offending import.
 """
@@ -75,6 +82,19 @@ def _top_level_nodes(tree: ast.Module) -> set[int]:
     return out
 
 
+def _module_strings(tree: ast.Module) -> list[tuple[str, int]]:
+    """String constants that name a project module ("copd.train.algorithms.copd"): the
+    targets of an `import_module` table, which a plain import scan cannot see."""
+    return [
+        (node.value, node.lineno)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and node.value in MODULES
+        and "." in node.value
+    ]
+
+
 def _imports() -> list[Import]:
     found = []
     for mod, path in MODULES.items():
@@ -100,6 +120,8 @@ def _imports() -> list[Import]:
                 continue
             for name in names:
                 found.append(Import(mod, _resolve(name), rel, node.lineno, id(node) in top))
+        for name, line in _module_strings(tree):
+            found.append(Import(mod, name, rel, line, False))
     return found
 
 
@@ -128,13 +150,114 @@ def test_the_engine_imports_no_dashboard_store_or_experiments():
     )
 
 
-def test_the_store_imports_neither_engine_nor_dashboard():
+def _under(name: str, pkg: str) -> bool:
+    return name == pkg or name.startswith(pkg + ".")
+
+
+def test_the_store_imports_only_the_shared_common_package():
     bad = [
         _where(i)
         for i in IMPORTS
-        if _root(i.source) == "storage" and _root(i.target) in {"copd", "app", "pages"}
+        if _root(i.source) == "storage"
+        and _root(i.target) in {"copd", "app", "pages", "experiments"}
+        and not _under(i.target, "copd.common")
     ]
-    assert not bad, "storage/ must not import copd or app:\n" + "\n".join(bad)
+    assert not bad, "storage/ may import only copd.common of the project:\n" + "\n".join(bad)
+
+
+def test_the_common_package_imports_only_the_standard_library():
+    """(and numpy/scipy inside the statistics functions that need them)"""
+    import sys
+
+    bad = [
+        _where(i)
+        for i in IMPORTS
+        if _under(i.source, "copd.common")
+        and not _under(i.target, "copd.common")
+        and _root(i.target) not in sys.stdlib_module_names | {"__future__", "numpy", "scipy"}
+    ]
+    assert not bad, "copd.common must stay torch-free and stand alone:\n" + "\n".join(bad)
+
+
+def test_pure_math_imports_no_model_training_or_tools():
+    allowed = {"copd.math", "copd.common", "copd.spec"}
+    bad = [
+        _where(i)
+        for i in IMPORTS
+        if _under(i.source, "copd.math")
+        and (
+            (_root(i.target) == "copd" and not any(_under(i.target, a) for a in allowed))
+            or _root(i.target) in {"transformers", "peft"}
+            or _under(i.target, "torch.nn")
+            and i.target != "torch.nn.functional"
+        )
+    ]
+    assert not bad, "copd.math is pure tensor math:\n" + "\n".join(bad)
+
+
+def test_the_control_plane_imports_neither_streamlit_nor_the_dashboard():
+    bad = [
+        _where(i)
+        for i in IMPORTS
+        if _under(i.source, "app.control")
+        and (_root(i.target) == "streamlit" or _under(i.target, "app.dashboard"))
+    ]
+    assert not bad, "app/control runs without Streamlit:\n" + "\n".join(bad)
+
+
+def _private_uses() -> list[str]:
+    """`from m import _x` and `m._x` where m is a project module other than the user."""
+    out = []
+    for mod, path in MODULES.items():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        rel = str(path.relative_to(ROOT))
+        aliases: dict[str, str] = {}  # local name -> project module
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                for a in node.names:
+                    full = f"{node.module}.{a.name}"
+                    if full in MODULES:
+                        aliases[a.asname or a.name] = full
+                    elif (
+                        _resolve(node.module) in MODULES
+                        and _resolve(node.module) != mod
+                        and a.name.startswith("_")
+                        and not a.name.startswith("__")
+                    ):
+                        out.append(f"{rel}:{node.lineno} imports {node.module}.{a.name}")
+            elif isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name in MODULES and a.asname:
+                        aliases[a.asname] = a.name
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in aliases
+                and aliases[node.value.id] != mod
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
+                out.append(f"{rel}:{node.lineno} uses {aliases[node.value.id]}.{node.attr}")
+    return out
+
+
+def test_no_private_name_crosses_a_module():
+    bad = _private_uses()
+    assert not bad, "a private name used outside its module (make it public):\n" + "\n".join(bad)
+
+
+def test_no_engine_function_is_over_80_lines():
+    long = []
+    for mod, path in MODULES.items():
+        if _root(mod) != "copd":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > 80:
+                    long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({n} lines)")
+    assert not long, "split these functions:\n" + "\n".join(long)
 
 
 def test_dashboard_modules_never_load_torch_on_import():
@@ -222,3 +345,6 @@ def test_the_checker_sees_a_loop_and_a_lazy_import():
     kinds = [id(n) in top for n in ast.walk(tree) if isinstance(n, ast.Import)]
     assert kinds == [True, False]
     assert any(i.source == "copd.runner" and _root(i.target) == "storage" for i in IMPORTS)
+    # a module named in an import_module table is an edge
+    tree = ast.parse('TABLE = {"copd": "copd.train.algorithms.copd", "x": "not.a.module"}')
+    assert [s for s, _ in _module_strings(tree)] == ["copd.train.algorithms.copd"]

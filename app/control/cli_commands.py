@@ -40,7 +40,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--no-wait", action="store_true", help="return at once even if the run is still queued"
     )
-    _common(p)
+    add_store_args(p)
     p.set_defaults(func=cmd_launch)
 
     p = subparsers.add_parser("runs", help="list runs (and start queued ones that fit)")
@@ -51,33 +51,33 @@ def register(subparsers: Any) -> None:
     p.add_argument("--group", default=None, help="only runs of this group")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--watch", type=float, default=0.0, metavar="S", help="refresh every S s")
-    _common(p)
+    add_store_args(p)
     p.set_defaults(func=cmd_runs)
 
     p = subparsers.add_parser("cancel", help="stop a run (SIGTERM, then SIGKILL after --grace)")
     p.add_argument("run_id", type=int)
     p.add_argument("--grace", type=float, default=20.0, help="seconds to wait before SIGKILL")
-    _common(p)
+    add_store_args(p)
     p.set_defaults(func=cmd_cancel)
 
     p = subparsers.add_parser("resume", help="queue a cancelled/crashed/failed run again")
     p.add_argument("run_id", type=int)
-    _common(p)
+    add_store_args(p)
     p.set_defaults(func=cmd_resume)
 
     p = subparsers.add_parser("supervise", help="start queued runs and watch running ones")
     p.add_argument("--interval", type=float, default=2.0, help="seconds between ticks")
-    _common(p)
+    add_store_args(p)
     p.set_defaults(func=cmd_supervise)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def add_store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", default=None, help="run store URL (default: $COPD_DB_URL or ~/.copd)")
     p.add_argument("--runs-root", default=None, help="run folders (default: $COPD_HOME/runs)")
     p.add_argument("--max-cpu-runs", type=int, default=None, help="concurrent CPU runs")
 
 
-def _launcher(args: argparse.Namespace) -> Any:
+def launcher_from_args(args: argparse.Namespace) -> Any:
     from app.control.launcher import Launcher, default_runs_root
     from storage import RunStore
 
@@ -99,7 +99,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
     try:
         cfg = load_config(args.config, args.overrides)
-        launcher = _launcher(args)
+        launcher = launcher_from_args(args)
         run = launcher.submit(cfg, name=args.name, group=args.group, gpus=args.gpus)
     except ConfigError as exc:
         print(f"copd launch: {exc}", file=sys.stderr)
@@ -124,7 +124,7 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    launcher = _launcher(args)
+    launcher = launcher_from_args(args)
     # A read-only store (a read-only mount, a copy) is listed, not supervised.
     writable = not getattr(getattr(launcher.store, "db", None), "read_only", False)
     while True:
@@ -147,7 +147,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    launcher = _launcher(args)
+    launcher = launcher_from_args(args)
     run = launcher.cancel(args.run_id, grace_s=args.grace)
     print(f"run {run.id}: {run.status}")
     return 0
@@ -156,7 +156,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from app.control.launcher import LauncherError
 
-    launcher = _launcher(args)
+    launcher = launcher_from_args(args)
     try:
         launcher.resume(args.run_id)
     except LauncherError as exc:
@@ -171,7 +171,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def cmd_supervise(args: argparse.Namespace) -> int:
     from app.control.supervisor import supervise
 
-    launcher = _launcher(args)
+    launcher = launcher_from_args(args)
     print(
         f"supervising runs in {launcher.runs_root} (max {launcher.max_cpu_runs} CPU runs, "
         f"{len(launcher.gpus)} GPUs); Ctrl-C stops supervising, not the runs",

@@ -47,7 +47,7 @@ def launch_sweep(store: Any, launcher: Any, runs: Sequence[SweepRun], gpus: int 
 # ---------------------------------------------------------------------- CLI
 def register(subparsers: Any) -> None:
     """Add `copd sweep` to copd's argparse subparsers."""
-    from app.control.cli_commands import _common
+    from app.control.cli_commands import add_store_args
 
     p = subparsers.add_parser(
         "sweep", help="queue an ablation set: every preset x every seed, one group"
@@ -76,12 +76,12 @@ def register(subparsers: Any) -> None:
         help="sweep a field over values (repeatable: the cartesian product), e.g. opd.beta=0.5,1,2",
     )
     p.add_argument("--no-start", action="store_true", help="only queue; start nothing now")
-    _common(p)
+    add_store_args(p)
     p.set_defaults(func=cmd_sweep)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from app.control.cli_commands import _launcher
+    from app.control.cli_commands import launcher_from_args
 
     names = list(args.presets)
     if args.set_name:
@@ -90,7 +90,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         seeds = parse_seeds(args.seeds)
         grid = parse_grid(args.grid)
         runs = sweep_configs(names, seeds, args.group, args.overrides, grid)  # before any store
-        launcher = _launcher(args)
+        launcher = launcher_from_args(args)
         runs = launch_sweep(launcher.store, launcher, runs)
     except ConfigError as exc:
         print(f"copd sweep: {exc}", file=sys.stderr)

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from app.dashboard import charts
+from app.dashboard import figures
 from app.dashboard.links import runs_param, url_run_ids
 from app.dashboard.queries import (
     config_diff_frame,
@@ -61,11 +61,11 @@ def draw_compare(url: str, runs: list[Any]) -> None:
     labels = {r.id: f"#{r.id} {r.name}" for r in chosen}
     arms = seed_arms(chosen)
     ctl = controls(has_seeds=len(set(arms.values())) < len(arms))
-    figures = metric_overlays(url, ids, labels, arms if ctl.aggregate else None, ctl)
+    figs = metric_overlays(url, ids, labels, arms if ctl.aggregate else None, ctl)
     table = results_section(url, ids, chosen, arms if ctl.aggregate else None)
     draw_grid_view(url, chosen, ctl.fmt)  # a group whose runs differ in config fields
     diff = config_diff_section(chosen, labels)
-    report_button(chosen, figures, table, diff)
+    report_button(chosen, figs, table, diff)
 
 
 GROUP_SOURCE, PICK_SOURCE = "Ablation group", "Pick runs"
@@ -172,18 +172,18 @@ def metric_overlays(
     metrics = st.multiselect(
         "Metrics", keys, default=list(dict.fromkeys(preferred))[:2], key="compare:metrics"
     )
-    figures = []
+    out = []
     for key in metrics:
         df = with_x(cached_series(url, ids, (key,), 500), "step")
-        fig = charts.compare_figure(
+        fig = figures.compare_figure(
             df, labels, title=key, arms=arms, band=ctl.band, smoothing=ctl.smoothing,
             revision=f"compare:{key}", seed_lines=ctl.seed_lines, log_y=key.endswith("/sym_kl"),
         )  # fmt: skip
         plot(fig, f"compare:{key}", ctl.fmt)
-        figures.append(fig)
+        out.append(fig)
         name = key.replace("/", "_") + ".csv"
         csv_button(df.drop(columns=["x"]), f"CSV: {key}", name, f"csv:{key}")
-    return figures
+    return out
 
 
 def results_section(
@@ -223,7 +223,7 @@ def config_diff_section(chosen: list[Any], labels: dict[int, str]) -> pd.DataFra
 
 
 def report_button(
-    chosen: list[Any], figures: list[Any], table: pd.DataFrame, diff: pd.DataFrame
+    chosen: list[Any], figs: list[Any], table: pd.DataFrame, diff: pd.DataFrame
 ) -> None:
     """Download the selection as one self-contained HTML file (opens offline)."""
     st.subheader("Report")
@@ -234,7 +234,7 @@ def report_button(
     st.download_button(
         "Download report (HTML)",
         # built when clicked (plotly.js is inlined: ~5 MB), not on every rerun
-        lambda: compare_report(chosen, figures, table, diff, title=f"copd: {title}").encode(),
+        lambda: compare_report(chosen, figs, table, diff, title=f"copd: {title}").encode(),
         file_name=f"copd-report-{title.split()[-1].replace(',', '-')}.html",
         mime="text/html",
         key="compare:report",

@@ -18,7 +18,7 @@ import pandas as pd
 import streamlit as st
 
 from app.control.demo import method_label
-from app.dashboard import charts
+from app.dashboard import figures
 from app.dashboard.queries import status_label
 from app.dashboard.series import (
     Schedule,
@@ -108,14 +108,14 @@ def draw_run(run: Any, url: str, *, smoothing: float, x: str, max_points: int, f
     draw_instruments(run, url, x=x, max_points=max_points, fmt=fmt)  # k, signal balance
     evals = cached_evals(url, (rid,))
     if len(evals):
-        plot(charts.eval_figure(evals, revision=f"eval:{rid}"), f"live:{rid}:eval", fmt)
+        plot(figures.eval_figure(evals, revision=f"eval:{rid}"), f"live:{rid}:eval", fmt)
     left, right = st.columns(2)
     with left:
         if groups["time"]:
-            plot(charts.timing_figure(df, revision=f"time:{rid}"), f"live:{rid}:time", fmt)
+            plot(figures.timing_figure(df, revision=f"time:{rid}"), f"live:{rid}:time", fmt)
     with right:
-        if charts.provided_system_keys(df):
-            fig = charts.system_figure(df, x=x, revision=f"sys:{rid}")
+        if figures.provided_system_keys(df):
+            fig = figures.system_figure(df, x=x, revision=f"sys:{rid}")
             plot(fig, f"live:{rid}:system", fmt)
     downloads(df, evals, rid)
 
@@ -195,7 +195,7 @@ def group_overlay(
         if d.empty:
             continue
         d = d.assign(label=d["run_id"].map(labels), key=name)
-        fig = charts.series_figure(
+        fig = figures.series_figure(
             d, title=f"{title}: " + " vs ".join(methods), y_title=y_title, x=x,
             smoothing=smoothing, log_y=log_y, schedule=sched,
             revision=f"group:{run.group}:{name}",
@@ -246,7 +246,7 @@ def line_charts(
     from `schedule` (none for a baseline)."""
     for group, title, y_title, log_y, label in LINE_CHARTS:
         if groups[group]:
-            fig = charts.series_figure(
+            fig = figures.series_figure(
                 _labelled(df, label(groups[group])),
                 title=title,
                 y_title=y_title,

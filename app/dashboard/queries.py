@@ -216,7 +216,7 @@ def results_table(
     (Overall per seed = mean over that seed's benchmarks). `split="validation"` shows the
     validation scores of the final evaluation (`<task>@val`) instead of the test split.
     """
-    from app.dashboard.charts import benchmarks_only
+    from app.dashboard.series import benchmarks_only
 
     ev = latest_evals(benchmarks_only(evals, split))
     if ev.empty:

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from copd.common.names import VAL_SUFFIX
+
 SERIES_COLUMNS = ["run_id", "key", "scope", "step", "cycle", "phase", "value", "wall_time"]
 
 
@@ -234,3 +236,24 @@ def progress_of(
     elif total_hint:
         step = int(round(frac * total_hint))
     return Progress(step, total, min(max(frac, 0.0), 1.0))
+
+
+def benchmarks_only(evals: pd.DataFrame, split: str = "test") -> pd.DataFrame:
+    """The per-domain rows of one split: drop what a trainer logged as "overall" (the
+    dashboard recomputes it as the mean over the real benchmarks, so it must not count as
+    one of them), and keep either the test rows or the final evaluation's validation rows
+    (`<task>@val`), never both, so a mean over benchmarks never mixes the splits."""
+    if evals.empty:
+        return evals
+    bench = evals["benchmark"].astype(str)
+    val = bench.str.endswith(VAL_SUFFIX)
+    keep = ~bench.str.lower().str.startswith("overall") & (val if split == "validation" else ~val)
+    return evals[keep]
+
+
+def overall_scores(evals: pd.DataFrame) -> pd.DataFrame:
+    """Mean score over benchmarks per (model, step): columns model, step, score."""
+    evals = benchmarks_only(evals)
+    if evals.empty:
+        return pd.DataFrame(columns=["model", "step", "score"])
+    return evals.groupby(["model", "step"], as_index=False)["score"].mean()

@@ -1,7 +1,7 @@
 """The live view's instruments (Streamlit), drawn below the run's line charts by
 app/dashboard/live_view.py: overlap at several k with a note on which k the vocabulary makes
 meaningful, and the signal balance of each branch's phase-II update (GRPO term vs each
-OPD term). Data and figures come from app/dashboard/signal_data.py.
+OPD term). Data come from app/dashboard/signal_data.py, figures from app/dashboard/figures/signal.py.
 
     draw_instruments(run, url, x="step", max_points=500, fmt="png")
 """
@@ -12,13 +12,12 @@ from typing import Any
 
 import streamlit as st
 
+from app.dashboard.figures import overlap_k_figure, signal_figure
 from app.dashboard.series import schedule_of, with_x
 from app.dashboard.signal_data import (
     k_caption,
-    overlap_k_figure,
     overlap_k_keys,
     signal_branches,
-    signal_figure,
     signal_keys,
     vocab_size_of,
 )

@@ -19,14 +19,11 @@ over its domains (the rule of copd.common.tables), so these numbers match the re
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import plotly.graph_objects as go
 
-from app.dashboard.charts import _hex_rgba, base_layout, color
 from app.dashboard.queries import IDENTITY_FIELDS, flatten_config
 from copd.common.names import VAL_SUFFIX
 from copd.common.stats import Paired, mean_std, paired
@@ -196,59 +193,3 @@ def paired_arms(
     a, b = arm_seeds(table, arm_a, bench), arm_seeds(table, arm_b, bench)
     seeds = sorted(set(a) & set(b))
     return paired([a[s] for s in seeds], [b[s] for s in seeds]), seeds
-
-
-def _numeric(values: list[Any]) -> bool:
-    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-
-
-def param_figure(band: pd.DataFrame, param: str, bench: str, split: str) -> go.Figure:
-    """Score against one swept parameter: a mean line per combination of the others with a
-    ±std band over seeds (categorical x when the values are not numbers)."""
-    fig = go.Figure()
-    numeric = _numeric(band["value"].tolist())
-    for i, (line, g) in enumerate(band.groupby("line", sort=False)):
-        c = color(i)
-        xs = g["value"].tolist() if numeric else [show(v) for v in g["value"]]
-        mean, std = g["mean"].to_numpy(float), g["std"].to_numpy(float)
-        name = line or "mean"
-        fig.add_trace(
-            go.Scatter(
-                x=xs + xs[::-1],
-                y=np.concatenate([mean + std, (mean - std)[::-1]]),
-                mode="lines", fill="toself", fillcolor=_hex_rgba(c, 0.18), line=dict(width=0),
-                name=f"{name} (±std)", legendgroup=name, hoverinfo="skip", showlegend=False,
-            )
-        )  # fmt: skip
-        n = int(g["n"].max())
-        fig.add_trace(
-            go.Scatter(
-                x=xs, y=mean, mode="lines+markers", line=dict(color=c, width=2.5),
-                name=f"{name} (n={n})", legendgroup=name,
-            )
-        )  # fmt: skip
-    title = f"{bench} ({split}) vs {param}: mean ± std over seeds"
-    base_layout(fig, title, f"{bench} score", param, f"sweep:{param}:{bench}:{split}")
-    fig.update_layout(hovermode="closest")
-    if not numeric:
-        fig.update_xaxes(type="category")
-    return fig
-
-
-def heatmap_figure(cells: pd.DataFrame, bench: str, split: str) -> go.Figure:
-    """Mean score per cell of two swept parameters, the value written in each cell."""
-    z = cells.to_numpy(dtype=float)
-    text = [["" if math.isnan(v) else f"{v:.3f}" for v in row] for row in z]
-    fig = go.Figure(
-        go.Heatmap(
-            z=z, x=[str(c) for c in cells.columns], y=[str(i) for i in cells.index],
-            text=text, texttemplate="%{text}", colorscale="Viridis",
-            colorbar=dict(title=bench), hovertemplate="%{y} · %{x}: %{z:.3f}<extra></extra>",
-        )
-    )  # fmt: skip
-    title = f"Mean {bench} ({split}) per cell"
-    base_layout(fig, title, str(cells.index.name), str(cells.columns.name), f"heat:{bench}:{split}")
-    fig.update_xaxes(type="category")
-    fig.update_yaxes(type="category")
-    fig.update_layout(hovermode="closest")
-    return fig

@@ -14,14 +14,13 @@ from typing import Any
 
 import streamlit as st
 
+from app.dashboard.figures import heatmap_figure, param_figure
 from app.dashboard.sweep_data import (
     benches,
     eval_models,
-    heatmap_figure,
     heatmap_frame,
     paired_arms,
     param_band,
-    param_figure,
     score_table,
     sort_key,
     swept_params,

@@ -92,7 +92,7 @@ class Task(ABC):
         return f"{type(self).__name__}(name={self.name!r})"
 
 
-def _stable_fraction(*parts: object) -> float:
+def stable_fraction(*parts: object) -> float:
     """A number in [0, 1) from a hash of `parts` that is stable across processes
     (Python's `hash` of str is salted per process, so it cannot be used here)."""
     digest = hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=8).digest()
@@ -139,7 +139,7 @@ class SyntheticTask(Task):
 
     def split_fraction(self, key: Hashable) -> float:
         """The input's stable position u in [0, 1) (override to hash a canonical form)."""
-        return _stable_fraction(self.name, key)
+        return stable_fraction(self.name, key)
 
     def split_of(self, key: Hashable) -> str:
         """ "test", "validation" or "train" (independent of difficulty, seed and process)."""

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from copd.spec import ConfigError
-from copd.tasks.base import Example, Task, _stable_fraction
+from copd.tasks.base import Example, Task, stable_fraction
 from copd.tasks.media import (
     DECODER_FIX,
     DEFAULT_MAX_FRAMES,
@@ -175,6 +175,63 @@ def _paths(value: Any, base: Path) -> tuple[str, ...]:
     return tuple(str(v if Path(v).is_absolute() else base / v) for v in items)
 
 
+def _read_row(
+    row: dict,
+    *,
+    source: Path,
+    fields: FieldMap,
+    verifier: str,
+    system_prompt: str | None,
+    max_frames: int,
+) -> tuple[dict[str, str | None], str | None, dict, list[str], list[str]]:
+    """One row's prompt and answer texts, system prompt and media, with what is wrong with
+    it (problems) and its video files no importable decoder reads."""
+    no_decoder: list[str] = []
+    present = sorted(k for k, v in row.items() if v is not None)
+    problems = []
+    texts: dict[str, str | None] = {}
+    for role, column in (("prompt", fields.prompt), ("answer", fields.answer)):
+        try:
+            texts[role] = _as_text(row.get(column))
+        except TypeError as e:
+            problems.append(f"{role} field {column!r} is {e}, not text")
+            continue
+        if texts[role] is None:
+            problems.append(
+                f"missing field {column!r} (fields here: {present}); "
+                f"set {role}_field to the right column"
+            )
+        elif role == "prompt" and not texts[role].strip():
+            problems.append(f"empty prompt in field {column!r}")
+    system = system_prompt
+    if fields.system and row.get(fields.system) is not None:
+        try:
+            system = _as_text(row[fields.system]) or system_prompt
+        except TypeError as e:
+            problems.append(f"system field {fields.system!r} is {e}, not text")
+    media = {}
+    try:
+        media["images"] = _paths(row.get(fields.images), source.parent) if fields.images else ()
+    except TypeError as e:
+        problems.append(f"images field {fields.images!r} is {e}")
+    try:
+        media["videos"] = (
+            videos_from_cell(row.get(fields.videos), source.parent, max_frames)
+            if fields.videos
+            else ()
+        )
+    except TypeError as e:
+        problems.append(f"videos field {fields.videos!r} is {e}")
+    for v in media.get("videos", ()):
+        if needs_decoder(v):
+            no_decoder.append(v.source)
+        elif why := check_video(v):
+            problems.append(f"videos field {fields.videos!r}: {why}")
+    if not problems and (why := gold_problem(verifier, texts["answer"])):
+        problems.append(f"{why}; check answer_field or pick another verifier")
+    return texts, system, media, problems, no_decoder
+
+
 def rows_to_examples(
     rows: list[dict],
     where,
@@ -196,48 +253,11 @@ def rows_to_examples(
     bad: list[str] = []
     undecodable: list[str] = []  # rows with video files that no importable decoder reads
     for i, row in enumerate(rows):
-        present = sorted(k for k, v in row.items() if v is not None)
-        problems = []
-        texts: dict[str, str | None] = {}
-        for role, column in (("prompt", fields.prompt), ("answer", fields.answer)):
-            try:
-                texts[role] = _as_text(row.get(column))
-            except TypeError as e:
-                problems.append(f"{role} field {column!r} is {e}, not text")
-                continue
-            if texts[role] is None:
-                problems.append(
-                    f"missing field {column!r} (fields here: {present}); "
-                    f"set {role}_field to the right column"
-                )
-            elif role == "prompt" and not texts[role].strip():
-                problems.append(f"empty prompt in field {column!r}")
-        system = system_prompt
-        if fields.system and row.get(fields.system) is not None:
-            try:
-                system = _as_text(row[fields.system]) or system_prompt
-            except TypeError as e:
-                problems.append(f"system field {fields.system!r} is {e}, not text")
-        media = {}
-        try:
-            media["images"] = _paths(row.get(fields.images), source.parent) if fields.images else ()
-        except TypeError as e:
-            problems.append(f"images field {fields.images!r} is {e}")
-        try:
-            media["videos"] = (
-                videos_from_cell(row.get(fields.videos), source.parent, max_frames)
-                if fields.videos
-                else ()
-            )
-        except TypeError as e:
-            problems.append(f"videos field {fields.videos!r} is {e}")
-        for v in media.get("videos", ()):
-            if needs_decoder(v):
-                undecodable.append(f"{where(i)}: {v.source}")
-            elif why := check_video(v):
-                problems.append(f"videos field {fields.videos!r}: {why}")
-        if not problems and (why := gold_problem(verifier, texts["answer"])):
-            problems.append(f"{why}; check answer_field or pick another verifier")
+        texts, system, media, problems, no_decoder = _read_row(
+            row, source=source, fields=fields, verifier=verifier,
+            system_prompt=system_prompt, max_frames=max_frames,
+        )  # fmt: skip
+        undecodable += [f"{where(i)}: {v}" for v in no_decoder]
         if problems:
             bad.append(f"{where(i)}: " + "; ".join(problems))
             if len(bad) > max_errors:
@@ -269,6 +289,42 @@ def _listing(path: Path, bad: list[str], max_errors: int) -> str:
     return f"{path}: {len(shown)}{'+' if more else ''} bad row(s):\n  " + "\n  ".join(shown) + more
 
 
+def _check_options(
+    name: str,
+    verifier: str,
+    eval_fraction: float,
+    val_fraction: float,
+    eval_path: str | Path | None,
+    prompt_template: str | None,
+    max_frames: int,
+) -> None:
+    """Refuse a dataset task's options before any row is read."""
+    if verifier not in VERIFIERS:
+        raise DatasetError(
+            f"task {name!r}: verifier={verifier!r} is unknown; use one of {sorted(VERIFIERS)}"
+        )
+    if not 0.0 <= eval_fraction < 1.0:
+        raise DatasetError(
+            f"task {name!r}: eval_fraction={eval_fraction!r} must be in [0, 1); "
+            "0 evaluates on the training rows (no held-out split)"
+        )
+    if not 0.0 <= val_fraction < 1.0 - (0.0 if eval_path is not None else eval_fraction):
+        raise DatasetError(
+            f"task {name!r}: val_fraction={val_fraction!r} must be in [0, 1 - "
+            "eval_fraction) so that training keeps rows; 0 means no validation split"
+        )
+    if prompt_template is not None and "{prompt}" not in prompt_template:
+        raise DatasetError(
+            f"task {name!r}: prompt_template must contain '{{prompt}}' where the "
+            f"row's prompt goes, e.g. '{{prompt}}\\nGive the final answer after ####.'"
+        )
+    if not isinstance(max_frames, int) or max_frames < 1:
+        raise DatasetError(
+            f"task {name!r}: max_frames={max_frames!r} must be an int >= 1 "
+            "(frames read per video, evenly spaced), e.g. 8"
+        )
+
+
 class DatasetTask(Task):
     """A domain read from a data file; see the module docstring for the options."""
 
@@ -296,31 +352,10 @@ class DatasetTask(Task):
     ) -> None:
         self.path = Path(path).expanduser()
         self.name = name or self.path.stem
-        if verifier not in VERIFIERS:
-            raise DatasetError(
-                f"task {self.name!r}: verifier={verifier!r} is unknown; "
-                f"use one of {sorted(VERIFIERS)}"
-            )
-        if not 0.0 <= eval_fraction < 1.0:
-            raise DatasetError(
-                f"task {self.name!r}: eval_fraction={eval_fraction!r} must be in [0, 1); "
-                "0 evaluates on the training rows (no held-out split)"
-            )
-        if not 0.0 <= val_fraction < 1.0 - (0.0 if eval_path is not None else eval_fraction):
-            raise DatasetError(
-                f"task {self.name!r}: val_fraction={val_fraction!r} must be in [0, 1 - "
-                "eval_fraction) so that training keeps rows; 0 means no validation split"
-            )
-        if prompt_template is not None and "{prompt}" not in prompt_template:
-            raise DatasetError(
-                f"task {self.name!r}: prompt_template must contain '{{prompt}}' where the "
-                f"row's prompt goes, e.g. '{{prompt}}\\nGive the final answer after ####.'"
-            )
-        if not isinstance(max_frames, int) or max_frames < 1:
-            raise DatasetError(
-                f"task {self.name!r}: max_frames={max_frames!r} must be an int >= 1 "
-                "(frames read per video, evenly spaced), e.g. 8"
-            )
+        _check_options(
+            self.name, verifier, eval_fraction, val_fraction, eval_path, prompt_template,
+            max_frames,
+        )  # fmt: skip
         self.verifier_name = verifier
         self.verify = get_verifier(verifier, **(verifier_options or {}))
         fields = FieldMap(prompt_field, answer_field, system_field, image_field, video_field)
@@ -367,7 +402,7 @@ class DatasetTask(Task):
         """Test, validation and training rows by the stable hash u of (name, row key): u <
         test_cut is test, the next val_cut validation, the rest training (a split given as
         a side file has a cut of 0 here and is read from its file)."""
-        u = [_stable_fraction(self.name, k) for k in keys]
+        u = [stable_fraction(self.name, k) for k in keys]
 
         def pick(lo: float, hi: float) -> list[Example]:
             return [ex for ex, x in zip(examples, u, strict=True) if lo <= x < hi]

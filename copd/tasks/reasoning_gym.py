@@ -35,7 +35,7 @@ from collections.abc import Hashable
 from typing import Any
 from urllib.parse import parse_qsl
 
-from copd.tasks.base import Example, SyntheticTask, _stable_fraction
+from copd.tasks.base import Example, SyntheticTask, stable_fraction
 
 PREFIX = "rg:"
 COPD_OPTIONS = (
@@ -136,7 +136,7 @@ class ReasoningGymTask(SyntheticTask):
 
     def split_fraction(self, key: Hashable) -> float:
         # By the question's text, not the pool index: the split does not depend on the seed.
-        return _stable_fraction(self.name, self._entry(key)["question"])
+        return stable_fraction(self.name, self._entry(key)["question"])
 
     def render(self, key: Hashable) -> Example:
         entry = self._entry(key)

@@ -1,4 +1,4 @@
-"""Plotly figure builders for the dashboard: pure functions of pandas DataFrames.
+"""A run's figures (Live and Compare): metric curves, evaluations, timing, system.
 
 No Streamlit here, so every chart is unit-testable. Inputs are the long frames of
 `RunStore.metric_series` (after `series.with_x`, plus a `label` column naming each line)
@@ -18,77 +18,16 @@ import math
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from app.dashboard.figures.base import base_layout, color, hex_rgba, log_axis, shade
 from app.dashboard.series import (
     Schedule,
     aggregate_runs,
+    benchmarks_only,
     ema,
-    schedule_cycle_lines,
-    schedule_spans,
+    overall_scores,
 )
-from copd.common.names import VAL_SUFFIX
-
-PALETTE = qualitative.Plotly + qualitative.D3
-# Bands behind the curves: phase I (GRPO) blue, phase II (mutual OPD) orange.
-PHASE_STYLE = {
-    "rl": ("phase I · RL", "rgba(31,119,180,0.10)", "rgb(31,119,180)"),
-    "opd": ("phase II · OPD", "rgba(255,127,14,0.13)", "rgb(255,127,14)"),
-    "warmup": ("warm-up", "rgba(127,127,127,0.10)", "rgb(127,127,127)"),
-    "train": ("training", "rgba(44,160,44,0.08)", "rgb(44,160,44)"),
-    "eval": ("evaluation", "rgba(44,160,44,0.12)", "rgb(44,160,44)"),
-    "merge": ("merge", "rgba(148,103,189,0.12)", "rgb(148,103,189)"),
-}
-X_TITLES = {"step": "step", "time": "wall time since start (s)"}
-
-
-def color(i: int) -> str:
-    return PALETTE[i % len(PALETTE)]
-
-
-def base_layout(fig: go.Figure, title: str, y_title: str, x: str, revision: str) -> go.Figure:
-    """Shared look: title, axis titles, legend below, constant uirevision (zoom survives)."""
-    fig.update_layout(
-        title=title,
-        xaxis_title=X_TITLES.get(x, x),
-        yaxis_title=y_title,
-        uirevision=revision,
-        margin=dict(l=50, r=20, t=50, b=40),
-        legend=dict(orientation="h", yanchor="top", y=-0.18),
-        hovermode="x unified",
-        height=380,
-    )
-    return fig
-
-
-def shade(fig: go.Figure, schedule: Schedule, x_max: float | None = None) -> go.Figure:
-    """Phase bands and dashed cycle lines placed from the run's schedule (never from where
-    the diagnostics happened to be measured), up to `x_max`, with a legend entry per phase
-    so the colours explain themselves."""
-    spans = schedule_spans(schedule, x_max)
-    for s in spans:
-        style = PHASE_STYLE.get(s.phase)
-        if style is None or s.x1 <= s.x0:
-            continue
-        fig.add_vrect(x0=s.x0, x1=s.x1, fillcolor=style[1], line_width=0, layer="below")
-    for ph in dict.fromkeys(s.phase for s in spans):
-        if ph in PHASE_STYLE:
-            name, _, solid = PHASE_STYLE[ph]
-            fig.add_trace(
-                go.Scatter(
-                    x=[None],
-                    y=[None],
-                    mode="markers",
-                    marker=dict(symbol="square", size=12, color=solid, opacity=0.4),
-                    name=name,
-                    legendgroup="phases",
-                    hoverinfo="skip",
-                )
-            )
-    for xb in schedule_cycle_lines(schedule, x_max):
-        fig.add_vline(x=xb, line_dash="dash", line_width=1, line_color="rgba(90,90,90,0.55)")
-    return fig
 
 
 def _nonfinite_marks(x: np.ndarray, y: np.ndarray, steps: np.ndarray) -> tuple[list, list, list]:
@@ -150,7 +89,7 @@ def series_figure(
         shade(fig, schedule, x_max=float(df["x"].max()))
     base_layout(fig, title, y_title, x, revision or title)
     if log_y:
-        _log_axis(fig, df)
+        log_axis(fig, df)
     return fig
 
 
@@ -217,33 +156,6 @@ def _add_series(
     return True
 
 
-def log_range(values: np.ndarray, pad_decades: float = 0.15) -> list[float] | None:
-    """The log10 y range [lo, hi] spanning the positive finite values only (plus a small
-    pad), so an exact 0 (e.g. symmetric KL at step 0, before the branches differ) does not
-    stretch the axis over empty decades; None when there is nothing positive to draw."""
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v) & (v > 0)]
-    if v.size == 0:
-        return None
-    lo, hi = math.log10(float(v.min())), math.log10(float(v.max()))
-    pad = max(pad_decades, 0.0) if hi - lo >= 0.3 else 0.3  # a flat line still gets an axis
-    return [lo - pad, hi + pad]
-
-
-def _log_axis(fig: go.Figure, df: pd.DataFrame) -> None:
-    """A log y axis over the data's positive decades, with a note on how many points
-    (<= 0) it cannot draw."""
-    vals = df["value"].to_numpy(dtype=float)
-    fig.update_yaxes(type="log", range=log_range(vals))
-    hidden = int((np.isfinite(vals) & (vals <= 0)).sum())
-    if hidden:  # say so, rather than leave an empty-looking chart unexplained
-        fig.add_annotation(
-            text=f"{hidden} point(s) ≤ 0 not drawn on the log axis",
-            xref="paper", yref="paper", x=0.01, y=0.98, showarrow=False,
-            font=dict(size=11, color="gray"),
-        )  # fmt: skip
-
-
 def eval_figure(evals: pd.DataFrame, *, revision: str = "evals") -> go.Figure:
     """Evaluation scores over steps: one colour per model, one dash per benchmark, and a
     thick "overall" line (mean over benchmarks) per model."""
@@ -283,27 +195,6 @@ def eval_figure(evals: pd.DataFrame, *, revision: str = "evals") -> go.Figure:
             )
         )
     return base_layout(fig, "Evaluation", "score", "step", revision)
-
-
-def benchmarks_only(evals: pd.DataFrame, split: str = "test") -> pd.DataFrame:
-    """The per-domain rows of one split: drop what a trainer logged as "overall" (the
-    dashboard recomputes it as the mean over the real benchmarks, so it must not count as
-    one of them), and keep either the test rows or the final evaluation's validation rows
-    (`<task>@val`), never both, so a mean over benchmarks never mixes the splits."""
-    if evals.empty:
-        return evals
-    bench = evals["benchmark"].astype(str)
-    val = bench.str.endswith(VAL_SUFFIX)
-    keep = ~bench.str.lower().str.startswith("overall") & (val if split == "validation" else ~val)
-    return evals[keep]
-
-
-def overall_scores(evals: pd.DataFrame) -> pd.DataFrame:
-    """Mean score over benchmarks per (model, step): columns model, step, score."""
-    evals = benchmarks_only(evals)
-    if evals.empty:
-        return pd.DataFrame(columns=["model", "step", "score"])
-    return evals.groupby(["model", "step"], as_index=False)["score"].mean()
 
 
 def _model_order(model: str) -> tuple[int, str]:
@@ -451,7 +342,7 @@ def compare_figure(
                 x=np.concatenate([xs, xs[::-1]]),
                 y=np.concatenate([hi, lo[::-1]]),
                 fill="toself",
-                fillcolor=_hex_rgba(c, 0.18),
+                fillcolor=hex_rgba(c, 0.18),
                 line=dict(width=0),
                 name=f"{arm} ({'±std' if band == 'std' else 'min–max'})",
                 legendgroup=arm,
@@ -471,11 +362,5 @@ def compare_figure(
         )
     base_layout(fig, title, "", x, revision)
     if log_y:
-        _log_axis(fig, df)
+        log_axis(fig, df)
     return fig
-
-
-def _hex_rgba(hex_color: str, alpha: float) -> str:
-    h = hex_color.lstrip("#")
-    r, g, b = (int(h[i : i + 2], 16) for i in (0, 2, 4))
-    return f"rgba({r},{g},{b},{alpha})"
