@@ -132,6 +132,25 @@ class MetricRow(Base):
     wall_time: Mapped[float] = mapped_column(Double)
 
 
+class MetricLatestRow(Base):
+    """The latest point of each (run, key): the highest step, the last written on ties. Kept
+    up to date in the transaction that writes the metrics (RunStore.log_metric_rows), so
+    reading a run's latest values costs one row per key however long the run is."""
+
+    __tablename__ = "metric_latest"
+
+    run_id: Mapped[int] = mapped_column(Integer, _run_fk(), primary_key=True)
+    key: Mapped[str] = mapped_column(String(250), primary_key=True)
+    step: Mapped[int] = mapped_column(Integer)
+    cycle: Mapped[int] = mapped_column(Integer)
+    phase: Mapped[str] = mapped_column(String(32))
+    scope: Mapped[str] = mapped_column(String(250))
+    value: Mapped[float] = mapped_column(Double)
+    is_nan: Mapped[bool] = mapped_column(Boolean)
+    is_inf: Mapped[bool] = mapped_column(Boolean)
+    wall_time: Mapped[float] = mapped_column(Double)
+
+
 class EvaluationRow(Base):
     __tablename__ = "evaluations"
     __table_args__ = (Index("ix_evaluations_run_id_step", "run_id", "step"),)

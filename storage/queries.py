@@ -78,13 +78,52 @@ ORDER BY run_id, key, step, id
 """
 
 _LATEST_SQL = """
-SELECT m.id, m.key, m.scope, m.step, m.cycle, m.phase, m.value, m.is_nan, m.is_inf, m.wall_time
-FROM metrics m
-JOIN (SELECT key, MAX(step) AS s FROM metrics WHERE run_id = :run_id {key_filter}
-      GROUP BY key) t
-  ON m.run_id = :run_id AND m.key = t.key AND m.step = t.s
-ORDER BY m.key, m.id
+SELECT key, scope, step, cycle, phase, value, is_nan, is_inf, wall_time
+FROM metric_latest WHERE run_id = :run_id {key_filter}
+ORDER BY key
 """
+
+# The latest row of every key of one run, recomputed from its metrics (after a resume has
+# deleted the rows past its checkpoint): the highest step, the last written on ties.
+REFILL_LATEST_SQL = """
+INSERT INTO metric_latest
+    (run_id, key, step, cycle, phase, scope, value, is_nan, is_inf, wall_time)
+SELECT m.run_id, m.key, m.step, m.cycle, m.phase, m.scope, m.value, m.is_nan, m.is_inf,
+       m.wall_time
+FROM metrics m
+JOIN (SELECT key, MAX(id) AS id FROM metrics m2
+      WHERE run_id = :run_id
+        AND step = (SELECT MAX(step) FROM metrics m3 WHERE m3.run_id = :run_id AND m3.key = m2.key)
+      GROUP BY key) t
+  ON m.id = t.id
+"""
+
+_LATEST_COLS = ("run_id", "key", "step", "cycle", "phase", "scope", "value", "is_nan", "is_inf",
+                "wall_time")  # fmt: skip
+
+
+def upsert_latest_sql(marks: list[str]) -> str:
+    """Insert or move forward the latest point of (run, key): an existing row is replaced
+    only by a point at the same or a later step (SQLite >= 3.24 and PostgreSQL)."""
+    cols = ", ".join(_LATEST_COLS)
+    sets = ", ".join(f"{c} = excluded.{c}" for c in _LATEST_COLS[2:])
+    return (
+        f"INSERT INTO metric_latest ({cols}) VALUES ({', '.join(marks)}) "
+        f"ON CONFLICT (run_id, key) DO UPDATE SET {sets} "
+        "WHERE excluded.step >= metric_latest.step"
+    )
+
+
+def latest_of_batch(params: list[tuple]) -> list[tuple]:
+    """Per key, the metric row (as written: run_id, step, cycle, phase, scope, key, value,
+    is_nan, is_inf, wall_time) of the highest step in one batch, the later one on ties,
+    reordered to `_LATEST_COLS`."""
+    best: dict[str, tuple] = {}
+    for row in params:
+        key, step = row[5], row[1]
+        if key not in best or step >= best[key][1]:
+            best[key] = row
+    return [(r[0], r[5], r[1], r[2], r[3], r[4], r[6], r[7], r[8], r[9]) for r in best.values()]
 
 
 def bucket_count(max_points: int, has_nan: bool) -> int:
@@ -166,7 +205,7 @@ def latest_points(s: Session, run_id: int, keys: list[str] | None) -> dict[str, 
         stmt = stmt.bindparams(bindparam("keys", expanding=True))
         params["keys"] = list(keys)
     out: dict[str, MetricPoint] = {}
-    for r in s.execute(stmt, params):  # ordered by key, id: the last one per key wins
+    for r in s.execute(stmt, params):
         out[r.key] = MetricPoint(
             key=r.key,
             value=decode_float(r.value, bool(r.is_nan), bool(r.is_inf)),

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -38,12 +38,19 @@ from storage.models import (
     CheckpointRow,
     EvaluationRow,
     EventRow,
+    MetricLatestRow,
     MetricRow,
     RunRow,
     decode_float,
     encode_float,
 )
-from storage.queries import latest_points, series_frame
+from storage.queries import (
+    REFILL_LATEST_SQL,
+    latest_of_batch,
+    latest_points,
+    series_frame,
+    upsert_latest_sql,
+)
 
 UPDATABLE = frozenset(
     {
@@ -302,7 +309,10 @@ class RunStore:
         sql = f"INSERT INTO metrics ({', '.join(self._METRIC_COLS)}) VALUES ({', '.join(marks)})"
         try:
             with self.db.session(write=True) as s:
-                s.connection().exec_driver_sql(sql, params)
+                conn = s.connection()
+                conn.exec_driver_sql(sql, params)
+                # the latest value per key, in the same transaction (one row per key)
+                conn.exec_driver_sql(upsert_latest_sql(marks), latest_of_batch(params))
         except IntegrityError:
             self.get_run(run_id)  # raises KeyError "run N does not exist" when that is why
             raise
@@ -378,6 +388,9 @@ class RunStore:
                     delete(model).where(model.run_id == int(run_id), model.step > int(step))
                 )
                 counts[name] = int(res.rowcount or 0)
+            if counts["metrics"]:
+                s.execute(delete(MetricLatestRow).where(MetricLatestRow.run_id == int(run_id)))
+                s.execute(text(REFILL_LATEST_SQL), {"run_id": int(run_id)})
         return counts
 
     # ---- reads ---------------------------------------------------------------------------
@@ -404,11 +417,11 @@ class RunStore:
 
     def metric_keys(self, run_ids: int | list[int]) -> list[str]:
         ids = _as_ids(run_ids)
-        q = (
-            select(MetricRow.key)
-            .where(MetricRow.run_id.in_(ids))
+        q = (  # one row per (run, key) in metric_latest: no scan of the metrics
+            select(MetricLatestRow.key)
+            .where(MetricLatestRow.run_id.in_(ids))
             .distinct()
-            .order_by(MetricRow.key)
+            .order_by(MetricLatestRow.key)
         )
         with self.db.session() as s:
             return list(s.scalars(q))
@@ -424,7 +437,8 @@ class RunStore:
             return series_frame(s, _as_ids(run_ids), key_list, int(max_points))
 
     def latest_metrics(self, run_id: int, keys: list[str] | None = None) -> dict[str, MetricPoint]:
-        """Per key, the point with the highest step (ties: the last written)."""
+        """Per key, the point with the highest step (ties: the last written), read from the
+        summary kept as rows are written (one row per key, whatever the run's length)."""
         with self.db.session() as s:
             return latest_points(s, int(run_id), None if keys is None else list(keys))
 

@@ -39,7 +39,7 @@ def test_upgrade_from_0001_keeps_data(db_url: str):
     eng.dispose()
 
     store = RunStore.from_url(db_url)  # upgrades to head on open
-    assert current_revision(store.db.engine) == head_revision() == "0002"
+    assert current_revision(store.db.engine) == head_revision() == "0003"
     run = store.get_run(1)
     assert (run.name, run.group, run.status, run.config, run.seed) == (
         "old", "g", "finished", {"lr": 0.1}, 7
@@ -49,7 +49,11 @@ def test_upgrade_from_0001_keeps_data(db_url: str):
     assert store.latest_checkpoint(1).path == "/ck"
     new = store.create_run("new", "copd", {}, cpu_slots=3, code_revision="abc")
     assert (store.get_run(new.id).cpu_slots, store.get_run(new.id).code_revision) == (3, "abc")
+    # 0003 filled the latest-value summary from the rows the old schema wrote
+    latest = store.latest_metrics(1)
+    assert (latest["loss"].step, latest["loss"].value) == (2, 2.5)
     store.log_metrics(1, [MetricPoint("loss", 9.0, step=3)])
+    assert store.latest_metrics(1)["loss"].value == 9.0
     store.close()
 
 
