@@ -1,0 +1,98 @@
+"""The cost of a figure does not grow with the square of a run's cycles: phase bands and
+cycle lines are built once and set in one layout update, on every subplot that holds data.
+Counted in plotly shape constructions (each validation of a shape builds one), not seconds."""
+
+from __future__ import annotations
+
+from unittest import mock
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import pytest
+
+from app.dashboard import figures
+from app.dashboard.series import Schedule
+from copd.common import names as N
+
+SHAPE_INIT = go.layout.Shape.__init__
+
+
+def _count_shapes_built(build) -> tuple[go.Figure, int]:
+    calls = 0
+
+    def counting(self, *a, **k):
+        nonlocal calls
+        calls += 1
+        SHAPE_INIT(self, *a, **k)
+
+    with mock.patch.object(go.layout.Shape, "__init__", counting):
+        fig = build()
+    return fig, calls
+
+
+def _schedule_shapes(fig: go.Figure) -> list:
+    """The phase bands and cycle lines (not, e.g., the cosine panel's zero line)."""
+    return [s for s in fig.layout.shapes if s.type == "rect" or (s.type == "line" and s.x0 == s.x1)]
+
+
+def _overlap(sched: Schedule) -> pd.DataFrame:
+    steps = np.arange(0, sched.total + 1, 2)
+    return pd.DataFrame({"key": "pair/add~rev/overlap_top10", "step": steps, "value": 0.5})
+
+
+def _signal(sched: Schedule) -> pd.DataFrame:
+    steps = np.arange(0, sched.total + 1, 2)
+    keys = [
+        N.branch("add", N.signal_key(k, t)) for k in ("grad_norm", "cos") for t in (None, "rev")
+    ]
+    return pd.concat([pd.DataFrame({"key": k, "step": steps, "value": 1.0}) for k in keys])
+
+
+BUILDERS = {
+    "series": lambda s: figures.series_figure(_overlap(s), title="o", schedule=s),
+    "signal": lambda s: figures.signal_figure(_signal(s), "add", schedule=s),
+    "overlap_k": lambda s: figures.overlap_k_figure(
+        _overlap(s), {"top-10": ["pair/add~rev/overlap_top10"]}, schedule=s
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_shapes_are_linear_in_cycles_and_built_once(name):
+    counts = {}
+    for cycles in (4, 8, 16):
+        sched = Schedule(6, 4, cycles)
+        fig, built = _count_shapes_built(lambda s=sched: BUILDERS[name](s))
+        n = len(_schedule_shapes(fig))
+        subplots = len(
+            {
+                (t.xaxis or "x", t.yaxis or "y")
+                for t in fig.data
+                if t.x is not None and len(t.x) and t.x[0] is not None
+            }
+        )
+        # two bands per cycle and a line between cycles, on every subplot
+        assert n == subplots * (2 * cycles + cycles - 1), (name, cycles, n, subplots)
+        assert built <= 2 * n, f"{name}: {built} shape validations for {n} shapes"
+        counts[cycles] = n
+    assert counts[16] - counts[8] == 2 * (counts[8] - counts[4])  # linear
+
+
+def test_one_at_a_time_would_have_been_quadratic():
+    """The anchor the count above guards against: adding bands one by one validates every
+    shape already there again (so this test would fail on the old `shade`)."""
+    fig = go.Figure(go.Scatter(x=[0, 1], y=[0, 1]))
+    _, built = _count_shapes_built(
+        lambda: [fig.add_vrect(x0=i, x1=i + 0.5) for i in range(40)] and fig
+    )
+    assert built > 40 * 39 / 2
+
+
+def test_bands_sit_on_every_subplot_with_data_and_in_its_domain():
+    sched = Schedule(2, 2, 3)
+    fig = figures.signal_figure(_signal(sched), "add", schedule=sched)
+    shapes = _schedule_shapes(fig)
+    assert {(s.xref, s.yref) for s in shapes} == {("x", "y domain"), ("x2", "y2 domain")}
+    assert all((s.y0, s.y1) == (0, 1) for s in shapes)
+    assert {s.layer for s in shapes if s.type == "rect"} == {"below"}
