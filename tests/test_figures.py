@@ -96,3 +96,23 @@ def test_bands_sit_on_every_subplot_with_data_and_in_its_domain():
     assert {(s.xref, s.yref) for s in shapes} == {("x", "y domain"), ("x2", "y2 domain")}
     assert all((s.y0, s.y1) == (0, 1) for s in shapes)
     assert {s.layer for s in shapes if s.type == "rect"} == {"below"}
+
+
+def test_a_kl_log_axis_fits_the_data_after_step_0_and_says_what_it_left_out():
+    steps = [0, 2, 4, 6]
+    df = pd.DataFrame({"key": "pair/a~b/sym_kl", "step": steps, "value": [1.7e-13, 0.02, 0.1, 0.3]})
+    fig = figures.series_figure(df, title="kl", log_y=True)
+    lo, hi = fig.layout.yaxis.range
+    assert -2.5 < lo < -1.6 and -0.7 < hi < 0  # the data's decades, not 1e-13 .. 1
+    notes = " ".join(a.text for a in fig.layout.annotations)
+    assert "step 0: 1.7e-13" in notes and "below the axis" in notes
+
+
+def test_a_single_point_gets_axes_around_it():
+    df = pd.DataFrame({"key": "pair/a~b/overlap_top10", "step": [0], "value": [1.0]})
+    fig = figures.series_figure(df, title="o")
+    x0, x1 = fig.layout.xaxis.range
+    y0, y1 = fig.layout.yaxis.range
+    assert -1 < x0 < 0 < x1 <= 1.0 and 0.8 <= y0 < 1.0 < y1 <= 1.2
+    two = pd.DataFrame({"key": "k", "step": [0, 2], "value": [1.0, 0.5]})
+    assert figures.series_figure(two, title="o").layout.xaxis.range is None  # plotly's own

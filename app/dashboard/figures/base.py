@@ -118,16 +118,27 @@ def log_range(values: np.ndarray, pad_decades: float = 0.15) -> list[float] | No
 
 
 def log_axis(fig: go.Figure, df: pd.DataFrame) -> None:
-    """A log y axis over the data's positive decades, with a note on how many points
-    (<= 0) it cannot draw."""
+    """A log y axis over the data's positive decades after step 0, with a note on what it
+    leaves out: points <= 0 (not drawable) and step-0 values below the axis. At step 0 the
+    branches are copies of one model, so their symmetric KL is a numerical zero (~1e-13)
+    that would otherwise stretch the axis over twelve empty decades."""
     vals = df["value"].to_numpy(dtype=float)
-    fig.update_yaxes(type="log", range=log_range(vals))
+    later = vals[df["step"].to_numpy() > 0] if "step" in df else vals
+    rng = log_range(later) or log_range(vals)
+    fig.update_yaxes(type="log", range=rng)
+    notes = []
     hidden = int((np.isfinite(vals) & (vals <= 0)).sum())
     if hidden:  # say so, rather than leave an empty-looking chart unexplained
+        notes.append(f"{hidden} point(s) ≤ 0 not drawn on the log axis")
+    if rng is not None and "step" in df:
+        first = vals[(df["step"].to_numpy() == 0) & np.isfinite(vals) & (vals > 0)]
+        below = first[np.log10(first) < rng[0]]
+        if below.size:
+            notes.append(f"step 0: {float(below.max()):.1e} (identical branches), below the axis")
+    if notes:
         fig.add_annotation(
-            text=f"{hidden} point(s) ≤ 0 not drawn on the log axis",
-            xref="paper", yref="paper", x=0.01, y=0.98, showarrow=False,
-            font=dict(size=11, color="gray"),
+            text="; ".join(notes), xref="paper", yref="paper", x=0.01, y=0.98,
+            showarrow=False, font=dict(size=11, color="gray"),
         )  # fmt: skip
 
 

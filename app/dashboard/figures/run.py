@@ -90,7 +90,26 @@ def series_figure(
     base_layout(fig, title, y_title, x, revision or title)
     if log_y:
         log_axis(fig, df)
+    elif len(df):
+        single_point_axes(fig, df)
     return fig
+
+
+def single_point_axes(fig: go.Figure, df: pd.DataFrame) -> None:
+    """Axes that fit a chart of one step (a run's first diagnostics): x from just before
+    the step to one step past it (not -1 to 1) and y a small band around the value
+    (plotly's own ranges for a lone point are +-1, e.g. overlap 0 to 2)."""
+    xs = df["x"].to_numpy(dtype=float)
+    if np.unique(xs[np.isfinite(xs)]).size != 1:
+        return
+    x0 = float(xs[np.isfinite(xs)][0])
+    fig.update_xaxes(range=[min(0.0, x0) - 0.5, max(x0, 0.0) + 1.0])
+    v = df["value"].to_numpy(dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size:
+        lo, hi = float(v.min()), float(v.max())
+        pad = max(0.1 * max(abs(lo), abs(hi)), 0.05)
+        fig.update_yaxes(range=[lo - pad, hi + pad])
 
 
 def _add_series(
