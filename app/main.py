@@ -3,7 +3,9 @@
 One `st.navigation` over the thin page scripts in the top-level `pages/` folder; the logic
 lives in `app/` (charts, queries, forms are Streamlit-free). The DB comes from
 $COPD_DB_URL, else the store's default (~/.copd/copd.db). A single background thread per
-process supervises queued and running runs (disable with COPD_SUPERVISE=0).
+process supervises queued and running runs (disable with COPD_SUPERVISE=0). With
+$COPD_DASHBOARD_TOKEN set (`copd dashboard --allow-remote`), no page renders until the
+browser session gave `?token=...`.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ if str(ROOT) not in sys.path:  # `streamlit run app/main.py` puts app/ on the pa
 
 import streamlit as st  # noqa: E402
 
-from app.dashboard.widgets import PAGES_DIR, ensure_supervisor  # noqa: E402
+from app.dashboard.widgets import PAGES_DIR, ensure_supervisor, require_token  # noqa: E402
 
 st.set_page_config(page_title="copd", page_icon="📊", layout="wide")
+require_token()  # a served-to-the-network dashboard: nothing renders without its token
 ensure_supervisor()
 nav = st.navigation(
     [

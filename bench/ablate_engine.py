@@ -47,7 +47,7 @@ def switches(world) -> dict[str, Callable[[bool], None]]:
 
     def skip_zero_advantage(on: bool) -> None:
         g = replace(world.cfg.grpo, skip_zero_advantage=on)
-        world.cfg = replace(world.cfg, grpo=g)
+        world.reconfigure(replace(world.cfg, grpo=g))
 
     def fused_adamw(on: bool) -> None:
         for b in world.branches:

@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> dict:
     steps = {"phase1": phase1_step, "phase2": phase2_step}
     for r in range(a.warmup + a.rounds):
         for v, skip in variants.items():
-            world.cfg = replace(world.cfg, grpo=replace(world.cfg.grpo, skip_zero_advantage=skip))
+            grpo = replace(world.cfg.grpo, skip_zero_advantage=skip)
+            world.reconfigure(replace(world.cfg, grpo=grpo))
             order = ("phase1", "phase2") if r % 2 == 0 else ("phase2", "phase1")
             for name in order:
                 world.timer.pop()

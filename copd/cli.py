@@ -21,14 +21,31 @@ the engine arrive through the `copd.commands` entry point group (`name = "module
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+TRUST_HELP = (
+    "allow tasks given as module:factory (they import and run code named by the config); "
+    "off, only the built-in domains, rg: and dataset load"
+)
+
+
+def add_trust_flag(p: argparse.ArgumentParser) -> None:
+    """`--trust-task-code` on a command that loads a config (train, check, launch, sweep)."""
+    p.add_argument("--trust-task-code", action="store_true", help=TRUST_HELP)
+
+
+def with_trust(args: argparse.Namespace, overrides: list[str]) -> list[str]:
+    """`overrides` plus `trust_task_code=true` when the command got `--trust-task-code`."""
+    trusted = getattr(args, "trust_task_code", False)
+    return [*overrides, "trust_task_code=true"] if trusted else overrides
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -37,9 +54,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.resume:
         cfg_path = Path(args.resume) / "config.json"
-        cfg = load_config(str(cfg_path) if cfg_path.exists() else args.config, args.set)
+        spec = str(cfg_path) if cfg_path.exists() else args.config
+        cfg = load_config(spec, with_trust(args, args.set))
     else:
-        cfg = load_config(args.config, args.set)
+        cfg = load_config(args.config, with_trust(args, args.set))
     store, run_id = None, args.run_id
     if args.db and not (args.out or args.resume) and run_id is None:
         # A recorded run gets a folder of its own, runs/<id>-<name>: parallel runs of one
@@ -68,7 +86,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from copd.runner import load_config
     from copd.tools.preflight import check_config
 
-    print(check_config(load_config(args.config, args.set, validate=False)))
+    print(check_config(load_config(args.config, with_trust(args, args.set), validate=False)))
     return 0
 
 
@@ -91,7 +109,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model, tok = load_policy(args.model)
     scores = {}
     for spec in args.tasks.split(","):
-        task = get_task(spec)
+        task = get_task(spec, trust_task_code=args.trust_task_code)
         ex = task.eval_examples(args.n)
         with torch.inference_mode(), PolicyView(model).use() as m:
             b = sample_rollouts(
@@ -156,12 +174,32 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     """Start the Streamlit app on 127.0.0.1 (never on a public interface by default), and a
     `copd supervise` process beside it, so queued runs start and crashes are detected from
     the moment the server is up, whether or not a browser has opened a page. (The store's
-    claim on a queued run keeps it from being started twice by the two supervisors.)"""
+    claim on a queued run keeps it from being started twice by the two supervisors.) Both
+    children end with this process, even when it is SIGKILLed (copd/tools/serve.py)."""
+    from copd.tools import serve
+
+    problem = serve.host_problem(args.host, args.port, allow_remote=args.allow_remote)
+    problem = problem or serve.port_problem(args.host, args.port)
+    if problem:  # before anything starts
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     env = dict(os.environ)
     if args.db:
         env["COPD_DB_URL"] = args.db
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("HF_DATASETS_OFFLINE", "1")
+    env.pop(serve.TRUST_ENV, None)  # only the flag opts in, not an exported variable
+    if args.trust_task_code:
+        env[serve.TRUST_ENV] = "1"
+    token = args.token
+    if not serve.is_loopback(args.host):
+        import secrets
+
+        token = token or secrets.token_urlsafe(16)
+        print(serve.remote_warning(args.host, args.port, token), file=sys.stderr)
+    env.pop(serve.TOKEN_ENV, None)
+    if token:
+        env[serve.TOKEN_ENV] = token
     argv = [
         sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "main.py"),
         "--server.address", args.host, "--server.port", str(args.port),
@@ -170,10 +208,13 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     ]  # fmt: skip
     print(f"copd dashboard on http://{args.host}:{args.port}", file=sys.stderr)
     supervisor = None
+    preexec = serve.die_with_parent()
     if not args.no_supervisor:
         sup_argv = [sys.executable, "-m", "copd", "supervise"]
         sup_argv += ["--db", args.db] if args.db else []
-        supervisor = subprocess.Popen(sup_argv, env=env, stdin=subprocess.DEVNULL)
+        supervisor = subprocess.Popen(
+            sup_argv, env=env, stdin=subprocess.DEVNULL, preexec_fn=preexec
+        )
     import signal
 
     def _stop(*_):  # SIGTERM ends both processes (the finally below), not just this one
@@ -181,7 +222,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
     previous = signal.signal(signal.SIGTERM, _stop)
     try:
-        return subprocess.call(argv, env=env)
+        return subprocess.call(argv, env=env, preexec_fn=preexec)
     finally:
         signal.signal(signal.SIGTERM, previous)
         if supervisor is not None and supervisor.poll() is None:
@@ -190,6 +231,34 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
                 supervisor.wait(15)
             except subprocess.TimeoutExpired:
                 supervisor.kill()
+
+
+def add_dashboard_parser(sub: Any) -> None:
+    """`copd dashboard`: host (loopback unless --allow-remote), port, store, token, trust."""
+    d = sub.add_parser("dashboard", help="start the Streamlit dashboard on 127.0.0.1")
+    d.add_argument("--port", type=int, default=8501)
+    d.add_argument("--host", default="127.0.0.1")
+    d.add_argument("--db", default=None, help="run store URL (default: $COPD_DB_URL or ~/.copd)")
+    d.add_argument(
+        "--no-supervisor",
+        action="store_true",
+        help="do not start `copd supervise` beside the server (another one runs already)",
+    )
+    d.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a --host other than loopback (the dashboard has no login: it then asks "
+        "for an access token; an SSH tunnel is the safer way)",
+    )
+    d.add_argument(
+        "--token", default=None, help="the access token (default: generated for --allow-remote)"
+    )
+    d.add_argument(
+        "--trust-task-code",
+        action="store_true",
+        help="let the Launch page run tasks given as module:factory (code named by a form)",
+    )
+    d.set_defaults(func=cmd_dashboard)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -215,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint"
     )
+    add_trust_flag(t)
     t.set_defaults(func=cmd_train)
 
     c = sub.add_parser(
@@ -222,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("config", help="preset name (see `copd presets`) or a .json/.yaml config")
     c.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    add_trust_flag(c)
     c.set_defaults(func=cmd_check)
 
     e = sub.add_parser("eval", help="held-out accuracy of a model directory")
@@ -229,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--tasks", default="add,rev")
     e.add_argument("--n", type=int, default=128)
     e.add_argument("--max-new-tokens", type=int, default=8)
+    add_trust_flag(e)
     e.set_defaults(func=cmd_eval)
 
     m = sub.add_parser("merge", help="merge model directories by parameter averaging")
@@ -249,16 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--ship", metavar="DIR", help="build afresh and write a shipped copy to DIR")
     b.set_defaults(func=cmd_base)
 
-    d = sub.add_parser("dashboard", help="start the Streamlit dashboard on 127.0.0.1")
-    d.add_argument("--port", type=int, default=8501)
-    d.add_argument("--host", default="127.0.0.1")
-    d.add_argument("--db", default=None, help="run store URL (default: $COPD_DB_URL or ~/.copd)")
-    d.add_argument(
-        "--no-supervisor",
-        action="store_true",
-        help="do not start `copd supervise` beside the server (another one runs already)",
-    )
-    d.set_defaults(func=cmd_dashboard)
+    add_dashboard_parser(sub)
 
     for name in COMMAND_MODULES:  # engine-side commands that live in their own modules
         importlib.import_module(name).register(sub)
@@ -281,6 +344,46 @@ def _entry_points():
     return sorted(entry_points(group="copd.commands"), key=lambda ep: ep.name)
 
 
+def _where(args: argparse.Namespace) -> str:
+    """The folder a command writes to, for an OSError that names no file."""
+    for name in ("out", "resume", "runs_root"):
+        value = getattr(args, name, None)
+        if value:
+            return str(value)
+    db = getattr(args, "db", None) or ""
+    if db.startswith("sqlite:///"):
+        return db[len("sqlite:///") :]
+    return f"{Path.cwd()} (the current folder)"
+
+
+def describe_os_error(e: OSError, args: argparse.Namespace) -> str:
+    """One line for a file-system error: what failed, where, and the fix. An OSError that
+    already says all that (`user_error`, e.g. a checkpoint that could not be written) keeps
+    its own words."""
+    if getattr(e, "user_error", False) and e.strerror:
+        return e.strerror
+    where = e.filename or _where(args)
+    code = e.errno
+    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return (
+            f"no space left on the disk holding {where}: free some space there (or pass "
+            "--out/--db on a larger disk), then resume"
+        )
+    if code == errno.EROFS:
+        return (
+            f"{where} is on a read-only file system: pass --out/--db with a writable "
+            "location, or remount it read-write"
+        )
+    if code in (errno.EACCES, errno.EPERM):
+        return (
+            f"permission denied writing or reading {where}: make it writable for this user, "
+            "or pass --out/--db with a location you own"
+        )
+    if code == errno.ENOENT:
+        return f"no such file or folder: {where}: check the path"
+    return f"{e.strerror or e} ({where}): check that the path exists and can be written"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -289,7 +392,10 @@ def main(argv: list[str] | None = None) -> int:
         from copd.spec import ConfigError
 
         # Errors a user fixes (a config field, a run id, a store URL, a read-only store,
-        # diverged weights) are one line naming the fix, not a traceback.
+        # diverged weights, a full disk) are one line naming the fix, not a traceback.
+        if isinstance(e, OSError):
+            print(f"error: {describe_os_error(e, args)}", file=sys.stderr)
+            return 2
         if isinstance(e, (ConfigError, KeyError)) or getattr(e, "user_error", False):
             print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
             return 2

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from copd.common.names import PROGRESS
+from copd.tools.preflight import check_run_group as check_run_group
 from copd.tools.preflight import check_run_name as check_run_name
 
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
@@ -55,6 +56,7 @@ def load_config(spec: str, overrides: Sequence[str] = (), validate: bool = True)
         )
     cfg = apply_overrides(cfg, list(overrides))
     check_run_name(cfg.name)
+    check_run_group(cfg.group)
     return cfg.validate() if validate else cfg
 
 
@@ -303,11 +305,15 @@ def train_run(
         cfg, out, cfg.method, db=db, store=store, run_id=run_id, truncate_after=truncate
     ) as (logger, tr):
         world = World.build(cfg, logger)
-        previous = signal.signal(signal.SIGTERM, lambda *_: setattr(world, "stop_requested", True))
+        previous = signal.signal(
+            signal.SIGTERM, lambda *_: setattr(world.state, "stop_requested", True)
+        )
         try:
             if ck is not None:
                 checkpoint.restore(world, ck)
-                logger.log_event(f"resumed from {ck} at step {world.step}", step=world.step)
+                logger.log_event(
+                    f"resumed from {ck} at step {world.state.step}", step=world.state.step
+                )
             elif resume:
                 logger.log_event(
                     f"resume: no checkpoint in {Path(resume) / 'checkpoints'}; starting "
@@ -323,7 +329,7 @@ def train_run(
             # Raised deep in sampling (diagnostics or the next rollout): name the step.
             raise diverged(world, str(e)) from e
         except TrainingCancelled as e:
-            logger.log_event(str(e), level="warning", step=world.step)
+            logger.log_event(str(e), level="warning", step=world.state.step)
             if tr is not None:
                 tr.cancelled = True
             return None

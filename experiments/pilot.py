@@ -138,10 +138,10 @@ def run_seed(
         )
         world.rngs["student"] = random.Random(f"{cfg.seed}:pilot-student")
         world.gen = torch.Generator().manual_seed(cfg.seed * 1009 + 1)
-        world.cfg = replace(cfg, sampling=replace(cfg.sampling, temperature=temp))
+        world.reconfigure(replace(cfg, sampling=replace(cfg.sampling, temperature=temp)))
         for _ in range(student_steps):
             rl_step(world, [student])
-        world.cfg = cfg  # distillation and measurement at the run's own temperature
+        world.reconfigure(cfg)  # distillation and measurement at the run's own temperature
         diag = overlap_with(world, student.view, teacher.view, probe, seed=cfg.seed)
         pre_scores = evaluate(world, {"s": student.view}, 0, log=False)["s"]
         for _ in range(opd_steps):

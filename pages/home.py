@@ -6,6 +6,7 @@ import streamlit as st
 
 from app.control.demo import DEMO_DESCRIPTION
 from app.dashboard.queries import STATUS_MARKERS, status_counts, status_label
+from app.dashboard.text import md_line
 from app.dashboard.widgets import (
     cached_alert_counts,
     cached_runs,
@@ -42,7 +43,7 @@ with left:
         launch_demo_and_watch()
 with right:
     st.caption(f"Compute: {gpu_summary()}")
-    st.caption(f"Run store: `{db_url()}`")
+    st.caption(f"Run store: {md_line(db_url())}")
 
 if not runs:
     st.info(f"No runs yet. {DEMO_DESCRIPTION} A few minutes on a CPU.")

@@ -2,6 +2,8 @@
 inline before anything is recorded. Also launches an ablation set or a grid sweep (presets x
 grid points x seeds, all or nothing)."""
 
+import dataclasses
+
 import streamlit as st
 
 from app.control.sweep import launch_sweep
@@ -13,7 +15,8 @@ from app.dashboard.launch_form import (
     model_picker,
     shared_values,
 )
-from app.dashboard.widgets import cached_gpus, get_launcher, invalidate, page_path
+from app.dashboard.text import md_escape, md_line
+from app.dashboard.widgets import cached_gpus, get_launcher, invalidate, page_path, task_trust
 from copd.spec import ConfigError, presets
 from copd.spec.sweep import parse_grid, sweep_configs
 from copd.tasks import builtin_task_names
@@ -53,11 +56,12 @@ values["branches"] = branches
 cfg = None
 if not errors:
     try:
-        cfg = build_config(base.to_dict(), values)
+        cfg, refused = task_trust(build_config(base.to_dict(), values))
+        errors += [refused] if refused else []
     except ConfigError as e:
         errors.append(str(e))
 for err in errors:
-    st.error(err)
+    st.error(md_escape(err))
 if cfg is not None:
     st.caption(
         f"{cfg.method} · {len(cfg.branches)} branches · {cfg.schedule.total_steps()} steps "
@@ -74,11 +78,11 @@ if st.button("Launch", type="primary", key="launch:go"):
             run = launcher.submit(cfg, gpus=n_gpus)
             launcher.tick()
         except (ConfigError, ValueError) as e:
-            st.error(str(e))
+            st.error(md_escape(e))
         else:
             invalidate()
             st.session_state["live_run"] = run.id
-            st.success(f"Run #{run.id} {run.name} queued.")
+            st.success(f"Run #{run.id} {md_line(run.name)} queued.")
             st.page_link(page_path("live"), label="Watch it live", icon="📈")
 
 st.divider()
@@ -105,16 +109,19 @@ if st.button("Launch ablation set", key="ablation:go"):
         shared = {k: v for k, v in shared_values(values).items() if k != "branches"}
         grid = parse_grid([ln for ln in grid_text.splitlines() if ln.strip()])
         runs = sweep_configs(arms, seeds, group, grid=grid, values=shared)
+        trusted = [(r, *task_trust(r.cfg)) for r in runs]
+        set_errors += [refused for _, _, refused in trusted if refused][:1]
+        runs = [dataclasses.replace(r, cfg=cfg_) for r, cfg_, _ in trusted]
     except ConfigError as e:
         set_errors.append(str(e))
     if set_errors:
         for err in dict.fromkeys(set_errors):
-            st.error(err)
+            st.error(md_escape(err))
         st.error("Nothing was launched.")
     else:
         launcher = get_launcher()
         ids = [r.id for r in launch_sweep(launcher.store, launcher, runs, gpus=n_gpus)]
         launcher.tick()
         invalidate()
-        st.success(f"Group {group!r}: {len(ids)} runs queued (#{ids[0]}…#{ids[-1]}).")
+        st.success(f"Group {md_line(repr(group))}: {len(ids)} runs queued (#{ids[0]}…#{ids[-1]}).")
         st.page_link(page_path("compare"), label="Compare them", icon="⚖️")

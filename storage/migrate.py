@@ -26,11 +26,13 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DatabaseError
 
 from storage.db import (
     StoreError,
+    damaged_message,
     default_db_url,
+    is_damage,
     is_sqlite,
     make_engine,
     read_only_path,
@@ -92,9 +94,11 @@ def upgrade_database(url: str, revision: str = "head", engine: Engine | None = N
     try:
         try:
             current = current_revision(eng)
-        except OperationalError as e:
+        except DatabaseError as e:
             if path is None:
                 raise
+            if is_damage(e):
+                raise StoreError(damaged_message(path, str(e.orig))) from None
             raise StoreError(
                 f"cannot open the run store {path} ({e.orig}): check that the file and its "
                 "folder exist and are readable"

@@ -72,7 +72,7 @@ def test_baseline_runs_end_to_end(preset, tiny_cfg, tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["scores"]) == EXPECTED_ROWS[preset]
     assert results["budget"] == budget.to_dict()
-    assert results["steps"] == world.step == budget.total
+    assert results["steps"] == world.state.step == budget.total
     assert any(e.startswith("budget: ") and "rule: " in e for e in rec.events)
     keys = {k for *_, m in rec.metrics for k in m}
     for name in TRAINED[preset]:  # one logged update per budgeted update, no more
@@ -187,7 +187,7 @@ def test_static_opd_resume_across_stages_gives_identical_weights(tiny_cfg, tmp_p
 
         def stopper(step, phase, metrics, world=world, stop=stop):
             if stop is not None and step == stop and "run/progress" in metrics:
-                world.stop_requested = True
+                world.state.stop_requested = True
 
         rec.on_metrics = stopper
         if stop is None:
@@ -197,7 +197,7 @@ def test_static_opd_resume_across_stages_gives_identical_weights(tiny_cfg, tmp_p
                 run(world, out)
             saved = checkpoint.restore(World.build(cfg, NullLogger()), checkpoint.latest(out))
             assert saved["stage"] == budget.stage_at(stop)
-    assert world.step == budget.total
+    assert world.state.step == budget.total
     for a, b in zip(full.branches, world.branches, strict=True):
         for pa, pb in zip(a.params, b.params, strict=True):
             assert torch.equal(pa, pb), f"branch {a.name} differs after resume"

@@ -413,3 +413,68 @@ def test_a_run_that_logs_nan_raises_an_alert_on_home_and_live(fake_server, tmp_p
         ).to_be_visible(timeout=30_000)
         _shoot(page, "live-alert")
         browser.close()
+
+
+@pytest.fixture
+def hostile_server(tmp_path):
+    """The dashboard on a store whose group, run name and error are markdown payloads
+    (tests/test_security.py), no supervisor."""
+    from tests.test_security import seed_hostile
+
+    ids = seed_hostile(f"sqlite:///{tmp_path / 'copd.db'}")
+    for base, _ in _server(tmp_path, COPD_SUPERVISE="0"):
+        yield base, ids
+
+
+def test_hostile_names_and_groups_render_as_text_and_fetch_nothing(hostile_server):
+    """A group `[x](http://evil.example/x) ![p](http://127.0.0.1:9/p.png) ...` shows as those
+    characters: no link to evil.example and no image from 127.0.0.1:9 in the DOM, and the
+    browser sends no request to either, on the Live view (group heading) and the Runs view
+    (run heading, error)."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.test_security import ERROR, GROUP, NAME
+
+    def shows(page, text: str) -> bool:  # the page's text, word joiners (invisible) dropped
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            body = page.evaluate("() => document.body.innerText.replaceAll('\\u2060', '')")
+            if text in body:
+                return True
+            page.wait_for_timeout(500)
+        return False
+
+    base, ids = hostile_server
+    requests: list[str] = []
+    with sync_playwright() as p:
+        browser, page = _browser(p)
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(f"{base}/live?run={ids['named']}")
+        _settle(page)
+        assert shows(page, f"Group {GROUP}: CoPD vs independent experts")
+        page.wait_for_timeout(1500)
+        _shoot(page, "hostile-live")
+        page.goto(f"{base}/runs")
+        _settle(page)
+        page.get_by_role("combobox", name="Run").click()
+        page.get_by_role("option").filter(has_text=f"#{ids['named']} ").first.click()
+        _settle(page)
+        assert shows(page, f"#{ids['named']} {NAME}")
+        page.get_by_role("combobox", name="Run").click()
+        page.get_by_role("option").filter(has_text=f"#{ids['failed']} ").first.click()
+        _settle(page)
+        assert shows(page, f"failed: {ERROR}")
+        page.wait_for_timeout(1500)
+        _shoot(page, "hostile-runs")
+        for url in (f"{base}/live?run={ids['named']}", f"{base}/runs"):
+            page.goto(url)
+            _settle(page)
+            page.wait_for_timeout(1000)
+            links = page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)")
+            images = page.eval_on_selector_all("img[src]", "els => els.map(e => e.src)")
+            assert not [h for h in links if "evil.example" in h], links
+            assert not [s for s in images if "127.0.0.1:9/" in s or "evil" in s], images
+            assert page.locator("strong", has_text="bold").count() == 0  # `**bold**` literal
+        browser.close()
+    leaked = [u for u in requests if "evil.example" in u or "127.0.0.1:9/" in u]
+    assert not leaked, leaked

@@ -77,3 +77,27 @@ def test_allowed_values_come_from_the_literal_types():
     assert get_type_hints(MergeConfig)["method"].__args__ == MERGE_METHODS
     assert MERGE_MODULE_METHODS is MERGE_METHODS
     assert "copd" in METHODS and "dr_grpo" in LOSS_AGGS and "hub" in TOPOLOGIES
+
+
+def _message(fn) -> str:
+    with pytest.raises(ConfigError) as info:
+        fn()
+    return str(info.value)
+
+
+def test_unknown_field_reads_the_same_from_set_and_from_a_file(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text('{"grpo": {"lrr": 0.1}}')
+    from_set = _message(lambda: apply_overrides(RunConfig(), ["grpo.lrr=0.1"]))
+    from_file = _message(lambda: RunConfig.from_file(path))
+    tail = "unknown field 'lrr'; did you mean 'lr'? known fields of grpo are ["
+    assert tail in from_set and tail in from_file
+    assert from_set.split(": ", 1)[1] == from_file.split(": ", 1)[1]
+    assert "'group_size'" in from_set
+
+
+def test_unknown_section_in_set_suggests_the_close_one():
+    msg = _message(lambda: apply_overrides(RunConfig(), ["grpoo.lr=0.1"]))
+    assert "unknown field 'grpoo'; did you mean 'grpo'? known fields are [" in msg
+    msg = _message(lambda: apply_overrides(RunConfig(), ["grpo.zzz=1"]))
+    assert "did you mean" not in msg and "known fields of grpo are" in msg

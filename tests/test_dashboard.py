@@ -21,6 +21,7 @@ from app.dashboard import figures, forms, queries, series
 from copd.spec import ConfigError, RunConfig
 from storage import RunStore
 from tests.seed import GROUP, seed_store
+from tests.test_security import shown  # markdown source -> the text it shows
 
 ENTRY = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
 
@@ -379,7 +380,7 @@ def test_live_view_draws_overlap_and_flags_nan(app):
     assert "Prompt groups with a reward signal" in titles
     at.selectbox(key="live:run").set_value(ids.nan).run()
     assert not at.exception
-    warn = "\n".join(w.value for w in at.warning)
+    warn = shown("\n".join(w.value for w in at.warning))
     assert "branch/add/reward/mean: NaN at steps 20, 21" in warn
     assert "pair/add~rev/sym_kl: inf at step 21" in warn
 
@@ -419,7 +420,7 @@ def test_launch_rejects_invalid_value_and_records_nothing(app, seeded):
     assert not at.exception
     before = len(RunStore.from_url(seeded[0]).list_runs())
     at.number_input(key="cfg:demo:grpo.group_size").set_value(1).run()
-    assert any("grpo.group_size" in e.value for e in at.error)
+    assert any("grpo.group_size" in shown(e.value) for e in at.error)
     at.button(key="launch:go").click().run()
     assert not at.exception
     assert any("Nothing was launched" in e.value for e in at.error)
@@ -524,7 +525,7 @@ def test_home_launches_the_demo_group_in_one_click_and_opens_it_live(monkeypatch
     assert at.title[0].value == "📈 Live run view"
     assert at.selectbox(key="live:run").value == runs[0].id
     assert _qp(at, "run") == str(runs[0].id)
-    assert any("Group demo-1: CoPD vs independent experts" in h.value for h in at.subheader)
+    assert any("Group demo-1: CoPD vs independent experts" in shown(h.value) for h in at.subheader)
     at.switch_page("../pages/home.py").run()
     at.button(key="home:demo").click().run()  # a second demo is a new group
     assert {r.group for r in RunStore.from_url(url).list_runs()} == {"demo-1", "demo-2"}
@@ -646,7 +647,7 @@ def test_alerts_on_home_and_in_the_run_view(app, seeded):
     assert ids.finished not in set(table["run"])
     at.query_params["run"] = str(ids.nan)
     at.switch_page("../pages/live.py").run()
-    warn = "\n".join(w.value for w in at.warning)
+    warn = shown("\n".join(w.value for w in at.warning))
     assert "2 alert(s)" in warn and "nonfinite: branch/add/reward/mean is NaN at step 20" in warn
 
 

@@ -7,8 +7,7 @@ from copd.policy.sampler import sample_tokens
 from copd.train import checkpoint
 from copd.train.algorithms.copd import phase1_step, phase2_step, train
 from copd.train.logger import NullLogger
-from copd.train.terms import grpo_term
-from copd.train.update import update
+from copd.train.update import TermSpec, optimize
 from copd.train.world import World
 
 
@@ -117,7 +116,7 @@ def test_grpo_step_raises_logprob_of_rewarded_completion(tiny_cfg):
         batch.completion_ids_B_T[1:, 0] = (batch.completion_ids_B_T[0, 0] + 1) % 10
     with torch.no_grad():
         lp0 = (completion_logprobs(b.view.module, batch, 1.0) * batch.completion_mask_B_T).sum(1)
-    update(world, b, [(1.0, grpo_term(world, b, batch))])
+    optimize(world, b, [TermSpec(1.0, batch)])
     with torch.no_grad():
         lp1 = (completion_logprobs(b.view.module, batch, 1.0) * batch.completion_mask_B_T).sum(1)
     assert lp1[0] > lp0[0]
@@ -139,14 +138,14 @@ def test_resume_gives_identical_weights(tiny_cfg, tmp_path):
     train(full, tmp_path / "full")
 
     part = World.build(cfg, NullLogger())
-    part.stop_requested = True  # stops (with a checkpoint) after its first step
+    part.state.stop_requested = True  # stops (with a checkpoint) after its first step
     try:
         train(part, tmp_path / "part")
     except Exception as e:  # TrainingCancelled
         assert "stopped at step" in str(e)
     resumed = World.build(cfg, NullLogger())
     checkpoint.restore(resumed, checkpoint.latest(tmp_path / "part"))
-    assert resumed.step == 1
+    assert resumed.state.step == 1
     train(resumed, tmp_path / "part")
     for a, b in zip(full.branches, resumed.branches, strict=True):
         for pa, pb in zip(a.params, b.params, strict=True):

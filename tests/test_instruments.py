@@ -69,9 +69,9 @@ def test_signal_balance_terms_add_up_and_cosine_is_computed(tiny_cfg):
     for s in specs:
         b.optimizer.zero_grad(set_to_none=True)
         t = (
-            grpo_term(world, b, s.batch)
+            grpo_term(b, s.batch, world.loss)
             if s.teacher is None
-            else opd_term(world, b, s.batch, s.scores)
+            else opd_term(b, s.batch, s.scores, world.loss)
         )
         (s.weight * t.loss).backward()
         grads.append(torch.cat([p.grad.flatten() for p in b.params]).clone())
@@ -147,7 +147,7 @@ def test_direct_reverse_kl_variants(tiny_cfg, kind):
         scores["full"] = teacher
     else:
         scores["topk_vals"], scores["topk_idx"] = teacher.topk(V, dim=-1)
-    term = opd_term(world, b, batch, scores)
+    term = opd_term(b, batch, scores, world.loss)
     m = batch.completion_mask_B_T
     kl = _exact_reverse_kl(world, b, batch, shifted)
     expected = float((kl * m).sum() / m.sum())
@@ -160,7 +160,7 @@ def test_direct_reverse_kl_variants(tiny_cfg, kind):
         scores2["full"] = same
     else:
         scores2["topk_vals"], scores2["topk_idx"] = same.topk(V, dim=-1)
-    assert opd_term(world, b, batch, scores2).loss.item() == pytest.approx(0.0, abs=1e-5)
+    assert opd_term(b, batch, scores2, world.loss).loss.item() == pytest.approx(0.0, abs=1e-5)
 
 
 def test_score_opd_returns_what_each_variant_needs(tiny_cfg):
@@ -256,7 +256,7 @@ def test_clip_per_term_bounds_each_term_and_keeps_the_grpo_share(tiny_cfg):
     teacher = _student_logp(world, b, cross) + 5.0 * torch.randn(cross.completion_ids_B_T.shape)
     # the GRPO term's own gradient, clipped alone
     b.optimizer.zero_grad(set_to_none=True)
-    grpo_term(world, b, native).loss.backward()
+    grpo_term(b, native, world.loss).loss.backward()
     g = torch.cat([p.grad.flatten() for p in b.params])
     g = g * min(1.0, 1.0 / float(g.norm()))
     res = optimize(

@@ -28,7 +28,7 @@ class Recorder(NullLogger):
 
     def log_metrics(self, metrics, *, step, cycle=0, phase=""):
         if step == self.stop_at:
-            self.world.stop_requested = True
+            self.world.state.stop_requested = True
 
     def log_eval(self, model, benchmark, score, n, *, step):
         self.evals.append((model, benchmark, step))
@@ -47,7 +47,7 @@ def test_one_evaluation_per_model_benchmark_and_step(preset, tiny_cfg, tmp_path)
     counts = Counter(rec.evals)
     twice = {k: n for k, n in counts.items() if n > 1}
     assert not twice, f"evaluated more than once: {twice}"
-    final = world.step
+    final = world.state.step
     steps = {step for _, _, step in rec.evals}
     assert 0 in steps and final in steps and len(steps) > 2  # start, cycle ends, final
     assert {m for m, _, s in rec.evals if s == final} == set(scores)
@@ -67,7 +67,7 @@ def test_stop_request_at_a_cycle_end_checkpoints_once(preset, tiny_cfg, tmp_path
     with pytest.raises(TrainingCancelled, match=f"stopped at step {cycle_end} "):
         run(world, tmp_path)
     assert rec.checkpoints == [cycle_end]
-    assert (tmp_path / "checkpoints" / f"step-{cycle_end:06d}" / "state.pt").exists()
+    assert (tmp_path / "checkpoints" / f"step-{cycle_end:06d}" / "state.json").exists()
 
 
 def test_presets_are_one_table_of_plain_data():

@@ -86,13 +86,13 @@ def test_ray_resume_from_checkpoint_matches_uninterrupted(ray_local, tiny_cfg, t
     cfg = tiny_cfg("demo", "backend.kind=ray", "opd.teacher=snapshot", "schedule.rl_steps=1")
     full_rec, full_scores = _run(cfg, tmp_path / "full")
     part = World.build(cfg, Recorder())
-    part.stop_requested = True  # checkpoint and stop after the first step
+    part.state.stop_requested = True  # checkpoint and stop after the first step
     with pytest.raises(TrainingCancelled):
         train(part, tmp_path / "part")
     rec = Recorder()
     resumed = World.build(cfg, rec)
     checkpoint.restore(resumed, checkpoint.latest(tmp_path / "part"))
-    assert resumed.step == 1 and not resumed.branches  # the branches live in the actors
+    assert resumed.state.step == 1 and not resumed.branches  # the branches live in the actors
     assert train(resumed, tmp_path / "part") == full_scores
     # Step by step, not only at the end: the resumed run draws the prompts and tokens the
     # uninterrupted one drew (the driver's prompt RNGs come back from the checkpoint).

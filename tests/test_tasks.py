@@ -116,7 +116,7 @@ def test_get_task_rejects_bad_names_and_options():
     with pytest.raises(ValueError, match="bad options"):
         get_task("rev", colour="red")
     with pytest.raises(ValueError, match="cannot import module"):
-        get_task("no_such_module_xyz:make")
+        get_task("no_such_module_xyz:make", trust_task_code=True)
 
 
 def test_get_task_by_import_path(tmp_path, monkeypatch):
@@ -148,15 +148,15 @@ def test_get_task_by_import_path(tmp_path, monkeypatch):
         )
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    task = get_task("my_tasks_mod:make_task", word="zy")
+    task = get_task("my_tasks_mod:make_task", trust_task_code=True, word="zy")
     assert isinstance(task, Task) and task.name == "echo"
     ex = task.eval_examples(1)[0]
     assert ex == Example("zy=", "zy", "echo")
     assert task.reward(ex, "zy") == 1.0 and task.reward(ex, "zz") == 0.0
     with pytest.raises(ValueError, match="has no callable 'missing'"):
-        get_task("my_tasks_mod:missing")
+        get_task("my_tasks_mod:missing", trust_task_code=True)
     with pytest.raises(TypeError, match="return a copd.tasks.Task"):
-        get_task("my_tasks_mod:not_a_task")
+        get_task("my_tasks_mod:not_a_task", trust_task_code=True)
     sys.modules.pop("my_tasks_mod", None)
 
 

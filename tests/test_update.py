@@ -49,7 +49,7 @@ def test_skipping_flat_groups_gives_the_full_update(tiny_cfg, agg):
     grads, losses = [], []
     for w in (on, off):
         b = w.branches[0]
-        t = grpo_term(w, b, batch)
+        t = grpo_term(b, batch, w.loss, w.timer)
         b.optimizer.zero_grad(set_to_none=True)
         t.loss.backward()
         grads.append([p.grad.clone() for p in b.params])
@@ -101,7 +101,7 @@ def test_updates_per_batch_reuses_the_batch_with_the_sampling_log_probs(tiny_cfg
         sampled = completion_logprobs(b.view.module, batch, 1.0)
     term, _ = grpo_update(world, b, batch)
     # the ratio of every pass is taken against the policy that sampled the batch
-    torch.testing.assert_close(batch.extras["old_logp_B_T"], sampled, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(batch.old_logp_B_T, sampled, rtol=1e-5, atol=1e-6)
     assert all(int(s["step"]) == 3 for s in b.optimizer.state.values())
     with torch.no_grad():
         now = completion_logprobs(b.view.module, batch, 1.0)

@@ -493,6 +493,7 @@ def test_world_build_rejects_a_custom_task_video_it_cannot_read(tmp_path, monkey
         'branches=[{"name": "a", "task": "test_video:unreadable_video_task"}, '
         '{"name": "b", "task": "add"}]',
         f'task_options={{"test_video:unreadable_video_task": {{"path": "{clip}"}}}}',
+        "trust_task_code=true",  # a module:factory task: the opt-in
     )
     with pytest.raises(
         ConfigError, match=r"task test_video:unreadable_video_task: .*pip install av"

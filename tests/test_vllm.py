@@ -30,6 +30,7 @@ from copd.policy.rollout_vllm import (
 )
 from copd.spec import ConfigError, RunConfig, apply_overrides
 from copd.train.logger import NullLogger
+from copd.train.workers.base import Ops
 from copd.train.workers.local import LocalGroup
 from copd.train.world import World
 
@@ -78,12 +79,12 @@ def test_vllm_engine_without_vllm_samples_like_hf_and_warns_once(tiny_cfg):
     task = hf_world.tasks["add"]
     examples = task.sample(random.Random(0), 3)
     for _ in range(2):  # the generator advances identically
-        a = hf.each("rollout", {"add": (examples, 4)})["add"]
-        b = vl.each("rollout", {"add": (examples, 4)})["add"]
+        a = hf.each(Ops.rollout, {"add": (examples, 4)})["add"]
+        b = vl.each(Ops.rollout, {"add": (examples, 4)})["add"]
         assert torch.equal(a.completion_ids_B_T, b.completion_ids_B_T)
         assert a.texts == b.texts and torch.equal(a.rewards_B, b.rewards_B)
-    sa = hf.each("rl_step", {"rev": (examples, 4)})["rev"]
-    sb = vl.each("rl_step", {"rev": (examples, 4)})["rev"]
+    sa = hf.rl_steps({"rev": (examples, 4, False)})["rev"]
+    sb = vl.rl_steps({"rev": (examples, 4, False)})["rev"]
     assert sa == sb
 
 

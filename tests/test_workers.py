@@ -14,7 +14,7 @@ from copd.policy.rollout import completion_logprobs
 from copd.train import checkpoint
 from copd.train.algorithms.copd import _train
 from copd.train.logger import NullLogger
-from copd.train.workers import Call, CrossBatch, LocalGroup, make_group
+from copd.train.workers import Call, CrossBatch, LocalGroup, Ops, make_group
 from copd.train.workers.base import measure_overlap_via_workers
 from copd.train.world import World
 from tests.test_engine import Recorder
@@ -112,18 +112,18 @@ def test_remote_paths_give_the_in_process_run_and_resume_exactly(tiny_cfg, tmp_p
     # A checkpoint written from worker states restores into workers: same final weights.
     part = World.build(cfg, NullLogger())
     pg = _RemoteLike(part)
-    pg.each("rl_step", {n: (_examples(part, n, 4), 4) for n in pg.names})
-    part.step = 1
+    pg.rl_steps({n: (_examples(part, n, 4), 4, False) for n in pg.names})
+    part.state.step = 1
     path = pg.save(part, tmp_path / "c")
     resumed = World.build(cfg, NullLogger())
     checkpoint.restore(resumed, path)
     rg = _RemoteLike(resumed)
-    rg.load_checkpoint(resumed.restored_from)
+    rg.load_checkpoint(resumed.state.restored_from)
     for n in rg.names:
         a, b = pg.workers[n].state(), rg.workers[n].state()
         assert all(torch.equal(a.trainable[k], b.trainable[k]) for k in a.trainable)
         assert torch.equal(a.gen, b.gen)
-    times = rg.call([Call("add", "pop_times")])[0]
+    times = rg.call([Call("add", Ops.pop_times)])[0]
     assert isinstance(times, dict)
 
 
@@ -135,5 +135,5 @@ def test_local_branches_go_to_gpus_round_robin(tiny_cfg):
     n = torch.cuda.device_count()
     assert [str(b.device) for b in world.branches] == [f"cuda:{i % n}" for i in range(3)]
     group = LocalGroup(world)
-    stats = group.each("rl_step", {x: (_examples(world, x, 2), 2) for x in group.names})
+    stats = group.rl_steps({x: (_examples(world, x, 2), 2, False) for x in group.names})
     assert all("grad_norm" in s for s in stats.values())

@@ -3,6 +3,8 @@
     copd launch demo --set schedule.cycles=2 --group smoke      # prints the run id
     copd runs                                                     # table of runs (--json)
     copd cancel 3          copd resume 3          copd supervise
+    copd store backup copd-backup.db                              # a copy, safe while runs write
+    copd store check                                              # exit 1 when the store is damaged
 
 A trainer keeps running after the command that started it exits. A queued run, though, only
 starts when a supervisor ticks: the dashboard does so in the background, and so does every
@@ -31,6 +33,8 @@ OVERLAP_KEY = re.compile(r"^pair/[^/]+/overlap_top10$")
 
 def register(subparsers: Any) -> None:
     """Add the launcher subcommands to copd's argparse subparsers."""
+    from copd.cli import add_trust_flag
+
     p = subparsers.add_parser("launch", help="queue a training run and start it when possible")
     p.add_argument("config", help="a preset name (see `copd presets`) or a JSON/YAML config file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -40,6 +44,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--no-wait", action="store_true", help="return at once even if the run is still queued"
     )
+    add_trust_flag(p)
     add_store_args(p)
     p.set_defaults(func=cmd_launch)
 
@@ -70,17 +75,38 @@ def register(subparsers: Any) -> None:
     add_store_args(p)
     p.set_defaults(func=cmd_supervise)
 
+    p = subparsers.add_parser("store", help="back up or check the run store (SQLite)")
+    actions = p.add_subparsers(dest="store_cmd", required=True)
+    b = actions.add_parser("backup", help="copy the store to OUT (safe while runs write)")
+    b.add_argument("out", metavar="OUT", help="the new file to write the copy to")
+    b.add_argument("--db", default=None, help="run store URL (default: $COPD_DB_URL or ~/.copd)")
+    b.set_defaults(func=cmd_store_backup)
+    c = actions.add_parser("check", help="PRAGMA integrity_check; exit 1 when damaged")
+    c.add_argument("--db", default=None, help="run store URL (default: $COPD_DB_URL or ~/.copd)")
+    c.set_defaults(func=cmd_store_check)
+
 
 def add_store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", default=None, help="run store URL (default: $COPD_DB_URL or ~/.copd)")
     p.add_argument("--runs-root", default=None, help="run folders (default: $COPD_HOME/runs)")
-    p.add_argument("--max-cpu-runs", type=int, default=None, help="concurrent CPU runs")
+    p.add_argument(
+        "--max-cpu-runs",
+        type=int,
+        default=None,
+        help="concurrent CPU runs, at least 1 (default: one per 4 cores)",
+    )
 
 
 def launcher_from_args(args: argparse.Namespace) -> Any:
     from app.control.launcher import Launcher, default_runs_root
+    from copd.spec import ConfigError
     from storage import RunStore
 
+    if args.max_cpu_runs is not None and args.max_cpu_runs < 1:
+        raise ConfigError(
+            f"--max-cpu-runs {args.max_cpu_runs}: give at least 1 (leave it out for the "
+            "default, one run per 4 cores)"
+        )
     store = RunStore.from_url(args.db)
     root = Path(args.runs_root) if args.runs_root else default_runs_root()
     return Launcher(store, root, max_cpu_runs=args.max_cpu_runs)
@@ -95,10 +121,11 @@ def load_config(spec: str, overrides: list[str]) -> Any:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
+    from copd.cli import with_trust
     from copd.spec import ConfigError
 
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_config(args.config, with_trust(args, args.overrides))
         launcher = launcher_from_args(args)
         run = launcher.submit(cfg, name=args.name, group=args.group, gpus=args.gpus)
     except ConfigError as exc:
@@ -180,6 +207,32 @@ def cmd_supervise(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         supervise(launcher.store, launcher.runs_root, args.interval, launcher=launcher)
     return 0
+
+
+def cmd_store_backup(args: argparse.Namespace) -> int:
+    from storage.backup import backup_store, store_file
+
+    out = backup_store(args.db, Path(args.out))
+    print(f"backed up {store_file(args.db)} to {out} (integrity_check: ok)")
+    return 0
+
+
+def cmd_store_check(args: argparse.Namespace) -> int:
+    from storage.backup import check_store, store_file
+
+    path = store_file(args.db)
+    problems = check_store(args.db)
+    if not problems:
+        print(f"ok: {path}")
+        return 0
+    print(f"damaged: {path} ({len(problems)} problem(s)):", file=sys.stderr)
+    for line in problems:
+        print(f"  {line}", file=sys.stderr)
+    print(
+        "restore a copy made with `copd store backup`, or pass --db with a new store file",
+        file=sys.stderr,
+    )
+    return 1
 
 
 # ---------------------------------------------------------------------- run summaries

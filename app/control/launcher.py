@@ -45,7 +45,7 @@ from typing import Any
 
 from app.control import procs
 from app.control.gpus import GPU, detect_gpus
-from copd.runner import check_run_name, new_run_dir
+from copd.runner import check_run_group, check_run_name, new_run_dir
 from copd.runner import slugify as slugify
 from copd.spec import ConfigError, RunConfig
 from storage.revision import code_revision
@@ -113,6 +113,8 @@ class Launcher:
         self.store = store
         self.runs_root = Path(runs_root).expanduser().resolve()
         self.cores = procs.cpu_count()
+        if max_cpu_runs is not None and max_cpu_runs < 1:  # 0 is not "the default"
+            raise ConfigError(f"max_cpu_runs: {max_cpu_runs} must be >= 1 (None: the default)")
         self.max_cpu_runs = max_cpu_runs or procs.default_max_cpu_runs(self.cores)
         # An explicit max_cpu_runs also caps the count; by default runs are counted in threads.
         self.cpu_run_cap = max_cpu_runs or self.cores
@@ -147,6 +149,7 @@ class Launcher:
                 data[key] = value
         rc = RunConfig.from_dict(data).validate()
         check_run_name(rc.name)
+        check_run_group(rc.group)
         if gpus < 0:
             raise ConfigError("gpus: must be >= 0 (0 runs on the CPU)")
         if gpus > len(self.gpus):
@@ -180,7 +183,7 @@ class Launcher:
         and imports); ConfigError with its message when it fails. One check per distinct
         (model, tasks, task options), so a sweep of many runs checks each setting once."""
         key = json.dumps(
-            {k: config.get(k) for k in ("model", "branches", "task_options")},
+            {k: config.get(k) for k in ("model", "branches", "task_options", "trust_task_code")},
             sort_keys=True,
             default=str,
         )

@@ -48,6 +48,7 @@ def launch_sweep(store: Any, launcher: Any, runs: Sequence[SweepRun], gpus: int 
 def register(subparsers: Any) -> None:
     """Add `copd sweep` to copd's argparse subparsers."""
     from app.control.cli_commands import add_store_args
+    from copd.cli import add_trust_flag
 
     p = subparsers.add_parser(
         "sweep", help="queue an ablation set: every preset x every seed, one group"
@@ -76,12 +77,14 @@ def register(subparsers: Any) -> None:
         help="sweep a field over values (repeatable: the cartesian product), e.g. opd.beta=0.5,1,2",
     )
     p.add_argument("--no-start", action="store_true", help="only queue; start nothing now")
+    add_trust_flag(p)
     add_store_args(p)
     p.set_defaults(func=cmd_sweep)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from app.control.cli_commands import launcher_from_args
+    from copd.cli import with_trust
 
     names = list(args.presets)
     if args.set_name:
@@ -89,7 +92,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     try:
         seeds = parse_seeds(args.seeds)
         grid = parse_grid(args.grid)
-        runs = sweep_configs(names, seeds, args.group, args.overrides, grid)  # before any store
+        overrides = with_trust(args, args.overrides)
+        runs = sweep_configs(names, seeds, args.group, overrides, grid)  # before any store
         launcher = launcher_from_args(args)
         runs = launch_sweep(launcher.store, launcher, runs)
     except ConfigError as exc:

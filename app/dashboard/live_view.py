@@ -31,6 +31,7 @@ from app.dashboard.series import (
     with_x,
 )
 from app.dashboard.signal_view import draw_instruments
+from app.dashboard.text import md_escape, md_line
 from app.dashboard.widgets import (
     cached_alerts,
     cached_evals,
@@ -136,12 +137,12 @@ def run_header(
     text = f"step {last} of {prog.total}" if prog.total else f"step {last}"
     st.progress(prog.fraction, text=f"{text} · {prog.fraction:.0%}")
     if run.status in ("failed", "crashed") and run.error:
-        st.error(f"{run.status}: {run.error.splitlines()[0]}")
+        st.error(f"{run.status}: {md_line(run.error.splitlines()[0])}")
     bad = nonfinite_points(df)
     if len(bad):
         st.warning(
             "Non-finite values (marked ✕ on the charts):\n\n"
-            + "\n".join(f"- `{line}`" for line in describe_nonfinite(bad))
+            + "\n".join(f"- {md_escape(line)}" for line in describe_nonfinite(bad))
         )
 
 
@@ -152,7 +153,8 @@ def run_alerts(url: str, run_id: int) -> None:
         st.warning(
             f"⚠️ {len(alerts)} alert(s):\n\n"
             + "\n".join(
-                f"- `{a.message}`" + ("" if a.step is None else f" (step {a.step})") for a in alerts
+                f"- {md_line(a.message)}" + ("" if a.step is None else f" (step {a.step})")
+                for a in alerts
             )
         )
 
@@ -172,7 +174,7 @@ def group_overlay(
     overlap = tuple(k for k in keys if k.startswith("pair/") and k.endswith("/overlap_top10"))
     sym_kl = tuple(k for k in keys if k.startswith("pair/") and k.endswith("/sym_kl"))
     methods = list(dict.fromkeys(method_label(r.method) for r in peers))
-    st.subheader(f"Group {run.group}: " + " vs ".join(methods))
+    st.subheader(f"Group {md_line(run.group)}: " + " vs ".join(methods))
     st.caption(
         " · ".join(
             f"#{r.id} {method_label(r.method)} {status_label(r.status)} {r.progress:.0%}"

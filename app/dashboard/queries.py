@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from app.dashboard.text import md_line
 from copd.common import names as N
 from copd.common.names import VAL_SUFFIX
 from copd.common.tables import is_benchmark, paper_table
@@ -288,12 +289,12 @@ def results_markdown(table: pd.DataFrame, digits: int = 3) -> str:
         return ""
     text = format_results(table, digits)
     best = best_rows(table, digits)
-    head = ["model", *text.columns]
+    head = ["model", *(md_line(c) for c in text.columns)]  # names are user text: escaped
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in text.index:
-        cells = [str(row)]
+        cells = [md_line(row)]
         for c in text.columns:
-            v = str(text.at[row, c])
+            v = str(text.at[row, c])  # a formatted number or "—"
             cells.append(f"**{v}**" if row in best.get(c, ()) else v)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -16,6 +16,7 @@ import streamlit as st
 from app.control.launcher import LOG_NAME
 from app.dashboard.logview import log_tail
 from app.dashboard.queries import status_label
+from app.dashboard.text import md_escape, md_line
 from app.dashboard.widgets import (
     cached_runs,
     cached_runs_frame,
@@ -100,15 +101,17 @@ def pick_run(runs: list[Any], shown: pd.DataFrame, event: Any) -> int:
 
 def run_header(run: Any) -> None:
     """Name, status, method, progress, GPUs; the error of a failed or crashed run."""
-    st.subheader(f"#{run.id} {run.name}")
+    st.subheader(f"#{run.id} {md_line(run.name)}")
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("status", status_label(run.status))
-    m2.metric("method", run.method)
+    m2.metric("method", md_line(run.method))
     m3.metric("progress", f"{run.progress:.0%}")
-    m4.metric("GPUs", run.assigned_gpus or ("CPU" if not run.requested_gpus else "pending"))
+    m4.metric(
+        "GPUs", md_line(run.assigned_gpus or ("CPU" if not run.requested_gpus else "pending"))
+    )
     if run.status in ("failed", "crashed") and run.error:
         first, _, rest = run.error.partition("\n")
-        st.error(f"{run.status}: {first}")
+        st.error(f"{run.status}: {md_line(first)}")
         if rest:
             st.code(rest, language="text")
 
@@ -136,14 +139,14 @@ def run_actions(run: Any, launcher: Any) -> None:
 
 def confirm(action: str, run: Any, launcher: Any) -> None:
     """Ask "Really <action>?"; on Yes apply it through the launcher and rerun the app."""
-    st.warning(f"Really {action} run #{run.id} {run.name}?")
+    st.warning(f"Really {action} run #{run.id} {md_line(run.name)}?")
     y, n = st.columns(2)
     if y.button(f"Yes, {action}", type="primary", key="runs:yes"):
         st.session_state.pop("runs:confirm")
         try:
             apply_action(action, run.id, launcher)
         except Exception as e:  # the launcher's message says what the state allows
-            st.error(str(e))
+            st.error(md_escape(e))
         else:
             invalidate()
             st.rerun(scope="app")

@@ -21,6 +21,7 @@ from app.dashboard.signal_data import (
     signal_keys,
     vocab_size_of,
 )
+from app.dashboard.text import md_line
 from app.dashboard.widgets import cached_keys, cached_series, plot
 
 
@@ -71,7 +72,7 @@ def signal_balance(
     wanted = tuple(k for k, (b, _, _) in signal_keys(keys).items() if b in branches)
     df = with_x(cached_series(url, (run.id,), wanted, max_points), x)
     if len(branches) > 1:
-        tabs = st.tabs([f"branch {b}" for b in branches])
+        tabs = st.tabs([f"branch {md_line(b)}" for b in branches])
     else:
         tabs = [st.container()]
     for b, tab in zip(branches, tabs, strict=True):

@@ -25,6 +25,7 @@ from app.dashboard.sweep_data import (
     sort_key,
     swept_params,
 )
+from app.dashboard.text import md_line
 from app.dashboard.widgets import cached_evals, csv_button, plot
 from copd.common.names import VAL_SUFFIX
 from copd.common.tables import OVERALL
@@ -42,7 +43,10 @@ def draw_grid_view(url: str, chosen: list[Any], fmt: str = "png") -> None:
     st.subheader("Grid sweep: final score per swept parameter")
     st.caption(
         "Swept (config fields that differ across the group): "
-        + "; ".join(f"`{p}` ∈ {{{', '.join(str(v) for v in vs)}}}" for p, vs in params.items())
+        + "; ".join(
+            f"{md_line(p)} ∈ {{{md_line(', '.join(str(v) for v in vs))}}}"
+            for p, vs in params.items()
+        )
     )
     evals = cached_evals(url, tuple(r.id for r in chosen))
     models = eval_models(evals)
@@ -61,7 +65,7 @@ def draw_grid_view(url: str, chosen: list[Any], fmt: str = "png") -> None:
     table = score_table(evals, chosen, params, model=model, split=split)
     if table.empty:
         st.info(
-            f"No {split} scores of `{model}` yet (validation scores come with a run's final "
+            f"No {split} scores of {md_line(model)} yet (validation scores come with a run's final "
             "evaluation)."
         )
         return
@@ -112,7 +116,7 @@ def paired_section(table: Any, params: list[str], bench: str, split: str) -> Non
         st.info("The two arms share no seed: nothing to pair.")
         return
     m1, m2, m3, m4 = st.columns(4)
-    m1.metric(f"mean {bench} A − B", f"{result.diff:+.4f}")
+    m1.metric(f"mean {md_line(bench)} A − B", f"{result.diff:+.4f}")
     ci = "n/a" if math.isnan(result.ci_low) else f"[{result.ci_low:+.4f}, {result.ci_high:+.4f}]"
     m2.metric("95% CI", ci)
     m3.metric(
@@ -120,7 +124,8 @@ def paired_section(table: Any, params: list[str], bench: str, split: str) -> Non
     )
     m4.metric("seeds", result.n)
     st.caption(
-        f"{split} split. A = {a} (mean {result.mean_a:.4f}), B = {b} (mean {result.mean_b:.4f}), "
+        f"{split} split. A = {md_line(a)} (mean {result.mean_a:.4f}), "
+        f"B = {md_line(b)} (mean {result.mean_b:.4f}), "
         f"seeds {seeds}. CI: Student t over the per-seed differences; p: {result.p_method} "
         "test of mean(A − B) = 0."
         + (

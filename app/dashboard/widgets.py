@@ -21,6 +21,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from copd.tools.serve import TOKEN_ENV, TRUST_ENV
+
 PAGES_DIR = Path(__file__).resolve().parents[2] / "pages"
 QUERY_TTL_S = 2.0
 
@@ -155,6 +157,56 @@ def invalidate() -> None:
         cached_alerts,
     ):
         fn.clear()
+
+
+# ---------------------------------------------------------------------- access token
+
+
+def require_token() -> None:
+    """Stop the script unless this browser session showed the dashboard's token (when it
+    has one): `?token=...` once; the session remembers it, pages need not carry it."""
+    import hmac
+
+    token = os.environ.get(TOKEN_ENV)
+    if not token or st.session_state.get("copd:token_ok"):
+        return
+    given = st.query_params.get("token")
+    if given and hmac.compare_digest(given.encode(), token.encode()):
+        st.session_state["copd:token_ok"] = True
+        return
+    st.error(
+        "This dashboard needs its access token: open the address `copd dashboard` printed "
+        "(it ends in ?token=...)."
+    )
+    st.stop()
+
+
+# ---------------------------------------------------------------------- custom task code
+
+
+def trusts_task_code() -> bool:
+    """Whether this dashboard was started with `--trust-task-code`."""
+    return os.environ.get(TRUST_ENV) == "1"
+
+
+def task_trust(cfg: Any) -> tuple[Any, str | None]:
+    """The browser's rule for `module:factory` tasks (they run code the form names): refused
+    unless the dashboard was started with `--trust-task-code`, and then recorded on the run
+    as trust_task_code=true. Returns (the config to submit, the refusal or None)."""
+    from dataclasses import replace
+
+    from copd.tasks import needs_trust
+
+    custom = [b.task for b in cfg.branches if needs_trust(b.task)]
+    if trusts_task_code():
+        return (replace(cfg, trust_task_code=True) if custom else cfg), None
+    if custom or cfg.trust_task_code:
+        what = f"task {custom[0]!r} is a custom factory" if custom else "trust_task_code is set"
+        return cfg, (
+            f"{what}: the dashboard runs no code named by a form unless it was started with "
+            "`copd dashboard --trust-task-code`"
+        )
+    return cfg, None
 
 
 # ---------------------------------------------------------------------- small widgets

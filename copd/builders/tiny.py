@@ -267,7 +267,7 @@ def copd_home() -> Path:
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
     """An exclusive advisory lock, so two processes never build the same model at once."""
     with open(path, "a") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -334,7 +334,7 @@ def cached_base_model(
     if (final / "warmup.json").exists():
         return final
     root.mkdir(parents=True, exist_ok=True)
-    with _file_lock(root / f"{prefix}-{key}.lock"):
+    with file_lock(root / f"{prefix}-{key}.lock"):
         if (final / "warmup.json").exists():  # another process built it while we waited
             return final
         say = log or (lambda _msg: None)

@@ -127,7 +127,7 @@ def tiny_test_vlm(
     import shutil
     import tempfile
 
-    from copd.builders.tiny import _file_lock
+    from copd.builders.tiny import file_lock
     from copd.tasks import get_task
 
     key = json.dumps([TINY_VLM_VERSION, list(tasks), steps])
@@ -137,7 +137,7 @@ def tiny_test_vlm(
     if (final / "warmup.json").exists():
         return final
     root.mkdir(parents=True, exist_ok=True)
-    with _file_lock(root / f"{name}.lock"):
+    with file_lock(root / f"{name}.lock"):
         if (final / "warmup.json").exists():
             return final
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))

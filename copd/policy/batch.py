@@ -34,10 +34,13 @@ class RolloutBatch:
     texts: list[str]  # decoded completions, cut at eos
     group_size: int
     rewards_B: Tensor | None = None
-    extras: dict[str, Tensor] = field(default_factory=dict)  # e.g. "old_logp_B_T"
+    extras: dict[str, Tensor] = field(default_factory=dict)  # e.g. "logits_B_T_V"
     # Image prompts only: the processor's vision tensors of the distinct prompts
     # (copd.policy.vlm.VisionInputs); None for text batches.
     vision: Any = None
+    # The sampling policy's log-probs [B, T] for the PPO ratio, when an earlier pass
+    # recorded them (several updates per batch, or several mini-batches); None otherwise.
+    old_logp_B_T: Tensor | None = None
 
     @property
     def size(self) -> int:
@@ -73,6 +76,7 @@ class RolloutBatch:
             None if self.rewards_B is None else self.rewards_B[idx],
             {k: v[idx] for k, v in self.extras.items()},
             vision,
+            None if self.old_logp_B_T is None else self.old_logp_B_T[idx],
         )
 
     def to(self, device: torch.device | str) -> RolloutBatch:
@@ -87,4 +91,5 @@ class RolloutBatch:
             None if self.rewards_B is None else self.rewards_B.to(device),
             {k: v.to(device) for k, v in self.extras.items()},
             None if self.vision is None else self.vision.to(device),
+            None if self.old_logp_B_T is None else self.old_logp_B_T.to(device),
         )

@@ -360,4 +360,4 @@ def report_engines(world, notes: dict[str, str]) -> None:
     for note in dict.fromkeys(notes.values()):
         if note not in ("hf", "vllm") and note not in seen:
             seen.add(note)
-            world.logger.log_event(note, level="warning", step=world.step)
+            world.logger.log_event(note, level="warning", step=world.state.step)

@@ -10,6 +10,7 @@ from typing import Any
 
 from copd.spec.errors import ConfigError
 from copd.spec.run import RunConfig
+from copd.spec.serialize import unknown_field
 
 
 def apply_overrides(cfg: RunConfig, overrides: list[str] | tuple[str, ...]) -> RunConfig:
@@ -26,16 +27,24 @@ def apply_overrides(cfg: RunConfig, overrides: list[str] | tuple[str, ...]) -> R
             value = raw
         node = data
         parts = key.strip().split(".")
-        for p in parts[:-1]:
+        for i, p in enumerate(parts[:-1]):
             if not isinstance(node, dict) or p not in node:
-                raise ConfigError(f"--set {key}: unknown field {p!r}")
+                raise ConfigError(f"--set {key}: {_unknown(node, p, parts[:i])}")
             node = node[p]
         if not isinstance(node, dict) or (
             parts[-1] not in node and node is not data.get("task_options")
         ):
-            raise ConfigError(f"--set {key}: unknown field {parts[-1]!r}")
+            raise ConfigError(f"--set {key}: {_unknown(node, parts[-1], parts[:-1])}")
         node[parts[-1]] = value
     return RunConfig.from_dict(data)
+
+
+def _unknown(node: Any, name: str, section: list[str]) -> str:
+    """What `--set` says about a missing field: the words a config file gets (serialize)."""
+    where = ".".join(section)
+    if not isinstance(node, dict):  # e.g. a list (branches): it has no fields to set
+        return f"unknown field {name!r}; {where} is not a section with fields"
+    return unknown_field(name, node, where)
 
 
 def config_diff(

@@ -57,6 +57,9 @@ class RunConfig:
     backend: BackendConfig = field(default_factory=BackendConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     task_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per task kwargs
+    # A `module:factory` task imports and calls code named by the config; off, only the
+    # built-in domains, `rg:` and `dataset` load (like trust_remote_code; `--trust-task-code`).
+    trust_task_code: bool = False
     # Baseline knobs (see copd/algorithms): static OPD direction "A->B" (teacher->student),
     # and which branch a single-domain expert run trains.
     static_direction: str | None = None
@@ -145,6 +148,15 @@ class RunConfig:
     @property
     def hub(self) -> str:
         return self.topology.hub or self.branches[0].name
+
+    def policy_names(self) -> list[str]:
+        """The policies a run instantiates: the branches, one "mixed" policy, or the MOPD
+        experts plus their student "mopd"."""
+        if self.method == "mixed":
+            return ["mixed"]
+        if self.method == "mopd":
+            return [*self.branch_names, "mopd"]
+        return list(self.branch_names)
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:

@@ -3,6 +3,7 @@ that name the field (`grpo.group_size: expected an integer, got 'x'`)."""
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import fields, is_dataclass
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
@@ -19,6 +20,16 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
+def unknown_field(name: str, known: Any, section: str = "") -> str:
+    """The words for a field that does not exist, the same for a config file and `--set`:
+    "unknown field 'lrr'; did you mean 'lr'? known fields of grpo are [...]"."""
+    known = sorted(str(k) for k in known)
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" did you mean {close[0]!r}?" if close else ""
+    where = f" of {section}" if section else ""
+    return f"unknown field {name!r};{hint} known fields{where} are {known}"
+
+
 def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
     """An instance of dataclass `cls` from `data`; unknown fields are refused."""
     if not isinstance(data, dict):
@@ -27,9 +38,9 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
     known = {f.name for f in fields(cls)}
     unknown = set(data) - known
     if unknown:
+        name = sorted(unknown)[0]
         raise ConfigError(
-            f"{prefix + '.' if prefix else ''}{sorted(unknown)[0]}: unknown field; "
-            f"known fields are {sorted(known)}"
+            f"{prefix + '.' if prefix else ''}{name}: {unknown_field(name, known, prefix)}"
         )
     kwargs = {}
     for name, value in data.items():

@@ -18,6 +18,7 @@ See `copd.tasks.base` for the interface and `copd.tasks.synthetic` for the built
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Any
 
 from copd.tasks.base import DIFFICULTIES, Example, SyntheticTask, Task
@@ -46,12 +47,15 @@ __all__ = [
     "MotionTask",
     "ShapesTask",
     "Task",
+    "TRUSTED_FACTORIES",
+    "UntrustedTaskCode",
     "Video",
     "builtin_alphabet",
     "builtin_task_names",
     "from_file",
     "get_task",
     "get_verifier",
+    "needs_trust",
 ]
 
 
@@ -60,12 +64,23 @@ def builtin_task_names() -> list[str]:
     return sorted(BUILTIN_TASKS)
 
 
-def get_task(spec: str, **options: Any) -> Task:
+def needs_trust(spec: str) -> bool:
+    """Whether `spec` names a custom `module:factory` (code the config names), which loads
+    only with `trust_task_code`; built-in domains, `rg:` datasets and `dataset` do not."""
+    spec = ALIASES.get(spec.split("#", 1)[0], spec.split("#", 1)[0])
+    return ":" in spec and not spec.startswith("rg:") and spec not in TRUSTED_FACTORIES
+
+
+def get_task(spec: str, *, trust_task_code: bool = False, **options: Any) -> Task:
     """A task from a built-in name or an import path `package.module:factory`.
 
     `options` go to the task's constructor (built-ins take `difficulty` and
     `holdout_fraction`) or to the factory, which must return a `Task`. A `#label` suffix
     is dropped first; `dataset` stands for `copd.tasks.datasets:from_file`.
+
+    An import path runs code named by the config (`os:system` would run a shell command),
+    so it needs `trust_task_code=True` (RunConfig.trust_task_code, `--trust-task-code`);
+    the built-in domains, `rg:` datasets and `dataset` never do.
     """
     spec = spec.split("#", 1)[0]
     if spec.startswith("rg:"):  # a reasoning-gym dataset (copd/tasks/reasoning_gym.py)
@@ -88,6 +103,34 @@ def get_task(spec: str, **options: Any) -> Task:
             f"({', '.join(builtin_task_names() + sorted(IMAGE_TASKS))}) "
             "or an import path 'package.module:factory' where factory(**options) returns a Task"
         )
+    if spec not in TRUSTED_FACTORIES and not trust_task_code:
+        raise UntrustedTaskCode(
+            f"task {spec!r} is a custom factory (module:factory), which imports and runs code "
+            "named by the config; pass --trust-task-code (config trust_task_code: true) if "
+            "you trust it"
+        )
+    factory = _factory(spec)
+    task = factory(**options)
+    if not isinstance(task, Task):
+        raise TypeError(
+            f"task {spec!r}: the factory returned {type(task).__name__}, not a Task; "
+            "return a copd.tasks.Task subclass"
+        )
+    return task
+
+
+class UntrustedTaskCode(ValueError):
+    """A `module:factory` task without the opt-in (`trust_task_code`)."""
+
+
+# Factories of this package: no user code runs, so no opt-in is asked for.
+TRUSTED_FACTORIES = frozenset(ALIASES.values())
+
+
+def _factory(spec: str) -> Any:
+    """The callable that `spec` names, checked before it sees any option: a Task subclass
+    or a Python function (a builtin such as os.system, or a class that builds something
+    else, is no task factory), whose return annotation, when it has one, is a Task."""
     module_name, _, attr = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -99,16 +142,16 @@ def get_task(spec: str, **options: Any) -> Task:
     factory = getattr(module, attr, None)
     if not callable(factory):
         raise ValueError(f"task {spec!r}: module {module_name!r} has no callable {attr!r}")
-    task = factory(**options)
-    if not isinstance(task, Task):
-        missing = [
-            a
-            for a in ("name", "alphabet", "sample", "eval_examples", "reward")
-            if not hasattr(task, a)
-        ]
-        if missing:
-            raise TypeError(
-                f"task {spec!r}: the factory returned {type(task).__name__}, which lacks "
-                f"{missing}; return a copd.tasks.Task subclass"
-            )
-    return task
+    if inspect.isclass(factory):
+        ok = issubclass(factory, Task)
+    else:
+        ok = inspect.isfunction(factory) or inspect.ismethod(factory)
+        returns = inspect.signature(factory).return_annotation if ok else None
+        if ok and inspect.isclass(returns) and returns is not inspect.Signature.empty:
+            ok = issubclass(returns, Task)
+    if not ok:
+        raise TypeError(
+            f"task {spec!r}: {attr!r} is a {type(factory).__name__}, not a task factory; "
+            "name a Python function that returns a copd.tasks.Task (or a Task subclass)"
+        )
+    return factory

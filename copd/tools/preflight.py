@@ -22,6 +22,7 @@ already logged (the store keeps them, storage/models.py).
 from __future__ import annotations
 
 import random
+import unicodedata
 from pathlib import Path
 
 from copd.errors import NonFiniteWeights
@@ -35,20 +36,50 @@ __all__ = [
     "check_config",
     "check_finite",
     "check_model_fits",
+    "check_run_group",
     "check_run_name",
     "check_tokenizer_fits",
     "diverged",
 ]
 
 
+# The run store's columns for a run's name and group (storage/models.py: String(250)); a
+# longer value fits SQLite but PostgreSQL refuses it, so every back end refuses it at submit.
+MAX_LABEL_CHARS = 250
+
+
+def _check_label(field: str, value: str) -> None:
+    """No control characters (a tab or newline breaks tables and logs), at most 250 chars."""
+    bad = next((c for c in value if unicodedata.category(c) == "Cc"), None)
+    if bad is not None:
+        raise ConfigError(
+            f"{field}: {value[:40]!r} holds the control character {bad!r}; use printable "
+            "characters only"
+        )
+    if len(value) > MAX_LABEL_CHARS:
+        raise ConfigError(
+            f"{field}: {len(value)} characters, the run store holds at most {MAX_LABEL_CHARS}; "
+            f"shorten it (it starts {value[:40]!r})"
+        )
+
+
 def check_run_name(name: str) -> str:
-    """A run name becomes part of a folder name: no path separators, no '..'."""
+    """A run name becomes part of a folder name: no path separators, no '..'; it is stored
+    too: no control characters, at most MAX_LABEL_CHARS characters."""
     if not name or "/" in name or "\\" in name or ".." in name or "\0" in name:
         raise ConfigError(
             f"name: {name!r} cannot name a run folder; use a name without '/', '\\' or '..' "
             "(letters, digits, '-', '_', '.', spaces)"
         )
+    _check_label("name", name)
     return name
+
+
+def check_run_group(group: str | None) -> str | None:
+    """An ablation group is stored beside the name: the same limits (None: no group)."""
+    if group is not None:
+        _check_label("group", group)
+    return group
 
 
 def _text_tokenizer(tok):
@@ -95,7 +126,8 @@ def build_tasks(cfg) -> dict:
         if b.task in tasks:
             continue
         try:
-            tasks[b.task] = get_task(b.task, **cfg.task_options.get(b.task, {}))
+            options = cfg.task_options.get(b.task, {})
+            tasks[b.task] = get_task(b.task, trust_task_code=cfg.trust_task_code, **options)
         except ConfigError:
             raise
         except (ValueError, TypeError, ImportError, AttributeError, OSError) as e:
@@ -108,6 +140,7 @@ def check_config(cfg) -> str:
     """Validate `cfg` and check what a trainer would load, without the weights. Returns a
     one-line summary; raises ConfigError naming the fix."""
     check_run_name(cfg.name)
+    check_run_group(cfg.group)
     cfg.validate()
     tasks = build_tasks(cfg)
     path = cfg.model.path
@@ -166,10 +199,10 @@ def check_finite(world) -> None:
 
 
 def diverged(world, detail: str) -> NonFiniteWeights:
-    """The error for a run whose updates diverged at `world.step`, with the fix."""
+    """The error for a run whose updates diverged at `world.state.step`, with the fix."""
     g = world.cfg.grpo
     return NonFiniteWeights(
-        f"step {world.step}: {detail}: the updates diverged. Lower grpo.lr (now {g.lr:g}) "
+        f"step {world.state.step}: {detail}: the updates diverged. Lower grpo.lr (now {g.lr:g}) "
         f"or grpo.grad_clip (now {g.grad_clip:g}) and start again; the metrics logged up to "
         "here (inf/NaN included) are kept"
     )

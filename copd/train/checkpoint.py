@@ -12,6 +12,13 @@ with a fixed seed a resumed run ends with the same weights as an uninterrupted o
 Files are written to a temporary folder and renamed, so a crash mid-save never leaves a
 half checkpoint that `latest()` would pick. A save that fails (a full disk, say) removes its
 temporary folder and raises CheckpointWriteError naming the folder and the free space.
+
+Nothing in a checkpoint is code: tensors are safetensors files, everything else is JSON
+(the folder's files: `state.json` + `state.safetensors` for the step, the RNGs and the
+`extra`; `branch-<name>.json` + `branch-<name>.safetensors` for a branch's weights,
+optimizer and teacher snapshot; `meta.json`, read by people). Restoring one never unpickles,
+so a crafted folder passed to `--resume` cannot run code; a folder of the earlier pickle
+format is refused with the fix (CheckpointFormatError).
 """
 
 from __future__ import annotations
@@ -26,8 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
-FORMAT = 1
+FORMAT = 2
+STATE = "state.json"  # the file whose presence marks a complete checkpoint
 
 
 def _dir(out_dir: str | Path) -> Path:
@@ -37,6 +47,13 @@ def _dir(out_dir: str | Path) -> Path:
 class CheckpointWriteError(OSError):
     """A checkpoint could not be written (no space left, permissions); nothing half-written
     is left behind."""
+
+    user_error = True
+
+
+class CheckpointFormatError(ValueError):
+    """A checkpoint folder this version does not read (the earlier pickle format, a damaged
+    or foreign file); nothing in it was loaded or run."""
 
     user_error = True
 
@@ -87,8 +104,8 @@ class BranchState:
 def branch_state(world, b) -> BranchState:
     """Branch `b` of an in-process world, as a BranchState."""
     snapshot = None
-    if b.name in world.teachers:
-        view = world.teachers[b.name]
+    if b.name in world.state.teachers:
+        view = world.state.teachers[b.name]
         if b.kind == "full":
             snapshot = {k: v.detach().clone() for k, v in view.module.state_dict().items()}
         else:
@@ -114,7 +131,7 @@ def load_branch_state(world, b, st: BranchState) -> None:
         world.rngs.setdefault(b.name, random.Random()).setstate(st.prompt_rng)
     if st.gen is not None and b.name in world.gens:
         world.gens[b.name].set_state(st.gen)
-    world.teachers.pop(b.name, None)
+    world.state.teachers.pop(b.name, None)
     if st.snapshot is not None:
         view = b.snapshot()
         if b.kind == "full":
@@ -123,7 +140,7 @@ def load_branch_state(world, b, st: BranchState) -> None:
             from peft import set_peft_model_state_dict
 
             set_peft_model_state_dict(view.module, st.snapshot, adapter_name=view.adapter)
-        world.teachers[b.name] = view
+        world.state.teachers[b.name] = view
 
 
 def save(
@@ -133,17 +150,17 @@ def save(
     keep: int = 2,
     branch_states: dict[str, BranchState] | None = None,
 ) -> Path:
-    """Checkpoint the world at `world.step` (the number of completed steps).
+    """Checkpoint the world at `world.state.step` (the number of completed steps).
     `branch_states`: branches held outside this process (Ray actors), by name; the world's
     own branches are read directly."""
     root = _dir(out_dir)
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"step-{world.step:06d}"
-    tmp = root / f".tmp-{world.step:06d}-{os.getpid()}"
+    final = root / f"step-{world.state.step:06d}"
+    tmp = root / f".tmp-{world.state.step:06d}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         _write(world, tmp, extra, branch_states)
-    except (OSError, RuntimeError) as e:
+    except (OSError, RuntimeError, SafetensorError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise _write_failed(e, root) from e
     shutil.rmtree(final, ignore_errors=True)
@@ -151,7 +168,7 @@ def save(
     if keep:
         for old in sorted(root.glob("step-*"))[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
-    world.logger.log_checkpoint(str(final), step=world.step)
+    world.logger.log_checkpoint(str(final), step=world.state.step)
     return final
 
 
@@ -160,9 +177,7 @@ def _write(world, tmp: Path, extra: dict | None, branch_states: dict | None) -> 
     states = {b.name: branch_state(world, b) for b in world.branches}
     states.update(branch_states or {})
     for name, st in states.items():
-        torch.save(
-            {"trainable": st.trainable, "optimizer": st.optimizer}, tmp / f"branch-{name}.pt"
-        )
+        _write_branch(tmp, name, st)
     # Prompts are drawn by the driver (on Ray too): its RNGs are the ones that advanced. A
     # worker's copy of its prompt RNG is never drawn from, so it only fills a gap.
     rngs = {k: r.getstate() for k, r in world.rngs.items()}
@@ -171,47 +186,166 @@ def _write(world, tmp: Path, extra: dict | None, branch_states: dict | None) -> 
             rngs[n] = st.prompt_rng
     gens = {k: g.get_state() for k, g in world.gens.items()}
     gens.update({n: st.gen for n, st in states.items() if st.gen is not None})
+    tensors = {"gen": world.gen.get_state(), "torch_rng": torch.get_rng_state()}
+    tensors.update({f"gens/{k}": g for k, g in gens.items()})
+    _save_tensors(tensors, tmp / "state.safetensors")
     state = {
         "format": FORMAT,
-        "step": world.step,
-        "rngs": rngs,
-        "gen": world.gen.get_state(),
-        "gens": gens,
-        "torch_rng": torch.get_rng_state(),
-        "snapshots": {n: st.snapshot for n, st in states.items() if st.snapshot is not None},
+        "step": world.state.step,
+        "rngs": {k: _rng_to_json(r) for k, r in rngs.items()},
+        "gens": sorted(gens),
+        "branches": list(states),
         "extra": extra or {},
     }
-    torch.save(state, tmp / "state.pt")
     meta = {
-        "step": world.step,
+        "step": world.state.step,
         "time": time.time(),
         "branches": list(states),
         "config": world.cfg.to_dict(),
         "extra": extra or {},
     }
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    (tmp / STATE).write_text(json.dumps(state) + "\n")  # last: marks the folder complete
+
+
+def _write_branch(tmp: Path, name: str, st: BranchState) -> None:
+    tensors: dict[str, torch.Tensor] = {}
+    tensors.update({f"trainable/{k}": v for k, v in st.trainable.items()})
+    if st.snapshot is not None:
+        tensors.update({f"snapshot/{k}": v for k, v in st.snapshot.items()})
+    blob = {
+        "trainable": list(st.trainable),
+        "snapshot": None if st.snapshot is None else list(st.snapshot),
+        "optimizer": _encode(st.optimizer, tensors, "optimizer"),
+    }
+    _save_tensors(tensors, tmp / f"branch-{name}.safetensors")
+    (tmp / f"branch-{name}.json").write_text(json.dumps(blob) + "\n")
+
+
+def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """safetensors wants contiguous CPU tensors that share no memory with one another."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()  # storages already used by a tensor of the file
+    for k, v in tensors.items():
+        t = v.detach().cpu().contiguous()
+        if t.numel() and t.untyped_storage().data_ptr() in seen:
+            t = t.clone()
+        seen.add(t.untyped_storage().data_ptr())
+        out[k] = t
+    save_file(out, str(path))
+
+
+def _encode(obj, tensors: dict[str, torch.Tensor], prefix: str):
+    """A state dict as JSON, its tensors moved to `tensors` (named `prefix/<n>`). Dicts keep
+    non-string keys (an optimizer's parameter ids) and tuples stay tuples."""
+    if isinstance(obj, torch.Tensor):
+        key = f"{prefix}/{len(tensors)}"
+        tensors[key] = obj
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        return {"__items__": [[k, _encode(v, tensors, prefix)] for k, v in obj.items()]}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_encode(v, tensors, prefix) for v in obj]}
+    if isinstance(obj, list):
+        return [_encode(v, tensors, prefix) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot checkpoint a {type(obj).__name__} in an optimizer state")
+
+
+def _decode(obj, tensors: dict[str, torch.Tensor]):
+    if isinstance(obj, list):
+        return [_decode(v, tensors) for v in obj]
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if "__tuple__" in obj:
+            return tuple(_decode(v, tensors) for v in obj["__tuple__"])
+        return {k: _decode(v, tensors) for k, v in obj["__items__"]}
+    return obj
+
+
+def _rng_to_json(state: tuple) -> list:
+    """`random.Random.getstate()` (version, 625 ints, gauss) as JSON."""
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _rng_from_json(state: list) -> tuple:
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)
 
 
 def latest(out_dir: str | Path) -> Path | None:
-    """The newest complete checkpoint under `out_dir`, or None."""
+    """The newest complete checkpoint under `out_dir`, or None. A newest folder in the
+    earlier pickle format raises CheckpointFormatError (before any work: nothing is read)."""
     root = _dir(out_dir)
-    done = sorted(p for p in root.glob("step-*") if (p / "state.pt").exists())
-    return done[-1] if done else None
+    done = sorted(
+        p for p in root.glob("step-*") if (p / STATE).exists() or (p / "state.pt").exists()
+    )
+    if not done:
+        return None
+    check_format(done[-1])
+    return done[-1]
+
+
+def check_format(path: str | Path) -> None:
+    """Refuse a checkpoint folder this version cannot read, with the fix; reads no pickle."""
+    path = Path(path)
+    if not (path / STATE).exists():
+        if (path / "state.pt").exists():
+            raise CheckpointFormatError(
+                f"{path}: a checkpoint in the earlier pickle format, which this version does "
+                "not load (unpickling can run code); start the run again without --resume, "
+                "or resume it with the copd version that wrote it"
+            )
+        raise CheckpointFormatError(f"{path}: no {STATE}; not a complete checkpoint folder")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointFormatError(f"{path}: unreadable checkpoint file ({e})") from e
+
+
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file as fresh CPU tensors (copied out of the file's memory map, so an
+    optimizer that updates them in place never touches the file)."""
+    try:
+        return {k: v.clone() for k, v in load_file(str(path)).items()}
+    except (OSError, SafetensorError) as e:
+        raise CheckpointFormatError(f"{path}: unreadable checkpoint file ({e})") from e
+
+
+def _read_state(path: Path) -> dict:
+    check_format(path)
+    state = _read_json(path / STATE)
+    if state.get("format") != FORMAT:
+        raise CheckpointFormatError(
+            f"{path}: checkpoint format {state.get('format')} is not {FORMAT}; start again "
+            "without --resume, or resume with the copd version that wrote it"
+        )
+    return state
 
 
 def read_branch_states(path: str | Path, names) -> dict[str, BranchState]:
     """The BranchState of each named branch in the checkpoint at `path`."""
     path = Path(path)
-    state = torch.load(path / "state.pt", weights_only=False)
+    state = _read_state(path)
+    gens = _read_tensors(path / "state.safetensors")
     out = {}
     for name in names:
-        blob = torch.load(path / f"branch-{name}.pt", weights_only=False)
+        blob = _read_json(path / f"branch-{name}.json")
+        tensors = _read_tensors(path / f"branch-{name}.safetensors")
+        rng = state["rngs"].get(name)
+        snapshot = blob["snapshot"]
         out[name] = BranchState(
-            blob["trainable"],
-            blob["optimizer"],
-            state["rngs"].get(name),
-            state.get("gens", {}).get(name),
-            state["snapshots"].get(name),
+            {k: tensors[f"trainable/{k}"] for k in blob["trainable"]},
+            _decode(blob["optimizer"], tensors),
+            None if rng is None else _rng_from_json(rng),
+            gens.get(f"gens/{name}"),
+            None if snapshot is None else {k: tensors[f"snapshot/{k}"] for k in snapshot},
         )
     return out
 
@@ -219,23 +353,22 @@ def read_branch_states(path: str | Path, names) -> dict[str, BranchState]:
 def restore(world, path: str | Path) -> dict:
     """Load a checkpoint into an already built world (same config); returns its `extra`.
     A world whose branches live in workers (Ray) restores its own counters and RNGs here;
-    the workers load theirs from `world.restored_from` (`read_branch_states`)."""
+    the workers load theirs from `world.state.restored_from` (`read_branch_states`)."""
     path = Path(path)
-    state = torch.load(path / "state.pt", weights_only=False)
-    if state.get("format") != FORMAT:
-        raise ValueError(f"{path}: checkpoint format {state.get('format')} is not {FORMAT}")
-    for k, s in state["rngs"].items():
-        world.rngs.setdefault(k, random.Random()).setstate(s)
-    world.gen.set_state(state["gen"])
-    for k, g in state.get("gens", {}).items():
-        if k in world.gens:
-            world.gens[k].set_state(g)
-    torch.set_rng_state(state["torch_rng"])
-    world.step = state["step"]
-    world.teachers = {}
+    state = _read_state(path)
+    tensors = _read_tensors(path / "state.safetensors")
     branch_states = read_branch_states(path, [b.name for b in world.branches])
+    for k, s in state["rngs"].items():
+        world.rngs.setdefault(k, random.Random()).setstate(_rng_from_json(s))
+    world.gen.set_state(tensors["gen"])
+    for k in state["gens"]:
+        if k in world.gens:
+            world.gens[k].set_state(tensors[f"gens/{k}"])
+    torch.set_rng_state(tensors["torch_rng"])
+    world.state.step = state["step"]
+    world.state.teachers = {}
     for b in world.branches:
         load_branch_state(world, b, branch_states[b.name])
-    world.resume_extra = state.get("extra", {})  # multi-stage loops read their stage here
-    world.restored_from = str(path)
-    return world.resume_extra
+    world.state.resume_extra = state.get("extra", {})  # multi-stage loops read their stage
+    world.state.restored_from = str(path)
+    return world.state.resume_extra

@@ -216,7 +216,7 @@ def overlap_diagnostics(
 @torch.inference_mode()
 def measure_overlap(world, cycle: int, phase: str, step: int | None = None) -> dict[str, float]:
     """`overlap_diagnostics` for the branches of this process's world; logged and returned."""
-    step = world.step if step is None else step
+    step = world.state.step if step is None else step
     views = {b.name: b.view for b in world.branches}
 
     def probes(examples, step):

@@ -1,15 +1,19 @@
 """The loss terms of an update: GRPO on a native batch, OPD on a cross batch.
 
-    term = grpo_term(world, branch, batch)                       # differentiable loss + stats
-    term = opd_term(world, branch, cross, world.score_opd(teacher_view, cross))
+    term = grpo_term(branch, batch, world.loss, world.timer)              # loss + stats
+    term = opd_term(branch, cross, world.score_opd(teacher_view, cross), world.loss)
 
 Each term runs its own forward of the branch (with the graph) and returns a `LossTerm`:
-the scalar loss and detached statistics to log. The optimizer steps over terms are
-copd/train/update.py.
+the scalar loss and detached statistics to log. A term reads only its arguments: the
+branch, the batch, the run's `LossSettings` (copd/train/settings.py), a timer and, for a
+KL penalty to the base model, a function that scores a batch under the base. The
+optimizer step over terms is copd/train/update.py.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -18,10 +22,21 @@ import torch
 from copd.common import names as N
 from copd.math.losses import aggregate, group_advantages, kl_penalty, opd_advantage, policy_loss
 from copd.policy.rollout import RolloutBatch, completion_logits, logprobs_from_logits
+from copd.train.settings import LossSettings, zero_advantage_skippable
 
 if TYPE_CHECKING:
     from copd.policy.models import Branch
     from copd.train.world import World
+
+# A timer: `with timer("forward"):` accumulates the seconds of a part (World.timer).
+TimerFn = Callable[[str], AbstractContextManager]
+# Log-probs [B, T] of a batch's sampled tokens under the base model (World.score on base).
+ScoreFn = Callable[[RolloutBatch], torch.Tensor]
+
+
+def no_timer(_part: str) -> AbstractContextManager:
+    """A timer that measures nothing."""
+    return nullcontext()
 
 
 @dataclass
@@ -32,12 +47,18 @@ class LossTerm:
     stats: dict[str, float] = field(default_factory=dict)
 
 
-def _logp_and_entropy(world: World, branch: Branch, batch: RolloutBatch, keep_logits=False):
+def logp_and_entropy(
+    branch: Branch,
+    batch: RolloutBatch,
+    temperature: float,
+    timer: TimerFn = no_timer,
+    keep_logits: bool = False,
+):
     """Log-probs [B, T] of the batch's tokens under the branch (with the graph) and the mean
     entropy; with `keep_logits` also the logits [B, T, V] (the direct OPD losses need them)."""
-    with world.timer("forward"), branch.view.use() as model:
+    with timer("forward"), branch.view.use() as model:
         logits = completion_logits(model, batch)
-    logp = logprobs_from_logits(logits, batch.completion_ids_B_T, world.cfg.sampling.temperature)
+    logp = logprobs_from_logits(logits, batch.completion_ids_B_T, temperature)
     with torch.no_grad():
         lp = torch.log_softmax(logits.detach().float(), -1)
         ent_B_T = -(lp.exp() * lp).sum(-1)
@@ -48,42 +69,28 @@ def _logp_and_entropy(world: World, branch: Branch, batch: RolloutBatch, keep_lo
     return logp, entropy
 
 
-def _old_logp(world: World, batch: RolloutBatch, logp_B_T: torch.Tensor) -> torch.Tensor:
+def _old_logp(loss: LossSettings, batch: RolloutBatch, logp_B_T: torch.Tensor) -> torch.Tensor:
     """The sampling policy's log-probs for the ratio. A batch used once was sampled by the
     current weights, so they are `logp` itself (no extra pass). With several updates per
     batch (`grpo.updates_per_batch`), the first pass's values are kept in the batch for
     the later ones."""
-    old = batch.extras.get("old_logp_B_T")
+    old = batch.old_logp_B_T
     if old is None:
         old = logp_B_T.detach()
-        if world.cfg.grpo.updates_per_batch > 1:
-            batch.extras["old_logp_B_T"] = old
+        if loss.updates_per_batch > 1:
+            batch.old_logp_B_T = old
     return old
 
 
-# Config fields that mark a mixture-of-experts model across Hugging Face families
-# (Qwen-MoE, Mixtral, DeepSeek, OLMoE, ...).
-_MOE_CONFIG_KEYS = ("num_experts", "num_local_experts", "n_routed_experts")
-
-
 def skips_zero_advantage(world: World) -> bool:
-    """Whether GRPO terms leave out prompt groups whose rewards are all equal. Exact when
-    nothing but the clipped surrogate sees those rows (no KL to the base) and every
-    trainable weight takes part in every forward, so that a skipped row would only have
-    added zeros to gradients that exist anyway. Not so for vision-language models (a text
-    batch leaves the vision weights without a gradient) or mixture-of-experts models (the
-    experts a row is routed to depend on the row), where skipping is off."""
-    from copd.policy.hf_cache import hf_model
-    from copd.policy.vlm import is_processor
-
-    g = world.cfg.grpo
-    if not g.skip_zero_advantage or g.kl_coef != 0 or is_processor(world.tokenizer):
-        return False
-    config = hf_model(world.base.module).config
-    return not any(getattr(config, k, None) for k in _MOE_CONFIG_KEYS)
+    """Whether the world's GRPO terms skip flat prompt groups
+    (`settings.zero_advantage_skippable` for its config, tokenizer and base model)."""
+    return zero_advantage_skippable(world.cfg, world.tokenizer, world.base.module)
 
 
-def _trained_logp(world: World, branch: Branch, batch: RolloutBatch, live_P: torch.Tensor):
+def _trained_logp(
+    branch: Branch, batch: RolloutBatch, live_P: torch.Tensor, loss: LossSettings, timer: TimerFn
+):
     """Log-probs [B, T] of the batch's tokens and the entropy of the rows that are trained.
 
     With zero-advantage skipping only the groups in `live_P` run through the model (whole
@@ -91,40 +98,48 @@ def _trained_logp(world: World, branch: Branch, batch: RolloutBatch, live_P: tor
     surrogate multiplies by their zero advantage, so they contribute a zero loss and a zero
     gradient as in a full pass, and they still count in the loss's normaliser. The
     returned entropy covers the rows that ran (None when none did)."""
-    if bool(live_P.all()) or not skips_zero_advantage(world):
-        return _logp_and_entropy(world, branch, batch)
+    if bool(live_P.all()) or not loss.skip_zero_advantage:
+        return logp_and_entropy(branch, batch, loss.temperature, timer)
     G = batch.group_size
     rows = [p * G + j for p in live_P.nonzero().flatten().tolist() for j in range(G)]
     full = torch.zeros_like(batch.completion_mask_B_T, dtype=torch.float32)
     if not rows:
         return full, None
-    logp, entropy = _logp_and_entropy(world, branch, batch.subset(rows))
+    logp, entropy = logp_and_entropy(branch, batch.subset(rows), loss.temperature, timer)
     idx = torch.tensor(rows, dtype=torch.long, device=full.device)
     return full.index_copy(0, idx, logp), entropy
 
 
 def grpo_term(
-    world: World, branch: Branch, batch: RolloutBatch, norm: float | None = None
+    branch: Branch,
+    batch: RolloutBatch,
+    loss: LossSettings,
+    timer: TimerFn = no_timer,
+    score_base: ScoreFn | None = None,
+    norm: float | None = None,
 ) -> LossTerm:
     """Clipped-surrogate GRPO loss on a native batch (one pass: ratio 1 unless the batch
     carries `old_logp_B_T` from an earlier pass). Groups whose rewards are all equal have
-    zero advantage and, by default, skip the forward and backward (`skips_zero_advantage`)."""
-    g = world.cfg.grpo
+    zero advantage and, when `loss.skip_zero_advantage`, skip the forward and backward.
+    `score_base`: the base model's log-probs of a batch, for `loss.kl_coef` > 0. `norm`:
+    the loss's denominator when `batch` is a slice of a larger one (`losses.normaliser`)."""
     P = batch.size // batch.group_size
-    adv_P_G = group_advantages(batch.rewards_B.view(P, batch.group_size), g.std_normalize)
+    adv_P_G = group_advantages(batch.rewards_B.view(P, batch.group_size), loss.std_normalize)
     live_P = (adv_P_G != 0).any(-1)
-    logp, entropy = _trained_logp(world, branch, batch, live_P)
-    old = _old_logp(world, batch, logp)
+    logp, entropy = _trained_logp(branch, batch, live_P, loss, timer)
+    old = _old_logp(loss, batch, logp)
     adv_B_T = adv_P_G.reshape(-1, 1).expand_as(logp).to(logp.device)
     mask = batch.completion_mask_B_T
-    loss_B_T, clipped_B_T = policy_loss(logp, old, adv_B_T, mask, g.clip_low, g.clip_high)
-    if g.kl_coef > 0:
-        ref = world.score(world.base, batch)
-        loss_B_T = loss_B_T + g.kl_coef * kl_penalty(logp, ref) * mask
-    loss = aggregate(loss_B_T, mask, g.loss_agg, world.cfg.sampling.max_new_tokens, norm)
+    loss_B_T, clipped_B_T = policy_loss(logp, old, adv_B_T, mask, loss.clip_low, loss.clip_high)
+    if loss.kl_coef > 0:
+        if score_base is None:
+            raise ValueError("grpo.kl_coef > 0 needs the base model's scores (score_base)")
+        ref = score_base(batch)
+        loss_B_T = loss_B_T + loss.kl_coef * kl_penalty(logp, ref) * mask
+    total = aggregate(loss_B_T, mask, loss.loss_agg, loss.max_new_tokens, norm)
     n_tok = mask.sum().clamp(min=1)
     stats = {
-        N.PG_LOSS: float(loss.detach()),
+        N.PG_LOSS: float(total.detach()),
         N.REWARD_MEAN: float(batch.rewards_B.mean()),
         N.CLIP_FRAC: float((clipped_B_T.float() * mask).sum() / n_tok),
         N.RESPONSE_LEN: float(mask.sum(1).mean()),
@@ -133,14 +148,15 @@ def grpo_term(
     }
     if entropy is not None:
         stats[N.ENTROPY] = entropy
-    return LossTerm(loss, stats)
+    return LossTerm(total, stats)
 
 
 def opd_term(
-    world: World,
     branch: Branch,
     batch: RolloutBatch,
     teacher_scores: torch.Tensor | dict[str, torch.Tensor],
+    loss: LossSettings,
+    timer: TimerFn = no_timer,
     norm: float | None = None,
 ) -> LossTerm:
     """On-policy distillation on the student's own samples of a peer's prompts.
@@ -157,28 +173,27 @@ def opd_term(
     advantage, the reverse-KL estimate, and the signal balance: mean |advantage|, the share
     of tokens the teacher rates above the student, the mean log-ratio log p_T - log p_S
     (an estimate of -KL(student || teacher)) and the clip fraction."""
-    g, o = world.cfg.grpo, world.cfg.opd
     scores = teacher_scores if isinstance(teacher_scores, dict) else {"logp": teacher_scores}
     teacher_logp_B_T = scores["logp"]
     mask = batch.completion_mask_B_T
     n_tok = mask.sum().clamp(min=1)
-    direct = o.advantage != "sampled"
-    out = _logp_and_entropy(world, branch, batch, keep_logits=direct)
+    direct = loss.direct_opd
+    out = logp_and_entropy(branch, batch, loss.temperature, timer, keep_logits=direct)
     logp = out[0]
-    adv_B_T = opd_advantage(teacher_logp_B_T, logp, o.beta, mask)
+    adv_B_T = opd_advantage(teacher_logp_B_T, logp, loss.beta, mask)
     if direct:
-        kl_B_T = _reverse_kl(out[2], scores, world.cfg.sampling.temperature, o.advantage)
-        loss_B_T = o.beta * kl_B_T * mask
+        kl_B_T = _reverse_kl(out[2], scores, loss.temperature, loss.opd_advantage)
+        loss_B_T = loss.beta * kl_B_T * mask
         clipped_B_T = torch.zeros_like(mask, dtype=torch.bool)
-        adv_abs = float((o.beta * kl_B_T.detach() * mask).sum() / n_tok)
+        adv_abs = float((loss.beta * kl_B_T.detach() * mask).sum() / n_tok)
     else:
-        old = _old_logp(world, batch, logp)
-        loss_B_T, clipped_B_T = policy_loss(logp, old, adv_B_T, mask, g.clip_low, g.clip_high)
+        old = _old_logp(loss, batch, logp)
+        loss_B_T, clipped_B_T = policy_loss(logp, old, adv_B_T, mask, loss.clip_low, loss.clip_high)
         adv_abs = float((adv_B_T.abs() * mask).sum() / n_tok)
-    loss = aggregate(loss_B_T, mask, g.loss_agg, world.cfg.sampling.max_new_tokens, norm)
+    total = aggregate(loss_B_T, mask, loss.loss_agg, loss.max_new_tokens, norm)
     log_ratio_B_T = (teacher_logp_B_T - logp.detach()) * mask
     stats = {
-        N.OPD_LOSS: float(loss.detach()),
+        N.OPD_LOSS: float(total.detach()),
         N.OPD_ADV_MEAN: float((adv_B_T * mask).sum() / n_tok),
         N.OPD_REVERSE_KL: float(-log_ratio_B_T.sum() / n_tok),
         N.CLIP_FRAC: float((clipped_B_T.float() * mask).sum() / n_tok),
@@ -186,7 +201,7 @@ def opd_term(
         N.SIGNAL_PREFIX + "pos_frac": float(((log_ratio_B_T > 0) & (mask != 0)).sum() / n_tok),
         N.SIGNAL_PREFIX + "log_ratio": float(log_ratio_B_T.sum() / n_tok),
     }
-    return LossTerm(loss, stats)
+    return LossTerm(total, stats)
 
 
 def _reverse_kl(

@@ -3,6 +3,12 @@
 res = optimize(world, branch, [TermSpec(1.0, native), TermSpec(w, cross, "rev", scores)])
 res.stats[i], res.grad_norm, res.signal      # per-term statistics, grad norm, balance
 term, grad_norm = grpo_update(world, branch, batch)          # GRPO alone
+
+Every optimizer step is `step`: for each term, for each slice of its rows (the whole
+batch unless `grpo.micro_batch_rows`), forward and backward; the term's gradient is
+measured when the signal balance asks for it (and clipped on its own with
+`grpo.clip_per_term`); then one tail: zero gradients when no term had a graph, the clip,
+the optimizer step.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import torch
 from copd.common import names as N
 from copd.math.losses import normaliser
 from copd.policy.rollout import RolloutBatch
-from copd.train.terms import LossTerm, _logp_and_entropy, grpo_term, opd_term
+from copd.train.terms import LossTerm, grpo_term, logp_and_entropy, opd_term
 
 if TYPE_CHECKING:
     from copd.policy.models import Branch
@@ -48,72 +54,158 @@ class Updated:
     steps: int = 1
 
 
-def update(
-    world: World,
-    branch: Branch,
-    terms: list[tuple[float, LossTerm]],
-    labels: list[str] | None = None,
-    signal: dict[str, float] | None = None,
-) -> float:
-    """One optimizer step on the weighted sum of loss terms; returns the grad norm.
+def optimize(
+    world: World, branch: Branch, specs: list[TermSpec], measure_signal: bool = False
+) -> Updated:
+    """The optimizer steps of one set of rollout batches: `grpo.updates_per_batch` epochs of
+    `grpo.minibatches` mini-batches (whole prompt groups of every batch), one step each.
 
-    With `signal` (a dict to fill) and `labels` (one per term, "grpo" or a teacher name),
-    each term is backpropagated on its own (the terms come from separate forwards, so the
-    sum of their gradients is the combined gradient) and the signal balance is recorded:
-    the norm of each weighted term's gradient and, per OPD term, its cosine with the GRPO
-    term's gradient (`names.signal_key`).
-
-    A loss with no graph (every group of every term had zero advantage and was skipped)
-    still makes the step, on zero gradients, as a full pass would: Adam's moments decay,
-    weight decay applies and the step count advances."""
-    with world.timer("update"):
-        branch.optimizer.zero_grad(set_to_none=True)
-        if world.cfg.grpo.clip_per_term and len(terms) > 1:
-            gn = _clipped_per_term(world, branch, terms, labels, signal)
-            branch.optimizer.step()
-            return gn
-        if signal is not None and labels is not None:
-            _backward_per_term(branch, terms, labels, signal)
-        else:
-            loss = sum(w * t.loss for w, t in terms)
-            if isinstance(loss, torch.Tensor) and loss.requires_grad:
-                loss.backward()
-        if all(p.grad is None for p in branch.params):  # no term had a graph
-            for p in branch.params:
-                p.grad = torch.zeros_like(p)
-        gn = torch.nn.utils.clip_grad_norm_(branch.params, world.cfg.grpo.grad_clip)
-        branch.optimizer.step()
-    return float(gn)
+    The PPO ratio is taken against the sampling policy's log-probs: with one mini-batch
+    the first pass records them at no extra cost; with several, one no-grad forward
+    records them for every row first (verl's old_log_prob), so the clipped ratio acts from
+    the second mini-batch on. `measure_signal` records the signal balance of the first step."""
+    loss = world.loss
+    M = loss.minibatches
+    if M > 1:
+        for spec in specs:
+            _record_old_logp(world, branch, spec)
+    parts = [_split(spec, M) for spec in specs]
+    sums: list[dict[str, float]] = [{} for _ in specs]
+    counts = [0 for _ in specs]
+    signal: dict[str, float] = {}
+    grad_norm, steps = 0.0, 0
+    for epoch in range(loss.updates_per_batch):
+        for m in range(M):
+            live = [(i, p[m]) for i, p in enumerate(parts) if p[m] is not None]
+            first = measure_signal and epoch == 0 and m == 0
+            grad_norm, term_stats = step(
+                world, branch, [s for _, s in live], signal if first else None
+            )
+            steps += 1
+            for (i, _), st in zip(live, term_stats, strict=True):
+                counts[i] += 1
+                for k, v in st.items():
+                    sums[i][k] = sums[i].get(k, 0.0) + v
+    stats = [{k: v / max(1, n) for k, v in d.items()} for d, n in zip(sums, counts, strict=True)]
+    return Updated(stats, grad_norm, signal, steps)
 
 
-def _clipped_per_term(
-    world: World,
-    branch: Branch,
-    terms: list[tuple[float, LossTerm]],
-    labels: list[str] | None,
-    signal: dict[str, float] | None,
-) -> float:
-    """`grpo.clip_per_term`: each weighted term's gradient is clipped to `grpo.grad_clip`
-    on its own and the clipped gradients are summed (no clip of the sum), so a large OPD
-    gradient no longer shrinks the GRPO term's share of a phase-II step. The signal
-    balance, when asked, measures the terms before clipping. Returns the sum's norm."""
-    params, clip = branch.params, world.cfg.grpo.grad_clip
-    total: list[torch.Tensor] | None = None
-    raw: dict[str, torch.Tensor] = {}
-    for i, (w, term) in enumerate(terms):
-        branch.optimizer.zero_grad(set_to_none=True)
-        if isinstance(term.loss, torch.Tensor) and term.loss.requires_grad:
-            (w * term.loss).backward()
+def step(
+    world: World, branch: Branch, specs: list[TermSpec], signal: dict[str, float] | None = None
+) -> tuple[float, list[dict[str, float]]]:
+    """One optimizer step on the weighted sum of the terms; returns the grad norm and each
+    term's statistics.
+
+    Each term goes through the model slice by slice (`slices`), each slice's loss
+    backpropagated before the next slice's forward, so activations are held for one slice
+    only; the terms come from separate forwards, so the sum of their gradients is the
+    combined gradient. With `signal` (a dict to fill) each term's weighted gradient is
+    measured: its norm and, per OPD term, its cosine with the GRPO term's
+    (`names.signal_key`). With `grpo.clip_per_term` (and more than one term) each term's
+    gradient is clipped to `grpo.grad_clip` on its own and the clipped gradients are
+    summed (no clip of the sum), so a large OPD gradient no longer shrinks the GRPO term's
+    share of a phase-II step; the signal balance measures the terms before clipping.
+
+    A step where no term had a graph (every group had zero advantage and was skipped)
+    still steps, on zero gradients, as a full pass would: Adam's moments decay, weight
+    decay applies and the step count advances."""
+    loss = world.loss
+    params = branch.params
+    per_term = loss.clip_per_term and len(specs) > 1
+    branch.optimizer.zero_grad(set_to_none=True)
+    grads: dict[str, torch.Tensor] = {}  # each term's own gradient, before any clip
+    clipped: list[torch.Tensor] | None = None  # per-term clipping: the sum of the clips
+    before: torch.Tensor | None = None  # the gradient accumulated by the earlier terms
+    stats: list[dict[str, float]] = []
+    for spec in specs:
+        if per_term:
+            branch.optimizer.zero_grad(set_to_none=True)
+        stats.append(_backward(world, branch, spec))
         if signal is not None:
-            raw[labels[i] if labels else str(i)] = _flat_grad(params)
-        torch.nn.utils.clip_grad_norm_(params, clip)  # this term alone
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        total = grads if total is None else [a + b for a, b in zip(total, grads, strict=True)]
-    for p, g in zip(params, total or [], strict=True):
-        p.grad = g
-    if signal is not None and labels is not None:
-        _signal_from_grads(raw, signal)
-    return float(_flat_grad(params).norm())
+            now = _flat_grad(params)
+            grads[spec.label] = now if before is None else now - before
+            before = None if per_term else now
+        if per_term:
+            with world.timer("update"):
+                torch.nn.utils.clip_grad_norm_(params, loss.grad_clip)  # this term alone
+                term_grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
+                clipped = (
+                    term_grads
+                    if clipped is None
+                    else [a + b for a, b in zip(clipped, term_grads, strict=True)]
+                )
+    if signal is not None:
+        _signal_from_grads(grads, signal)
+    with world.timer("update"):
+        if clipped is not None:
+            for p, g in zip(params, clipped, strict=True):
+                p.grad = g
+            grad_norm = float(_flat_grad(params).norm())
+        else:
+            if all(p.grad is None for p in params):  # no term had a graph
+                for p in params:
+                    p.grad = torch.zeros_like(p)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, loss.grad_clip))
+        branch.optimizer.step()
+    return grad_norm, stats
+
+
+# Statistics that add up over slices (each is the slice's share of the batch loss); the
+# others are averaged, weighted by rows.
+_SUMMED = (N.PG_LOSS, N.OPD_LOSS)
+
+
+def _backward(world: World, branch: Branch, spec: TermSpec) -> dict[str, float]:
+    """Forward and backward of one weighted term; its statistics. With micro-batches each
+    slice's loss is normalised by the whole term's denominator (`losses.normaliser`), so
+    the slices' gradients add up to the one pass's (to float rounding), and the statistics
+    are combined: losses summed over slices, the rest row-weighted means."""
+    loss = world.loss
+    if not loss.micro_batch_rows:
+        return _backward_slice(world, branch, spec, None).stats
+    norm = normaliser(spec.batch.completion_mask_B_T, loss.loss_agg, loss.max_new_tokens)
+    acc: dict[str, float] = {}
+    rows = 0
+    for part in slices(world, spec):
+        stats = _backward_slice(world, branch, part, norm).stats
+        n = part.batch.size
+        for k, v in stats.items():
+            acc[k] = acc.get(k, 0.0) + (v if k in _SUMMED else v * n)
+        rows += n
+    return {k: v if k in _SUMMED else v / max(1, rows) for k, v in acc.items()}
+
+
+def _backward_slice(world: World, branch: Branch, spec: TermSpec, norm: float | None) -> LossTerm:
+    term = term_of(world, branch, spec, norm)
+    with world.timer("update"):
+        if isinstance(term.loss, torch.Tensor) and term.loss.requires_grad:
+            (spec.weight * term.loss).backward()
+    return term
+
+
+def slices(world: World, spec: TermSpec) -> list[TermSpec]:
+    """The term's rows as the model sees them in one pass: `grpo.micro_batch_rows` at a
+    time (whole prompt groups), or the whole term."""
+    rows = world.loss.micro_batch_rows
+    if not rows:
+        return [spec]
+    G = spec.batch.group_size
+    n = -(-(spec.batch.size // G) // max(1, rows // G))
+    return [p for p in _split(spec, n) if p is not None]
+
+
+def term_of(world: World, branch: Branch, spec: TermSpec, norm: float | None = None) -> LossTerm:
+    """The loss term `spec` names, with the world's settings, timer and base model."""
+    if spec.teacher is None:
+        return grpo_term(
+            branch,
+            spec.batch,
+            world.loss,
+            world.timer,
+            score_base=lambda b: world.score(world.base, b),
+            norm=norm,
+        )
+    return opd_term(branch, spec.batch, spec.scores, world.loss, world.timer, norm)
 
 
 def _flat_grad(params: list[torch.Tensor]) -> torch.Tensor:
@@ -123,20 +215,6 @@ def _flat_grad(params: list[torch.Tensor]) -> torch.Tensor:
             for p in params
         ]
     )
-
-
-def _backward_per_term(
-    branch: Branch, terms: list[tuple[float, LossTerm]], labels: list[str], out: dict
-) -> None:
-    grads: dict[str, torch.Tensor] = {}
-    before = None
-    for (w, term), label in zip(terms, labels, strict=True):
-        if isinstance(term.loss, torch.Tensor) and term.loss.requires_grad:
-            (w * term.loss).backward()
-        now = _flat_grad(branch.params)
-        grads[label] = now if before is None else now - before
-        before = now
-    _signal_from_grads(grads, out)
 
 
 def _signal_from_grads(grads: dict[str, torch.Tensor], out: dict) -> None:
@@ -150,126 +228,20 @@ def _signal_from_grads(grads: dict[str, torch.Tensor], out: dict) -> None:
             out[N.signal_key("cos", label)] = float(native @ g) / denom if denom > 0 else 0.0
 
 
-def optimize(
-    world: World, branch: Branch, specs: list[TermSpec], measure_signal: bool = False
-) -> Updated:
-    """The optimizer steps of one set of rollout batches: `grpo.updates_per_batch` epochs of
-    `grpo.minibatches` mini-batches (whole prompt groups of every batch), one step each.
-
-    The PPO ratio is taken against the sampling policy's log-probs: with one mini-batch
-    the first pass records them at no extra cost; with several, one no-grad forward
-    records them for every row first (verl's old_log_prob), so the clipped ratio acts from
-    the second mini-batch on. `measure_signal` records the signal balance of the first step."""
-    g = world.cfg.grpo
-    M = g.minibatches
-    if M > 1:
-        for spec in specs:
-            _record_old_logp(world, branch, spec)
-    parts = [_split(spec, M) for spec in specs]
-    sums: list[dict[str, float]] = [{} for _ in specs]
-    counts = [0 for _ in specs]
-    signal: dict[str, float] = {}
-    grad_norm, steps = 0.0, 0
-    for epoch in range(g.updates_per_batch):
-        for m in range(M):
-            live = [(i, p[m]) for i, p in enumerate(parts) if p[m] is not None]
-            first = measure_signal and epoch == 0 and m == 0
-            if g.micro_batch_rows:
-                grad_norm, term_stats = accumulate(
-                    world, branch, [s for _, s in live], signal if first else None
-                )
-            else:
-                terms = [(s.weight, _term(world, branch, s)) for _, s in live]
-                grad_norm = update(
-                    world,
-                    branch,
-                    terms,
-                    labels=[s.label for _, s in live] if first else None,
-                    signal=signal if first else None,
-                )
-                term_stats = [t.stats for _, t in terms]
-            steps += 1
-            for (i, _), st in zip(live, term_stats, strict=True):
-                counts[i] += 1
-                for k, v in st.items():
-                    sums[i][k] = sums[i].get(k, 0.0) + v
-    stats = [{k: v / max(1, n) for k, v in d.items()} for d, n in zip(sums, counts, strict=True)]
-    return Updated(stats, grad_norm, signal, steps)
-
-
-def _term(world: World, branch: Branch, spec: TermSpec, norm: float | None = None) -> LossTerm:
-    if spec.teacher is None:
-        return grpo_term(world, branch, spec.batch, norm)
-    return opd_term(world, branch, spec.batch, spec.scores, norm)
-
-
-# Statistics that add up over micro-batches (each is the slice's share of the batch loss);
-# the others are averaged, weighted by rows.
-_SUMMED = (N.PG_LOSS, N.OPD_LOSS)
-
-
-def accumulate(
-    world: World, branch: Branch, specs: list[TermSpec], signal: dict[str, float] | None = None
-) -> tuple[float, list[dict[str, float]]]:
-    """One optimizer step by gradient accumulation: each term's rows go through the model
-    `grpo.micro_batch_rows` at a time (whole prompt groups), each slice's loss normalised
-    by the whole term's denominator (`losses.normaliser`) and backpropagated before the
-    next slice's forward, so activations are held for one slice only and the gradient is
-    the one pass's (to float rounding). Returns the grad norm and each term's statistics
-    (losses summed over slices, the rest row-weighted means). With `signal`, each term's
-    accumulated gradient is measured as in `update`."""
-    g = world.cfg.grpo
-    max_len = world.cfg.sampling.max_new_tokens
-    branch.optimizer.zero_grad(set_to_none=True)
-    grads: dict[str, torch.Tensor] = {}
-    before = None
-    out: list[dict[str, float]] = []
-    for spec in specs:
-        norm = normaliser(spec.batch.completion_mask_B_T, g.loss_agg, max_len)
-        G = spec.batch.group_size
-        per_slice = max(1, g.micro_batch_rows // G)
-        P = spec.batch.size // G
-        acc: dict[str, float] = {}
-        rows = 0
-        for part in _split(spec, -(-P // per_slice)):
-            if part is None:
-                continue
-            term = _term(world, branch, part, norm)
-            with world.timer("update"):
-                if isinstance(term.loss, torch.Tensor) and term.loss.requires_grad:
-                    (spec.weight * term.loss).backward()
-            n = part.batch.size
-            for k, v in term.stats.items():
-                acc[k] = acc.get(k, 0.0) + (v if k in _SUMMED else v * n)
-            rows += n
-        out.append({k: v if k in _SUMMED else v / max(1, rows) for k, v in acc.items()})
-        if signal is not None:
-            now = _flat_grad(branch.params)
-            grads[spec.label] = now if before is None else now - before
-            before = now
-    if signal is not None:
-        _signal_from_grads(grads, signal)
-    with world.timer("update"):
-        if all(p.grad is None for p in branch.params):  # no slice had a graph
-            for p in branch.params:
-                p.grad = torch.zeros_like(p)
-        gn = torch.nn.utils.clip_grad_norm_(branch.params, g.grad_clip)
-        branch.optimizer.step()
-    return float(gn), out
-
-
 def _record_old_logp(world: World, branch: Branch, spec: TermSpec) -> None:
     """The sampling policy's log-probs of every row, before any mini-batch step."""
-    if spec.teacher is not None and world.cfg.opd.advantage != "sampled":
+    if spec.teacher is not None and world.loss.direct_opd:
         return  # the direct KL losses take no ratio
-    if "old_logp_B_T" not in spec.batch.extras:
-        rows = world.cfg.grpo.micro_batch_rows
-        G = spec.batch.group_size
-        n = -(-(spec.batch.size // G) // max(1, rows // G)) if rows else 1
+    if spec.batch.old_logp_B_T is None:
         with torch.no_grad():
-            parts = [p for p in _split(spec, n) if p is not None]
-            spec.batch.extras["old_logp_B_T"] = torch.cat(
-                [_pad_T(_logp_and_entropy(world, branch, p.batch)[0], spec.batch) for p in parts]
+            spec.batch.old_logp_B_T = torch.cat(
+                [
+                    _pad_T(
+                        logp_and_entropy(branch, p.batch, world.loss.temperature, world.timer)[0],
+                        spec.batch,
+                    )
+                    for p in slices(world, spec)
+                ]
             )
 
 
@@ -314,16 +286,18 @@ def grpo_update(world: World, branch: Branch, batch: RolloutBatch) -> tuple[Loss
 
 
 def signal_due(world: World) -> bool:
-    """Whether the update that makes step `world.step + 1` records the signal balance: at
+    """Whether the update that makes step `world.state.step + 1` records the signal balance: at
     the diagnostics cadence (`schedule.diag_every`), when `diagnostics.signal_balance`."""
     every = world.cfg.schedule.diag_every
-    return bool(world.cfg.diagnostics.signal_balance and every and (world.step + 1) % every == 0)
+    return bool(
+        world.cfg.diagnostics.signal_balance and every and (world.state.step + 1) % every == 0
+    )
 
 
 def opd_weights(world: World, n_teachers: int) -> float:
     """The weight of each OPD term in a combined update: `opd.cross_weight` per teacher, or
     divided by the number of teachers (`opd.teacher_weighting="mean"`)."""
-    o = world.cfg.opd
+    o = world.loss
     return (
         o.cross_weight
         if o.teacher_weighting == "per_teacher"

@@ -41,6 +41,7 @@ from copd.policy.rollout import (
 from copd.spec import ConfigError, RunConfig
 from copd.tasks import Example, Task, get_task
 from copd.train.logger import Logger, NullLogger
+from copd.train.settings import LossSettings, zero_advantage_skippable
 
 
 class TrainingCancelled(Exception):
@@ -78,7 +79,21 @@ def set_threads(n: int) -> None:
 
 
 @dataclass
+class TrainState:
+    """What changes while a run trains (the rest of the world is built once). A checkpoint
+    saves and restores it (copd/train/checkpoint.py)."""
+
+    step: int = 0  # optimizer steps completed
+    stop_requested: bool = False  # a stop was asked for (SIGTERM): checkpoint and leave
+    teachers: dict[str, PolicyView] = field(default_factory=dict)  # snapshots when frozen
+    resume_extra: dict = field(default_factory=dict)  # a restored checkpoint's `extra`
+    restored_from: str = ""  # the checkpoint folder `checkpoint.restore` loaded, if any
+
+
+@dataclass
 class World:
+    """The parts of a run built once (`World.build`), with the train state in `state`."""
+
     cfg: RunConfig
     tokenizer: object
     tasks: dict[str, Task]  # by task spec string
@@ -87,17 +102,14 @@ class World:
     logger: Logger
     rngs: dict[str, random.Random]  # prompt sampling, per branch (and "mixed", "diag")
     gen: torch.Generator  # token sampling
-    step: int = 0
     timer: Timer = field(default_factory=Timer)
-    stop_requested: bool = False
-    teachers: dict[str, PolicyView] = field(default_factory=dict)  # snapshots when frozen
     base_path: str = ""
-    resume_extra: dict = field(default_factory=dict)  # a restored checkpoint's `extra`
     # Token sampling per branch for loops that run through copd/workers (CoPD): a stream
     # per branch, seeded from (seed, name), so an in-process run and one with a Ray actor
     # per branch draw the same tokens.
     gens: dict[str, torch.Generator] = field(default_factory=dict)
-    restored_from: str = ""  # the checkpoint folder `checkpoint.restore` loaded, if any
+    loss: LossSettings = field(default_factory=LossSettings)  # what the loss terms read
+    state: TrainState = field(default_factory=TrainState)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -107,10 +119,13 @@ class World:
         set_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         if names is None:  # the policies the method trains (e.g. one "mixed" policy)
-            from copd.train.algorithms import policy_names
-
-            names = policy_names(cfg)
-        tasks = {b.task: get_task(b.task, **cfg.task_options.get(b.task, {})) for b in cfg.branches}
+            names = cfg.policy_names()
+        tasks = {
+            b.task: get_task(
+                b.task, trust_task_code=cfg.trust_task_code, **cfg.task_options.get(b.task, {})
+            )
+            for b in cfg.branches
+        }
         check_task_media(tasks)
         path = resolve_model_path(cfg.model, log=lambda m: logger.log_event(m))
         base, tok = load_policy(path, cfg.model.dtype, cfg.model.gguf_file)
@@ -125,9 +140,18 @@ class World:
         rngs["mixed"] = random.Random(f"{cfg.seed}:mixed")
         gen = torch.Generator().manual_seed(cfg.seed)
         gens = {b.name: branch_generator(cfg.seed, b.name) for b in branches}
+        loss = LossSettings.from_config(cfg, zero_advantage_skippable(cfg, tok, base_view.module))
         return cls(
-            cfg, tok, tasks, branches, base_view, logger, rngs, gen, base_path=path, gens=gens
-        )
+            cfg, tok, tasks, branches, base_view, logger, rngs, gen, base_path=path, gens=gens,
+            loss=loss,
+        )  # fmt: skip
+
+    def reconfigure(self, cfg: RunConfig) -> None:
+        """Swap in another config of the same run (a study varying the temperature, a
+        benchmark toggling a knob) and rebuild the loss settings from it."""
+        self.cfg = cfg
+        skip = zero_advantage_skippable(cfg, self.tokenizer, self.base.module)
+        self.loss = LossSettings.from_config(cfg, skip)
 
     def branch(self, name: str) -> Branch:
         return next(b for b in self.branches if b.name == name)
@@ -190,7 +214,7 @@ class World:
         with self.timer("teacher"), view.use() as model:
             b = batch.to(view.device)
             logits = completion_logits(model, b)
-            lp = logprobs_from_logits(logits, b.completion_ids_B_T, self.cfg.sampling.temperature)
+            lp = logprobs_from_logits(logits, b.completion_ids_B_T, self.loss.temperature)
         return lp.to(batch.completion_ids_B_T.device)
 
     @torch.no_grad()
@@ -201,28 +225,28 @@ class World:
         the sampled tokens ("sampled"); for "full_kl" also its full log-distribution
         ("full", [B, T, V]); for "topk" its top-k log-probs and token ids ("topk_vals",
         "topk_idx", [B, T, k]). Returned on the batch's device."""
-        kind = self.cfg.opd.advantage
+        kind = self.loss.opd_advantage
         if kind == "sampled":
             return self.score(view, batch)
         dev = batch.completion_ids_B_T.device
         with self.timer("teacher"), view.use() as model:
             b = batch.to(view.device)
-            logits = completion_logits(model, b).float() / self.cfg.sampling.temperature
+            logits = completion_logits(model, b).float() / self.loss.temperature
             lsm = torch.log_softmax(logits, -1)
             out = {"logp": lsm.gather(-1, b.completion_ids_B_T.long().unsqueeze(-1)).squeeze(-1)}
             if kind == "full_kl":
                 out["full"] = lsm
             else:
-                k = min(self.cfg.opd.topk, lsm.shape[-1])
+                k = min(self.loss.topk, lsm.shape[-1])
                 out["topk_vals"], out["topk_idx"] = lsm.topk(k, dim=-1)
         return {key: v.to(dev) for key, v in out.items()}
 
     def teacher_view(self, name: str) -> PolicyView:
         """The peer's live policy, or its frozen snapshot when `opd.teacher == "snapshot"`."""
-        return self.teachers.get(name) or self.branch(name).view
+        return self.state.teachers.get(name) or self.branch(name).view
 
     def snapshot_teachers(self) -> None:
-        self.teachers = {b.name: b.snapshot() for b in self.branches}
+        self.state.teachers = {b.name: b.snapshot() for b in self.branches}
 
 
 def check_task_media(tasks: dict[str, Task], n: int = 4) -> None:
@@ -250,14 +274,14 @@ def log_step(
     world: World, metrics: dict[str, float], cycle: int, phase: str, total: int | None = None
 ) -> None:
     """Timing breakdown and progress with the step's metrics, in one logger call.
-    Called after `world.step += 1`, so `world.step` counts the steps done.
+    Called after `world.state.step += 1`, so it counts the steps done.
     `total`: the loop's step count when it is not `schedule.total_steps()` (baselines)."""
     total = total or world.cfg.schedule.total_steps() or 1
     t = world.timer.pop()
     metrics = dict(metrics)
     for part, secs in t.items():
         metrics[N.time_key(part)] = secs
-    metrics[N.PROGRESS] = world.step / total
+    metrics[N.PROGRESS] = world.state.step / total
     t0 = time.perf_counter()
-    world.logger.log_metrics(metrics, step=world.step, cycle=cycle, phase=phase)
+    world.logger.log_metrics(metrics, step=world.state.step, cycle=cycle, phase=phase)
     world.timer.acc["logging"] += time.perf_counter() - t0

@@ -1,7 +1,7 @@
 """Training algorithms: readable loops over the engine's primitives (copd/train/world.py).
 
-`run(world, out_dir)` dispatches on `cfg.method`; `policy_names(cfg)` says which policies
-the method trains (the world builds exactly those).
+`run(world, out_dir)` dispatches on `cfg.method`; `cfg.policy_names()` (copd/spec/run.py)
+says which policies the method trains (the world builds exactly those).
 
     copd     -> copd.py        CoPD (the branches co-evolve, mutual OPD, merge)
     expert, weight_average -> expert.py      independent single-domain experts (+ average)
@@ -23,16 +23,6 @@ _MODULES = {
     "static_opd": "copd.train.algorithms.static_opd",
     "mopd": "copd.train.algorithms.mopd",
 }
-
-
-def policy_names(cfg) -> list[str]:
-    """The policies a run instantiates: the branches, one "mixed" policy, or the MOPD
-    experts plus their student "mopd"."""
-    if cfg.method == "mixed":
-        return ["mixed"]
-    if cfg.method == "mopd":
-        return [*cfg.branch_names, "mopd"]
-    return list(cfg.branch_names)
 
 
 def run(world, out_dir: str | Path) -> dict[str, dict[str, float]]:

@@ -45,7 +45,7 @@ from copd.train.algorithms.loop import (
     via_workers,
 )
 from copd.train.update import signal_due
-from copd.train.workers import Call, CrossBatch, WorkerGroup, make_group
+from copd.train.workers import CrossBatch, WorkerGroup, make_group
 from copd.train.workers.local import LocalGroup
 from copd.train.world import World, log_step
 
@@ -56,12 +56,12 @@ def phase1_step(world: World, group: WorkerGroup | None = None) -> dict[str, flo
     g = world.cfg.grpo
     tasks = _tasks(world)
     signal = signal_due(world)
-    calls = [
-        Call(n, "rl_step", (world.prompts(tasks[n], g.prompts_per_step, n), g.group_size, signal))
+    work = {
+        n: (world.prompts(tasks[n], g.prompts_per_step, n), g.group_size, signal)
         for n in group.names
-    ]
+    }
     metrics: dict[str, float] = {}
-    for n, stats in zip(group.names, group.call(calls), strict=True):
+    for n, stats in group.rl_steps(work).items():
         stats[N.reward_on(tasks[n].name)] = stats[N.REWARD_MEAN]
         metrics.update({N.branch(n, k): v for k, v in stats.items()})
     return metrics
@@ -77,7 +77,7 @@ def phase2_step(world: World, group: WorkerGroup | None = None) -> dict[str, flo
     # 1. Every branch samples its native batch and its cross batches (peer prompts), in one
     #    call and one decode loop. The driver draws the prompts from each branch's prompt
     #    RNG, in a fixed order.
-    calls, keys = [], []
+    requests_of, keys = {}, []
     for n in names:
         requests, mine = [], []
         if o.native_rl:
@@ -87,32 +87,29 @@ def phase2_step(world: World, group: WorkerGroup | None = None) -> dict[str, flo
             peer_prompts = world.prompts(tasks[t], o.cross_prompts_per_step, n)
             requests.append((peer_prompts, o.cross_group_size))
             mine.append((n, t))
-        calls.append(Call(n, "rollouts", (requests,)))
+        requests_of[n] = requests
         keys.append(mine)
+    sampled_of = group.rollouts(requests_of)
     batches = {
         key: batch
-        for mine, sampled in zip(keys, group.call(calls), strict=True)
-        for key, batch in zip(mine, sampled, strict=True)
+        for mine, n in zip(keys, names, strict=True)
+        for key, batch in zip(mine, sampled_of[n], strict=True)
     }
     cross = {k: b for k, b in batches.items() if k[1] is not None}
     # 2. Every teacher scores every sampled token before anyone updates.
-    scored = group.call([Call(t, "score", (batch,)) for (s, t), batch in cross.items()])
+    scored = group.scores([(t, batch) for (s, t), batch in cross.items()])
     teacher_logp = dict(zip(cross, scored, strict=True))
     # 3. One combined update per branch.
-    calls = [
-        Call(
-            n,
-            "train_step",
-            (
-                batches.get((n, None)),
-                [CrossBatch(t, b, teacher_logp[s, t]) for (s, t), b in cross.items() if s == n],
-                signal_due(world),
-            ),
+    work = {
+        n: (
+            batches.get((n, None)),
+            [CrossBatch(t, b, teacher_logp[s, t]) for (s, t), b in cross.items() if s == n],
+            signal_due(world),
         )
         for n in names
-    ]
+    }
     metrics: dict[str, float] = {}
-    for n, stats in zip(names, group.call(calls), strict=True):
+    for n, stats in group.train_steps(work).items():
         if (n, None) in batches:
             stats[N.reward_on(tasks[n].name)] = stats[N.REWARD_MEAN]
         for (s, t), b in cross.items():
@@ -128,7 +125,7 @@ def _tasks(world: World) -> dict:
 
 
 def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:
-    """Run (or continue, from `world.step`) the CoPD schedule; returns the final scores.
+    """Run (or continue, from `world.state.step`) the CoPD schedule; returns the final scores.
     The branches run in the workers of `cfg.backend` (in-process by default, or Ray)."""
     group = make_group(world)
     try:
@@ -149,13 +146,13 @@ def _train(world: World, group: WorkerGroup, out_dir: str | Path) -> dict[str, d
         f"backend {cfg.backend.kind}",
     )
     begin(world, acts)
-    while world.step < total:
-        pos = position(world.step, sc)
+    while world.state.step < total:
+        pos = position(world.state.step, sc)
         if pos.phase == "opd" and pos.phase_start and cfg.opd.teacher == "snapshot":
             group.snapshot_teachers()
         step = phase1_step if pos.phase == "rl" else phase2_step
         metrics = step(world, group)
-        world.step += 1
+        world.state.step += 1
         for part, secs in group.pop_times().items():  # worker-side timings (Ray)
             world.timer.acc[part] += secs
             world.timer.total[part] += secs

@@ -54,10 +54,10 @@ def expert_stage(world: World, acts: Actions, budget: Budget, experts: Sequence[
     measure, evaluate (the experts) and checkpoint at CoPD's points."""
     end = budget.start_of("experts") + dict(budget.stages)["experts"]
     begin(world, acts)
-    while world.step < end:
-        pos = cadence(world.step, world.cfg)
+    while world.state.step < end:
+        pos = cadence(world.state.step, world.cfg)
         metrics = rl_step(world, experts)
-        world.step += 1
+        world.state.step += 1
         log_step(world, metrics, pos.cycle, "rl", total=budget.total)
         after_scheduled_step(world, acts, budget.total, pos, "rl")
 
@@ -75,15 +75,15 @@ def distill_stage(
     stage starts."""
     sc = world.cfg.schedule
     start = budget.start_of("distill")
-    if world.step == start:
-        world.logger.log_event(message, step=world.step)
-    while world.step < budget.total:
-        pos = cadence(world.step, world.cfg)
-        metrics = step(world.step - start)
-        world.step += 1
+    if world.state.step == start:
+        world.logger.log_event(message, step=world.state.step)
+    while world.state.step < budget.total:
+        pos = cadence(world.state.step, world.cfg)
+        metrics = step(world.state.step - start)
+        world.state.step += 1
         log_step(world, metrics, pos.cycle, "opd", total=budget.total)
-        last = world.step == budget.total
-        block_end = (world.step - start) % max(sc.opd_steps, 1) == 0  # CoPD's phase-II end
+        last = world.state.step == budget.total
+        block_end = (world.state.step - start) % max(sc.opd_steps, 1) == 0  # CoPD's phase-II end
         after_step(
             world,
             acts,

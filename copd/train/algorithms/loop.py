@@ -3,9 +3,9 @@
     acts = in_process(world, out_dir, views, budget)   # or via_workers(world, group, out_dir)
     announce(world, "...", budget)                      # at start (+ resume checks)
     begin(world, acts)                                  # step 0: diagnostics, eval.at_start
-    while world.step < total:
+    while world.state.step < total:
         metrics = ...one update...
-        world.step += 1
+        world.state.step += 1
         log_step(world, metrics, cycle, phase, total)
         after_step(world, acts, total, cycle, phase, measure_due=..., eval_due=..., save_due=...)
     return finish(world, out_dir, views)
@@ -45,7 +45,7 @@ class Actions:
 
     measure: Callable[[int, str], object]  # (cycle, phase): overlap diagnostics, logged
     evaluate: Callable[[int], object]  # (step): held-out scores, logged
-    save: Callable[[], object]  # checkpoint the world at world.step
+    save: Callable[[], object]  # checkpoint the world at world.state.step
 
 
 def in_process(
@@ -59,7 +59,7 @@ def in_process(
         save=lambda: checkpoint.save(
             world,
             out_dir,
-            extra={"stage": budget.stage_at(world.step), "budget": budget.to_dict()},
+            extra={"stage": budget.stage_at(world.state.step), "budget": budget.to_dict()},
         ),
     )
 
@@ -77,30 +77,30 @@ def announce(world: World, message: str | None = None, budget: Budget | None = N
     """Log `message` and the step budget at start. With a budget, refuse to resume a
     checkpoint written under another budget or at another stage."""
     if message:
-        world.logger.log_event(message, step=world.step)
+        world.logger.log_event(message, step=world.state.step)
     if budget is None:
         return
     per = ", ".join(f"{k}={v}" for k, v in budget.updates_per_policy.items())
     world.logger.log_event(
-        f"budget: {per} updates per policy, rule: {budget.rule}", step=world.step
+        f"budget: {per} updates per policy, rule: {budget.rule}", step=world.state.step
     )
-    saved = world.resume_extra
+    saved = world.state.resume_extra
     if saved.get("budget") and saved["budget"] != budget.to_dict():
         raise ConfigError(
             "schedule: the checkpoint was written under another step budget "
             f"({saved['budget']['rule']}); resume with the run's own config.json"
         )
-    if saved.get("stage") and saved["stage"] != budget.stage_at(world.step):
+    if saved.get("stage") and saved["stage"] != budget.stage_at(world.state.step):
         raise ConfigError(
-            f"checkpoint: stage {saved['stage']!r} does not match step {world.step} "
-            f"({budget.stage_at(world.step)!r}); the checkpoint is from another schedule"
+            f"checkpoint: stage {saved['stage']!r} does not match step {world.state.step} "
+            f"({budget.stage_at(world.state.step)!r}); the checkpoint is from another schedule"
         )
 
 
 def begin(world: World, acts: Actions) -> None:
     """Before the first step of a fresh run: diagnostics (branches = base), and the
     starting scores when `eval.at_start`."""
-    if world.step == 0:
+    if world.state.step == 0:
         acts.measure(0, "rl")
         if world.cfg.eval.at_start:
             acts.evaluate(0)
@@ -132,23 +132,25 @@ def after_step(
     eval_due: bool = False,
     save_due: bool,
 ) -> None:
-    """After `world.step += 1` and `log_step`: diagnostics, evaluation, checkpoint and stop
+    """After `world.state.step += 1` and `log_step`: diagnostics, evaluation, checkpoint and stop
     request, by the cadence in the module docstring. `measure_due`, `eval_due`, `save_due`:
     whether the loop's own points fall on this step."""
     sc, every = world.cfg.schedule, world.cfg.checkpoint_every
     check_finite(world)  # diverged weights: fail here, naming the step and the fix
-    if measure_due or (sc.diag_every and world.step % sc.diag_every == 0):
+    if measure_due or (sc.diag_every and world.state.step % sc.diag_every == 0):
         acts.measure(cycle, phase)
-    if eval_due and world.step < total:  # the final step's evaluation is finish's
-        acts.evaluate(world.step)
-    saved = save_due or bool(every and world.step % every == 0)
+    if eval_due and world.state.step < total:  # the final step's evaluation is finish's
+        acts.evaluate(world.state.step)
+    saved = save_due or bool(every and world.state.step % every == 0)
     if saved:
         acts.save()
-    if world.stop_requested and world.step < total:
+    if world.state.stop_requested and world.state.step < total:
         if not saved:
             acts.save()
-        world.logger.log_event("stop requested: checkpointed", level="warning", step=world.step)
-        raise TrainingCancelled(f"stopped at step {world.step} of {total}")
+        world.logger.log_event(
+            "stop requested: checkpointed", level="warning", step=world.state.step
+        )
+        raise TrainingCancelled(f"stopped at step {world.state.step} of {total}")
 
 
 def after_scheduled_step(
@@ -182,16 +184,18 @@ def finish(
     merged from their states."""
     remote = group is not None and not group.is_local
     views = {} if remote else dict(views)
-    scores = group.evaluate(world, step=world.step, final=True) if remote else {}
+    scores = group.evaluate(world, step=world.state.step, final=True) if remote else {}
     n_branches = len(group.names) if remote else len(world.branches)
     if world.cfg.merge.enabled and n_branches > 1:
         states = [s.trainable for s in group.states().values()] if remote else None
         model = merged_model(world, states)
         export_merged(world, Path(out_dir) / "merged", model)
         views["merged"] = PolicyView(model)
-    scores.update(evaluate(world, views, step=world.step, final=True))
+    scores.update(evaluate(world, views, step=world.state.step, final=True))
     table = write_results(
-        scores, out_dir, extra={"method": world.cfg.method, "steps": world.step, **(extra or {})}
+        scores,
+        out_dir,
+        extra={"method": world.cfg.method, "steps": world.state.step, **(extra or {})},
     )
-    world.logger.log_event("final results\n" + table, step=world.step)
+    world.logger.log_event("final results\n" + table, step=world.state.step)
     return scores

@@ -46,15 +46,15 @@ def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:
     acts = in_process(world, out_dir, views, budget)
     announce(world, budget=budget)
     begin(world, acts)
-    while world.step < budget.total:
-        pos = cadence(world.step, cfg)
+    while world.state.step < budget.total:
+        pos = cadence(world.state.step, cfg)
         n = g.prompts_per_step * (len(world.tasks) if cfg.mixed_steps == "per_branch" else 1)
-        examples = mixed_prompts(world, n, POLICY, world.step * n)
+        examples = mixed_prompts(world, n, POLICY, world.state.step * n)
         batch = world.rollout(policy.view, examples, g.group_size)
         term, grad_norm = grpo_update(world, policy, batch)
         stats = {**term.stats, N.GRAD_NORM: grad_norm}
         stats.update(reward_by_domain(batch))
-        world.step += 1
+        world.state.step += 1
         log_step(
             world, {N.branch(POLICY, k): v for k, v in stats.items()}, pos.cycle, "rl", budget.total
         )

@@ -9,7 +9,7 @@ See copd/train/workers/base.py for the interface and docs/DISTRIBUTED.md for run
 
 from __future__ import annotations
 
-from copd.train.workers.base import BranchWorker, Call, CrossBatch, WorkerGroup
+from copd.train.workers.base import BranchWorker, Call, CrossBatch, Ops, WorkerGroup
 from copd.train.workers.local import LocalGroup, LocalWorker
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "CrossBatch",
     "LocalGroup",
     "LocalWorker",
+    "Ops",
     "WorkerGroup",
     "make_group",
 ]
@@ -31,9 +32,9 @@ def make_group(world) -> WorkerGroup:
     from copd.train.workers.ray_backend import RayGroup
 
     group = RayGroup(world)
-    if world.restored_from:
+    if world.state.restored_from:
         try:
-            group.load_checkpoint(world.restored_from)
+            group.load_checkpoint(world.state.restored_from)
         except BaseException:
             group.close()
             raise

@@ -1,7 +1,7 @@
 """The branch-worker interface: what the CoPD driver loop asks of a branch, wherever it runs.
 
     group = make_group(world)                       # copd/train/workers/__init__.py
-    stats = group.call([Call("add", "rl_step", (examples, 8))])[0]
+    stats = group.rl_steps({"add": (examples, 8, False)})["add"]
     group.close()
 
 One driver loop (copd/train/algorithms/copd.py) talks to K branch workers through a narrow set of
@@ -12,13 +12,16 @@ boundary is small and picklable: prompts, token ids and masks, rewards, texts, l
 [B, T], stats dicts of floats, and `BranchState` for checkpoints and the merge.
 
 Back ends: `LocalGroup` (in-process, copd/train/workers/local.py) and `RayGroup` (a Ray actor per
-branch, copd/train/workers/ray_backend.py). `WorkerGroup.call` issues a list of calls in order;
-calls to different workers may run in parallel (Ray), calls to one worker run in order.
+branch, copd/train/workers/ray_backend.py). The group's typed methods (`rl_steps`,
+`rollouts`, `scores`, `train_steps`, ...) build `Call`s of the worker operations in `Ops`
+and issue them with `WorkerGroup.call`, in order; calls to different workers may run in
+parallel (Ray), calls to one worker run in order.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -43,10 +46,11 @@ class CrossBatch:
 
 @dataclass(frozen=True)
 class Call:
-    """One method call on one worker: `getattr(worker, method)(*args)`."""
+    """One operation on one worker: `op(worker, *args)`, `op` one of `Ops` (plain
+    functions, so a Ray actor receives them by name and module, never as code)."""
 
     worker: str
-    method: str
+    op: Callable[..., Any]
     args: tuple = ()
 
 
@@ -112,6 +116,71 @@ class BranchWorker(Protocol):
         decoder (copd/policy/rollout_vllm.py)."""
 
 
+class Ops:
+    """The operations a driver sends to a worker, one per `BranchWorker` method:
+    `Ops.rl_step(worker, examples, group_size, signal)` calls `worker.rl_step(...)`."""
+
+    @staticmethod
+    def rollout(w: BranchWorker, examples: list[Example], group_size: int) -> RolloutBatch:
+        return w.rollout(examples, group_size)
+
+    @staticmethod
+    def rollouts(w: BranchWorker, requests: list[tuple[list[Example], int]]) -> list[RolloutBatch]:
+        return w.rollouts(requests)
+
+    @staticmethod
+    def score(w: BranchWorker, batch: RolloutBatch) -> torch.Tensor | dict[str, torch.Tensor]:
+        return w.score(batch)
+
+    @staticmethod
+    def train_step(
+        w: BranchWorker, native: RolloutBatch | None, cross: list[CrossBatch], signal: bool
+    ) -> dict[str, float]:
+        return w.train_step(native, cross, signal)
+
+    @staticmethod
+    def rl_step(
+        w: BranchWorker, examples: list[Example], group_size: int, signal: bool = False
+    ) -> dict[str, float]:
+        return w.rl_step(examples, group_size, signal)
+
+    @staticmethod
+    def snapshot_teacher(w: BranchWorker) -> None:
+        w.snapshot_teacher()
+
+    @staticmethod
+    def drop_teacher(w: BranchWorker) -> None:
+        w.drop_teacher()
+
+    @staticmethod
+    def state(w: BranchWorker) -> BranchState:
+        return w.state()
+
+    @staticmethod
+    def load_state(w: BranchWorker, st: BranchState) -> None:
+        w.load_state(st)
+
+    @staticmethod
+    def evaluate(w: BranchWorker, step: int, final: bool = False) -> dict[str, float]:
+        return w.evaluate(step, final)
+
+    @staticmethod
+    def probe_rollout(w: BranchWorker, examples: list[Example], step: int) -> RolloutBatch:
+        return w.probe_rollout(examples, step)
+
+    @staticmethod
+    def probe_logits(w: BranchWorker, batch: RolloutBatch, base: bool = False) -> torch.Tensor:
+        return w.probe_logits(batch, base)
+
+    @staticmethod
+    def pop_times(w: BranchWorker) -> dict[str, float]:
+        return w.pop_times()
+
+    @staticmethod
+    def sampling_engine(w: BranchWorker) -> str:
+        return w.sampling_engine()
+
+
 class WorkerGroup(ABC):
     """The branch workers of a run, by name, in the config's branch order."""
 
@@ -123,34 +192,67 @@ class WorkerGroup(ABC):
         """Run `calls` and return their results in order. Calls to one worker run in the
         order given; calls to different workers may overlap (Ray)."""
 
-    def each(self, method: str, args: dict[str, tuple]) -> dict[str, Any]:
-        """`method` on the named workers (one call each), results by name."""
+    def each(self, op: Callable[..., Any], args: dict[str, tuple]) -> dict[str, Any]:
+        """`op` on the named workers (one call each), results by name."""
         names = list(args)
-        return dict(zip(names, self.call([Call(n, method, args[n]) for n in names]), strict=True))
+        return dict(zip(names, self.call([Call(n, op, args[n]) for n in names]), strict=True))
 
+    def _all(self, op: Callable[..., Any]) -> dict[str, Any]:
+        return self.each(op, {n: () for n in self.names})
+
+    # ------------------------------------------------------------------ training
+    def rl_steps(
+        self, work: dict[str, tuple[list[Example], int, bool]]
+    ) -> dict[str, dict[str, float]]:
+        """Phase I: each named worker's (examples, group size, signal) `rl_step`."""
+        return self.each(Ops.rl_step, work)
+
+    def rollouts(
+        self, requests: dict[str, list[tuple[list[Example], int]]]
+    ) -> dict[str, list[RolloutBatch]]:
+        """Each named worker samples its (examples, group size) requests."""
+        return self.each(Ops.rollouts, {n: (r,) for n, r in requests.items()})
+
+    def scores(
+        self, jobs: list[tuple[str, RolloutBatch]]
+    ) -> list[torch.Tensor | dict[str, torch.Tensor]]:
+        """Each (teacher, batch): the batch scored by that teacher's worker, in order."""
+        return self.call([Call(t, Ops.score, (batch,)) for t, batch in jobs])
+
+    def train_steps(
+        self, work: dict[str, tuple[RolloutBatch | None, list[CrossBatch], bool]]
+    ) -> dict[str, dict[str, float]]:
+        """Each named worker's (native, cross batches, signal) combined update."""
+        return self.each(Ops.train_step, work)
+
+    # ------------------------------------------------------------------ teachers, state
     def states(self) -> dict[str, BranchState]:
-        return self.each("state", {n: () for n in self.names})
+        return self._all(Ops.state)
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Load every worker's branch from the checkpoint folder at `path`."""
         from copd.train.checkpoint import read_branch_states
 
         states = read_branch_states(path, self.names)
-        self.call([Call(n, "load_state", (states[n],)) for n in self.names])
+        self.call([Call(n, Ops.load_state, (states[n],)) for n in self.names])
 
     def pop_times(self) -> dict[str, float]:
         """Seconds per part summed over workers (what the step spent in each)."""
         out: dict[str, float] = {}
-        for t in self.each("pop_times", {n: () for n in self.names}).values():
+        for t in self._all(Ops.pop_times).values():
             for k, v in t.items():
                 out[k] = out.get(k, 0.0) + v
         return out
 
+    def sampling_engines(self) -> dict[str, str]:
+        """How each worker samples (`BranchWorker.sampling_engine`)."""
+        return self._all(Ops.sampling_engine)
+
     def snapshot_teachers(self) -> None:
-        self.each("snapshot_teacher", {n: () for n in self.names})
+        self._all(Ops.snapshot_teacher)
 
     def drop_teachers(self) -> None:
-        self.each("drop_teacher", {n: () for n in self.names})
+        self._all(Ops.drop_teacher)
 
     def save(self, world, out_dir: str | Path) -> Path:
         """Checkpoint the run: the driver's world (step, prompt RNGs) + every worker's state."""
@@ -164,7 +266,7 @@ class WorkerGroup(ABC):
     def evaluate(self, world, step: int, final: bool = False) -> dict[str, dict[str, float]]:
         """Held-out scores of every branch (each in its worker), logged like
         `copd.train.evaluate.evaluate`."""
-        out = self.each("evaluate", {n: (step, final) for n in self.names})
+        out = self.each(Ops.evaluate, {n: (step, final) for n in self.names})
         n_prompts = world.cfg.eval.n_prompts
         for model_name, scores in out.items():
             for bench, s in scores.items():
@@ -186,19 +288,19 @@ def measure_overlap_via_workers(
     completion tokens, and the driver computes the pair diagnostics
     (`copd.train.evaluate.overlap_diagnostics`). Same numbers as the in-process version; the
     logits [N, V] of each pair cross the worker boundary."""
-    step = world.step if step is None else step
+    step = world.state.step if step is None else step
     names = group.names
 
     def probes(examples, step):  # every student samples at once (in parallel on Ray)
-        batches = group.each("probe_rollout", {s: (examples, step) for s in names})
+        batches = group.each(Ops.probe_rollout, {s: (examples, step) for s in names})
         return [(s, batches[s]) for s in names]
 
     def logits_at(student, batch, teachers):  # the base is scored in the student's worker
         return group.call(
             [
-                Call(student, "probe_logits", (batch, True))
+                Call(student, Ops.probe_logits, (batch, True))
                 if t == BASE
-                else Call(t, "probe_logits", (batch,))
+                else Call(t, Ops.probe_logits, (batch,))
                 for t in teachers
             ]
         )

@@ -1,7 +1,7 @@
 """In-process branch workers: the default back end, and what each Ray actor runs inside.
 
     group = LocalGroup(world)          # one LocalWorker per branch of `world`
-    stats = group.each("rl_step", {"add": (examples, 8)})["add"]
+    stats = group.rl_steps({"add": (examples, 8, False)})["add"]
 
 A `LocalWorker` wraps one branch of a `World` with the engine's primitives (rollout,
 score, and `copd.train.update.optimize` over the terms of copd/train/terms.py); the numerics are the
@@ -102,10 +102,10 @@ class LocalWorker:
 
     # ------------------------------------------------------------------ teachers, state
     def snapshot_teacher(self) -> None:
-        self.world.teachers[self.name] = self.branch.snapshot()
+        self.world.state.teachers[self.name] = self.branch.snapshot()
 
     def drop_teacher(self) -> None:
-        self.world.teachers.pop(self.name, None)
+        self.world.state.teachers.pop(self.name, None)
 
     def state(self) -> BranchState:
         return checkpoint.branch_state(self.world, self.branch)
@@ -160,7 +160,7 @@ class LocalGroup(WorkerGroup):
         report_engines(world, {n: w.engine for n, w in self.workers.items()})
 
     def call(self, calls: list[Call]) -> list[Any]:
-        return [getattr(self.workers[c.worker], c.method)(*c.args) for c in calls]
+        return [c.op(self.workers[c.worker], *c.args) for c in calls]
 
     def pop_times(self) -> dict[str, float]:
         return {}

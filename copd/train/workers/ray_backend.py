@@ -1,7 +1,7 @@
 """Ray back end: every branch is a Ray actor holding its own model copy, optimizer and RNGs.
 
     group = RayGroup(world)        # world built with backend.kind="ray": tokenizer, tasks, base
-    group.each("rl_step", {"add": (examples, 8), "rev": (examples2, 8)})   # in parallel
+    group.rl_steps({"add": (examples, 8, False), "rev": (examples2, 8, False)})  # in parallel
     group.close()
 
 Each actor builds a one-branch `World` from the run's config (same seed, same base, the
@@ -25,6 +25,7 @@ import os
 import signal
 import tempfile
 import threading
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -143,8 +144,9 @@ class BranchActor:
         self.world = World.build(cfg, NullLogger(), names=[name])
         self.worker = LocalWorker(self.world, self.world.branches[0])
 
-    def run(self, method: str, *args: Any) -> Any:
-        return _cpu(getattr(self.worker, method)(*args))
+    def run(self, op: Callable[..., Any], *args: Any) -> Any:
+        """`op(worker, *args)`: one of `workers.base.Ops`, results on the CPU."""
+        return _cpu(op(self.worker, *args))
 
     def device(self) -> str:
         return str(self.worker.branch.device)
@@ -192,7 +194,7 @@ class RayGroup(WorkerGroup):
         # one fell back to the built-in decoder.
         from copd.policy.rollout_vllm import report_engines
 
-        report_engines(world, self.each("sampling_engine", {n: () for n in self.names}))
+        report_engines(world, self.sampling_engines())
 
     def call(self, calls: list[Call]) -> list[Any]:
         # A batch sent to several actors (a probe, a cross batch) is stored once.
@@ -205,9 +207,7 @@ class RayGroup(WorkerGroup):
                 return puts[id(x)]
             return x
 
-        refs = [
-            self.actors[c.worker].run.remote(c.method, *(ref(a) for a in c.args)) for c in calls
-        ]
+        refs = [self.actors[c.worker].run.remote(c.op, *(ref(a) for a in c.args)) for c in calls]
         return self._ray.get(refs)
 
     def close(self) -> None:
