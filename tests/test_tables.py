@@ -89,4 +89,7 @@ def test_paired_symmetric_noise_is_not_significant_and_length_must_match():
         paired([0.1], [0.1, 0.2])
     many = paired([1.0] * 20, [0.0] * 20)
     assert many.p_method.startswith("sign-flip") and many.p_value < 0.001
-    assert t975(4) == 2.776 and t975(100) == 1.960
+    assert t975(4) == 2.776
+    # beyond the table, Student's t (scipy.stats.t.ppf(0.975, df)), not the normal 1.960
+    for df, want in ((31, 2.0395), (40, 2.0211), (60, 2.0003), (100, 1.9840), (1000, 1.9623)):
+        assert abs(t975(df) - want) < 2e-4, df
