@@ -253,3 +253,26 @@ def test_completion_mask_cases():
         [1, 1, 1, 1, 1],
         [1, 1, 1, 1, 0],
     ]
+
+
+def test_topk_reverse_kl_minimised_on_free_logits_reaches_the_teacher():
+    """V=32, k=16: the minimiser puts the student's top-k mass where the teacher's is (the
+    top-k terms without a tail bucket ended at 0.354 of 0.962, every ratio 1/e)."""
+    from copd.math.losses import topk_reverse_kl
+
+    g = torch.Generator().manual_seed(0)
+    t_logp = torch.log_softmax(2.0 * torch.randn(1, 1, 32, generator=g), -1)
+    t_vals, t_idx = t_logp.topk(16, dim=-1)
+    logits = torch.zeros(1, 1, 32, requires_grad=True)
+    opt = torch.optim.Adam([logits], lr=0.1)
+    for _ in range(1500):
+        opt.zero_grad()
+        topk_reverse_kl(torch.log_softmax(logits, -1), t_idx, t_vals).sum().backward()
+        opt.step()
+    s_p = torch.softmax(logits.detach(), -1)
+    assert torch.allclose(s_p.gather(-1, t_idx), t_vals.exp(), atol=2e-3)
+    assert abs(float(s_p.gather(-1, t_idx).sum()) - float(t_vals.exp().sum())) < 2e-3
+    assert float(topk_reverse_kl(torch.log_softmax(logits.detach(), -1), t_idx, t_vals)) < 1e-4
+    # and the loss is a KL: zero at the teacher itself, positive elsewhere
+    assert abs(float(topk_reverse_kl(t_logp, t_idx, t_vals))) < 1e-6
+    assert float(topk_reverse_kl(torch.log_softmax(torch.zeros(1, 1, 32), -1), t_idx, t_vals)) > 0

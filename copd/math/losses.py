@@ -198,3 +198,19 @@ def completion_mask(completion_ids_B_T: Tensor, eos_id: int) -> Tensor:
     is_eos = (completion_ids_B_T == eos_id).long()
     eos_before = is_eos.cumsum(dim=-1) - is_eos  # eos tokens strictly before t
     return (eos_before == 0).long()
+
+
+def topk_reverse_kl(s_logp_B_T_V: Tensor, topk_idx: Tensor, t_topk_logp: Tensor) -> Tensor:
+    """KL(student || teacher) [B, T] over the teacher's top-k tokens plus one tail bucket
+    holding the rest of each distribution's mass: a proper KL between two (k+1)-way
+    distributions, so minimising it puts the student's top-k probabilities on the
+    teacher's (and its remaining mass in the tail). The top-k terms alone (no tail, no
+    renormalisation) are each smallest at p = q/e and drive the student's mass off the
+    teacher's top-k. `s_logp_B_T_V`: the student's log-softmax; `topk_idx`, `t_topk_logp`
+    [B, T, k]: the teacher's top-k token ids and log-probs."""
+    s_at = s_logp_B_T_V.gather(-1, topk_idx)
+    tiny = torch.finfo(s_at.dtype).tiny
+    s_tail = (1 - s_at.exp().sum(-1)).clamp(min=tiny)
+    t_tail = (1 - t_topk_logp.exp().sum(-1)).clamp(min=tiny)
+    head = (s_at.exp() * (s_at - t_topk_logp)).sum(-1)
+    return head + s_tail * (s_tail.log() - t_tail.log())

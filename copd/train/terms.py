@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING
 import torch
 
 from copd.common import names as N
-from copd.math.losses import aggregate, group_advantages, kl_penalty, opd_advantage, policy_loss
+from copd.math.losses import (
+    aggregate,
+    group_advantages,
+    kl_penalty,
+    opd_advantage,
+    policy_loss,
+    topk_reverse_kl,
+)
 from copd.policy.rollout import RolloutBatch, completion_logits, logprobs_from_logits
 from copd.train.settings import LossSettings, zero_advantage_skippable
 
@@ -208,12 +215,11 @@ def _reverse_kl(
     logits_B_T_V: torch.Tensor, scores: dict[str, torch.Tensor], temperature: float, kind: str
 ) -> torch.Tensor:
     """Per-token KL(student || teacher) [B, T] (differentiable in the student): over the
-    full vocabulary, or over the teacher's top-k tokens (the student's probabilities of
-    those tokens, the rest of the mass ignored)."""
+    full vocabulary, or over the teacher's top-k tokens plus one bucket for the rest of the
+    mass (`losses.topk_reverse_kl`)."""
     s_lsm = torch.log_softmax(logits_B_T_V.float() / temperature, -1)
     if kind == "full_kl":
         t_lsm = scores["full"].to(s_lsm.device, s_lsm.dtype)
         return (s_lsm.exp() * (s_lsm - t_lsm)).sum(-1)
-    s_at = s_lsm.gather(-1, scores["topk_idx"].to(s_lsm.device).long())
-    t_at = scores["topk_vals"].to(s_lsm.device, s_lsm.dtype)
-    return (s_at.exp() * (s_at - t_at)).sum(-1)
+    idx = scores["topk_idx"].to(s_lsm.device).long()
+    return topk_reverse_kl(s_lsm, idx, scores["topk_vals"].to(s_lsm.device, s_lsm.dtype))
