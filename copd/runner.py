@@ -120,10 +120,10 @@ def new_run_dir(root: Path, run_id: int, name: str) -> Path:
 def new_recorded_run(cfg, store, root: Path, method: str | None = None) -> tuple[int, Path]:
     """Record a queued run of `cfg` in `store` and give it a new folder under `root`."""
     run = store.create_run(
-        cfg.name, method or cfg.method, cfg.to_dict(), seed=cfg.seed, group=cfg.group
-    )
-    out = new_run_dir(root, run.id, cfg.name)
-    store.update_run(run.id, run_dir=str(out))
+        cfg.name, method or cfg.method, cfg.to_dict(), seed=cfg.seed, group=cfg.group,
+        run_dir_for=lambda rid: str(new_run_dir(root, rid, cfg.name)),
+    )  # fmt: skip
+    out = Path(run.run_dir)
     return run.id, out
 
 

@@ -13,7 +13,7 @@ threads and is cheap to keep for the life of a process. Entities come back, neve
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -125,8 +125,11 @@ class RunStore:
         self, name: str, method: str, config: dict[str, Any], seed: int = 0,
         group: str | None = None, run_dir: str | None = None, requested_gpus: int = 0,
         cpu_slots: int = 1, code_revision: str | None = None,
+        run_dir_for: Callable[[int], str] | None = None,
     ) -> Run:  # fmt: skip
-        """A new run in status "queued"."""
+        """A new run in status "queued". `run_dir_for(id)`, when given, makes the run's folder
+        inside the transaction that creates the row, so no reader (a supervisor's tick) ever
+        sees a queued run without its folder; if it raises, no row is recorded."""
         row = RunRow(
             name=name, method=method, group=group, status="queued", config=dict(config),
             seed=int(seed), created_at=utcnow(), progress=0.0, run_dir=run_dir,
@@ -136,7 +139,21 @@ class RunStore:
         with self.db.session(write=True) as s:
             s.add(row)
             s.flush()
+            if run_dir_for is not None:
+                row.run_dir = str(run_dir_for(int(row.id)))
+                s.flush()
             return _run_entity(row)
+
+    def set_run_dir_if_unset(self, run_id: int, run_dir: str) -> str:
+        """Record `run_dir` as the run's folder unless one is recorded already (a
+        conditional UPDATE); the folder the run has afterwards."""
+        with self.db.session(write=True) as s:
+            s.execute(
+                update(RunRow)
+                .where(RunRow.id == int(run_id), RunRow.run_dir.is_(None))
+                .values(run_dir=str(run_dir))
+            )
+            return str(self._row(s, run_id).run_dir)
 
     def _row(self, s: Session, run_id: int) -> RunRow:
         row = s.get(RunRow, int(run_id))

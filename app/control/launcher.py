@@ -160,22 +160,29 @@ class Launcher:
         data = rc.to_dict()
         if self.preflight:
             self.check(data)
-        run = self.store.create_run(
-            name=rc.name,
-            method=rc.method,
-            config=data,
-            seed=rc.seed,
-            group=rc.group,
-            requested_gpus=gpus,
-            cpu_slots=0 if gpus else 1,
-            code_revision=code_revision(self.repo_root),
-        )
-        try:
-            run_dir = new_run_dir(self.runs_root, run.id, rc.name)
+        made: list[Path] = []
+
+        def folder(run_id: int) -> str:  # inside the transaction that creates the row
+            run_dir = new_run_dir(self.runs_root, run_id, rc.name)
+            made.append(run_dir)
             (run_dir / CONFIG_NAME).write_text(json.dumps(data, indent=2) + "\n")
-            return self.store.update_run(run.id, run_dir=str(run_dir))
+            return str(run_dir)
+
+        try:
+            return self.store.create_run(
+                name=rc.name,
+                method=rc.method,
+                config=data,
+                seed=rc.seed,
+                group=rc.group,
+                requested_gpus=gpus,
+                cpu_slots=0 if gpus else 1,
+                code_revision=code_revision(self.repo_root),
+                run_dir_for=folder,
+            )
         except Exception:
-            self.store.delete_run(run.id)  # nothing half-recorded
+            for d in made:  # nothing half-recorded: no row, no folder
+                shutil.rmtree(d, ignore_errors=True)
             raise
 
     def check(self, config: Mapping[str, Any]) -> None:
@@ -373,13 +380,17 @@ class Launcher:
 
     def _start(self, run: Any, gpu_ids: list[int]) -> bool:
         """Spawn the trainer and record it running; False when it could not be spawned."""
-        run_dir = self._run_dir(run)
+        if run.run_dir:
+            run_dir = Path(run.run_dir)
+        else:  # a row queued without a folder (an older store): one folder, chosen once
+            fresh = new_run_dir(self.runs_root, run.id, run.name)
+            run_dir = Path(self.store.set_run_dir_if_unset(run.id, str(fresh)))
+            if run_dir != fresh:
+                shutil.rmtree(fresh, ignore_errors=True)
         run_dir.mkdir(parents=True, exist_ok=True)
         cfg_path = run_dir / CONFIG_NAME
         if not cfg_path.exists():  # folder cleaned by hand: the DB holds the config too
             cfg_path.write_text(json.dumps(run.config, indent=2) + "\n")
-        if not run.run_dir:
-            self.store.update_run(run.id, run_dir=str(run_dir))
         argv = [*self.trainer_argv, str(cfg_path), "--out", str(run_dir)]
         argv += ["--db", self.db_url, "--run-id", str(run.id)]
         marker = run_dir / RESUME_MARKER
