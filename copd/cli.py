@@ -49,7 +49,8 @@ def with_trust(args: argparse.Namespace, overrides: list[str]) -> list[str]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from copd.runner import load_config, new_recorded_run, open_store, train_run
+    from copd.runner import load_config, new_recorded_run, open_store, train_run, unique_run_dir
+    from copd.spec import ConfigError
     from copd.train.results import results_table
 
     if args.resume:
@@ -64,8 +65,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         # config never share metrics.jsonl, results.json or checkpoints.
         store = open_store(args.db)
         run_id, out = new_recorded_run(cfg, store, Path("runs"))
-    else:
-        out = Path(args.out or args.resume or f"runs/{cfg.name}")
+    elif args.out or args.resume:
+        out = Path(args.out or args.resume)
+        if not args.resume and run_id is None and (out / "metrics.jsonl").exists():
+            raise ConfigError(
+                f"--out {out} already holds a run (metrics.jsonl); pass a new folder to --out, "
+                f"or continue that run with --resume {out}"
+            )
+    else:  # a folder of its own, as a recorded run gets: parallel runs never share one
+        out = unique_run_dir(Path("runs"), cfg.name)
+        print(f"run folder: {out}", file=sys.stderr)
     scores = train_run(
         cfg, out, db=None if store else args.db, run_id=run_id, resume=args.resume, store=store
     )

@@ -117,6 +117,21 @@ def new_run_dir(root: Path, run_id: int, name: str) -> Path:
             candidate = root / f"{base}-{uuid.uuid4().hex[:8]}"
 
 
+def unique_run_dir(root: Path, name: str) -> Path:
+    """A fresh folder for a run with no store: `root/<slug>`, or `root/<slug>-2`, `-3`, ...
+    when taken (created exclusively, so two runs started at once never share one)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    base, n = slugify(name), 1
+    while True:
+        candidate = root / (base if n == 1 else f"{base}-{n}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            n += 1
+
+
 def new_recorded_run(cfg, store, root: Path, method: str | None = None) -> tuple[int, Path]:
     """Record a queued run of `cfg` in `store` and give it a new folder under `root`."""
     run = store.create_run(

@@ -508,3 +508,34 @@ def test_dashboard_starts_a_supervisor_with_the_server(tmp_path, tiny_model_dir)
             os.killpg(dash.pid, signal.SIGKILL)
         kill_all(store)
         store.close()
+
+
+def test_parallel_train_without_a_store_get_a_folder_each(tmp_path, tiny_model_dir):
+    """Two `copd train demo` at once without --db or --out (before: both wrote runs/copd-demo,
+    one metrics.jsonl interleaved, one config.json for two seeds); a third run into a folder
+    that holds a run is refused with the fix, and the folder is left as it was."""
+    args = [
+        "train",
+        "demo",
+        *sets(tiny_overrides(tiny_model_dir) + QUICK),
+        "--set",
+        "schedule.cycles=1",
+    ]
+    procs_ = [
+        subprocess.Popen([sys.executable, "-m", "copd", *args, "--set", f"seed={s}"], cwd=tmp_path,
+                         env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for s in (0, 1)
+    ]  # fmt: skip
+    errs = [p.communicate(timeout=300)[1] for p in procs_]
+    assert [p.returncode for p in procs_] == [0, 0], errs
+    dirs = sorted((tmp_path / "runs").iterdir())
+    assert [d.name for d in dirs] == ["copd-demo", "copd-demo-2"]
+    seeds = sorted(json.loads((d / "config.json").read_text())["seed"] for d in dirs)
+    assert seeds == [0, 1]
+    for d in dirs:
+        assert jsonl_duplicates(d / "metrics.jsonl") == []
+    before = (dirs[0] / "metrics.jsonl").read_bytes()
+    res = copd(*args, "--out", str(dirs[0]), cwd=tmp_path)
+    assert res.returncode == 2 and "already holds a run" in res.stderr and "--resume" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert (dirs[0] / "metrics.jsonl").read_bytes() == before
