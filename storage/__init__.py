@@ -20,6 +20,8 @@ from storage.entities import (
     IllegalTransition,
     MetricPoint,
     Run,
+    RunStatus,
+    allows,
 )
 from storage.revision import code_revision
 from storage.store import RunStore
@@ -33,7 +35,9 @@ __all__ = [
     "IllegalTransition",
     "MetricPoint",
     "Run",
+    "RunStatus",
     "RunStore",
+    "allows",
     "StoreError",
     "code_revision",
     "default_db_url",

@@ -16,19 +16,54 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
 from typing import Any
 
-STATUSES = ("queued", "running", "finished", "failed", "cancelled", "crashed")
-TERMINAL = ("finished", "failed", "cancelled", "crashed")
 
-_LEGAL: dict[str, tuple[str, ...]] = {
-    "queued": ("running", "cancelled"),
-    "running": ("finished", "failed", "cancelled", "crashed"),
-    "cancelled": ("queued",),
-    "crashed": ("queued",),
-    "failed": ("queued",),
-    "finished": (),
+class RunStatus(str, Enum):
+    """A run's status, stored as its value (so stores written before read unchanged)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    CRASHED = "crashed"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+S = RunStatus
+# The one table of legal moves: status -> the statuses a run may move to from it.
+MOVES: dict[RunStatus, tuple[RunStatus, ...]] = {
+    S.QUEUED: (S.RUNNING, S.CANCELLED),
+    S.RUNNING: (S.FINISHED, S.FAILED, S.CANCELLED, S.CRASHED),
+    S.CANCELLED: (S.QUEUED,),
+    S.CRASHED: (S.QUEUED,),
+    S.FAILED: (S.QUEUED,),
+    S.FINISHED: (),
 }
+STATUSES = tuple(s.value for s in RunStatus)
+TERMINAL = (S.FINISHED.value, S.FAILED.value, S.CANCELLED.value, S.CRASHED.value)
+_LEGAL = {k.value: tuple(v.value for v in vs) for k, vs in MOVES.items()}
+
+# What a user may do to a run, by status (the Runs view and the launcher ask here).
+ACTIONS: dict[str, tuple[RunStatus, ...]] = {
+    "cancel": (S.QUEUED, S.RUNNING),  # a queued run is cancelled at once, a running one stopped
+    "resume": (S.CANCELLED, S.CRASHED, S.FAILED),  # back to queued, from its checkpoint
+    "delete": (S.QUEUED, S.FINISHED, S.FAILED, S.CANCELLED, S.CRASHED),  # never while running
+}
+
+
+def sources(to: str) -> tuple[str, ...]:
+    """The statuses from which a run may move to `to`."""
+    return tuple(k for k, vs in _LEGAL.items() if to in vs)
+
+
+def allows(status: str, action: str) -> bool:
+    """Whether a run in `status` allows `action` ("cancel" | "resume" | "delete")."""
+    return status in {s.value for s in ACTIONS[action]}
 
 
 class IllegalTransition(ValueError):

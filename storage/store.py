@@ -29,9 +29,11 @@ from storage.entities import (
     Checkpoint,
     Evaluation,
     Event,
+    IllegalTransition,
     MetricPoint,
     Run,
     check_transition,
+    sources,
 )
 from storage.migrate import upgrade_database
 from storage.models import (
@@ -72,10 +74,10 @@ def utcnow() -> datetime:
 
 
 def _utc(dt: datetime | None) -> datetime | None:
-    # SQLite hands datetimes back naive; everything is written in UTC.
-    if dt is None or dt.tzinfo is not None:
+    # SQLite hands datetimes back naive, PostgreSQL in the session's zone; all are UTC.
+    if dt is None:
         return dt
-    return dt.replace(tzinfo=timezone.utc)
+    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
 
 
 def _as_ids(run_ids: int | Iterable[int]) -> list[int]:
@@ -191,29 +193,45 @@ class RunStore:
         with self.db.session() as s:
             return list(s.scalars(q))
 
+    def move(
+        self, run_id: int, to: str, *, only_from: tuple[str, ...] | None = None, **fields: Any
+    ) -> bool:
+        """Move a run to status `to` in one conditional UPDATE, if its current status may
+        move there (storage/entities.py MOVES; `only_from` narrows that); True when it moved.
+        Exactly one of any number of concurrent callers wins a move. `fields`: columns set
+        with it (started_at, pid, ...)."""
+        if to not in STATUSES:
+            raise ValueError(f"status {to!r} is unknown; use one of {', '.join(STATUSES)}")
+        allowed = [s for s in sources(to) if only_from is None or s in only_from]
+        with self.db.session(write=True) as s:
+            res = s.execute(
+                update(RunRow)
+                .where(RunRow.id == int(run_id), RunRow.status.in_(allowed))
+                .values(status=str(to), **fields)
+            )
+            return res.rowcount == 1
+
     def set_status(self, run_id: int, status: str, error: str | None = None) -> Run:
         """Move a run along the status machine (storage/entities.py); IllegalTransition if the
         move is not allowed. running sets started_at, terminal states set ended_at, and a
         resume (-> queued) clears the previous attempt's end time, error and process."""
-        with self.db.session(write=True) as s:
-            row = self._row(s, run_id)
-            check_transition(row.status, status)
-            now = utcnow()
-            row.status = status
-            if status == "running":
-                row.started_at = now
-                row.heartbeat_at = now
-            elif status in TERMINAL:
-                row.ended_at = now
-                if error is not None:
-                    row.error = error
-                if status == "finished":
-                    row.progress = 1.0
-            elif status == "queued":
-                row.ended_at = row.error = row.pid = row.pid_start_time = None
-                row.heartbeat_at = row.assigned_gpus = None
-            s.flush()
-            return _run_entity(row)
+        now = utcnow()
+        fields: dict[str, Any] = {}
+        if status == "running":
+            fields = {"started_at": now, "heartbeat_at": now}
+        elif status in TERMINAL:
+            fields = {"ended_at": now}
+            if error is not None:
+                fields["error"] = error
+            if status == "finished":
+                fields["progress"] = 1.0
+        elif status == "queued":
+            fields = dict(ended_at=None, error=None, pid=None, pid_start_time=None,
+                          heartbeat_at=None, assigned_gpus=None)  # fmt: skip
+        if not self.move(run_id, status, **fields):
+            check_transition(self.get_run(run_id).status, status)  # raises, naming the move
+            raise IllegalTransition(f"run {run_id} changed status meanwhile; try again")
+        return self.get_run(run_id)
 
     def mark_running(
         self, run_id: int, pid: int, pid_start_time: float | None, host: str | None,
@@ -222,19 +240,18 @@ class RunStore:
         """queued -> running, recording the process. On a run already running (the launcher
         recorded the child it spawned, the trainer then records itself) it only refreshes the
         process fields."""
-        with self.db.session(write=True) as s:
-            row = self._row(s, run_id)
-            now = utcnow()
-            if row.status != "running":
-                check_transition(row.status, "running")
-                row.status = "running"
-                row.started_at = now
-            row.pid, row.pid_start_time, row.host = int(pid), pid_start_time, host
-            row.heartbeat_at = now
-            if assigned_gpus is not None:
-                row.assigned_gpus = assigned_gpus
-            s.flush()
-            return _run_entity(row)
+        now = utcnow()
+        proc = dict(pid=int(pid), pid_start_time=pid_start_time, host=host, heartbeat_at=now)
+        if assigned_gpus is not None:
+            proc["assigned_gpus"] = assigned_gpus
+        if not self.move(run_id, "running", started_at=now, **proc):
+            with self.db.session(write=True) as s:  # already running: refresh the process
+                row = self._row(s, run_id)
+                if row.status != "running":
+                    check_transition(row.status, "running")
+                for k, v in proc.items():
+                    setattr(row, k, v)
+        return self.get_run(run_id)
 
     def claim(self, run_id: int, host: str | None, assigned_gpus: str | None = None) -> bool:
         """queued -> running in one conditional UPDATE, before a supervisor spawns the trainer:
@@ -242,14 +259,10 @@ class RunStore:
         try to start the same run; False when it is no longer queued. The process fields
         follow with `mark_running` once the trainer is spawned."""
         now = utcnow()
-        with self.db.session(write=True) as s:
-            res = s.execute(
-                update(RunRow)
-                .where(RunRow.id == int(run_id), RunRow.status == "queued")
-                .values(status="running", started_at=now, heartbeat_at=now, host=host,
-                        pid=None, pid_start_time=None, assigned_gpus=assigned_gpus)
-            )  # fmt: skip
-            return res.rowcount == 1
+        return self.move(
+            run_id, "running", only_from=("queued",), started_at=now, heartbeat_at=now,
+            host=host, pid=None, pid_start_time=None, assigned_gpus=assigned_gpus,
+        )  # fmt: skip
 
     def heartbeat(self, run_id: int, progress: float | None = None) -> None:
         values: dict[str, Any] = {"heartbeat_at": utcnow()}

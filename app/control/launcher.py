@@ -48,6 +48,7 @@ from app.control.gpus import GPU, detect_gpus
 from copd.runner import check_run_group, check_run_name, new_run_dir
 from copd.runner import slugify as slugify
 from copd.spec import ConfigError, RunConfig
+from storage import RunStatus, allows
 from storage.revision import code_revision
 
 __all__ = [
@@ -240,9 +241,9 @@ class Launcher:
         ticks SIGKILL the group after `grace_s` and record cancelled if the trainer did not."""
         with self._lock():
             run = self.store.get_run(run_id)
-            if run.status == "queued":
-                return self.store.set_status(run_id, "cancelled")
-            if run.status != "running":
+            if run.status == RunStatus.QUEUED:
+                return self.store.set_status(run_id, RunStatus.CANCELLED)
+            if run.status != RunStatus.RUNNING:
                 return run
             run_dir = self._run_dir(run)
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -274,7 +275,7 @@ class Launcher:
         latest checkpoint (`--resume <run_dir>`)."""
         with self._lock():
             run = self.store.get_run(run_id)
-            if run.status not in ("cancelled", "crashed", "failed"):
+            if not allows(run.status, "resume"):
                 raise LauncherError(
                     f"run {run_id} is {run.status}; only cancelled, crashed or failed runs "
                     "can be resumed"
@@ -282,13 +283,13 @@ class Launcher:
             run_dir = self._run_dir(run)
             (run_dir / RESUME_MARKER).write_text("resume from the latest checkpoint\n")
             (run_dir / CANCEL_MARKER).unlink(missing_ok=True)
-            return self.store.set_status(run_id, "queued")
+            return self.store.set_status(run_id, RunStatus.QUEUED)
 
     def delete(self, run_id: int) -> None:
         """Remove a run that is not running, with its folder (only if under runs_root)."""
         with self._lock():
             run = self.store.get_run(run_id)
-            if run.status == "running":
+            if not allows(run.status, "delete"):
                 raise LauncherError(f"run {run_id} is running; cancel it before deleting it")
             self.store.delete_run(run_id)
             self._children.pop(run_id, None)

@@ -26,6 +26,7 @@ from app.dashboard.widgets import (
     page_path,
     run_label,
 )
+from storage import allows
 
 
 def draw_runs(url: str) -> None:
@@ -120,13 +121,11 @@ def run_actions(run: Any, launcher: Any) -> None:
     """Cancel / Resume / Delete / Open live view. Every destructive action asks first: the
     pending action lives in session state until Yes or No."""
     b1, b2, b3, b4 = st.columns(4)
-    if b1.button("Cancel", disabled=run.status not in ("queued", "running"), key="runs:cancel"):
+    if b1.button("Cancel", disabled=not allows(run.status, "cancel"), key="runs:cancel"):
         st.session_state["runs:confirm"] = ("cancel", run.id)
-    if b2.button(
-        "Resume", disabled=run.status not in ("cancelled", "crashed", "failed"), key="runs:resume"
-    ):
+    if b2.button("Resume", disabled=not allows(run.status, "resume"), key="runs:resume"):
         st.session_state["runs:confirm"] = ("resume", run.id)
-    if b3.button("Delete", disabled=run.status == "running", key="runs:delete"):
+    if b3.button("Delete", disabled=not allows(run.status, "delete"), key="runs:delete"):
         st.session_state["runs:confirm"] = ("delete", run.id)
     if b4.button("Open live view", key="runs:live"):
         st.session_state["live_run"] = run.id
