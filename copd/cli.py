@@ -182,9 +182,10 @@ def cmd_base(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     """Start the Streamlit app on 127.0.0.1 (never on a public interface by default), and a
     `copd supervise` process beside it, so queued runs start and crashes are detected from
-    the moment the server is up, whether or not a browser has opened a page. (The store's
-    claim on a queued run keeps it from being started twice by the two supervisors.) Both
-    children end with this process, even when it is SIGKILLed (copd/tools/serve.py)."""
+    the moment the server is up, whether or not a browser has opened a page; the server
+    then starts no supervisor thread (one supervisor per dashboard; `--no-supervisor` gives
+    the thread back). Both children end with this process, even when it is SIGKILLed
+    (copd/tools/serve.py)."""
     from copd.tools import serve
 
     problem = serve.host_problem(args.host, args.port, allow_remote=args.allow_remote)
@@ -230,8 +231,11 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         raise SystemExit(143)
 
     previous = signal.signal(signal.SIGTERM, _stop)
+    # One supervisor per dashboard: with the `copd supervise` process beside it, the
+    # Streamlit process starts no supervisor thread of its own (app/dashboard/widgets.py).
+    server_env = env if supervisor is None else {**env, "COPD_SUPERVISE": "0"}
     try:
-        return subprocess.call(argv, env=env, preexec_fn=preexec)
+        return subprocess.call(argv, env=server_env, preexec_fn=preexec)
     finally:
         signal.signal(signal.SIGTERM, previous)
         if supervisor is not None and supervisor.poll() is None:

@@ -334,6 +334,9 @@ def test_killing_the_dashboard_takes_streamlit_and_the_supervisor_with_it(tmp_pa
         children = psutil.Process(parent.pid).children()
         cmds = [" ".join(c.cmdline()) for c in children]
         assert any("streamlit" in c for c in cmds) and any("supervise" in c for c in cmds), cmds
+        # one supervisor per dashboard: the server starts no supervisor thread of its own
+        server = next(c for c in children if "streamlit" in " ".join(c.cmdline()))
+        assert server.environ().get("COPD_SUPERVISE") == "0"
         parent.kill()  # SIGKILL: no handler of the parent runs
         parent.wait(10)
         gone, alive = psutil.wait_procs(children, timeout=20)
