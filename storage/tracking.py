@@ -31,13 +31,15 @@ from typing import Any
 
 import psutil
 
+from copd.common.errors import TrainingCancelled
 from storage.entities import IllegalTransition
 
 TRACEBACK_TAIL_CHARS = 4000
 
 
-class RunCancelled(Exception):
-    """Raise inside `track_run` to stop the run and record it as cancelled."""
+# Raise inside `track_run` to stop the run and record it as cancelled: the engine's own
+# cancel exception (one class for both; copd.common is the store's only project import).
+RunCancelled = TrainingCancelled
 
 
 class Tracker:

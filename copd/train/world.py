@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from copd.common import names as N
+from copd.common.errors import TrainingCancelled  # noqa: F401  (re-exported: the loops raise it)
 from copd.policy.models import (
     Branch,
     PolicyView,
@@ -42,10 +43,6 @@ from copd.spec import ConfigError, RunConfig
 from copd.tasks import Example, Task, get_task
 from copd.train.logger import Logger, NullLogger
 from copd.train.settings import LossSettings, zero_advantage_skippable
-
-
-class TrainingCancelled(Exception):
-    """Raised by a loop after it checkpointed because a stop was requested (SIGTERM)."""
 
 
 class Timer:
