@@ -5,7 +5,7 @@ training; Fig. 2c/d, 4a/b). Produced by `copd pilot --db`, `copd drift`, `copd r
 import pandas as pd
 import streamlit as st
 
-from app.dashboard import studies
+from app.dashboard import figures, studies
 from app.dashboard.widgets import cached_runs, csv_button, db_url, empty_state, get_store, plot
 
 st.title("🔬 Studies")
@@ -39,7 +39,7 @@ else:
             f"p-value: {fit['p_method']}. Gain = accuracy on the teacher's domain after "
             "minus before the same OPD budget; overlap on the student's own rollouts."
         )
-        plot(studies.pilot_figure(points, fit), "studies:pilot")
+        plot(figures.pilot_figure(points, fit), "studies:pilot")
         df = pd.DataFrame(points)
         st.dataframe(df)
         csv_button(df, "CSV: pilot points", "pilot.csv", "csv:pilot")
@@ -65,7 +65,7 @@ if df.empty:
         "them at CoPD's cadence)."
     )
 else:
-    plot(studies.drift_figure(df.to_dict("records")), "studies:drift")
+    plot(figures.drift_figure(df.to_dict("records")), "studies:drift")
     csv_button(df, "CSV: drift series", "drift.csv", "csv:drift")
 
 # ---------------------------------------------------------------- the study's map

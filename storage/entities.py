@@ -56,9 +56,14 @@ ACTIONS: dict[str, tuple[RunStatus, ...]] = {
 }
 
 
-def sources(to: str) -> tuple[str, ...]:
+def sources(to: str) -> tuple[RunStatus, ...]:
     """The statuses from which a run may move to `to`."""
-    return tuple(k for k, vs in _LEGAL.items() if to in vs)
+    return tuple(k for k, vs in MOVES.items() if to in vs)
+
+
+def allowed_actions(status: str) -> tuple[str, ...]:
+    """The user actions a run in `status` allows, in the order of ACTIONS."""
+    return tuple(a for a in ACTIONS if allows(status, a))
 
 
 def allows(status: str, action: str) -> bool:
@@ -87,7 +92,7 @@ class Run:
     name: str
     method: str
     group: str | None
-    status: str
+    status: RunStatus
     config: dict[str, Any]
     seed: int
     created_at: datetime

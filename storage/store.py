@@ -32,6 +32,7 @@ from storage.entities import (
     IllegalTransition,
     MetricPoint,
     Run,
+    RunStatus,
     check_transition,
     sources,
 )
@@ -86,7 +87,7 @@ def _as_ids(run_ids: int | Iterable[int]) -> list[int]:
 
 def _run_entity(r: RunRow) -> Run:
     return Run(
-        id=r.id, name=r.name, method=r.method, group=r.group, status=r.status,
+        id=r.id, name=r.name, method=r.method, group=r.group, status=RunStatus(r.status),
         config=dict(r.config or {}), seed=r.seed, created_at=_utc(r.created_at),
         started_at=_utc(r.started_at), ended_at=_utc(r.ended_at), pid=r.pid,
         pid_start_time=r.pid_start_time, host=r.host, heartbeat_at=_utc(r.heartbeat_at),
@@ -129,13 +130,13 @@ class RunStore:
         cpu_slots: int = 1, code_revision: str | None = None,
         run_dir_for: Callable[[int], str] | None = None,
     ) -> Run:  # fmt: skip
-        """A new run in status "queued". `run_dir_for(id)`, when given, makes the run's folder
+        """A new run in status queued. `run_dir_for(id)`, when given, makes the run's folder
         inside the transaction that creates the row, so no reader (a supervisor's tick) ever
         sees a queued run without its folder; if it raises, no row is recorded."""
         row = RunRow(
-            name=name, method=method, group=group, status="queued", config=dict(config),
-            seed=int(seed), created_at=utcnow(), progress=0.0, run_dir=run_dir,
-            requested_gpus=int(requested_gpus), cpu_slots=int(cpu_slots),
+            name=name, method=method, group=group, status=RunStatus.QUEUED.value,
+            config=dict(config), seed=int(seed), created_at=utcnow(), progress=0.0,
+            run_dir=run_dir, requested_gpus=int(requested_gpus), cpu_slots=int(cpu_slots),
             code_revision=code_revision,
         )  # fmt: skip
         with self.db.session(write=True) as s:
@@ -178,7 +179,7 @@ class RunStore:
             unknown = [x for x in statuses if x not in STATUSES]
             if unknown:
                 raise ValueError(f"status {unknown} unknown; use one of {', '.join(STATUSES)}")
-            q = q.where(RunRow.status.in_(statuses))
+            q = q.where(RunRow.status.in_([RunStatus(x).value for x in statuses]))
         if group is not None:
             q = q.where(RunRow.group == group)
         if method is not None:
@@ -202,12 +203,12 @@ class RunStore:
         with it (started_at, pid, ...)."""
         if to not in STATUSES:
             raise ValueError(f"status {to!r} is unknown; use one of {', '.join(STATUSES)}")
-        allowed = [s for s in sources(to) if only_from is None or s in only_from]
+        allowed = [s.value for s in sources(to) if only_from is None or s in only_from]
         with self.db.session(write=True) as s:
             res = s.execute(
                 update(RunRow)
                 .where(RunRow.id == int(run_id), RunRow.status.in_(allowed))
-                .values(status=str(to), **fields)
+                .values(status=RunStatus(to).value, **fields)
             )
             return res.rowcount == 1
 
@@ -217,15 +218,15 @@ class RunStore:
         resume (-> queued) clears the previous attempt's end time, error and process."""
         now = utcnow()
         fields: dict[str, Any] = {}
-        if status == "running":
+        if status == RunStatus.RUNNING:
             fields = {"started_at": now, "heartbeat_at": now}
         elif status in TERMINAL:
             fields = {"ended_at": now}
             if error is not None:
                 fields["error"] = error
-            if status == "finished":
+            if status == RunStatus.FINISHED:
                 fields["progress"] = 1.0
-        elif status == "queued":
+        elif status == RunStatus.QUEUED:
             fields = dict(ended_at=None, error=None, pid=None, pid_start_time=None,
                           heartbeat_at=None, assigned_gpus=None)  # fmt: skip
         if not self.move(run_id, status, **fields):
@@ -244,11 +245,11 @@ class RunStore:
         proc = dict(pid=int(pid), pid_start_time=pid_start_time, host=host, heartbeat_at=now)
         if assigned_gpus is not None:
             proc["assigned_gpus"] = assigned_gpus
-        if not self.move(run_id, "running", started_at=now, **proc):
+        if not self.move(run_id, RunStatus.RUNNING, started_at=now, **proc):
             with self.db.session(write=True) as s:  # already running: refresh the process
                 row = self._row(s, run_id)
-                if row.status != "running":
-                    check_transition(row.status, "running")
+                if row.status != RunStatus.RUNNING:
+                    check_transition(row.status, RunStatus.RUNNING)
                 for k, v in proc.items():
                     setattr(row, k, v)
         return self.get_run(run_id)
@@ -260,8 +261,9 @@ class RunStore:
         follow with `mark_running` once the trainer is spawned."""
         now = utcnow()
         return self.move(
-            run_id, "running", only_from=("queued",), started_at=now, heartbeat_at=now,
-            host=host, pid=None, pid_start_time=None, assigned_gpus=assigned_gpus,
+            run_id, RunStatus.RUNNING, only_from=(RunStatus.QUEUED,), started_at=now,
+            heartbeat_at=now, host=host, pid=None, pid_start_time=None,
+            assigned_gpus=assigned_gpus,
         )  # fmt: skip
 
     def heartbeat(self, run_id: int, progress: float | None = None) -> None:

@@ -27,12 +27,15 @@ import threading
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING
 
 import psutil
 
 from copd.common.errors import TrainingCancelled
-from storage.entities import IllegalTransition
+from storage.entities import IllegalTransition, RunStatus
+
+if TYPE_CHECKING:
+    from storage.store import RunStore
 
 TRACEBACK_TAIL_CHARS = 4000
 
@@ -60,7 +63,7 @@ class Tracker:
 
 
 class _Heartbeat:
-    def __init__(self, store: Any, tracker: Tracker, interval_s: float):
+    def __init__(self, store: RunStore, tracker: Tracker, interval_s: float):
         self.store, self.tracker, self.interval_s = store, tracker, interval_s
         self._stop = threading.Event()
         self._warned = False
@@ -92,7 +95,7 @@ def error_text(exc: BaseException) -> str:
 
 
 @contextmanager
-def track_run(store: Any, run_id: int, heartbeat_s: float = 5.0) -> Iterator[Tracker]:
+def track_run(store: RunStore, run_id: int, heartbeat_s: float = 5.0) -> Iterator[Tracker]:
     """Mark the run running, heartbeat while the block runs, record how it ended."""
     me = psutil.Process(os.getpid())
     store.mark_running(run_id, pid=me.pid, pid_start_time=me.create_time(),
@@ -100,7 +103,7 @@ def track_run(store: Any, run_id: int, heartbeat_s: float = 5.0) -> Iterator[Tra
     tr = Tracker(run_id)
     beat = _Heartbeat(store, tr, heartbeat_s)
     beat.start()
-    status, error = "finished", None
+    status, error = RunStatus.FINISHED, None
     try:
         yield tr
     except RunCancelled:
@@ -110,22 +113,24 @@ def track_run(store: Any, run_id: int, heartbeat_s: float = 5.0) -> Iterator[Tra
         raise
     except SystemExit as e:
         if e.code not in (None, 0):
-            status, error = "failed", error_text(e)
+            status, error = RunStatus.FAILED, error_text(e)
         raise
     except BaseException as e:
-        status, error = "failed", error_text(e)
+        status, error = RunStatus.FAILED, error_text(e)
         raise
     finally:
         beat.stop()
-        if status == "finished" and tr.cancelled:
-            status = "cancelled"
+        if status == RunStatus.FINISHED and tr.cancelled:
+            status = RunStatus.CANCELLED
         _finish(store, run_id, status, error, tr.progress)
 
 
-def _finish(store: Any, run_id: int, status: str, error: str | None, progress: float | None):
+def _finish(
+    store: RunStore, run_id: int, status: RunStatus, error: str | None, progress: float | None
+):
     # Runs in a finally block: never let a store problem replace the training's own exception.
     try:
-        if progress is not None and status != "finished":
+        if progress is not None and status != RunStatus.FINISHED:
             store.heartbeat(run_id, progress)
         store.set_status(run_id, status, error=error)
     except IllegalTransition as e:

@@ -26,7 +26,11 @@ import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from app.control.launcher import Launcher
+    from storage import Run, RunStore
 
 OVERLAP_KEY = re.compile(r"^pair/[^/]+/overlap_top10$")
 
@@ -97,7 +101,7 @@ def add_store_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def launcher_from_args(args: argparse.Namespace) -> Any:
+def launcher_from_args(args: argparse.Namespace) -> Launcher:
     from app.control.launcher import Launcher, default_runs_root
     from copd.spec import ConfigError
     from storage import RunStore
@@ -123,6 +127,7 @@ def load_config(spec: str, overrides: list[str]) -> Any:
 def cmd_launch(args: argparse.Namespace) -> int:
     from copd.cli import with_trust
     from copd.spec import ConfigError
+    from storage import RunStatus
 
     try:
         cfg = load_config(args.config, with_trust(args, args.overrides))
@@ -133,13 +138,13 @@ def cmd_launch(args: argparse.Namespace) -> int:
         return 2
     launcher.tick()
     run = launcher.store.get_run(run.id)
-    if run.status == "queued" and not args.no_wait:
+    if run.status == RunStatus.QUEUED and not args.no_wait:
         print(
             f"run {run.id} is queued; waiting for a free slot (Ctrl-C leaves it queued)",
             file=sys.stderr,
         )
         try:
-            while run.status == "queued":
+            while run.status == RunStatus.QUEUED:
                 time.sleep(2.0)
                 launcher.tick()
                 run = launcher.store.get_run(run.id)
@@ -236,23 +241,25 @@ def cmd_store_check(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------- run summaries
-def latest_overlap(store: Any, run_id: int) -> float | None:
+def latest_overlap(store: RunStore, run_id: int) -> float | None:
     """Mean over ordered pairs of the latest `pair/*/overlap_top10` values, or None."""
     latest = store.latest_metrics(run_id)
     vals = [p.value for k, p in latest.items() if OVERLAP_KEY.match(k)]
     return sum(vals) / len(vals) if vals else None
 
 
-def run_summary(store: Any, run: Any) -> dict[str, Any]:
+def run_summary(store: RunStore, run: Run) -> dict[str, Any]:
     """The row `copd runs` shows for one run (JSON-ready)."""
-    end = run.ended_at or (datetime.now(timezone.utc) if run.status == "running" else None)
+    from storage import RunStatus
+
+    end = run.ended_at or (datetime.now(timezone.utc) if run.status == RunStatus.RUNNING else None)
     duration = (end - run.started_at).total_seconds() if run.started_at and end else None
     return {
         "id": run.id,
         "name": run.name,
         "method": run.method,
         "group": run.group,
-        "status": run.status,
+        "status": str(run.status),
         "progress": round(float(run.progress or 0.0), 4),
         "overlap_top10": latest_overlap(store, run.id),
         "started": run.started_at.isoformat(timespec="seconds") if run.started_at else None,

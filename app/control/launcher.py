@@ -48,7 +48,7 @@ from app.control.gpus import GPU, detect_gpus
 from copd.runner import check_run_group, check_run_name, new_run_dir
 from copd.runner import slugify as slugify
 from copd.spec import ConfigError, RunConfig
-from storage import RunStatus, allows
+from storage import Run, RunStatus, RunStore, allows
 from storage.revision import code_revision
 
 __all__ = [
@@ -99,7 +99,7 @@ class Launcher:
 
     def __init__(
         self,
-        store: Any,
+        store: RunStore,
         runs_root: str | Path,
         max_cpu_runs: int | None = None,
         *,
@@ -141,7 +141,7 @@ class Launcher:
         group: str | None = None,
         gpus: int = 0,
         seed: int | None = None,
-    ) -> Any:
+    ) -> Run:
         """Validate `cfg` and check it with `copd check` (raises ConfigError with the
         message), then record a queued run in a new folder holding its config.json."""
         data = cfg.to_dict() if isinstance(cfg, RunConfig) else json.loads(json.dumps(dict(cfg)))
@@ -236,7 +236,7 @@ class Launcher:
         return report
 
     # ------------------------------------------------------------------ cancel / resume
-    def request_cancel(self, run_id: int, grace_s: float = 20.0) -> Any:
+    def request_cancel(self, run_id: int, grace_s: float = 20.0) -> Run:
         """Non-blocking cancel: queued -> cancelled now; running -> SIGTERM now, and later
         ticks SIGKILL the group after `grace_s` and record cancelled if the trainer did not."""
         with self._lock():
@@ -252,11 +252,11 @@ class Launcher:
                 procs.signal_group(run.pid, signal.SIGTERM)
             return run
 
-    def cancel(self, run_id: int, grace_s: float = 20.0) -> Any:
+    def cancel(self, run_id: int, grace_s: float = 20.0) -> Run:
         """Cancel and wait: SIGTERM, up to `grace_s` for the trainer to checkpoint and exit,
         then SIGKILL the group; the run ends `cancelled` either way."""
         run = self.request_cancel(run_id, grace_s)
-        if run.status != "running":
+        if run.status != RunStatus.RUNNING:
             return run
         deadline = time.monotonic() + grace_s
         while self._alive(run) and time.monotonic() < deadline:
@@ -270,7 +270,7 @@ class Launcher:
         self._run_dir(run).joinpath(CANCEL_MARKER).unlink(missing_ok=True)
         return self.store.get_run(run_id)
 
-    def resume(self, run_id: int) -> Any:
+    def resume(self, run_id: int) -> Run:
         """cancelled/crashed/failed -> queued; the next start resumes from the run folder's
         latest checkpoint (`--resume <run_dir>`)."""
         with self._lock():
@@ -306,7 +306,7 @@ class Launcher:
     # ------------------------------------------------------------------ internals
     def _reconcile(self, report: TickReport) -> None:
         now = time.time()
-        for run in self.store.list_runs(status="running"):
+        for run in self.store.list_runs(status=RunStatus.RUNNING):
             run_dir = self._run_dir(run)
             cancel_marker = run_dir / CANCEL_MARKER
             alive = self._alive(run)
@@ -318,7 +318,7 @@ class Launcher:
                 cancel_marker.unlink(missing_ok=True)
                 if self._set_status(
                     run.id,
-                    "cancelled",
+                    RunStatus.CANCELLED,
                     "cancelled; the process stopped before recording its own status",
                 ):
                     report.cancelled.append(run.id)
@@ -340,13 +340,13 @@ class Launcher:
                 f"status; last heartbeat {age:.1f} s ago.\n--- last lines of {LOG_NAME} ---\n"
                 + procs.tail_lines(run_dir / LOG_NAME, CRASH_LOG_LINES)
             )
-            if self._set_status(run.id, "crashed", error):
+            if self._set_status(run.id, RunStatus.CRASHED, error):
                 report.crashed.append(run.id)
             self._children.pop(run.id, None)
 
     def _start_queued(self, report: TickReport) -> None:
         # Only this machine's runs hold its GPUs and CPU slots.
-        running = [r for r in self.store.list_runs(status="running") if self._local(r)]
+        running = [r for r in self.store.list_runs(status=RunStatus.RUNNING) if self._local(r)]
         held = {int(g) for r in running for g in (r.assigned_gpus or "").split(",") if g}
         free_gpus = [g.index for g in self.gpus if g.index not in held]
         # CPU runs are counted in threads: a run takes its config's `threads`, or the
@@ -358,7 +358,7 @@ class Launcher:
         # FIFO per resource kind (oldest id first); a GPU run that does not fit yet blocks
         # later GPU runs so that a big request is not starved by small ones.
         gpu_blocked = False
-        for run in sorted(self.store.list_runs(status="queued"), key=lambda r: r.id):
+        for run in sorted(self.store.list_runs(status=RunStatus.QUEUED), key=lambda r: r.id):
             n = run.requested_gpus or 0
             if n == 0:
                 need = self.cpu_threads(run)
@@ -379,7 +379,7 @@ class Launcher:
             if started:
                 report.started.append(run.id)
 
-    def _start(self, run: Any, gpu_ids: list[int]) -> bool:
+    def _start(self, run: Run, gpu_ids: list[int]) -> bool:
         """Spawn the trainer and record it running; False when it could not be spawned."""
         if run.run_dir:
             run_dir = Path(run.run_dir)
@@ -412,7 +412,7 @@ class Launcher:
                 cwd=self.repo_root,
             )
         except OSError as exc:  # e.g. the interpreter moved: record it, do not retry forever
-            self._set_status(run.id, "failed", f"could not start {argv[0]}: {exc}")
+            self._set_status(run.id, RunStatus.FAILED, f"could not start {argv[0]}: {exc}")
             return False
         marker.unlink(missing_ok=True)  # one resume per request; a fresh start never resumes
         start = procs.process_start_time(child.pid) or time.time()
@@ -431,7 +431,7 @@ class Launcher:
         shares when an explicit max_cpu_runs asks for more runs than that."""
         return max(self.cores, self.max_cpu_runs * max(1, self.cores // self.max_cpu_runs))
 
-    def cpu_threads(self, run: Any) -> int:
+    def cpu_threads(self, run: Run) -> int:
         """Cores a CPU run takes: its config's `threads`, else cores / max_cpu_runs."""
         asked = int((run.config or {}).get("threads") or 0)
         default = max(1, self.cores // self.max_cpu_runs)
@@ -454,11 +454,11 @@ class Launcher:
         env["COPD_HEARTBEAT_S"] = str(self.heartbeat_s)
         return env
 
-    def _local(self, run: Any) -> bool:
+    def _local(self, run: Run) -> bool:
         """The run's process lives on this machine (only then may we signal its pid)."""
         return not run.host or run.host == self.host
 
-    def _alive(self, run: Any) -> bool:
+    def _alive(self, run: Run) -> bool:
         """Whether the run's recorded process is running here (other hosts: by heartbeat)."""
         if not self._local(run):
             beat = run.heartbeat_at or run.started_at
@@ -468,7 +468,7 @@ class Launcher:
             return False
         return procs.is_alive(run.pid, run.pid_start_time)
 
-    def _set_status(self, run_id: int, status: str, error: str | None) -> bool:
+    def _set_status(self, run_id: int, status: RunStatus, error: str | None) -> bool:
         """Set a status unless the trainer got there first (then its own record stands)."""
         try:
             self.store.set_status(run_id, status, error=error)
@@ -476,7 +476,7 @@ class Launcher:
         except ValueError:  # IllegalTransition: the run already left `running`
             return False
 
-    def _run_dir(self, run: Any) -> Path:
+    def _run_dir(self, run: Run) -> Path:
         if run.run_dir:
             return Path(run.run_dir)
         return self.runs_root / f"{run.id}-{slugify(run.name)}"

@@ -21,9 +21,12 @@ import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
+
+if TYPE_CHECKING:
+    from storage import RunStore
 
 # Recorded and observed create times of the same process agree to ~10 ms (both come from
 # /proc/<pid>/stat); a reused pid starts later by far more than this.
@@ -141,7 +144,7 @@ def tail_lines(path: Path, n_lines: int = 200, max_bytes: int = 1 << 20) -> str:
     return "\n".join(lines[-n_lines:]) if n_lines > 0 else ""
 
 
-def child_db_url(store: Any) -> str:
+def child_db_url(store: RunStore) -> str:
     """The URL a child process uses to reach the same DB (passwords included)."""
     for attr in ("url", "db_url"):
         value = getattr(store, attr, None)

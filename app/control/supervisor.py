@@ -16,13 +16,16 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.control.launcher import Launcher
 
+if TYPE_CHECKING:
+    from storage import RunStore
+
 
 def supervise(
-    store: Any,
+    store: RunStore,
     runs_root: str | Path,
     interval_s: float = 2.0,
     stop_event: threading.Event | None = None,
@@ -62,7 +65,7 @@ class Supervisor:
 
 
 def start_supervisor(
-    store: Any, runs_root: str | Path, interval_s: float = 2.0, **launcher_kwargs: Any
+    store: RunStore, runs_root: str | Path, interval_s: float = 2.0, **launcher_kwargs: Any
 ) -> Supervisor:
     """Start `supervise` in a daemon thread (the dashboard keeps one per process through
     `st.cache_resource`). The thread only touches the DB and processes, never Streamlit."""

@@ -18,17 +18,23 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from copd.spec import ConfigError, parse_seeds
 from copd.spec import presets as P
 from copd.spec.sweep import SweepRun, grid_points, parse_grid, sweep_configs
 
+if TYPE_CHECKING:
+    from app.control.launcher import Launcher
+    from storage import Run, RunStore
 
-def launch_sweep(store: Any, launcher: Any, runs: Sequence[SweepRun], gpus: int = 0) -> list[Any]:
+
+def launch_sweep(
+    store: RunStore, launcher: Launcher, runs: Sequence[SweepRun], gpus: int = 0
+) -> list[Run]:
     """Queue every run of a validated set in its group (nothing is started here). All or
     nothing: if queueing fails part way, the runs already queued are removed."""
-    queued: list[Any] = []
+    queued: list[Run] = []
     try:
         for r in runs:
             run = launcher.submit(r.cfg, name=r.cfg.name, group=r.cfg.group, seed=r.seed, gpus=gpus)

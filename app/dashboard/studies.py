@@ -1,14 +1,11 @@
-"""The Studies page's data and charts (no Streamlit here): the pilot study's gain-vs-overlap
-scatter with its fitted line and Pearson r (paper Fig. 2a/b), and drift curves of overlap
-and symmetric KL through training (Fig. 2c/d, 4a/b).
+"""The Studies page's data (no Streamlit here): the pilot study's points and fit (paper Fig.
+2a/b) and drift series of overlap and symmetric KL (Fig. 2c/d, 4a/b); the figures are in
+app/dashboard/figures/studies.py.
 
-    pts = pilot_points(store, run_ids)          # list of dicts, one per student
-    fig = pilot_figure(pts, fit_of(pts))        # plotly scatter + line + r annotation
-    df = drift_series(store, run_ids)           # [run, method, key, step, value]
-    fig = drift_figure(df.to_dict("records"))
-
-Both figure builders take plain records, so `copd pilot` / `copd drift` write their PNGs
-with the same charts the dashboard shows.
+    pts = pilot_points(store, run_ids)                  # list of dicts, one per student
+    fig = figures.pilot_figure(pts, fit_of(pts))        # scatter + line + r annotation
+    df = drift_series(store, run_ids)                   # [run, method, key, step, value]
+    fig = figures.drift_figure(df.to_dict("records"))
 """
 
 from __future__ import annotations
