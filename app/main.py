@@ -2,8 +2,10 @@
 
 One `st.navigation` over the thin page scripts in the top-level `pages/` folder; the logic
 lives in `app/` (charts, queries, forms are Streamlit-free). The DB comes from
-$COPD_DB_URL, else the store's default (~/.copd/copd.db). A single background thread per
-process supervises queued and running runs (disable with COPD_SUPERVISE=0). With
+$COPD_DB_URL, else the store's default (~/.copd/copd.db). One supervisor per dashboard
+starts queued runs and marks dead ones crashed: under `copd dashboard` it is the
+`copd supervise` process beside the server, which then runs with COPD_SUPERVISE=0; under a
+plain `streamlit run` it is one background thread of this process. With
 $COPD_DASHBOARD_TOKEN set (`copd dashboard --allow-remote`), no page renders until the
 browser session gave `?token=...`.
 """

@@ -102,10 +102,11 @@ def from_store(db: str, group: str) -> dict[str, list[tuple[str, str, list]]]:
     """method -> [(run label, method, points)] for the group's finished 2-branch expert and
     CoPD runs (the pair topology)."""
     from copd.runner import open_store
+    from storage import RunStatus
 
     store = open_store(db)
     out: dict[str, list] = {}
-    for run in store.list_runs(status="finished", group=group):
+    for run in store.list_runs(status=RunStatus.FINISHED, group=group):
         branches = (run.config or {}).get("branches", [])
         if run.method not in METHODS or len(branches) != 2:
             continue

@@ -7,6 +7,7 @@ import streamlit as st
 from app.dashboard.links import url_run_id
 from app.dashboard.live_view import draw_run
 from app.dashboard.widgets import cached_runs, db_url, empty_state, get_store, run_label
+from storage import RunStatus
 
 st.title("📈 Live run view")
 url = db_url()
@@ -26,7 +27,7 @@ if wanted in by_id:
 elif linked in by_id:
     st.session_state["live:run"] = linked
 elif st.session_state.get("live:run") not in by_id:
-    running = [r.id for r in runs if r.status == "running"]
+    running = [r.id for r in runs if r.status == RunStatus.RUNNING]
     st.session_state["live:run"] = running[0] if running else ids[0]
 if linked is not None and linked not in by_id:
     st.warning(f"Run #{linked} of the link is not in this store; showing another run.")
@@ -52,7 +53,7 @@ max_points = 500
 shown = [
     r for r in runs if r.id == run_id or (by_id[run_id].group and r.group == by_id[run_id].group)
 ]
-active = any(r.status in ("queued", "running") for r in shown)  # the run or its group
+active = any(not r.is_terminal for r in shown)  # the run or its group: queued or running
 run_every = every if (live and active) else None
 
 

@@ -13,7 +13,7 @@ if not runs:
     empty_state("No runs yet: launch the demo.", key="runs")
     st.stop()
 
-active = any(r.status in ("queued", "running") for r in runs)
+active = any(not r.is_terminal for r in runs)  # queued or running
 auto = st.toggle(
     "Auto-refresh", value=True, key="runs:auto", help="every 5 s while runs are active"
 )

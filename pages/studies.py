@@ -7,6 +7,7 @@ import streamlit as st
 
 from app.dashboard import figures, studies
 from app.dashboard.widgets import cached_runs, csv_button, db_url, empty_state, get_store, plot
+from storage import RunStatus
 
 st.title("🔬 Studies")
 url = db_url()
@@ -83,4 +84,4 @@ else:
     from app.dashboard.sweep_view import draw_grid_view
 
     group = st.selectbox("Map group", map_groups, key="studies:map_group")
-    draw_grid_view(url, [r for r in runs if r.group == group and r.status == "finished"])
+    draw_grid_view(url, [r for r in runs if r.group == group and r.status == RunStatus.FINISHED])

@@ -21,6 +21,7 @@ from storage.entities import (
     MetricPoint,
     Run,
     RunStatus,
+    allowed_actions,
     allows,
 )
 from storage.revision import code_revision
@@ -37,6 +38,7 @@ __all__ = [
     "Run",
     "RunStatus",
     "RunStore",
+    "allowed_actions",
     "allows",
     "StoreError",
     "code_revision",

@@ -3,7 +3,8 @@
 ORM rows (storage/models.py) never leave the store; every query converts them to these.
 Datetimes are timezone-aware UTC; `wall_time` fields are float epoch seconds.
 
-Status machine (the only legal moves; `check_transition` enforces it):
+Status machine (the only legal moves: MOVES below; `RunStore.move` and `check_transition`
+enforce it; `allows(status, action)` / `allowed_actions(status)` say what a user may do):
 
     queued    -> running | cancelled
     running   -> finished | failed | cancelled | crashed
@@ -78,6 +79,7 @@ class IllegalTransition(ValueError):
 def check_transition(current: str, requested: str) -> None:
     """Raise IllegalTransition (or ValueError for an unknown status) unless current -> requested
     is a legal move."""
+    current, requested = str(current), str(requested)  # a RunStatus or its stored value
     if requested not in STATUSES:
         raise ValueError(f"status {requested!r} is unknown; use one of {', '.join(STATUSES)}")
     allowed = _LEGAL.get(current, ())

@@ -39,6 +39,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from storage.entities import STATUSES, RunStatus
+
 FLOAT_MAX = 1.7976931348623157e308
 
 # SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit id.
@@ -79,10 +81,8 @@ class Base(DeclarativeBase):
 class RunRow(Base):
     __tablename__ = "runs"
     __table_args__ = (
-        CheckConstraint(
-            "status IN ('queued','running','finished','failed','cancelled','crashed')",
-            name="status",
-        ),
+        # the statuses of storage/entities.py (migration 0001 wrote the same list)
+        CheckConstraint("status IN (" + ",".join(f"'{s}'" for s in STATUSES) + ")", name="status"),
         Index("ix_runs_status", "status"),
         Index("ix_runs_run_group", "run_group"),
     )
@@ -92,7 +92,7 @@ class RunRow(Base):
     method: Mapped[str] = mapped_column(String(100))
     # "group" is an SQL keyword; the column is run_group, the attribute and entity field group.
     group: Mapped[str | None] = mapped_column("run_group", String(250), nullable=True)
-    status: Mapped[str] = mapped_column(String(20), default="queued")
+    status: Mapped[str] = mapped_column(String(20), default=RunStatus.QUEUED.value)
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
     seed: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -153,6 +153,13 @@ def test_two_runs_on_one_cpu_slot_run_one_after_the_other(sequential_pair):
     print(f"two sequential runs took {sequential_pair['wall_s']:.1f} s")
 
 
+def recorded_points(store, run_id: int, up_to_step: int) -> set[tuple[str, int]]:
+    """(key, step) of every metric row the run holds at steps <= `up_to_step`."""
+    df = store.metric_series([run_id], store.metric_keys(run_id), max_points=10**6)
+    df = df[df["step"] <= up_to_step]
+    return set(zip(df["key"], df["step"].astype(int), strict=True))
+
+
 def test_cancel_checkpoints_then_resume_and_supervise_after_restart(store, tmp_path, tiny_cfg):
     """cancel -> cancelled with a checkpoint; resume passes --resume and continues from it;
     a fresh Launcher (dashboard restart) keeps supervising the running run and cancels it."""
@@ -168,6 +175,8 @@ def test_cancel_checkpoints_then_resume_and_supervise_after_restart(store, tmp_p
         assert ckpt is not None, "the trainer did not checkpoint on SIGTERM"
         assert not procs.is_alive(done.pid, done.pid_start_time)
         assert not (Path(done.run_dir) / CANCEL_MARKER).exists()
+        kept = recorded_points(store, run.id, ckpt.step)
+        assert kept, "no metric rows up to the checkpoint"
 
         assert launcher.resume(run.id).status == "queued"
 
@@ -177,6 +186,9 @@ def test_cancel_checkpoints_then_resume_and_supervise_after_restart(store, tmp_p
 
         wait_until(launcher, run.id, resumed, START_TIMEOUT_S, "resumed from its checkpoint")
         assert f"--resume {done.run_dir}" in launcher.log_tail(run.id, 500)
+        # the resume kept every metric row up to its checkpoint (and the folder: one run_dir)
+        assert kept <= recorded_points(store, run.id, ckpt.step)
+        assert store.get_run(run.id).run_dir == done.run_dir
 
         # Dashboard restart: a new instance, no Popen objects, same DB and folders.
         restarted = make_launcher(store, tmp_path / "runs")

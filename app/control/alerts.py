@@ -23,7 +23,7 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -32,6 +32,9 @@ from copd.common import names as N
 from copd.spec import ConfigError
 from copd.spec.sections import AlertsConfig
 from copd.spec.serialize import from_dict
+
+if TYPE_CHECKING:
+    from storage import Event, Run, RunStore
 
 ALERT_LEVEL = "alert"
 RULES = ("nonfinite", "reward_collapse", "overlap_low", "heartbeat_stalled", "crashed")
@@ -83,9 +86,11 @@ def _utc_ts(dt: datetime | None) -> float | None:
     return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
 
 
-def evaluate(run: Any, series: pd.DataFrame, now: float | None = None) -> list[Alert]:
+def evaluate(run: Run, series: pd.DataFrame, now: float | None = None) -> list[Alert]:
     """The rules that hold for `run` now, given its watched series (the store's long
     frame: key, step, value, ...). Pure; the caller records each alert once."""
+    from storage import RunStatus  # here: `copd --help` loads this module, not the store
+
     cfg = thresholds(run.config)
     if not cfg.enabled:
         return []
@@ -137,18 +142,18 @@ def evaluate(run: Any, series: pd.DataFrame, now: float | None = None) -> list[A
                     f"at step {last}",
                     last,
                 )
-    if cfg.stall_s > 0 and run.status == "running":
+    if cfg.stall_s > 0 and run.status == RunStatus.RUNNING:
         beat = _utc_ts(run.heartbeat_at) or _utc_ts(run.started_at)
         if beat is not None and now - beat > cfg.stall_s:
             add("heartbeat_stalled", f"no heartbeat for {now - beat:.0f} s (> {cfg.stall_s:g} s)")
-    if cfg.crashed and run.status in ("crashed", "failed"):
+    if cfg.crashed and run.status in (RunStatus.CRASHED, RunStatus.FAILED):
         first = (run.error or "").strip().splitlines()
         add("crashed", f"run {run.status}" + (f": {first[0]}" if first else ""))
     return out
 
 
 # ---------------------------------------------------------------------- the store side
-def alert_events(store: Any, run_id: int) -> list[Any]:
+def alert_events(store: RunStore, run_id: int) -> list[Event]:
     """The run's recorded alerts (events of level "alert"), oldest first."""
     return [e for e in store.events(run_id, limit=EVENT_LIMIT) if e.level == ALERT_LEVEL]
 
@@ -157,7 +162,7 @@ def rule_of(message: str) -> str:
     return message.split(":", 1)[0].strip()
 
 
-def check_run(store: Any, run: Any, now: float | None = None) -> list[Alert]:
+def check_run(store: RunStore, run: Run, now: float | None = None) -> list[Alert]:
     """Evaluate the rules on `run`'s stored metrics and record the alerts not recorded yet
     (one per rule); returns the newly recorded ones."""
     keys = watched_keys(store.metric_keys(run.id))
@@ -172,7 +177,7 @@ def check_run(store: Any, run: Any, now: float | None = None) -> list[Alert]:
     return new
 
 
-def alert_counts(store: Any, runs: list[Any]) -> dict[int, int]:
+def alert_counts(store: RunStore, runs: list[Run]) -> dict[int, int]:
     """run id -> number of recorded alerts (runs without any left out)."""
     out = {}
     for r in runs:
@@ -186,7 +191,7 @@ class AlertWatcher:
     """The supervisor's alert pass: running runs at most every `recheck_s`, runs that ended
     (recently, or while it watched) once more after they end."""
 
-    def __init__(self, store: Any, recheck_s: float = RECHECK_S, recent_s: float = RECENT_S):
+    def __init__(self, store: RunStore, recheck_s: float = RECHECK_S, recent_s: float = RECENT_S):
         self.store = store
         self.recheck_s = recheck_s
         self.recent_s = recent_s
@@ -195,12 +200,14 @@ class AlertWatcher:
         self._final: set[int] = set()  # ended runs already checked in their end state
 
     def tick(self, now: float | None = None) -> list[Alert]:
+        from storage import RunStatus
+
         now = time.time() if now is None else now
         new: list[Alert] = []
         for run in self.store.list_runs():
-            if run.status == "queued":
+            if run.status == RunStatus.QUEUED:
                 continue
-            if run.status == "running":
+            if run.status == RunStatus.RUNNING:
                 if now - self._last.get(run.id, 0.0) < self.recheck_s:
                     continue
                 self._final.discard(run.id)  # resumed: check its new end too

@@ -11,7 +11,7 @@ configs come from `copd.spec.sweep.sweep_configs` and are queued all or nothing 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from app.control.sweep import launch_sweep
 from copd.spec.sweep import sweep_configs
@@ -46,9 +46,7 @@ def demo_group_name(groups: list[str]) -> str:
     return f"{DEMO_GROUP}-{n}"
 
 
-def launch_demo(
-    store: RunStore, launcher: Launcher, seed: int = 0, gpus: int = 0
-) -> list[Run]:
+def launch_demo(store: RunStore, launcher: Launcher, seed: int = 0, gpus: int = 0) -> list[Run]:
     """Queue the demo group (CoPD, then the independent experts; same seed) and tick once
     so the first run starts now. Returns the queued runs, CoPD first."""
     group = demo_group_name(store.list_groups())

@@ -38,6 +38,7 @@ from app.dashboard.widgets import (
     plot,
     run_label,
 )
+from storage import Run, RunStatus
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ class Controls:
     seed_lines: bool = False  # each seed's own thin line under the band
 
 
-def draw_compare(url: str, runs: list[Any]) -> None:
+def draw_compare(url: str, runs: list[Run]) -> None:
     """Run picker, controls, metric overlays, results table, config diff."""
     chosen = pick_runs(runs)
     if not chosen:
@@ -71,7 +72,7 @@ def draw_compare(url: str, runs: list[Any]) -> None:
 GROUP_SOURCE, PICK_SOURCE = "Ablation group", "Pick runs"
 
 
-def follow_link(groups: list[str], by_id: dict[int, Any]) -> None:
+def follow_link(groups: list[str], by_id: dict[int, Run]) -> None:
     """Put the link's `?group=` / `?runs=` into the pickers' state (before they are drawn),
     so a bookmarked or shared view opens on what it names."""
     qp = st.query_params
@@ -97,7 +98,7 @@ def _write_link() -> None:
         qp["runs"] = runs_param(list(st.session_state.get("compare:runs") or []))
 
 
-def pick_runs(runs: list[Any]) -> list[Any]:
+def pick_runs(runs: list[Run]) -> list[Run]:
     """The runs of an ablation group, or runs picked one by one; follows and writes the
     link (`?group=NAME` / `?runs=1,2,3`)."""
     groups = get_store().list_groups()
@@ -121,7 +122,7 @@ def pick_runs(runs: list[Any]) -> list[Any]:
             "method, shown here as mean ± band."
         )
     if "compare:runs" not in st.session_state:
-        default = [r.id for r in runs if r.status == "finished"][:2] or [runs[0].id]
+        default = [r.id for r in runs if r.status == RunStatus.FINISHED][:2] or [runs[0].id]
         st.session_state["compare:runs"] = default
     st.session_state["compare:runs"] = [i for i in st.session_state["compare:runs"] if i in by_id]
     picked = st.multiselect(
@@ -187,7 +188,7 @@ def metric_overlays(
 
 
 def results_section(
-    url: str, ids: tuple[int, ...], chosen: list[Any], arms: dict[int, str] | None
+    url: str, ids: tuple[int, ...], chosen: list[Run], arms: dict[int, str] | None
 ) -> pd.DataFrame:
     """The results table from each run's latest evaluation (mean ± std with `arms`)."""
     st.subheader("Results (latest evaluation of each run)")
@@ -207,7 +208,7 @@ def results_section(
     return table
 
 
-def config_diff_section(chosen: list[Any], labels: dict[int, str]) -> pd.DataFrame:
+def config_diff_section(chosen: list[Run], labels: dict[int, str]) -> pd.DataFrame:
     """The config fields in which the chosen runs differ."""
     st.subheader("Config differences")
     if len(chosen) < 2:
@@ -223,7 +224,7 @@ def config_diff_section(chosen: list[Any], labels: dict[int, str]) -> pd.DataFra
 
 
 def report_button(
-    chosen: list[Any], figs: list[Any], table: pd.DataFrame, diff: pd.DataFrame
+    chosen: list[Run], figs: list[Any], table: pd.DataFrame, diff: pd.DataFrame
 ) -> None:
     """Download the selection as one self-contained HTML file (opens offline)."""
     st.subheader("Report")

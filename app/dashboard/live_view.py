@@ -12,8 +12,6 @@ bands and cycle lines come from the run's schedule (`series.schedule_of`).
 
 from __future__ import annotations
 
-from typing import Any
-
 import pandas as pd
 import streamlit as st
 
@@ -42,6 +40,7 @@ from app.dashboard.widgets import (
     plot,
 )
 from copd.common import names as N
+from storage import Run, RunStatus
 
 
 def select_keys(keys: list[str]) -> dict[str, list[str]]:
@@ -87,7 +86,7 @@ def _labelled(df: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
     return d.assign(label=d["key"].map(labels))
 
 
-def draw_run(run: Any, url: str, *, smoothing: float, x: str, max_points: int, fmt: str) -> None:
+def draw_run(run: Run, url: str, *, smoothing: float, x: str, max_points: int, fmt: str) -> None:
     """Header, NaN warning and every chart of one run."""
     groups = select_keys(cached_keys(url, (run.id,)))
     wanted = tuple(k for g in groups.values() for k in g) + (N.PROGRESS,)
@@ -122,7 +121,7 @@ def draw_run(run: Any, url: str, *, smoothing: float, x: str, max_points: int, f
 
 
 def run_header(
-    run: Any, df: pd.DataFrame, progress: pd.DataFrame, sched: Schedule | None = None
+    run: Run, df: pd.DataFrame, progress: pd.DataFrame, sched: Schedule | None = None
 ) -> None:
     """Status, progress (from the logged steps), last step and cycle, a progress bar that
     follows the steps; the run's error; a list of NaN/inf points."""
@@ -136,7 +135,7 @@ def run_header(
     c4.metric("cycle", int(df["cycle"].max()) if len(df) else 0)
     text = f"step {last} of {prog.total}" if prog.total else f"step {last}"
     st.progress(prog.fraction, text=f"{text} · {prog.fraction:.0%}")
-    if run.status in ("failed", "crashed") and run.error:
+    if run.status in (RunStatus.FAILED, RunStatus.CRASHED) and run.error:
         st.error(f"{run.status}: {md_line(run.error.splitlines()[0])}")
     bad = nonfinite_points(df)
     if len(bad):
@@ -160,7 +159,7 @@ def run_alerts(url: str, run_id: int) -> None:
 
 
 def group_overlay(
-    run: Any, url: str, *, x: str, smoothing: float, max_points: int, fmt: str
+    run: Run, url: str, *, x: str, smoothing: float, max_points: int, fmt: str
 ) -> None:
     """The run's group, overlaid: branch-vs-branch overlap and symmetric KL, one line per
     run (the mean over its ordered pairs), labelled by method; CoPD's phases shaded."""
@@ -206,7 +205,7 @@ def group_overlay(
             plot(fig, f"live:group:{run.group}:{name}", fmt)
 
 
-def overlay_labels(runs: list[Any]) -> dict[int, str]:
+def overlay_labels(runs: list[Run]) -> dict[int, str]:
     """run id -> legend label: the method's name, with the seed when a method has several
     runs."""
     count: dict[str, int] = {}

@@ -14,7 +14,7 @@ import json
 import math
 import re
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -24,14 +24,18 @@ from copd.common import names as N
 from copd.common.names import VAL_SUFFIX
 from copd.common.tables import is_benchmark, paper_table
 from copd.spec import config_diff
+from storage.entities import RunStatus
+
+if TYPE_CHECKING:
+    from storage import Run, RunStore
 
 STATUS_MARKERS = {
-    "queued": "⏳ queued",
-    "running": "🟢 running",
-    "finished": "✅ finished",
-    "failed": "❌ failed",
-    "cancelled": "⏹️ cancelled",
-    "crashed": "💥 crashed",
+    RunStatus.QUEUED: "⏳ queued",
+    RunStatus.RUNNING: "🟢 running",
+    RunStatus.FINISHED: "✅ finished",
+    RunStatus.FAILED: "❌ failed",
+    RunStatus.CANCELLED: "⏹️ cancelled",
+    RunStatus.CRASHED: "💥 crashed",
 }
 REWARD_KEY = N.REWARD_MEAN
 OVERLAP_KEY = N.overlap_key(10)
@@ -40,7 +44,7 @@ IDENTITY_FIELDS = ("seed", "name", "group")
 
 
 def status_label(status: str) -> str:
-    return STATUS_MARKERS.get(status, status)
+    return STATUS_MARKERS.get(status, str(status))
 
 
 def format_duration(seconds: float | None) -> str:
@@ -61,7 +65,7 @@ def _utc(dt: datetime | None) -> datetime | None:
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
-def run_duration(run: Any, now: datetime | None = None) -> float | None:
+def run_duration(run: Run, now: datetime | None = None) -> float | None:
     """Seconds from start to end (or to now while running); None before it starts."""
     start = _utc(run.started_at)
     if start is None:
@@ -80,7 +84,7 @@ def mean_latest(latest: dict[str, Any], prefix: str, suffix: str) -> float | Non
     return float(np.mean(vals)) if vals else None
 
 
-def runs_frame(store: Any, runs: list[Any] | None = None) -> pd.DataFrame:
+def runs_frame(store: RunStore, runs: list[Run] | None = None) -> pd.DataFrame:
     """One row per run (newest first) for the Runs table and the home page."""
     runs = store.list_runs() if runs is None else runs
     rows = []
@@ -117,10 +121,10 @@ def runs_frame(store: Any, runs: list[Any] | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-def status_counts(runs: list[Any]) -> dict[str, int]:
+def status_counts(runs: list[Run]) -> dict[str, int]:
     out: dict[str, int] = {}
     for r in runs:
-        out[r.status] = out.get(r.status, 0) + 1
+        out[str(r.status)] = out.get(str(r.status), 0) + 1
     return out
 
 
@@ -138,7 +142,7 @@ def flatten_config(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_diff_frame(runs: list[Any], labels: dict[int, str] | None = None) -> pd.DataFrame:
+def config_diff_frame(runs: list[Run], labels: dict[int, str] | None = None) -> pd.DataFrame:
     """Rows = config keys that differ between any two of `runs`, columns = runs."""
     if len(runs) < 2:
         return pd.DataFrame()
@@ -158,7 +162,7 @@ def _show(v: Any) -> str:
     return "—" if v is None else str(v)
 
 
-def seed_arms(runs: list[Any]) -> dict[int, str]:
+def seed_arms(runs: list[Run]) -> dict[int, str]:
     """run_id -> arm label, where an arm is a set of runs with equal config apart from the
     seed (and name/group). Labelled by method; a method with several arms gets `#2`, `#3`."""
     arms: dict[str, list[int]] = {}
@@ -204,7 +208,7 @@ def latest_evals(evals: pd.DataFrame) -> pd.DataFrame:
 
 def results_table(
     evals: pd.DataFrame,
-    runs: list[Any],
+    runs: list[Run],
     arms: dict[int, str] | None = None,
     split: str = "test",
 ) -> pd.DataFrame:

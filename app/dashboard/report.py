@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import html as _html
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from app.dashboard.queries import best_rows, format_results, status_label
+
+if TYPE_CHECKING:
+    from storage import Run
 
 STYLE = """
 body { font-family: -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem auto;
@@ -56,7 +59,7 @@ def frame_html(df: pd.DataFrame) -> str:
     return df.to_html(border=0, escape=True) if not df.empty else "<p>(none)</p>"
 
 
-def runs_html(runs: list[Any]) -> str:
+def runs_html(runs: list[Run]) -> str:
     """One row per run: id, name, method, group, seed, status, code revision."""
     rows = [
         {
@@ -74,7 +77,7 @@ def runs_html(runs: list[Any]) -> str:
 
 
 def compare_report(
-    runs: list[Any],
+    runs: list[Run],
     figures: list[Any],
     table: pd.DataFrame,
     diff: pd.DataFrame,

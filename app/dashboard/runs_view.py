@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from app.control.launcher import LOG_NAME
+from app.control.launcher import LOG_NAME, Launcher
 from app.dashboard.logview import log_tail
 from app.dashboard.queries import status_label
 from app.dashboard.text import md_escape, md_line
@@ -26,7 +26,7 @@ from app.dashboard.widgets import (
     page_path,
     run_label,
 )
-from storage import allows
+from storage import Event, Run, RunStatus, allows
 
 
 def draw_runs(url: str) -> None:
@@ -82,7 +82,7 @@ def runs_table(shown: pd.DataFrame) -> Any:
     )
 
 
-def pick_run(runs: list[Any], shown: pd.DataFrame, event: Any) -> int:
+def pick_run(runs: list[Run], shown: pd.DataFrame, event: Any) -> int:
     """The selected run id: a clicked table row wins, else the selectbox (kept in sync)."""
     by_id = {r.id: r for r in runs}
     ids = [int(i) for i in shown["id"]] or list(by_id)
@@ -100,7 +100,7 @@ def pick_run(runs: list[Any], shown: pd.DataFrame, event: Any) -> int:
     )
 
 
-def run_header(run: Any) -> None:
+def run_header(run: Run) -> None:
     """Name, status, method, progress, GPUs; the error of a failed or crashed run."""
     st.subheader(f"#{run.id} {md_line(run.name)}")
     m1, m2, m3, m4 = st.columns(4)
@@ -110,14 +110,14 @@ def run_header(run: Any) -> None:
     m4.metric(
         "GPUs", md_line(run.assigned_gpus or ("CPU" if not run.requested_gpus else "pending"))
     )
-    if run.status in ("failed", "crashed") and run.error:
+    if run.status in (RunStatus.FAILED, RunStatus.CRASHED) and run.error:
         first, _, rest = run.error.partition("\n")
         st.error(f"{run.status}: {md_line(first)}")
         if rest:
             st.code(rest, language="text")
 
 
-def run_actions(run: Any, launcher: Any) -> None:
+def run_actions(run: Run, launcher: Launcher) -> None:
     """Cancel / Resume / Delete / Open live view. Every destructive action asks first: the
     pending action lives in session state until Yes or No."""
     b1, b2, b3, b4 = st.columns(4)
@@ -136,7 +136,7 @@ def run_actions(run: Any, launcher: Any) -> None:
         confirm(pending[0], run, launcher)
 
 
-def confirm(action: str, run: Any, launcher: Any) -> None:
+def confirm(action: str, run: Run, launcher: Launcher) -> None:
     """Ask "Really <action>?"; on Yes apply it through the launcher and rerun the app."""
     st.warning(f"Really {action} run #{run.id} {md_line(run.name)}?")
     y, n = st.columns(2)
@@ -154,7 +154,7 @@ def confirm(action: str, run: Any, launcher: Any) -> None:
         st.rerun(scope="app")
 
 
-def apply_action(action: str, run_id: int, launcher: Any) -> None:
+def apply_action(action: str, run_id: int, launcher: Launcher) -> None:
     """Cancel (non-blocking), resume (queued, then one tick) or delete a run."""
     if action == "cancel":
         launcher.request_cancel(run_id)
@@ -166,7 +166,7 @@ def apply_action(action: str, run_id: int, launcher: Any) -> None:
         st.session_state.pop("runs:selected", None)
 
 
-def run_details(run: Any, launcher: Any) -> None:
+def run_details(run: Run, launcher: Launcher) -> None:
     """The log tail (progress-bar redraws collapsed) and recent events side by side, the
     config folded below."""
     left, right = st.columns(2)
@@ -185,7 +185,7 @@ def run_details(run: Any, launcher: Any) -> None:
         st.json(run.config, expanded=False)
 
 
-def events_frame(events: list[Any]) -> pd.DataFrame:
+def events_frame(events: list[Event]) -> pd.DataFrame:
     """Events as a table, newest first (the store returns them oldest first)."""
     return pd.DataFrame(
         {

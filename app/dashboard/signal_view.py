@@ -8,7 +8,7 @@ OPD term). Data come from app/dashboard/signal_data.py, figures from app/dashboa
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
@@ -24,8 +24,11 @@ from app.dashboard.signal_data import (
 from app.dashboard.text import md_line
 from app.dashboard.widgets import cached_keys, cached_series, plot
 
+if TYPE_CHECKING:
+    from storage import Run
 
-def draw_instruments(run: Any, url: str, *, x: str, max_points: int, fmt: str) -> None:
+
+def draw_instruments(run: Run, url: str, *, x: str, max_points: int, fmt: str) -> None:
     """Both sections, each only when the run logged its metrics."""
     keys = cached_keys(url, (run.id,))
     sched = schedule_of(run.config, run.method)
@@ -34,7 +37,7 @@ def draw_instruments(run: Any, url: str, *, x: str, max_points: int, fmt: str) -
 
 
 def overlap_at_k(
-    run: Any, url: str, keys: list[str], *, x: str, max_points: int, fmt: str, schedule: Any
+    run: Run, url: str, keys: list[str], *, x: str, max_points: int, fmt: str, schedule: Any
 ) -> None:
     """Top-1, top-5, top-10 overlap and overlap mass between branches, side by side."""
     panels = overlap_k_keys(keys, "pair/")
@@ -55,7 +58,7 @@ def overlap_at_k(
 
 
 def signal_balance(
-    run: Any, url: str, keys: list[str], *, x: str, max_points: int, fmt: str, schedule: Any
+    run: Run, url: str, keys: list[str], *, x: str, max_points: int, fmt: str, schedule: Any
 ) -> None:
     """One figure per branch: gradient norms, cosine, |advantage|, teacher-preferred share,
     log-ratio and clip fractions of the GRPO term and each OPD term."""

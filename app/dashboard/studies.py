@@ -12,23 +12,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from copd.common import names as N
 from copd.common.stats import fit_line
 
+if TYPE_CHECKING:
+    from storage import Run, RunStore
+
 PILOT_KEYS = ("pilot/overlap", "pilot/gain", "pilot/temperature", "pilot/pre", "pilot/post")
 DRIFT_QTY = (N.overlap_key(10), N.SYM_KL)
 
 
-def pilot_runs(runs: Sequence[Any]) -> list[Any]:
+def pilot_runs(runs: Sequence[Run]) -> list[Run]:
     """The runs that hold a pilot study (method "pilot")."""
     return [r for r in runs if r.method == "pilot"]
 
 
-def pilot_points(store: Any, run_ids: Sequence[int]) -> list[dict[str, float]]:
+def pilot_points(store: RunStore, run_ids: Sequence[int]) -> list[dict[str, float]]:
     """One record per student across `run_ids`: overlap, gain, temperature, pre, post, seed."""
     if not run_ids:
         return []
@@ -57,7 +60,7 @@ def drift_keys(keys: Sequence[str]) -> list[str]:
     ]
 
 
-def drift_series(store: Any, runs: Sequence[Any]) -> pd.DataFrame:
+def drift_series(store: RunStore, runs: Sequence[Run]) -> pd.DataFrame:
     """[run, method, key, step, value] of the drift diagnostics of `runs`."""
     frames = []
     for r in runs:

@@ -19,7 +19,7 @@ over its domains (the rule of copd.common.tables), so these numbers match the re
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -28,6 +28,9 @@ from app.dashboard.queries import IDENTITY_FIELDS, flatten_config
 from copd.common.names import VAL_SUFFIX
 from copd.common.stats import Paired, mean_std, paired
 from copd.common.tables import OVERALL, is_benchmark
+
+if TYPE_CHECKING:
+    from storage import Run
 
 SPLITS = ("validation", "test")
 ARM_SEP = " · "
@@ -44,7 +47,7 @@ def show(v: Any) -> str:
     return "—" if v is None else str(v)
 
 
-def swept_params(runs: list[Any]) -> dict[str, list[Any]]:
+def swept_params(runs: list[Run]) -> dict[str, list[Any]]:
     """The config fields (dotted) whose values differ across `runs`, seed/name/group aside,
     each with its distinct values in order. When the runs mix presets (`method` differs),
     fields that follow from the preset alone (one value per method: its budget, its own
@@ -85,7 +88,7 @@ def arm_label(values: dict[str, Any]) -> str:
     )
 
 
-def run_values(runs: list[Any], params: dict[str, list[Any]]) -> pd.DataFrame:
+def run_values(runs: list[Run], params: dict[str, list[Any]]) -> pd.DataFrame:
     """One row per run: run_id, seed, arm, and each swept parameter's value."""
     rows = []
     for r in runs:
@@ -121,7 +124,7 @@ def final_scores(evals: pd.DataFrame, model: str, split: str = "test") -> pd.Dat
 
 def score_table(
     evals: pd.DataFrame,
-    runs: list[Any],
+    runs: list[Run],
     params: dict[str, list[Any]],
     *,
     model: str,

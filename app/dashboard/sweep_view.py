@@ -10,7 +10,7 @@ from app/dashboard/sweep_data.py.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
@@ -30,8 +30,11 @@ from app.dashboard.widgets import cached_evals, csv_button, plot
 from copd.common.names import VAL_SUFFIX
 from copd.common.tables import OVERALL
 
+if TYPE_CHECKING:
+    from storage import Run
 
-def draw_grid_view(url: str, chosen: list[Any], fmt: str = "png") -> None:
+
+def draw_grid_view(url: str, chosen: list[Run], fmt: str = "png") -> None:
     """The grid view of one group's runs (the whole section, or nothing when the runs are
     not one group or do not differ in any config field)."""
     groups = {r.group for r in chosen}

@@ -16,12 +16,18 @@ from __future__ import annotations
 import os
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import streamlit as st
 
 from copd.tools.serve import TOKEN_ENV, TRUST_ENV
+
+if TYPE_CHECKING:
+    from app.control.gpus import GPU
+    from app.control.launcher import Launcher
+    from app.control.supervisor import Supervisor
+    from storage import Event, Run, RunStore
 
 PAGES_DIR = Path(__file__).resolve().parents[2] / "pages"
 QUERY_TTL_S = 2.0
@@ -45,23 +51,23 @@ def runs_root() -> Path:
 
 
 @st.cache_resource(show_spinner=False)
-def _store(url: str) -> Any:
+def _store(url: str) -> RunStore:
     from storage import RunStore
 
     return RunStore.from_url(url)
 
 
-def get_store() -> Any:
+def get_store() -> RunStore:
     return _store(db_url())
 
 
-def _stop_supervisor(sup: Any) -> None:
+def _stop_supervisor(sup: Supervisor | None) -> None:
     if sup is not None:
         sup.stop()
 
 
 @st.cache_resource(show_spinner=False, on_release=_stop_supervisor)
-def _supervisor(url: str, root: str) -> Any:
+def _supervisor(url: str, root: str) -> Supervisor | None:
     """ONE background thread per dashboard process that ticks the launcher (starts queued
     runs, marks dead ones crashed). Stopped when the cache entry is released."""
     if os.environ.get("COPD_SUPERVISE", "1") == "0":
@@ -78,26 +84,26 @@ def _launcher_options() -> dict[str, Any]:
 
 
 @st.cache_resource(show_spinner=False)
-def _plain_launcher(url: str, root: str) -> Any:
+def _plain_launcher(url: str, root: str) -> Launcher:
     from app.control.launcher import Launcher
 
     return Launcher(_store(url), root, **_launcher_options())
 
 
-def get_launcher() -> Any:
+def get_launcher() -> Launcher:
     """The supervisor's launcher (so its children are reaped), or a plain one without it."""
     url, root = db_url(), str(runs_root())
     sup = _supervisor(url, root)
     return sup.launcher if sup is not None else _plain_launcher(url, root)
 
 
-def ensure_supervisor() -> Any:
+def ensure_supervisor() -> Supervisor | None:
     return _supervisor(db_url(), str(runs_root()))
 
 
 # ---------------------------------------------------------------------- cached queries
 @st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
-def cached_runs(url: str) -> list[Any]:
+def cached_runs(url: str) -> list[Run]:
     return _store(url).list_runs()
 
 
@@ -132,14 +138,14 @@ def cached_alert_counts(url: str) -> dict[int, int]:
 
 
 @st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
-def cached_alerts(url: str, run_id: int) -> list[Any]:
+def cached_alerts(url: str, run_id: int) -> list[Event]:
     from app.control.alerts import alert_events
 
     return alert_events(_store(url), run_id)
 
 
 @st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
-def cached_gpus() -> list[Any]:
+def cached_gpus() -> list[GPU]:
     from app.control.gpus import detect_gpus
 
     return detect_gpus()
@@ -210,7 +216,7 @@ def task_trust(cfg: Any) -> tuple[Any, str | None]:
 
 
 # ---------------------------------------------------------------------- small widgets
-def run_label(run: Any) -> str:
+def run_label(run: Run) -> str:
     from app.dashboard.queries import status_label
 
     return f"#{run.id} {run.name} · {run.method} · {status_label(run.status)}"

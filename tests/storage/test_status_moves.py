@@ -46,3 +46,24 @@ def test_move_is_conditional_and_one_of_many_concurrent_claims_wins(tmp_path):
     assert store.set_status(run.id, RunStatus.FINISHED).status == "finished"
     for s in [store, *stores]:
         s.close()
+
+
+def test_stored_strings_read_back_as_the_enum_and_actions_come_from_the_table(tmp_path):
+    """A status written as its plain string (as every store before the enum did) reads back
+    as that RunStatus; the actions a status allows are the table's."""
+    from sqlalchemy import text
+
+    from storage.entities import allowed_actions
+
+    store = RunStore.from_url(f"sqlite:///{tmp_path / 'copd.db'}")
+    run = store.create_run("old", "copd", {})
+    with store.db.session(write=True) as s:  # what an older writer left behind
+        s.execute(text("UPDATE runs SET status = 'crashed' WHERE id = :id"), {"id": run.id})
+    back = store.get_run(run.id)
+    assert back.status is RunStatus.CRASHED and back.status == "crashed"
+    assert [r.id for r in store.list_runs(status=RunStatus.CRASHED)] == [run.id]
+    assert allowed_actions(back.status) == ("resume", "delete")
+    assert allowed_actions(RunStatus.RUNNING) == ("cancel",)
+    assert allowed_actions(RunStatus.FINISHED) == ("delete",)
+    assert store.set_status(run.id, RunStatus.QUEUED).status is RunStatus.QUEUED
+    store.close()
