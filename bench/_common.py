@@ -76,6 +76,18 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
+def median_time(fn, repeats: int) -> float:
+    """Median wall seconds of `repeats` calls of `fn`."""
+    import time
+
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return median(out)
+
+
 def spread(xs: list[float]) -> str:
     """`median [min-max] n=..` in milliseconds."""
     if not xs:

@@ -13,10 +13,8 @@ the anchor grows with their square.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
-import _common  # noqa: F401  (environment, repo on the path)
+import _common  # environment, repo on the path; shared timing
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
@@ -57,15 +55,6 @@ def frames(sched: Schedule) -> tuple[pd.DataFrame, pd.DataFrame]:
     return overlap, pd.concat(rows, ignore_index=True)
 
 
-def median_s(fn, repeats: int) -> float:
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cycles", default="8,32,100")
@@ -87,7 +76,7 @@ def main() -> None:
             "signal": lambda s, d=signal: figures.signal_figure(d, "add", schedule=s),
         }
         for name, build in builders.items():
-            fast = median_s(lambda b=build, s=sched: b(s), args.repeats)
+            fast = _common.median_time(lambda b=build, s=sched: b(s), args.repeats)
             n_shapes = len(build(sched).layout.shapes)
             if n_shapes > args.anchor_max_shapes:
                 print(
@@ -98,7 +87,7 @@ def main() -> None:
             for m in (figures.run, figures.signal):
                 m.shade = shade_one_at_a_time
             try:
-                slow = median_s(lambda b=build, s=sched: b(s), args.repeats)
+                slow = _common.median_time(lambda b=build, s=sched: b(s), args.repeats)
             finally:
                 for m in (figures.run, figures.signal):
                     m.shade = original

@@ -12,12 +12,11 @@ read the median seconds with the summary, the anchor's, and the ratio.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import _common  # noqa: F401  (environment, repo on the path)
+import _common  # environment, repo on the path; shared timing
 from sqlalchemy import text
 
 from storage import RunStore
@@ -28,15 +27,6 @@ JOIN (SELECT key, MAX(step) AS s FROM metrics WHERE run_id = :r GROUP BY key) t
   ON m.run_id = :r AND m.key = t.key AND m.step = t.s
 """
 SCAN_KEYS = "SELECT DISTINCT key FROM metrics WHERE run_id = :r ORDER BY key"
-
-
-def median_s(fn, repeats: int) -> float:
-    out = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return statistics.median(out)
 
 
 def build(store: RunStore, runs: int, steps: int, keys: int) -> list[int]:
@@ -92,7 +82,7 @@ def main() -> None:
         }
         print(f"{'read':<44} {'summary s':>10} {'scan s':>10} {'ratio':>8}")
         for name, (fast, slow) in reads.items():
-            a, b = median_s(fast, args.repeats), median_s(slow, args.repeats)
+            a, b = _common.median_time(fast, args.repeats), _common.median_time(slow, args.repeats)
             print(f"{name:<44} {a:>10.4f} {b:>10.4f} {b / a:>7.0f}x")
         print(_common.load_line())
         store.close()
