@@ -106,3 +106,27 @@ def test_updates_per_batch_reuses_the_batch_with_the_sampling_log_probs(tiny_cfg
     with torch.no_grad():
         now = completion_logprobs(b.view.module, batch, 1.0)
     assert not torch.allclose(now, sampled)  # three steps moved the policy off it
+
+
+def test_micro_batches_keep_the_sampling_log_probs_across_epochs(tiny_cfg):
+    """grpo.micro_batch_rows with several PPO epochs and one mini-batch: every epoch's ratio
+    is taken against the policy that sampled the batch, so the steps equal one pass's (the
+    slices used to keep the first epoch's log-probs on throwaway sub-batches, so epoch 2 on
+    took the ratio against the moved policy: ratio 1, no clip)."""
+    extra = ("grpo.lr=5e-2", "grpo.updates_per_batch=3", "grpo.grad_clip=1e9")
+    worlds = {
+        rows: World.build(tiny_cfg("demo", *extra, f"grpo.micro_batch_rows={rows}"), NullLogger())
+        for rows in (0, 4)
+    }
+    clip, params = {}, {}
+    for rows, w in worlds.items():
+        batch = _batch(w)
+        batch.rewards_B = torch.tensor([1.0, 0, 0, 0] * 4)
+        term, _ = grpo_update(w, w.branches[0], batch)
+        clip[rows], params[rows] = term.stats[N.CLIP_FRAC], _params(w)
+    assert clip[0] > 0  # the large steps move the ratio out of the clip range
+    # the same tokens clipped (the slices' fractions are averaged by rows, not tokens)
+    assert clip[4] == pytest.approx(clip[0], abs=0.01)
+    # Adam turns float-rounding noise in near-zero gradients into up to a few % of a step
+    for a, b in zip(params[0], params[4], strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0.05 * 5e-2)

@@ -61,12 +61,14 @@ def optimize(
     `grpo.minibatches` mini-batches (whole prompt groups of every batch), one step each.
 
     The PPO ratio is taken against the sampling policy's log-probs: with one mini-batch
-    the first pass records them at no extra cost; with several, one no-grad forward
-    records them for every row first (verl's old_log_prob), so the clipped ratio acts from
-    the second mini-batch on. `measure_signal` records the signal balance of the first step."""
+    the first pass records them at no extra cost; with several, or with micro-batch
+    slices over several epochs (a slice is a new sub-batch each step, so it cannot carry
+    them to the next epoch), one no-grad forward records them for every row first (verl's
+    old_log_prob), so the clipped ratio acts from the second step on. `measure_signal`
+    records the signal balance of the first step."""
     loss = world.loss
     M = loss.minibatches
-    if M > 1:
+    if M > 1 or (loss.micro_batch_rows and loss.updates_per_batch > 1):
         for spec in specs:
             _record_old_logp(world, branch, spec)
     parts = [_split(spec, M) for spec in specs]
