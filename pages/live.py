@@ -4,9 +4,17 @@ while a run of the view is active. Link: `live?run=ID`."""
 
 import streamlit as st
 
-from app.dashboard.links import url_run_id
+from app.dashboard.links import absent_run, url_run_id
 from app.dashboard.live_view import draw_run
-from app.dashboard.widgets import cached_runs, db_url, empty_state, get_store, run_label
+from app.dashboard.text import md_escape
+from app.dashboard.widgets import (
+    cached_runs,
+    db_url,
+    empty_state,
+    get_store,
+    invalidate,
+    run_label,
+)
 from storage import RunStatus
 
 st.title("📈 Live run view")
@@ -18,6 +26,11 @@ if not runs:
 
 by_id = {r.id: r for r in runs}
 ids = list(by_id)
+own = "live_run" in st.session_state or "live:run" in st.session_state  # not a link's
+absent = None if own else absent_run(st.query_params.get("run"), ids)
+if absent:  # a link to a run this store lacks: say so, show no other run in its place
+    st.warning(md_escape(absent))
+    st.stop()
 # The run: asked for elsewhere (Launch/Runs/Home), else the link's `?run=ID`, else the one
 # already picked, else the newest running one. The picker writes the link back.
 wanted = st.session_state.pop("live_run", None)
@@ -29,8 +42,6 @@ elif linked in by_id:
 elif st.session_state.get("live:run") not in by_id:
     running = [r.id for r in runs if r.status == RunStatus.RUNNING]
     st.session_state["live:run"] = running[0] if running else ids[0]
-if linked is not None and linked not in by_id:
-    st.warning(f"Run #{linked} of the link is not in this store; showing another run.")
 
 
 def _write_link() -> None:
@@ -60,6 +71,9 @@ run_every = every if (live and active) else None
 @st.fragment(run_every=run_every)
 def charts_fragment() -> None:
     run = get_store().get_run(run_id)  # fresh status/progress on every tick
+    if run.status != by_id[run_id].status:  # the picker and the refresh switch follow it
+        invalidate()
+        st.rerun(scope="app")
     draw_run(run, url, smoothing=smoothing, x=x, max_points=max_points, fmt=fmt)
 
 

@@ -97,6 +97,11 @@ def _run_entity(r: RunRow) -> Run:
     )  # fmt: skip
 
 
+def _first_start(now: datetime):
+    """started_at for a move to running: the run's first start, kept across resumes."""
+    return func.coalesce(RunRow.started_at, now)
+
+
 class RunStore:
     """The run store. Build it with `RunStore.from_url(url)`."""
 
@@ -214,12 +219,14 @@ class RunStore:
 
     def set_status(self, run_id: int, status: str, error: str | None = None) -> Run:
         """Move a run along the status machine (storage/entities.py); IllegalTransition if the
-        move is not allowed. running sets started_at, terminal states set ended_at, and a
-        resume (-> queued) clears the previous attempt's end time, error and process."""
+        move is not allowed. running sets started_at (the first start only: a resumed run
+        keeps it, so its start and duration cover the whole run), terminal states set
+        ended_at, and a resume (-> queued) clears the previous attempt's end time, error and
+        process."""
         now = utcnow()
         fields: dict[str, Any] = {}
         if status == RunStatus.RUNNING:
-            fields = {"started_at": now, "heartbeat_at": now}
+            fields = {"started_at": _first_start(now), "heartbeat_at": now}
         elif status in TERMINAL:
             fields = {"ended_at": now}
             if error is not None:
@@ -245,7 +252,7 @@ class RunStore:
         proc = dict(pid=int(pid), pid_start_time=pid_start_time, host=host, heartbeat_at=now)
         if assigned_gpus is not None:
             proc["assigned_gpus"] = assigned_gpus
-        if not self.move(run_id, RunStatus.RUNNING, started_at=now, **proc):
+        if not self.move(run_id, RunStatus.RUNNING, started_at=_first_start(now), **proc):
             with self.db.session(write=True) as s:  # already running: refresh the process
                 row = self._row(s, run_id)
                 if row.status != RunStatus.RUNNING:
@@ -261,7 +268,8 @@ class RunStore:
         follow with `mark_running` once the trainer is spawned."""
         now = utcnow()
         return self.move(
-            run_id, RunStatus.RUNNING, only_from=(RunStatus.QUEUED,), started_at=now,
+            run_id, RunStatus.RUNNING, only_from=(RunStatus.QUEUED,),
+            started_at=_first_start(now),
             heartbeat_at=now, host=host, pid=None, pid_start_time=None,
             assigned_gpus=assigned_gpus,
         )  # fmt: skip

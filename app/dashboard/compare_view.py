@@ -18,7 +18,7 @@ import pandas as pd
 import streamlit as st
 
 from app.dashboard import figures
-from app.dashboard.links import runs_param, url_run_ids
+from app.dashboard.links import absent_compare, runs_param, url_run_ids
 from app.dashboard.queries import (
     config_diff_frame,
     format_results,
@@ -29,6 +29,7 @@ from app.dashboard.queries import (
 from app.dashboard.report import compare_report
 from app.dashboard.series import with_x
 from app.dashboard.sweep_view import draw_grid_view
+from app.dashboard.text import md_escape
 from app.dashboard.widgets import (
     cached_evals,
     cached_keys,
@@ -103,6 +104,12 @@ def pick_runs(runs: list[Run]) -> list[Run]:
     link (`?group=NAME` / `?runs=1,2,3`)."""
     groups = get_store().list_groups()
     by_id = {r.id: r for r in runs}
+    absent = absent_compare(
+        st.query_params.get("group"), st.query_params.get("runs"), groups, list(by_id)
+    )
+    if absent and "compare:source" not in st.session_state:  # a link, not the pickers' own
+        st.warning(md_escape(absent))
+        st.stop()
     follow_link(groups, by_id)
     sources = [GROUP_SOURCE, PICK_SOURCE] if groups else [PICK_SOURCE]
     if st.session_state.get("compare:source") not in sources:

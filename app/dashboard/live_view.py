@@ -20,15 +20,18 @@ from app.dashboard import figures
 from app.dashboard.queries import status_label
 from app.dashboard.series import (
     Schedule,
+    cycle_text,
     describe_nonfinite,
     mean_over_keys,
     nonfinite_points,
+    percent,
     progress_of,
     relabel_keys,
     schedule_of,
     with_x,
 )
 from app.dashboard.signal_view import draw_instruments
+from app.dashboard.sweep_data import ARM_SEP, run_values, swept_params
 from app.dashboard.text import md_escape, md_line
 from app.dashboard.widgets import (
     cached_alerts,
@@ -104,7 +107,9 @@ def draw_run(run: Run, url: str, *, smoothing: float, x: str, max_points: int, f
         )
         return
     rid = run.id
-    line_charts(df, groups, rid, x=x, smoothing=smoothing, fmt=fmt, schedule=sched)
+    line_charts(
+        df, groups, rid, x=x, smoothing=smoothing, fmt=fmt, schedule=sched, method=run.method
+    )
     draw_instruments(run, url, x=x, max_points=max_points, fmt=fmt)  # k, signal balance
     evals = cached_evals(url, (rid,))
     if len(evals):
@@ -130,11 +135,11 @@ def run_header(
     last = max(prog.step, int(df["step"].max()) if len(df) else 0)
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("status", status_label(run.status))
-    c2.metric("progress", f"{prog.fraction:.0%}")
+    c2.metric("progress", percent(prog.fraction))
     c3.metric("last step", f"{last}" + (f" / {prog.total}" if prog.total else ""))
-    c4.metric("cycle", int(df["cycle"].max()) if len(df) else 0)
+    c4.metric("cycle", cycle_text(last, sched), help="1-based, of the schedule's cycles")
     text = f"step {last} of {prog.total}" if prog.total else f"step {last}"
-    st.progress(prog.fraction, text=f"{text} · {prog.fraction:.0%}")
+    st.progress(prog.fraction, text=f"{text} · {percent(prog.fraction)}")
     if run.status in (RunStatus.FAILED, RunStatus.CRASHED) and run.error:
         st.error(f"{run.status}: {md_line(run.error.splitlines()[0])}")
     bad = nonfinite_points(df)
@@ -176,7 +181,7 @@ def group_overlay(
     st.subheader(f"Group {md_line(run.group)}: " + " vs ".join(methods))
     st.caption(
         " · ".join(
-            f"#{r.id} {method_label(r.method)} {status_label(r.status)} {r.progress:.0%}"
+            f"#{r.id} {method_label(r.method)} {status_label(r.status)} {percent(r.progress)}"
             for r in peers
         )
         + ". Each line: the mean over the run's ordered branch pairs."
@@ -206,20 +211,39 @@ def group_overlay(
 
 
 def overlay_labels(runs: list[Run]) -> dict[int, str]:
-    """run id -> legend label: the method's name, with the seed when a method has several
-    runs."""
-    count: dict[str, int] = {}
-    for r in runs:
-        count[r.method] = count.get(r.method, 0) + 1
-    return {
-        r.id: method_label(r.method) + (f" · seed {r.seed} #{r.id}" if count[r.method] > 1 else "")
-        for r in runs
-    }
+    """run id -> legend label, by what differs between the runs (their config diff, as the
+    Compare page's grid view reads it): the method's name, then the other swept values
+    (`CoPD · beta=0.5`), then the seed where an arm has several; `#id` only for runs
+    that would still read alike."""
+    params = swept_params(runs)
+    values = run_values(runs, {p: v for p, v in params.items() if p != "method"})
+    swept = dict(zip(values["run_id"], values["arm"], strict=True))
+    labels = {r.id: ARM_SEP.join(x for x in (method_label(r.method), swept[r.id]) if x)
+              for r in runs}  # fmt: skip
+    for label in set(labels.values()):
+        same = [r for r in runs if labels[r.id] == label]
+        if len(same) > 1:
+            seeds = [r.seed for r in same]
+            for r in same:
+                tail = f"seed {r.seed}" + ("" if seeds.count(r.seed) == 1 else f" #{r.id}")
+                labels[r.id] = f"{label}{ARM_SEP}{tail}"
+    return labels
+
+
+# Methods whose branches learn from a teacher (phase-II OPD): their pairs are student~teacher.
+TEACHER_METHODS = ("copd", "static_opd", "mopd")
+
+
+def overlap_title(method: str) -> str:
+    """The run's own overlap chart title: the pair is `student~teacher` only where a branch
+    has a teacher; experts and the other baselines have none."""
+    pairs = "student~teacher" if method in TEACHER_METHODS else "branch~branch, no teacher"
+    return f"Top-10 overlap between branches ({pairs})"
 
 
 # (group, title, y axis, log y, key -> legend label): one line chart each, phases shaded.
 LINE_CHARTS = [
-    ("overlap", "Top-10 overlap between branches (student~teacher)", "overlap@10", False,
+    ("overlap", "Top-10 overlap between branches", "overlap@10", False,
      lambda ks: relabel_keys(ks, "pair/", "/overlap_top10")),
     ("overlap_base", "Overlap vs base model", "overlap@10", False,
      lambda ks: relabel_keys(ks, "base/", "/overlap_top10")),
@@ -242,10 +266,13 @@ def line_charts(
     smoothing: float,
     fmt: str,
     schedule: Schedule | None = None,
+    method: str = "copd",
 ) -> None:
     """The line charts of LINE_CHARTS whose group has keys, in that order; phases shaded
-    from `schedule` (none for a baseline)."""
+    from `schedule` (none for a baseline); the overlap title by the run's `method`."""
     for group, title, y_title, log_y, label in LINE_CHARTS:
+        if group == "overlap":
+            title = overlap_title(method)
         if groups[group]:
             fig = figures.series_figure(
                 _labelled(df, label(groups[group])),

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from app.dashboard.series import percent
 from app.dashboard.text import md_line
 from copd.common import names as N
 from copd.common.names import VAL_SUFFIX
@@ -98,7 +99,7 @@ def runs_frame(store: RunStore, runs: list[Run] | None = None) -> pd.DataFrame:
                 "method": r.method,
                 "group": r.group or "",
                 "seed": r.seed,
-                "progress": float(r.progress or 0.0),
+                "progress": int(percent(r.progress)[:-1]),  # whole percent, as shown
                 "started": _utc(r.started_at),
                 "duration": format_duration(run_duration(r)),
                 "latest reward": mean_latest(latest, "branch/", "/" + REWARD_KEY),

@@ -16,6 +16,7 @@ import streamlit as st
 from app.control.launcher import LOG_NAME, Launcher
 from app.dashboard.logview import log_tail
 from app.dashboard.queries import status_label
+from app.dashboard.series import percent
 from app.dashboard.text import md_escape, md_line
 from app.dashboard.widgets import (
     cached_runs,
@@ -69,9 +70,18 @@ def runs_table(shown: pd.DataFrame) -> Any:
             "id": st.column_config.NumberColumn("id", width="small"),
             "status": st.column_config.TextColumn("status", help="💥 crashed = the process died"),
             "progress": st.column_config.ProgressColumn(
-                "progress", min_value=0.0, max_value=1.0, format="percent"
+                "progress",
+                min_value=0,
+                max_value=100,
+                format="%d%%",
+                help="whole percent, rounded down, as on every page",
+            ),  # fmt: skip
+            "started": st.column_config.DatetimeColumn(
+                "started", format="YYYY-MM-DD HH:mm:ss", help="the first start (a resume keeps it)"
             ),
-            "started": st.column_config.DatetimeColumn("started", format="YYYY-MM-DD HH:mm:ss"),
+            "duration": st.column_config.TextColumn(
+                "duration", help="from the first start to the end (or now), resumes included"
+            ),
             "latest reward": st.column_config.NumberColumn(
                 "latest reward", format="%.3f", help="mean over branches of branch/*/reward/mean"
             ),
@@ -106,7 +116,7 @@ def run_header(run: Run) -> None:
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("status", status_label(run.status))
     m2.metric("method", md_line(run.method))
-    m3.metric("progress", f"{run.progress:.0%}")
+    m3.metric("progress", percent(run.progress))
     m4.metric(
         "GPUs", md_line(run.assigned_gpus or ("CPU" if not run.requested_gpus else "pending"))
     )

@@ -238,6 +238,24 @@ def progress_of(
     return Progress(step, total, min(max(frac, 0.0), 1.0))
 
 
+def percent(fraction: float | None) -> str:
+    """A progress fraction as a whole percent, rounded down (`0.0233` -> `2%`, `0.999` ->
+    `99%`: 100% only when done): the one rounding of progress on every page."""
+    f = float(fraction or 0.0)
+    f = min(max(f if math.isfinite(f) else 0.0, 0.0), 1.0)
+    return f"{math.floor(f * 100 + 1e-9)}%"
+
+
+def cycle_text(step: int, sched: Schedule | None) -> str:
+    """Which cycle a run is in, 1-based of the schedule's: step s (counted from 1) lies in
+    cycle ceil(s / P), so the last step of 8 cycles reads `8/8` and step 0 `1/8`. A method
+    without cycles (experts, the baselines) gets `—`."""
+    if sched is None:
+        return "—"
+    c = min(max(math.ceil(step / sched.period), 1), sched.cycles)
+    return f"{c}/{sched.cycles}"
+
+
 def benchmarks_only(evals: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     """The per-domain rows of one split: drop what a trainer logged as "overall" (the
     dashboard recomputes it as the mean over the real benchmarks, so it must not count as

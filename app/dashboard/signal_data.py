@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -98,14 +99,22 @@ def overlap_k_keys(keys: list[str], prefix: str = "pair/") -> dict[str, list[str
     return out
 
 
+# The built-in demo model's folder as the package ships it (copd/builders/demo_base.py):
+# every demo base, whatever its size settings, has this character tokenizer.
+# (found without importing the builder, which loads torch)
+DEMO_MODEL_DIR = Path(find_spec("copd").origin).parent / "builders" / "assets" / "demo-base"  # type: ignore[arg-type,union-attr]
+
+
 def vocab_size_of(config: dict[str, Any] | None) -> int | None:
     """The vocabulary size of the run's model: `vocab_size` in `<model.path>/config.json`
     (or its `text_config`, for a vision-language model) when model.path is a local
-    directory readable here; None otherwise (a hub id, or another machine's path)."""
+    directory readable here, or the shipped demo base's for `model.path="demo"`; None
+    otherwise (a hub id, or another machine's path)."""
     path = ((config or {}).get("model") or {}).get("path")
     if not path:
         return None
-    file = Path(str(path)).expanduser() / "config.json"
+    folder = DEMO_MODEL_DIR if path == "demo" else Path(str(path)).expanduser()
+    file = folder / "config.json"
     try:
         data = json.loads(file.read_text())
     except (OSError, ValueError):

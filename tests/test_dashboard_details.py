@@ -1,0 +1,211 @@
+"""Issue 28, the details a researcher trips over: truthful status and progress, the demo
+model's vocabulary, overlay labels and titles by what differs, deep links that name
+something absent, forms that check each field as it is edited, the sweep preview, the
+results table's split and rows, text labels beside every icon, and page server times.
+
+Each test drives the real pages through Streamlit's AppTest on a real SQLite store (or the
+pure function behind them); the layout and link checks that need a real browser are in
+tests/test_browser.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from app.dashboard import series
+from app.dashboard.signal_data import k_caption, vocab_size_of
+from copd.spec import RunConfig
+from storage import RunStore
+from tests.seed import seed_store
+from tests.test_security import shown
+
+ENTRY = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory):
+    url = f"sqlite:///{tmp_path_factory.mktemp('details') / 'copd.db'}"
+    return url, seed_store(url)
+
+
+def _app(monkeypatch, tmp_path, url: str) -> AppTest:
+    monkeypatch.setenv("COPD_DB_URL", url)
+    monkeypatch.setenv("COPD_HOME", str(tmp_path))
+    monkeypatch.setenv("COPD_SUPERVISE", "0")
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    return AppTest.from_file(ENTRY, default_timeout=60)
+
+
+@pytest.fixture
+def app(seeded, monkeypatch, tmp_path):
+    url, ids = seeded
+    yield _app(monkeypatch, tmp_path, url), ids
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+def _metrics(at) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def _specs(at) -> str:
+    return " ".join(c.proto.spec for c in at.get("plotly_chart"))
+
+
+# ---------------------------------------------------------------------- 3: vocabulary
+def test_the_builtin_demo_models_vocabulary_is_known():
+    """model.path="demo" is no local directory, yet its vocabulary is the shipped base's."""
+    vocab = vocab_size_of(RunConfig().to_dict())
+    assert vocab == 32
+    note = k_caption([1, 5, 10], vocab)
+    assert "unknown" not in note and "Vocabulary 32 tokens" in note
+
+
+# ---------------------------------------------------------------------- 4: status, progress
+def test_cycle_is_one_based_of_the_schedule_and_absent_for_methods_without_cycles():
+    sched = series.Schedule(rl_steps=6, opd_steps=4, cycles=8)
+    assert series.cycle_text(80, sched) == "8/8"  # the last step of the last cycle
+    assert [series.cycle_text(s, sched) for s in (0, 1, 10, 11)] == ["1/8", "1/8", "1/8", "2/8"]
+    assert series.cycle_text(40, None) == "—"
+
+
+def test_progress_has_one_rounding_down_to_a_whole_percent():
+    assert [series.percent(f) for f in (0.0233, 0.4167, 0.999, 1.0, None)] == [
+        "2%", "41%", "99%", "100%", "0%",
+    ]  # fmt: skip
+
+
+def test_live_header_reads_cycle_6_of_6_at_the_end(app):
+    at, ids = app
+    at.run()
+    at.switch_page("../pages/live.py").run()
+    at.selectbox(key="live:run").set_value(ids.finished).run()
+    assert not at.exception
+    m = _metrics(at)
+    assert m["cycle"] == "6/6" and m["progress"] == "100%"
+
+
+def test_progress_reads_the_same_on_live_runs_and_the_runs_table(monkeypatch, tmp_path):
+    """7 of 300 steps (2.33%): "2%" in the Live header, the Runs header and the table."""
+    from storage.entities import MetricPoint
+
+    url = f"sqlite:///{tmp_path / 'progress.db'}"
+    store = RunStore.from_url(url)
+    run = store.create_run("slow", "copd", RunConfig().to_dict())
+    store.mark_running(run.id, pid=999_999, pid_start_time=0.0, host="h")
+    store.log_metrics(run.id, [MetricPoint("run/progress", 7 / 300, 7, 0, "rl", "", 1.0)])
+    store.heartbeat(run.id, progress=7 / 300)
+    at = _app(monkeypatch, tmp_path, url)
+    at.query_params["run"] = str(run.id)
+    at.run()
+    at.switch_page("../pages/live.py").run()
+    assert not at.exception and _metrics(at)["progress"] == "2%"
+    at.switch_page("../pages/runs.py").run()
+    assert not at.exception and _metrics(at)["progress"] == "2%"
+    assert at.dataframe[0].value["progress"].tolist() == [2]
+    st.cache_data.clear()
+
+
+def test_an_expert_run_shows_no_cycle_and_no_teacher(monkeypatch, tmp_path):
+    from tests.seed import training_points
+
+    url = f"sqlite:///{tmp_path / 'expert.db'}"
+    store = RunStore.from_url(url)
+    run = store.create_run("experts", "expert", RunConfig(method="expert").to_dict())
+    store.log_metrics(run.id, training_points(12))
+    at = _app(monkeypatch, tmp_path, url)
+    at.query_params["run"] = str(run.id)
+    at.run()
+    at.switch_page("../pages/live.py").run()
+    assert not at.exception
+    assert _metrics(at)["cycle"] == "—"
+    specs = _specs(at)
+    assert "Top-10 overlap between branches" in specs and "student~teacher" not in specs
+    st.cache_data.clear()
+
+
+def test_the_live_picker_follows_a_run_that_finished(monkeypatch, tmp_path):
+    """The run finishes between two refreshes: the picker's label (and the auto-refresh
+    switch) follow the fresh status instead of the cached "running"."""
+    url = f"sqlite:///{tmp_path / 'finish.db'}"
+    store = RunStore.from_url(url)
+    run = store.create_run("soon-done", "copd", RunConfig().to_dict())
+    store.mark_running(run.id, pid=999_999, pid_start_time=0.0, host="h")
+    at = _app(monkeypatch, tmp_path, url)
+    at.query_params["run"] = str(run.id)
+    at.run()
+    at.switch_page("../pages/live.py").run()
+    picker = at.selectbox(key="live:run")
+    assert "running" in picker.format_func(picker.value)  # type: ignore[attr-defined]
+    store.set_status(run.id, "finished")
+    at.run()  # within the runs cache's lifetime: only the fragment's read is fresh
+    assert not at.exception
+    picker = at.selectbox(key="live:run")
+    assert "finished" in picker.format_func(picker.value)  # type: ignore[attr-defined]
+    assert any("auto-refresh is off" in c.value for c in at.caption)
+    st.cache_data.clear()
+
+
+def test_a_resumed_run_keeps_its_first_start(tmp_path):
+    """Started and duration cover the whole run: a resume keeps the first start."""
+    store = RunStore.from_url(f"sqlite:///{tmp_path / 'resume.db'}")
+    run = store.create_run("r", "copd", RunConfig().to_dict())
+    assert store.claim(run.id, host="h")
+    first = store.get_run(run.id).started_at
+    store.set_status(run.id, "cancelled")
+    store.set_status(run.id, "queued")  # resume
+    assert store.claim(run.id, host="h")
+    store.mark_running(run.id, pid=1, pid_start_time=0.0, host="h")
+    again = store.get_run(run.id)
+    assert again.started_at == first
+    store.set_status(run.id, "finished")
+    done = store.get_run(run.id)
+    assert done.started_at == first and done.ended_at > first
+
+
+# ---------------------------------------------------------------------- 5: overlay labels
+def test_overlaid_sweep_arms_are_labelled_by_their_swept_value(tmp_path):
+    from app.dashboard.live_view import overlay_labels
+
+    store = RunStore.from_url(f"sqlite:///{tmp_path / 'labels.db'}")
+
+    def run(beta, seed=0, method="copd", group="g"):
+        cfg = RunConfig(method=method, seed=seed, group=group, name=f"r{beta}-{seed}").to_dict()
+        cfg["opd"]["beta"] = beta
+        return store.create_run(cfg["name"], method, cfg, seed=seed, group=group)
+
+    a, b, c = run(0.5), run(2.0), run(2.0, seed=1)
+    assert overlay_labels([a, b, c]) == {
+        a.id: "CoPD · beta=0.5",
+        b.id: "CoPD · beta=2.0 · seed 0",
+        c.id: "CoPD · beta=2.0 · seed 1",
+    }
+    copd, expert = run(1.0, group="d"), run(1.0, method="expert", group="d")
+    assert overlay_labels([copd, expert]) == {copd.id: "CoPD", expert.id: "independent experts"}
+
+
+# ---------------------------------------------------------------------- 6: deep links
+@pytest.mark.parametrize(
+    ("page", "param", "value", "named"),
+    [
+        ("live", "run", "abc", "run 'abc'"),
+        ("live", "run", "99999", "run #99999"),
+        ("compare", "group", "nope", "group 'nope'"),
+        ("compare", "runs", "99998", "#99998"),
+    ],
+)
+def test_a_link_to_something_absent_says_so_and_shows_nothing_else(app, page, param, value, named):
+    at, _ = app
+    at.query_params[param] = value
+    at.run()
+    at.switch_page(f"../pages/{page}.py").run()
+    assert not at.exception
+    warnings = [shown(w.value) for w in at.warning]
+    assert any(named in w and "not" in w for w in warnings), warnings
+    assert not at.get("plotly_chart") and not at.selectbox and not at.multiselect
+    assert not at.dataframe
