@@ -101,3 +101,10 @@ def test_unknown_section_in_set_suggests_the_close_one():
     assert "unknown field 'grpoo'; did you mean 'grpo'? known fields are [" in msg
     msg = _message(lambda: apply_overrides(RunConfig(), ["grpo.zzz=1"]))
     assert "did you mean" not in msg and "known fields of grpo are" in msg
+
+
+def test_demo_tasks_names_the_warm_up_domains():
+    cfg = apply_overrides(RunConfig(), ['model.demo_tasks=["up","down"]']).validate()
+    assert cfg.model.demo_tasks == ("up", "down")
+    with pytest.raises(ConfigError, match=r"model.demo_tasks: .*'upp'.*built-in"):
+        apply_overrides(RunConfig(), ['model.demo_tasks=["upp"]']).validate()

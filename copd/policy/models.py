@@ -43,6 +43,7 @@ def resolve_model_path(mcfg: ModelConfig, task_names: Sequence[str] = (), log=No
             warmup_steps=mcfg.demo_warmup_steps,
             lr=mcfg.demo_warmup_lr,
             log=log,
+            **({"tasks": mcfg.demo_tasks} if mcfg.demo_tasks else {}),
         )
     )
 

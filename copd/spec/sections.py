@@ -77,9 +77,19 @@ class ModelConfig:
     demo_layers: int = 2
     demo_warmup_steps: int = 500
     demo_warmup_lr: float = 3e-3
+    # the warm-up's domains (built-in names); empty: add, rev, sort, count (the shipped base's)
+    demo_tasks: tuple[str, ...] = ()
 
     def check(self) -> None:
         check(bool(self.path), "model.path", "set a local model directory, a hub name or 'demo'")
+        from copd.tasks.synthetic import BUILTIN_TASKS
+
+        unknown = [t for t in self.demo_tasks if t not in BUILTIN_TASKS]
+        check(
+            not unknown,
+            "model.demo_tasks",
+            f"{unknown} are not built-in domains; use names from {sorted(BUILTIN_TASKS)}",
+        )
         check(self.branch_kind in BRANCH_KINDS, "model.branch_kind", "use 'full' or 'lora'")
         check(
             bool(self.attn_implementation.strip()),
