@@ -71,14 +71,16 @@ if cfg is not None:
 
 if st.button("Launch", type="primary", key="launch:go"):
     if errors or cfg is None:
-        st.error("Nothing was launched: fix the errors above first.")
+        st.error(
+            "Nothing was launched: fix the errors above first (each is shown beside its field)."
+        )
     else:
         launcher = get_launcher()
         try:
             run = launcher.submit(cfg, gpus=n_gpus)
             launcher.tick()
-        except (ConfigError, ValueError) as e:
-            st.error(md_escape(e))
+        except (ConfigError, ValueError) as e:  # the last line of defence: submit's checks
+            st.error(f"{md_escape(e)}\n\nNothing was launched.")
         else:
             invalidate()
             st.session_state["live_run"] = run.id

@@ -419,7 +419,7 @@ def test_launch_rejects_invalid_value_and_records_nothing(app, seeded):
     at.switch_page("../pages/launch.py").run()
     assert not at.exception
     before = len(RunStore.from_url(seeded[0]).list_runs())
-    at.number_input(key="cfg:demo:grpo.group_size").set_value(1).run()
+    at.text_input(key="cfg:demo:grpo.group_size").set_value("1").run()
     assert any("grpo.group_size" in shown(e.value) for e in at.error)
     at.button(key="launch:go").click().run()
     assert not at.exception

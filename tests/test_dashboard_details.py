@@ -209,3 +209,63 @@ def test_a_link_to_something_absent_says_so_and_shows_nothing_else(app, page, pa
     assert any(named in w and "not" in w for w in warnings), warnings
     assert not at.get("plotly_chart") and not at.selectbox and not at.multiselect
     assert not at.dataframe
+
+
+# ---------------------------------------------------------------------- 7: the launch form
+def _launch(monkeypatch, tmp_path):
+    url = f"sqlite:///{tmp_path / 'launch.db'}"
+    at = _app(monkeypatch, tmp_path, url)
+    at.run()
+    at.switch_page("../pages/launch.py").run()
+    assert not at.exception
+    return url, at
+
+
+def _tab(at, name):
+    return next(t for t in at.tabs if t.label == name)
+
+
+def test_a_number_field_with_text_shows_its_error_in_its_tab(monkeypatch, tmp_path):
+    url, at = _launch(monkeypatch, tmp_path)
+    at.text_input(key="cfg:demo:opd.beta").set_value("abc").run()
+    assert not at.exception
+    beside = [shown(e.value) for e in _tab(at, "opd").error]
+    assert beside == ["opd.beta: 'abc' is not a number; type a number such as 1, 0.5 or 1e-3"]
+    at.text_input(key="cfg:demo:opd.beta").set_value("-1").run()
+    assert any("opd.beta" in shown(e.value) for e in _tab(at, "opd").error)
+    at.text_input(key="cfg:demo:opd.beta").set_value("2").run()
+    assert not _tab(at, "opd").error and not at.error
+    st.cache_data.clear()
+
+
+@pytest.mark.parametrize("name", ["", "../../etc", "a\\b"])
+def test_a_bad_run_name_is_refused_as_it_is_typed(monkeypatch, tmp_path, name):
+    url, at = _launch(monkeypatch, tmp_path)
+    at.text_input(key="cfg:demo:name").set_value(name).run()
+    beside = [shown(e.value) for e in _tab(at, "run").error]
+    assert len(beside) == 1 and "cannot name a run folder" in beside[0]
+    assert "without '/', '\\' or '..'" in beside[0]  # the backslash survives the markdown
+    at.button(key="launch:go").click().run()
+    assert any("Nothing was launched" in e.value for e in at.error)
+    assert RunStore.from_url(url).list_runs() == []
+    st.cache_data.clear()
+
+
+def test_a_refusal_at_submit_says_nothing_was_launched(monkeypatch, tmp_path):
+    """The submit-time check stays the last line of defence (here: the trainer's preflight
+    refusing the config), and its message ends in "Nothing was launched."."""
+    from app.control.launcher import Launcher
+    from copd.spec import ConfigError
+
+    def refuse(self, cfg, gpus=0):
+        raise ConfigError("model.path: the tokenizer has 40 tokens, the model 32 rows")
+
+    monkeypatch.setattr(Launcher, "submit", refuse)
+    url, at = _launch(monkeypatch, tmp_path)
+    at.button(key="launch:go").click().run()
+    assert not at.exception
+    assert any(
+        "40 tokens" in shown(e.value) and e.value.endswith("Nothing was launched.")
+        for e in at.error
+    )
+    st.cache_data.clear()

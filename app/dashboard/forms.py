@@ -195,6 +195,33 @@ def build_config(base: dict[str, Any], values: dict[str, Any]) -> RunConfig:
     return RunConfig.from_dict(data).validate()
 
 
+def parse_number(text: str, kind: str, path: str) -> int | float:
+    """A number field's text -> int or float; errors name the field and the fix."""
+    raw = str(text).strip()
+    try:
+        return int(raw) if kind == "int" else float(raw)
+    except ValueError:
+        what = "a whole number such as 4" if kind == "int" else "a number such as 1, 0.5 or 1e-3"
+        raise ConfigError(f"{path}: {raw!r} is not a number; type {what}") from None
+
+
+def field_problem(base: dict[str, Any], path: str, value: Any) -> str | None:
+    """What is wrong with one field's edited value on its own (the preset's other values
+    kept), or None: the config's own check, and for the run's name and group the limits of
+    a run folder and the store. A rule across fields that the value breaks counts too."""
+    from copd.tools.preflight import check_run_group, check_run_name
+
+    try:
+        if path == "name":
+            check_run_name(str(value))
+        elif path == "group":
+            check_run_group(value)
+        build_config(base, {path: value})
+    except ConfigError as e:
+        return str(e)
+    return None
+
+
 def branch_rows(cfg: RunConfig) -> list[dict[str, str]]:
     """Branches as editable rows (name, task, device)."""
     return [{"name": b.name, "task": b.task, "device": b.device} for b in cfg.branches]

@@ -9,12 +9,20 @@ and tests can address a field by its config path.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import streamlit as st
 
-from app.dashboard.forms import FieldSpec, Section, check_model_dir, form_sections, parse_list
+from app.dashboard.forms import (
+    FieldSpec,
+    Section,
+    check_model_dir,
+    field_problem,
+    form_sections,
+    parse_list,
+    parse_number,
+)
+from app.dashboard.text import md_escape
 from copd.spec import ConfigError, RunConfig
 
 CUSTOM_TASK = "custom (module:factory)"
@@ -30,31 +38,15 @@ SHARED_FIELDS = (
 )
 
 
-def _float_step(default: float) -> float:
-    if not default or not math.isfinite(default):
-        return 0.01
-    return 10 ** math.floor(math.log10(abs(default))) / 10 if abs(default) < 1 else 0.1
-
-
 def field_widget(f: FieldSpec, key: str) -> Any:
     """One widget for a field, chosen by its type; returns the value in config form."""
     label = f.path.split(".", 1)[-1] if "." in f.path else f.path
     help_text = f.help or None
     if f.kind == "bool":
         return st.checkbox(label, value=bool(f.default), key=key, help=help_text)
-    if f.kind == "int":
-        return int(st.number_input(label, value=int(f.default), step=1, key=key, help=help_text))
-    if f.kind == "float":
-        return float(
-            st.number_input(
-                label,
-                value=float(f.default),
-                step=_float_step(float(f.default)),
-                format="%g",
-                key=key,
-                help=help_text,
-            )
-        )
+    if f.kind in ("int", "float"):  # text, so a typo is shown, not silently reverted
+        text = str(int(f.default)) if f.kind == "int" else f"{float(f.default):g}"
+        return ("__number__", st.text_input(label, value=text, key=key, help=help_text))
     if f.kind == "choice":
         opts = list(f.choices)
         idx = opts.index(f.default) if f.default in opts else 0
@@ -73,7 +65,21 @@ def field_widget(f: FieldSpec, key: str) -> Any:
     return st.text_input(label, value=str(f.default or ""), key=key, help=help_text)
 
 
-def _section_widgets(section: Section, prefix: str, errors: list[str]) -> dict[str, Any]:
+def parsed(f: FieldSpec, v: Any) -> Any:
+    """A widget's value in config form: number and list text parsed (ConfigError if not)."""
+    if isinstance(v, tuple) and v and v[0] == "__list__":
+        return parse_list(v[1], f.item_type, f.path)
+    if isinstance(v, tuple) and v and v[0] == "__number__":
+        return parse_number(v[1], f.kind, f.path)
+    return v
+
+
+def _section_widgets(
+    section: Section, prefix: str, errors: list[str], base: dict[str, Any]
+) -> dict[str, Any]:
+    """The section's widgets in three columns; each field edited away from the preset is
+    checked on its own as it changes, its error shown right below it (and kept in
+    `errors` for the Launch button)."""
     values: dict[str, Any] = {}
     if section.doc:
         st.caption(section.doc)
@@ -81,12 +87,15 @@ def _section_widgets(section: Section, prefix: str, errors: list[str]) -> dict[s
     shown = [f for f in section.fields if f.path not in SKIP]
     for i, f in enumerate(shown):
         with cols[i % 3]:
-            v = field_widget(f, f"{prefix}:{f.path}")
-        if isinstance(v, tuple) and v and v[0] == "__list__":
             try:
-                v = parse_list(v[1], f.item_type, f.path)
+                v = parsed(f, field_widget(f, f"{prefix}:{f.path}"))
+                same = v == f.default or (isinstance(f.default, tuple) and list(f.default) == v)
+                problem = None if same else field_problem(base, f.path, v)
             except ConfigError as e:
-                errors.append(str(e))
+                v, problem = None, str(e)
+            if problem:
+                st.error(md_escape(problem))
+                errors.append(f"{problem} (tab {section.name})")
                 continue
         values[f.path] = v
     return values
@@ -97,10 +106,11 @@ def config_form(base: RunConfig, prefix: str) -> tuple[dict[str, Any], list[str]
     sections = form_sections(base)
     errors: list[str] = []
     values: dict[str, Any] = {}
+    base_dict = base.to_dict()
     tabs = st.tabs([s.name for s in sections])
     for tab, section in zip(tabs, sections, strict=True):
         with tab:
-            values.update(_section_widgets(section, prefix, errors))
+            values.update(_section_widgets(section, prefix, errors, base_dict))
     return values, errors
 
 
