@@ -111,6 +111,8 @@ class Run:
     requested_gpus: int
     assigned_gpus: str | None
     cpu_slots: int
+    tags: tuple[str, ...] = ()  # sorted; copd/common/tags.py says what a tag may hold
+    notes: str = ""
 
     @property
     def is_terminal(self) -> bool:

@@ -1,8 +1,8 @@
 """SQLAlchemy 2 ORM rows of the run store. They stay inside `storage`; callers get entities.
 
-Tables: runs, metrics, evaluations, events, checkpoints. Every child row references
-`runs.id` with ON DELETE CASCADE, so deleting a run removes its data (SQLite needs
-`PRAGMA foreign_keys=ON`, which storage/db.py sets on every connection).
+Tables: runs, run_tags, metrics, metric_latest, evaluations, events, checkpoints. Every
+child row references `runs.id` with ON DELETE CASCADE, so deleting a run removes its data
+(SQLite needs `PRAGMA foreign_keys=ON`, which storage/db.py sets on every connection).
 
 NaN / infinity policy (metrics.value and evaluations.score):
     The value column always holds a finite double; two boolean flags carry the rest.
@@ -39,6 +39,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from copd.common.tags import MAX_TAG_CHARS
 from storage.entities import STATUSES, RunStatus
 
 FLOAT_MAX = 1.7976931348623157e308
@@ -109,10 +110,21 @@ class RunRow(Base):
     requested_gpus: Mapped[int] = mapped_column(Integer, default=0)
     assigned_gpus: Mapped[str | None] = mapped_column(String(250), nullable=True)
     cpu_slots: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    notes: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 def _run_fk() -> Any:
     return ForeignKey("runs.id", ondelete="CASCADE")
+
+
+class RunTagRow(Base):
+    """One tag of one run (copd/common/tags.py says what a tag may hold)."""
+
+    __tablename__ = "run_tags"
+    __table_args__ = (Index("ix_run_tags_tag", "tag"),)
+
+    run_id: Mapped[int] = mapped_column(Integer, _run_fk(), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(MAX_TAG_CHARS), primary_key=True)
 
 
 class MetricRow(Base):

@@ -39,7 +39,7 @@ def test_upgrade_from_0001_keeps_data(db_url: str):
     eng.dispose()
 
     store = RunStore.from_url(db_url)  # upgrades to head on open
-    assert current_revision(store.db.engine) == head_revision() == "0003"
+    assert current_revision(store.db.engine) == head_revision()
     run = store.get_run(1)
     assert (run.name, run.group, run.status, run.config, run.seed) == (
         "old", "g", "finished", {"lr": 0.1}, 7
@@ -54,6 +54,38 @@ def test_upgrade_from_0001_keeps_data(db_url: str):
     assert (latest["loss"].step, latest["loss"].value) == (2, 2.5)
     store.log_metrics(1, [MetricPoint("loss", 9.0, step=3)])
     assert store.latest_metrics(1)["loss"].value == 9.0
+    store.close()
+
+
+def test_upgrade_from_0003_gives_runs_notes_and_tags(db_url: str):
+    """A store of the schema before tags and notes (0003): its runs come back with empty
+    notes and no tags, and take both afterwards; deleting a run deletes its tags."""
+    upgrade_database(db_url, revision="0003")
+    eng = make_engine(db_url)
+    assert "notes" not in {c["name"] for c in sa.inspect(eng).get_columns("runs")}
+    assert "run_tags" not in sa.inspect(eng).get_table_names()
+    with eng.begin() as conn:
+        for rid in (1, 2):
+            conn.exec_driver_sql(
+                "INSERT INTO runs (id, name, method, run_group, status, config, seed, created_at,"
+                " progress, requested_gpus, cpu_slots) VALUES"
+                f" ({rid}, 'old{rid}', 'copd', 'g', 'finished', '{{\"opd\": {{\"beta\": {rid}}}}}',"
+                " 0, '2026-01-02 03:04:05.000000', 1.0, 0, 1)"
+            )
+    eng.dispose()
+
+    store = RunStore.from_url(db_url)
+    assert current_revision(store.db.engine) == head_revision()
+    old = store.get_run(1)
+    assert (old.notes, old.tags, old.config) == ("", (), {"opd": {"beta": 1}})
+    store.edit_tags(1, add=["ablation", "beta"])
+    store.set_notes(2, "kept")
+    assert [r.id for r in store.list_runs(where='"ablation" in tags')] == [1]
+    assert [r.id for r in store.list_runs(where="opd.beta >= 2")] == [2]
+    assert store.get_run(2).notes == "kept"
+    store.delete_run(1)
+    with store.db.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT COUNT(*) FROM run_tags").scalar() == 0
     store.close()
 
 

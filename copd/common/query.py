@@ -1,0 +1,599 @@
+"""A small, safe query language over runs: parsed here by hand, evaluated in Python, no eval.
+
+    opd.beta >= 1 and method == "copd" and "ablation" in tags
+    status in ["finished", "crashed"] or not (group == "smoke")
+    "beta" in name and schedule.cycles > 4 and eval.validation
+
+    matches = search(records, text)       # the indices of the records the query keeps
+    query = compile_query(text, records)  # parse + check once, then query(record) -> bool
+
+A record is one run as a flat mapping: the run's fields (`id`, `name`, `status`, `method`,
+`group`, `tags`, `notes`, `seed`) over its flattened config (`opd.beta`, `schedule.cycles`,
+`branches.task` ..., see `flatten`). storage/search.py builds them from runs.
+
+Grammar (lowest precedence first; keywords are case-insensitive):
+
+    query  := or
+    or     := and ("or" and)*
+    and    := not ("and" not)*
+    not    := "not" not | cmp
+    cmp    := value [("==" | "!=" | "<" | "<=" | ">" | ">=" | "in" | "not" "in") value]
+    value  := FIELD | STRING | NUMBER | true | false | null | "[" [value ("," value)*] "]"
+            | "(" query ")"
+
+Types: numbers (ints and floats alike), strings ('...' or "..."), booleans, null, lists.
+`==`/`!=` compare like with like (a number never equals a string or a boolean); `<`, `<=`,
+`>`, `>=` order two numbers or two strings; `x in LIST` is membership, `"s" in TEXT` a
+substring. A run that lacks a field (or holds null there) fails every comparison but `!=`.
+The types a field holds are read from the runs searched, so `opd.beta > "1"` or a bare
+`method` is an error before anything is evaluated, not a silent empty result.
+
+Every error is one `QueryError` line: the problem, its column, and the fix (an unknown
+field gets a did-you-mean from the fields the runs have). Standard library only.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+RUN_FIELDS = ("id", "name", "status", "method", "group", "tags", "notes", "seed")
+COMPARISONS = ("==", "!=", "<", "<=", ">", ">=", "in", "not in")
+_ORDERING = ("<", "<=", ">", ">=")
+_LITERALS = {"true": True, "false": False, "null": None, "none": None}
+_KEYWORDS = {"and", "or", "not", "in", *_LITERALS}
+
+Record = Mapping[str, Any]
+
+
+class QueryError(ValueError):
+    """A query that does not parse or does not fit the runs; the message names the fix."""
+
+    user_error = True  # copd's CLI prints it as one line, without a traceback
+
+
+def _fail(message: str) -> QueryError:
+    return QueryError(f"query: {message}")
+
+
+# ---------------------------------------------------------------------- tokens
+@dataclass(frozen=True)
+class Token:
+    kind: (
+        str  # "name" | "keyword" | "string" | "number" | "op" | "(" | ")" | "[" | "]" | "," | "end"
+    )
+    value: Any
+    col: int  # 1-based column where the token starts
+
+
+_NUMBER = re.compile(r"(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*")
+_OPS = ("==", "!=", "<=", ">=", "<", ">")
+# What people type from other languages, and what to write instead.
+_FOREIGN = {
+    "&&": "write 'and'",
+    "||": "write 'or'",
+    "<>": "write '!='",
+    "=": "write '==' to compare",
+    "!": "write 'not'",
+    "&": "write 'and'",
+    "|": "write 'or'",
+}
+_ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"', "'": "'"}
+
+
+def _string(text: str, i: int) -> tuple[str, int]:
+    """The string literal opening at text[i] (its quote) and the index after it."""
+    quote, out, j = text[i], [], i + 1
+    while j < len(text):
+        c = text[j]
+        if c == quote:
+            return "".join(out), j + 1
+        if c == "\\" and j + 1 < len(text):
+            out.append(_ESCAPES.get(text[j + 1], "\\" + text[j + 1]))
+            j += 2
+            continue
+        out.append(c)
+        j += 1
+    raise _fail(f"the string opened at column {i + 1} is never closed: end it with {quote}")
+
+
+def tokenize(text: str) -> list[Token]:
+    """The tokens of `text`, ending with an "end" token; QueryError on a stray character."""
+    tokens, i = [], 0
+    while i < len(text):
+        c = text[i]
+        if c.isspace():
+            i += 1
+        elif c in "\"'":
+            value, j = _string(text, i)
+            tokens.append(Token("string", value, i + 1))
+            i = j
+        elif (m := _NUMBER.match(text, i)) and not _NAME.match(text, m.end()):
+            raw = m.group(0)
+            value = float(raw) if any(ch in raw for ch in ".eE") else int(raw)
+            tokens.append(Token("number", value, i + 1))
+            i = m.end()
+        elif m := _NAME.match(text, i):
+            word = m.group(0)
+            kind = "keyword" if word.lower() in _KEYWORDS else "name"
+            tokens.append(Token(kind, word.lower() if kind == "keyword" else word, i + 1))
+            i = m.end()
+        elif op := next((o for o in _OPS if text.startswith(o, i)), None):
+            if op == "<" and text.startswith("<>", i):
+                raise _fail(f"'<>' at column {i + 1}: {_FOREIGN['<>']}")
+            tokens.append(Token("op", op, i + 1))
+            i += len(op)
+        elif c in "()[],-":
+            tokens.append(Token(c, c, i + 1))
+            i += 1
+        else:
+            two = text[i : i + 2]
+            foreign = two if two in _FOREIGN else c
+            hint = _FOREIGN.get(foreign, "use and / or / not, comparisons, strings and numbers")
+            raise _fail(f"{foreign!r} at column {i + 1} is not part of the query language: {hint}")
+    tokens.append(Token("end", None, len(text) + 1))
+    return tokens
+
+
+# ---------------------------------------------------------------------- syntax tree
+@dataclass(frozen=True)
+class Field:
+    name: str
+    col: int
+
+
+@dataclass(frozen=True)
+class Literal:
+    value: Any
+    col: int
+
+
+@dataclass(frozen=True)
+class ListOf:
+    items: tuple[Literal, ...]
+    col: int
+
+
+@dataclass(frozen=True)
+class Compare:
+    op: str
+    left: Node
+    right: Node
+    col: int  # of the operator
+
+
+@dataclass(frozen=True)
+class Logic:
+    op: str  # "and" | "or" | "not" (then `right` is None)
+    left: Node
+    right: Node | None
+    col: int
+
+
+Node = Field | Literal | ListOf | Compare | Logic
+
+
+def _shown(t: Token) -> str:
+    if t.kind == "end":
+        return "the end of the query"
+    return repr(t.value) if t.kind == "string" else f"'{t.value}'"
+
+
+class _Parser:
+    """Recursive descent over the grammar of the module docstring."""
+
+    def __init__(self, text: str):
+        self.tokens = tokenize(text)
+        self.i = 0
+
+    @property
+    def tok(self) -> Token:
+        return self.tokens[self.i]
+
+    def take(self) -> Token:
+        t = self.tokens[self.i]
+        self.i += 1
+        return t
+
+    def at(self, kind: str, value: Any = None, ahead: int = 0) -> bool:
+        t = self.tokens[min(self.i + ahead, len(self.tokens) - 1)]
+        return t.kind == kind and (value is None or t.value == value)
+
+    def parse(self) -> Node:
+        node = self.or_()
+        if not self.at("end"):
+            t = self.tok
+            if t.kind == ")":
+                raise _fail(f"')' at column {t.col} has no matching '('")
+            raise self.unexpected()
+        return node
+
+    def unexpected(self) -> QueryError:
+        """The error for a token where a condition ended."""
+        t = self.tok
+        if t.kind == "op" or t.kind == "keyword" and t.value in ("in", "not"):
+            return _fail(
+                f"comparisons do not chain ({_shown(t)} at column {t.col}): write a < x and x < b"
+            )
+        return _fail(f"unexpected {_shown(t)} at column {t.col}: join conditions with and / or")
+
+    def or_(self) -> Node:
+        node = self.and_()
+        while self.at("keyword", "or"):
+            col = self.take().col
+            node = Logic("or", node, self.and_(), col)
+        return node
+
+    def and_(self) -> Node:
+        node = self.not_()
+        while self.at("keyword", "and"):
+            col = self.take().col
+            node = Logic("and", node, self.not_(), col)
+        return node
+
+    def not_(self) -> Node:
+        if self.at("keyword", "not"):
+            col = self.take().col
+            return Logic("not", self.not_(), None, col)
+        return self.cmp()
+
+    def cmp(self) -> Node:
+        left = self.value()
+        t = self.tok
+        if t.kind == "op" or self.at("keyword", "in"):
+            op = self.take().value
+        elif self.at("keyword", "not") and self.at("keyword", "in", ahead=1):
+            self.i += 2
+            op = "not in"
+        else:
+            return left
+        return Compare(op, left, self.value(after=op), t.col)
+
+    def value(self, after: str | None = None) -> Node:
+        t = self.tok
+        if t.kind == "(":
+            self.take()
+            node = self.or_()
+            if self.at("end"):
+                raise _fail(f"'(' at column {t.col} is never closed: add ')' at the end")
+            if not self.at(")"):
+                raise self.unexpected()
+            self.take()
+            return node
+        if t.kind == "[":
+            return self.list_()
+        return self.literal_or_field(after)
+
+    def list_(self) -> ListOf:
+        start = self.take()
+        items: list[Literal] = []
+        while not self.at("]"):
+            item = self.literal_or_field("[" if not items else ",")
+            if not isinstance(item, Literal):
+                raise _fail(
+                    f"a list holds strings and numbers only ({item.name!r} at column "
+                    f"{item.col}): quote it if it is text"
+                )
+            items.append(item)
+            if self.at(","):
+                self.take()
+            elif not self.at("]"):
+                raise _fail(
+                    f"the list opened at column {start.col} needs ',' between items or ']' "
+                    f"to close it (found {_shown(self.tok)} at column {self.tok.col})"
+                )
+        self.take()
+        return ListOf(tuple(items), start.col)
+
+    def literal_or_field(self, after: str | None) -> Node:
+        t = self.take()
+        if t.kind == "-" and self.at("number"):
+            return Literal(-self.take().value, t.col)
+        if t.kind in ("string", "number"):
+            return Literal(t.value, t.col)
+        if t.kind == "keyword" and t.value in _LITERALS:
+            return Literal(_LITERALS[t.value], t.col)
+        if t.kind == "name":
+            return Field(t.value, t.col)
+        where = f" after '{after}'" if after else ""
+        raise _fail(
+            f"expected a field, a string or a number{where} at column {t.col}, got {_shown(t)}"
+        )
+
+
+def parse(text: str) -> Node | None:
+    """The syntax tree of `text` (None for an empty query); QueryError when it does not
+    parse."""
+    if not text or not text.strip():
+        return None
+    return _Parser(text).parse()
+
+
+def fields_of(node: Node | None) -> list[Field]:
+    """The fields a tree reads, in order of appearance."""
+    if node is None or isinstance(node, (Literal, ListOf)):
+        return []
+    if isinstance(node, Field):
+        return [node]
+    return fields_of(node.left) + fields_of(node.right)
+
+
+# ---------------------------------------------------------------------- records
+def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config -> `dotted.key -> value`. Lists stay lists; a list of mappings (the
+    branches) also gives one list per key: `branches.task == ["add", "rev"]`."""
+    out: dict[str, Any] = {}
+    for k, v in config.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            out.update(flatten(v, key + "."))
+            continue
+        out[key] = v
+        if isinstance(v, list) and v and all(isinstance(x, Mapping) for x in v):
+            for sub in dict.fromkeys(s for x in v for s in x):
+                out[f"{key}.{sub}"] = [x.get(sub) for x in v]
+    return out
+
+
+def kind_of(value: Any) -> str:
+    """ "null" | "bool" | "number" | "string" | "list" | "object"."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    return "object"
+
+
+_PLURAL = {"bool": "booleans", "number": "numbers", "string": "strings", "list": "lists",
+           "object": "mappings", "null": "null"}  # fmt: skip
+_SINGULAR = {"bool": "boolean", "number": "number", "string": "string", "list": "list",
+             "object": "mapping", "null": "null"}  # fmt: skip
+
+
+# ---------------------------------------------------------------------- checks
+Kinds = frozenset[str]
+_BOOL: Kinds = frozenset({"bool"})
+
+
+def _suggest(name: str, known: Iterable[str]) -> str:
+    known = sorted(set(known))
+    leaf = [k for k in known if k.rsplit(".", 1)[-1] == name.rsplit(".", 1)[-1] and k != name]
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    picks = list(dict.fromkeys(close + leaf))[:3]
+    if not picks:
+        return "; see a run's config for the field names (e.g. opd.beta, schedule.cycles)"
+    return "; did you mean " + " or ".join(repr(p) for p in picks) + "?"
+
+
+class _Checker:
+    """The kinds each node can take over the records; QueryError on a misuse."""
+
+    def __init__(self, kinds: Mapping[str, Kinds]):
+        self.kinds = kinds
+
+    def kinds_of(self, node: Node) -> Kinds:
+        if isinstance(node, Literal):
+            return frozenset({kind_of(node.value)})
+        if isinstance(node, ListOf):
+            return frozenset({"list"})
+        if isinstance(node, Field):
+            return self.kinds[node.name] - {"null"}
+        self.condition(node)
+        return _BOOL
+
+    def condition(self, node: Node) -> None:
+        """`node` must be true or false: a comparison, a logic node, a boolean."""
+        if isinstance(node, Logic):
+            self.condition(node.left)
+            if node.right is not None:
+                self.condition(node.right)
+        elif isinstance(node, Compare):
+            self.compare(node)
+        elif not self.kinds_of(node) <= _BOOL:
+            raise _fail(f"{_describe(node)} at column {node.col} is not a condition: "
+                        f"{_bare_hint(node, self.kinds_of(node))}")  # fmt: skip
+
+    def compare(self, node: Compare) -> None:
+        left, right = self.kinds_of(node.left), self.kinds_of(node.right)
+        op, where = node.op, f"'{node.op}' at column {node.col}"
+        if op in ("in", "not in"):
+            if right and not right <= {"list", "string"}:
+                raise _fail(
+                    f"{where}: the right side must be a list or text, and "
+                    f"{_holds(node.right, right)}"
+                )
+            if right == {"string"} and left and left != {"string"}:
+                raise _fail(f"{where}: only text is found inside text; quote the left side")
+            return
+        if _is_null(node.left) or _is_null(node.right):
+            if op in _ORDERING:
+                raise _fail(f"{where}: null has no order; compare with == null or != null")
+            return
+        if op in _ORDERING and (left | right) - {"number", "string"}:
+            bad = node.left if left - {"number", "string"} else node.right
+            raise _fail(f"{where} orders numbers or text, and "
+                        f"{_holds(bad, self.kinds_of(bad))}")  # fmt: skip
+        if left and right and not left & right:
+            raise _fail(
+                f"{where}: {_holds(node.left, left)} but {_holds(node.right, right)}; "
+                f"compare like with like{_literal_hint(node, left, right)}"
+            )
+
+
+def _is_null(node: Node) -> bool:
+    return isinstance(node, Literal) and node.value is None
+
+
+def _lit(value: Any) -> str:
+    """A literal as the query would write it: "text", 1.5, true, null."""
+    if isinstance(value, str):
+        return json.dumps(value)
+    return "null" if value is None else str(value).lower()
+
+
+def _describe(node: Node) -> str:
+    if isinstance(node, Field):
+        return f"'{node.name}'"
+    if isinstance(node, Literal):
+        return _lit(node.value)
+    return "the list" if isinstance(node, ListOf) else "the condition"
+
+
+def _kinds_text(kinds: Kinds) -> str:
+    return " and ".join(_PLURAL[k] for k in sorted(kinds)) or "nothing but null"
+
+
+def _holds(node: Node, kinds: Kinds) -> str:
+    """`'opd.beta' holds numbers`, `"1" is a string`."""
+    if isinstance(node, Field):
+        return f"{_describe(node)} holds {_kinds_text(kinds)}"
+    return f"{_describe(node)} is a {_SINGULAR[next(iter(kinds))]}"
+
+
+def _bare_hint(node: Node, kinds: Kinds) -> str:
+    if isinstance(node, Field) and node.name == "tags":
+        return 'write "x" in tags'
+    if isinstance(node, Field):
+        return f"compare it, e.g. {node.name} == ... (it holds {_kinds_text(kinds)})"
+    if isinstance(node, Literal) and isinstance(node.value, str):
+        return f"write {_lit(node.value)} in tags, or name == {_lit(node.value)}"
+    return "compare something with it"
+
+
+def _literal_hint(node: Compare, left: Kinds, right: Kinds) -> str:
+    """`opd.beta == "1"` -> "(write 1, without quotes)"."""
+    lit = node.right if isinstance(node.right, Literal) else node.left
+    other = left if lit is node.right else right
+    if isinstance(lit, Literal) and isinstance(lit.value, str) and "number" in other:
+        try:
+            return f" (write {float(lit.value):g}, without quotes)"
+        except ValueError:
+            return ""
+    if isinstance(lit, Literal) and not isinstance(lit.value, str) and "string" in other:
+        return f" (write {json.dumps(_lit(lit.value))}, in quotes)"
+    return ""
+
+
+# ---------------------------------------------------------------------- evaluation
+def _eq(a: Any, b: Any) -> bool:
+    ka, kb = kind_of(a), kind_of(b)
+    if ka != kb:
+        return False
+    if ka == "list":
+        return len(a) == len(b) and all(_eq(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def _ordered(op: str, a: Any, b: Any) -> bool:
+    ka = kind_of(a)
+    if ka not in ("number", "string") or ka != kind_of(b):
+        return False
+    if op == "<":
+        return a < b
+    if op == "<=":
+        return a <= b
+    if op == ">":
+        return a > b
+    return a >= b
+
+
+def _contains(a: Any, b: Any) -> bool:
+    if isinstance(b, (list, tuple)):
+        return any(_eq(a, x) for x in b)
+    if isinstance(b, str) and isinstance(a, str):
+        return a in b
+    return False
+
+
+Fn = Callable[[Record], Any]
+
+
+def _build(node: Node) -> Fn:
+    """A closure computing `node` on a record (built once per query)."""
+    if isinstance(node, Literal):
+        value = node.value
+        return lambda r: value
+    if isinstance(node, ListOf):
+        values = [i.value for i in node.items]
+        return lambda r: values
+    if isinstance(node, Field):
+        name = node.name
+        return lambda r: r.get(name)
+    if isinstance(node, Logic):
+        left = _build(node.left)
+        if node.right is None:
+            return lambda r: not left(r)
+        right = _build(node.right)
+        if node.op == "and":
+            return lambda r: bool(left(r)) and bool(right(r))
+        return lambda r: bool(left(r)) or bool(right(r))
+    left, right, op = _build(node.left), _build(node.right), node.op
+    if op == "==":
+        return lambda r: _eq(left(r), right(r))
+    if op == "!=":
+        return lambda r: not _eq(left(r), right(r))
+    if op == "in":
+        return lambda r: _contains(left(r), right(r))
+    if op == "not in":
+        return lambda r: not _contains(left(r), right(r))
+    return lambda r: _ordered(op, left(r), right(r))
+
+
+@dataclass(frozen=True)
+class Query:
+    """A parsed and checked query: `query(record)` is True when the record matches."""
+
+    text: str
+    node: Node | None
+    fn: Fn
+
+    def __call__(self, record: Record) -> bool:
+        return bool(self.fn(record))
+
+
+def field_kinds(records: Sequence[Record], names: Iterable[str]) -> dict[str, Kinds]:
+    """For each name that some record has, the kinds of value it holds across the records."""
+    out: dict[str, set[str]] = {}
+    for name in dict.fromkeys(names):
+        for r in records:
+            if name in r:
+                out.setdefault(name, set()).add(kind_of(r[name]))
+    return {k: frozenset(v) for k, v in out.items()}
+
+
+def compile_query(text: str, records: Sequence[Record]) -> Query:
+    """Parse `text` and check it against the fields and value types of `records` (every
+    field must be one some record has; with no records only the syntax is checked)."""
+    node = parse(text)
+    if node is None:
+        return Query(text or "", None, lambda r: True)
+    used = fields_of(node)
+    kinds = field_kinds(records, [f.name for f in used])
+    if records:
+        missing = next((f for f in used if f.name not in kinds), None)
+        if missing is not None:
+            known = {k for r in records for k in r}
+            raise _fail(f"unknown field {missing.name!r} at column {missing.col}"
+                        f"{_suggest(missing.name, known)}")  # fmt: skip
+        _Checker(kinds).condition(node)
+    return Query(text, node, _build(node))
+
+
+def search(records: Sequence[Record], text: str) -> list[int]:
+    """The indices of the records `text` matches, in order (all of them for an empty
+    query); QueryError when the query does not parse or does not fit the records."""
+    query = compile_query(text, records)
+    if query.node is None:
+        return list(range(len(records)))
+    return [i for i, r in enumerate(records) if query(r)]
