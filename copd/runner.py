@@ -132,11 +132,14 @@ def unique_run_dir(root: Path, name: str) -> Path:
             n += 1
 
 
-def new_recorded_run(cfg, store, root: Path, method: str | None = None) -> tuple[int, Path]:
-    """Record a queued run of `cfg` in `store` and give it a new folder under `root`."""
+def new_recorded_run(
+    cfg, store, root: Path, method: str | None = None, tags: Sequence[str] = (), notes: str = ""
+) -> tuple[int, Path]:
+    """Record a queued run of `cfg` in `store` (with its tags and notes) and give it a new
+    folder under `root`."""
     run = store.create_run(
         cfg.name, method or cfg.method, cfg.to_dict(), seed=cfg.seed, group=cfg.group,
-        run_dir_for=lambda rid: str(new_run_dir(root, rid, cfg.name)),
+        run_dir_for=lambda rid: str(new_run_dir(root, rid, cfg.name)), tags=tags, notes=notes,
     )  # fmt: skip
     out = Path(run.run_dir)
     return run.id, out
@@ -222,6 +225,9 @@ class Progress:
     def log_checkpoint(self, path, *, step):
         pass
 
+    def log_samples(self, rows, *, step, cycle=0, phase=""):
+        pass
+
     def flush(self):
         pass
 
@@ -248,10 +254,13 @@ def recorded(
     run_id: int | None = None,
     progress: bool = True,
     truncate_after: int | None = None,
+    tags: Sequence[str] = (),
+    notes: str = "",
 ) -> Iterator[tuple[Any, Any]]:
     """The loggers of one run and its lifecycle: metrics.jsonl (+ progress), and with `db`
     or an open `store` the store's logger and `track_run` (running -> finished / failed with
     the traceback / cancelled). Yields (logger, tracker or None); closes the logger.
+    `tags` and `notes` go on the run's row (added to those of an existing `run_id`).
     `truncate_after`: a resume from the checkpoint at this step (-1: none); what was logged
     after it is deleted first, from metrics.jsonl and the store, and an event says so."""
     from copd.train.logger import JsonlLogger, MultiLogger
@@ -274,8 +283,12 @@ def recorded(
         if run_id is None:
             run_id = store.create_run(
                 cfg.name, method, cfg.to_dict(), seed=cfg.seed, group=cfg.group,
-                run_dir=str(out.resolve()),
+                run_dir=str(out.resolve()), tags=tags, notes=notes,
             ).id  # fmt: skip
+        elif tags or notes:
+            store.edit_tags(run_id, add=tags)
+            if notes:
+                store.set_notes(run_id, notes, append=True)
         if truncate_after is not None:
             removed.update(store.truncate_after(run_id, truncate_after))
         loggers.append(StoreLogger(store, run_id))
@@ -301,10 +314,13 @@ def train_run(
     run_id: int | None = None,
     resume: str | None = None,
     store=None,
+    tags: Sequence[str] = (),
+    notes: str = "",
 ) -> dict[str, dict[str, float]] | None:
     """Train one validated config in this process: metrics.jsonl and progress, and with `db`
-    (or an open `store`) the run store's logger and lifecycle. Returns the final scores, or
-    None when a stop was requested (the run is then checkpointed and marked cancelled)."""
+    (or an open `store`) the run store's logger and lifecycle, `tags` and `notes` on its row.
+    Returns the final scores, or None when a stop was requested (the run is then
+    checkpointed and marked cancelled)."""
     from copd.tools.preflight import NonFiniteWeights, check_model_fits, diverged
     from copd.train import checkpoint
     from copd.train.algorithms import run
@@ -317,8 +333,9 @@ def train_run(
     ck = checkpoint.latest(resume) if resume else None
     truncate = None if not resume else (checkpoint.step_of(ck) if ck else -1)
     with recorded(
-        cfg, out, cfg.method, db=db, store=store, run_id=run_id, truncate_after=truncate
-    ) as (logger, tr):
+        cfg, out, cfg.method, db=db, store=store, run_id=run_id, truncate_after=truncate,
+        tags=tags, notes=notes,
+    ) as (logger, tr):  # fmt: skip
         world = World.build(cfg, logger)
         previous = signal.signal(
             signal.SIGTERM, lambda *_: setattr(world.state, "stop_requested", True)

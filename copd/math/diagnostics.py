@@ -149,3 +149,42 @@ def pair_diagnostics(
     out[N.ENTROPY_STUDENT] = h_p.mean().item()
     out[N.ENTROPY_TEACHER] = h_q.mean().item()
     return out
+
+
+@torch.no_grad()
+def token_agreement(
+    student_logits_N_V: Tensor,
+    teacher_logits_N_V: Tensor,
+    token_ids_N: Tensor,
+    k: int,
+    temperature: float = 1.0,
+) -> dict[str, Tensor]:
+    """Per sampled token, how a teacher (a peer) judges the student's choice, [N] each:
+
+        "logp_student"  log p_student(token) (logits / temperature, float32)
+        "logp_teacher"  log p_teacher(token)
+        "in_topk"       whether the token is among the teacher's top-k (bool)
+        "overlap"       |Top_k(p) ∩ Top_k(q)| / k at that position
+
+    The log-ratio `logp_teacher - logp_student` is the sampled OPD advantage per unit beta;
+    the samples view (copd/train/samples.py) colours each token by it."""
+    _check_pair(student_logits_N_V, teacher_logits_N_V)
+    _check_k(k)
+    if token_ids_N.shape != student_logits_N_V.shape[:1]:
+        raise ValueError(
+            f"token_ids_N must be [N] = [{student_logits_N_V.shape[0]}], "
+            f"got {tuple(token_ids_N.shape)}"
+        )
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    kk = min(k, student_logits_N_V.shape[-1])
+    s = student_logits_N_V.float() / temperature
+    t = teacher_logits_N_V.float() / temperature
+    ids = token_ids_N.long().unsqueeze(-1)
+    top_t = t.topk(kk, dim=-1).indices
+    return {
+        "logp_student": torch.log_softmax(s, -1).gather(-1, ids).squeeze(-1),
+        "logp_teacher": torch.log_softmax(t, -1).gather(-1, ids).squeeze(-1),
+        "in_topk": (top_t == ids).any(dim=-1),
+        "overlap": _in_other_N_K(s.topk(kk, dim=-1).indices, top_t).sum(-1).float() / kk,
+    }

@@ -353,9 +353,25 @@ class DiagnosticsConfig:
     # norm and its cosine with the GRPO term's (names.signal_key). Costs one flat copy of
     # the gradient per term at those steps only.
     signal_balance: bool = True
+    # Samples (copd/train/samples.py): the completions of the first `samples_prompts` probe
+    # prompts per domain (first sample of each), per branch, with per-token log-probs under
+    # every peer and the base, at the diagnostics points whose step is a multiple of
+    # `samples_every` (0: never); in phase II also the cross (OPD) batch's first prompts with
+    # the teacher's log-prob of each token. At most `samples_cap` rows per run are kept: past
+    # it every second recorded step is thinned out (the first and the newest stay).
+    samples_every: int = 10
+    samples_prompts: int = 2
+    samples_cap: int = 5000
 
     def check(self) -> None:
         check(self.top_k >= 1, "diagnostics.top_k", "must be >= 1 (paper: 10)")
+        check(self.samples_every >= 0, "diagnostics.samples_every", "use 0 to record no samples")
+        check(self.samples_prompts >= 1, "diagnostics.samples_prompts", "must be >= 1")
+        check(
+            self.samples_cap >= 100,
+            "diagnostics.samples_cap",
+            "must be >= 100 rows (each row is one completion, about 1 KB per 64 tokens)",
+        )
         check(all(k >= 1 for k in self.extra_k), "diagnostics.extra_k", "every k must be >= 1")
         check(
             self.n_prompts >= 1 and self.samples_per_prompt >= 1,

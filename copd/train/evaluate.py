@@ -25,6 +25,7 @@ from copd.common import names as N
 from copd.math.diagnostics import pair_diagnostics
 from copd.policy.models import PolicyView
 from copd.policy.rollout import RolloutBatch, completion_logits, sample_rollouts
+from copd.train import samples
 
 
 @torch.inference_mode()
@@ -182,6 +183,7 @@ def overlap_diagnostics(
     probes: Callable[[list, int], Iterable[tuple[str, RolloutBatch]]],
     logits_at: Callable[[str, RolloutBatch, list[str]], Iterable[torch.Tensor]],
     step: int,
+    samples_out: list[dict] | None = None,
 ) -> dict[str, float]:
     """The overlap-diagnostics loop, wherever the policies run (in this process, or in
     branch workers): top-k overlap, symmetric KL, overlap mass and entropy gap for every
@@ -192,7 +194,9 @@ def overlap_diagnostics(
     batch) in branch order; may be lazy, so one student's batch is alive at a time.
     `logits_at(student, batch, teachers)`: float32 logits [N, V] at the batch's N
     completion tokens under each of `teachers` in order (a peer, the student itself when
-    its sampler kept no logits, or BASE)."""
+    its sampler kept no logits, or BASE).
+    `samples_out`: when given, each student's recorded samples (copd/train/samples.py) are
+    appended to it, scored by the same logits."""
     d = world.cfg.diagnostics
     ks = sorted({d.top_k, *d.extra_k})
     temp = world.cfg.sampling.temperature
@@ -203,12 +207,17 @@ def overlap_diagnostics(
         if s_logits is not None:
             s_logits = s_logits[batch.completion_mask_B_T.bool()]
         teachers = peers if s_logits is not None else [student, *peers]
+        rec = None if samples_out is None else samples.ProbeRecorder(world, student, batch)
         for teacher, logits in zip(teachers, logits_at(student, batch, teachers), strict=True):
             if teacher == student:
                 s_logits = logits
                 continue
             diag = pair_diagnostics(s_logits, logits, ks, temperature=temp)
             metrics.update(pair_metrics(student, teacher, diag))
+            if rec is not None:
+                rec.peer(samples.BASE_PEER if teacher == BASE else teacher, s_logits, logits)
+        if rec is not None:
+            samples_out += rec.rows(s_logits)
     metrics.update(process_metrics())
     return metrics
 
@@ -226,9 +235,12 @@ def measure_overlap(world, cycle: int, phase: str, step: int | None = None) -> d
     def logits_at(student, batch, teachers):
         return (probe_logits(world.base if t == BASE else views[t], batch) for t in teachers)
 
+    rows = [] if samples.due(world.cfg, step) else None
     with world.timer("diagnostics"):
-        metrics = overlap_diagnostics(world, list(views), probes, logits_at, step)
+        metrics = overlap_diagnostics(world, list(views), probes, logits_at, step, rows)
         if torch.cuda.is_available():
             metrics[N.SYSTEM_GPU_MEM_MB] = torch.cuda.max_memory_allocated() / 2**20
     world.logger.log_metrics(metrics, step=step, cycle=cycle, phase=phase)
+    if rows:
+        world.logger.log_samples(rows, step=step, cycle=cycle, phase=phase)
     return metrics

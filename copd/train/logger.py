@@ -1,8 +1,9 @@
 """The logger interface algorithms report through, plus console, JSONL and fan-out loggers.
 
 Algorithms call `log_metrics({name: value}, step=, cycle=, phase=)` with namespaced names
-from `copd.common.names`, `log_eval(...)` for held-out scores and `log_event(...)` for lines worth
-showing in the UI. The run store's logger (`storage.logger.StoreLogger`) implements the
+from `copd.common.names`, `log_eval(...)` for held-out scores, `log_event(...)` for lines worth
+showing in the UI and `log_samples([...], step=)` for recorded completions with their
+per-token log-probs (copd/train/samples.py). The run store's logger (`storage.logger.StoreLogger`) implements the
 same protocol structurally; `copd` never imports `storage`.
 
 Phases: "warmup", "rl" (phase I), "opd" (phase II), "eval", "merge", "train" (baselines).
@@ -29,6 +30,10 @@ class Logger(Protocol):
 
     def log_checkpoint(self, path: str, *, step: int) -> None: ...
 
+    def log_samples(
+        self, rows: list[dict], *, step: int, cycle: int = 0, phase: str = ""
+    ) -> None: ...
+
     def flush(self) -> None: ...
 
     def close(self) -> None: ...
@@ -47,6 +52,9 @@ class NullLogger:
         pass
 
     def log_checkpoint(self, path, *, step):
+        pass
+
+    def log_samples(self, rows, *, step, cycle=0, phase=""):
         pass
 
     def flush(self):
@@ -76,7 +84,8 @@ class ConsoleLogger(NullLogger):
 
 
 class JsonlLogger(NullLogger):
-    """One JSON object per line: {"type": "metric"|"eval"|"event"|"checkpoint", ...}.
+    """One JSON object per line: {"type": "metric"|"eval"|"event"|"checkpoint"|"sample", ...}
+    (a "sample" line is one recorded completion, with the fields of copd/train/samples.py).
 
     NaN and infinity are written as the strings "NaN", "Infinity", "-Infinity" so the file
     stays valid JSON."""
@@ -124,6 +133,14 @@ class JsonlLogger(NullLogger):
     def log_checkpoint(self, path, *, step):
         self._write({"type": "checkpoint", "path": str(path), "step": step, "time": time.time()})
 
+    def log_samples(self, rows, *, step, cycle=0, phase=""):
+        t = time.time()
+        for row in rows:
+            self._write(
+                {"type": "sample", "step": step, "cycle": cycle, "phase": phase, "time": t,
+                 **{k: _finite_or_str(v) if isinstance(v, float) else v for k, v in row.items()}}
+            )  # fmt: skip
+
     def flush(self):
         self._f.flush()
 
@@ -153,6 +170,10 @@ class MultiLogger(NullLogger):
     def log_checkpoint(self, path, *, step):
         for lg in self.loggers:
             lg.log_checkpoint(path, step=step)
+
+    def log_samples(self, rows, *, step, cycle=0, phase=""):
+        for lg in self.loggers:
+            lg.log_samples(rows, step=step, cycle=cycle, phase=phase)
 
     def flush(self):
         for lg in self.loggers:

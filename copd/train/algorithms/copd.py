@@ -35,8 +35,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from torch import Tensor
+
 from copd.common import names as N
 from copd.math.schedule import position, teachers_of
+from copd.policy.batch import RolloutBatch
+from copd.train import samples
 from copd.train.algorithms.loop import (
     after_scheduled_step,
     announce,
@@ -45,7 +49,7 @@ from copd.train.algorithms.loop import (
     via_workers,
 )
 from copd.train.update import signal_due
-from copd.train.workers import CrossBatch, WorkerGroup, make_group
+from copd.train.workers import Call, CrossBatch, Ops, WorkerGroup, make_group
 from copd.train.workers.local import LocalGroup
 from copd.train.world import World, log_step
 
@@ -99,6 +103,8 @@ def phase2_step(world: World, group: WorkerGroup | None = None) -> dict[str, flo
     # 2. Every teacher scores every sampled token before anyone updates.
     scored = group.scores([(t, batch) for (s, t), batch in cross.items()])
     teacher_logp = dict(zip(cross, scored, strict=True))
+    if samples.due(cfg, world.state.step + 1):  # what the OPD terms see, for the samples view
+        log_cross_samples(world, group, cross, teacher_logp)
     # 3. One combined update per branch.
     work = {
         n: (
@@ -117,6 +123,29 @@ def phase2_step(world: World, group: WorkerGroup | None = None) -> dict[str, flo
                 stats[N.reward_on(tasks[t].name)] = float(b.rewards_B.mean())
         metrics.update({N.branch(n, k): v for k, v in stats.items()})
     return metrics
+
+
+def log_cross_samples(
+    world: World,
+    group: WorkerGroup,
+    cross: dict[tuple[str, str], RolloutBatch],
+    teacher_logp: dict[tuple[str, str], Tensor | dict[str, Tensor]],
+) -> None:
+    """Record the first prompts of every cross batch (copd/train/samples.py): each student's
+    tokens with its own log-prob (its logits, before the update) and the teacher's, as the
+    OPD term scored them. Logged at the step this update makes."""
+    G = {k: b.group_size for k, b in cross.items()}
+    n = world.cfg.diagnostics.samples_prompts
+    subs = {k: b.subset(list(range(min(n * G[k], b.size)))) for k, b in cross.items()}
+    logits = group.call([Call(s, Ops.probe_logits, (sub,)) for (s, _), sub in subs.items()])
+    rows = []
+    for ((s, t), sub), s_logits in zip(subs.items(), logits, strict=True):
+        scores = teacher_logp[s, t]
+        lp = scores["logp"] if isinstance(scores, dict) else scores
+        rows += samples.cross_samples(world, s, t, sub, s_logits, lp[: sub.size])
+    step = world.state.step + 1
+    pos = position(world.state.step, world.cfg.schedule)
+    world.logger.log_samples(rows, step=step, cycle=pos.cycle, phase=pos.phase)
 
 
 def _tasks(world: World) -> dict:

@@ -30,6 +30,7 @@ import torch
 
 from copd.policy.rollout import RolloutBatch
 from copd.tasks import Example
+from copd.train import samples
 from copd.train.checkpoint import BranchState
 from copd.train.evaluate import BASE, overlap_diagnostics
 
@@ -305,6 +306,9 @@ def measure_overlap_via_workers(
             ]
         )
 
-    metrics = overlap_diagnostics(world, names, probes, logits_at, step)
+    rows = [] if samples.due(world.cfg, step) else None
+    metrics = overlap_diagnostics(world, names, probes, logits_at, step, rows)
     world.logger.log_metrics(metrics, step=step, cycle=cycle, phase=phase)
+    if rows:
+        world.logger.log_samples(rows, step=step, cycle=cycle, phase=phase)
     return metrics
