@@ -2,6 +2,8 @@
 phase-II weighting and OPD loss variants, and the paper-faithful baselines, each on a
 constructed case with a known answer."""
 
+import math
+
 import pytest
 import torch
 
@@ -38,7 +40,8 @@ def _student_logp(world, branch, batch):
 
 def test_signal_balance_zero_term_and_gradient_decomposition(tiny_cfg):
     """An OPD term whose teacher agrees with the student has zero advantage: its gradient
-    norm is 0 and its cosine 0; the GRPO term's norm is the whole update's (pre-clip)."""
+    norm is 0 and its cosine undefined (NaN); the GRPO term's norm is the whole update's
+    (pre-clip)."""
     world = _world(tiny_cfg, "grpo.grad_clip=1e9")
     b = world.branches[0]
     native = _batch(world, b)
@@ -49,12 +52,29 @@ def test_signal_balance_zero_term_and_gradient_decomposition(tiny_cfg):
     )
     sig = res.signal
     assert sig[N.signal_key("grad_norm", "rev")] == pytest.approx(0.0, abs=1e-7)
-    assert sig[N.signal_key("cos", "rev")] == 0.0
+    assert math.isnan(sig[N.signal_key("cos", "rev")])
     assert sig[N.SIGNAL_GRAD_GRPO] == pytest.approx(res.grad_norm, rel=1e-4)
     opd = res.stats[1]
     assert opd[N.SIGNAL_PREFIX + "adv_abs"] == pytest.approx(0.0, abs=1e-6)
     assert opd[N.SIGNAL_PREFIX + "log_ratio"] == pytest.approx(0.0, abs=1e-6)
     assert opd[N.SIGNAL_PREFIX + "pos_frac"] == 0.0
+
+
+@pytest.mark.parametrize("skip", ["true", "false"])
+def test_signal_balance_of_an_empty_grpo_term_is_nan_not_zero(tiny_cfg, skip):
+    """Every native group zero-advantage: the GRPO term has no gradient to measure, so its
+    norm and its cosine with the OPD term are NaN (0 would read as a measured orthogonal
+    term); the OPD term is still measured."""
+    world = _world(tiny_cfg, f"grpo.skip_zero_advantage={skip}")
+    b = world.branches[0]
+    native, cross = _batch(world, b), _batch(world, b, seed=1)
+    native.rewards_B = torch.ones(native.size)  # every group all right: zero advantage
+    teacher = _student_logp(world, b, cross) + torch.linspace(-0.5, 0.5, cross.size)[:, None]
+    res = optimize(world, b, [TermSpec(1.0, native), TermSpec(1.0, cross, "rev", teacher)], True)
+    sig = res.signal
+    assert math.isnan(sig[N.SIGNAL_GRAD_GRPO])
+    assert math.isnan(sig[N.signal_key("cos", "rev")])
+    assert sig[N.signal_key("grad_norm", "rev")] > 0
 
 
 def test_signal_balance_terms_add_up_and_cosine_is_computed(tiny_cfg):
@@ -268,3 +288,28 @@ def test_clip_per_term_bounds_each_term_and_keeps_the_grpo_share(tiny_cfg):
     opd = total - g  # what the OPD term contributed
     assert float(opd.norm()) == pytest.approx(1.0, rel=1e-3)  # clipped to grad_clip alone
     assert res.grad_norm <= 2.0 + 1e-4
+
+
+def test_movement_along_each_terms_direction_is_what_the_weights_did(tiny_cfg):
+    """signal/move/<term>: -delta . g / |g| of the step actually taken (after the clip and
+    Adam), against each term's gradient from a separate, identical world; Adam's first
+    step is lr * sign(g), so the GRPO term alone moves lr * |g|_1 / |g|_2 along itself,
+    whatever the clip."""
+    lr = 1e-3
+    worlds = [_world(tiny_cfg, "grpo.grad_clip=0.01") for _ in range(2)]
+    w, ref = worlds
+    b = w.branches[0]
+    native = _batch(w, b)
+    before = torch.cat([p.detach().flatten().clone() for p in b.params])
+    res = optimize(w, b, [TermSpec(1.0, native)], measure_signal=True)
+    delta = torch.cat([p.detach().flatten() for p in b.params]) - before
+    rb = ref.branches[0]
+    rb.optimizer.zero_grad(set_to_none=True)
+    grpo_term(rb, native, ref.loss).loss.backward()
+    g = torch.cat(
+        [(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in rb.params]
+    )
+    move = res.signal[N.signal_key("move")]
+    assert move == pytest.approx(float(-(delta @ g) / g.norm()), rel=1e-3)
+    assert move == pytest.approx(lr * float(g.abs().sum() / g.norm()), rel=1e-2)
+    assert res.signal[N.SIGNAL_PREFIX + "move/all"] == pytest.approx(float(delta.norm()), rel=1e-4)

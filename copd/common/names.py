@@ -70,7 +70,8 @@ def signal_key(kind: str, teacher: str | None = None) -> str:
     """A signal-balance metric, per cross (OPD) term when `teacher` is given:
     kind "grad_norm" | "adv_abs" | "cos" (cosine of the term's gradient with the GRPO
     term's) | "pos_frac" (share of cross tokens with log p_T > log p_S) | "log_ratio"
-    (mean log p_T - log p_S, an estimate of -KL(student||teacher)).
+    (mean log p_T - log p_S, an estimate of -KL(student||teacher)) | "move" (how far the
+    step moved the weights along the term's descent direction, -delta . g / |g|).
     signal_key("cos", "rev") -> "signal/cos/rev"."""
     return f"{SIGNAL_PREFIX}{kind}/{teacher}" if teacher else f"{SIGNAL_PREFIX}{kind}/grpo"
 

@@ -119,6 +119,7 @@ def step(
     clipped: list[torch.Tensor] | None = None  # per-term clipping: the sum of the clips
     before: torch.Tensor | None = None  # the gradient accumulated by the earlier terms
     stats: list[dict[str, float]] = []
+    empty: set[str] = set()  # terms with no learning signal (every group zero-advantage)
     for spec in specs:
         if per_term:
             branch.optimizer.zero_grad(set_to_none=True)
@@ -127,6 +128,8 @@ def step(
             now = _flat_grad(params)
             grads[spec.label] = now if before is None else now - before
             before = None if per_term else now
+            if stats[-1].get(N.SIGNAL_FRAC) == 0.0:
+                empty.add(spec.label)
         if per_term:
             with world.timer("update"):
                 torch.nn.utils.clip_grad_norm_(params, loss.grad_clip)  # this term alone
@@ -137,7 +140,8 @@ def step(
                     else [a + b for a, b in zip(clipped, term_grads, strict=True)]
                 )
     if signal is not None:
-        _signal_from_grads(grads, signal)
+        _signal_from_grads(grads, signal, empty)
+        before = _flat_params(params)
     with world.timer("update"):
         if clipped is not None:
             for p, g in zip(params, clipped, strict=True):
@@ -149,6 +153,8 @@ def step(
                     p.grad = torch.zeros_like(p)
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, loss.grad_clip))
         branch.optimizer.step()
+    if signal is not None:
+        _movement(grads, _flat_params(params) - before, signal, empty)
     return grad_norm, stats
 
 
@@ -219,15 +225,39 @@ def _flat_grad(params: list[torch.Tensor]) -> torch.Tensor:
     )
 
 
-def _signal_from_grads(grads: dict[str, torch.Tensor], out: dict) -> None:
-    """Each term's gradient norm and the OPD terms' cosines with the GRPO term's."""
+def _signal_from_grads(grads: dict[str, torch.Tensor], out: dict, empty: set[str]) -> None:
+    """Each term's gradient norm and the OPD terms' cosines with the GRPO term's. A term
+    with no learning signal (`empty`: every group zero-advantage) has no gradient to
+    measure: its norm is NaN, not 0, and so is a cosine with it, as is a cosine with a
+    zero gradient (undefined), so averages over updates leave them out instead of
+    counting them as orthogonal."""
+    nan = float("nan")
     for label, g in grads.items():
-        out[N.signal_key("grad_norm", None if label == "grpo" else label)] = float(g.norm())
+        key = N.signal_key("grad_norm", None if label == "grpo" else label)
+        out[key] = nan if label in empty else float(g.norm())
     native = grads.get("grpo")
     for label, g in grads.items():
         if label != "grpo" and native is not None:
             denom = float(native.norm() * g.norm())
-            out[N.signal_key("cos", label)] = float(native @ g) / denom if denom > 0 else 0.0
+            ok = denom > 0 and not {label, "grpo"} & empty
+            out[N.signal_key("cos", label)] = float(native @ g) / denom if ok else nan
+
+
+def _flat_params(params: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([p.detach().float().flatten() for p in params])
+
+
+def _movement(grads: dict[str, torch.Tensor], delta: torch.Tensor, out: dict, empty) -> None:
+    """How far the step moved the weights along each term's descent direction,
+    -delta . g / |g| (the step after the clip and the optimizer's normalisation, so what
+    the weights did, not what the gradients asked for), and the step's length `move/all`.
+    NaN for a term with no gradient."""
+    out[N.SIGNAL_PREFIX + "move/all"] = float(delta.norm())
+    for label, g in grads.items():
+        n = float(g.norm())
+        ok = n > 0 and label not in empty
+        key = N.signal_key("move", None if label == "grpo" else label)
+        out[key] = float(-(delta @ g)) / n if ok else float("nan")
 
 
 def _record_old_logp(world: World, branch: Branch, spec: TermSpec) -> None:
