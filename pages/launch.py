@@ -15,8 +15,17 @@ from app.dashboard.launch_form import (
     model_picker,
     shared_values,
 )
+from app.dashboard.preview import sweep_preview
 from app.dashboard.text import md_escape, md_line
-from app.dashboard.widgets import cached_gpus, get_launcher, invalidate, page_path, task_trust
+from app.dashboard.widgets import (
+    cached_gpus,
+    cached_runs,
+    db_url,
+    get_launcher,
+    invalidate,
+    page_path,
+    task_trust,
+)
 from copd.spec import ConfigError, presets
 from copd.spec.sweep import parse_grid, sweep_configs
 from copd.tasks import builtin_task_names
@@ -103,19 +112,21 @@ grid_text = st.text_area(
     key="ablation:grid",
     placeholder="opd.beta=0.5,1,2,4\nschedule.rl_steps=3,6",
 )
+set_errors: list[str] = list(errors)
+runs = []
+try:  # checked on every edit: the preview below says what Launch would queue
+    seeds = parse_seeds(seeds_text)
+    shared = {k: v for k, v in shared_values(values).items() if k != "branches"}
+    grid = parse_grid([ln for ln in grid_text.splitlines() if ln.strip()])
+    runs = sweep_configs(arms, seeds, group, grid=grid, values=shared)
+    trusted = [(r, *task_trust(r.cfg)) for r in runs]
+    set_errors += [refused for _, _, refused in trusted if refused][:1]
+    runs = [dataclasses.replace(r, cfg=cfg_) for r, cfg_, _ in trusted]
+except ConfigError as e:
+    set_errors.append(str(e))
+if runs and not set_errors:
+    st.info(md_escape(sweep_preview(runs, grid, seeds, past=cached_runs(db_url()))))
 if st.button("Launch ablation set", key="ablation:go"):
-    set_errors: list[str] = list(errors)
-    runs = []
-    try:
-        seeds = parse_seeds(seeds_text)
-        shared = {k: v for k, v in shared_values(values).items() if k != "branches"}
-        grid = parse_grid([ln for ln in grid_text.splitlines() if ln.strip()])
-        runs = sweep_configs(arms, seeds, group, grid=grid, values=shared)
-        trusted = [(r, *task_trust(r.cfg)) for r in runs]
-        set_errors += [refused for _, _, refused in trusted if refused][:1]
-        runs = [dataclasses.replace(r, cfg=cfg_) for r, cfg_, _ in trusted]
-    except ConfigError as e:
-        set_errors.append(str(e))
     if set_errors:
         for err in dict.fromkeys(set_errors):
             st.error(md_escape(err))
@@ -127,3 +138,6 @@ if st.button("Launch ablation set", key="ablation:go"):
         invalidate()
         st.success(f"Group {md_line(repr(group))}: {len(ids)} runs queued (#{ids[0]}…#{ids[-1]}).")
         st.page_link(page_path("compare"), label="Compare them", icon="⚖️")
+elif set_errors and set_errors != errors:  # the set's own problems, as they are typed
+    for err in dict.fromkeys(e for e in set_errors if e not in errors):
+        st.error(md_escape(err))

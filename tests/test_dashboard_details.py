@@ -269,3 +269,61 @@ def test_a_refusal_at_submit_says_nothing_was_launched(monkeypatch, tmp_path):
         for e in at.error
     )
     st.cache_data.clear()
+
+
+# ---------------------------------------------------------------------- 8: sweep preview
+def _finished_run(store, cfg: dict, seconds: float):
+    """A finished run of `cfg` that took `seconds` from start to end."""
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy import update
+
+    from storage.models import RunRow
+
+    run = store.create_run(cfg["name"], cfg["method"], cfg)
+    store.claim(run.id, host="h")
+    store.set_status(run.id, "finished")
+    end = datetime.now(timezone.utc)
+    with store.db.session(write=True) as s:
+        s.execute(
+            update(RunRow)
+            .where(RunRow.id == run.id)
+            .values(started_at=end - timedelta(seconds=seconds), ended_at=end)
+        )
+    return run
+
+
+def test_the_sweep_preview_counts_the_runs_and_times_them_before_launch(monkeypatch, tmp_path):
+    from app.dashboard.preview import total_steps
+    from app.dashboard.queries import format_duration
+    from copd.spec import presets
+    from copd.spec.sweep import sweep_configs
+
+    url, at = _launch(monkeypatch, tmp_path)
+    at.multiselect(key="ablation:presets").set_value(["demo"])
+    at.text_input(key="ablation:seeds").set_value("0, 1")
+    at.text_area(key="ablation:grid").set_value("opd.beta=0.5,2\nschedule.rl_steps=3,4,6").run()
+    assert not at.exception
+    info = [shown(i.value) for i in at.info if "runs (" in shown(i.value)]
+    assert len(info) == 1, [i.value for i in at.info]
+    assert info[0].startswith("12 runs (1 preset × 6 grid points (beta 2 × rl_steps 3) × 2 seeds)")
+    assert "no finished run of this kind to time yet: ~2 s per step assumed" in info[0]
+    assert RunStore.from_url(url).list_runs() == []  # a preview records nothing
+    # a finished demo run of 80 steps that took 80 s: 1 s per step for every planned run
+    demo = presets.get("demo").to_dict()
+    past = _finished_run(RunStore.from_url(url), demo, seconds=total_steps(demo) * 1.0)
+    planned = sweep_configs(
+        ["demo"], [0, 1], "ablation-1", grid={"opd.beta": ["0.5", "2"],
+                                              "schedule.rl_steps": ["3", "4", "6"]},
+    )  # fmt: skip
+    expected = format_duration(sum(total_steps(r.cfg.to_dict()) for r in planned))
+    st.cache_data.clear()
+    at.run()
+    info = [shown(i.value) for i in at.info if "runs (" in shown(i.value)]
+    assert f"about {expected} on this machine" in info[0], info
+    assert "timed from 1 finished run of the same kind" in info[0]
+    assert [r.id for r in RunStore.from_url(url).list_runs()] == [past.id]
+    at.text_area(key="ablation:grid").set_value("opd.beta=1,-1").run()
+    assert not [i for i in at.info if "runs (" in i.value]
+    assert any("opd.beta" in shown(e.value) for e in at.error)  # as it is typed
+    st.cache_data.clear()
