@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import threading
+import time
 
 import pytest
 
-from copd.tasks import Example, get_task
+from copd.tasks import Example, get_task, verifiers
 from copd.tasks.datasets import DatasetError, DatasetTask, from_file
 from copd.tasks.verifiers import (
     choice_match,
@@ -64,9 +66,34 @@ def test_math_verifier_handles_boxed_fractions_and_latex():
     assert math_match("I cannot solve this.", "\\frac{1}{2}") == 0.0
 
 
+def test_math_verifier_times_out_a_pathological_completion_on_the_main_thread(monkeypatch):
+    """A power tower hangs sympy without a limit (killed after 20 s when tried); on the main
+    thread math-verify's limits are on, so it scores 0 within them, and an alarm that was
+    pending before (a test runner's timeout) is still pending after."""
+    monkeypatch.setattr(verifiers, "MATH_TIMEOUT_S", 1)
+    assert verifiers.math_time_limit() == 1
+    fired = []
+    old = signal.signal(signal.SIGALRM, lambda *_: fired.append(1))
+    signal.setitimer(signal.ITIMER_REAL, 60.0)
+    try:
+        t0 = time.monotonic()
+        assert math_match("\\boxed{9^{9^{9^{9}}}}", "\\boxed{1}") == 0.0
+        assert time.monotonic() - t0 < 8  # parse + verify, 1 s each, plus start-up
+        left, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 40 < left <= 60 and not fired
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
 def test_math_verifier_works_off_the_main_thread():
-    # math-verify's default time limits use signal.alarm, which raises in a worker thread
-    # (Streamlit runs page scripts in one); ours turns them off.
+    # math-verify's time limits use signal.alarm, which raises in a worker thread
+    # (Streamlit runs page scripts in one); there they are off.
+    limits = []
+    t = threading.Thread(target=lambda: limits.append(verifiers.math_time_limit()))
+    t.start()
+    t.join(10)
+    assert limits == [None]
     out = []
     t = threading.Thread(target=lambda: out.append(math_match("\\boxed{0.5}", "\\frac12")))
     t.start()

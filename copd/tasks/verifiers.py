@@ -14,23 +14,32 @@
 - `math`:    symbolic equivalence through math-verify (boxed answers, fractions, LaTeX):
              `verify(parse(gold), parse(pred))`, gold first.
 
-math-verify's own time limits use `signal.alarm`, which only works on the main thread (a
-Streamlit page runs in a worker thread, and pytest-timeout owns SIGALRM), so they are
-turned off here; instead, inputs are cut to their last `MATH_MAX_CHARS` characters, which
-bounds the parser's work. The answer is near the end of a reasoning trace.
+math-verify's own time limits use `signal.alarm`, which only works on the main thread of a
+POSIX process. There (a trainer scoring its rollouts) they are on, `MATH_TIMEOUT_S` each for
+parsing and for verifying, so one pathological completion (a power tower, a huge
+factorial) scores 0 instead of hanging the trainer; an alarm that was already pending (a
+test runner's timeout) is re-armed afterwards, since math-verify cancels it. In a worker
+thread (a Streamlit page script) signals cannot work, so the limits are off there. Inputs
+are also cut to their last `MATH_MAX_CHARS` characters, which bounds the parser's work; the
+answer is near the end of a reasoning trace.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 
 Verifier = Callable[[str, str], float]
 
 CHOICE_LETTERS = "ABCDEFGHIJ"
 MATH_MAX_CHARS = 2000
+MATH_TIMEOUT_S = 5  # per parse and per verify, where signals work (the main thread)
 
 # "1,234,567.5", "-3", "0.25", ".5", with the sign kept; thousands groups need exactly 3 digits.
 _NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
@@ -135,15 +144,42 @@ def math_match(completion: str, answer: str) -> float:
     bare LaTeX is wrapped in `$...$` so the parser finds it without an anchor."""
     parse, verify = _math_verify()
     gold = gold_text(answer)
-    gold_parsed = parse(gold, parsing_timeout=None)
-    if not gold_parsed and "$" not in gold and "\\boxed" not in gold:
-        gold_parsed = parse(f"${gold}$", parsing_timeout=None)
-    if not gold_parsed:
-        return 0.0
-    pred_parsed = parse(completion[-MATH_MAX_CHARS:], parsing_timeout=None)
-    if not pred_parsed:
-        return 0.0
-    return 1.0 if verify(gold_parsed, pred_parsed, timeout_seconds=None) else 0.0
+    with _outer_alarm_kept() as limit:
+        gold_parsed = parse(gold, parsing_timeout=limit)
+        if not gold_parsed and "$" not in gold and "\\boxed" not in gold:
+            gold_parsed = parse(f"${gold}$", parsing_timeout=limit)
+        if not gold_parsed:
+            return 0.0
+        pred_parsed = parse(completion[-MATH_MAX_CHARS:], parsing_timeout=limit)
+        if not pred_parsed:
+            return 0.0
+        return 1.0 if verify(gold_parsed, pred_parsed, timeout_seconds=limit) else 0.0
+
+
+def math_time_limit() -> int | None:
+    """math-verify's time limit in seconds where its SIGALRM can work (the main thread of
+    a POSIX process), else None (off)."""
+    main = threading.current_thread() is threading.main_thread()
+    return MATH_TIMEOUT_S if main and hasattr(signal, "setitimer") else None
+
+
+@contextmanager
+def _outer_alarm_kept() -> Iterator[int | None]:
+    """The time limit to give math-verify; an alarm already pending is not lost (math-verify
+    ends with alarm(0)): the limit is cut to what it has left, and it is re-armed after."""
+    limit = math_time_limit()
+    if limit is None:
+        yield None
+        return
+    left, interval = signal.getitimer(signal.ITIMER_REAL)
+    t0 = time.monotonic()
+    try:
+        yield limit if left <= 0 else max(1, min(limit, int(left)))
+    finally:
+        if left > 0:
+            signal.setitimer(
+                signal.ITIMER_REAL, max(1e-3, left - (time.monotonic() - t0)), interval
+            )
 
 
 # ----------------------------------------------------------------------------- registry
