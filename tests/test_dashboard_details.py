@@ -327,3 +327,98 @@ def test_the_sweep_preview_counts_the_runs_and_times_them_before_launch(monkeypa
     assert not [i for i in at.info if "runs (" in i.value]
     assert any("opd.beta" in shown(e.value) for e in at.error)  # as it is typed
     st.cache_data.clear()
+
+
+# ---------------------------------------------------------------------- 9, 10: Compare
+def _demo_group(url: str) -> dict[str, int]:
+    """A finished demo group: CoPD with its merged model, experts with branches only."""
+    from tests.seed import evaluations, training_points
+
+    store = RunStore.from_url(url)
+    ids = {}
+    for method in ("copd", "expert"):
+        cfg = RunConfig(name=f"demo-{method}", method=method, group="demo-1").to_dict()
+        run = store.create_run(cfg["name"], method, cfg, group="demo-1")
+        store.log_metrics(run.id, training_points(20))
+        evals = evaluations([0, 20])
+        if method == "expert":  # experts are never merged
+            evals = [e for e in evals if e.model != "merged"]
+        store.log_evals(run.id, evals)
+        store.claim(run.id, host="h")
+        store.set_status(run.id, "finished")
+        ids[method] = run.id
+    return ids
+
+
+def test_compare_a_demo_group_by_each_methods_reported_model(monkeypatch, tmp_path):
+    """The grid view compares CoPD's merged model with the experts on their own domains
+    (before: the experts silently dropped out); the results table names its split and has
+    the experts' own-domain row."""
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    ids = _demo_group(url)
+    at = _app(monkeypatch, tmp_path, url)
+    at.query_params["group"] = "demo-1"
+    at.run()
+    at.switch_page("../pages/compare.py").run()
+    assert not at.exception
+    assert at.selectbox(key="compare:sweep:model").value == "reported model"
+    spec = next(
+        c.proto.spec
+        for c in at.get("plotly_chart")
+        if "method" in c.proto.spec and "Overall" in c.proto.spec
+    )
+    assert '"copd"' in spec and '"expert"' in spec, spec[:400]
+    assert not any("Left out" in c.value for c in at.caption)
+    heads = [h.value for h in at.subheader]
+    assert "Results: test split, latest evaluation of each run" in heads
+    text = "\n".join(m.value for m in at.markdown)
+    assert f"expert #{ids['expert']} · own-domain experts" in shown(text)
+    at.selectbox(key="compare:sweep:model").set_value("merged").run()
+    left = [shown(c.value) for c in at.caption if "Left out" in c.value]
+    assert left and f"#{ids['expert']} expert: no merged model" in left[0]
+    st.cache_data.clear()
+
+
+def test_own_domain_row_scores_each_expert_on_its_own_domain(tmp_path):
+    from app.dashboard.queries import OWN_DOMAIN, results_table
+
+    url = f"sqlite:///{tmp_path / 'own.db'}"
+    ids = _demo_group(url)
+    store = RunStore.from_url(url)
+    runs = store.list_runs()
+    evals = store.evaluations(list(ids.values()))
+    table = results_table(evals, runs)
+    row = table.loc[f"expert #{ids['expert']} · {OWN_DOMAIN}"]
+    last = evals[(evals["run_id"] == ids["expert"]) & (evals["step"] == 20)]
+    for domain in ("add", "rev"):
+        own = last[(last["model"] == domain) & (last["benchmark"] == domain)]["score"].iloc[0]
+        assert row[domain] == pytest.approx(own)
+    assert row["Overall"] == pytest.approx((row["add"] + row["rev"]) / 2)
+
+
+def test_the_report_holds_the_split_the_grid_view_and_the_paired_test(seeded):
+    import plotly.graph_objects as go
+
+    from app.dashboard.queries import results_table
+    from app.dashboard.report import compare_report
+    from app.dashboard.sweep_data import GridReport
+    from tests.seed import GROUP
+
+    store = RunStore.from_url(seeded[0])
+    runs = store.list_runs(group=GROUP)
+    table = results_table(store.evaluations([r.id for r in runs]), runs)
+    fig = go.Figure(
+        go.Scatter(x=["copd", "mixed"], y=[0.8, 0.7]), layout={"title": "Overall vs method"}
+    )
+    grid = GridReport(
+        "test",
+        "reported model",
+        "Overall",
+        [fig],
+        ["Paired comparison on Overall: mean A − B = +0.1000"],
+    )
+    html = compare_report(runs, [], table, __import__("pandas").DataFrame(), title="g", grid=grid)
+    assert "Results: test split, latest evaluation of each run" in html
+    assert "Grid sweep: final score per swept parameter" in html
+    assert "Paired comparison on Overall" in html and "Overall vs method" in html
+    assert html.count("<script") >= 1  # plotly.js inlined with the grid figure

@@ -20,6 +20,7 @@ import streamlit as st
 from app.dashboard import figures
 from app.dashboard.links import absent_compare, runs_param, url_run_ids
 from app.dashboard.queries import (
+    OWN_DOMAIN,
     config_diff_frame,
     format_results,
     results_markdown,
@@ -28,6 +29,7 @@ from app.dashboard.queries import (
 )
 from app.dashboard.report import compare_report
 from app.dashboard.series import with_x
+from app.dashboard.sweep_data import GridReport
 from app.dashboard.sweep_view import draw_grid_view
 from app.dashboard.text import md_escape
 from app.dashboard.widgets import (
@@ -39,6 +41,7 @@ from app.dashboard.widgets import (
     plot,
     run_label,
 )
+from copd.common.names import VAL_SUFFIX
 from storage import Run, RunStatus
 
 
@@ -64,10 +67,10 @@ def draw_compare(url: str, runs: list[Run]) -> None:
     arms = seed_arms(chosen)
     ctl = controls(has_seeds=len(set(arms.values())) < len(arms))
     figs = metric_overlays(url, ids, labels, arms if ctl.aggregate else None, ctl)
-    table = results_section(url, ids, chosen, arms if ctl.aggregate else None)
-    draw_grid_view(url, chosen, ctl.fmt)  # a group whose runs differ in config fields
+    table, split = results_section(url, ids, chosen, arms if ctl.aggregate else None)
+    grid = draw_grid_view(url, chosen, ctl.fmt)  # a group whose runs differ in config fields
     diff = config_diff_section(chosen, labels)
-    report_button(chosen, figs, table, diff)
+    report_button(chosen, figs, table, diff, split=split, grid=grid)
 
 
 GROUP_SOURCE, PICK_SOURCE = "Ablation group", "Pick runs"
@@ -143,7 +146,7 @@ def pick_runs(runs: list[Run]) -> list[Run]:
 def controls(*, has_seeds: bool) -> Controls:
     """Aggregation over seeds (offered only when some arm has several), band, smoothing,
     image format."""
-    c1, c2, c3, c4, c5 = st.columns([1, 1, 1, 1, 1])
+    c1, c2, c3, c4, c5 = st.columns([3, 2, 2, 3, 1.4])  # the toggles' labels show whole
     aggregate = c1.toggle(
         "Mean ± band over seeds", value=has_seeds, disabled=not has_seeds,
         key=f"compare:agg:{has_seeds}",  # a fresh default when a picked group gains seeds
@@ -196,23 +199,36 @@ def metric_overlays(
 
 def results_section(
     url: str, ids: tuple[int, ...], chosen: list[Run], arms: dict[int, str] | None
-) -> pd.DataFrame:
-    """The results table from each run's latest evaluation (mean ± std with `arms`)."""
-    st.subheader("Results (latest evaluation of each run)")
+) -> tuple[pd.DataFrame, str]:
+    """The results table from each run's latest evaluation (mean ± std with `arms`), on
+    the split it says (test, or the final evaluation's validation scores); returns the
+    table and its split."""
     evals = cached_evals(url, ids)
-    table = results_table(evals, chosen, arms)
+    has_val = bool(len(evals)) and evals["benchmark"].astype(str).str.endswith(VAL_SUFFIX).any()
+    split = "test"
+    if has_val:
+        split = st.radio(
+            "results split", ["test", "validation"], horizontal=True, key="compare:split",
+            help="the held-out test split, or the validation split of the final evaluation",
+        )  # fmt: skip
+    st.subheader(f"Results: {split} split, latest evaluation of each run")
+    table = results_table(evals, chosen, arms, split=split)
     if table.empty:
-        st.info("No evaluations recorded for these runs yet (they are written every few cycles).")
-        return table
+        st.info(
+            f"No {split} evaluations recorded for these runs yet (they are written every few "
+            "cycles; validation scores come with a run's final evaluation)."
+        )
+        return table, split
     st.caption(
-        "Rows: method · model (each branch and the merged model). Columns: each benchmark "
-        "(domain), then Overall = mean over benchmarks. Best per column in bold."
-        + (" Cells: mean ± std over seeds." if arms else "")
+        f"Scores on the {split} split. Rows: method · model (each branch, the merged model, "
+        f"and for independent experts the {OWN_DOMAIN}: each expert on its own domain, "
+        "their reported model). Columns: each benchmark (domain), then Overall = mean over "
+        "benchmarks. Best per column in bold." + (" Cells: mean ± std over seeds." if arms else "")
     )
     st.markdown(results_markdown(table))
     csv_button(format_results(table), "CSV: results table", "results.csv", "csv:results")
     csv_button(evals, "CSV: all evaluations", "evaluations.csv", "csv:evals")
-    return table
+    return table, split
 
 
 def config_diff_section(chosen: list[Run], labels: dict[int, str]) -> pd.DataFrame:
@@ -231,7 +247,13 @@ def config_diff_section(chosen: list[Run], labels: dict[int, str]) -> pd.DataFra
 
 
 def report_button(
-    chosen: list[Run], figs: list[Any], table: pd.DataFrame, diff: pd.DataFrame
+    chosen: list[Run],
+    figs: list[Any],
+    table: pd.DataFrame,
+    diff: pd.DataFrame,
+    *,
+    split: str = "test",
+    grid: GridReport | None = None,
 ) -> None:
     """Download the selection as one self-contained HTML file (opens offline)."""
     st.subheader("Report")
@@ -242,10 +264,13 @@ def report_button(
     st.download_button(
         "Download report (HTML)",
         # built when clicked (plotly.js is inlined: ~5 MB), not on every rerun
-        lambda: compare_report(chosen, figs, table, diff, title=f"copd: {title}").encode(),
+        lambda: compare_report(
+            chosen, figs, table, diff, title=f"copd: {title}", split=split, grid=grid
+        ).encode(),
         file_name=f"copd-report-{title.split()[-1].replace(',', '-')}.html",
         mime="text/html",
         key="compare:report",
-        help="the figures with their data, the results table, the config differences and each "
-        "run's code revision, in one file that opens offline",
+        help="the figures with their data, the results table (with its split), the grid view "
+        "and its paired test, the config differences and each run's code revision, in one "
+        "file that opens offline",
     )

@@ -207,6 +207,36 @@ def latest_evals(evals: pd.DataFrame) -> pd.DataFrame:
     return evals[evals["step"] == last]
 
 
+OWN_DOMAIN = "own-domain experts"
+# Methods whose branches are never merged: their reported model is each branch on its own
+# domain (the paper's per-domain experts), a row composed from the branch evaluations.
+UNMERGED_METHODS = ("expert",)
+
+
+def own_domain_rows(evals: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
+    """For each unmerged run (independent experts), its branches' scores on their own
+    domain as one model, OWN_DOMAIN: benchmark `add` scored by the branch whose task is
+    `add` (and `add@val` likewise). Empty when no run qualifies."""
+    tasks = {
+        r.id: {str(b.get("task")): str(b.get("name")) for b in (r.config or {}).get("branches", [])}
+        for r in runs
+        if r.method in UNMERGED_METHODS
+    }
+    if evals.empty or not tasks:
+        return evals.iloc[0:0]
+    ev = evals[evals["run_id"].isin(tasks)]
+    task = ev["benchmark"].astype(str).str.removesuffix(VAL_SUFFIX)
+    owner = [tasks[rid].get(t) for rid, t in zip(ev["run_id"], task, strict=True)]
+    mine = ev[ev["model"].astype(str) == pd.Series(owner, index=ev.index, dtype=object)]
+    return mine.assign(model=OWN_DOMAIN)
+
+
+def with_own_domain(evals: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
+    """`evals` plus the OWN_DOMAIN rows of the unmerged runs."""
+    extra = own_domain_rows(evals, runs)
+    return pd.concat([evals, extra], ignore_index=True) if len(extra) else evals
+
+
 def results_table(
     evals: pd.DataFrame,
     runs: list[Run],
@@ -227,6 +257,7 @@ def results_table(
     ev = latest_evals(benchmarks_only(evals, split))
     if ev.empty:
         return pd.DataFrame()
+    ev = with_own_domain(ev, runs)  # the experts' reported model, beside their branches
     method = {r.id: r.method for r in runs}
     arm = arms or {r.id: f"{r.method} #{r.id}" for r in runs}
     ev = ev[ev["run_id"].isin(arm)].copy()
@@ -254,7 +285,7 @@ def results_table(
 
 def _row_order(label: str) -> tuple[str, int, str]:
     method, _, model = label.partition(" · ")
-    return (method, {"merged": 1, "base": 2}.get(model, 0), model)
+    return (method, {"merged": 1, OWN_DOMAIN: 1, "base": 2}.get(model, 0), model)
 
 
 def format_results(table: pd.DataFrame, digits: int = 3) -> pd.DataFrame:

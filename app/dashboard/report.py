@@ -5,7 +5,8 @@
 What it holds: every overlay figure with its data (Plotly's `to_html`; plotly.js is
 inlined once, in the first figure, so nothing is fetched), the paper-layout results table
 (`app.dashboard.queries.results_table`, best cell of each column in bold, as `results_markdown`
-marks it), the config differences, and for each run its method, seed, status and the code
+marks it) on the split it names, the grid view of a sweep with its paired test, the config
+differences, and for each run its method, seed, status and the code
 revision it ran. Pure: no Streamlit, no store.
 """
 
@@ -20,6 +21,7 @@ import pandas as pd
 from app.dashboard.queries import best_rows, format_results, status_label
 
 if TYPE_CHECKING:
+    from app.dashboard.sweep_data import GridReport
     from storage import Run
 
 STYLE = """
@@ -84,8 +86,12 @@ def compare_report(
     *,
     title: str,
     notes: str = "",
+    split: str = "test",
+    grid: GridReport | None = None,
 ) -> str:
-    """The whole report as one HTML document (UTF-8 text)."""
+    """The whole report as one HTML document (UTF-8 text): the results table says its
+    `split`; with `grid`, the Compare page's grid view (its figures, what it left out and
+    the paired test) follows it."""
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
         "<!DOCTYPE html>",
@@ -99,16 +105,26 @@ def compare_report(
     ]
     if not figures:
         parts.append("<p>No metrics were selected.</p>")
-    for i, fig in enumerate(figures):
-        body = fig.to_html(
-            full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False}
-        )
-        parts.append(f'<div class="figure">{body}</div>')
+    every = [*figures, *(grid.figures if grid else [])]  # plotly.js inlined in the first
+    divs = [
+        '<div class="figure">'
+        + fig.to_html(full_html=False, include_plotlyjs=(i == 0), config={"displaylogo": False})
+        + "</div>"
+        for i, fig in enumerate(every)
+    ]
+    parts += divs[: len(figures)]
     parts += [
-        "<h2>Results (latest evaluation of each run)</h2>",
-        "<p>Rows: method · model. Columns: each benchmark, then Overall = the mean over "
-        "benchmarks. Best per column in bold.</p>",
+        f"<h2>Results: {_esc(split)} split, latest evaluation of each run</h2>",
+        f"<p>Scores on the {_esc(split)} split. Rows: method · model (independent experts "
+        "also as each expert on its own domain). Columns: each benchmark, then Overall = "
+        "the mean over benchmarks. Best per column in bold.</p>",
         results_html(table),
+    ]
+    if grid is not None:
+        parts.append("<h2>Grid sweep: final score per swept parameter</h2>")
+        parts += [f"<p>{_esc(line)}</p>" for line in grid.lines]
+        parts += divs[len(figures) :]
+    parts += [
         "<h2>Config differences</h2>",
         frame_html(diff) if len(runs) > 1 else "<p>One run: nothing to compare.</p>",
         "</body></html>",

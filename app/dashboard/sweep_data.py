@@ -19,12 +19,13 @@ over its domains (the rule of copd.common.tables), so these numbers match the re
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from app.dashboard.queries import IDENTITY_FIELDS, flatten_config
+from app.dashboard.queries import IDENTITY_FIELDS, OWN_DOMAIN, flatten_config, with_own_domain
 from copd.common.names import VAL_SUFFIX
 from copd.common.stats import Paired, mean_std, paired
 from copd.common.tables import OVERALL, is_benchmark
@@ -34,6 +35,18 @@ if TYPE_CHECKING:
 
 SPLITS = ("validation", "test")
 ARM_SEP = " · "
+
+
+@dataclass
+class GridReport:
+    """What the Compare page's grid view showed, for the HTML report: its figures and its
+    lines of text (what was swept, what was left out, the paired test)."""
+
+    split: str
+    model: str
+    bench: str
+    figures: list[Any] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
 
 
 def sort_key(v: Any) -> tuple[int, float, str]:
@@ -98,12 +111,39 @@ def run_values(runs: list[Run], params: dict[str, list[Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run_id", "seed", "arm", *params])
 
 
+REPORTED = "reported model"
+
+
+def reported_evals(evals: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
+    """`evals` plus, per run, its reported model as REPORTED: the merged model where the
+    run merged its branches, else (independent experts) each expert on its own domain, so
+    a group of methods compares each by what it reports instead of dropping the experts."""
+    ev = with_own_domain(evals, runs)
+    if ev.empty:
+        return ev
+    merged = set(ev.loc[ev["model"] == "merged", "run_id"])
+    pick = (ev["model"] == "merged") | ((ev["model"] == OWN_DOMAIN) & ~ev["run_id"].isin(merged))
+    return pd.concat([ev, ev[pick].assign(model=REPORTED)], ignore_index=True)
+
+
 def eval_models(evals: pd.DataFrame) -> list[str]:
-    """Models with evaluations, the merged model first (a CoPD run's final product)."""
+    """Models with evaluations: each run's reported model first, then the merged model (a
+    CoPD run's final product)."""
     if evals.empty:
         return []
-    order = {"merged": 0, "base": 2}
+    order = {REPORTED: -1, "merged": 0, OWN_DOMAIN: 0, "base": 2}
     return sorted(evals["model"].astype(str).unique(), key=lambda m: (order.get(m, 1), m))
+
+
+def left_out(runs: list[Run], table: pd.DataFrame, model: str, split: str) -> list[str]:
+    """The runs a score table lacks, each with why: `#2 expert: no reported model ...`."""
+    have = set(table["run_id"]) if len(table) else set()
+    why = (
+        f"no {split} evaluation of its {model}"
+        if model != "merged"
+        else f"no merged model on the {split} split (experts are not merged)"
+    )
+    return [f"#{r.id} {r.method}: {why}" for r in runs if r.id not in have]
 
 
 def final_scores(evals: pd.DataFrame, model: str, split: str = "test") -> pd.DataFrame:
