@@ -163,6 +163,48 @@ class MetricLatestRow(Base):
     wall_time: Mapped[float] = mapped_column(Double)
 
 
+class MetricRollupRow(Base):
+    """Per (run, key, width, block of `width` steps): the block's row count, step range, and
+    its minimum, maximum and first NaN row (storage/rollup.py). Kept up to date in the
+    transaction that writes the metrics, so a long series is downsampled from its blocks."""
+
+    __tablename__ = "metric_rollup"
+
+    run_id: Mapped[int] = mapped_column(Integer, _run_fk(), primary_key=True)
+    width: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(250), primary_key=True)
+    block: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n: Mapped[int] = mapped_column(Integer)
+    nan_n: Mapped[int] = mapped_column(Integer)
+    smin: Mapped[int] = mapped_column(Integer)
+    smax: Mapped[int] = mapped_column(Integer)
+    lo_step: Mapped[int] = mapped_column(Integer)
+    lo_cycle: Mapped[int] = mapped_column(Integer)
+    lo_phase: Mapped[str] = mapped_column(String(32))
+    lo_scope: Mapped[str] = mapped_column(String(250))
+    lo_value: Mapped[float] = mapped_column(Double)
+    lo_is_nan: Mapped[bool] = mapped_column(Boolean)
+    lo_is_inf: Mapped[bool] = mapped_column(Boolean)
+    lo_wall_time: Mapped[float] = mapped_column(Double)
+    hi_step: Mapped[int] = mapped_column(Integer)
+    hi_cycle: Mapped[int] = mapped_column(Integer)
+    hi_phase: Mapped[str] = mapped_column(String(32))
+    hi_scope: Mapped[str] = mapped_column(String(250))
+    hi_value: Mapped[float] = mapped_column(Double)
+    hi_is_nan: Mapped[bool] = mapped_column(Boolean)
+    hi_is_inf: Mapped[bool] = mapped_column(Boolean)
+    hi_wall_time: Mapped[float] = mapped_column(Double)
+    # the block's first NaN row; NULL when the block has none
+    nan_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    nan_cycle: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    nan_phase: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    nan_scope: Mapped[str | None] = mapped_column(String(250), nullable=True)
+    nan_value: Mapped[float | None] = mapped_column(Double, nullable=True)
+    nan_is_nan: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    nan_is_inf: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    nan_wall_time: Mapped[float | None] = mapped_column(Double, nullable=True)
+
+
 class EvaluationRow(Base):
     __tablename__ = "evaluations"
     __table_args__ = (Index("ix_evaluations_run_id_step", "run_id", "step"),)

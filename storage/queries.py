@@ -9,9 +9,12 @@ Downsampling (`series_frame`), per (run, key) series with more than `max_points`
     - the first and last row of the series are always kept;
     - nb = (max_points - 2) // 2, or (max_points - 2) // 3 when the series holds a NaN, so the
       result never exceeds max_points rows.
-Shorter series come back whole, from a plain indexed select (a per-series count decides
-which is which). The long ones are downsampled in one SQL statement with window functions
-(SQLite >= 3.28, PostgreSQL), so only kept rows leave the database.
+Shorter series come back whole, from a plain indexed select (the per-series counts of the
+rollup decide which is which). The long ones are downsampled from the min/max rollup blocks
+(storage/rollup.py: blocks inside one bucket by their kept rows, blocks across a boundary by
+their rows), which keeps exactly the rows a scan of every row keeps; long series with fewer
+distinct steps than buckets by the windowed SQL below over their rows (SQLite >= 3.28,
+PostgreSQL). Either way only kept rows leave the database.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import pandas as pd
 from sqlalchemy import bindparam, text
 from sqlalchemy.orm import Session
 
+from storage import rollup
 from storage.entities import MetricPoint
 from storage.models import decode_float
 
@@ -64,11 +68,6 @@ FROM ranked
 WHERE n <= :max_points OR rn_first = 1 OR rn_first = n OR r_min = 1 OR r_max = 1
    OR (is_nan AND r_nan = 1)
 ORDER BY run_id, key, step, id
-"""
-
-_COUNT_SQL = """
-SELECT run_id, key, COUNT(*) FROM metrics
-WHERE run_id IN :run_ids AND key IN :keys GROUP BY run_id, key
 """
 
 _PLAIN_SQL = """
@@ -144,31 +143,36 @@ def series_frame(s: Session, run_ids: list[int], keys: list[str], max_points: in
         raise ValueError(f"max_points={max_points} is too small; use at least 4")
     if not run_ids or not keys:
         return pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in SERIES_COLUMNS})
-    params = {"run_ids": list(run_ids), "keys": list(keys)}
-    # Most series are short: count first (an index-only read), fetch short series with a
-    # plain select, and run the windowed downsampler only over the long ones.
-    counts = s.execute(_expanding(_COUNT_SQL), params).all()
-    long_pairs = {(r, k) for r, k, n in counts if n > max_points}
-    rows = []
-    if len(long_pairs) < len(counts):
-        short = s.execute(_expanding(_PLAIN_SQL), params).all()
-        rows += [row for row in short if (row[0], row[1]) not in long_pairs]
-    if long_pairs:
-        long_params = {
-            "run_ids": sorted({r for r, _ in long_pairs}),
-            "keys": sorted({k for _, k in long_pairs}),
-            "max_points": max_points,
-            "nb": bucket_count(max_points, False),
-            "nb_nan": bucket_count(max_points, True),
-        }
-        sampled = s.execute(_expanding(_SERIES_SQL), long_params).all()
-        rows += [row for row in sampled if (row[0], row[1]) in long_pairs]
+    # Per series its row count, step range and NaN count, from the coarsest rollup blocks
+    # (storage/rollup.py): short series are read whole by a plain indexed select, long ones
+    # from the blocks of the width that reads least, and the rare long series with fewer
+    # distinct steps than buckets by the windowed downsampler over their rows.
+    stats = s.execute(
+        _expanding(rollup.SERIES_STATS_SQL),
+        {"run_ids": list(run_ids), "keys": list(keys), "w": rollup.WIDTHS[-1]},
+    ).all()
+    short: list[tuple[int, str]] = []
+    by_width: dict[int, set[tuple[int, str]]] = {}
+    scan: set[tuple[int, str]] = set()
+    for run_id, key, n, s0, s1, nans in stats:
+        if n <= max_points:
+            short.append((run_id, key))
+            continue
+        nb, span = bucket_count(max_points, bool(nans)), s1 - s0 + 1
+        if span < nb:
+            scan.add((run_id, key))
+        else:
+            by_width.setdefault(rollup.pick_width(n, span, nb), set()).add((run_id, key))
+    rows = _plain_rows(s, short)
+    for width, pairs in by_width.items():
+        rows += _rollup_rows(s, pairs, width, max_points)
+    if scan:
+        rows += _windowed_rows(s, scan, max_points)
     cols = [*SERIES_COLUMNS[:6], "value", "is_nan", "is_inf", "wall_time"]
     df = pd.DataFrame(rows, columns=cols)
-    if not df.empty:
-        df = df.sort_values(["run_id", "key", "step"], kind="stable")
     if df.empty:
         return pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in SERIES_COLUMNS})
+    df = df.sort_values(["run_id", "key", "step"], kind="stable")
     df["value"] = decode_values(
         df["value"].to_numpy(), df["is_nan"].to_numpy(), df["is_inf"].to_numpy()
     )
@@ -176,6 +180,69 @@ def series_frame(s: Session, run_ids: list[int], keys: list[str], max_points: in
     for c in SERIES_COLUMNS:
         df[c] = df[c].astype(_dtype(c))
     return df[SERIES_COLUMNS].reset_index(drop=True)
+
+
+def _pair_params(pairs) -> dict:
+    return {"run_ids": sorted({r for r, _ in pairs}), "keys": sorted({k for _, k in pairs})}
+
+
+def _plain_rows(s: Session, pairs: list[tuple[int, str]]) -> list:
+    """Every row of these series: one select per set of keys shared by some runs."""
+    keys_of: dict[int, list[str]] = {}
+    for run_id, key in pairs:
+        keys_of.setdefault(run_id, []).append(key)
+    runs_of: dict[tuple[str, ...], list[int]] = {}
+    for run_id, ks in keys_of.items():
+        runs_of.setdefault(tuple(sorted(ks)), []).append(run_id)
+    rows: list = []
+    for ks, ids in runs_of.items():
+        params = {"run_ids": ids, "keys": list(ks)}
+        rows += s.execute(_expanding(_PLAIN_SQL), params).all()
+    return rows
+
+
+def _rollup_rows(s: Session, pairs: set[tuple[int, str]], width: int, max_points: int) -> list:
+    """The kept rows of long series, from their blocks of `width` steps, plus each series'
+    first and last row; a row kept for two reasons comes back once."""
+    params = {
+        **_pair_params(pairs),
+        "w": width,
+        "nb": bucket_count(max_points, False),
+        "nb_nan": bucket_count(max_points, True),
+    }
+    rows: list = []
+    for sql in (rollup.ROLLUP_SERIES_SQL, rollup.FIRST_ROWS_SQL, rollup.LAST_ROWS_SQL):
+        rows += [tuple(r) for r in s.execute(_expanding(sql), params) if (r[0], r[1]) in pairs]
+    return list(dict.fromkeys(rows))
+
+
+def _windowed_rows(s: Session, pairs: set[tuple[int, str]], max_points: int) -> list:
+    params = {
+        **_pair_params(pairs),
+        "max_points": max_points,
+        "nb": bucket_count(max_points, False),
+        "nb_nan": bucket_count(max_points, True),
+    }
+    return [r for r in s.execute(_expanding(_SERIES_SQL), params) if (r[0], r[1]) in pairs]
+
+
+_VERSION_SQL = (
+    "SELECT run_id, SUM(n) FROM metric_rollup WHERE run_id IN :run_ids AND width = :w"
+    " GROUP BY run_id",
+    "SELECT run_id, MAX(wall_time), SUM(step) FROM metric_latest WHERE run_id IN :run_ids"
+    " GROUP BY run_id",
+    "SELECT run_id, MAX(id) FROM events WHERE run_id IN :run_ids GROUP BY run_id",
+    "SELECT run_id, MAX(id), COUNT(*) FROM evaluations WHERE run_id IN :run_ids GROUP BY run_id",
+)
+
+
+def data_version(s: Session, run_ids: list[int]) -> tuple:
+    """RunStore.data_version: per query of _VERSION_SQL, its rows sorted by run."""
+    if not run_ids:
+        return ()
+    params = {"run_ids": sorted(set(run_ids)), "w": rollup.WIDTHS[-1]}
+    stmt = [text(q).bindparams(bindparam("run_ids", expanding=True)) for q in _VERSION_SQL]
+    return tuple(tuple(sorted(tuple(r) for r in s.execute(q, params))) for q in stmt)
 
 
 def _expanding(sql: str):

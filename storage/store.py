@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from copd.common.tags import MAX_TAGS, TagError, check_notes, check_tags
+from storage import rollup
 from storage.db import Database, check_url, default_db_url, make_engine, sqlite_path
 from storage.entities import (
     STATUSES,
@@ -51,6 +52,7 @@ from storage.models import (
 )
 from storage.queries import (
     REFILL_LATEST_SQL,
+    data_version,
     latest_of_batch,
     latest_points,
     series_frame,
@@ -397,6 +399,12 @@ class RunStore:
     _METRIC_COLS = ("run_id", "step", "cycle", "phase", "scope", "key", "value", "is_nan",
                     "is_inf", "wall_time")  # fmt: skip
 
+    def _marks(self, n: int) -> list[str]:
+        """n placeholders in the driver's own parameter style."""
+        style = self.db.engine.dialect.paramstyle
+        return [f":{i + 1}" if style == "numeric" else "?" if style == "qmark" else "%s"
+                for i in range(n)]  # fmt: skip
+
     def log_metric_rows(
         self, run_id: int, rows: list[tuple[str, float, int, int, str, str, float]]
     ) -> None:
@@ -410,9 +418,7 @@ class RunStore:
             v, is_nan, is_inf = encode_float(value)
             params.append((run_id, int(step), int(cycle), phase, scope, key, v, is_nan, is_inf,
                            float(wall_time)))  # fmt: skip
-        style = self.db.engine.dialect.paramstyle
-        marks = [f":{i + 1}" if style == "numeric" else "?" if style == "qmark" else "%s"
-                 for i in range(len(self._METRIC_COLS))]  # fmt: skip
+        marks = self._marks(len(self._METRIC_COLS))
         sql = f"INSERT INTO metrics ({', '.join(self._METRIC_COLS)}) VALUES ({', '.join(marks)})"
         try:
             with self.db.session(write=True) as s:
@@ -420,6 +426,9 @@ class RunStore:
                 conn.exec_driver_sql(sql, params)
                 # the latest value per key, in the same transaction (one row per key)
                 conn.exec_driver_sql(upsert_latest_sql(marks), latest_of_batch(params))
+                # and the min/max blocks of the downsampler (storage/rollup.py)
+                blocks = rollup.rollup_of_batch(params)
+                conn.exec_driver_sql(rollup.upsert_sql(self._marks(len(rollup.COLUMNS))), blocks)
         except IntegrityError:
             self.get_run(run_id)  # raises KeyError "run N does not exist" when that is why
             raise
@@ -498,6 +507,13 @@ class RunStore:
             if counts["metrics"]:
                 s.execute(delete(MetricLatestRow).where(MetricLatestRow.run_id == int(run_id)))
                 s.execute(text(REFILL_LATEST_SQL), {"run_id": int(run_id)})
+                for w in rollup.WIDTHS:  # the blocks from the one holding `step` on
+                    b = rollup.block_of(int(step), w)
+                    s.execute(text(rollup.TRUNCATE_DELETE_SQL), {"r": int(run_id), "w": w, "b": b})
+                    s.execute(
+                        text(rollup.TRUNCATE_REFILL_SQL),
+                        {"r": int(run_id), "w": w, "start": b * w, "s": int(step)},
+                    )
         return counts
 
     # ---- reads ---------------------------------------------------------------------------
@@ -542,6 +558,14 @@ class RunStore:
         key_list = [keys] if isinstance(keys, str) else list(keys)
         with self.db.session() as s:
             return series_frame(s, _as_ids(run_ids), key_list, int(max_points))
+
+    def data_version(self, run_ids: int | list[int]) -> tuple:
+        """A signature of everything the dashboard draws of these runs' data: it changes
+        whenever a metric, evaluation or event of one of them is written or removed (row
+        counts per run from the coarsest rollup blocks, the newest wall time per run, the
+        newest event and evaluation ids). A few index reads, whatever the runs' length."""
+        with self.db.session() as s:
+            return data_version(s, _as_ids(run_ids))
 
     def latest_metrics(self, run_id: int, keys: list[str] | None = None) -> dict[str, MetricPoint]:
         """Per key, the point with the highest step (ties: the last written), read from the
