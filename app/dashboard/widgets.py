@@ -222,11 +222,11 @@ def run_label(run: Run) -> str:
     return f"#{run.id} {run.name} · {run.method} · {status_label(run.status)}"
 
 
-def empty_state(message: str, *, button: str = "🚀 Launch the demo", key: str = "empty") -> None:
+def empty_state(message: str, *, button: str = "Launch the demo", key: str = "empty") -> None:
     """A friendly 'nothing here yet' with the next step as a button that launches the demo
     group and opens it on the Live view."""
     st.info(message)
-    if st.button(button, key=f"{key}:launch", type="primary"):
+    if st.button(button, key=f"{key}:launch", type="primary", icon=":material/rocket_launch:"):
         launch_demo_and_watch()
 
 
