@@ -53,6 +53,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from copd.spec import ConfigError
     from copd.train.results import results_table
 
+    tags, notes = run_labels(args)  # before anything loads
     if args.resume:
         cfg_path = Path(args.resume) / "config.json"
         spec = str(cfg_path) if cfg_path.exists() else args.config
@@ -64,7 +65,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         # A recorded run gets a folder of its own, runs/<id>-<name>: parallel runs of one
         # config never share metrics.jsonl, results.json or checkpoints.
         store = open_store(args.db)
-        run_id, out = new_recorded_run(cfg, store, Path("runs"))
+        run_id, out = new_recorded_run(cfg, store, Path("runs"), tags=tags, notes=notes)
+        tags, notes = (), ""  # on the new row already
     elif args.out or args.resume:
         out = Path(args.out or args.resume)
         if not args.resume and run_id is None and (out / "metrics.jsonl").exists():
@@ -76,8 +78,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         out = unique_run_dir(Path("runs"), cfg.name)
         print(f"run folder: {out}", file=sys.stderr)
     scores = train_run(
-        cfg, out, db=None if store else args.db, run_id=run_id, resume=args.resume, store=store
-    )
+        cfg, out, db=None if store else args.db, run_id=run_id, resume=args.resume, store=store,
+        tags=tags, notes=notes,
+    )  # fmt: skip
     if scores is None:
         print(
             f"stopped; resume with: copd train {out / 'config.json'} --resume {out}",
@@ -87,6 +90,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(results_table(scores))
     print(f"\nresults: {out / 'results.json'}")
     return 0
+
+
+def add_label_args(p: argparse.ArgumentParser) -> None:
+    """`--tag` (repeatable) and `--notes` on a command that records runs (train, launch,
+    sweep)."""
+    p.add_argument(
+        "--tag", dest="tags", action="append", default=[], metavar="TAG",
+        help="tag the run (repeat for several), e.g. --tag ablation; find it with "
+        "copd runs --where '\"ablation\" in tags'",
+    )  # fmt: skip
+    p.add_argument("--notes", default="", help="free-text notes on the run (copd note edits them)")
+
+
+def run_labels(args: argparse.Namespace) -> tuple[tuple[str, ...], str]:
+    """The checked --tag values and --notes (copd.common.tags: TagError names the fix),
+    before anything is loaded or recorded. Tags and notes live in the run store, so
+    `copd train` takes them only with --db."""
+    from copd.common.tags import TagError, check_notes, check_tags
+
+    tags, notes = check_tags(args.tags), check_notes(args.notes)
+    if (tags or notes) and args.cmd == "train" and not args.db:
+        raise TagError(
+            "--tag and --notes are kept in the run store: add --db URL (e.g. --db "
+            "sqlite:///runs.db), or queue the run with copd launch"
+        )
+    return tags, notes
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -297,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint"
     )
+    add_label_args(t)
     add_trust_flag(t)
     t.set_defaults(func=cmd_train)
 

@@ -21,7 +21,6 @@ from storage.entities import (
     MetricPoint,
     Run,
     RunStatus,
-    Sample,
     allowed_actions,
     allows,
 )
@@ -39,7 +38,6 @@ __all__ = [
     "Run",
     "RunStatus",
     "RunStore",
-    "Sample",
     "allowed_actions",
     "allows",
     "StoreError",

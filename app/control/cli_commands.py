@@ -1,7 +1,12 @@
-"""`copd launch|runs|cancel|resume|supervise`: the command-line face of `app.control.launcher`.
+"""`copd launch|runs|tag|note|cancel|resume|supervise`: the command-line face of
+`app.control.launcher` and the run store.
 
     copd launch demo --set schedule.cycles=2 --group smoke      # prints the run id
+    copd launch demo --tag ablation --tag beta --notes "beta=2"   # tags and notes on the run
     copd runs                                                     # table of runs (--json)
+    copd runs --where 'opd.beta >= 1 and "ablation" in tags'      # search (copd/common/query.py)
+    copd tag 3 +baseline -ablation         copd tag 3             # edit / show a run's tags
+    copd note 3 "lr too high"              copd note 3 -a "more"  # replace / append its notes
     copd cancel 3          copd resume 3          copd supervise
     copd store backup copd-backup.db                              # a copy, safe while runs write
     copd store check                                              # exit 1 when the store is damaged
@@ -28,8 +33,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.control import samples_cli
-
 if TYPE_CHECKING:
     from app.control.launcher import Launcher
     from storage import Run, RunStore
@@ -39,7 +42,7 @@ OVERLAP_KEY = re.compile(r"^pair/[^/]+/overlap_top10$")
 
 def register(subparsers: Any) -> None:
     """Add the launcher subcommands to copd's argparse subparsers."""
-    from copd.cli import add_trust_flag
+    from copd.cli import add_label_args, add_trust_flag
 
     p = subparsers.add_parser("launch", help="queue a training run and start it when possible")
     p.add_argument("config", help="a preset name (see `copd presets`) or a JSON/YAML config file")
@@ -50,6 +53,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--no-wait", action="store_true", help="return at once even if the run is still queued"
     )
+    add_label_args(p)
     add_trust_flag(p)
     add_store_args(p)
     p.set_defaults(func=cmd_launch)
@@ -60,10 +64,32 @@ def register(subparsers: Any) -> None:
 
     p.add_argument("--status", default=None, choices=STATUSES, help="only runs with this status")
     p.add_argument("--group", default=None, help="only runs of this group")
+    p.add_argument(
+        "--where", default=None, metavar="QUERY",
+        help='only runs the query matches, e.g. \'opd.beta >= 1 and "ablation" in tags\' '
+        "(fields: id, name, status, method, group, tags, notes, seed and any config field)",
+    )  # fmt: skip
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--watch", type=float, default=0.0, metavar="S", help="refresh every S s")
     add_store_args(p)
     p.set_defaults(func=cmd_runs)
+
+    p = subparsers.add_parser(
+        "tag", help="add (+TAG or TAG) and remove (-TAG) a run's tags; no change: show them",
+        usage="copd tag RUN [+TAG | TAG | -TAG ...] [--db URL]",
+    )  # fmt: skip
+    p.add_argument("run_id", type=int, metavar="RUN")
+    # REMAINDER: a removal `-old` reads as an option to argparse; cmd_tag parses the changes
+    p.add_argument("changes", nargs=argparse.REMAINDER, help="+TAG or TAG adds, -TAG removes")
+    p.add_argument("--db", default=None, help="run store URL (default: $COPD_DB_URL or ~/.copd)")
+    p.set_defaults(func=cmd_tag)
+
+    p = subparsers.add_parser("note", help="set (or --append to) a run's notes; no text: show them")
+    p.add_argument("run_id", type=int, metavar="RUN")
+    p.add_argument("text", nargs="?", default=None, help='the notes ("" clears them)')
+    p.add_argument("-a", "--append", metavar="TEXT", help="add TEXT as a new line instead")
+    p.add_argument("--db", default=None, help="run store URL (default: $COPD_DB_URL or ~/.copd)")
+    p.set_defaults(func=cmd_note)
 
     p = subparsers.add_parser("cancel", help="stop a run (SIGTERM, then SIGKILL after --grace)")
     p.add_argument("run_id", type=int)
@@ -80,8 +106,6 @@ def register(subparsers: Any) -> None:
     p.add_argument("--interval", type=float, default=2.0, help="seconds between ticks")
     add_store_args(p)
     p.set_defaults(func=cmd_supervise)
-
-    samples_cli.register(subparsers)
 
     p = subparsers.add_parser("store", help="back up or check the run store (SQLite)")
     actions = p.add_subparsers(dest="store_cmd", required=True)
@@ -129,14 +153,17 @@ def load_config(spec: str, overrides: list[str]) -> Any:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
-    from copd.cli import with_trust
+    from copd.cli import run_labels, with_trust
     from copd.spec import ConfigError
     from storage import RunStatus
 
+    tags, notes = run_labels(args)  # before the config is loaded or checked
     try:
         cfg = load_config(args.config, with_trust(args, args.overrides))
         launcher = launcher_from_args(args)
-        run = launcher.submit(cfg, name=args.name, group=args.group, gpus=args.gpus)
+        run = launcher.submit(
+            cfg, name=args.name, group=args.group, gpus=args.gpus, tags=tags, notes=notes
+        )
     except ConfigError as exc:
         print(f"copd launch: {exc}", file=sys.stderr)
         return 2
@@ -166,7 +193,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
     while True:
         if writable:
             launcher.tick()
-        runs = launcher.store.list_runs(status=args.status, group=args.group, limit=args.limit)
+        runs = launcher.store.list_runs(
+            status=args.status, group=args.group, limit=args.limit, where=args.where
+        )
         rows = [run_summary(launcher.store, r) for r in runs]
         if args.json:
             print(json.dumps(json_safe(rows), indent=2, default=str, allow_nan=False))
@@ -180,6 +209,53 @@ def cmd_runs(args: argparse.Namespace) -> int:
             time.sleep(args.watch)
         except KeyboardInterrupt:
             return 0
+
+
+def parse_tag_changes(changes: list[str]) -> tuple[list[str], list[str], str | None]:
+    """`+a b -c --db URL` -> (add ["a", "b"], remove ["c"], db "URL"). Tags start with a
+    letter or digit (copd.common.tags), so a leading +/- is always the edit's sign."""
+    add, remove, db = [], [], None
+    items = iter(changes)
+    for item in items:
+        if item == "--":
+            continue
+        if item == "--db":
+            db = next(items, None)
+        elif item.startswith("--db="):
+            db = item.removeprefix("--db=")
+        elif item.startswith("-"):
+            remove.append(item[1:])
+        else:
+            add.append(item.removeprefix("+"))
+    return add, remove, db
+
+
+def cmd_tag(args: argparse.Namespace) -> int:
+    from storage import RunStore
+
+    add, remove, db = parse_tag_changes(args.changes)
+    store = RunStore.from_url(db or args.db)
+    run = store.edit_tags(args.run_id, add=add, remove=remove) if add or remove else None
+    run = run or store.get_run(args.run_id)
+    print(f"run {run.id}: {' '.join(run.tags) if run.tags else '(no tags)'}")
+    return 0
+
+
+def cmd_note(args: argparse.Namespace) -> int:
+    from copd.spec import ConfigError
+    from storage import RunStore
+
+    if args.text is not None and args.append is not None:
+        raise ConfigError("copd note: give the new notes or --append TEXT, not both")
+    store = RunStore.from_url(args.db)
+    if args.append is not None:
+        run = store.set_notes(args.run_id, args.append, append=True)
+    elif args.text is not None:
+        run = store.set_notes(args.run_id, args.text)
+    else:
+        run = store.get_run(args.run_id)
+    print(run.notes if run.notes else f"run {run.id}: (no notes)")
+    return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -268,6 +344,8 @@ def run_summary(store: RunStore, run: Run) -> dict[str, Any]:
         "overlap_top10": latest_overlap(store, run.id),
         "started": run.started_at.isoformat(timespec="seconds") if run.started_at else None,
         "duration_s": round(duration, 1) if duration is not None else None,
+        "tags": list(run.tags),
+        "notes": run.notes,
     }
 
 
@@ -284,7 +362,8 @@ def json_safe(value: Any) -> Any:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """A fixed-width text table of `run_summary` rows."""
-    head = ["id", "name", "method", "group", "status", "progress", "overlap", "started", "duration"]
+    head = ["id", "name", "method", "group", "status", "progress", "overlap", "started", "duration",
+            "tags"]  # fmt: skip
     body = []
     for r in rows:
         started = (
@@ -305,6 +384,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
                 f"{ov:.3f}" if ov is not None else "-",
                 started,
                 _hms(r["duration_s"]),
+                ",".join(r["tags"]) or "-",
             ]
         )
     if not body:

@@ -45,6 +45,7 @@ from typing import Any
 
 from app.control import procs
 from app.control.gpus import GPU, detect_gpus
+from copd.common.tags import check_notes, check_tags
 from copd.runner import check_run_group, check_run_name, new_run_dir
 from copd.runner import slugify as slugify
 from copd.spec import ConfigError, RunConfig
@@ -141,9 +142,13 @@ class Launcher:
         group: str | None = None,
         gpus: int = 0,
         seed: int | None = None,
+        tags: Sequence[str] = (),
+        notes: str = "",
     ) -> Run:
         """Validate `cfg` and check it with `copd check` (raises ConfigError with the
-        message), then record a queued run in a new folder holding its config.json."""
+        message), then record a queued run in a new folder holding its config.json, with its
+        tags and notes (TagError before anything is checked when one is invalid)."""
+        tags, notes = check_tags(tags), check_notes(notes)
         data = cfg.to_dict() if isinstance(cfg, RunConfig) else json.loads(json.dumps(dict(cfg)))
         for key, value in (("name", name), ("method", method), ("group", group), ("seed", seed)):
             if value is not None:
@@ -180,6 +185,8 @@ class Launcher:
                 cpu_slots=0 if gpus else 1,
                 code_revision=code_revision(self.repo_root),
                 run_dir_for=folder,
+                tags=tags,
+                notes=notes,
             )
         except Exception:
             for d in made:  # nothing half-recorded: no row, no folder

@@ -30,14 +30,19 @@ if TYPE_CHECKING:
 
 
 def launch_sweep(
-    store: RunStore, launcher: Launcher, runs: Sequence[SweepRun], gpus: int = 0
-) -> list[Run]:
-    """Queue every run of a validated set in its group (nothing is started here). All or
-    nothing: if queueing fails part way, the runs already queued are removed."""
+    store: RunStore, launcher: Launcher, runs: Sequence[SweepRun], gpus: int = 0,
+    tags: Sequence[str] = (), notes: str = "",
+) -> list[Run]:  # fmt: skip
+    """Queue every run of a validated set in its group, each with `tags` and `notes`
+    (nothing is started here). All or nothing: if queueing fails part way, the runs already
+    queued are removed."""
     queued: list[Run] = []
     try:
         for r in runs:
-            run = launcher.submit(r.cfg, name=r.cfg.name, group=r.cfg.group, seed=r.seed, gpus=gpus)
+            run = launcher.submit(
+                r.cfg, name=r.cfg.name, group=r.cfg.group, seed=r.seed, gpus=gpus, tags=tags,
+                notes=notes,
+            )  # fmt: skip
             point = ", ".join(f"{k}={v}" for k, v in r.point.items()) or "none"
             store.log_event(
                 run.id, f"sweep {r.cfg.group}: preset {r.preset}, grid point {point}, seed {r.seed}"
@@ -54,7 +59,7 @@ def launch_sweep(
 def register(subparsers: Any) -> None:
     """Add `copd sweep` to copd's argparse subparsers."""
     from app.control.cli_commands import add_store_args
-    from copd.cli import add_trust_flag
+    from copd.cli import add_label_args, add_trust_flag
 
     p = subparsers.add_parser(
         "sweep", help="queue an ablation set: every preset x every seed, one group"
@@ -83,6 +88,7 @@ def register(subparsers: Any) -> None:
         help="sweep a field over values (repeatable: the cartesian product), e.g. opd.beta=0.5,1,2",
     )
     p.add_argument("--no-start", action="store_true", help="only queue; start nothing now")
+    add_label_args(p)
     add_trust_flag(p)
     add_store_args(p)
     p.set_defaults(func=cmd_sweep)
@@ -90,8 +96,9 @@ def register(subparsers: Any) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from app.control.cli_commands import launcher_from_args
-    from copd.cli import with_trust
+    from copd.cli import run_labels, with_trust
 
+    tags, notes = run_labels(args)
     names = list(args.presets)
     if args.set_name:
         names += [n for n in P.sets()[args.set_name] if n not in names]
@@ -101,7 +108,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         overrides = with_trust(args, args.overrides)
         runs = sweep_configs(names, seeds, args.group, overrides, grid)  # before any store
         launcher = launcher_from_args(args)
-        runs = launch_sweep(launcher.store, launcher, runs)
+        runs = launch_sweep(launcher.store, launcher, runs, tags=tags, notes=notes)
     except ConfigError as exc:
         print(f"copd sweep: {exc}", file=sys.stderr)
         return 2

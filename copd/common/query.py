@@ -136,7 +136,7 @@ def tokenize(text: str) -> list[Token]:
             foreign = two if two in _FOREIGN else c
             hint = _FOREIGN.get(foreign, "use and / or / not, comparisons, strings and numbers")
             raise _fail(f"{foreign!r} at column {i + 1} is not part of the query language: {hint}")
-    tokens.append(Token("end", None, len(text) + 1))
+    tokens.append(Token("end", None, len(text.rstrip()) + 1))
     return tokens
 
 
