@@ -48,6 +48,14 @@ def with_trust(args: argparse.Namespace, overrides: list[str]) -> list[str]:
     return [*overrides, "trust_task_code=true"] if trusted else overrides
 
 
+def with_report_to(args: argparse.Namespace, overrides: list[str]) -> list[str]:
+    """`overrides` plus `report_to=[...]` when the command got `--report-to` (repeated or
+    comma-separated names; validated with the config, did-you-mean included)."""
+    names = [n.strip() for v in getattr(args, "report_to", None) or [] for n in v.split(",")]
+    names = [n for n in names if n]
+    return [*overrides, f"report_to={json.dumps(names)}"] if names else overrides
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from copd.runner import load_config, new_recorded_run, open_store, train_run, unique_run_dir
     from copd.spec import ConfigError
@@ -57,9 +65,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         cfg_path = Path(args.resume) / "config.json"
         spec = str(cfg_path) if cfg_path.exists() else args.config
-        cfg = load_config(spec, with_trust(args, args.set))
+        cfg = load_config(spec, with_report_to(args, with_trust(args, args.set)))
     else:
-        cfg = load_config(args.config, with_trust(args, args.set))
+        cfg = load_config(args.config, with_report_to(args, with_trust(args, args.set)))
     store, run_id = None, args.run_id
     if args.db and not (args.out or args.resume) and run_id is None:
         # A recorded run gets a folder of its own, runs/<id>-<name>: parallel runs of one
@@ -326,6 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--resume", metavar="DIR", help="continue the run in DIR from its last checkpoint"
     )
+    t.add_argument(
+        "--report-to", action="append", default=[], metavar="NAME",
+        help="also send the run to an experiment tracker: tensorboard, mlflow, wandb or "
+        "trackio (repeat or comma-separate; sets report_to)",
+    )  # fmt: skip
     add_label_args(t)
     add_trust_flag(t)
     t.set_defaults(func=cmd_train)

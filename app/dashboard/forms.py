@@ -34,7 +34,10 @@ SECTIONS = (
     "alerts",
 )
 # Top-level fields the form shows in its own "run" group (branches have their own widget).
-RUN_FIELDS = ("name", "method", "seed", "group", "threads", "static_direction", "checkpoint_every")
+RUN_FIELDS = (
+    "name", "method", "seed", "group", "threads", "static_direction", "checkpoint_every",
+    "report_to",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -113,5 +113,23 @@ SYSTEM_RSS_MB = "system/rss_mb"
 SYSTEM_CPU_PERCENT = "system/cpu_percent"
 SYSTEM_GPU_MEM_MB = "system/gpu_mem_mb"  # peak CUDA memory allocated by this process
 
+# The machine, sampled every diagnostics.system_every_s seconds by a background thread
+# (copd/train/system_metrics.py): the host under system/host/, each GPU this process sees
+# under system/gpu/<i>/ (i: its CUDA index in this process).
+SYSTEM_HOST_CPU_PERCENT = "system/host/cpu_percent"  # all cores, 100 = every core busy
+SYSTEM_HOST_RAM_MB = "system/host/ram_used_mb"
+SYSTEM_HOST_RAM_PERCENT = "system/host/ram_percent"
+GPU_UTIL_PERCENT = "util_percent"
+GPU_MEM_USED_MB = "mem_used_mb"
+GPU_MEM_PERCENT = "mem_percent"
+GPU_POWER_W = "power_w"
+GPU_TEMP_C = "temp_c"
+
+
+def system_gpu(index: int, key: str) -> str:
+    """A GPU's sampled metric: system_gpu(0, GPU_POWER_W) -> "system/gpu/0/power_w"."""
+    return f"system/gpu/{index}/{key}"
+
+
 # Run progress
 PROGRESS = "run/progress"  # fraction of the schedule done, in [0, 1]

@@ -27,6 +27,9 @@ OPDAdvantage = Literal["sampled", "full_kl", "topk"]
 # Mixed GRPO's budget: the experts' combined K x T updates of `prompts_per_step` prompts,
 # or T updates (one CoPD branch's optimizer steps) of K x `prompts_per_step` prompts.
 MixedSteps = Literal["combined", "per_branch"]
+# Experiment trackers a run also reports to (`report_to`, the name TRL uses); each is an
+# optional extra: `pip install 'copd[tensorboard]'` (copd/train/trackers.py).
+Tracker = Literal["trackio", "tensorboard", "wandb", "mlflow"]
 
 METHODS: tuple[str, ...] = get_args(Method)
 DTYPES: tuple[str, ...] = get_args(Dtype)
@@ -40,3 +43,4 @@ BACKEND_KINDS: tuple[str, ...] = get_args(BackendKind)
 TEACHER_WEIGHTINGS: tuple[str, ...] = get_args(TeacherWeighting)
 OPD_ADVANTAGES: tuple[str, ...] = get_args(OPDAdvantage)
 MIXED_STEPS: tuple[str, ...] = get_args(MixedSteps)
+TRACKERS: tuple[str, ...] = get_args(Tracker)

@@ -11,8 +11,10 @@ from typing import Any
 from copd.spec.choices import (
     METHODS,
     MIXED_STEPS,
+    TRACKERS,
     Method,
     MixedSteps,
+    Tracker,
 )
 from copd.spec.errors import ConfigError, check
 from copd.spec.sections import (
@@ -66,6 +68,11 @@ class RunConfig:
     mixed_steps: MixedSteps = "combined"  # mixed GRPO: K x T updates, or T of K x prompts
     checkpoint_every: int = 0  # steps; 0 = only at phase ends and on SIGTERM
 
+    # Experiment trackers that also get the metrics, evaluations, samples and this config
+    # (beside the run store): any of trackio, tensorboard, wandb, mlflow; each writes under
+    # the run folder unless its own settings say otherwise (README, "Where your runs go").
+    report_to: tuple[Tracker, ...] = ()
+
     # ------------------------------------------------------------------ validation
     def validate(self) -> RunConfig:
         """Check every field before any work starts; raise ConfigError naming the fix.
@@ -76,6 +83,12 @@ class RunConfig:
         check(self.threads >= 0, "threads", "use 0 for the default or a positive count")
         check(self.checkpoint_every >= 0, "checkpoint_every", "use 0 or a step count")
         check(self.mixed_steps in MIXED_STEPS, "mixed_steps", f"use one of {MIXED_STEPS}")
+        check(
+            set(self.report_to) <= set(TRACKERS)
+            and len(set(self.report_to)) == len(self.report_to),
+            "report_to",
+            f"name each tracker once, from {list(TRACKERS)}",
+        )
         for section in (self.model, self.sampling, self.grpo, self.opd, self.schedule):
             section.check()
         names = [b.name for b in self.branches]

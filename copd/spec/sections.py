@@ -362,9 +362,18 @@ class DiagnosticsConfig:
     samples_every: int = 10
     samples_prompts: int = 2
     samples_cap: int = 5000
+    # System metrics sampled by a background thread every this many seconds while the run
+    # trains (host CPU and RAM; each visible GPU's utilisation, memory, power and temperature
+    # through nvidia-ml-py): copd/train/system_metrics.py. 0 turns the thread off.
+    system_every_s: float = 10.0
 
     def check(self) -> None:
         check(self.top_k >= 1, "diagnostics.top_k", "must be >= 1 (paper: 10)")
+        check(
+            self.system_every_s == 0 or self.system_every_s >= 0.01,
+            "diagnostics.system_every_s",
+            "use 0 (off) or a period in seconds, e.g. 10",
+        )
         check(self.samples_every >= 0, "diagnostics.samples_every", "use 0 to record no samples")
         check(self.samples_prompts >= 1, "diagnostics.samples_prompts", "must be >= 1")
         check(

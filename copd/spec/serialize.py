@@ -55,13 +55,18 @@ def coerce(tp: Any, value: Any, name: str) -> Any:
     if is_dataclass(tp):
         return from_dict(tp, value, name)
     if origin is tuple:
+        inner = args[0] if args else Any
+        if isinstance(value, str) and get_origin(inner) is Literal:
+            # A list of choices may be written as text: "tensorboard" or "wandb,mlflow".
+            value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{name}: expected a list, got {value!r}")
-        inner = args[0] if args else Any
         return tuple(coerce(inner, v, f"{name}[{i}]") for i, v in enumerate(value))
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"{name}: {value!r} is not allowed; use one of {list(args)}")
+            close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
+            hint = f" did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{name}: {value!r} is not allowed;{hint} use one of {list(args)}")
         return value
     if origin is dict:
         if not isinstance(value, dict):

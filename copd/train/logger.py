@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Protocol, TextIO
@@ -150,34 +151,42 @@ class JsonlLogger(NullLogger):
 
 
 class MultiLogger(NullLogger):
-    """Fans every call out to several loggers."""
+    """Fans every call out to several loggers. Calls are serialised by a lock, so another
+    thread (the system-metrics sampler, copd/train/system_metrics.py) may log too."""
 
     def __init__(self, *loggers: Logger):
         self.loggers = [lg for lg in loggers if lg is not None]
+        self.lock = threading.RLock()
 
     def log_metrics(self, metrics, *, step, cycle=0, phase=""):
-        for lg in self.loggers:
-            lg.log_metrics(metrics, step=step, cycle=cycle, phase=phase)
+        with self.lock:
+            for lg in self.loggers:
+                lg.log_metrics(metrics, step=step, cycle=cycle, phase=phase)
 
     def log_eval(self, model, benchmark, score, n, *, step):
-        for lg in self.loggers:
-            lg.log_eval(model, benchmark, score, n, step=step)
+        with self.lock:
+            for lg in self.loggers:
+                lg.log_eval(model, benchmark, score, n, step=step)
 
     def log_event(self, message, *, level="info", step=None):
-        for lg in self.loggers:
-            lg.log_event(message, level=level, step=step)
+        with self.lock:
+            for lg in self.loggers:
+                lg.log_event(message, level=level, step=step)
 
     def log_checkpoint(self, path, *, step):
-        for lg in self.loggers:
-            lg.log_checkpoint(path, step=step)
+        with self.lock:
+            for lg in self.loggers:
+                lg.log_checkpoint(path, step=step)
 
     def log_samples(self, rows, *, step, cycle=0, phase=""):
-        for lg in self.loggers:
-            lg.log_samples(rows, step=step, cycle=cycle, phase=phase)
+        with self.lock:
+            for lg in self.loggers:
+                lg.log_samples(rows, step=step, cycle=cycle, phase=phase)
 
     def flush(self):
-        for lg in self.loggers:
-            lg.flush()
+        with self.lock:
+            for lg in self.loggers:
+                lg.flush()
 
     def close(self):
         for lg in self.loggers:
