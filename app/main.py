@@ -26,14 +26,16 @@ from app.dashboard.widgets import PAGES_DIR, ensure_supervisor, require_token  #
 st.set_page_config(page_title="copd", page_icon="📊", layout="wide")
 require_token()  # a served-to-the-network dashboard: nothing renders without its token
 ensure_supervisor()
+# Page icons from Streamlit's bundled Material Symbols font, beside each page's name: they
+# render without an emoji font (where an emoji would be an empty box).
 nav = st.navigation(
     [
-        st.Page(PAGES_DIR / "home.py", title="Home", icon="🏠", default=True),
-        st.Page(PAGES_DIR / "launch.py", title="Launch", icon="🚀"),
-        st.Page(PAGES_DIR / "runs.py", title="Runs", icon="📋"),
-        st.Page(PAGES_DIR / "live.py", title="Live run view", icon="📈"),
-        st.Page(PAGES_DIR / "compare.py", title="Compare", icon="⚖️"),
-        st.Page(PAGES_DIR / "studies.py", title="Studies", icon="🔬"),
+        st.Page(PAGES_DIR / "home.py", title="Home", icon=":material/home:", default=True),
+        st.Page(PAGES_DIR / "launch.py", title="Launch", icon=":material/rocket_launch:"),
+        st.Page(PAGES_DIR / "runs.py", title="Runs", icon=":material/table_rows:"),
+        st.Page(PAGES_DIR / "live.py", title="Live run view", icon=":material/monitoring:"),
+        st.Page(PAGES_DIR / "compare.py", title="Compare", icon=":material/balance:"),
+        st.Page(PAGES_DIR / "studies.py", title="Studies", icon=":material/science:"),
     ]
 )
 nav.run()

@@ -146,7 +146,7 @@ def new_recorded_run(
 
 
 def truncate_jsonl(path: Path, step: int) -> int:
-    """Drop the metric, evaluation and checkpoint lines with step > `step` from a
+    """Drop the metric, evaluation, checkpoint and sample lines with step > `step` from a
     metrics.jsonl (events stay); the number of lines dropped."""
     if not path.exists():
         return 0
@@ -291,7 +291,7 @@ def recorded(
                 store.set_notes(run_id, notes, append=True)
         if truncate_after is not None:
             removed.update(store.truncate_after(run_id, truncate_after))
-        loggers.append(StoreLogger(store, run_id))
+        loggers.append(StoreLogger(store, run_id, samples_cap=cfg.diagnostics.samples_cap))
         ctx = track_run(store, run_id, heartbeat_s=float(os.environ.get("COPD_HEARTBEAT_S", 5)))
     logger = MultiLogger(*loggers)
     if truncate_after is not None:

@@ -6,7 +6,7 @@ import streamlit as st
 from app.dashboard.compare_view import draw_compare
 from app.dashboard.widgets import cached_runs, db_url, empty_state
 
-st.title("⚖️ Compare runs")
+st.title(":material/balance: Compare runs")
 url = db_url()
 runs = cached_runs(url)
 if not runs:

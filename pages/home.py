@@ -16,7 +16,7 @@ from app.dashboard.widgets import (
     page_path,
 )
 
-st.title("📊 copd: Co-Evolving Policy Distillation workbench")
+st.title(":material/monitoring: copd: Co-Evolving Policy Distillation workbench")
 st.markdown(
     "Train several **branches** of one model, each on its own domain, alternating "
     "**phase I** (GRPO on verifiable rewards) with **phase II** (mutual on-policy "
@@ -34,7 +34,8 @@ for col, (status, label) in zip(cols, STATUS_MARKERS.items(), strict=True):
 left, right = st.columns([1, 2])
 with left:
     if st.button(
-        "🚀 Launch the demo",
+        "Launch the demo",
+        icon=":material/rocket_launch:",
         type="primary",
         key="home:demo",
         help="starts the demo CoPD run and the independent-experts baseline (same seed, one "
@@ -49,7 +50,7 @@ if not runs:
     st.info(f"No runs yet. {DEMO_DESCRIPTION} A few minutes on a CPU.")
 else:
     alerts = cached_alert_counts(db_url())
-    st.subheader(f"⚠️ Alerts ({sum(alerts.values())})")
+    st.subheader(f":material/warning: Alerts ({sum(alerts.values())})")
     if alerts:
         by_id = {r.id: r for r in runs}
         st.dataframe(
@@ -66,5 +67,5 @@ else:
         )  # fmt: skip
     else:
         st.caption("No alerts (NaN/inf, reward collapse, low overlap, stalls, crashes).")
-    st.page_link(page_path("runs"), label="See all runs", icon="📋")
-    st.page_link(page_path("live"), label="Watch the latest run", icon="📈")
+    st.page_link(page_path("runs"), label="See all runs", icon=":material/table_rows:")
+    st.page_link(page_path("live"), label="Watch the latest run", icon=":material/monitoring:")

@@ -30,7 +30,7 @@ from copd.spec import ConfigError, presets
 from copd.spec.sweep import parse_grid, sweep_configs
 from copd.tasks import builtin_task_names
 
-st.title("🚀 Launch a run")
+st.title(":material/rocket_launch: Launch a run")
 
 names = presets.names()
 if "launch_preset" in st.session_state:  # set by "Launch the demo" buttons elsewhere
@@ -94,7 +94,7 @@ if st.button("Launch", type="primary", key="launch:go"):
             invalidate()
             st.session_state["live_run"] = run.id
             st.success(f"Run #{run.id} {md_line(run.name)} queued.")
-            st.page_link(page_path("live"), label="Watch it live", icon="📈")
+            st.page_link(page_path("live"), label="Watch it live", icon=":material/monitoring:")
 
 st.divider()
 st.subheader("Launch an ablation set")
@@ -137,7 +137,7 @@ if st.button("Launch ablation set", key="ablation:go"):
         launcher.tick()
         invalidate()
         st.success(f"Group {md_line(repr(group))}: {len(ids)} runs queued (#{ids[0]}…#{ids[-1]}).")
-        st.page_link(page_path("compare"), label="Compare them", icon="⚖️")
+        st.page_link(page_path("compare"), label="Compare them", icon=":material/balance:")
 elif set_errors and set_errors != errors:  # the set's own problems, as they are typed
     for err in dict.fromkeys(e for e in set_errors if e not in errors):
         st.error(md_escape(err))

@@ -1,11 +1,13 @@
 """Live run view: one run's overlap, KL, rewards, evaluations, timing and system metrics,
 with its group overlaid (CoPD vs independent experts), refreshing by itself (pausable)
-while a run of the view is active. Link: `live?run=ID`."""
+while a run of the view is active; or its Samples tab. Links: `live?run=ID`,
+`live?run=ID&tab=samples`."""
 
 import streamlit as st
 
 from app.dashboard.links import absent_run, url_run_id
 from app.dashboard.live_view import draw_run
+from app.dashboard.samples_view import draw_samples
 from app.dashboard.text import md_escape
 from app.dashboard.widgets import (
     cached_runs,
@@ -17,7 +19,7 @@ from app.dashboard.widgets import (
 )
 from storage import RunStatus
 
-st.title("📈 Live run view")
+st.title(":material/monitoring: Live run view")
 url = db_url()
 runs = cached_runs(url)
 if not runs:
@@ -66,6 +68,19 @@ shown = [
 ]
 active = any(not r.is_terminal for r in shown)  # the run or its group: queued or running
 run_every = every if (live and active) else None
+
+
+# Charts (refreshing by themselves) or Samples (what the branches generated, token by
+# token); `&tab=samples` in a link opens the second.
+TABS = {"charts": "📈 Charts", "samples": "🔤 Samples"}
+if "live:tab" not in st.session_state:
+    asked = st.query_params.get("tab", "charts")
+    st.session_state["live:tab"] = asked if asked in TABS else "charts"
+tab = st.radio("View", list(TABS), format_func=TABS.get, horizontal=True, key="live:tab")
+st.query_params["tab"] = tab
+if tab == "samples":
+    draw_samples(by_id[run_id], url)
+    st.stop()
 
 
 @st.fragment(run_every=run_every)

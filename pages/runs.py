@@ -6,7 +6,7 @@ import streamlit as st
 from app.dashboard.runs_view import draw_runs
 from app.dashboard.widgets import cached_runs, db_url, empty_state
 
-st.title("📋 Runs")
+st.title(":material/table_rows: Runs")
 url = db_url()
 runs = cached_runs(url)
 if not runs:

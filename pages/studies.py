@@ -9,7 +9,7 @@ from app.dashboard import figures, studies
 from app.dashboard.widgets import cached_runs, csv_button, db_url, empty_state, get_store, plot
 from storage import RunStatus
 
-st.title("🔬 Studies")
+st.title(":material/science: Studies")
 url = db_url()
 runs = cached_runs(url)
 if not runs:

@@ -21,6 +21,7 @@ from storage.entities import (
     MetricPoint,
     Run,
     RunStatus,
+    Sample,
     allowed_actions,
     allows,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "Run",
     "RunStatus",
     "RunStore",
+    "Sample",
     "allowed_actions",
     "allows",
     "StoreError",

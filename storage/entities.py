@@ -153,3 +153,29 @@ class Checkpoint:
     step: int
     path: str
     wall_time: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One recorded completion (copd/train/samples.py has the fields' meaning): who sampled
+    it, on which prompt, its reward, and per token the sampler's log-prob and each peer's
+    (`peers`: {name: {"logp": [...], "in_topk": [...] | None}})."""
+
+    step: int
+    kind: str  # "probe" | "cross"
+    branch: str
+    domain: str
+    prompt_index: int
+    prompt: str
+    completion: str
+    reward: float
+    correct: bool
+    tokens: list[str]
+    logp: list[float | None]
+    peers: dict[str, dict[str, Any]]
+    disagreement: float = float("nan")
+    overlap: float | None = None
+    cycle: int = 0
+    phase: str = ""
+    wall_time: float = field(default_factory=time.time)
+    run_id: int | None = None

@@ -26,9 +26,10 @@ import weakref
 from typing import Any
 
 from copd.common.names import scope_of
-from storage.entities import Evaluation, Event
+from storage.entities import Evaluation, Event, Sample
 
 MAX_BUFFER = 2_000_000  # points kept while the database is unreachable; oldest dropped beyond
+MAX_BUFFERED_SAMPLES = 2_000  # likewise for recorded completions (about 1 KB each)
 
 
 class StoreLogger:
@@ -41,6 +42,7 @@ class StoreLogger:
         flush_every_s: float = 2.0,
         flush_every_n: int = 500,
         background: bool = True,
+        samples_cap: int = 5000,
     ):
         if flush_every_s <= 0 or flush_every_n <= 0:
             raise ValueError(
@@ -55,6 +57,8 @@ class StoreLogger:
         self._metrics: list[tuple[str, float, int, int, str, float]] = []
         self._evals: list[Evaluation] = []
         self._events: list[Event] = []
+        self._samples: list[Sample] = []
+        self.samples_cap = int(samples_cap)
         self._lock = threading.Lock()  # guards the buffers (held for microseconds)
         self._write_lock = threading.Lock()  # one batch in flight at a time, in order
         self._wake = threading.Event()
@@ -90,6 +94,15 @@ class StoreLogger:
         ev = Event(str(message), level, step, time.time())
         with self._lock:
             self._events.append(ev)
+        self._after_append(0)
+
+    def log_samples(self, rows: list[dict], *, step: int, cycle: int = 0, phase: str = "") -> None:
+        t = time.time()
+        items = [
+            Sample(step=int(step), cycle=int(cycle), phase=phase, wall_time=t, **r) for r in rows
+        ]
+        with self._lock:
+            self._samples.extend(items)
         self._after_append(0)
 
     def log_checkpoint(self, path: str, *, step: int) -> None:
@@ -130,7 +143,7 @@ class StoreLogger:
 
     def pending(self) -> int:
         with self._lock:
-            return len(self._metrics) + len(self._evals) + len(self._events)
+            return len(self._metrics) + len(self._evals) + len(self._events) + len(self._samples)
 
     def _after_append(self, pending_points: int) -> None:
         if not self.background:
@@ -165,7 +178,8 @@ class StoreLogger:
                 metrics, self._metrics = self._metrics, []
                 evals, self._evals = self._evals, []
                 events, self._events = self._events, []
-            if not (metrics or evals or events):
+                samples, self._samples = self._samples, []
+            if not (metrics or evals or events or samples):
                 return
             cpu0 = time.thread_time()
             try:
@@ -180,22 +194,27 @@ class StoreLogger:
                 if events:
                     self.store.log_events(self.run_id, events)
                     events = []
+                if samples:
+                    self.store.log_samples(self.run_id, samples, cap=self.samples_cap)
+                    samples = []
             except Exception as e:
                 if isinstance(e, KeyError):  # the run was deleted: nowhere to write
                     self._warn(f"run {self.run_id} is gone; dropping its buffered rows ({e})")
                 else:
-                    self._requeue(metrics, evals, events)
+                    self._requeue(metrics, evals, events, samples)
                     self._warn(f"write to the run store failed, will retry: {e!r}")
                 if raise_errors:
                     raise
             finally:
                 self.write_cpu_s += time.thread_time() - cpu0
 
-    def _requeue(self, metrics: list, evals: list, events: list) -> None:
+    def _requeue(self, metrics: list, evals: list, events: list, samples: list) -> None:
         with self._lock:
             self._metrics[:0] = metrics
             self._evals[:0] = evals
             self._events[:0] = events
+            self._samples[:0] = samples[-MAX_BUFFERED_SAMPLES:]
+            del self._samples[:-MAX_BUFFERED_SAMPLES]
             extra = len(self._metrics) - MAX_BUFFER
             if extra > 0:
                 del self._metrics[:extra]

@@ -242,3 +242,30 @@ class CheckpointRow(Base):
     step: Mapped[int] = mapped_column(Integer)
     path: Mapped[str] = mapped_column(Text)
     wall_time: Mapped[float] = mapped_column(Double)
+
+
+class SampleRow(Base):
+    """One recorded completion with its per-token log-probs (storage/samples.py). The token
+    arrays live in `detail` (JSON: tokens, logp, peers); the columns are what the samples
+    view filters and sorts by. At most `diagnostics.samples_cap` rows per run."""
+
+    __tablename__ = "samples"
+    __table_args__ = (Index("ix_samples_run_id_step", "run_id", "step"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(Integer, _run_fk())
+    step: Mapped[int] = mapped_column(Integer)
+    cycle: Mapped[int] = mapped_column(Integer, default=0)
+    phase: Mapped[str] = mapped_column(String(32), default="")
+    kind: Mapped[str] = mapped_column(String(16))
+    branch: Mapped[str] = mapped_column(String(250))
+    domain: Mapped[str] = mapped_column(String(250))
+    prompt_index: Mapped[int] = mapped_column(Integer)
+    prompt: Mapped[str] = mapped_column(Text)
+    completion: Mapped[str] = mapped_column(Text)
+    reward: Mapped[float] = mapped_column(Double)
+    correct: Mapped[bool] = mapped_column(Boolean)
+    disagreement: Mapped[float | None] = mapped_column(Double, nullable=True)
+    overlap: Mapped[float | None] = mapped_column(Double, nullable=True)
+    detail: Mapped[Any] = mapped_column(JSON)
+    wall_time: Mapped[float] = mapped_column(Double)

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from copd.common.tags import MAX_TAGS, TagError, check_notes, check_tags
 from storage import rollup
+from storage import samples as sample_rows
 from storage.db import Database, check_url, default_db_url, make_engine, sqlite_path
 from storage.entities import (
     STATUSES,
@@ -35,6 +36,7 @@ from storage.entities import (
     MetricPoint,
     Run,
     RunStatus,
+    Sample,
     check_transition,
     sources,
 )
@@ -47,6 +49,7 @@ from storage.models import (
     MetricRow,
     RunRow,
     RunTagRow,
+    SampleRow,
     decode_float,
     encode_float,
 )
@@ -488,6 +491,15 @@ class RunStore:
             )
             return int(res.rowcount or 0)
 
+    def log_samples(self, run_id: int, samples: list[Sample], cap: int = 5000) -> int:
+        """Insert recorded completions in one transaction, thinning the run's recorded steps
+        past `cap` rows (storage/samples.py); the number of rows the thinning deleted."""
+        try:
+            return sample_rows.write(self.db, run_id, samples, cap)
+        except IntegrityError:
+            self.get_run(run_id)  # raises KeyError "run N does not exist" when that is why
+            raise
+
     def truncate_after(self, run_id: int, step: int) -> dict[str, int]:
         """Delete the run's metrics, evaluations and checkpoint rows with step > `step`
         (a resume from the checkpoint at `step`; -1 deletes them all). Events stay: they are
@@ -499,6 +511,7 @@ class RunStore:
                 ("metrics", MetricRow),
                 ("evaluations", EvaluationRow),
                 ("checkpoints", CheckpointRow),
+                ("samples", SampleRow),
             ):
                 res = s.execute(
                     delete(model).where(model.run_id == int(run_id), model.step > int(step))
@@ -599,6 +612,26 @@ class RunStore:
         df = pd.DataFrame(rows, columns=cols)
         return df.astype({"run_id": "int64", "score": "float64", "n": "int64", "step": "int64",
                           "wall_time": "float64"})  # fmt: skip
+
+    def samples(
+        self, run_id: int, step: int | None = None, kind: str | None = None,
+        branch: str | None = None, limit: int = 500,
+    ) -> list[Sample]:  # fmt: skip
+        """A run's recorded completions (one step's when `step` is given), most divergent first."""
+        return sample_rows.read(self.db, run_id, step, kind, branch, limit)
+
+    def sample_steps(self, run_id: int) -> list[tuple[int, str]]:
+        """The (step, kind) pairs at which a run recorded samples, ascending."""
+        return sample_rows.steps(self.db, run_id)
+
+    def sample_history(
+        self, run_ids: int | Iterable[int], domain: str, prompt_index: int, kind: str = "probe"
+    ) -> list[Sample]:
+        """One prompt's recorded completions across steps, for each run of `run_ids`."""
+        return sample_rows.history(self.db, _as_ids(run_ids), domain, prompt_index, kind)
+
+    def sample_count(self, run_id: int) -> int:
+        return sample_rows.count(self.db, run_id)
 
     def events(self, run_id: int, limit: int = 200) -> list[Event]:
         """The last `limit` events of a run, oldest first (newest last)."""

@@ -478,3 +478,110 @@ def test_hostile_names_and_groups_render_as_text_and_fetch_nothing(hostile_serve
         browser.close()
     leaked = [u for u in requests if "evil.example" in u or "127.0.0.1:9/" in u]
     assert not leaked, leaked
+
+
+# ---------------------------------------------------------------------- issue 28: details
+LONG_LINE = "step 12 " + " ".join(f"branch/add/loss/term{i}=0.{i:03d}" for i in range(40))
+# Emoji blocks a browser without an emoji font shows as empty boxes.
+EMOJI = "[\U0001f300-\U0001faff\u2600-\u27bf\u2b50\u23e9-\u23fa]"
+
+
+def _overflows(page, selector: str) -> list[str]:
+    """Elements matching `selector` whose content is wider than they are (cut off or
+    scrolled sideways), by their text."""
+    return page.evaluate(
+        """(sel) => [...document.querySelectorAll(sel)]
+            .filter(e => e.offsetParent !== null && e.scrollWidth > e.clientWidth + 1)
+            .map(e => (e.innerText || e.getAttribute('aria-label') || e.className).slice(0, 80))""",
+        selector,
+    )
+
+
+def _body(page) -> str:
+    return page.evaluate("() => document.body.innerText.replaceAll('\\u2060', '')")
+
+
+def _wait_text(page, text: str, timeout_s: float = 30) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if text in _body(page):
+            return True
+        page.wait_for_timeout(300)
+    return False
+
+
+@pytest.fixture
+def details_server(tmp_path):
+    """The seeded store plus a run whose log and events hold lines longer than the page."""
+    from storage import RunStore
+    from tests.seed import seed_store
+
+    db = f"sqlite:///{tmp_path / 'copd.db'}"
+    ids = seed_store(db)
+    store = RunStore.from_url(db)
+    run_dir = tmp_path / "home" / "runs" / f"{ids.crashed}-copd-oom"
+    run_dir.mkdir(parents=True)
+    (run_dir / "train.log").write_text("start\n" + LONG_LINE + "\nend\n")
+    store.update_run(ids.crashed, run_dir=str(run_dir))
+    store.log_event(ids.crashed, "alert: " + LONG_LINE, level="warning", step=12)
+    for base, _ in _server(tmp_path, COPD_SUPERVISE="0"):
+        yield base, ids
+
+
+def test_details_fit_the_page_links_say_what_is_absent_and_icons_need_no_emoji(details_server):
+    """Issue 28 in a real browser (1440x900): the Runs table's columns, the log tail and the
+    event lines show whole (wrapped, not cut); the navigation needs no emoji font; links to
+    an absent run or group say so and show nothing else; the Compare toggles and the
+    paired test's interval are not truncated. A screenshot per page, checked for its text."""
+    import re
+
+    from playwright.sync_api import sync_playwright
+
+    base, ids = details_server
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        page.goto(f"{base}/runs")
+        _settle(page)
+        page.get_by_role("combobox", name="Run").click()
+        page.get_by_role("option").filter(has_text=f"#{ids.crashed} ").first.click()
+        _settle(page)
+        assert _wait_text(page, "branch/add/loss/term39=0.039")  # the log line's end
+        page.wait_for_timeout(1500)
+        _shoot(page, "details-runs")
+        body = _body(page)
+        assert "Log tail" in body and "alert: step 12" in body
+        assert not _overflows(page, '[data-testid="stCode"] pre, [data-testid="stCode"] code')
+        assert not _overflows(page, '[data-testid="stDataFrame"] .dvn-scroller')
+        nav = page.get_by_test_id("stSidebarNav").inner_text()
+        assert "Runs" in nav and not re.search(EMOJI, nav), nav
+
+        for url, asked in (
+            (f"{base}/live?run=abc", "The link asks for run 'abc'"),
+            (f"{base}/live?run=99999", "The link asks for run #99999"),
+            (f"{base}/compare?group=nope", "The link asks for group 'nope'"),
+        ):
+            page.goto(url)
+            _settle(page)
+            assert _wait_text(page, asked), url
+            assert page.get_by_role("combobox").count() == 0, url  # no other run in its place
+            assert page.locator(".js-plotly-plot").count() == 0, url
+            _shoot(page, "details-link-" + re.sub(r"\W+", "-", url.split("/")[-1]))
+
+        page.goto(f"{base}/compare?group=seeds-demo")
+        _settle(page)
+        assert _wait_text(page, "Paired comparison of two arms")
+        page.wait_for_timeout(2000)
+        _shoot(page, "details-compare")
+        body = _body(page)
+        assert "Mean ± band over seeds" in body and "Results: test split" in body
+        assert not _overflows(page, '[data-testid="stWidgetLabel"] p'), "a label is cut"
+        assert not _overflows(page, '[data-testid="stMetricValue"] div'), "a metric is cut"
+        page.get_by_text("Paired comparison of two arms").scroll_into_view_if_needed()
+        page.wait_for_timeout(1000)
+        _shoot(page, "details-compare-paired")
+        assert "95% CI" in _body(page)
+        browser.close()
+
+
+# ---------------------------------------------------------------------- issue 26: samples

@@ -522,7 +522,7 @@ def test_home_launches_the_demo_group_in_one_click_and_opens_it_live(monkeypatch
     runs = sorted(RunStore.from_url(url).list_runs(), key=lambda r: r.id)
     assert [r.method for r in runs] == ["copd", "expert"] and ticks
     assert runs[0].group == runs[1].group == "demo-1" and runs[0].seed == runs[1].seed == 0
-    assert at.title[0].value == "📈 Live run view"
+    assert at.title[0].value == ":material/monitoring: Live run view"
     assert at.selectbox(key="live:run").value == runs[0].id
     assert _qp(at, "run") == str(runs[0].id)
     assert any("Group demo-1: CoPD vs independent experts" in shown(h.value) for h in at.subheader)

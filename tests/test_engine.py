@@ -184,3 +184,39 @@ def test_auto_attention_is_eager_only_for_short_contexts_on_the_cpu(tiny_cfg):
     assert long.config._attn_implementation == "sdpa"
     assert set_attention(long, "eager", "cpu") == "eager"  # an explicit choice is kept
     assert long.config._attn_implementation == "eager"
+
+
+def test_each_distinct_prompt_is_scored_once_and_n_is_reported(tiny_cfg):
+    """add at difficulty 1 has ~12 validation inputs, cycled to fill eval.n_prompts=64: the
+    score is the mean over the distinct prompts (a repeat is not weighted again), and the
+    logged n is their number."""
+    import pytest
+
+    from copd.train.evaluate import eval_counts, evaluate
+
+    class Evals(NullLogger):
+        def __init__(self):
+            self.rows = []
+
+        def log_eval(self, model, benchmark, score, n, *, step):
+            self.rows.append((model, benchmark, score, n))
+
+    log = Evals()
+    world = World.build(tiny_cfg("demo", "eval.n_prompts=64"), log)
+    task = world.tasks["add"]
+    cycled = task.val_examples(64)
+    prompts = {e.prompt for e in cycled}
+    assert len(prompts) < 64  # the split is smaller than the request
+    counts = eval_counts(world)
+    assert counts["add@val"] == len(prompts) and counts["add"] <= 64
+    b = world.branches[0]
+    scores = evaluate(world, {"add": b.view}, step=0, final=True)["add"]
+    batch = sample_rollouts(
+        b.view.module, world.tokenizer, cycled, group_size=1, temperature=1.0,
+        max_new_tokens=world.cfg.sampling.max_new_tokens, greedy=True,
+        generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    right = {e.prompt: task.reward(e, t) for e, t in zip(batch.examples, batch.texts, strict=True)}
+    assert scores["add@val"] == pytest.approx(sum(right.values()) / len(prompts))
+    logged = {bench: n for m, bench, _, n in log.rows}
+    assert logged["add@val"] == len(prompts) and logged["overall@val"] == 0

@@ -298,10 +298,10 @@ def test_the_token_gate_stops_every_page_until_the_token_is_given(hostile_app, m
     assert not at.title and any("access token" in e.value for e in at.error)
     at.query_params["token"] = "s3cret"
     at.run()
-    assert not at.exception and at.title[0].value.startswith("📊 copd")
+    assert not at.exception and at.title[0].value.startswith(":material/monitoring: copd")
     del at.query_params["token"]  # the session remembers it
     at.switch_page("../pages/runs.py").run()
-    assert at.title[0].value == "📋 Runs"
+    assert at.title[0].value == ":material/table_rows: Runs"
 
 
 def test_killing_the_dashboard_takes_streamlit_and_the_supervisor_with_it(tmp_path):

@@ -33,6 +33,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app.control import samples_cli
+
 if TYPE_CHECKING:
     from app.control.launcher import Launcher
     from storage import Run, RunStore
@@ -106,6 +108,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--interval", type=float, default=2.0, help="seconds between ticks")
     add_store_args(p)
     p.set_defaults(func=cmd_supervise)
+
+    samples_cli.register(subparsers)
 
     p = subparsers.add_parser("store", help="back up or check the run store (SQLite)")
     actions = p.add_subparsers(dest="store_cmd", required=True)

@@ -40,6 +40,8 @@ from app.dashboard.widgets import (
     cached_runs,
     cached_series,
     csv_button,
+    data_version,
+    memo,
     plot,
 )
 from copd.common import names as N
@@ -89,16 +91,33 @@ def _labelled(df: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
     return d.assign(label=d["key"].map(labels))
 
 
-def draw_run(run: Run, url: str, *, smoothing: float, x: str, max_points: int, fmt: str) -> None:
-    """Header, NaN warning and every chart of one run."""
-    groups = select_keys(cached_keys(url, (run.id,)))
+def run_data(
+    run: Run, url: str, *, x: str, max_points: int, version: tuple = ()
+) -> tuple[dict[str, list[str]], pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The run's chart groups, its series (x added), its progress points and evaluations."""
+    groups = select_keys(cached_keys(url, (run.id,), version))
     wanted = tuple(k for g in groups.values() for k in g) + (N.PROGRESS,)
-    everything = cached_series(url, (run.id,), wanted, max_points)
+    everything = cached_series(url, (run.id,), wanted, max_points, version)
     progress = everything[everything["key"] == N.PROGRESS]
     df = with_x(everything[everything["key"] != N.PROGRESS], x)
+    return groups, df, progress, cached_evals(url, (run.id,), version)
+
+
+def draw_run(run: Run, url: str, *, smoothing: float, x: str, max_points: int, fmt: str) -> None:
+    """Header, NaN warning and every chart of one run. A refresh reads the run's data
+    signature first (RunStore.data_version: a few index reads); while it is unchanged the
+    series are not read again and no figure is rebuilt (`memo`), so a tick with no new rows
+    costs milliseconds and the page does not fade."""
+    rid = run.id
+    version = data_version(url, (rid,))
+    groups, df, progress, evals = memo(
+        f"live:{rid}:data", (version, x, max_points),
+        lambda: run_data(run, url, x=x, max_points=max_points, version=version),
+    )  # fmt: skip
+    sig = (version, x, max_points, smoothing)  # what every figure below is drawn from
     sched = schedule_of(run.config, run.method)
     run_header(run, df, progress, sched)
-    run_alerts(url, run.id)
+    run_alerts(url, run.id, version)
     group_overlay(run, url, x=x, smoothing=smoothing, max_points=max_points, fmt=fmt)
     if df.empty:
         st.info(
@@ -106,21 +125,25 @@ def draw_run(run: Run, url: str, *, smoothing: float, x: str, max_points: int, f
             "step; this view refreshes by itself."
         )
         return
-    rid = run.id
     line_charts(
-        df, groups, rid, x=x, smoothing=smoothing, fmt=fmt, schedule=sched, method=run.method
-    )
-    draw_instruments(run, url, x=x, max_points=max_points, fmt=fmt)  # k, signal balance
-    evals = cached_evals(url, (rid,))
+        df, groups, rid, x=x, smoothing=smoothing, fmt=fmt, schedule=sched, method=run.method,
+        sig=sig,
+    )  # fmt: skip
+    draw_instruments(run, url, x=x, max_points=max_points, fmt=fmt, version=version)
     if len(evals):
-        plot(figures.eval_figure(evals, revision=f"eval:{rid}"), f"live:{rid}:eval", fmt)
+        fig = memo(f"live:{rid}:eval", sig,
+                   lambda: figures.eval_figure(evals, revision=f"eval:{rid}"))  # fmt: skip
+        plot(fig, f"live:{rid}:eval", fmt)
     left, right = st.columns(2)
     with left:
         if groups["time"]:
-            plot(figures.timing_figure(df, revision=f"time:{rid}"), f"live:{rid}:time", fmt)
+            fig = memo(f"live:{rid}:time", sig,
+                       lambda: figures.timing_figure(df, revision=f"time:{rid}"))  # fmt: skip
+            plot(fig, f"live:{rid}:time", fmt)
     with right:
         if figures.provided_system_keys(df):
-            fig = figures.system_figure(df, x=x, revision=f"sys:{rid}")
+            fig = memo(f"live:{rid}:system", sig,
+                       lambda: figures.system_figure(df, x=x, revision=f"sys:{rid}"))  # fmt: skip
             plot(fig, f"live:{rid}:system", fmt)
     downloads(df, evals, rid)
 
@@ -150,9 +173,9 @@ def run_header(
         )
 
 
-def run_alerts(url: str, run_id: int) -> None:
+def run_alerts(url: str, run_id: int, version: tuple = ()) -> None:
     """The run's recorded alerts (rules in app/control/alerts.py), newest last."""
-    alerts = cached_alerts(url, run_id)
+    alerts = cached_alerts(url, run_id, version)
     if alerts:
         st.warning(
             f"⚠️ {len(alerts)} alert(s):\n\n"
@@ -174,7 +197,8 @@ def group_overlay(
     if len(peers) < 2:
         return
     ids = tuple(sorted(r.id for r in peers))
-    keys = cached_keys(url, ids)
+    version = data_version(url, ids)
+    keys = cached_keys(url, ids, version)
     overlap = tuple(k for k in keys if k.startswith("pair/") and k.endswith("/overlap_top10"))
     sym_kl = tuple(k for k in keys if k.startswith("pair/") and k.endswith("/sym_kl"))
     methods = list(dict.fromkeys(method_label(r.method) for r in peers))
@@ -191,7 +215,11 @@ def group_overlay(
         return
     labels = overlay_labels(peers)
     sched = next((schedule_of(r.config, r.method) for r in peers if r.method == "copd"), None)
-    df = with_x(cached_series(url, ids, overlap + sym_kl, max_points), x)
+    df = memo(
+        f"live:group:{run.group}:data", (version, ids, x, max_points),
+        lambda: with_x(cached_series(url, ids, overlap + sym_kl, max_points, version), x),
+    )  # fmt: skip
+    sig = (version, ids, x, max_points, smoothing, tuple(labels.items()))
     left, right = st.columns(2)
     for col, metric_keys, title, y_title, log_y, name in (
         (left, overlap, "Top-10 overlap between branches", "overlap@10", False, "overlap"),
@@ -201,11 +229,15 @@ def group_overlay(
         if d.empty:
             continue
         d = d.assign(label=d["run_id"].map(labels), key=name)
-        fig = figures.series_figure(
-            d, title=f"{title}: " + " vs ".join(methods), y_title=y_title, x=x,
-            smoothing=smoothing, log_y=log_y, schedule=sched,
-            revision=f"group:{run.group}:{name}",
-        )  # fmt: skip
+
+        def build(d=d, title=title, y_title=y_title, log_y=log_y, name=name):
+            return figures.series_figure(
+                d, title=f"{title}: " + " vs ".join(methods), y_title=y_title, x=x,
+                smoothing=smoothing, log_y=log_y, schedule=sched,
+                revision=f"group:{run.group}:{name}",
+            )  # fmt: skip
+
+        fig = memo(f"live:group:{run.group}:{name}", sig, build)
         with col:
             plot(fig, f"live:group:{run.group}:{name}", fmt)
 
@@ -267,23 +299,29 @@ def line_charts(
     fmt: str,
     schedule: Schedule | None = None,
     method: str = "copd",
+    sig: object = None,
 ) -> None:
     """The line charts of LINE_CHARTS whose group has keys, in that order; phases shaded
-    from `schedule` (none for a baseline); the overlap title by the run's `method`."""
+    from `schedule` (none for a baseline); the overlap title by the run's `method`. With
+    `sig`, a figure is rebuilt only when `sig` changes (`memo`)."""
     for group, title, y_title, log_y, label in LINE_CHARTS:
         if group == "overlap":
             title = overlap_title(method)
         if groups[group]:
-            fig = figures.series_figure(
-                _labelled(df, label(groups[group])),
-                title=title,
-                y_title=y_title,
-                x=x,
-                smoothing=smoothing,
-                log_y=log_y,
-                schedule=schedule,
-                revision=f"{group}:{rid}",
-            )
+
+            def build(group=group, title=title, y_title=y_title, log_y=log_y, label=label):
+                return figures.series_figure(
+                    _labelled(df, label(groups[group])),
+                    title=title,
+                    y_title=y_title,
+                    x=x,
+                    smoothing=smoothing,
+                    log_y=log_y,
+                    schedule=schedule,
+                    revision=f"{group}:{rid}",
+                )
+
+            fig = build() if sig is None else memo(f"live:{rid}:{group}", (sig, method), build)
             plot(fig, f"live:{rid}:{group}", fmt)
 
 

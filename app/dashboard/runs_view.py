@@ -67,17 +67,23 @@ def runs_table(shown: pd.DataFrame) -> Any:
         on_select="rerun",
         selection_mode="single-row",
         column_config={
-            "id": st.column_config.NumberColumn("id", width="small"),
+            "id": st.column_config.NumberColumn("id", width=40),
+            "seed": st.column_config.NumberColumn("seed", width=40),
+            "method": st.column_config.TextColumn("method", width=70),
             "status": st.column_config.TextColumn("status", help="💥 crashed = the process died"),
             "progress": st.column_config.ProgressColumn(
                 "progress",
+                width=90,
                 min_value=0,
                 max_value=100,
                 format="%d%%",
                 help="whole percent, rounded down, as on every page",
             ),  # fmt: skip
             "started": st.column_config.DatetimeColumn(
-                "started", format="YYYY-MM-DD HH:mm:ss", help="the first start (a resume keeps it)"
+                "started",
+                format="MM-DD HH:mm",
+                width=95,
+                help="the first start, UTC (a resume keeps it)",
             ),
             "duration": st.column_config.TextColumn(
                 "duration", help="from the first start to the end (or now), resumes included"
@@ -183,16 +189,26 @@ def run_details(run: Run, launcher: Launcher) -> None:
     with left:
         st.markdown("**Log tail**")
         tail = log_tail(Path(run.run_dir) / LOG_NAME, n_lines=200) if run.run_dir else ""
-        st.code(tail or "(no log yet)", language="text")
+        st.code(tail or "(no log yet)", language="text", wrap_lines=True, height=420)
     with right:
         st.markdown("**Recent events**")
         events = get_store().events(run.id, limit=50)
-        if events:
-            st.dataframe(events_frame(events), hide_index=True)
+        if events:  # plain text, wrapped: a long message reads whole (a table cell cuts it)
+            st.code(events_text(events), language="text", wrap_lines=True, height=420)
         else:
             st.caption("No events recorded.")
     with st.expander("Config"):
         st.json(run.config, expanded=False)
+
+
+def events_text(events: list[Event]) -> str:
+    """Events as lines, newest first: `2026-01-02 10:11:12 warning step 12: message`."""
+    frame = events_frame(events)
+    return "\n".join(
+        f"{t:%Y-%m-%d %H:%M:%S} {level}" + ("" if pd.isna(step) else f" step {int(step)}")
+        + f": {message}"
+        for t, level, step, message in frame.itertuples(index=False)
+    )  # fmt: skip
 
 
 def events_frame(events: list[Event]) -> pd.DataFrame:

@@ -22,33 +22,42 @@ from app.dashboard.signal_data import (
     vocab_size_of,
 )
 from app.dashboard.text import md_line
-from app.dashboard.widgets import cached_keys, cached_series, plot
+from app.dashboard.widgets import cached_keys, cached_series, memo, plot
 
 if TYPE_CHECKING:
     from storage import Run
 
 
-def draw_instruments(run: Run, url: str, *, x: str, max_points: int, fmt: str) -> None:
-    """Both sections, each only when the run logged its metrics."""
-    keys = cached_keys(url, (run.id,))
+def draw_instruments(
+    run: Run, url: str, *, x: str, max_points: int, fmt: str, version: tuple = ()
+) -> None:
+    """Both sections, each only when the run logged its metrics. `version` (the run's
+    RunStore.data_version): while it is unchanged, no series is read and no figure built."""
+    keys = cached_keys(url, (run.id,), version)
     sched = schedule_of(run.config, run.method)
-    overlap_at_k(run, url, keys, x=x, max_points=max_points, fmt=fmt, schedule=sched)
-    signal_balance(run, url, keys, x=x, max_points=max_points, fmt=fmt, schedule=sched)
+    kw = dict(x=x, max_points=max_points, fmt=fmt, schedule=sched, version=version)
+    overlap_at_k(run, url, keys, **kw)
+    signal_balance(run, url, keys, **kw)
 
 
 def overlap_at_k(
-    run: Run, url: str, keys: list[str], *, x: str, max_points: int, fmt: str, schedule: Any
-) -> None:
+    run: Run, url: str, keys: list[str], *, x: str, max_points: int, fmt: str, schedule: Any,
+    version: tuple = (),
+) -> None:  # fmt: skip
     """Top-1, top-5, top-10 overlap and overlap mass between branches, side by side."""
     panels = overlap_k_keys(keys, "pair/")
     if len(panels) < 2:  # top-10 alone is already drawn above
         return
     vocab = vocab_size_of(run.config)
     wanted = tuple(k for ks in panels.values() for k in ks)
-    df = with_x(cached_series(url, (run.id,), wanted, max_points), x)
-    fig = overlap_k_figure(
-        df, panels, schedule=schedule, x=x, vocab=vocab, revision=f"overlapk:{run.id}"
-    )
+
+    def build():
+        df = with_x(cached_series(url, (run.id,), wanted, max_points, version), x)
+        return overlap_k_figure(
+            df, panels, schedule=schedule, x=x, vocab=vocab, revision=f"overlapk:{run.id}"
+        )
+
+    fig = memo(f"live:{run.id}:overlapk", (version, x, max_points, wanted), build)
     plot(fig, f"live:{run.id}:overlapk", fmt)
     ks = [int(p.split("-")[1]) for p in panels if p.startswith("top-")]
     st.caption(
@@ -58,8 +67,9 @@ def overlap_at_k(
 
 
 def signal_balance(
-    run: Run, url: str, keys: list[str], *, x: str, max_points: int, fmt: str, schedule: Any
-) -> None:
+    run: Run, url: str, keys: list[str], *, x: str, max_points: int, fmt: str, schedule: Any,
+    version: tuple = (),
+) -> None:  # fmt: skip
     """One figure per branch: gradient norms, cosine, |advantage|, teacher-preferred share,
     log-ratio and clip fractions of the GRPO term and each OPD term."""
     branches = signal_branches(keys)
@@ -73,12 +83,17 @@ def signal_balance(
         "mean log-ratio (≈ −KL(student‖teacher)) and the clip fractions."
     )
     wanted = tuple(k for k, (b, _, _) in signal_keys(keys).items() if b in branches)
-    df = with_x(cached_series(url, (run.id,), wanted, max_points), x)
+    sig = (version, x, max_points, wanted)
+    df = memo(
+        f"live:{run.id}:signal:data", sig,
+        lambda: with_x(cached_series(url, (run.id,), wanted, max_points, version), x),
+    )  # fmt: skip
     if len(branches) > 1:
         tabs = st.tabs([f"branch {md_line(b)}" for b in branches])
     else:
         tabs = [st.container()]
     for b, tab in zip(branches, tabs, strict=True):
         with tab:
-            fig = signal_figure(df, b, schedule=schedule, x=x, revision=f"signal:{run.id}:{b}")
+            fig = memo(f"live:{run.id}:signal:{b}", sig, lambda b=b: signal_figure(
+                df, b, schedule=schedule, x=x, revision=f"signal:{run.id}:{b}"))  # fmt: skip
             plot(fig, f"live:{run.id}:signal:{b}", fmt)

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import os
 import shlex
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 import streamlit as st
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from app.control.supervisor import Supervisor
     from storage import Event, Run, RunStore
 
+T = TypeVar("T")
 PAGES_DIR = Path(__file__).resolve().parents[2] / "pages"
 QUERY_TTL_S = 2.0
 
@@ -114,18 +116,22 @@ def cached_runs_frame(url: str) -> pd.DataFrame:
     return runs_frame(_store(url))
 
 
+# `version` (RunStore.data_version of the runs, or ()) is part of each cache key: a read
+# made for a newer version of the data never returns a result cached before it.
 @st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
-def cached_series(url: str, run_ids: tuple[int, ...], keys: tuple[str, ...], max_points: int):
+def cached_series(
+    url: str, run_ids: tuple[int, ...], keys: tuple[str, ...], max_points: int, version=()
+):
     return _store(url).metric_series(list(run_ids), list(keys), max_points=max_points)
 
 
 @st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
-def cached_keys(url: str, run_ids: tuple[int, ...]) -> list[str]:
+def cached_keys(url: str, run_ids: tuple[int, ...], version=()) -> list[str]:
     return _store(url).metric_keys(list(run_ids))
 
 
 @st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
-def cached_evals(url: str, run_ids: tuple[int, ...]) -> pd.DataFrame:
+def cached_evals(url: str, run_ids: tuple[int, ...], version=()) -> pd.DataFrame:
     return _store(url).evaluations(list(run_ids))
 
 
@@ -138,7 +144,7 @@ def cached_alert_counts(url: str) -> dict[int, int]:
 
 
 @st.cache_data(ttl=QUERY_TTL_S, show_spinner=False)
-def cached_alerts(url: str, run_id: int) -> list[Event]:
+def cached_alerts(url: str, run_id: int, version=()) -> list[Event]:
     from app.control.alerts import alert_events
 
     return alert_events(_store(url), run_id)
@@ -149,6 +155,33 @@ def cached_gpus() -> list[GPU]:
     from app.control.gpus import detect_gpus
 
     return detect_gpus()
+
+
+def data_version(url: str, run_ids: tuple[int, ...]) -> tuple:
+    """The runs' data signature (RunStore.data_version), read afresh: a few index reads."""
+    return _store(url).data_version(list(run_ids))
+
+
+MEMO_KEY, BUILDS_KEY, MEMO_SIZE = "copd:memo", "copd:builds", 96
+
+
+def memo(name: str, sig: Any, build: Callable[[], T]) -> T:
+    """What `build()` returned for `sig` in this browser session, built again only when
+    `sig` changes: a Live view refresh whose data signature is unchanged reads nothing and
+    builds no figure. Builds are counted per name in st.session_state[BUILDS_KEY]; the
+    MEMO_SIZE most recently built names are kept."""
+    cache: dict[str, tuple[Any, Any]] = st.session_state.setdefault(MEMO_KEY, {})
+    hit = cache.get(name)
+    if hit is not None and hit[0] == sig:
+        return hit[1]
+    value = build()
+    cache.pop(name, None)
+    cache[name] = (sig, value)
+    while len(cache) > MEMO_SIZE:
+        cache.pop(next(iter(cache)))
+    builds: dict[str, int] = st.session_state.setdefault(BUILDS_KEY, {})
+    builds[name] = builds.get(name, 0) + 1
+    return value
 
 
 def invalidate() -> None:
@@ -222,11 +255,11 @@ def run_label(run: Run) -> str:
     return f"#{run.id} {run.name} · {run.method} · {status_label(run.status)}"
 
 
-def empty_state(message: str, *, button: str = "🚀 Launch the demo", key: str = "empty") -> None:
+def empty_state(message: str, *, button: str = "Launch the demo", key: str = "empty") -> None:
     """A friendly 'nothing here yet' with the next step as a button that launches the demo
     group and opens it on the Live view."""
     st.info(message)
-    if st.button(button, key=f"{key}:launch", type="primary"):
+    if st.button(button, key=f"{key}:launch", type="primary", icon=":material/rocket_launch:"):
         launch_demo_and_watch()
 
 
@@ -253,9 +286,11 @@ def gpu_summary() -> str:
 
 
 def csv_button(df: pd.DataFrame, label: str, file_name: str, key: str) -> None:
+    """A download of `df` as CSV, written when clicked (not on every refresh)."""
+    index = not isinstance(df.index, pd.RangeIndex)
     st.download_button(
         label,
-        df.to_csv(index=not isinstance(df.index, pd.RangeIndex)).encode(),
+        lambda: df.to_csv(index=index).encode(),
         file_name=file_name,
         mime="text/csv",
         key=key,

@@ -7,8 +7,8 @@
 | `sort`  | `dbca<` -> `abcd` | ordering             | string length 2-3 up to 6-10      | 2: 3-5        |
 | `count` | `aabab#a:` -> `3` | counting occurrences | string length and letter pool     | 1: a-b, 3-5   |
 | `mod`   | `17%5=` -> `2`    | remainders           | dividend range 0..19 up to 0..999 | 1 (untuned)   |
-| `up`    | `abcd+` -> `bcde` | each letter one on   | string length 2-3 up to 6-10      | 2: 3-5        |
-| `down`  | `abcd=` -> `jabc` | each letter one back | string length 2-3 up to 6-10      | 2: 3-5        |
+| `up`    | `+abcd:` -> `bcde` | each letter one on  | string length 2-3 up to 6-10      | 2: 3-5        |
+| `down`  | `=abcd:` -> `jabc` | each letter one back | string length 2-3 up to 6-10     | 2: 3-5        |
 
 Each domain has its own marker character (`+ > < # %`), so the domain is recognisable
 from the prompt alone: one policy can be trained on all of them at once. Letters are
@@ -16,10 +16,12 @@ a-j throughout so that the character vocabulary stays small. Defaults are tuned 
 demo's warmed-up 128x2 model sits between "never right" and "always right" on each.
 
 `up` and `down` are a conflicting pair: the same letter strings (one split for both, by
-a hash of the string alone), the same copy-each-position skill, and opposite letter maps
-(a->b against a->j), told apart only by the final tag character (`+` or `=`, letters
-never precede them in the other domains). Neither is in the shipped base's warm-up: a
-run on them warms a base up on them (`model.demo_tasks`, the `conflict` presets).
+a hash of the string alone), the same copy-each-position skill, the same end marker `:`,
+and opposite letter maps (a->b against a->j), told apart only by the tag that opens the
+prompt (`+` or `=`), as far from the answer as the string is long. A single-domain expert
+can ignore the tag; one policy for both must carry it to every answer position. Neither
+is in the shipped base's warm-up: a run on them warms a base up on them
+(`model.demo_tasks`, the `conflict` presets).
 """
 
 from __future__ import annotations
@@ -137,25 +139,29 @@ class _ShiftTask(_LetterSequenceTask):
         # one split for the pair: a held-out string is held out under either tag
         return stable_fraction("shift", key)
 
+    def render(self, key: Hashable) -> Example:
+        s = str(key)
+        return Example(f"{self.marker}{s}:", self.transform(s), self.name)
+
     def transform(self, s: str) -> str:
         return "".join(LETTERS[(LETTERS.index(c) + self.step) % len(LETTERS)] for c in s)
 
 
 class UpTask(_ShiftTask):
-    """Each letter one on: `abcj+` -> `bcda`."""
+    """Each letter one on: `+abcj:` -> `bcda`."""
 
     name = "up"
     marker = "+"
-    alphabet = LETTERS + "+"
+    alphabet = LETTERS + "+:"
     step = 1
 
 
 class DownTask(_ShiftTask):
-    """Each letter one back: `abcj=` -> `jabi` (the opposite map to `up`'s, same strings)."""
+    """Each letter one back: `=abcj:` -> `jabi` (the opposite map to `up`'s, same strings)."""
 
     name = "down"
     marker = "="
-    alphabet = LETTERS + "="
+    alphabet = LETTERS + "=:"
     step = -1
 
 

@@ -38,6 +38,7 @@ def evaluate(
     ev = world.cfg.eval
     splits = ["test", "validation"] if final and ev.validation else ["test"]
     out: dict[str, dict[str, float]] = {}
+    counts = eval_counts(world) if log else {}
     with world.timer("eval"):
         for model_name, view in views.items():
             scores = {}
@@ -46,8 +47,39 @@ def evaluate(
             out[model_name] = scores
             if log:
                 for bench, s in scores.items():
-                    n = 0 if bench.startswith("overall") else ev.n_prompts
+                    # pass@k is over the test prompts; 0 for the overall means
+                    n = counts.get(bench, counts.get(bench.split("@pass")[0], 0))
                     world.logger.log_eval(model_name, bench, s, n, step=step)
+    return out
+
+
+def distinct(examples: Iterable) -> list:
+    """The examples with each (prompt, answer) once, in first-seen order: a split smaller
+    than `eval.n_prompts` (add's validation split holds 52 inputs at difficulty 2) repeats
+    its inputs to fill the request, and scoring a repeat again would weight it twice."""
+    seen, out = set(), []
+    for ex in examples:
+        if (ex.prompt, ex.answer) not in seen:
+            seen.add((ex.prompt, ex.answer))
+            out.append(ex)
+    return out
+
+
+def eval_examples(world, task, split: str) -> list:
+    """The distinct examples of `split` that a score is taken over (up to eval.n_prompts)."""
+    return distinct(task.split_examples(split, world.cfg.eval.n_prompts))
+
+
+def eval_counts(world) -> dict[str, int]:
+    """benchmark -> the number of distinct prompts its score is over (`<task>` for the
+    test split, `<task>@val` for validation): the n of every reported accuracy."""
+    out = {}
+    for task in world.tasks.values():
+        for split, key in (("test", task.name), ("validation", N.val_bench(task.name))):
+            try:
+                out[key] = len(eval_examples(world, task, split))
+            except NotImplementedError:  # a task without a validation split
+                continue
     return out
 
 
@@ -56,7 +88,7 @@ def _split_scores(world, view: PolicyView, split: str, step: int) -> dict[str, f
     name = (lambda b: b) if split == "test" else N.val_bench
     scores = {}
     for task in world.tasks.values():
-        examples = task.split_examples(split, ev.n_prompts)
+        examples = eval_examples(world, task, split)
         scores[name(task.name)] = _accuracy(world, view, examples)
         if ev.pass_k and split == "test":
             scores[f"{task.name}@pass{ev.pass_k}"] = _pass_at_k(

@@ -32,7 +32,7 @@ from copd.spec import ConfigError, RunConfig, ScheduleConfig
 from copd.tools.preflight import check_finite
 from copd.train import checkpoint
 from copd.train.algorithms.baselines import Budget
-from copd.train.evaluate import evaluate, measure_overlap
+from copd.train.evaluate import eval_counts, evaluate, measure_overlap
 from copd.train.results import export_merged, merged_model, write_results
 from copd.train.workers import WorkerGroup
 from copd.train.world import TrainingCancelled, World
@@ -195,7 +195,12 @@ def finish(
     table = write_results(
         scores,
         out_dir,
-        extra={"method": world.cfg.method, "steps": world.state.step, **(extra or {})},
+        extra={
+            "method": world.cfg.method,
+            "steps": world.state.step,
+            "eval_n": eval_counts(world),  # distinct prompts per benchmark
+            **(extra or {}),
+        },
     )
     world.logger.log_event("final results\n" + table, step=world.state.step)
     return scores
