@@ -1,10 +1,13 @@
 """Overhead of the run store on a training-like loop: StoreLogger vs a do-nothing logger.
 
     .venv/bin/python bench/bench_store.py [--steps 100] [--keys 60] [--step-ms 50] [--db URL]
+                                          [--samples-every 10] [--samples 16] [--tokens 64]
 
 Each step runs a fixed amount of torch matmul work calibrated to take ~50 ms (standing in for
 a training step), then logs the demo's metric volume (~60 namespaced keys per step, an eval
-and an event every 10 steps). The same loop runs with a NullLogger-equivalent and with
+and an event every 10 steps) and, every --samples-every steps, --samples recorded completions
+of --tokens tokens each with two peers' per-token log-probs (copd/train/samples.py's rows;
+0 turns them off). The same loop runs with a NullLogger-equivalent and with
 StoreLogger on a fresh SQLite file (or --db), alternating, and the median of --repeats runs is
 reported: loop seconds, the time spent inside log calls on the training thread, the final
 close() (drains the buffer), the extra process CPU time (all threads), and the overhead
@@ -65,9 +68,23 @@ def calibrate(step_ms: float) -> int:
         reps *= 2
 
 
+def sample_rows(n: int, tokens: int) -> list[dict]:
+    """`n` recorded completions of `tokens` tokens, scored by two peers (the engine's rows)."""
+    row = {
+        "kind": "probe", "domain": "add", "prompt": "123+456=", "completion": "579" * tokens,
+        "reward": 1.0, "correct": True, "tokens": ["5"] * tokens,
+        "logp": [-0.1234] * tokens,
+        "peers": {p: {"logp": [-0.5678] * tokens, "in_topk": [True] * tokens}
+                  for p in ("rev", "base")},
+        "disagreement": 0.44, "overlap": 0.9,
+    }  # fmt: skip
+    return [{**row, "branch": ("add", "rev")[i % 2], "prompt_index": i} for i in range(n)]
+
+
 def train_loop(
-    logger, names: list[str], steps: int, matmuls: int
-) -> tuple[float, float, float, float, float]:
+    logger, names: list[str], steps: int, matmuls: int, samples_every: int = 0,
+    samples: list[dict] | None = None,
+) -> tuple[float, float, float, float, float]:  # fmt: skip
     """-> (loop seconds, seconds inside log calls, close seconds, process CPU seconds incl.
     close: every thread, so the background writer's work is counted too, CPU seconds of the
     store writes alone)."""
@@ -88,6 +105,8 @@ def train_loop(
         if step % 10 == 9:
             logger.log_eval("merged", "add", 0.5, 64, step=step)
             logger.log_event(f"cycle {step // 10} done", step=step)
+        if samples and samples_every and step % samples_every == 0:
+            logger.log_samples(samples, step=step)
         in_log += time.perf_counter() - t0
     loop = time.perf_counter() - t_start
     t0 = time.perf_counter()
@@ -104,6 +123,9 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 leaves a core free)")
     p.add_argument("--db", default=None, help="database URL (default: a fresh SQLite file)")
+    p.add_argument("--samples-every", type=int, default=10, help="steps between samples (0: none)")
+    p.add_argument("--samples", type=int, default=16, help="completions per sampled step")
+    p.add_argument("--tokens", type=int, default=64, help="tokens per completion")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -115,14 +137,22 @@ def main() -> None:
     print(f"loop: {args.steps} steps x {matmuls} matmuls (~{args.step_ms:.0f} ms), "
           f"{len(names)} keys/step = {args.steps * len(names)} points/run, torch threads "
           f"{args.threads}")  # fmt: skip
+    rows = sample_rows(args.samples, args.tokens) if args.samples_every else None
+    if rows:
+        print(f"samples: {len(rows)} x {args.tokens} tokens every {args.samples_every} steps")
 
     null_runs, store_runs = [], []
     for rep in range(args.repeats):
-        null_runs.append(train_loop(NullLogger(), names, args.steps, matmuls))
+        null_runs.append(
+            train_loop(NullLogger(), names, args.steps, matmuls, args.samples_every, rows)
+        )
         run = store.create_run(f"bench-{rep}", "bench", {})
         lg = StoreLogger(store, run.id)
-        store_runs.append(train_loop(lg, names, args.steps, matmuls))
+        store_runs.append(train_loop(lg, names, args.steps, matmuls, args.samples_every, rows))
         assert store.metric_count(run.id) == args.steps * len(names), "rows missing"
+        if rows:
+            due = len(range(0, args.steps, args.samples_every))
+            assert store.sample_count(run.id) == due * len(rows), "samples missing"
 
     def med(rows, i):
         return statistics.median(r[i] for r in rows)

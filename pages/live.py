@@ -72,7 +72,7 @@ run_every = every if (live and active) else None
 
 # Charts (refreshing by themselves) or Samples (what the branches generated, token by
 # token); `&tab=samples` in a link opens the second.
-TABS = {"charts": "📈 Charts", "samples": "🔤 Samples"}
+TABS = {"charts": "Charts", "samples": "Samples"}
 if "live:tab" not in st.session_state:
     asked = st.query_params.get("tab", "charts")
     st.session_state["live:tab"] = asked if asked in TABS else "charts"

@@ -29,7 +29,7 @@ from copd.common.names import scope_of
 from storage.entities import Evaluation, Event, Sample
 
 MAX_BUFFER = 2_000_000  # points kept while the database is unreachable; oldest dropped beyond
-MAX_BUFFERED_SAMPLES = 2_000  # likewise for recorded completions (about 1 KB each)
+MAX_BUFFERED_SAMPLES = 200  # likewise for log_samples calls (a step's completions each)
 
 
 class StoreLogger:
@@ -57,7 +57,7 @@ class StoreLogger:
         self._metrics: list[tuple[str, float, int, int, str, float]] = []
         self._evals: list[Evaluation] = []
         self._events: list[Event] = []
-        self._samples: list[Sample] = []
+        self._samples: list[tuple[int, int, str, float, list[dict]]] = []  # per log call
         self.samples_cap = int(samples_cap)
         self._lock = threading.Lock()  # guards the buffers (held for microseconds)
         self._write_lock = threading.Lock()  # one batch in flight at a time, in order
@@ -97,12 +97,9 @@ class StoreLogger:
         self._after_append(0)
 
     def log_samples(self, rows: list[dict], *, step: int, cycle: int = 0, phase: str = "") -> None:
-        t = time.time()
-        items = [
-            Sample(step=int(step), cycle=int(cycle), phase=phase, wall_time=t, **r) for r in rows
-        ]
+        # entities are built on the writer thread: here only a reference is kept
         with self._lock:
-            self._samples.extend(items)
+            self._samples.append((int(step), int(cycle), phase, time.time(), rows))
         self._after_append(0)
 
     def log_checkpoint(self, path: str, *, step: int) -> None:
@@ -195,7 +192,12 @@ class StoreLogger:
                     self.store.log_events(self.run_id, events)
                     events = []
                 if samples:
-                    self.store.log_samples(self.run_id, samples, cap=self.samples_cap)
+                    items = [
+                        Sample(step=st, cycle=c, phase=p, wall_time=t, **r)
+                        for st, c, p, t, rows in samples
+                        for r in rows
+                    ]
+                    self.store.log_samples(self.run_id, items, cap=self.samples_cap)
                     samples = []
             except Exception as e:
                 if isinstance(e, KeyError):  # the run was deleted: nowhere to write

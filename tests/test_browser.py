@@ -585,3 +585,51 @@ def test_details_fit_the_page_links_say_what_is_absent_and_icons_need_no_emoji(d
 
 
 # ---------------------------------------------------------------------- issue 26: samples
+@pytest.fixture
+def samples_server(tmp_path, tiny_model_dir):
+    """The dashboard on real tiny-model runs (CoPD + experts) with recorded samples, plus a
+    hostile completion (tests/test_samples_view.py), no supervisor."""
+    from tests.test_samples_view import build_demo_group
+
+    url, ids, last = build_demo_group(tmp_path, tiny_model_dir)
+    for base, _ in _server(tmp_path, COPD_SUPERVISE="0"):
+        yield base, ids, last
+
+
+def test_samples_view_shows_both_branches_shaded_and_payloads_as_text(samples_server):
+    """live?run=ID&tab=samples: the most divergent prompt (the payload) first, shown as its
+    characters with no script run and no image fetched; a real prompt's completions of both
+    branches side by side, every token a shaded span with a hover text."""
+    from playwright.sync_api import sync_playwright
+
+    base, ids, last = samples_server
+    requests: list[str] = []
+    with sync_playwright() as p:
+        browser, page = _browser(p)
+        page.on("request", lambda r: requests.append(r.url))
+        t0 = time.monotonic()
+        page.goto(f"{base}/live?run={ids['copd']}&tab=samples")
+        _settle(page)
+        assert _wait_text(page, "most divergent first")
+        page.wait_for_selector(".copd-tok", timeout=30_000)
+        first_draw_s = time.monotonic() - t0
+        body = _body(page)
+        assert "<script>window.pwned=1</script>" in body.replace("\n", "")  # as text
+        assert page.evaluate("() => window.pwned === undefined")
+        images = page.eval_on_selector_all("img[src]", "els => els.map(e => e.src)")
+        assert not [s for s in images if "198.51.100.7" in s or s.endswith("/x")], images
+        # a real prompt: both branches, every token shaded, hover names both log-probs
+        page.get_by_role("combobox", name="Prompt").click()
+        page.get_by_role("option").filter(has_text="#0 ").first.click()
+        _settle(page)
+        page.wait_for_timeout(1000)
+        blocks = page.locator(".copd-tokens")
+        assert blocks.count() >= 2
+        titles = page.eval_on_selector_all(".copd-tok", "els => els.map(e => e.title)")
+        assert any("log p rev" in t for t in titles) and any("log p add" in t for t in titles)
+        assert "reward" in _body(page) and "shaded by" in _body(page)
+        _shoot(page, "samples", docs=True)
+        browser.close()
+    leaked = [u for u in requests if "198.51.100.7" in u]
+    assert not leaked, leaked
+    print(f"[samples view] first draw {first_draw_s:.2f} s")

@@ -34,30 +34,32 @@ def payload_sample(step: int) -> Sample:
     )  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def demo_group(tmp_path_factory, tiny_model_dir):
+def build_demo_group(root: Path, model_dir: str) -> tuple[str, dict[str, int], int]:
     """A CoPD run and an expert run of the tiny model in group `samples-demo`, trained here
-    through copd.runner.train_run with the store; the payload sample added to the CoPD run."""
+    through copd.runner.train_run with the store; the payload sample added to the CoPD run
+    at its last recorded step. Returns (store URL, run ids by method, that step)."""
     from copd.runner import train_run
     from copd.spec import apply_overrides, presets
     from tests.tiny_support import tiny_overrides
 
-    root = tmp_path_factory.mktemp("samples")
     url = f"sqlite:///{root / 'copd.db'}"
-    ids = {}
     for preset in ("demo", "expert"):
         cfg = apply_overrides(
             presets.get(preset),
-            [*tiny_overrides(tiny_model_dir), "diagnostics.samples_every=3",
+            [*tiny_overrides(model_dir), "diagnostics.samples_every=3",
              "group=samples-demo", f"name={preset}-samples"],
         ).validate()  # fmt: skip
         train_run(cfg, root / preset, db=url)
     store = RunStore.from_url(url)
-    for r in store.list_runs():
-        ids[r.method] = r.id
+    ids = {r.method: r.id for r in store.list_runs()}
     last = max(s for s, _ in store.sample_steps(ids["copd"]))
     store.log_samples(ids["copd"], [payload_sample(last)])
     return url, ids, last
+
+
+@pytest.fixture(scope="module")
+def demo_group(tmp_path_factory, tiny_model_dir):
+    return build_demo_group(tmp_path_factory.mktemp("samples"), tiny_model_dir)
 
 
 @pytest.fixture
