@@ -2,6 +2,7 @@
 
     values, errors = config_form(base_cfg, key_prefix="cfg:demo")
     branches, errors = branch_editor(base_cfg, key_prefix=...)
+    tags, notes, errors = labels_inputs("launch")       # the run's tags and notes
 
 Every widget key is `<prefix>:<dotted.path>`, so switching presets re-initialises the form
 and tests can address a field by its config path.
@@ -23,6 +24,7 @@ from app.dashboard.forms import (
     parse_number,
 )
 from app.dashboard.text import md_escape
+from copd.common.tags import TagError, check_notes, split_tags
 from copd.spec import ConfigError, RunConfig
 
 CUSTOM_TASK = "custom (module:factory)"
@@ -45,7 +47,7 @@ def field_widget(f: FieldSpec, key: str) -> Any:
     if f.kind == "bool":
         return st.checkbox(label, value=bool(f.default), key=key, help=help_text)
     if f.kind in ("int", "float"):  # text, so a typo is shown, not silently reverted
-        text = str(int(f.default)) if f.kind == "int" else f"{float(f.default):g}"
+        text = str(int(f.default)) if f.kind == "int" else repr(float(f.default))  # exact
         return ("__number__", st.text_input(label, value=text, key=key, help=help_text))
     if f.kind == "choice":
         opts = list(f.choices)
@@ -176,6 +178,22 @@ def branch_editor(base: RunConfig, prefix: str, tasks: list[str]) -> tuple[list[
             errors.append(f"branches[{name}].task: write module:factory, e.g. mypkg.tasks:make")
         rows.append({"name": name.strip(), "task": task, "device": device.strip() or "auto"})
     return rows, errors
+
+
+def labels_inputs(key: str) -> tuple[tuple[str, ...], str, list[str]]:
+    """Tags (comma- or space-separated) and notes for the runs a Launch records. Returns
+    (tags, notes, errors); an invalid tag is an error that launches nothing."""
+    c1, c2 = st.columns([2, 3])
+    raw = c1.text_input(
+        "Tags", key=f"{key}:tags", placeholder="ablation, beta-sweep",
+        help="comma- or space-separated; letters, digits and _ - . : / = + @. "
+        'Search them on the Runs page: "ablation" in tags',
+    )  # fmt: skip
+    notes = c2.text_area("Notes", key=f"{key}:notes", height=68, help="free text on the run")
+    try:
+        return split_tags(raw), check_notes(notes), []
+    except TagError as e:
+        return (), "", [str(e)]
 
 
 def gpu_picker(gpus: list[Any], prefix: str) -> int:
