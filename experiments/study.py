@@ -34,6 +34,7 @@ phase-II updates.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import sys
 from collections.abc import Callable, Sequence
@@ -45,6 +46,12 @@ from copd.common.tables import paper_table
 from copd.spec import parse_seeds
 from copd.spec.sweep import run_config
 from experiments.pool import Job, run_pool
+
+# Seeds: settings are chosen on the validation split over MAP_SEEDS; the test tables use
+# FINAL_SEEDS, disjoint from them, so no model that won on validation reappears in a test
+# table (the final stage used to be seeds 0-7, whose 0-2 were the map's own runs).
+MAP_SEEDS = (0, 1, 2)
+FINAL_SEEDS = tuple(range(100, 108))
 
 CROSS = ("opd.cross_prompts_per_step", "opd.cross_group_size")
 SMALL = ("model.demo_hidden=48", "model.demo_layers=1")
@@ -83,6 +90,43 @@ CAPACITY = {
     "mixed-steps": ("mixed-steps", (*SMALL, REV_SORT)),
     "copd": ("demo", (*SMALL, REV_SORT)),
 }
+# The conflict setting (copd/spec/presets.py CONFLICT_FIELDS): up and down, opposite
+# letter maps of the same strings. The map chooses CoPD's setting on validation over
+# MAP_SEEDS (with one arm of 2 PPO mini-batches, where the clip acts); the final stage
+# runs every method on test over FINAL_SEEDS.
+CONFLICT_MAP = {
+    "expert": ("expert-conflict", ()),
+    "mixed": ("mixed-conflict", ()),
+    "mixed-steps": ("mixed-steps-conflict", ()),
+    "copd": ("conflict", ()),
+    "copd-cross16x2": ("conflict", (f"{CROSS[0]}=16", f"{CROSS[1]}=2")),
+    "copd-beta0.5": ("conflict", ("opd.beta=0.5",)),
+    "copd-minibatch2": ("conflict", ("grpo.minibatches=2",)),
+}
+CONFLICT_FINAL = {
+    "expert": ("expert-conflict", ()),
+    "mixed": ("mixed-conflict", ()),
+    "mixed-steps": ("mixed-steps-conflict", ()),
+    "static_opd": ("static_opd-conflict", ()),
+    "static_opd-rev": ("static_opd-conflict-rev", ()),
+    "mopd": ("mopd-conflict", ()),
+    "copd": ("conflict", ()),
+}
+
+
+def conflict_final(chosen: str | None) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """The final stage's arms: every method, and CoPD at the map's chosen arm `chosen`
+    (a key of CONFLICT_MAP) beside its defaults."""
+    arms = dict(CONFLICT_FINAL)
+    if chosen and chosen != "copd":
+        if chosen not in CONFLICT_MAP or not chosen.startswith("copd"):
+            raise ValueError(
+                f"--chosen {chosen!r}: use a CoPD arm of the map, {list(CONFLICT_MAP)}"
+            )
+        arms[chosen] = CONFLICT_MAP[chosen]
+    return arms
+
+
 DRIFT = {
     "expert": ("expert", ("schedule.diag_every=1", "schedule.cycles=3")),
     "copd": ("demo", ("schedule.diag_every=1", "schedule.cycles=3")),
@@ -152,40 +196,82 @@ def paired_vs(table: dict[str, dict[int, dict]], a: str, b: str, split: str = "t
     return paired([value(a, s) for s in seeds], [value(b, s) for s in seeds])
 
 
-def signal_summary(run_dirs: Sequence[Path]) -> dict[str, dict[str, float]]:
-    """Mean over the phase-II updates that recorded a signal balance, per metric (branch
-    names pooled as own/peer): grad-norm ratio OPD/GRPO, cosine, |advantage| of each term,
-    teacher-preferred share, log-ratio; mean +- std over runs."""
-    per_run: dict[str, list[float]] = {}
+def signal_updates(run_dirs: Sequence[Path]) -> list[dict]:
+    """Every update that recorded a signal balance, one row per (run, branch, step): its
+    phase and its values by "<kind>/<term>", the term "grpo", "all" (the whole step) or
+    "opd" (the cross terms: a list, one per teacher). NaN values (a term with no signal)
+    are left out, so no mean counts them."""
+    rows = []
     for d in run_dirs:
-        acc: dict[str, list[float]] = {}
         for line in (Path(d) / "metrics.jsonl").read_text().splitlines():
             rec = json.loads(line)
-            if rec.get("type") != "metric" or rec.get("phase") != "opd":
+            if rec.get("type") != "metric":
                 continue
-            vals = rec["values"]
-            for k, v in vals.items():
+            per: dict[str, dict[str, list[float]]] = {}
+            for k, v in rec["values"].items():
                 parts = k.split("/")
-                if parts[0] != "branch" or parts[2] != "signal":
+                if len(parts) != 5 or parts[0] != "branch" or parts[2] != "signal":
                     continue
-                kind, term = parts[3], parts[4]
-                acc.setdefault(f"{kind}/{'grpo' if term == 'grpo' else 'opd'}", []).append(v)
-            for b in {k.split("/")[1] for k in vals if k.startswith("branch/")}:
-                g = vals.get(N.branch(b, N.SIGNAL_GRAD_GRPO))
-                peers = [
-                    v
-                    for k, v in vals.items()
-                    if k.startswith(N.branch(b, N.SIGNAL_PREFIX + "grad_norm/"))
-                    and not k.endswith("/grpo")
-                ]
-                if g and peers:
-                    acc.setdefault("grad_norm ratio opd/grpo", []).append(sum(peers) / g)
-        for k, vs in acc.items():
-            per_run.setdefault(k, []).append(statistics.fmean(vs))
+                if not isinstance(v, (int, float)) or not math.isfinite(v):
+                    continue
+                term = parts[4] if parts[4] in ("grpo", "all") else "opd"
+                per.setdefault(parts[1], {}).setdefault(f"{parts[3]}/{term}", []).append(v)
+            for branch, vals in per.items():
+                rows.append(
+                    {"run": str(d), "branch": branch, "phase": rec.get("phase"),
+                     "step": rec.get("step"), "values": vals}
+                )  # fmt: skip
+    return rows
+
+
+def _spread(per_run: dict[str, list[float]]) -> dict[str, float]:
+    """Per-update median, mean and SD (the spread of single updates) and the mean +- std
+    of the run means (the spread of runs) of values grouped by run."""
+    every = [v for vs in per_run.values() for v in vs]
+    if not every:
+        return {}
+    run_means = [statistics.fmean(vs) for vs in per_run.values() if vs]
+    rm, rs = mean_std(run_means)
     return {
-        k: dict(zip(("mean", "std"), mean_std(vs), strict=True)) | {"runs": len(vs)}
-        for k, vs in sorted(per_run.items())
-    }
+        "updates": len(every), "median": statistics.median(every),
+        "mean": statistics.fmean(every), "sd_update": mean_std(every)[1],
+        "run_mean": rm, "run_sd": rs, "runs": len(run_means),
+    }  # fmt: skip
+
+
+def signal_summary(run_dirs: Sequence[Path]) -> dict[str, dict[str, dict[str, float]]]:
+    """The signal balance of CoPD's updates, per branch and pooled ("all"): for each
+    "<phase>:<kind>/<term>" (phase "opd" = phase II, "rl" = phase I), the per-update median,
+    mean and SD next to the mean +- std of run means; and, per update of phase II, the
+    ratio of the OPD terms' summed gradient norm to the GRPO term's ("ratio grad_norm
+    opd/grpo", heavy-tailed: read its median) and the ratio of mean norms over updates
+    ("ratio of mean grad_norm opd/grpo"). `move/<term>` is how far each step moved the
+    weights along that term's descent direction (copd/train/update.py)."""
+    groups: dict[str, dict[str, dict[str, list[float]]]] = {}
+    pairs: dict[str, list[tuple[float, float]]] = {}  # (GRPO, OPD) norms of one update
+    for row in signal_updates(run_dirs):
+        vals, phase = row["values"], row["phase"]
+        extra = {}
+        g, peers = vals.get("grad_norm/grpo"), vals.get("grad_norm/opd")
+        if g and peers and g[0] > 0:
+            extra["ratio grad_norm opd/grpo"] = [sum(peers) / g[0]]
+        for scope in (row["branch"], "all"):
+            if extra:
+                pairs.setdefault(scope, []).append((g[0], sum(peers)))
+            dst = groups.setdefault(scope, {})
+            for k, vs in {**vals, **extra}.items():
+                key = k if k.startswith("ratio") else f"{phase}:{k}"
+                dst.setdefault(key, {}).setdefault(row["run"], []).extend(vs)
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for scope, metrics in groups.items():
+        out[scope] = {k: _spread(per_run) for k, per_run in sorted(metrics.items())}
+        if pairs.get(scope):  # over the updates that measured both terms
+            g, o = zip(*pairs[scope], strict=True)
+            out[scope]["ratio of mean grad_norm opd/grpo"] = {
+                "mean": statistics.fmean(o) / statistics.fmean(g),
+                "updates": len(g),
+            }
+    return out
 
 
 def drift_series(run_dirs: Sequence[Path]) -> dict[str, dict[int, list[float]]]:
@@ -239,6 +325,25 @@ def drift_table(series: dict[str, dict[str, dict[int, list[float]]]]) -> str:
 
 
 DRIFT_STEPS = (1, 6, 10, 16, 20, 26, 30)
+
+
+def signal_table(sig: dict[str, dict[str, dict[str, float]]]) -> str:
+    """One row per scope (branch or all) and metric: per-update median, mean ± SD, the run
+    means' mean ± std, and the counts."""
+    lines = [
+        "| scope | metric | median | per update mean ± SD | run means | updates | runs |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for scope, metrics in sig.items():
+        for k, v in metrics.items():
+            if "median" not in v:  # a ratio of means: one number
+                lines.append(f"| {scope} | {k} | | {v['mean']:.3f} | | {v['updates']} | |")
+                continue
+            lines.append(
+                f"| {scope} | {k} | {v['median']:.3f} | {_fmt(v['mean'], v['sd_update'])} | "
+                f"{_fmt(v['run_mean'], v['run_sd'])} | {v['updates']} | {v['runs']} |"
+            )
+    return "\n".join(lines)
 
 
 def map_table(summary: dict[str, dict]) -> str:
@@ -352,12 +457,8 @@ def report(out: Path, log: Callable[[str], None] = print) -> dict:
         sig = signal_summary(copd_dirs)
         payload[group]["signal"] = sig
         if sig:
-            parts += ["Signal balance of CoPD's phase-II updates (mean over runs):", ""]
-            parts += ["| metric | mean ± std | runs |", "|---|---:|---:|"]
-            parts += [
-                f"| {k} | {_fmt(v['mean'], v['std'])} | {v['runs']} |" for k, v in sig.items()
-            ]
-            parts += [""]
+            parts += ["Signal balance of CoPD's updates (per update and per run):", ""]
+            parts += [signal_table(sig), ""]
     drift_dirs = {m: list((out / "study-drift").glob(f"{m}-s*")) for m in ("copd", "expert")}
     if all(drift_dirs.values()):
         payload["drift"] = {m: drift_series(d) for m, d in drift_dirs.items()}
@@ -375,28 +476,44 @@ def cmd_study(args) -> int:
     seeds = parse_seeds(args.seeds) if args.seeds else None
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     stage = args.stage
+    val, test = seeds or list(MAP_SEEDS), seeds or list(FINAL_SEEDS)
     if stage == "map":
-        run_stage(MAP_2DOM, seeds or [0, 1, 2], out, "study-map-2dom", args.db, args.jobs, log)
-        run_stage(MAP_3DOM, seeds or [0, 1, 2], out, "study-map-3dom", args.db, args.jobs, log)
+        run_stage(MAP_2DOM, val, out, "study-map-2dom", args.db, args.jobs, log)
+        run_stage(MAP_3DOM, val, out, "study-map-3dom", args.db, args.jobs, log)
     elif stage == "final":
         from experiments.reproduce import reproduce
 
-        reproduce(seeds or list(range(8)), "full", (), out / "final", args.db,
+        reproduce(test, "full", (), out / "final", args.db,
                   "study-final", reuse=True, log=log, jobs=args.jobs)  # fmt: skip
     elif stage == "capacity":
-        run_stage(
-            CAPACITY, seeds or [0, 1, 2, 3, 4], out, "study-capacity", args.db, args.jobs, log
-        )
+        run_stage(CAPACITY, test[:5], out, "study-capacity", args.db, args.jobs, log)
     elif stage == "drift":
-        run_stage(DRIFT, seeds or [0, 1, 2], out, "study-drift", args.db, args.jobs, log)
+        run_stage(DRIFT, val, out, "study-drift", args.db, args.jobs, log)
+    elif stage == "conflict-map":
+        run_stage(CONFLICT_MAP, val, out, "study-conflict-map", args.db, args.jobs, log)
+    elif stage == "conflict":
+        arms = conflict_final(args.chosen)
+        run_stage(arms, test, out, "study-conflict", args.db, args.jobs, log)
     report(out, log)
     return 0
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("study", help="the CoPD vs baselines study: map, final, capacity, drift")
-    p.add_argument("stage", choices=["map", "final", "capacity", "drift", "report"])
-    p.add_argument("--seeds", help="override the stage's seeds, e.g. 0-4")
+    p.add_argument(
+        "stage",
+        choices=["map", "final", "capacity", "drift", "conflict-map", "conflict", "report"],
+    )
+    p.add_argument(
+        "--seeds",
+        help=f"override the stage's seeds, e.g. 0-4 (defaults: validation stages "
+        f"{list(MAP_SEEDS)}, test stages {FINAL_SEEDS[0]}-{FINAL_SEEDS[-1]})",
+    )
+    p.add_argument(
+        "--chosen",
+        default="copd-cross16x2",
+        help="conflict stage: the CoPD arm of the conflict map to run beside the defaults",
+    )
     p.add_argument("--db", help="record every run in this store (groups study-<stage>)")
     p.add_argument("--out", default="runs/study")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")

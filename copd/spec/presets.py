@@ -34,6 +34,24 @@ def _copd3() -> RunConfig:
     )
 
 
+# The conflict setting (docs/RESULTS.md): two domains over the same letter strings with
+# opposite letter maps, told apart only by the tag that opens the prompt (`up`, `down`;
+# copd/tasks/synthetic.py), on a demo base warmed up on those two domains.
+CONFLICT_FIELDS = dict(
+    branches=(BranchSpec("up", "up"), BranchSpec("down", "down")),
+    model__demo_tasks=("up", "down"),
+)
+
+
+def _conflict() -> RunConfig:
+    """CoPD on the conflict pair (up, down), the demo's other settings."""
+    return replace_in(_demo(), name="conflict", **CONFLICT_FIELDS)
+
+
+def _conflict_as(name: str, method: str, **fields) -> Callable[[], RunConfig]:
+    return lambda: replace_in(_conflict(), name=name, method=method, **fields)
+
+
 def _demo_as(name: str, method: str | None = None, **fields) -> Callable[[], RunConfig]:
     """A factory: the demo renamed, under `method` (default: CoPD), with `fields` replaced
     (`replace_in` paths, e.g. merge__enabled=False)."""
@@ -133,6 +151,46 @@ PRESETS: dict[str, tuple[Callable[[], RunConfig], str]] = {
         _copd3_as("mopd-3", "mopd", merge__enabled=False, opd__native_rl=False),
         "baseline: MOPD with 3 domain experts (add, rev, sort)",
     ),
+    # the conflict setting: up and down, opposite maps of the same strings (docs/RESULTS.md)
+    "conflict": (_conflict, "CoPD, 2 branches (up, down): opposite letter maps, one tag apart"),
+    "expert-conflict": (
+        _conflict_as("expert-conflict", "expert", merge__enabled=False),
+        "baseline: single-domain experts on up and down (T updates each)",
+    ),
+    "mixed-conflict": (
+        _conflict_as("mixed-conflict", "mixed", merge__enabled=False),
+        "baseline: mixed GRPO on up and down, 2 x T updates",
+    ),
+    "mixed-steps-conflict": (
+        _conflict_as(
+            "mixed-steps-conflict", "mixed", merge__enabled=False, mixed_steps="per_branch"
+        ),
+        "baseline control: mixed GRPO on up and down with T updates of 2 x prompts",
+    ),
+    "static_opd-conflict": (
+        _conflict_as(
+            "static-opd-conflict",
+            "static_opd",
+            merge__enabled=False,
+            static_direction="up->down",
+            opd__native_rl=False,
+        ),  # fmt: skip
+        "baseline: experts, then pure one-way OPD from the frozen up expert into down",
+    ),
+    "static_opd-conflict-rev": (
+        _conflict_as(
+            "static-opd-conflict-rev",
+            "static_opd",
+            merge__enabled=False,
+            static_direction="down->up",
+            opd__native_rl=False,
+        ),  # fmt: skip
+        "baseline: experts, then pure one-way OPD from the frozen down expert into up",
+    ),
+    "mopd-conflict": (
+        _conflict_as("mopd-conflict", "mopd", merge__enabled=False, opd__native_rl=False),
+        "baseline: MOPD on up and down (one student, each prompt routed to its expert)",
+    ),
     # real models and datasets on GPUs (copd/spec/paper_presets.py)
     "paper-text-math": (
         paper_text_math,
@@ -163,6 +221,15 @@ PRESETS: dict[str, tuple[Callable[[], RunConfig], str]] = {
 SETS: dict[str, tuple[str, ...]] = {
     "paper-2dom": ("demo", "expert", "weight_average", "mixed", "static_opd", "static_opd-rev"),
     "paper-3dom": ("copd-3", "expert-3", "mixed-3", "mopd-3"),
+    "conflict": (
+        "conflict",
+        "expert-conflict",
+        "mixed-conflict",
+        "mixed-steps-conflict",
+        "static_opd-conflict",
+        "static_opd-conflict-rev",
+        "mopd-conflict",
+    ),  # fmt: skip
     "copd-ablations": (
         "demo",
         "copd-no-merge",

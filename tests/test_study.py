@@ -1,0 +1,77 @@
+"""The study's bookkeeping: disjoint seeds for choosing and for reporting, the conflict
+stage's arms, and the signal-balance summary (per-update spread, medians, NaN left out)."""
+
+import json
+import math
+
+import pytest
+
+from experiments import study
+
+
+def test_final_seeds_are_disjoint_from_the_maps_and_are_the_test_stages_default(tmp_path):
+    assert len(study.FINAL_SEEDS) == 8
+    assert not set(study.FINAL_SEEDS) & set(study.MAP_SEEDS)
+    # the stages' defaults, as the CLI builds them
+    rows = study.jobs_for(study.conflict_final(None), study.FINAL_SEEDS, tmp_path, "g")
+    assert {seed for _, seed, _ in rows} == set(study.FINAL_SEEDS)
+    assert all(job.cfg.seed == seed for _, seed, job in rows)
+
+
+def test_conflict_stages_cover_every_method_and_validate(tmp_path):
+    arms = study.conflict_final("copd-cross16x2")
+    assert set(arms) == {
+        "expert", "mixed", "mixed-steps", "static_opd", "static_opd-rev", "mopd", "copd",
+        "copd-cross16x2",
+    }  # fmt: skip
+    rows = study.jobs_for(arms, [100], tmp_path, "g")
+    methods = {arm: job.cfg.method for arm, _, job in rows}
+    assert methods["mopd"] == "mopd" and methods["static_opd-rev"] == "static_opd"
+    assert all(job.cfg.branch_names == ("up", "down") for _, _, job in rows)
+    assert all(job.cfg.model.demo_tasks == ("up", "down") for _, _, job in rows)
+    # the map holds an arm whose PPO clip can act (more than one mini-batch)
+    mb = [o for _, o in study.CONFLICT_MAP.values() if "grpo.minibatches=2" in o]
+    assert mb
+    with pytest.raises(ValueError, match="CoPD arm of the map"):
+        study.conflict_final("mixed")
+
+
+def _metrics(path, rows):
+    path.mkdir(parents=True)
+    lines = [
+        json.dumps({"type": "metric", "step": s, "phase": ph, "values": v}) for s, ph, v in rows
+    ]
+    (path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_signal_summary_reports_per_update_spread_medians_and_skips_nan(tmp_path):
+    b = "branch/add/signal/"
+    r1 = _metrics(tmp_path / "r1", [
+        (1, "rl", {b + "grad_norm/grpo": 1.0, b + "move/grpo": 0.5}),
+        (7, "opd", {b + "grad_norm/grpo": 1.0, b + "grad_norm/rev": 2.0, b + "cos/rev": 0.1,
+                    b + "move/grpo": 0.25}),
+        (8, "opd", {b + "grad_norm/grpo": 1.0, b + "grad_norm/rev": 10.0, b + "cos/rev": -0.1}),
+        (9, "opd", {b + "grad_norm/grpo": float("nan"), b + "grad_norm/rev": 3.0,
+                    b + "cos/rev": float("nan")}),  # an empty GRPO term
+    ])  # fmt: skip
+    r2 = _metrics(tmp_path / "r2", [
+        (7, "opd", {b + "grad_norm/grpo": 2.0, b + "grad_norm/rev": 4.0, b + "cos/rev": 0.3}),
+    ])  # fmt: skip
+    sig = study.signal_summary([r1, r2])
+    assert set(sig) == {"add", "all"}
+    cos = sig["all"]["opd:cos/opd"]
+    assert cos["updates"] == 3 and cos["runs"] == 2  # the NaN update is left out
+    assert cos["median"] == pytest.approx(0.1)
+    assert cos["sd_update"] == pytest.approx(0.2)  # single updates: 0.1, -0.1, 0.3
+    assert cos["run_mean"] == pytest.approx(0.15)  # run means 0.0 and 0.3
+    assert cos["run_sd"] == pytest.approx(math.sqrt(0.045))
+    ratio = sig["all"]["ratio grad_norm opd/grpo"]
+    assert ratio["updates"] == 3 and ratio["median"] == pytest.approx(2.0)  # 2, 10, 2
+    assert ratio["mean"] == pytest.approx(14 / 3)  # the heavy tail pulls the mean
+    assert sig["all"]["ratio of mean grad_norm opd/grpo"]["mean"] == pytest.approx(
+        (2 + 10 + 4) / 3 / ((1 + 1 + 2) / 3)
+    )  # over the updates that measured both terms
+    assert sig["all"]["rl:move/grpo"]["mean"] == 0.5
+    assert sig["all"]["opd:move/grpo"]["mean"] == 0.25
+    assert "| all | opd:cos/opd | 0.100 |" in study.signal_table(sig)
