@@ -169,3 +169,22 @@ def test_copd_samples_prints_tokens_with_log_ratios(demo_group):
     cross = subprocess.run(cmd[:-1] + ["--kind", "cross", "--branch", "rev"],
                            capture_output=True, text=True, timeout=120)  # fmt: skip
     assert cross.returncode == 0 and " · cross · rev on add" in cross.stdout
+
+
+def test_compare_report_holds_the_most_divergent_samples_as_text(demo_group, monkeypatch):
+    import pandas as pd
+
+    from app.dashboard.report import compare_report
+    from app.dashboard.samples_view import most_divergent
+
+    url, ids, _ = demo_group
+    monkeypatch.setenv("COPD_DB_URL", url)
+    st.cache_resource.clear()
+    top = most_divergent([ids["copd"], ids["expert"]], n=3)
+    assert len(top) == 3 and top[0].prompt_index == 99  # the payload disagrees most
+    assert [s.disagreement for s in top] == sorted((s.disagreement for s in top), reverse=True)
+    runs = RunStore.from_url(url).list_runs()
+    doc = compare_report(runs, [], pd.DataFrame(), pd.DataFrame(), title="t", samples=top)
+    assert "The most divergent samples" in doc and "copd-tok" in doc
+    assert "&lt;script&gt;" in doc and "<script>window" not in doc and "<img" not in doc
+    st.cache_resource.clear()

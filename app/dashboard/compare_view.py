@@ -28,6 +28,7 @@ from app.dashboard.queries import (
     seed_arms,
 )
 from app.dashboard.report import compare_report
+from app.dashboard.samples_view import most_divergent
 from app.dashboard.series import with_x
 from app.dashboard.sweep_data import GridReport
 from app.dashboard.sweep_view import draw_grid_view
@@ -265,7 +266,14 @@ def report_button(
         "Download report (HTML)",
         # built when clicked (plotly.js is inlined: ~5 MB), not on every rerun
         lambda: compare_report(
-            chosen, figs, table, diff, title=f"copd: {title}", split=split, grid=grid
+            chosen,
+            figs,
+            table,
+            diff,
+            title=f"copd: {title}",
+            split=split,
+            grid=grid,
+            samples=most_divergent([r.id for r in chosen]),
         ).encode(),
         file_name=f"copd-report-{title.split()[-1].replace(',', '-')}.html",
         mime="text/html",

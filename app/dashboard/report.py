@@ -6,8 +6,8 @@ What it holds: every overlay figure with its data (Plotly's `to_html`; plotly.js
 inlined once, in the first figure, so nothing is fetched), the paper-layout results table
 (`app.dashboard.queries.results_table`, best cell of each column in bold, as `results_markdown`
 marks it) on the split it names, the grid view of a sweep with its paired test, the config
-differences, and for each run its method, seed, status and the code
-revision it ran. Pure: no Streamlit, no store.
+differences, the most divergent recorded samples, and for each run its method, seed,
+status and the code revision it ran. Pure: no Streamlit, no store.
 """
 
 from __future__ import annotations
@@ -19,10 +19,13 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from app.dashboard.queries import best_rows, format_results, status_label
+from app.dashboard.tokens import samples_html
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from app.dashboard.sweep_data import GridReport
-    from storage import Run
+    from storage import Run, Sample
 
 STYLE = """
 body { font-family: -apple-system, "Segoe UI", Roboto, sans-serif; margin: 2rem auto;
@@ -88,10 +91,12 @@ def compare_report(
     notes: str = "",
     split: str = "test",
     grid: GridReport | None = None,
+    samples: Sequence[Sample] = (),
 ) -> str:
     """The whole report as one HTML document (UTF-8 text): the results table says its
     `split`; with `grid`, the Compare page's grid view (its figures, what it left out and
-    the paired test) follows it."""
+    the paired test) follows it; `samples`: the most divergent recorded completions, token
+    by token (app/dashboard/tokens.py)."""
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
         "<!DOCTYPE html>",
@@ -124,6 +129,8 @@ def compare_report(
         parts.append("<h2>Grid sweep: final score per swept parameter</h2>")
         parts += [f"<p>{_esc(line)}</p>" for line in grid.lines]
         parts += divs[len(figures) :]
+    if samples:
+        parts += ["<h2>The most divergent samples</h2>", samples_html(list(samples))]
     parts += [
         "<h2>Config differences</h2>",
         frame_html(diff) if len(runs) > 1 else "<p>One run: nothing to compare.</p>",

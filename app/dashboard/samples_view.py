@@ -63,6 +63,18 @@ def rank_prompts(samples: list[Sample]) -> pd.DataFrame:
     )
 
 
+def most_divergent(run_ids: list[int], n: int = 4) -> list[Sample]:
+    """The `n` most divergent probe samples over `run_ids`, each run at its latest recorded
+    step (for the Compare page's report)."""
+    store, out = get_store(), []
+    for rid in run_ids:
+        steps = [s for s, k in store.sample_steps(rid) if k == "probe"]
+        if steps:
+            out += store.samples(rid, step=steps[-1], kind="probe", limit=n)
+    finite = [s for s in out if math.isfinite(s.disagreement)]
+    return sorted(finite, key=lambda s: -s.disagreement)[:n]
+
+
 def draw_samples(run: Run, url: str) -> None:
     """The Samples tab of one run."""
     recorded = cached_sample_steps(url, run.id)

@@ -106,3 +106,22 @@ def legend_html(peer: str | None = None, k: int = 10, scale: float = SCALE) -> s
         f'<span style="border:1px dashed #b2182b;padding:0 4px">dashed</span>: outside '
         f"{who}'s top-{k}</div>"
     )
+
+
+def samples_html(samples: list[Sample], k: int = 10) -> str:
+    """Recorded completions for the HTML report: a header per sample (run, step, branch,
+    prompt, reward, disagreement) and its tokens shaded by the first branch peer."""
+    if not samples:
+        return "<p>No run of this selection recorded samples.</p>"
+    parts = []
+    for s in samples:
+        peers = sorted(s.peers, key=lambda p: (p == "base", p))
+        peer = peers[0] if peers else None
+        gap = f"{s.disagreement:.3f}" if math.isfinite(s.disagreement) else "n/a"
+        parts.append(
+            f"<h4>run {s.run_id} · step {s.step} · {html.escape(s.branch)} on "
+            f"{html.escape(s.domain)} #{s.prompt_index} · reward {s.reward:g} · disagreement "
+            f"{gap}{' · shaded by ' + html.escape(peer) if peer else ''}</h4>"
+            f"<pre>{html.escape(s.prompt)}</pre>{tokens_html(s, peer, k)}"
+        )
+    return "\n".join(parts) + legend_html(None, k)
