@@ -298,13 +298,48 @@ def recorded(
         what = ", ".join(f"{n} {k}" for k, n in removed.items() if n) or "nothing"
         after = f"after step {truncate_after}" if truncate_after >= 0 else "(no checkpoint)"
         logger.log_event(f"resume: removed what was logged {after}: {what}", step=None)
+    sampler = attach_observers(cfg, logger, out, method, truncate_after, echo=bar is None)
     try:
         with ctx as tracker:
             if bar is not None:
                 bar.tracker = tracker
             yield logger, tracker
+    except BaseException:
+        set_outcome(logger, "failed")
+        raise
     finally:
+        if sampler is not None:
+            sampler.stop()  # its last row goes out while every logger is still open
         logger.close()
+
+
+def attach_observers(cfg, logger, out: Path, method: str, after_step: int | None, echo: bool):
+    """Add to the fan-out `logger` the trackers of `cfg.report_to` (copd/train/trackers.py)
+    and the system-metrics sampler (copd/train/system_metrics.py, every
+    `diagnostics.system_every_s` seconds); return the started sampler, or None. A tracker
+    that cannot start gives one warning event (printed too when `echo`: no progress bar
+    prints events) and the run goes on without it."""
+    from copd.train.system_metrics import SystemSampler
+    from copd.train.trackers import open_trackers
+
+    def warn(message: str) -> None:
+        logger.log_event(message, level="warning")
+        if echo:
+            print(f"[warning] {message}", file=sys.stderr, flush=True)
+
+    logger.loggers.extend(open_trackers(cfg, out, warn, method=method))
+    if not cfg.diagnostics.system_every_s:
+        return None
+    sampler = SystemSampler(logger, cfg.diagnostics.system_every_s, after_step=after_step)
+    logger.loggers.append(sampler)
+    return sampler.start()
+
+
+def set_outcome(logger, outcome: str) -> None:
+    """How the run ended ("finished", "failed", "cancelled"), for the trackers' records."""
+    from copd.train.trackers import set_outcome as tell_trackers
+
+    tell_trackers(logger, outcome)
 
 
 def train_run(
@@ -362,6 +397,7 @@ def train_run(
             raise diverged(world, str(e)) from e
         except TrainingCancelled as e:
             logger.log_event(str(e), level="warning", step=world.state.step)
+            set_outcome(logger, "cancelled")
             if tr is not None:
                 tr.cancelled = True
             return None

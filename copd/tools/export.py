@@ -1,0 +1,197 @@
+"""A Hub-ready folder from a finished run: the merged model with its tokenizer, a model card
+(README.md, written with huggingface_hub's ModelCard / ModelCardData) and results.json;
+uploaded to the Hugging Face Hub only when asked.
+
+    out = export_run("runs/3-copd-demo", "export/copd-demo", revision="1a2b3c4")
+    export_run(run_dir, out, push="me/copd-demo")        # + create_repo + upload_folder
+
+The model is the run's own `<run_dir>/merged/` (written by copd/train/results.py when the
+run ends), copied as it is, so `AutoModelForCausalLM.from_pretrained(out)` gives the run's
+merged model exactly. The card's metadata: the base model (when it is a Hub name), the
+method's tags (`copd`, `grpo`, `on-policy-distillation`, ...), the run's held-out scores of
+the merged model as model-index entries (one per benchmark, test and validation splits),
+the code revision; its text: what was trained, the scores table and the whole config.
+
+Called by `copd export RUN --out DIR [--push REPO]` (app/control/export_cli.py, which finds
+a stored run's folder and code revision) and the Runs page. Nothing here loads torch.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+# Tags per method: what a Hub search for the technique finds.
+METHOD_TAGS = {
+    "copd": ["grpo", "on-policy-distillation", "model-merging"],
+    "expert": ["grpo"],
+    "mixed": ["grpo"],
+    "static_opd": ["grpo", "on-policy-distillation"],
+    "mopd": ["grpo", "on-policy-distillation"],
+    "weight_average": ["grpo", "model-merging"],
+}
+HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+class ExportError(ValueError):
+    """A run that cannot be exported as asked; the message names the fix."""
+
+    user_error = True
+
+
+def read_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The run's config.json and results.json; ExportError naming what is missing."""
+    cfg_path, res_path = run_dir / "config.json", run_dir / "results.json"
+    if not cfg_path.is_file():
+        raise ExportError(f"{run_dir} holds no config.json: pass a run folder or a run id")
+    if not res_path.is_file():
+        raise ExportError(
+            f"{run_dir} has no results.json: the run has not finished; export it once it has"
+        )
+    return json.loads(cfg_path.read_text()), json.loads(res_path.read_text())
+
+
+def base_model_name(config: dict[str, Any]) -> str | None:
+    """The base model as a Hub name, or None (the built-in demo model, a local folder)."""
+    path = str(config.get("model", {}).get("path", ""))
+    if path == "demo" or Path(path).expanduser().exists() or not HUB_NAME.match(path):
+        return None
+    return path
+
+
+def card_tags(config: dict[str, Any]) -> list[str]:
+    tags = ["copd", *METHOD_TAGS.get(config.get("method", ""), [])]
+    if config.get("model", {}).get("branch_kind") == "lora":
+        tags.append("lora")
+    return tags
+
+
+def eval_results(scores: dict[str, float]) -> list:
+    """The merged model's scores as model-index entries: one per benchmark, the split named
+    (`add` test, `add@val` validation)."""
+    from huggingface_hub import EvalResult
+
+    out = []
+    for bench, score in scores.items():
+        name, _, split = bench.partition("@")
+        out.append(
+            EvalResult(
+                task_type="text-generation", dataset_type=name, dataset_name=name,
+                dataset_split="validation" if split == "val" else "test",
+                metric_type="accuracy", metric_name="accuracy", metric_value=float(score),
+            )
+        )  # fmt: skip
+    return out
+
+
+def card_text(config: dict[str, Any], scores: dict[str, float], revision: str | None) -> str:
+    """The card's markdown below the metadata."""
+    base = base_model_name(config) or (
+        "the built-in demo model" if config["model"]["path"] == "demo" else "a local base model"
+    )
+    branches = ", ".join(f"`{b['name']}` ({b['task']})" for b in config.get("branches", []))
+    sch = config.get("schedule", {})
+    lines = [
+        f"# {config.get('name', 'copd model')}",
+        "",
+        f"Trained with copd (Co-Evolving Policy Distillation workbench), method "
+        f"`{config.get('method')}`, from {base}. Branches: {branches}; "
+        f"{sch.get('cycles')} cycles of {sch.get('rl_steps')} GRPO and {sch.get('opd_steps')} "
+        f"on-policy distillation steps; merge: {config.get('merge', {}).get('method')}.",
+        "",
+        f"Code revision: `{revision or 'unknown'}`.",
+        "",
+        "## Evaluation (greedy, held-out)",
+        "",
+        "| benchmark | split | accuracy |",
+        "|---|---|---|",
+    ]
+    for bench, score in scores.items():
+        name, _, split = bench.partition("@")
+        lines.append(f"| {name} | {'validation' if split else 'test'} | {score:.3f} |")
+    lines += [
+        "",
+        "## Use",
+        "",
+        "```python",
+        "from transformers import AutoModelForCausalLM, AutoTokenizer",
+        "model = AutoModelForCausalLM.from_pretrained(PATH_OR_REPO)",
+        "tokenizer = AutoTokenizer.from_pretrained(PATH_OR_REPO)",
+        "```",
+        "",
+        "## Config",
+        "",
+        "```json",
+        json.dumps(config, indent=2),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def model_card(config: dict[str, Any], scores: dict[str, float], revision: str | None):
+    """A huggingface_hub ModelCard for the merged model of a run."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    data = ModelCardData(
+        model_name=config.get("name"), base_model=base_model_name(config),
+        library_name="transformers", pipeline_tag="text-generation", tags=card_tags(config),
+        eval_results=eval_results(scores) or None, code_revision=revision,
+        copd_method=config.get("method"),
+    )  # fmt: skip
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{card_text(config, scores, revision)}")
+
+
+def export_run(
+    run_dir: str | Path,
+    out: str | Path,
+    *,
+    revision: str | None = None,
+    push: str | None = None,
+    private: bool = True,
+    api: Any = None,
+) -> Path:
+    """Write the Hub-ready folder `out` from the finished run in `run_dir` (module doc);
+    with `push`, upload it to that Hub repository (created private unless `private=False`).
+    ExportError before anything is written when the run has no merged model or `out`
+    holds files already."""
+    run_dir, out = Path(run_dir), Path(out)
+    if push and not HUB_NAME.match(push):
+        raise ExportError(f"--push {push!r}: give a Hub repository as OWNER/NAME")
+    config, results = read_run(run_dir)
+    merged = run_dir / "merged"
+    if not (merged / "config.json").is_file():
+        raise ExportError(
+            f"{run_dir} has no merged model ({merged}): only runs that merge their branches "
+            "(merge.enabled with two or more branches) export a model"
+        )
+    if out.exists() and any(out.iterdir()):
+        raise ExportError(f"--out {out} is not empty: pass a new folder")
+    scores = dict(results.get("scores", {}).get("merged", {}))
+    shutil.copytree(merged, out, dirs_exist_ok=True)
+    model_card(config, scores, revision).save(out / "README.md")
+    payload = {**results, "model": "merged", "run": config.get("name"), "code_revision": revision}
+    (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
+    if push:
+        push_folder(out, push, private=private, api=api, name=str(config.get("name")))
+    return out
+
+
+def push_folder(out: Path, repo: str, *, private: bool, api: Any = None, name: str = "") -> str:
+    """Create the Hub model repository `repo` (kept if it exists) and upload `out`; the
+    commit's URL. Uses the token of `hf auth login` / $HF_TOKEN."""
+    if not HUB_NAME.match(repo):
+        raise ExportError(f"--push {repo!r}: give a Hub repository as OWNER/NAME")
+    if api is None:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+    api.create_repo(repo, repo_type="model", private=private, exist_ok=True)
+    info = api.upload_folder(
+        repo_id=repo, folder_path=str(out), repo_type="model",
+        commit_message=f"copd export of run {name}",
+    )  # fmt: skip
+    return str(getattr(info, "commit_url", info))
