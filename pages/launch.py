@@ -12,6 +12,7 @@ from app.dashboard.launch_form import (
     branch_editor,
     config_form,
     gpu_picker,
+    labels_inputs,
     model_picker,
     shared_values,
 )
@@ -61,6 +62,8 @@ values, form_errors = config_form(base, prefix)
 errors += form_errors
 values["model.path"] = model_path
 values["branches"] = branches
+tags, notes, label_errors = labels_inputs("launch")  # for this run and an ablation set
+errors += label_errors
 
 cfg = None
 if not errors:
@@ -86,7 +89,7 @@ if st.button("Launch", type="primary", key="launch:go"):
     else:
         launcher = get_launcher()
         try:
-            run = launcher.submit(cfg, gpus=n_gpus)
+            run = launcher.submit(cfg, gpus=n_gpus, tags=tags, notes=notes)
             launcher.tick()
         except (ConfigError, ValueError) as e:  # the last line of defence: submit's checks
             st.error(f"{md_escape(e)}\n\nNothing was launched.")
@@ -133,7 +136,8 @@ if st.button("Launch ablation set", key="ablation:go"):
         st.error("Nothing was launched.")
     else:
         launcher = get_launcher()
-        ids = [r.id for r in launch_sweep(launcher.store, launcher, runs, gpus=n_gpus)]
+        queued = launch_sweep(launcher.store, launcher, runs, gpus=n_gpus, tags=tags, notes=notes)
+        ids = [r.id for r in queued]
         launcher.tick()
         invalidate()
         st.success(f"Group {md_line(repr(group))}: {len(ids)} runs queued (#{ids[0]}…#{ids[-1]}).")

@@ -18,6 +18,7 @@ import pandas as pd
 import streamlit as st
 
 from app.dashboard import figures
+from app.dashboard.labels_view import search_box
 from app.dashboard.links import absent_compare, runs_param, url_run_ids
 from app.dashboard.queries import (
     OWN_DOMAIN,
@@ -58,8 +59,8 @@ class Controls:
 
 
 def draw_compare(url: str, runs: list[Run]) -> None:
-    """Run picker, controls, metric overlays, results table, config diff."""
-    chosen = pick_runs(runs)
+    """Search, run picker, controls, metric overlays, results table, config diff."""
+    chosen = pick_runs(search_box(runs, key="compare:query"))
     if not chosen:
         st.info("Pick at least one run.")
         st.stop()

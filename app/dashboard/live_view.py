@@ -17,6 +17,7 @@ import streamlit as st
 
 from app.control.demo import method_label
 from app.dashboard import figures
+from app.dashboard.labels_view import labels_line
 from app.dashboard.queries import status_label
 from app.dashboard.series import (
     Schedule,
@@ -161,6 +162,8 @@ def run_header(
     c2.metric("progress", percent(prog.fraction))
     c3.metric("last step", f"{last}" + (f" / {prog.total}" if prog.total else ""))
     c4.metric("cycle", cycle_text(last, sched), help="1-based, of the schedule's cycles")
+    if labels := labels_line(run):
+        st.text(labels)  # user text: plain, never markdown
     text = f"step {last} of {prog.total}" if prog.total else f"step {last}"
     st.progress(prog.fraction, text=f"{text} · {percent(prog.fraction)}")
     if run.status in (RunStatus.FAILED, RunStatus.CRASHED) and run.error:

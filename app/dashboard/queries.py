@@ -98,12 +98,14 @@ def runs_frame(store: RunStore, runs: list[Run] | None = None) -> pd.DataFrame:
                 "name": r.name,
                 "method": r.method,
                 "group": r.group or "",
+                "tags": ", ".join(r.tags),  # text cells: never rendered as markdown
                 "seed": r.seed,
                 "progress": int(percent(r.progress)[:-1]),  # whole percent, as shown
                 "started": _utc(r.started_at),
                 "duration": format_duration(run_duration(r)),
                 "latest reward": mean_latest(latest, "branch/", "/" + REWARD_KEY),
                 "latest overlap": mean_latest(latest, "pair/", "/" + OVERLAP_KEY),
+                "notes": " ".join(r.notes.split())[:120],  # one line: the table is a list
             }
         )
     cols = [
@@ -112,12 +114,14 @@ def runs_frame(store: RunStore, runs: list[Run] | None = None) -> pd.DataFrame:
         "name",
         "method",
         "group",
+        "tags",
         "seed",
         "progress",
         "started",
         "duration",
         "latest reward",
         "latest overlap",
+        "notes",
     ]
     return pd.DataFrame(rows, columns=cols)
 

@@ -65,16 +65,19 @@ def frame_html(df: pd.DataFrame) -> str:
 
 
 def runs_html(runs: list[Run]) -> str:
-    """One row per run: id, name, method, group, seed, status, code revision."""
+    """One row per run: id, name, method, group, tags, seed, status, code revision, notes
+    (all user text is HTML-escaped)."""
     rows = [
         {
             "id": r.id,
             "name": r.name,
             "method": r.method,
             "group": r.group or "",
+            "tags": ", ".join(r.tags),
             "seed": r.seed,
             "status": status_label(r.status),
             "code revision": r.code_revision or "(not recorded)",
+            "notes": r.notes,
         }
         for r in runs
     ]

@@ -14,6 +14,8 @@ import pandas as pd
 import streamlit as st
 
 from app.control.launcher import LOG_NAME, Launcher
+from app.dashboard.export_view import export_panel
+from app.dashboard.labels_view import search_box, tags_notes_editor
 from app.dashboard.logview import log_tail
 from app.dashboard.queries import status_label
 from app.dashboard.series import percent
@@ -33,28 +35,38 @@ from storage import Event, Run, RunStatus, allows
 def draw_runs(url: str) -> None:
     """The table, the selected run's details and its log."""
     runs = cached_runs(url)
-    shown = filter_frame(cached_runs_frame(url))
+    shown = filter_frame(cached_runs_frame(url), runs)
     event = runs_table(shown)
     run_id = pick_run(runs, shown, event)
     run = get_store().get_run(run_id)
     launcher = get_launcher()
     run_header(run)
     run_actions(run, launcher)
+    tags_notes_editor(run, sorted({t for r in runs for t in r.tags}))
     run_details(run, launcher)
+    export_panel(run)
 
 
-def filter_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """The status and group filters above the table; the rows they keep."""
+def filter_frame(frame: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
+    """The status, group and tag filters and the search query above the table; the rows
+    they keep (a run with any of the picked tags; a bad query filters nothing)."""
     statuses = sorted(frame["status"].unique())
     groups = sorted(g for g in frame["group"].unique() if g)
-    c1, c2 = st.columns(2)
+    c1, c2, c3 = st.columns(3)
     want_status = c1.multiselect("Status", statuses, key="runs:status_filter")
     want_group = c2.multiselect("Group", groups, key="runs:group_filter")
+    tags = sorted({t for r in runs for t in r.tags})
+    want_tags = c3.multiselect("Tags", tags, key="runs:tag_filter", help="runs with any of them")
     shown = frame
     if want_status:
         shown = shown[shown["status"].isin(want_status)]
     if want_group:
         shown = shown[shown["group"].isin(want_group)]
+    if want_tags:
+        shown = shown[shown["id"].isin([r.id for r in runs if set(r.tags) & set(want_tags)])]
+    found = search_box(runs, key="runs:query")
+    if len(found) != len(runs):
+        shown = shown[shown["id"].isin([r.id for r in found])]
     return shown
 
 

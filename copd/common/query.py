@@ -367,10 +367,15 @@ _BOOL: Kinds = frozenset({"bool"})
 
 
 def _suggest(name: str, known: Iterable[str]) -> str:
+    """ "; did you mean 'opd.beta'?": the fields that end in the same name, and the closest
+    spellings (the best and any as close), at most three."""
     known = sorted(set(known))
     leaf = [k for k in known if k.rsplit(".", 1)[-1] == name.rsplit(".", 1)[-1] and k != name]
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-    picks = list(dict.fromkeys(close + leaf))[:3]
+    scored = sorted(
+        ((difflib.SequenceMatcher(None, name, k).ratio(), k) for k in known), reverse=True
+    )
+    close = [k for r, k in scored if r >= max(0.6, scored[0][0] - 0.05)] if scored else []
+    picks = list(dict.fromkeys(leaf + close))[:3]
     if not picks:
         return "; see a run's config for the field names (e.g. opd.beta, schedule.cycles)"
     return "; did you mean " + " or ".join(repr(p) for p in picks) + "?"
