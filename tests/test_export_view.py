@@ -1,0 +1,62 @@
+"""The Runs page offers `copd export` for a finished run (Streamlit AppTest on a real SQLite
+store; the run folder holds a real model folder as its merged model)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from storage import RunStore
+
+ENTRY = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
+
+
+@pytest.fixture
+def finished_run(tmp_path, tiny_model_dir, monkeypatch):
+    from copd.spec import presets
+
+    url = f"sqlite:///{tmp_path / 'copd.db'}"
+    store = RunStore.from_url(url)
+    run_dir = tmp_path / "runs" / "1-demo"
+    cfg = presets.get("demo")
+    run = store.create_run(
+        "demo [x](http://a)", "copd", cfg.to_dict(), run_dir=str(run_dir), code_revision="r1"
+    )
+    shutil.copytree(tiny_model_dir, run_dir / "merged")
+    cfg.to_json(run_dir / "config.json")
+    scores = {"merged": {"add": 0.5, "rev": 0.25, "overall": 0.375}}
+    (run_dir / "results.json").write_text(json.dumps({"scores": scores}))
+    store.mark_running(run.id, pid=999_999, pid_start_time=0.0, host="h")
+    store.set_status(run.id, "finished")
+    monkeypatch.setenv("COPD_DB_URL", url)
+    monkeypatch.setenv("COPD_HOME", str(tmp_path))
+    monkeypatch.setenv("COPD_SUPERVISE", "0")
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield run_dir
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+def test_runs_page_exports_a_finished_run_and_says_where(finished_run, tmp_path):
+    from huggingface_hub import ModelCard
+
+    at = AppTest.from_file(ENTRY, default_timeout=60).run()
+    at.switch_page("../pages/runs.py").run()
+    assert not at.exception
+    out = tmp_path / "exported"
+    at.text_input(key="export:out:1").set_value(str(out))
+    at.button(key="export:go:1").click().run()
+    assert not at.exception and not at.error
+    assert "Exported to" in at.success[0].value
+    assert (out / "model.safetensors").is_file()
+    card = ModelCard.load(out / "README.md")
+    assert card.data.to_dict()["code_revision"] == "r1"
+    # a second export into the same folder: the one-line reason, nothing overwritten
+    at.button(key="export:go:1").click().run()
+    assert "is not empty" in at.error[0].value
