@@ -15,7 +15,6 @@ import streamlit as st
 
 from app.control.launcher import LOG_NAME, Launcher
 from app.dashboard.export_view import export_panel
-from app.dashboard.export_view import export_panel
 from app.dashboard.labels_view import search_box, tags_notes_editor
 from app.dashboard.logview import log_tail
 from app.dashboard.queries import status_label
@@ -45,7 +44,6 @@ def draw_runs(url: str) -> None:
     run_actions(run, launcher)
     tags_notes_editor(run, sorted({t for r in runs for t in r.tags}))
     run_details(run, launcher)
-    export_panel(run)
     export_panel(run)
 
 
