@@ -4,6 +4,8 @@
     copd study final --db ...                            # = copd reproduce (8 seeds)
     copd study capacity --db ...                         # a small model, competing domains
     copd study drift --db ...                            # overlap every step, seed bands
+    copd study conflict-map --db ...                     # up + down, CoPD chosen on validation
+    copd study conflict --db ... --chosen copd-cross16x2 # every method on test, 8 seeds
     copd study report                                    # study.md from what has run
 
 Stages (each a list of arms x seeds, run by experiments/pool.py two at a time with one
@@ -14,11 +16,15 @@ Compare page's grid view and the Studies page draw the map from the store):
   defaults (OPD strength beta, cross-batch shape, S_RL:S_OPD, merge method, OPD loss),
   and a few settings on the 3-domain hub (add hub, rev, sort); mixed GRPO and its
   equal-optimizer-steps control alongside. Chosen on the validation split ("overall@val").
-- final: the paper's Table 1 / Table 2 layouts on the held-out test split, 5 seeds, every
+- final: the paper's Table 1 / Table 2 layouts on the held-out test split, every
   baseline and CoPD at the defaults and at the setting the map chose: exactly `copd
-  reproduce` (8 seeds; experiments/reproduce.py holds the arms), into `<out>/final`. With
-  n seeds the exact two-sided sign-flip test cannot go below p = 2 / 2^n (0.0625 at 5
-  seeds), hence 8.
+  reproduce` (experiments/reproduce.py holds the arms) over FINAL_SEEDS (8, disjoint from
+  the map's MAP_SEEDS), into `<out>/final`. With n seeds the exact two-sided sign-flip
+  test cannot go below p = 2 / 2^n (0.0625 at 5 seeds), hence 8.
+- conflict-map / conflict: the conflict setting (presets `conflict`, `*-conflict`: up and
+  down, opposite letter maps of the same strings, one tag apart), the map on validation
+  over MAP_SEEDS, then every method on test over FINAL_SEEDS with CoPD at its defaults and
+  at `--chosen`.
 - capacity: a smaller base model (hidden 48, 1 layer, built locally once) on two
   domains over the same letter strings (rev, sort), where the domains compete for
   capacity: the mechanism the paper's argument rests on.
@@ -380,21 +386,22 @@ def paired_lines(table, a: str, others: Sequence[str], split="test") -> list[str
     return lines
 
 
-def expert_lines(table, a: str, experts: str) -> list[str]:
+def expert_lines(table, a: str, experts: str, split: str = "test") -> list[str]:
     """Arm a's primary model against each single-domain expert on that expert's own domain,
     paired over the shared seeds (the paper: CoPD no worse than each expert on its domain)."""
     if a not in table or experts not in table:
         return []
     seeds = sorted(set(table[a]) & set(table[experts]))
     domains = [m for m in table[experts][seeds[0]] if m in table[experts][seeds[0]][m]]
+    key = (lambda d: d) if split == "test" else N.val_bench
     lines = []
     for d in domains:
-        mine = [table[a][s][primary_model(table[a][s])][d] for s in seeds]
-        theirs = [table[experts][s][d][d] for s in seeds]
+        mine = [table[a][s][primary_model(table[a][s])][key(d)] for s in seeds]
+        theirs = [table[experts][s][d][key(d)] for s in seeds]
         r = paired(mine, theirs)
         lines.append(
-            f"| {a} − {d}-expert on {d} | {r.diff:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}] | "
-            f"{r.p_value:.3g} | {r.n} |"
+            f"| {a} − {d}-expert on {d} ({split}) | {r.diff:+.3f} "
+            f"[{r.ci_low:+.3f}, {r.ci_high:+.3f}] | {r.p_value:.3g} | {r.n} |"
         )
     return lines
 
@@ -418,12 +425,19 @@ def report(out: Path, log: Callable[[str], None] = print) -> dict:
     for group, split, title in (
         ("study-map-2dom", "validation", "Map, 2 domains (validation split)"),
         ("study-map-3dom", "validation", "Map, 3 domains (validation split)"),
+        ("study-conflict-map", "validation", "Conflict map, up + down (validation split)"),
     ):
         t = load_stage(out, group)
         if t:
             s = arm_summary(t, split)
             payload[group] = s
-            parts += [f"## {title}", "", map_table(s), ""]
+            parts += [f"## {title}", "", map_table(s), "", paper_layout(t, split), ""]
+            if "expert" in t:
+                parts += ["| comparison | difference [95% CI] | paired p | seeds |"]
+                parts += ["|---|---:|---:|---:|"]
+                for a in [k for k in t if k != "expert"]:
+                    parts += expert_lines(t, a, "expert", split)
+                parts += [""]
             write_png(study_map_figure(s, title), out / f"{group}.png", log)
     final = load_stage(out / "final", "runs")
     three = {k: v for k, v in final.items() if k.endswith("-3") or "-3-" in k}
@@ -433,11 +447,13 @@ def report(out: Path, log: Callable[[str], None] = print) -> dict:
         "final-2dom": two,
         "final-3dom": three,
         "study-capacity": load_stage(out, "study-capacity"),
+        "study-conflict": load_stage(out, "study-conflict"),
     }
     for group, anchor, title in (
         ("final-2dom", "copd", "Final, 2 domains (test split)"),
         ("final-3dom", "copd-3", "Final, 3 domains (test split)"),
         ("study-capacity", "copd", "Capacity and conflict: small model, rev + sort (test)"),
+        ("study-conflict", "copd", "Conflict setting: up + down (test)"),
     ):
         t = stages[group]
         if not t:
@@ -450,6 +466,12 @@ def report(out: Path, log: Callable[[str], None] = print) -> dict:
             lines = paired_lines(t, a, others)
             lines += expert_lines(t, a, experts) if experts else []
             parts += [*lines, ""]
+        if experts:  # the seesaw: what one policy for all domains pays on each
+            parts += ["| comparison | difference [95% CI] | paired p | seeds |"]
+            parts += ["|---|---:|---:|---:|"]
+            for a in [k for k in t if k.startswith("mixed")]:
+                parts += expert_lines(t, a, experts)
+            parts += [""]
         where = out / "final" / "runs" if group.startswith("final") else out / group
         copd_dirs = [
             where / f"{arm}-s{seed}" for arm in t if arm.startswith(anchor) for seed in t[arm]
