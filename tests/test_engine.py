@@ -13,7 +13,10 @@ from copd.train.world import World
 
 class Recorder(NullLogger):
     def __init__(self):
-        self.metrics, self.evals, self.events = [], [], []
+        self.metrics, self.evals, self.events, self.samples = [], [], [], []
+
+    def log_samples(self, rows, *, step, cycle=0, phase=""):
+        self.samples += [(step, phase, r) for r in rows]
 
     def log_metrics(self, metrics, *, step, cycle=0, phase=""):
         self.metrics.append((step, cycle, phase, dict(metrics)))

@@ -65,8 +65,9 @@ def _run(cfg, out):
 
 
 def test_ray_backend_matches_local(ray_local, tiny_cfg, tmp_path):
-    local_rec, local_scores = _run(tiny_cfg("demo"), tmp_path / "local")
-    ray_rec, ray_scores = _run(tiny_cfg("demo", "backend.kind=ray"), tmp_path / "ray")
+    every = "diagnostics.samples_every=3"
+    local_rec, local_scores = _run(tiny_cfg("demo", every), tmp_path / "local")
+    ray_rec, ray_scores = _run(tiny_cfg("demo", "backend.kind=ray", every), tmp_path / "ray")
     a, b = _series(local_rec), _series(ray_rec)
     assert set(a) == set(b)
     assert any("overlap_top10" in k for _, k in a) and any("reward/mean" in k for _, k in a)
@@ -74,6 +75,12 @@ def test_ray_backend_matches_local(ray_local, tiny_cfg, tmp_path):
         assert a[key] == pytest.approx(b[key], abs=1e-6, rel=1e-6), key
     assert local_rec.evals == ray_rec.evals
     assert local_scores == ray_scores
+    # Samples come through the workers with the same tokens and log-probs.
+    assert ray_rec.samples and len(local_rec.samples) == len(ray_rec.samples)
+    assert {r["kind"] for _, _, r in ray_rec.samples} == {"probe", "cross"}
+    for (sa, _, ra), (sb, _, rb) in zip(local_rec.samples, ray_rec.samples, strict=True):
+        assert (sa, ra["branch"], ra["tokens"]) == (sb, rb["branch"], rb["tokens"])
+        assert ra["logp"] == pytest.approx(rb["logp"], abs=1e-4)
     # The merged model exported by the driver holds the same weights.
     from transformers import AutoModelForCausalLM
 

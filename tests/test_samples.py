@@ -51,18 +51,22 @@ def _perturb(world: World, name: str, scale: float = 0.3) -> None:
             p.add_(scale * torch.randn(p.shape, generator=g))
 
 
-def _forward_logp(model, prompt_ids, completion_ids, temperature):
+def _forward_logp(view, prompt_ids, completion_ids, temperature):
     ids = torch.tensor([prompt_ids + completion_ids])
-    with torch.no_grad():
+    with torch.no_grad(), view.use() as model:  # a LoRA branch: its adapter switched on
         logits = model(input_ids=ids).logits[0].float() / temperature
     lp = torch.log_softmax(logits[len(prompt_ids) - 1 : -1], -1)
     return lp.gather(-1, torch.tensor(completion_ids).unsqueeze(-1)).squeeze(-1)
 
 
-def test_stored_log_ratios_equal_an_independent_forward_pass(tiny_cfg):
+@pytest.mark.parametrize("kind", ["full", "lora"])
+def test_stored_log_ratios_equal_an_independent_forward_pass(kind, tiny_cfg):
     """Two branches made different on purpose; every recorded token's log-prob under the
     sampler and under its peer equals a plain forward pass of each policy."""
-    cfg = tiny_cfg("demo", "diagnostics.samples_every=1", "diagnostics.samples_prompts=2")
+    cfg = tiny_cfg(
+        "demo", "diagnostics.samples_every=1", "diagnostics.samples_prompts=2",
+        f"model.branch_kind={kind}",
+    )  # fmt: skip
     rec = SampleRecorder()
     world = World.build(cfg, rec)
     a, b = [br.name for br in world.branches]
@@ -73,7 +77,7 @@ def test_stored_log_ratios_equal_an_independent_forward_pass(tiny_cfg):
     assert len(rows) == 2 * 2 * 2  # branches x domains x samples_prompts
     tok = world.tokenizer
     T = cfg.sampling.temperature
-    models = {n: world.branch(n).view.module for n in (a, b)}
+    models = {n: world.branch(n).view for n in (a, b)}
     checked = 0
     for r in rows:
         peer = b if r["branch"] == a else a

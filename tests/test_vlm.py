@@ -195,6 +195,10 @@ def test_one_copd_cycle_with_text_and_image_branches(tiny_vlm_dir, tmp_path):
     assert "branch/text/opd/adv_mean/image" in keys and "branch/image/opd/adv_mean/text" in keys
     assert set(scores) == {"text", "image", "merged"}
     assert (tmp_path / "merged" / "processor_config.json").exists()
+    # Samples of image prompts keep the text and name the image; each peer scored them.
+    shapes = [r for _, _, r in rec.samples if r["domain"] == "shapes"]
+    assert shapes and all("[media: " in r["prompt"] for r in shapes)
+    assert all(len(r["peers"]) >= 1 and len(r["logp"]) == len(r["tokens"]) for r in shapes)
 
 
 def test_multimodal_rope_positions_match_the_models_own(tmp_path):
