@@ -103,10 +103,8 @@ CAPACITY = {
 CONFLICT_MAP = {
     "expert": ("expert-conflict", ()),
     "mixed": ("mixed-conflict", ()),
-    "mixed-steps": ("mixed-steps-conflict", ()),
     "copd": ("conflict", ()),
     "copd-cross16x2": ("conflict", (f"{CROSS[0]}=16", f"{CROSS[1]}=2")),
-    "copd-beta0.5": ("conflict", ("opd.beta=0.5",)),
     "copd-minibatch2": ("conflict", ("grpo.minibatches=2",)),
 }
 CONFLICT_FINAL = {
