@@ -422,3 +422,25 @@ def test_the_report_holds_the_split_the_grid_view_and_the_paired_test(seeded):
     assert "Grid sweep: final score per swept parameter" in html
     assert "Paired comparison on Overall" in html and "Overall vs method" in html
     assert html.count("<script") >= 1  # plotly.js inlined with the grid figure
+
+
+# ---------------------------------------------------------------------- 13: read less
+def test_home_counts_every_runs_alerts_in_one_read(tmp_path):
+    """Home's alert counts: one grouped read, not one read of events per run."""
+    from sqlalchemy import event
+
+    from app.control.alerts import ALERT_LEVEL, alert_counts
+
+    store = RunStore.from_url(f"sqlite:///{tmp_path / 'alerts.db'}")
+    runs = [store.create_run(f"r{i}", "copd", RunConfig().to_dict()) for i in range(12)]
+    for r in runs[::3]:
+        store.log_event(r.id, "nonfinite: x is NaN at step 3", level=ALERT_LEVEL, step=3)
+        store.log_event(r.id, "stall: no heartbeat", level=ALERT_LEVEL)
+    store.log_event(runs[1].id, "phase II started", step=6)  # not an alert
+    statements = []
+    listener = lambda *a: statements.append(a[2])  # noqa: E731
+    event.listen(store.db.engine, "before_cursor_execute", listener)
+    counts = alert_counts(store, runs)
+    event.remove(store.db.engine, "before_cursor_execute", listener)
+    assert counts == {r.id: 2 for r in runs[::3]}
+    assert len([s for s in statements if "events" in s.lower()]) == 1, statements
