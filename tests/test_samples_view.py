@@ -118,6 +118,14 @@ def test_samples_tab_by_link_shows_both_branches_side_by_side(app):
     assert any("log p rev" in b for b in shaded) and any("log p add" in b for b in shaded)
     heads = " ".join(m.value for m in at.markdown)
     assert "**add**" in heads and "**rev**" in heads
+    # the prompt across steps: one table, a row per recorded step (0, 3, 6)
+    at.toggle(key=f"samples:{ids['copd']}:steps").set_value(True).run()
+    table = next(h.proto.body for h in at.get("html") if "<th>step</th>" in h.proto.body)
+    assert all(f"<td>step {s}</td>" in table for s in (0, 3, 6))
+    # and in the group's other run (the experts: same seed, same probe prompt)
+    at.toggle(key=f"samples:{ids['copd']}:runs").set_value(True).run()
+    assert not at.exception
+    assert any(f"run {ids['expert']} · expert" in m.value for m in at.markdown)
 
 
 def test_samples_tab_of_an_expert_run_and_cross_batches(app):

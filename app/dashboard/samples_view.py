@@ -12,6 +12,7 @@ experts on the same probe prompts, matched by text).
 
 from __future__ import annotations
 
+import html
 import math
 
 import pandas as pd
@@ -112,11 +113,13 @@ def draw_samples(run: Run, url: str) -> None:
     )
     these = [s for s in samples if s.domain == domain and s.prompt_index == index]
     side_by_side(these, run)
-    with st.expander("This prompt across the recorded steps"):
+    # toggles, not expanders: an expander's body is built even while it is closed
+    if st.toggle("This prompt across the recorded steps", key=f"samples:{run.id}:steps"):
         across_steps(url, run, domain, index, kind)
-    if run.group:
-        with st.expander(f"This prompt in the other runs of group {run.group}"):
-            across_runs(url, run, these[0] if these else None, kind, step)
+    if run.group and st.toggle(
+        f"This prompt in the other runs of group {run.group}", key=f"samples:{run.id}:runs"
+    ):
+        across_runs(url, run, these[0] if these else None, kind, step)
 
 
 def _prompt_label(ranked: pd.DataFrame, i: int) -> str:
@@ -167,16 +170,34 @@ def _summary(s: Sample, peer: str | None) -> str:
     return f"{n} tokens{outside}; disagreement {g}"
 
 
-def across_steps(url: str, run: Run, domain: str, index: int, kind: str) -> None:
-    """The prompt's completions at every recorded step, one line per (step, branch)."""
+def across_steps(url: str, run: Run, domain: str, index: int, kind: str, most: int = 12) -> None:
+    """The prompt's completions at up to `most` recorded steps (evenly spread, the first and
+    the newest included): one row per step, one column per branch, in one HTML table."""
     hist = cached_history(url, (run.id,), domain, index, kind)
-    for s in hist:
-        peers = _peer_choices(s)
-        gap = f"{s.disagreement:.2f}" if math.isfinite(s.disagreement) else "n/a"
-        st.markdown(
-            f"step {s.step} · **{md_escape(s.branch)}** · reward {s.reward:g} · disagreement {gap}"
-        )
-        st.html(tokens_html(s, peers[0] if peers else None))
+    steps = sorted({s.step for s in hist})
+    if len(steps) > most:
+        steps = sorted({steps[round(i * (len(steps) - 1) / (most - 1))] for i in range(most)})
+    branches = sorted({s.branch for s in hist})
+    by = {(s.step, s.branch): s for s in hist}
+    head = "".join(f"<th>{html.escape(b)}</th>" for b in branches)
+    body = []
+    for step in steps:
+        cells = []
+        for b in branches:
+            s = by.get((step, b))
+            if s is None:
+                cells.append("<td></td>")
+                continue
+            peers = _peer_choices(s)
+            cells.append(
+                f"<td><small>reward {s.reward:g}</small>"
+                f"{tokens_html(s, peers[0] if peers else None)}</td>"
+            )
+        body.append(f"<tr><td>step {step}</td>{''.join(cells)}</tr>")
+    st.caption(
+        f"{len(steps)} of {len({s.step for s in hist})} recorded steps, shaded by the first peer"
+    )
+    st.html(f"<table><tr><th>step</th>{head}</tr>{''.join(body)}</table>")
 
 
 def across_runs(url: str, run: Run, sample: Sample | None, kind: str, step: int) -> None:
