@@ -170,3 +170,60 @@ def test_export_metrics_names_the_extra_when_the_tracker_is_missing(
         == 2
     )
     assert "pip install 'copd[wandb]'" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def lora_run(tiny_model_dir, tmp_path_factory):
+    """A finished LoRA demo run (two branches, averaged in weight-delta space)."""
+    from tiny_support import tiny_overrides
+
+    from copd.spec import apply_overrides, presets
+
+    cfg = apply_overrides(
+        presets.get("demo"),
+        [
+            *tiny_overrides(tiny_model_dir),
+            "model.branch_kind=lora",
+            "model.lora.r=4",
+            "grpo.lr=1e-2",
+        ],
+    ).validate()
+    out = tmp_path_factory.mktemp("lora") / "run"
+    assert train_run(cfg, out) is not None
+    return out
+
+
+def test_a_lora_run_exports_one_peft_adapter_that_is_the_merged_model(
+    lora_run, tiny_model_dir, tmp_path
+):
+    import torch
+    from huggingface_hub import ModelCard
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    out = tmp_path / "adapter"
+    assert main(["export", str(lora_run), "--out", str(out)]) == 0
+    assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
+    assert json.loads((out / "adapter_config.json").read_text())["r"] == 8  # 2 branches x 4
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model = PeftModel.from_pretrained(base, out).merge_and_unload()
+    want = load_file(str(lora_run / "merged" / "model.safetensors"))
+    got = model.state_dict()
+    base_sd = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
+    for k, v in want.items():
+        torch.testing.assert_close(got[k], v, rtol=1e-5, atol=1e-6)
+    moved = [k for k, v in want.items() if not torch.equal(base_sd[k], v)]
+    assert moved, "the merge changed no weight: the comparison would prove nothing"
+    prompts = ["12+34=", "abc|"]
+    model.save_pretrained(tmp_path / "unloaded")
+    for f in out.glob("tokenizer*"):
+        (tmp_path / "unloaded" / f.name).write_bytes(f.read_bytes())
+    assert greedy(tmp_path / "unloaded", prompts) == greedy(lora_run / "merged", prompts)
+    card = ModelCard.load(out / "README.md")
+    assert card.data.library_name == "peft" and "lora" in card.data.tags
+    assert "PeftModel.from_pretrained" in card.text
+
+    full = tmp_path / "full"
+    assert main(["export", str(lora_run), "--out", str(full), "--full"]) == 0
+    assert greedy(full, prompts) == greedy(lora_run / "merged", prompts)

@@ -4,6 +4,7 @@ folder or as a run in an experiment tracker.
     copd export 3 --out export/copd-demo                  # merged model + model card + results
     copd export 3 --out export/copd-demo --push me/copd-demo   # ... and upload it (only then)
     copd export runs/copd-demo --out export/copd-demo     # a run folder, no store needed
+    copd export 4 --out export/lora --full                # a LoRA run: full model, not an adapter
     copd export-metrics 3 --to tensorboard                # back-fill a finished run
     copd export-metrics 3 --to mlflow --out /tmp/m        # written under /tmp/m instead
 
@@ -41,6 +42,9 @@ def register(subparsers: Any) -> None:
         "--public",
         action="store_true",
         help="create the pushed repository public (default private)",
+    )
+    p.add_argument(
+        "--full", action="store_true", help="a LoRA run: the full merged model, not one adapter"
     )
     p.add_argument("--db", default=None, help="run store URL (default: $COPD_DB_URL or ~/.copd)")
     p.set_defaults(func=cmd_export)
@@ -86,7 +90,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from copd.tools.export import export_run
 
     run_dir, revision = resolve_run(args.run, args.db)
-    out = export_run(run_dir, args.out, revision=revision, push=args.push, private=not args.public)
+    out = export_run(
+        run_dir, args.out, revision=revision, push=args.push, private=not args.public,
+        full=args.full,
+    )  # fmt: skip
     print(f"exported {run_dir} -> {out}" + (f" and pushed to {args.push}" if args.push else ""))
     return 0
 

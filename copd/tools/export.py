@@ -7,13 +7,15 @@ uploaded to the Hugging Face Hub only when asked.
 
 The model is the run's own `<run_dir>/merged/` (written by copd/train/results.py when the
 run ends), copied as it is, so `AutoModelForCausalLM.from_pretrained(out)` gives the run's
-merged model exactly. The card's metadata: the base model (when it is a Hub name), the
+merged model exactly; a LoRA run's linear merge is written as one peft adapter instead
+(copd/tools/export_lora.py; `full=True` / `--full` keeps the full model). The card's metadata: the base model (when it is a Hub name), the
 method's tags (`copd`, `grpo`, `on-policy-distillation`, ...), the run's held-out scores of
 the merged model as model-index entries (one per benchmark, test and validation splits),
 the code revision; its text: what was trained, the scores table and the whole config.
 
 Called by `copd export RUN --out DIR [--push REPO]` (app/control/export_cli.py, which finds
-a stored run's folder and code revision) and the Runs page. Nothing here loads torch.
+a stored run's folder and code revision) and the Runs page. Nothing here loads torch,
+except a LoRA run's adapter.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -132,17 +135,29 @@ def card_text(config: dict[str, Any], scores: dict[str, float], revision: str | 
     return "\n".join(lines)
 
 
-def model_card(config: dict[str, Any], scores: dict[str, float], revision: str | None):
-    """A huggingface_hub ModelCard for the merged model of a run."""
+def model_card(
+    config: dict[str, Any], scores: dict[str, float], revision: str | None, adapter: bool = False
+):
+    """A huggingface_hub ModelCard for the merged model of a run (a peft adapter's card
+    when `adapter`)."""
     from huggingface_hub import ModelCard, ModelCardData
 
     data = ModelCardData(
         model_name=config.get("name"), base_model=base_model_name(config),
-        library_name="transformers", pipeline_tag="text-generation", tags=card_tags(config),
+        library_name="peft" if adapter else "transformers", pipeline_tag="text-generation",
+        tags=card_tags(config),
         eval_results=eval_results(scores) or None, code_revision=revision,
         copd_method=config.get("method"),
     )  # fmt: skip
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{card_text(config, scores, revision)}")
+    text = card_text(config, scores, revision)
+    if adapter:
+        text = text.replace(
+            "model = AutoModelForCausalLM.from_pretrained(PATH_OR_REPO)",
+            "from peft import PeftModel\n"
+            "base = AutoModelForCausalLM.from_pretrained(BASE_MODEL)\n"
+            "model = PeftModel.from_pretrained(base, PATH_OR_REPO)  # the branches' merge, exactly",
+        )
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{text}")
 
 
 def export_run(
@@ -153,9 +168,11 @@ def export_run(
     push: str | None = None,
     private: bool = True,
     api: Any = None,
+    full: bool = False,
 ) -> Path:
     """Write the Hub-ready folder `out` from the finished run in `run_dir` (module doc);
     with `push`, upload it to that Hub repository (created private unless `private=False`).
+    A LoRA run exports one peft adapter unless `full` (or its merge is not linear).
     ExportError before anything is written when the run has no merged model or `out`
     holds files already."""
     run_dir, out = Path(run_dir), Path(out)
@@ -171,13 +188,39 @@ def export_run(
     if out.exists() and any(out.iterdir()):
         raise ExportError(f"--out {out} is not empty: pass a new folder")
     scores = dict(results.get("scores", {}).get("merged", {}))
-    shutil.copytree(merged, out, dirs_exist_ok=True)
-    model_card(config, scores, revision).save(out / "README.md")
-    payload = {**results, "model": "merged", "run": config.get("name"), "code_revision": revision}
+    kind = write_model(run_dir, out, config, results, full=full)
+    model_card(config, scores, revision, adapter=kind == "adapter").save(out / "README.md")
+    payload = {**results, "model": f"merged ({kind})", "run": config.get("name"),
+               "code_revision": revision}  # fmt: skip
     (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
     if push:
         push_folder(out, push, private=private, api=api, name=str(config.get("name")))
     return out
+
+
+TOKENIZER_FILES = ("tokenizer*", "special_tokens_map.json", "vocab*", "merges.txt", "*.jinja",
+                   "chat_template*", "generation_config.json")  # fmt: skip
+
+
+def write_model(run_dir: Path, out: Path, config: dict, results: dict, full: bool) -> str:
+    """The merged model into `out`: "full" (a copy of merged/) or "adapter" (a LoRA run's
+    merge as one peft adapter, copd/tools/export_lora.py, with the tokenizer); why a LoRA
+    run could not be an adapter is printed and the full model written."""
+    merged = run_dir / "merged"
+    if config.get("model", {}).get("branch_kind") == "lora" and not full:
+        from copd.tools.export_lora import adapter_problem, write_adapter
+
+        problem = adapter_problem(run_dir, config, results.get("steps"))
+        if problem is None:
+            out.mkdir(parents=True, exist_ok=True)
+            for pattern in TOKENIZER_FILES:
+                for f in merged.glob(pattern):
+                    shutil.copy2(f, out / f.name)
+            write_adapter(run_dir, out, config)
+            return "adapter"
+        print(f"LoRA run exported as the full merged model: {problem}", file=sys.stderr)
+    shutil.copytree(merged, out, dirs_exist_ok=True)
+    return "full"
 
 
 def push_folder(out: Path, repo: str, *, private: bool, api: Any = None, name: str = "") -> str:
