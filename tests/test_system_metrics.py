@@ -168,3 +168,25 @@ def test_the_period_is_a_config_field_checked_before_a_run():
     assert presets.get("demo").diagnostics.system_every_s == 10.0
     with pytest.raises(ConfigError, match="diagnostics.system_every_s"):
         apply_overrides(presets.get("demo"), ["diagnostics.system_every_s=-1"]).validate()
+
+
+def test_the_live_view_draws_sampled_keys_with_their_units():
+    import pandas as pd
+
+    from app.dashboard import figures
+
+    keys = [
+        N.SYSTEM_HOST_CPU_PERCENT,
+        N.system_gpu(0, N.GPU_POWER_W),
+        N.system_gpu(0, N.GPU_TEMP_C),
+    ]
+    df = pd.DataFrame([{"key": k, "step": s, "value": 20.0 + s} for k in keys for s in range(3)])
+    fig = figures.system_figure(df)
+    titles = {a.text for a in fig.layout.annotations}
+    assert titles == {
+        "system/host/cpu_percent (% of all cores)",
+        "system/gpu/0/power_w (W)",
+        "system/gpu/0/temp_c (°C)",
+    }
+    assert list(fig.layout.yaxis.range) == [0.0, 100.0]  # CPU: the whole machine
+    assert fig.layout.yaxis2.range[0] == 0.0 and fig.layout.yaxis2.range[1] > 22.0

@@ -255,7 +255,24 @@ SYSTEM_AXES = {
     "system/rss_mb": "MB",
     "system/gpu_mem_mb": "MB",
     "system/cpu_percent": "% of one core",
+    "system/host/cpu_percent": "% of all cores",
+    "system/host/ram_used_mb": "MB",
+    "system/host/ram_percent": "%",
 }
+# The sampled GPUs' keys (system/gpu/<i>/<name>) by their name.
+GPU_AXES = {
+    "util_percent": "%", "mem_used_mb": "MB", "mem_percent": "%", "power_w": "W", "temp_c": "°C",
+}  # fmt: skip
+
+
+def system_unit(key: str) -> str | None:
+    """The unit of a system/* key, or None when it has no known one."""
+    if key in SYSTEM_AXES:
+        return SYSTEM_AXES[key]
+    parts = key.split("/")
+    if len(parts) == 4 and parts[:2] == ["system", "gpu"]:
+        return GPU_AXES.get(parts[3])
+    return None
 
 
 def provided_system_keys(df: pd.DataFrame) -> list[str]:
@@ -277,10 +294,11 @@ def system_range(key: str, values: np.ndarray) -> list[float] | None:
     least 100%); None (auto) for a metric without a known unit."""
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
-    if key not in SYSTEM_AXES or v.size == 0:
+    unit = system_unit(key)
+    if unit is None or v.size == 0:
         return None
     top = float(v.max()) * 1.1
-    if key == "system/cpu_percent":
+    if key == "system/cpu_percent" or unit in ("%", "% of all cores"):
         top = max(top, 100.0)
     return [0.0, top if top > 0 else 1.0]
 
@@ -291,7 +309,7 @@ def system_figure(df: pd.DataFrame, *, x: str = "step", revision: str = "system"
     keys = provided_system_keys(df)
     if not keys:
         return base_layout(go.Figure(), "System", "", x, revision)
-    titles = [f"{k} ({SYSTEM_AXES[k]})" if k in SYSTEM_AXES else k for k in keys]
+    titles = [f"{k} ({system_unit(k)})" if system_unit(k) else k for k in keys]
     fig = make_subplots(rows=len(keys), cols=1, shared_xaxes=True, subplot_titles=titles)
     for i, k in enumerate(keys):
         g = df[df["key"] == k].sort_values("x" if "x" in df else "step")
