@@ -210,8 +210,9 @@ def _rollup_rows(s: Session, pairs: set[tuple[int, str]], width: int, max_points
         "nb": bucket_count(max_points, False),
         "nb_nan": bucket_count(max_points, True),
     }
-    rows: list = []
-    for sql in (rollup.ROLLUP_SERIES_SQL, rollup.FIRST_ROWS_SQL, rollup.LAST_ROWS_SQL):
+    cand = s.execute(_expanding(rollup.ROLLUP_SERIES_SQL), params)
+    rows = rollup.kept_rows(r for r in cand if (r[0], r[1]) in pairs)
+    for sql in (rollup.FIRST_ROWS_SQL, rollup.LAST_ROWS_SQL):
         rows += [tuple(r) for r in s.execute(_expanding(sql), params) if (r[0], r[1]) in pairs]
     return list(dict.fromkeys(rows))
 

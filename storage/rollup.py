@@ -170,51 +170,79 @@ WHERE run_id IN :run_ids AND key IN :keys AND width = :w GROUP BY run_id, key
 """
 
 
-def _candidates(prefix: str, extra: str = "") -> str:
-    cols = ", ".join(f"{prefix}_{c} AS {c}" for c in _KEPT)
-    return (
-        f"SELECT run_id, key, b_lo AS bucket, {cols}, 0 AS id FROM spans WHERE b_lo = b_hi{extra}"
-    )
+def _cols(prefix: str) -> str:
+    return ", ".join(f"{prefix}_{c}" for c in _KEPT)
 
 
+_RAW_AS = ", ".join(f"m.{c} AS {p}_{c}" for p in ("lo", "hi") for c in _KEPT)
+_RAW_NAN = ", ".join(f"CASE WHEN m.is_nan THEN m.{c} END AS nan_{c}" for c in _KEPT)
+
+# One candidate row per block inside a bucket (its three kept rows side by side) and per row
+# of a block across a boundary (the row in all three places, the NaN one only if NaN); one
+# window over the bucket gives its least value, greatest value and first NaN step. A
+# candidate row comes back when it holds one of them; ties (equal values, or NaN rows at one
+# step) are settled by the least (step, id) by the caller (storage/queries.py).
 ROLLUP_SERIES_SQL = f"""
-WITH blk AS (
-  SELECT r.*, MIN(smin) OVER w AS s0, MAX(smax) OVER w AS s1, SUM(nan_n) OVER w AS nans
-  FROM metric_rollup r
-  WHERE run_id IN :run_ids AND key IN :keys AND width = :w
-  WINDOW w AS (PARTITION BY run_id, key)
+WITH ser AS (
+  SELECT run_id, key, MIN(smin) AS s0, MAX(smax) AS s1,
+         CASE WHEN SUM(nan_n) > 0 THEN :nb_nan ELSE :nb END AS nb
+  FROM metric_rollup WHERE run_id IN :run_ids AND key IN :keys AND width = :w
+  GROUP BY run_id, key
 ),
-sized AS (SELECT blk.*, CASE WHEN nans > 0 THEN :nb_nan ELSE :nb END AS nb FROM blk),
 spans AS (
-  SELECT sized.*,
-         CAST(smin - s0 AS BIGINT) * nb / (s1 - s0 + 1) AS b_lo,
-         CAST(smax - s0 AS BIGINT) * nb / (s1 - s0 + 1) AS b_hi
-  FROM sized
+  SELECT r.run_id, r.key, r.smin, r.smax, ser.s0, ser.s1, ser.nb,
+         CAST(r.smin - ser.s0 AS BIGINT) * ser.nb / (ser.s1 - ser.s0 + 1) AS b_lo,
+         CAST(r.smax - ser.s0 AS BIGINT) * ser.nb / (ser.s1 - ser.s0 + 1) AS b_hi,
+         {_cols("lo")}, {_cols("hi")}, {_cols("nan")}
+  FROM metric_rollup r JOIN ser ON r.run_id = ser.run_id AND r.key = ser.key
+  WHERE r.width = :w
 ),
 cand AS (
-  {_candidates("lo")}
-  UNION ALL {_candidates("hi")}
-  UNION ALL {_candidates("nan", " AND nan_step IS NOT NULL")}
+  SELECT run_id, key, b_lo AS bucket, 0 AS id, {_cols("lo")}, {_cols("hi")}, {_cols("nan")}
+  FROM spans WHERE b_lo = b_hi
   UNION ALL
-  SELECT m.run_id, m.key, CAST(m.step - p.s0 AS BIGINT) * p.nb / (p.s1 - p.s0 + 1),
-         m.step, m.cycle, m.phase, m.scope, m.value, m.is_nan, m.is_inf, m.wall_time, m.id
+  SELECT m.run_id, m.key, CAST(m.step - p.s0 AS BIGINT) * p.nb / (p.s1 - p.s0 + 1), m.id,
+         {_RAW_AS}, {_RAW_NAN}
   FROM spans p JOIN metrics m
     ON m.run_id = p.run_id AND m.key = p.key AND m.step >= p.smin AND m.step <= p.smax
   WHERE p.b_lo <> p.b_hi
 ),
-ranked AS (
+agg AS (
   SELECT cand.*,
-         ROW_NUMBER() OVER (PARTITION BY run_id, key, bucket
-                            ORDER BY is_nan, value, step, id) AS r_min,
-         ROW_NUMBER() OVER (PARTITION BY run_id, key, bucket
-                            ORDER BY is_nan, value DESC, step, id) AS r_max,
-         ROW_NUMBER() OVER (PARTITION BY run_id, key, bucket, is_nan
-                            ORDER BY step, id) AS r_nan
-  FROM cand
+         MIN(CASE WHEN lo_is_nan THEN NULL ELSE lo_value END) OVER b AS vmin,
+         MAX(CASE WHEN hi_is_nan THEN NULL ELSE hi_value END) OVER b AS vmax,
+         MIN(nan_step) OVER b AS nan_first
+  FROM cand WINDOW b AS (PARTITION BY run_id, key, bucket)
 )
-SELECT run_id, key, scope, step, cycle, phase, value, is_nan, is_inf, wall_time
-FROM ranked WHERE r_min = 1 OR r_max = 1 OR (is_nan AND r_nan = 1)
+SELECT run_id, key, bucket, id, {_cols("lo")}, {_cols("hi")}, {_cols("nan")},
+       (NOT lo_is_nan AND lo_value = vmin) AS is_lo, (NOT hi_is_nan AND hi_value = vmax) AS is_hi,
+       (nan_step = nan_first) AS is_first_nan
+FROM agg
+WHERE (NOT lo_is_nan AND lo_value = vmin) OR (NOT hi_is_nan AND hi_value = vmax)
+   OR nan_step = nan_first
 """
+
+
+def kept_rows(candidates) -> list[tuple]:
+    """The rows ROLLUP_SERIES_SQL's candidates keep, as (run_id, key, scope, step, cycle,
+    phase, value, is_nan, is_inf, wall_time): per bucket and role (least value, greatest
+    value, first NaN) the candidate of least (step, id)."""
+    n = len(_KEPT)
+    best: dict[tuple, tuple] = {}
+    for r in candidates:
+        head = (r[0], r[1], r[2])
+        for role, flag in enumerate(r[4 + 3 * n : 7 + 3 * n]):
+            if flag:
+                kept = r[4 + role * n : 4 + (role + 1) * n]
+                order = (kept[0], r[3])
+                old = best.get((*head, role))
+                if old is None or order < old[0]:
+                    best[(*head, role)] = (order, kept)
+    # _KEPT order (step, cycle, phase, scope, value, is_nan, is_inf, wall_time) -> a row
+    return [
+        (h[0], h[1], k[3], k[0], k[1], k[2], k[4], k[5], k[6], k[7]) for h, (_, k) in best.items()
+    ]
+
 
 # The first row of each series (lowest step, then lowest id); its last is metric_latest's.
 FIRST_ROWS_SQL = """
