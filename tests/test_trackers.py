@@ -296,3 +296,15 @@ def test_system_metrics_of_the_run_are_one_row_per_step(reported):
         "system/host/ram_used_mb",
         "system/host/ram_percent",
     }
+
+
+def test_the_launch_form_offers_report_to_as_a_list_of_names():
+    from app.dashboard import forms
+
+    (field,) = [f for f in forms.run_fields().fields if f.path == "report_to"]
+    assert field.kind == "list" and "trackers" in field.help
+    base = presets.get("demo").to_dict()
+    values = {"report_to": forms.parse_list("tensorboard, mlflow", field.item_type, "report_to")}
+    assert forms.build_config(base, values).report_to == ("tensorboard", "mlflow")
+    with pytest.raises(ConfigError, match="did you mean 'wandb'"):
+        forms.build_config(base, {"report_to": ["wand"]})
