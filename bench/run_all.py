@@ -1,11 +1,11 @@
 """Every performance target in one command, with the anchor figure beside ours.
 
-    .venv/bin/python bench/run_all.py                 # P1-P5 (about 5-8 minutes on 2 quiet cores)
+    .venv/bin/python bench/run_all.py                 # P1-P5, P7 (about 6-10 minutes on 2 quiet cores)
     .venv/bin/python bench/run_all.py --only p1,p2    # a subset
     .venv/bin/python bench/run_all.py --quick         # fewer steps, for checking the harness
 
 Each benchmark runs in its own process (bench/p1_grpo_vs_trl.py, p2_phase2_vs_phase1.py,
-p3_memory.py, p45_demo.py), prints its own detail, and hands its figures back as JSON; a
+p3_memory.py, p45_demo.py, dashboard.py), prints its own detail, and hands its figures back as JSON; a
 summary table follows. The machine (cores, CPU model) and the load average before and
 after are printed: on a shared 2-core machine, timings taken under load are inflated, so
 run it when `uptime` shows a load below 1.5. See docs/PERFORMANCE.md.
@@ -33,6 +33,8 @@ BENCHES = {
     "p2": ("p2_phase2_vs_phase1.py", [], ["--rounds", "3", "--warmup", "1"]),
     "p3": ("p3_memory.py", [], ["--size", "256x4"]),
     "p45": ("p45_demo.py", [], ["--reuse-home", "--no-store", "--set", "schedule.cycles=1"]),
+    # the lab store (4M rows) is built once and cached under /tmp/copd-bench-p7 (minutes)
+    "p7": ("dashboard.py", [], ["--scale", "demo", "--no-browser", "--repeats", "1"]),
 }
 ALIASES = {"p4": "p45", "p5": "p45"}
 
@@ -80,12 +82,26 @@ def summary(res: dict[str, dict]) -> list[str]:
             f"{p45['build_s']:.1f} s   "
             f"{C.verdict(p45['total_s'], 180)}"
         )
+    for scale, r in (res.get("p7") or {}).items():
+        rd, pg, br = r["reads"], r["pages"], r.get("browser", {})
+        draw = br.get("cold")
+        limit = 3.0 if scale == "lab" else 2.0
+        rows.append(
+            f"P7 {scale} ({r['runs']} runs, {r['rows']:,} rows): Live first draw "
+            + (f"{draw:.2f} s (<= {limit:.0f})  {C.verdict(draw, limit)}" if draw else "n/a")
+            + f"; tick {pg['live_tick']:.3f} s (<= 0.2)  {C.verdict(pg['live_tick'], 0.2)}"
+            + f"; Runs table {rd['runs_table']:.3f} s (<= 0.5)  {C.verdict(rd['runs_table'], 0.5)}"
+            + f"; Live series {rd['live_series']:.3f} s (<= 0.3)"
+            + f"  {C.verdict(rd['live_series'], 0.3)}"
+            + f"; Compare {rd['compare_runs']}x4 {rd['compare_50x4']:.3f} s (<= 0.5)"
+            + f"  {C.verdict(rd['compare_50x4'], 0.5)}"
+        )
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--only", default="p1,p2,p3,p4,p5", help="comma-separated subset")
+    ap.add_argument("--only", default="p1,p2,p3,p4,p5,p7", help="comma-separated subset")
     ap.add_argument("--quick", action="store_true", help="short runs to check the harness")
     ap.add_argument("--threads", type=int, help="torch threads (default 2; 1 on a busy machine)")
     ap.add_argument("--json", help="write all results here")
@@ -97,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in a.only.lower().split(","):
         key = ALIASES.get(name.strip(), name.strip())
         if key not in BENCHES:
-            ap.error(f"--only: unknown benchmark {name!r}; use p1..p5")
+            ap.error(f"--only: unknown benchmark {name!r}; use p1..p5 or p7")
         if key not in wanted:
             wanted.append(key)
     print(C.machine_line(threads=False) + f"; benchmarks use {C.THREADS} torch threads")
