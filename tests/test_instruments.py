@@ -313,3 +313,27 @@ def test_movement_along_each_terms_direction_is_what_the_weights_did(tiny_cfg):
     assert move == pytest.approx(float(-(delta @ g) / g.norm()), rel=1e-3)
     assert move == pytest.approx(lr * float(g.abs().sum() / g.norm()), rel=1e-2)
     assert res.signal[N.SIGNAL_PREFIX + "move/all"] == pytest.approx(float(delta.norm()), rel=1e-4)
+
+
+def test_solo_move_is_a_grpo_only_step_from_the_same_state_and_is_undone(tiny_cfg):
+    """signal/move_solo/grpo of a combined step equals move/grpo of a GRPO-only step taken
+    from the same state by an identical world, and measuring it leaves the combined step
+    (weights and Adam state) exactly as without the measurement."""
+    worlds = [_world(tiny_cfg, "grpo.grad_clip=0.5") for _ in range(3)]
+    out = []
+    for i, w in enumerate(worlds):
+        b = w.branches[0]
+        native, cross = _batch(w, b), _batch(w, b, seed=1)
+        optimize(w, b, [TermSpec(1.0, _batch(w, b, seed=2))])  # Adam has moments now
+        teacher = _student_logp(w, b, cross) + torch.linspace(-1.0, 1.0, cross.size)[:, None]
+        specs = [TermSpec(1.0, native), TermSpec(1.0, cross, "rev", teacher)]
+        out.append(optimize(w, b, specs[:1] if i == 1 else specs, measure_signal=i != 2))
+    combined, solo, plain = out
+    move_solo = combined.signal[N.signal_key("move_solo")]
+    assert move_solo == pytest.approx(solo.signal[N.signal_key("move")], rel=1e-4)
+    assert N.signal_key("move_solo") not in solo.signal  # one term: nothing to compare
+    for a, c in zip(worlds[0].branches[0].params, worlds[2].branches[0].params, strict=True):
+        torch.testing.assert_close(a, c, rtol=0, atol=0)
+    s0, s2 = (w.branches[0].optimizer.state_dict()["state"] for w in (worlds[0], worlds[2]))
+    for k in s0:
+        torch.testing.assert_close(s0[k]["exp_avg_sq"], s2[k]["exp_avg_sq"], rtol=0, atol=0)

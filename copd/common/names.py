@@ -71,7 +71,8 @@ def signal_key(kind: str, teacher: str | None = None) -> str:
     kind "grad_norm" | "adv_abs" | "cos" (cosine of the term's gradient with the GRPO
     term's) | "pos_frac" (share of cross tokens with log p_T > log p_S) | "log_ratio"
     (mean log p_T - log p_S, an estimate of -KL(student||teacher)) | "move" (how far the
-    step moved the weights along the term's descent direction, -delta . g / |g|).
+    step moved the weights along the term's descent direction, -delta . g / |g|) |
+    "move_solo" (the same for a step on the GRPO term alone from the same state).
     signal_key("cos", "rev") -> "signal/cos/rev"."""
     return f"{SIGNAL_PREFIX}{kind}/{teacher}" if teacher else f"{SIGNAL_PREFIX}{kind}/grpo"
 

@@ -13,6 +13,7 @@ the optimizer step.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -141,6 +142,8 @@ def step(
                 )
     if signal is not None:
         _signal_from_grads(grads, signal, empty)
+        if len(grads) > 1 and "grpo" in grads and "grpo" not in empty:
+            signal[N.signal_key("move_solo")] = _solo_move(branch, grads["grpo"], loss.grad_clip)
         before = _flat_params(params)
     with world.timer("update"):
         if clipped is not None:
@@ -258,6 +261,32 @@ def _movement(grads: dict[str, torch.Tensor], delta: torch.Tensor, out: dict, em
         ok = n > 0 and label not in empty
         key = N.signal_key("move", None if label == "grpo" else label)
         out[key] = float(-(delta @ g)) / n if ok else float("nan")
+
+
+def _solo_move(branch: Branch, g: torch.Tensor, clip: float) -> float:
+    """How far a step on the GRPO term alone (its gradient `g`, clipped alone) would move
+    the weights along its descent direction from this very state: the counterfactual of a
+    combined phase-II step, so move/grpo over move_solo/grpo is what adding the OPD terms
+    did to the GRPO term's progress. The step is taken and undone: weights, gradients and
+    the optimizer's state are restored."""
+    params = branch.params
+    saved = [p.detach().clone() for p in params]
+    grads = [None if p.grad is None else p.grad.clone() for p in params]
+    state = copy.deepcopy(branch.optimizer.state_dict())
+    offset = 0
+    for p in params:
+        p.grad = g[offset : offset + p.numel()].view_as(p).to(p.dtype).clone()
+        offset += p.numel()
+    torch.nn.utils.clip_grad_norm_(params, clip)
+    branch.optimizer.step()
+    delta = _flat_params(params) - torch.cat([x.float().flatten() for x in saved])
+    with torch.no_grad():
+        for p, x, gr in zip(params, saved, grads, strict=True):
+            p.copy_(x)
+            p.grad = gr
+    branch.optimizer.load_state_dict(state)
+    n = float(g.norm())
+    return float(-(delta @ g)) / n if n > 0 else float("nan")
 
 
 def _record_old_logp(world: World, branch: Branch, spec: TermSpec) -> None:
