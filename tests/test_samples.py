@@ -152,3 +152,21 @@ def test_samples_off(tiny_cfg, tmp_path):
     rec = SampleRecorder()
     run(World.build(cfg, rec), tmp_path)
     assert rec.rows == []
+
+
+@pytest.mark.parametrize("preset", ["static_opd", "mopd"])
+def test_distillation_baselines_record_their_opd_batches(preset, tiny_cfg, tmp_path):
+    """Static OPD and MOPD record the batches their student distils on, each token with
+    the teacher's log-prob (MOPD: the expert of the prompt's domain)."""
+    cfg = tiny_cfg(preset, "diagnostics.samples_every=2")  # distillation: steps 7-8 (-10)
+    rec = SampleRecorder()
+    world = World.build(cfg, rec)
+    run(world, tmp_path)
+    cross = [r for _, _, r in rec.rows if r["kind"] == "cross"]
+    assert cross, "no OPD batch recorded"
+    experts = {b.name: b.task.name for b in world.branches}
+    for r in cross:
+        (teacher,) = r["peers"]
+        assert len(r["peers"][teacher]["logp"]) == len(r["tokens"]) == len(r["logp"])
+        if preset == "mopd":
+            assert experts.get(teacher) == r["domain"]  # routed to its domain's expert

@@ -36,6 +36,7 @@ JSON on every store back end.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -195,7 +196,7 @@ def _headline(own: list, peers: dict[str, tuple[list, float]]) -> tuple[float, f
 def cross_samples(
     world,
     student: str,
-    teacher: str,
+    teacher: str | Mapping[str, str],
     batch: RolloutBatch,
     student_logits_N_V: torch.Tensor,
     teacher_logp_B_T: torch.Tensor,
@@ -203,7 +204,7 @@ def cross_samples(
     """The recorded rows of one cross (OPD) batch: `student`'s completions of `teacher`'s
     prompts, with the student's log-prob of each token (`student_logits_N_V`: its logits at
     the batch's completion tokens) and the teacher's (`teacher_logp_B_T`: what the OPD term
-    used)."""
+    used). `teacher` may map each domain to its teacher (MOPD's routing)."""
     sel = _Rows(world, batch, first_rows(batch, world.cfg.diagnostics.samples_prompts))
     ids = batch.completion_ids_B_T[batch.completion_mask_B_T.bool()]
     t = world.loss.temperature  # the temperature the OPD term scored the teacher at
@@ -216,8 +217,31 @@ def cross_samples(
         n = sel.spans[j][1]
         row["logp"] = _floats(own[j])
         peer = _floats(teacher_logp_B_T[r, :n].float().cpu())
-        row["peers"] = {teacher: {"logp": peer, "in_topk": None}}
+        name = teacher if isinstance(teacher, str) else teacher[row["domain"]]
+        row["peers"] = {name: {"logp": peer, "in_topk": None}}
         row["disagreement"] = _mean_abs_gap(row["logp"], peer)
         row["overlap"] = None
         out.append(row)
     return out
+
+
+def log_opd_batch(
+    world,
+    student: str,
+    logits_of: Callable[[RolloutBatch], torch.Tensor],
+    teacher: str | Mapping[str, str],
+    batch: RolloutBatch,
+    scores: torch.Tensor | dict[str, torch.Tensor],
+) -> None:
+    """In-process distillation (static OPD, MOPD): record the first prompts of the batch the
+    student distils on, as `cross` samples at the step this update makes, when due.
+    `logits_of(batch)`: the student's logits [N, V] at a batch's completion tokens."""
+    step = world.state.step + 1
+    if not due(world.cfg, step):
+        return
+    G = batch.group_size
+    n = world.cfg.diagnostics.samples_prompts * len({e.domain for e in batch.examples})
+    sub = batch.subset(list(range(min(n * G, batch.size))))
+    logp = scores["logp"] if isinstance(scores, dict) else scores
+    rows = cross_samples(world, student, teacher, sub, logits_of(sub), logp[: sub.size])
+    world.logger.log_samples(rows, step=step, phase="opd")

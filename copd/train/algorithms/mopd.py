@@ -32,10 +32,12 @@ import torch
 from copd.common import names as N
 from copd.policy.models import Branch
 from copd.policy.rollout import RolloutBatch
+from copd.train import samples
 from copd.train.algorithms.baselines import budget_for, check_policy_name
 from copd.train.algorithms.expert import distill_stage, expert_stage
 from copd.train.algorithms.loop import announce, finish, in_process
 from copd.train.algorithms.mixed import mixed_prompts, reward_by_domain
+from copd.train.evaluate import probe_logits
 from copd.train.update import TermSpec, optimize, signal_due
 from copd.train.world import World
 
@@ -78,6 +80,9 @@ def mopd_step(
     batch = world.rollout(student.view, examples, g.group_size)
     scores = routed_logp(
         batch, teacher_of, lambda t, sub: world.score_opd(world.branch(t).view, sub)
+    )
+    samples.log_opd_batch(
+        world, student.name, lambda b: probe_logits(student.view, b), teacher_of, batch, scores
     )
     specs = [TermSpec(o.cross_weight, batch, "experts", scores)]
     if o.native_rl:  # optional outcome-reward term on the same samples

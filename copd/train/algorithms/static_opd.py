@@ -22,9 +22,11 @@ from pathlib import Path
 
 from copd.common import names as N
 from copd.policy.models import Branch
+from copd.train import samples
 from copd.train.algorithms.baselines import budget_for, static_direction
 from copd.train.algorithms.expert import distill_stage, expert_stage
 from copd.train.algorithms.loop import announce, finish, in_process
+from copd.train.evaluate import probe_logits
 from copd.train.update import TermSpec, optimize, signal_due
 from copd.train.world import World
 
@@ -70,6 +72,9 @@ def distill_step(world: World, student: Branch, teacher: Branch) -> dict[str, fl
     peer_prompts = world.prompts(teacher.task, o.cross_prompts_per_step, student.name)
     cross = world.rollout(student.view, peer_prompts, o.cross_group_size)
     scores = world.score_opd(teacher.view, cross)
+    samples.log_opd_batch(
+        world, student.name, lambda b: probe_logits(student.view, b), teacher.name, cross, scores
+    )
     specs = [] if native is None else [TermSpec(1.0, native)]
     specs.append(TermSpec(o.cross_weight, cross, teacher.name, scores))
     res = optimize(world, student, specs, measure_signal=signal_due(world))
