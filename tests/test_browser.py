@@ -492,7 +492,8 @@ def _overflows(page, selector: str) -> list[str]:
     return page.evaluate(
         """(sel) => [...document.querySelectorAll(sel)]
             .filter(e => e.offsetParent !== null && e.scrollWidth > e.clientWidth + 1)
-            .map(e => (e.innerText || e.getAttribute('aria-label') || e.className).slice(0, 80))""",
+            .map(e => `${e.scrollWidth}>${e.clientWidth} ` +
+              (e.innerText || e.getAttribute('aria-label') || e.className).slice(0, 80))""",
         selector,
     )
 
@@ -567,6 +568,27 @@ def test_details_fit_the_page_links_say_what_is_absent_and_icons_need_no_emoji(d
             assert page.get_by_role("combobox").count() == 0, url  # no other run in its place
             assert page.locator(".js-plotly-plot").count() == 0, url
             _shoot(page, "details-link-" + re.sub(r"\W+", "-", url.split("/")[-1]))
+
+        page.goto(f"{base}/live?run={ids.finished}")
+        _settle(page)
+        assert _wait_text(page, "6/6")  # the cycle, 1-based, at the run's end
+        page.wait_for_timeout(2000)
+        _shoot(page, "details-live")
+        assert "Top-10 overlap between branches" in _body(page)
+        assert not _overflows(page, '[data-testid="stWidgetLabel"] p'), "a Live label is cut"
+
+        page.goto(f"{base}/launch")
+        _settle(page)
+        assert _wait_text(page, "6 runs (2 presets × 3 seeds), about")  # the sweep preview
+        page.get_by_role("tab", name="opd", exact=True).click()
+        box = page.get_by_label("beta", exact=True).filter(visible=True).first
+        box.fill("abc")
+        box.press("Enter")
+        _settle(page)
+        assert _wait_text(page, "opd.beta: 'abc' is not a number")
+        page.get_by_text("opd.beta: 'abc' is not a number").scroll_into_view_if_needed()
+        page.wait_for_timeout(500)
+        _shoot(page, "details-launch")
 
         page.goto(f"{base}/compare?group=seeds-demo")
         _settle(page)

@@ -81,11 +81,11 @@ def runs_table(shown: pd.DataFrame) -> Any:
         column_config={
             "id": st.column_config.NumberColumn("id", width=40),
             "seed": st.column_config.NumberColumn("seed", width=40),
-            "method": st.column_config.TextColumn("method", width=70),
+            "method": st.column_config.TextColumn("method", width=60),
             "status": st.column_config.TextColumn("status", help="💥 crashed = the process died"),
             "progress": st.column_config.ProgressColumn(
                 "progress",
-                width=90,
+                width=80,
                 min_value=0,
                 max_value=100,
                 format="%d%%",
@@ -94,19 +94,32 @@ def runs_table(shown: pd.DataFrame) -> Any:
             "started": st.column_config.DatetimeColumn(
                 "started",
                 format="MM-DD HH:mm",
-                width=95,
+                width=90,
                 help="the first start, UTC (a resume keeps it)",
             ),
             "duration": st.column_config.TextColumn(
-                "duration", help="from the first start to the end (or now), resumes included"
+                "duration",
+                width=60,
+                help="from the first start to the end (or now), resumes included",
             ),
+            # short headers and fixed widths: every column, the last included, fits the page
             "latest reward": st.column_config.NumberColumn(
-                "latest reward", format="%.3f", help="mean over branches of branch/*/reward/mean"
+                "reward",
+                format="%.3f",
+                width=60,
+                help="latest reward: mean over branches of branch/*/reward/mean",
             ),
             "latest overlap": st.column_config.NumberColumn(
-                "latest overlap", format="%.3f", help="mean over pairs of pair/*/overlap_top10"
+                "overlap",
+                format="%.3f",
+                width=60,
+                help="latest overlap: mean over pairs of pair/*/overlap_top10",
             ),
-        },
+            "tags": st.column_config.TextColumn("tags", width=60),
+            "notes": st.column_config.TextColumn(
+                "notes", width=80, help="the selected run's notes read whole below the table"
+            ),
+        },  # fmt: skip
     )
 
 
