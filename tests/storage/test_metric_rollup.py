@@ -53,12 +53,12 @@ def _expected(raw: pd.DataFrame, max_points: int) -> dict[tuple[int, str], list]
                 bucket = pd.Series(np.arange(n) * nb // n)
             g = g.assign(bucket=bucket, neg=-g["value"])
             keep = {0, n - 1}
-            for _, b in g.groupby("bucket"):
-                keep.add(b.sort_values(["is_nan", "value", "step", "id"]).index[0])
-                keep.add(b.sort_values(["is_nan", "neg", "step", "id"]).index[0])
-                nans = b[b["is_nan"]]
-                if len(nans):
-                    keep.add(nans.sort_values(["step", "id"]).index[0])
+            for order, rows in (
+                (["is_nan", "value", "step", "id"], g),  # each bucket's least
+                (["is_nan", "neg", "step", "id"], g),  # greatest
+                (["step", "id"], g[g["is_nan"]]),  # first NaN
+            ):
+                keep |= set(rows.sort_values(order).groupby("bucket").head(1).index)
         out[(run_id, key)] = sorted(_point(g.loc[i]) for i in keep)
     return out
 
