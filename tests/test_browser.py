@@ -586,7 +586,8 @@ def test_details_fit_the_page_links_say_what_is_absent_and_icons_need_no_emoji(d
         box.press("Enter")
         _settle(page)
         assert _wait_text(page, "opd.beta: 'abc' is not a number")
-        page.get_by_text("opd.beta: 'abc' is not a number").scroll_into_view_if_needed()
+        beside = page.get_by_test_id("stTabs").get_by_text("opd.beta: 'abc' is not a number")
+        beside.scroll_into_view_if_needed()  # the error sits in the opd tab, under its field
         page.wait_for_timeout(500)
         _shoot(page, "details-launch")
 
