@@ -175,8 +175,8 @@ class MlflowBackend:
 
         ms = int(time.time() * 1000)
         rows = [Metric(tracker_key("mlflow", k), float(v), ms, step) for k, v in values.items()]
-        for i in range(0, len(rows), 1000):
-            self.client.log_batch(self.run_id, metrics=rows[i : i + 1000])
+        for i in range(0, len(rows), 1000):  # queued: MLflow's own thread writes (flush waits)
+            self.client.log_batch(self.run_id, metrics=rows[i : i + 1000], synchronous=False)
 
     def samples(self, rows: list[dict], step: int) -> None:
         self.client.log_table(
@@ -186,9 +186,12 @@ class MlflowBackend:
         )
 
     def flush(self) -> None:
-        pass
+        import mlflow
+
+        mlflow.flush_async_logging()
 
     def finish(self, outcome: str) -> None:
+        self.flush()
         self.client.set_terminated(self.run_id, self.STATUS.get(outcome, "FINISHED"))
 
 
