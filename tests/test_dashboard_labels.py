@@ -149,7 +149,7 @@ def test_report_rows_carry_tags_and_escaped_notes(seeded):
     assert "[link](http://evil.example)" in html and "<a " not in html
 
 
-def test_launch_page_records_tags_and_notes_on_an_ablation_set(monkeypatch, tmp_path):
+def test_launch_page_records_tags_and_notes_on_a_run_and_an_ablation_set(monkeypatch, tmp_path):
     from app.control.launcher import Launcher
 
     url = f"sqlite:///{tmp_path / 'launch.db'}"
@@ -172,5 +172,10 @@ def test_launch_page_records_tags_and_notes_on_an_ablation_set(monkeypatch, tmp_
     assert not at.exception
     (run,) = RunStore.from_url(url).list_runs(group="g1")
     assert (run.tags, run.notes) == (("ablation", "beta-sweep"), "first try")
+    at.button(key="launch:go").click().run()  # the single run takes them too
+    assert not at.exception
+    single = RunStore.from_url(url).list_runs()[0]
+    assert single.id != run.id and single.group is None
+    assert (single.tags, single.notes) == (("ablation", "beta-sweep"), "first try")
     st.cache_data.clear()
     st.cache_resource.clear()
