@@ -75,3 +75,19 @@ def test_signal_summary_reports_per_update_spread_medians_and_skips_nan(tmp_path
     assert sig["all"]["rl:move/grpo"]["mean"] == 0.5
     assert sig["all"]["opd:move/grpo"]["mean"] == 0.25
     assert "| all | opd:cos/opd | 0.100 |" in study.signal_table(sig)
+
+
+def test_conflict_presets_share_one_model_and_settings():
+    from copd.spec import presets
+
+    members = presets.sets()["conflict"]
+    ref = presets.get("conflict")
+    assert ref.model.demo_tasks == ("up", "down") and ref.model.demo_hidden == 64
+    for name in members:
+        cfg = presets.get(name).validate()
+        assert cfg.branch_names == ("up", "down")
+        assert (cfg.model, cfg.sampling, cfg.grpo, cfg.schedule) == (
+            ref.model, ref.sampling, ref.grpo, ref.schedule,
+        ), name  # fmt: skip
+    assert presets.get("static_opd-conflict").static_direction == "up->down"
+    assert presets.get("static_opd-conflict-rev").static_direction == "down->up"
