@@ -119,9 +119,12 @@ class TensorBoardBackend:
         self.writer.add_text("config", "\n".join("    " + line for line in text.splitlines()))
 
     def metrics(self, values: dict[str, float], step: int) -> None:
-        t = time.time()
-        for k, v in values.items():
-            self.writer.add_scalar(k, float(v), step, walltime=t)
+        # One event holding every value of the call (add_scalar writes one event per value).
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        from torch.utils.tensorboard.summary import scalar
+
+        vals = [scalar(k, float(v)).value[0] for k, v in values.items()]
+        self.writer.file_writer.add_summary(Summary(value=vals), step, time.time())
 
     def samples(self, rows: list[dict], step: int) -> None:
         cols = sample_table(rows, step)
