@@ -29,6 +29,9 @@ the config flattened to dotted keys as hyper-parameters (`grpo.lr`), and the sam
 Table, TensorBoard text. The step axis is copd's step (W&B: the metric `step`, because copd
 may log an older step after a newer one, which W&B's own step would drop).
 
+A resumed run (`--resume`) is a new run in each tracker, starting at the checkpoint's step
+(what the killed process had sent after it stays there: trackers cannot delete it).
+
 Keys a tracker forbids characters in are mapped (`tracker_key`): MLflow takes only letters,
 digits, `_ - . : /` and space, so the pair separator `~` (`pair/add~rev/sym_kl`) becomes
 `--` (`pair/add--rev/sym_kl`), `@` (validation benchmarks, `eval/merged/add@val`) becomes
