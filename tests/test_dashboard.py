@@ -312,7 +312,8 @@ def test_home_shows_counts(app):
     at.run()
     assert not at.exception
     labels = {m.label: m.value for m in at.metric}
-    assert labels["💥 crashed"] == "1" and labels["🟢 running"] == "1"
+    crashed, running = queries.status_label("crashed"), queries.status_label("running")
+    assert labels[crashed] == "1" and labels[running] == "1"
 
 
 def test_runs_page_lists_crashed_run_with_traceback(app):
@@ -322,7 +323,7 @@ def test_runs_page_lists_crashed_run_with_traceback(app):
     assert not at.exception
     df = at.dataframe[0].value
     row = df[df["id"] == ids.crashed].iloc[0]
-    assert row["status"] == "💥 crashed"
+    assert row["status"] == queries.status_label("crashed")
     at.selectbox(key="runs:selected").set_value(ids.crashed).run()
     assert not at.exception
     assert any("crashed" in e.value for e in at.error)

@@ -444,3 +444,40 @@ def test_home_counts_every_runs_alerts_in_one_read(tmp_path):
     event.remove(store.db.engine, "before_cursor_execute", listener)
     assert counts == {r.id: 2 for r in runs[::3]}
     assert len([s for s in statements if "events" in s.lower()]) == 1, statements
+
+
+# ---------------------------------------------------------------------- 12: text labels
+def test_every_status_reads_in_words_with_a_symbol_text_fonts_carry():
+    """Each status: a symbol outside the emoji planes (no variation selector asking for an
+    emoji), then the status as a word, so a browser without an emoji font shows it whole."""
+    from app.dashboard.queries import status_label
+    from storage import RunStatus
+
+    for status in RunStatus:
+        label = status_label(status)
+        symbol, _, word = label.partition(" ")
+        assert word == status.value, label
+        assert len(symbol) == 1 and ord(symbol) < 0x1F000 and "\ufe0f" not in label, label
+        assert not 0x2600 <= ord(symbol) <= 0x26FF, label  # Miscellaneous Symbols: emoji
+
+
+def test_page_icons_come_from_the_bundled_icon_font():
+    """Navigation, page links, titles and buttons use `:material/...:` icons, never emoji."""
+    import ast
+    import re
+
+    root = Path(ENTRY).parent.parent
+    emoji = re.compile("[\U0001f300-\U0001faff\u2600-\u27bf\u23e9-\u23fa\u2b50]")
+    found = []
+    for path in [root / "app" / "main.py", *sorted((root / "pages").glob("*.py"))]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") in (
+                "Page", "page_link", "title", "button",
+            ):  # fmt: skip
+                texts = [a.value for a in node.args if isinstance(a, ast.Constant)]
+                texts += [k.value.value for k in node.keywords
+                          if k.arg == "icon" and isinstance(k.value, ast.Constant)]  # fmt: skip
+                found += [
+                    f"{path.name}: {t}" for t in texts if isinstance(t, str) and emoji.search(t)
+                ]
+    assert not found, found

@@ -30,13 +30,15 @@ from storage.entities import RunStatus
 if TYPE_CHECKING:
     from storage import Run, RunStore
 
+# A symbol the common text fonts carry (no emoji font needed: a browser without one showed
+# empty boxes), then the status in words.
 STATUS_MARKERS = {
-    RunStatus.QUEUED: "⏳ queued",
-    RunStatus.RUNNING: "🟢 running",
-    RunStatus.FINISHED: "✅ finished",
-    RunStatus.FAILED: "❌ failed",
-    RunStatus.CANCELLED: "⏹️ cancelled",
-    RunStatus.CRASHED: "💥 crashed",
+    RunStatus.QUEUED: "○ queued",
+    RunStatus.RUNNING: "● running",
+    RunStatus.FINISHED: "✓ finished",
+    RunStatus.FAILED: "✗ failed",
+    RunStatus.CANCELLED: "■ cancelled",
+    RunStatus.CRASHED: "✕ crashed",
 }
 REWARD_KEY = N.REWARD_MEAN
 OVERLAP_KEY = N.overlap_key(10)

@@ -82,7 +82,7 @@ def runs_table(shown: pd.DataFrame) -> Any:
             "id": st.column_config.NumberColumn("id", width=40),
             "seed": st.column_config.NumberColumn("seed", width=40),
             "method": st.column_config.TextColumn("method", width=60),
-            "status": st.column_config.TextColumn("status", help="💥 crashed = the process died"),
+            "status": st.column_config.TextColumn("status", help="✕ crashed = the process died"),
             "progress": st.column_config.ProgressColumn(
                 "progress",
                 width=80,
