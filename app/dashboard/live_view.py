@@ -181,7 +181,7 @@ def run_alerts(url: str, run_id: int, version: tuple = ()) -> None:
     alerts = cached_alerts(url, run_id, version)
     if alerts:
         st.warning(
-            f"⚠️ {len(alerts)} alert(s):\n\n"
+            f"{len(alerts)} alert(s):\n\n"  # st.warning draws its own icon
             + "\n".join(
                 f"- {md_line(a.message)}" + ("" if a.step is None else f" (step {a.step})")
                 for a in alerts
