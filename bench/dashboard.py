@@ -200,7 +200,7 @@ def open_store(cache: Path, name: str, scale: dict, build) -> tuple[RunStore, di
 
 # ---------------------------------------------------------------------- store reads, figures
 def reads(store: RunStore, ids: dict, repeats: int) -> dict[str, float]:
-    from app.dashboard.live_view import select_keys
+    from app.dashboard.live_view import live_signature, select_keys
     from app.dashboard.queries import runs_frame
     from app.dashboard.signal_data import signal_keys
 
@@ -216,6 +216,8 @@ def reads(store: RunStore, ids: dict, repeats: int) -> dict[str, float]:
         "live_view_series": C.median_time(lambda: store.metric_series(live, wanted, 500), repeats),
         "compare_50x4": C.median_time(lambda: store.metric_series(compare, ckeys, 500), repeats),
         "data_version": C.median_time(lambda: store.data_version(live), repeats),
+        # the Live page's auto-refresh tick: the run, then its view's signature (pages/live.py)
+        "tick": C.median_time(lambda: live_signature(store.get_run(live), store.url), repeats),
     }
     out["live_keys"], out["compare_runs"] = len(keys), len(compare)
     return out
@@ -434,7 +436,8 @@ def report(name: str, r: dict) -> list[str]:
         row("browser: ... of which until the script had run", br.get("cold_script"), None),
         row("browser: Live view draw, second page load", br.get("warm"), None),
         row(f"page: Live first run ({pg['live_charts']} charts), server", pg["live_first"], None),
-        row("page: Live refresh tick with no new rows, server", pg["live_tick"], "tick"),
+        row("tick: Live auto-refresh with no new rows (pages/live.py watch)", rd["tick"], "tick"),
+        row("page: Live rerun, data unchanged (nothing rebuilt), server", pg["live_tick"], None),
         row("page: Runs first run, server", pg["runs_first"], None),
         row("page: Runs refresh tick, server", pg["runs_tick"], None),
         row(

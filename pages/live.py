@@ -6,7 +6,7 @@ while a run of the view is active; or its Samples tab. Links: `live?run=ID`,
 import streamlit as st
 
 from app.dashboard.links import absent_run, url_run_id
-from app.dashboard.live_view import draw_run
+from app.dashboard.live_view import draw_run, live_signature
 from app.dashboard.samples_view import draw_samples
 from app.dashboard.text import md_escape
 from app.dashboard.widgets import (
@@ -83,15 +83,28 @@ if tab == "samples":
     st.stop()
 
 
-@st.fragment(run_every=run_every)
-def charts_fragment() -> None:
-    run = get_store().get_run(run_id)  # fresh status/progress on every tick
+def charts() -> None:
+    run = get_store().get_run(run_id)  # fresh status/progress on every run
     if run.status != by_id[run_id].status:  # the picker and the refresh switch follow it
         invalidate()
         st.rerun(scope="app")
+    # what this draw shows, taken before reading it: a write after this reruns the page
+    st.session_state["live:seen"] = live_signature(run, url)
     draw_run(run, url, smoothing=smoothing, x=x, max_points=max_points, fmt=fmt)
 
 
-charts_fragment()
+@st.fragment(run_every=run_every)
+def watch() -> None:
+    """Every `every` seconds while a run of the view is active: the page reruns only when
+    what it draws has changed (the run's status, progress or error, the data signature of
+    it and its group: a few index reads). A tick with nothing new touches no chart, so
+    nothing fades; a rerun rebuilds only the figures whose data moved (live_view.memo)."""
+    if live_signature(get_store().get_run(run_id), url) != st.session_state.get("live:seen"):
+        st.rerun(scope="app")
+
+
+charts()
+if run_every:
+    watch()
 if not active:
     st.caption("No run of this view is active: auto-refresh is off.")

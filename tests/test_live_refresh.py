@@ -117,3 +117,20 @@ def test_data_version_changes_with_every_kind_of_write(tmp_path):
     assert len(set(seen)) == len(seen)
     assert store.data_version(run.id) == store.data_version([run.id])  # and reads alike
     store.close()
+
+
+def test_the_live_signature_moves_only_with_what_the_view_draws(live):
+    from app.dashboard.live_view import live_signature
+
+    at, store, ids, _ = live
+    url = store.url
+    sig = live_signature(store.get_run(ids["copd"]), url)
+    assert live_signature(store.get_run(ids["copd"]), url) == sig  # a tick: nothing new
+    store.heartbeat(ids["copd"])  # a heartbeat alone changes nothing drawn
+    assert live_signature(store.get_run(ids["copd"]), url) == sig
+    store.log_metrics(ids["expert"], [MetricPoint("pair/add~rev/sym_kl", 0.1, step=31)])
+    st.cache_data.clear()
+    moved = live_signature(store.get_run(ids["copd"]), url)
+    assert moved != sig  # a new row of a group peer: the overlay would change
+    store.heartbeat(ids["copd"], progress=0.5)
+    assert live_signature(store.get_run(ids["copd"]), url) != moved

@@ -1,6 +1,7 @@
-"""The Live run view's charts for one run (Streamlit): called inside an auto-refreshing
-fragment by pages/live.py. Each chart has a stable key and a constant uirevision, so
-zoom survives refreshes; data comes downsampled from the store.
+"""The Live run view's charts for one run (Streamlit), drawn by pages/live.py, whose
+auto-refresh reruns the page only when `live_signature` changes. Each chart has a stable
+key and a constant uirevision, so zoom survives refreshes; data comes downsampled from the
+store, and a figure is rebuilt only when its data moved (`widgets.memo`).
 
     draw_run(run, url, smoothing=0.6, x="step", max_points=500)
 
@@ -104,11 +105,23 @@ def run_data(
     return groups, df, progress, cached_evals(url, (run.id,), version)
 
 
+def view_run_ids(run: Run, url: str) -> tuple[int, ...]:
+    """The runs the Live view of `run` draws: the run and the rest of its group."""
+    peers = {r.id for r in cached_runs(url) if run.group and r.group == run.group}
+    return tuple(sorted(peers | {run.id}))
+
+
+def live_signature(run: Run, url: str) -> tuple:
+    """What the Live view of `run` is drawn from: its status, progress (whole percent, as
+    shown) and error, and the data signature of it and its group (RunStore.data_version).
+    pages/live.py reruns the page only when this changes."""
+    return (run.status, percent(run.progress), run.error, data_version(url, view_run_ids(run, url)))
+
+
 def draw_run(run: Run, url: str, *, smoothing: float, x: str, max_points: int, fmt: str) -> None:
-    """Header, NaN warning and every chart of one run. A refresh reads the run's data
-    signature first (RunStore.data_version: a few index reads); while it is unchanged the
-    series are not read again and no figure is rebuilt (`memo`), so a tick with no new rows
-    costs milliseconds and the page does not fade."""
+    """Header, NaN warning and every chart of one run. The run's data signature is read
+    first (RunStore.data_version: a few index reads); while it is unchanged the series are
+    not read again and no figure is rebuilt (`memo`)."""
     rid = run.id
     version = data_version(url, (rid,))
     groups, df, progress, evals = memo(
