@@ -20,7 +20,7 @@ import streamlit as st
 from app.dashboard.text import md_escape
 from app.dashboard.widgets import get_store, invalidate
 from copd.common.query import QueryError
-from copd.common.tags import TagError, check_tags
+from copd.common.tags import TagError, check_notes, check_tags
 
 if TYPE_CHECKING:
     from storage import Run
@@ -78,7 +78,7 @@ def tags_notes_editor(run: Run, all_tags: list[str]) -> None:
     if not st.button("Save tags and notes", key=f"runs:save_labels:{run.id}", disabled=not changed):
         return
     try:
-        wanted = check_tags(picked)
+        wanted, notes = check_tags(picked), check_notes(notes)  # both before either is written
         store = get_store()
         store.edit_tags(
             run.id, add=[t for t in wanted if t not in run.tags],
