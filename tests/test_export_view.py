@@ -60,3 +60,27 @@ def test_runs_page_exports_a_finished_run_and_says_where(finished_run, tmp_path)
     # a second export into the same folder: the one-line reason, nothing overwritten
     at.button(key="export:go:1").click().run()
     assert "is not empty" in at.error[0].value
+
+
+def test_launch_page_queues_a_run_that_reports_to_the_trackers_typed(monkeypatch, tmp_path):
+    from app.control.launcher import Launcher
+
+    url = f"sqlite:///{tmp_path / 'launch.db'}"
+    monkeypatch.setenv("COPD_DB_URL", url)
+    monkeypatch.setenv("COPD_HOME", str(tmp_path))
+    monkeypatch.setenv("COPD_SUPERVISE", "0")
+    monkeypatch.setattr(Launcher, "tick", lambda self: [])  # queue only: start no trainer
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    at = AppTest.from_file(ENTRY, default_timeout=60).run()
+    at.switch_page("../pages/launch.py").run()
+    field = at.text_input(key="cfg:demo:report_to")
+    field.set_value("tensorbord").run()  # a typo: named inline, nothing recorded
+    assert any("did you mean" in e.value.replace("\\", "") for e in at.error)
+    at.text_input(key="cfg:demo:report_to").set_value("tensorboard, mlflow").run()
+    at.button(key="launch:go").click().run()
+    assert not at.exception
+    (run,) = RunStore.from_url(url).list_runs()
+    assert run.config["report_to"] == ["tensorboard", "mlflow"]
+    st.cache_data.clear()
+    st.cache_resource.clear()
