@@ -137,3 +137,16 @@ def test_launch_records_tags_and_notes_before_checking(tmp_path, tiny_model_dir,
     assert [r["id"] for r in _runs_json(db, capsys, "--where", '"ablation" in tags')] == [run_id]
     assert main(["cancel", str(run_id), "--grace", "60", *common]) == 0
     store.close()
+
+
+def test_sweep_tags_every_run_of_the_set(tmp_path, tiny_model_dir, capsys):
+    db = f"sqlite:///{tmp_path / 'copd.db'}"
+    sets = [x for o in tiny_overrides(tiny_model_dir) + QUICK for x in ("--set", o)]
+    args = ["sweep", "demo", "--seeds", "0,1", "--group", "g", "--no-start", *sets,
+            "--tag", "ablation", "--notes", "two seeds", "--db", db,
+            "--runs-root", str(tmp_path / "runs")]  # fmt: skip
+    assert main(args) == 0
+    runs = RunStore.from_url(db).list_runs(group="g")
+    assert [(r.tags, r.notes) for r in runs] == [(("ablation",), "two seeds")] * 2
+    assert main(["sweep", "demo", "--group", "h", "--tag", "a b", "--db", db]) == 2
+    assert "a space is not allowed" in capsys.readouterr().err
