@@ -150,3 +150,4 @@ def test_sweep_tags_every_run_of_the_set(tmp_path, tiny_model_dir, capsys):
     assert [(r.tags, r.notes) for r in runs] == [(("ablation",), "two seeds")] * 2
     assert main(["sweep", "demo", "--group", "h", "--tag", "a b", "--db", db]) == 2
     assert "a space is not allowed" in capsys.readouterr().err
+    assert RunStore.from_url(db).list_runs(group="h") == []
