@@ -308,3 +308,22 @@ def test_the_launch_form_offers_report_to_as_a_list_of_names():
     assert forms.build_config(base, values).report_to == ("tensorboard", "mlflow")
     with pytest.raises(ConfigError, match="did you mean 'wandb'"):
         forms.build_config(base, {"report_to": ["wand"]})
+
+
+def test_wandb_stays_offline_unless_the_user_configured_it(tmp_path, monkeypatch):
+    for var in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert T.wandb_mode() == "offline"  # no ~/.netrc
+    netrc = tmp_path / ".netrc"
+    netrc.write_text("machine example.org login u password p\n")
+    netrc.chmod(0o600)
+    assert T.wandb_mode() == "offline"
+    netrc.write_text("machine api.wandb.ai login user password k\n")
+    assert T.wandb_mode() == "online"  # `wandb login` was run
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert T.wandb_mode() == "disabled"
+    monkeypatch.delenv("WANDB_MODE")
+    netrc.unlink()
+    monkeypatch.setenv("WANDB_API_KEY", "k")
+    assert T.wandb_mode() == "online"

@@ -17,8 +17,9 @@ Where each one writes (README, "Where your runs go"):
     mlflow       $MLFLOW_TRACKING_URI, else sqlite:///<run_dir>/mlflow.db (artifacts in
                  <run_dir>/mlflow-artifacts); experiment $MLFLOW_EXPERIMENT_NAME, else the
                  run's group, else "copd"
-    wandb        <run_dir>/wandb; offline unless WANDB_MODE says otherwise (or WANDB_API_KEY
-                 is set: then online); project $WANDB_PROJECT or "copd", the run's group
+    wandb        <run_dir>/wandb; offline unless WANDB_MODE says otherwise, or the user has a
+                 key (WANDB_API_KEY, `wandb login`): then online; project $WANDB_PROJECT or
+                 "copd", the run's group
     trackio      trackio's local store ($TRACKIO_DIR, default ~/.cache/huggingface/trackio);
                  project $TRACKIO_PROJECT or "copd"          trackio show --project copd
 
@@ -201,6 +202,24 @@ class MlflowBackend:
         self.client.set_terminated(self.run_id, self.STATUS.get(outcome, "FINISHED"))
 
 
+def wandb_mode() -> str:
+    """W&B's mode: $WANDB_MODE when set; "online" when the user has a key (WANDB_API_KEY, or
+    `wandb login`'s entry in ~/.netrc); else "offline" (the run stays in <run_dir>/wandb
+    until `wandb sync`)."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    import netrc
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    try:
+        return "online" if netrc.netrc().authenticators(host or "") else "offline"
+    except (OSError, netrc.NetrcParseError):
+        return "offline"
+
+
 class WandbBackend:
     name = "wandb"
 
@@ -208,9 +227,7 @@ class WandbBackend:
         import wandb
 
         self.wandb = wandb
-        mode = os.environ.get("WANDB_MODE") or (
-            "online" if os.environ.get("WANDB_API_KEY") else "offline"
-        )
+        mode = wandb_mode()
         self.run = wandb.init(
             project=os.environ.get("WANDB_PROJECT", "copd"), name=run.name, group=run.group,
             job_type=run.method, dir=str(run.out), config=run.config, mode=mode,
