@@ -272,15 +272,34 @@ def latest_points(s: Session, run_id: int, keys: list[str] | None) -> dict[str, 
             return {}
         stmt = stmt.bindparams(bindparam("keys", expanding=True))
         params["keys"] = list(keys)
-    out: dict[str, MetricPoint] = {}
-    for r in s.execute(stmt, params):
-        out[r.key] = MetricPoint(
-            key=r.key,
-            value=decode_float(r.value, bool(r.is_nan), bool(r.is_inf)),
-            step=int(r.step),
-            cycle=int(r.cycle),
-            phase=r.phase,
-            scope=r.scope,
-            wall_time=float(r.wall_time),
-        )
+    return {r.key: _latest_point(r) for r in s.execute(stmt, params)}
+
+
+def _latest_point(r) -> MetricPoint:
+    return MetricPoint(
+        key=r.key,
+        value=decode_float(r.value, bool(r.is_nan), bool(r.is_inf)),
+        step=int(r.step),
+        cycle=int(r.cycle),
+        phase=r.phase,
+        scope=r.scope,
+        wall_time=float(r.wall_time),
+    )
+
+
+_LATEST_OF_RUNS_SQL = """
+SELECT run_id, key, scope, step, cycle, phase, value, is_nan, is_inf, wall_time
+FROM metric_latest WHERE run_id IN :run_ids
+"""
+
+
+def latest_points_of_runs(s: Session, run_ids: list[int]) -> dict[int, dict[str, MetricPoint]]:
+    """latest_points of many runs in one query per 500 runs: run id -> key -> point (every
+    run of `run_ids` present, those without metrics empty)."""
+    out: dict[int, dict[str, MetricPoint]] = {int(r): {} for r in run_ids}
+    stmt = text(_LATEST_OF_RUNS_SQL).bindparams(bindparam("run_ids", expanding=True))
+    ids = sorted(out)
+    for i in range(0, len(ids), 500):
+        for r in s.execute(stmt, {"run_ids": ids[i : i + 500]}):
+            out[r.run_id][r.key] = _latest_point(r)
     return out

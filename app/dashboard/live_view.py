@@ -43,6 +43,7 @@ from app.dashboard.widgets import (
     cached_series,
     csv_button,
     data_version,
+    group_run_ids,
     memo,
     plot,
 )
@@ -106,9 +107,9 @@ def run_data(
 
 
 def view_run_ids(run: Run, url: str) -> tuple[int, ...]:
-    """The runs the Live view of `run` draws: the run and the rest of its group."""
-    peers = {r.id for r in cached_runs(url) if run.group and r.group == run.group}
-    return tuple(sorted(peers | {run.id}))
+    """The runs the Live view of `run` draws: the run and the rest of its group (an
+    indexed read of the group, not the list of every run)."""
+    return tuple(sorted(set(group_run_ids(url, run.group)) | {run.id}))
 
 
 def live_signature(run: Run, url: str) -> tuple:

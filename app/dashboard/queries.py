@@ -91,8 +91,9 @@ def runs_frame(store: RunStore, runs: list[Run] | None = None) -> pd.DataFrame:
     """One row per run (newest first) for the Runs table and the home page."""
     runs = store.list_runs() if runs is None else runs
     rows = []
+    latest_of = store.latest_metrics_of(r.id for r in runs)  # one query, not one per run
     for r in runs:
-        latest = store.latest_metrics(r.id)
+        latest = latest_of[r.id]
         rows.append(
             {
                 "id": r.id,

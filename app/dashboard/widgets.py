@@ -162,6 +162,11 @@ def data_version(url: str, run_ids: tuple[int, ...]) -> tuple:
     return _store(url).data_version(list(run_ids))
 
 
+def group_run_ids(url: str, group: str | None) -> list[int]:
+    """The ids of a group's runs, read afresh (an indexed read); none without a group."""
+    return [] if not group else [r.id for r in _store(url).list_runs(group=group)]
+
+
 MEMO_KEY, BUILDS_KEY, MEMO_SIZE = "copd:memo", "copd:builds", 96
 
 

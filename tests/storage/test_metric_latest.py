@@ -84,3 +84,17 @@ def test_deleting_a_run_deletes_its_latest_rows(store: RunStore):
     with store.db.engine.connect() as conn:
         n = conn.execute(text("SELECT COUNT(*) FROM metric_latest")).scalar()
     assert n == 0
+
+
+def test_latest_of_many_runs_in_one_read_equals_each_runs(store: RunStore):
+    ids = []
+    for r in range(3):
+        run = store.create_run(f"r{r}", "copd", {})
+        store.log_metrics(
+            run.id, [MetricPoint(f"k{i}", float(r * i), step=i) for i in range(r * 3)]
+        )
+        ids.append(run.id)
+    many = store.latest_metrics_of(ids + [ids[0]])
+    assert sorted(many) == ids and many[ids[0]] == {}  # a run without metrics: empty
+    for run_id in ids:
+        assert many[run_id] == store.latest_metrics(run_id)
