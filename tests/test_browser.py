@@ -491,7 +491,8 @@ def _overflows(page, selector: str) -> list[str]:
     scrolled sideways), by their text."""
     return page.evaluate(
         """(sel) => [...document.querySelectorAll(sel)]
-            .filter(e => e.offsetParent !== null && e.scrollWidth > e.clientWidth + 1)
+            .filter(e => e.offsetParent !== null && e.clientWidth > 8
+                         && e.scrollWidth > e.clientWidth + 1)
             .map(e => `${e.scrollWidth}>${e.clientWidth} ` +
               (e.innerText || e.getAttribute('aria-label') || e.className).slice(0, 80))""",
         selector,
@@ -598,7 +599,8 @@ def test_details_fit_the_page_links_say_what_is_absent_and_icons_need_no_emoji(d
         _shoot(page, "details-compare")
         body = _body(page)
         assert "Mean ± band over seeds" in body and "Results: test split" in body
-        assert not _overflows(page, '[data-testid="stWidgetLabel"] p'), "a label is cut"
+        labels = '[data-testid="stWidgetLabel"] *, [data-testid="stCheckbox"] *'
+        assert not _overflows(page, labels), "a label is cut"
         assert not _overflows(page, '[data-testid="stMetricValue"] div'), "a metric is cut"
         page.get_by_text("Paired comparison of two arms").scroll_into_view_if_needed()
         page.wait_for_timeout(1000)

@@ -148,7 +148,7 @@ def pick_runs(runs: list[Run]) -> list[Run]:
 def controls(*, has_seeds: bool) -> Controls:
     """Aggregation over seeds (offered only when some arm has several), band, smoothing,
     image format."""
-    c1, c2, c3, c4, c5 = st.columns([3, 2, 2, 3, 1.4])  # the toggles' labels show whole
+    c1, c2, c3, c4, c5 = st.columns([3, 3, 2, 2.4, 1.4])  # the toggles' labels show whole
     aggregate = c1.toggle(
         "Mean ± band over seeds", value=has_seeds, disabled=not has_seeds,
         key=f"compare:agg:{has_seeds}",  # a fresh default when a picked group gains seeds
