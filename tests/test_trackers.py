@@ -327,3 +327,18 @@ def test_wandb_stays_offline_unless_the_user_configured_it(tmp_path, monkeypatch
     netrc.unlink()
     monkeypatch.setenv("WANDB_API_KEY", "k")
     assert T.wandb_mode() == "online"
+
+
+def test_copd_launch_takes_report_to_too(tmp_path, monkeypatch):
+    from app.control.launcher import Launcher
+    from copd.cli import main
+    from storage import RunStore
+
+    monkeypatch.setattr(Launcher, "tick", lambda self: [])  # queue only: start no trainer
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    argv = ["launch", "demo", "--no-wait", "--db", url, "--runs-root", str(tmp_path / "runs")]
+    assert main([*argv, "--report-to", "wandb,tensorbord"]) == 2  # nothing queued
+    assert RunStore.from_url(url).list_runs() == []
+    assert main([*argv, "--report-to", "wandb", "--report-to", "mlflow"]) == 0
+    (run,) = RunStore.from_url(url).list_runs()
+    assert run.config["report_to"] == ["wandb", "mlflow"]

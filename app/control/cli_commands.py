@@ -55,6 +55,10 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--no-wait", action="store_true", help="return at once even if the run is still queued"
     )
+    p.add_argument(
+        "--report-to", action="append", default=[], metavar="NAME",
+        help="also send the run to a tracker: tensorboard, mlflow, wandb or trackio",
+    )  # fmt: skip
     add_label_args(p)
     add_trust_flag(p)
     add_store_args(p)
@@ -157,13 +161,13 @@ def load_config(spec: str, overrides: list[str]) -> Any:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
-    from copd.cli import run_labels, with_trust
+    from copd.cli import run_labels, with_report_to, with_trust
     from copd.spec import ConfigError
     from storage import RunStatus
 
     tags, notes = run_labels(args)  # before the config is loaded or checked
     try:
-        cfg = load_config(args.config, with_trust(args, args.overrides))
+        cfg = load_config(args.config, with_report_to(args, with_trust(args, args.overrides)))
         launcher = launcher_from_args(args)
         run = launcher.submit(
             cfg, name=args.name, group=args.group, gpus=args.gpus, tags=tags, notes=notes
