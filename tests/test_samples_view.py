@@ -177,6 +177,15 @@ def test_copd_samples_prints_tokens_with_log_ratios(demo_group):
     cross = subprocess.run(cmd[:-1] + ["--kind", "cross", "--branch", "rev"],
                            capture_output=True, text=True, timeout=120)  # fmt: skip
     assert cross.returncode == 0 and " · cross · rev on add" in cross.stdout
+    # a run folder without the store: the same samples from its metrics.jsonl
+    folder = RunStore.from_url(url).get_run(ids["copd"]).run_dir
+    local = subprocess.run([sys.executable, "-m", "copd", "samples", folder, "--tokens"],
+                           capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert local.returncode == 0, local.stderr
+    assert "step 6: " in local.stdout and " · probe · " in local.stdout and "log p " in local.stdout
+    nowhere = subprocess.run([sys.executable, "-m", "copd", "samples", "no/such/dir"],
+                             capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert nowhere.returncode != 0 and "neither a run id nor a folder" in nowhere.stderr
 
 
 def test_compare_report_holds_the_most_divergent_samples_as_text(demo_group, monkeypatch):
