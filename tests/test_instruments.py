@@ -337,3 +337,36 @@ def test_solo_move_is_a_grpo_only_step_from_the_same_state_and_is_undone(tiny_cf
     s0, s2 = (w.branches[0].optimizer.state_dict()["state"] for w in (worlds[0], worlds[2]))
     for k in s0:
         torch.testing.assert_close(s0[k]["exp_avg_sq"], s2[k]["exp_avg_sq"], rtol=0, atol=0)
+
+
+def test_reference_signals_at_matched_rows_and_between_two_halves(tiny_cfg):
+    """grad_norm_matched/grpo is the GRPO gradient norm over as many native rows as the
+    cross batch has (here 2 of 4 prompt groups), cos_halves/grpo the cosine of the two
+    halves' GRPO gradients, each equal to an independent computation; the step itself is
+    the same as without them."""
+    worlds = [_world(tiny_cfg, "grpo.grad_clip=1e9") for _ in range(3)]
+    res = []
+    for i, w in enumerate(worlds[:2]):
+        b = w.branches[0]
+        native, cross = _batch(w, b), _batch(w, b, prompts=2, seed=1)
+        teacher = _student_logp(w, b, cross) + torch.linspace(-1.0, 1.0, cross.size)[:, None]
+        specs = [TermSpec(1.0, native), TermSpec(1.0, cross, "rev", teacher)]
+        res.append((optimize(w, b, specs, measure_signal=i == 0), native))
+    (measured, native), (plain, _) = res
+    ref = worlds[2].branches[0]
+
+    def grad(rows):
+        ref.optimizer.zero_grad(set_to_none=True)
+        grpo_term(ref, native.subset(rows), worlds[2].loss).loss.backward()
+        return torch.cat([p.grad.flatten() for p in ref.params])
+
+    g_matched = grad(list(range(8)))  # 2 groups of 4 = the cross batch's 8 rows
+    sig = measured.signal
+    assert sig[N.signal_key("grad_norm_matched")] == pytest.approx(
+        float(g_matched.norm()), rel=1e-4
+    )
+    a, b = grad(list(range(8))), grad(list(range(8, 16)))
+    cos = float(a @ b / (a.norm() * b.norm()))
+    assert sig[N.signal_key("cos_halves")] == pytest.approx(cos, rel=1e-3, abs=1e-5)
+    for p, q in zip(worlds[0].branches[0].params, worlds[1].branches[0].params, strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)

@@ -72,7 +72,9 @@ def signal_key(kind: str, teacher: str | None = None) -> str:
     term's) | "pos_frac" (share of cross tokens with log p_T > log p_S) | "log_ratio"
     (mean log p_T - log p_S, an estimate of -KL(student||teacher)) | "move" (how far the
     step moved the weights along the term's descent direction, -delta . g / |g|) |
-    "move_solo" (the same for a step on the GRPO term alone from the same state).
+    "move_solo" (the same for a step on the GRPO term alone from the same state) |
+    "grad_norm_matched" (the GRPO gradient norm over as many rows as the cross term has) |
+    "cos_halves" (cosine of the GRPO gradients of the native batch's two halves).
     signal_key("cos", "rev") -> "signal/cos/rev"."""
     return f"{SIGNAL_PREFIX}{kind}/{teacher}" if teacher else f"{SIGNAL_PREFIX}{kind}/grpo"
 

@@ -144,6 +144,7 @@ def step(
         _signal_from_grads(grads, signal, empty)
         if len(grads) > 1 and "grpo" in grads and "grpo" not in empty:
             signal[N.signal_key("move_solo")] = _solo_move(branch, grads["grpo"], loss.grad_clip)
+            _reference_signal(world, branch, specs, signal)
         before = _flat_params(params)
     with world.timer("update"):
         if clipped is not None:
@@ -261,6 +262,39 @@ def _movement(grads: dict[str, torch.Tensor], delta: torch.Tensor, out: dict, em
         ok = n > 0 and label not in empty
         key = N.signal_key("move", None if label == "grpo" else label)
         out[key] = float(-(delta @ g)) / n if ok else float("nan")
+
+
+def _reference_signal(world: World, branch: Branch, specs: list[TermSpec], out: dict) -> None:
+    """References for reading a combined step's signal balance, measured on the side (the
+    step's gradients are restored): `grad_norm_matched/grpo`, the GRPO term's gradient
+    norm over as many native rows as the first cross term has (whole groups, normalised
+    on their own), so the OPD/GRPO ratio can be read at equal rows; `cos_halves/grpo`, the
+    cosine between the GRPO gradients of the native batch's two halves (two batches of
+    one domain): what sampling noise alone leaves of a cosine. NaN where a part has no
+    learning signal."""
+    native = next(s for s in specs if s.teacher is None)
+    cross = next(s for s in specs if s.teacher is not None)
+    params = branch.params
+    saved = [None if p.grad is None else p.grad.clone() for p in params]
+    G = native.batch.group_size
+    P = native.batch.size // G
+
+    def grad_of(lo: int, hi: int) -> torch.Tensor | None:
+        branch.optimizer.zero_grad(set_to_none=True)
+        part = TermSpec(native.weight, native.batch.subset(list(range(lo * G, hi * G))))
+        live = _backward(world, branch, part).get(N.SIGNAL_FRAC, 0.0) > 0
+        return _flat_grad(params) if live else None
+
+    nan = float("nan")
+    k = max(1, min(P, cross.batch.size // G))
+    g = grad_of(0, k)
+    out[N.signal_key("grad_norm_matched")] = nan if g is None else float(g.norm())
+    if P >= 2:
+        a, b = grad_of(0, P // 2), grad_of(P // 2, P)
+        denom = 0.0 if a is None or b is None else float(a.norm() * b.norm())
+        out[N.signal_key("cos_halves")] = float(a @ b) / denom if denom > 0 else nan
+    for p, gr in zip(params, saved, strict=True):
+        p.grad = gr
 
 
 def _solo_move(branch: Branch, g: torch.Tensor, clip: float) -> float:
