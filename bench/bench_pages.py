@@ -1,7 +1,7 @@
 """Server time of every dashboard page: the Streamlit script run of each page (Streamlit's
 AppTest, in this process) on a store seeded like a lab's, first load and reload.
 
-    .venv/bin/python bench/bench_pages.py [--runs 40] [--repeats 5] [--json out.json]
+    .venv/bin/python bench/bench_pages.py [--runs 40] [--repeats 5] [--pages home,runs] [--json out.json]
 
 The store: tests/seed.py (finished, running, crashed and NaN runs, a group of 3 seeds x 2
 methods) plus `--runs` finished CoPD runs of 60 steps with evaluations, in groups of 4.
@@ -74,6 +74,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=40, help="extra finished runs in the store")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--pages", default=",".join(PAGES), help="comma-separated, e.g. home,runs")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="copd-bench-pages-"))
@@ -86,7 +87,7 @@ def main() -> None:
     print(_common.load_line())
     results = {}
     print(f"{'page':<9} {'first load':>30} {'reload':>30}  target")
-    for page in PAGES:
+    for page in [p for p in args.pages.split(",") if p in PAGES]:
         first, again = page_times(page, args.repeats)
         target = (
             "heavy charts" if page in HEAVY else _common.verdict(_common.median(first), TARGET_S)

@@ -257,7 +257,7 @@ def test_a_refusal_at_submit_says_nothing_was_launched(monkeypatch, tmp_path):
     from app.control.launcher import Launcher
     from copd.spec import ConfigError
 
-    def refuse(self, cfg, gpus=0):
+    def refuse(self, cfg, **options):
         raise ConfigError("model.path: the tokenizer has 40 tokens, the model 32 rows")
 
     monkeypatch.setattr(Launcher, "submit", refuse)

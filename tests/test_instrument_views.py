@@ -256,7 +256,8 @@ def test_compare_grid_view_heatmap_and_paired_numbers(app):
     assert at.selectbox(key="compare:group").value == GROUP
     assert any(h.value.startswith("Grid sweep") for h in at.subheader)
     assert at.radio(key="compare:sweep:split").value == "validation"  # choose on validation
-    assert at.selectbox(key="compare:sweep:model").value == "merged"
+    # each run's reported model first: the merged one for these CoPD runs
+    assert at.selectbox(key="compare:sweep:model").value == "reported model"
     specs = [c.proto.spec for c in at.get("plotly_chart")]
     assert any("vs opd.beta" in s for s in specs) and any(
         "vs schedule.rl_steps" in s for s in specs

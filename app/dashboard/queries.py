@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from app.dashboard.series import percent
+from app.dashboard.series import whole_percent
 from app.dashboard.text import md_line
 from copd.common import names as N
 from copd.common.names import VAL_SUFFIX
@@ -103,7 +103,7 @@ def runs_frame(store: RunStore, runs: list[Run] | None = None) -> pd.DataFrame:
                 "group": r.group or "",
                 "tags": ", ".join(r.tags),  # text cells: never rendered as markdown
                 "seed": r.seed,
-                "progress": int(percent(r.progress)[:-1]),  # whole percent, as shown
+                "progress": whole_percent(r.progress),  # as every page shows it
                 "started": _utc(r.started_at),
                 "duration": format_duration(run_duration(r)),
                 "latest reward": mean_latest(latest, "branch/", "/" + REWARD_KEY),

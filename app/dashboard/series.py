@@ -238,12 +238,17 @@ def progress_of(
     return Progress(step, total, min(max(frac, 0.0), 1.0))
 
 
-def percent(fraction: float | None) -> str:
-    """A progress fraction as a whole percent, rounded down (`0.0233` -> `2%`, `0.999` ->
-    `99%`: 100% only when done): the one rounding of progress on every page."""
+def whole_percent(fraction: float | None) -> int:
+    """A progress fraction as a whole percent, rounded down (`0.0233` -> 2, `0.999` -> 99:
+    100 only when done): the one rounding of progress on every page."""
     f = float(fraction or 0.0)
     f = min(max(f if math.isfinite(f) else 0.0, 0.0), 1.0)
-    return f"{math.floor(f * 100 + 1e-9)}%"
+    return math.floor(f * 100 + 1e-9)
+
+
+def percent(fraction: float | None) -> str:
+    """`whole_percent` as text: `2%`."""
+    return f"{whole_percent(fraction)}%"
 
 
 def cycle_text(step: int, sched: Schedule | None) -> str:
