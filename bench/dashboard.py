@@ -203,6 +203,7 @@ def reads(store: RunStore, ids: dict, repeats: int) -> dict[str, float]:
     from app.dashboard.live_view import live_signature, select_keys
     from app.dashboard.queries import runs_frame
     from app.dashboard.signal_data import signal_keys
+    from storage.queries import windowed_rows
 
     live = ids["live"]
     keys = store.metric_keys(live)
@@ -219,6 +220,14 @@ def reads(store: RunStore, ids: dict, repeats: int) -> dict[str, float]:
         # the Live page's auto-refresh tick: the run, then its view's signature (pages/live.py)
         "tick": C.median_time(lambda: live_signature(store.get_run(live), store.url), repeats),
     }
+    # the anchor: the windowed downsampler over every row, as the store read before the
+    # rollup, against the rollup's read, both over 10 of the run's keys
+    ten = keys[:10]
+    with store.db.session() as s:
+        out["scan_10"] = C.median_time(
+            lambda: windowed_rows(s, {(live, k) for k in ten}, 500), max(1, repeats // 3)
+        )
+    out["rollup_10"] = C.median_time(lambda: store.metric_series(live, ten, 500), repeats)
     out["live_keys"], out["compare_runs"] = len(keys), len(compare)
     return out
 
@@ -456,6 +465,12 @@ def report(name: str, r: dict) -> list[str]:
             f"read: Compare {rd['compare_runs']} runs x 4 keys", rd["compare_50x4"], "compare_50x4"
         ),  # fmt: skip
         row("read: data signature (a tick's only read)", rd["data_version"], None),
+        row("read: 10 keys x 500 points from the rollup", rd["rollup_10"], None),
+        row(
+            f"read: the same by a scan of every row (before), {rd['scan_10'] / rd['rollup_10']:.0f}x",
+            rd["scan_10"],
+            None,
+        ),  # fmt: skip
         row(f"figures: the Live view's {fg['figures']} figures", fg["figures_s"], None),
     ]
 

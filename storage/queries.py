@@ -167,7 +167,7 @@ def series_frame(s: Session, run_ids: list[int], keys: list[str], max_points: in
     for width, pairs in by_width.items():
         rows += _rollup_rows(s, pairs, width, max_points)
     if scan:
-        rows += _windowed_rows(s, scan, max_points)
+        rows += windowed_rows(s, scan, max_points)
     cols = [*SERIES_COLUMNS[:6], "value", "is_nan", "is_inf", "wall_time"]
     df = pd.DataFrame(rows, columns=cols)
     if df.empty:
@@ -217,7 +217,10 @@ def _rollup_rows(s: Session, pairs: set[tuple[int, str]], width: int, max_points
     return list(dict.fromkeys(rows))
 
 
-def _windowed_rows(s: Session, pairs: set[tuple[int, str]], max_points: int) -> list:
+def windowed_rows(s: Session, pairs: set[tuple[int, str]], max_points: int) -> list:
+    """The windowed downsampler over every row of these series: the path of long series
+    with fewer distinct steps than buckets, and the scan the rollup replaced (the anchor
+    bench/dashboard.py times it against)."""
     params = {
         **_pair_params(pairs),
         "max_points": max_points,
