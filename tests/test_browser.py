@@ -591,6 +591,14 @@ def test_details_fit_the_page_links_say_what_is_absent_and_icons_need_no_emoji(d
         beside.scroll_into_view_if_needed()  # the error sits in the opd tab, under its field
         page.wait_for_timeout(500)
         _shoot(page, "details-launch")
+        page.get_by_role("tab", name="run", exact=True).click()
+        name = page.get_by_label("name", exact=True).filter(visible=True).first
+        name.fill("../../etc")
+        name.press("Enter")
+        _settle(page)
+        # the message as the browser renders its markdown: the backslash is there
+        assert _wait_text(page, "cannot name a run folder; use a name without '/', '\\' or '..'")
+        _shoot(page, "details-launch-name")
 
         page.goto(f"{base}/compare?group=seeds-demo")
         _settle(page)
