@@ -481,3 +481,14 @@ def test_page_icons_come_from_the_bundled_icon_font():
                     f"{path.name}: {t}" for t in texts if isinstance(t, str) and emoji.search(t)
                 ]
     assert not found, found
+
+
+def test_copd_runs_rounds_progress_as_the_pages_do(tmp_path):
+    from app.control.cli_commands import format_table, run_summary
+
+    store = RunStore.from_url(f"sqlite:///{tmp_path / 'cli.db'}")
+    run = store.create_run("slow", "copd", RunConfig().to_dict())
+    store.claim(run.id, host="h")
+    store.heartbeat(run.id, progress=0.999)
+    text = format_table([run_summary(store, store.get_run(run.id))])
+    assert " 99% " in text and "100%" not in text  # not done: never reads 100%

@@ -388,7 +388,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
                 r["method"],
                 r["group"] or "-",
                 r["status"],
-                f"{100 * r['progress']:.0f}%",
+                f"{math.floor(100 * r['progress'] + 1e-9)}%",  # rounded down, as the pages
                 f"{ov:.3f}" if ov is not None else "-",
                 started,
                 _hms(r["duration_s"]),
