@@ -315,13 +315,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+ONE_CHART_APP = """import plotly.graph_objects as go
+import streamlit as st
+
+st.title("one chart")
+st.plotly_chart(go.Figure(go.Scatter(y=[1, 2, 3])), key="c")
+"""
+
+
 @contextlib.contextmanager
-def dashboard(url: str, home: Path):
+def dashboard(url: str, home: Path, script: Path | None = None):
+    """A `streamlit run` server of the dashboard (or of `script`) on a free port."""
     port = _free_port()
     env = dict(os.environ, COPD_DB_URL=url, COPD_HOME=str(home), COPD_SUPERVISE="0")
     log = open(home / "streamlit.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app" / "main.py"),
+        [sys.executable, "-m", "streamlit", "run", str(script or ROOT / "app" / "main.py"),
          "--server.headless", "true", "--server.address", "127.0.0.1",
          "--server.port", str(port), "--browser.gatherUsageStats", "false"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -390,6 +399,33 @@ def browser_draws(url: str, run_id: int, charts: int, home: Path) -> dict[str, f
             t = _time_draw(page2, f"{base}/live?run={run_id}", charts)
             out[name], out[f"{name}_script"] = t["drawn_s"], t["script_s"]
             page2.close()
+        # the anchor: a page of the same app with no chart (the frontend's own load, the
+        # session's start and a short script), drawn in a new tab the same way
+        page2 = browser.new_page(viewport={"width": 1400, "height": 2400})
+        t0 = time.perf_counter()
+        page2.goto(f"{base}/runs")
+        page2.wait_for_function(
+            """() => [...document.querySelectorAll('h1')].some(h => h.textContent.includes('Runs'))
+                  && document.querySelector('[data-testid="stApp"]')
+                       .getAttribute('data-test-script-state') === 'notRunning'""",
+            timeout=300_000,
+            polling=50,
+        )
+        out["no_chart_page"] = time.perf_counter() - t0
+        page2.close()
+        browser.close()
+    # the other anchor: a Streamlit app of one three-point Plotly chart, drawn the same way
+    # (the frontend's and plotly.js's own load in a new tab)
+    app = home / "one_chart.py"
+    app.write_text(ONE_CHART_APP)
+    with dashboard(url, home, script=app) as base, sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--headless=new", "--disable-gpu"]
+        )
+        page = browser.new_page()
+        _time_draw(page, base, 1)  # the server's first run, not timed
+        page2 = browser.new_page(viewport={"width": 1400, "height": 2400})
+        out["one_chart_app"] = _time_draw(page2, base, 1)["drawn_s"]
         browser.close()
     return out
 
@@ -442,7 +478,12 @@ def report(name: str, r: dict) -> list[str]:
     return [
         f"{name}: {r['runs']} runs, {r['rows']:,} metric rows; {r['load']}",
         row("browser: Live view first draw (fresh server)", br.get("cold"), draw),
-        row("browser: ... of which until the script had run", br.get("cold_script"), None),
+        row(
+            "browser: anchor, the Runs page (no chart) in a new tab", br.get("no_chart_page"), None
+        ),
+        row(
+            "browser: anchor, a one-chart Streamlit app in a new tab", br.get("one_chart_app"), None
+        ),
         row("browser: Live view draw, second page load", br.get("warm"), None),
         row(f"page: Live first run ({pg['live_charts']} charts), server", pg["live_first"], None),
         row("tick: Live auto-refresh with no new rows (pages/live.py watch)", rd["tick"], "tick"),
