@@ -296,13 +296,24 @@ FROM metric_latest WHERE run_id IN :run_ids
 """
 
 
-def latest_points_of_runs(s: Session, run_ids: list[int]) -> dict[int, dict[str, MetricPoint]]:
+def latest_points_of_runs(
+    s: Session, run_ids: list[int], suffixes: tuple[str, ...] | None = None
+) -> dict[int, dict[str, MetricPoint]]:
     """latest_points of many runs in one query per 500 runs: run id -> key -> point (every
-    run of `run_ids` present, those without metrics empty)."""
+    run of `run_ids` present, those without metrics empty); with `suffixes`, only the keys
+    ending in one of them."""
     out: dict[int, dict[str, MetricPoint]] = {int(r): {} for r in run_ids}
-    stmt = text(_LATEST_OF_RUNS_SQL).bindparams(bindparam("run_ids", expanding=True))
+    sql, params = _LATEST_OF_RUNS_SQL, {}
+    if suffixes is not None:
+        if not suffixes:
+            return out
+        # LIKE's `_` matches any character: a superset, cut to the exact suffixes below
+        sql += " AND (" + " OR ".join(f"key LIKE :s{i}" for i in range(len(suffixes))) + ")"
+        params = {f"s{i}": "%" + x for i, x in enumerate(suffixes)}
+    stmt = text(sql).bindparams(bindparam("run_ids", expanding=True))
     ids = sorted(out)
     for i in range(0, len(ids), 500):
-        for r in s.execute(stmt, {"run_ids": ids[i : i + 500]}):
-            out[r.run_id][r.key] = _latest_point(r)
+        for r in s.execute(stmt, {"run_ids": ids[i : i + 500], **params}):
+            if suffixes is None or r.key.endswith(suffixes):
+                out[r.run_id][r.key] = _latest_point(r)
     return out

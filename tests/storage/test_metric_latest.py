@@ -98,3 +98,11 @@ def test_latest_of_many_runs_in_one_read_equals_each_runs(store: RunStore):
     assert sorted(many) == ids and many[ids[0]] == {}  # a run without metrics: empty
     for run_id in ids:
         assert many[run_id] == store.latest_metrics(run_id)
+    store.log_metrics(ids[2], [MetricPoint("k1x", 7.0, step=1), MetricPoint("ak_1", 8.0, step=1)])
+    some = store.latest_metrics_of(ids, ("_1", "k5"))  # LIKE's `_` is no wildcard here
+    assert {r: sorted(p) for r, p in some.items()} == {
+        ids[0]: [],
+        ids[1]: [],
+        ids[2]: ["ak_1", "k5"],
+    }
+    assert store.latest_metrics_of(ids, ()) == {r: {} for r in ids}
