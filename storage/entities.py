@@ -179,3 +179,8 @@ class Sample:
     phase: str = ""
     wall_time: float = field(default_factory=time.time)
     run_id: int | None = None
+
+    @property
+    def peer_names(self) -> list[str]:
+        """The peers that scored this sample: branch peers by name, the base model last."""
+        return sorted(self.peers, key=lambda p: (p == "base", p))

@@ -54,8 +54,7 @@ def _num(x: float | None) -> str:
 
 def default_peer(s: Sample) -> str | None:
     """The first branch peer, else the base, else None."""
-    peers = sorted(s.peers, key=lambda p: (p == "base", p))
-    return peers[0] if peers else None
+    return s.peer_names[0] if s.peers else None
 
 
 def format_sample(s: Sample, peer: str | None = None, tokens: bool = False) -> str:

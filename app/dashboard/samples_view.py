@@ -130,11 +130,6 @@ def _prompt_label(ranked: pd.DataFrame, i: int) -> str:
     return f"#{i} · disagreement {gap:.2f} · {text}" if math.isfinite(gap) else f"#{i} · {text}"
 
 
-def _peer_choices(s: Sample) -> list[str]:
-    """A sample's peers, branch peers first and the base last."""
-    return sorted(s.peers, key=lambda p: (p == "base", p))
-
-
 def side_by_side(samples: list[Sample], run: Run) -> None:
     """Each branch's completion of the prompt in its own column, shaded by its peer."""
     if not samples:
@@ -146,7 +141,7 @@ def side_by_side(samples: list[Sample], run: Run) -> None:
     cols = st.columns(len(samples))
     for col, s in zip(cols, sorted(samples, key=lambda s: s.branch), strict=True):
         with col:
-            peers = _peer_choices(s)
+            peers = s.peer_names
             verdict = "correct" if s.correct else "wrong"
             st.markdown(f"**{md_escape(s.branch)}** · reward {s.reward:g} ({verdict})")
             peer = (
@@ -188,7 +183,7 @@ def across_steps(url: str, run: Run, domain: str, index: int, kind: str, most: i
             if s is None:
                 cells.append("<td></td>")
                 continue
-            peers = _peer_choices(s)
+            peers = s.peer_names
             cells.append(
                 f"<td><small>reward {s.reward:g}</small>"
                 f"{tokens_html(s, peers[0] if peers else None)}</td>"
@@ -216,7 +211,7 @@ def across_runs(url: str, run: Run, sample: Sample | None, kind: str, step: int)
             continue
         near = min({s.step for s in hist}, key=lambda x: abs(x - step))
         for s in (h for h in hist if h.step == near):
-            peers = _peer_choices(s)
+            peers = s.peer_names
             st.markdown(
                 f"run {other.id} · {md_escape(other.method)} · **{md_escape(s.branch)}** · "
                 f"step {s.step} · reward {s.reward:g}"

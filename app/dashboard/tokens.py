@@ -115,8 +115,7 @@ def samples_html(samples: list[Sample], k: int = 10) -> str:
         return "<p>No run of this selection recorded samples.</p>"
     parts = []
     for s in samples:
-        peers = sorted(s.peers, key=lambda p: (p == "base", p))
-        peer = peers[0] if peers else None
+        peer = s.peer_names[0] if s.peers else None
         gap = f"{s.disagreement:.3f}" if math.isfinite(s.disagreement) else "n/a"
         parts.append(
             f"<h4>run {s.run_id} · step {s.step} · {html.escape(s.branch)} on "
