@@ -6,6 +6,7 @@
     copd study drift --db ...                            # overlap every step, seed bands
     copd study conflict-map --db ...                     # up + down, CoPD chosen on validation
     copd study conflict --db ... --chosen copd-cross16x2 # every method on test, 8 seeds
+    copd study cue-map --db ... / copd study cue --chosen ARM  # the same, fwd + back
     copd study report                                    # study.md from what has run
 
 Stages (each a list of arms x seeds, run by experiments/pool.py two at a time with one
@@ -24,7 +25,8 @@ Compare page's grid view and the Studies page draw the map from the store):
 - conflict-map / conflict: the conflict setting (presets `conflict`, `*-conflict`: up and
   down, opposite letter maps of the same strings, one tag apart), the map on validation
   over MAP_SEEDS, then every method on test over FINAL_SEEDS with CoPD at its defaults and
-  at `--chosen`.
+  at `--chosen`. `cue-map` / `cue`: the same for the cue setting (presets `cue`, `*-cue`:
+  fwd and back, the same opposite maps with no tag, cued by the string's first letter).
 - capacity: a smaller base model (hidden 48, 1 layer, built locally once) on two
   domains over the same letter strings (rev, sort), where the domains compete for
   capacity: the mechanism the paper's argument rests on.
@@ -96,39 +98,51 @@ CAPACITY = {
     "mixed-steps": ("mixed-steps", (*SMALL, REV_SORT)),
     "copd": ("demo", (*SMALL, REV_SORT)),
 }
-# The conflict setting (copd/spec/presets.py CONFLICT_FIELDS): up and down, opposite
-# letter maps of the same strings. The map chooses CoPD's setting on validation over
-# MAP_SEEDS (with one arm of 2 PPO mini-batches, where the clip acts); the final stage
-# runs every method on test over FINAL_SEEDS.
-CONFLICT_MAP = {
-    "expert": ("expert-conflict", ()),
-    "mixed": ("mixed-conflict", ()),
-    "copd": ("conflict", ()),
-    "copd-cross16x2": ("conflict", (f"{CROSS[0]}=16", f"{CROSS[1]}=2")),
-    "copd-minibatch2": ("conflict", ("grpo.minibatches=2",)),
-}
-CONFLICT_FINAL = {
-    "expert": ("expert-conflict", ()),
-    "mixed": ("mixed-conflict", ()),
-    "mixed-steps": ("mixed-steps-conflict", ()),
-    "static_opd": ("static_opd-conflict", ()),
-    "static_opd-rev": ("static_opd-conflict-rev", ()),
-    "mopd": ("mopd-conflict", ()),
-    "copd": ("conflict", ()),
-}
+# The conflict settings (copd/spec/presets.py `_pair_presets`): `conflict` (up and down,
+# one tag apart) and `cue` (fwd and back, cued by the first letter), opposite letter maps
+# of the same strings. The map chooses CoPD's setting on validation over MAP_SEEDS (with
+# one arm of 2 PPO mini-batches, where the clip acts); the final stage runs every method on
+# test over FINAL_SEEDS.
+PAIR_SETTINGS = {"conflict": "up + down", "cue": "fwd + back"}
+
+
+def pair_map(setting: str) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """The map's arms of a pair setting: experts, mixed, CoPD at its defaults and two
+    variations."""
+    return {
+        "expert": (f"expert-{setting}", ()),
+        "mixed": (f"mixed-{setting}", ()),
+        "copd": (setting, ()),
+        "copd-cross16x2": (setting, (f"{CROSS[0]}=16", f"{CROSS[1]}=2")),
+        "copd-minibatch2": (setting, ("grpo.minibatches=2",)),
+    }
+
+
+def pair_final(setting: str, chosen: str | None) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """The final stage's arms of a pair setting: every method, and CoPD at the map's chosen
+    arm `chosen` (a CoPD key of `pair_map`) beside its defaults."""
+    arms = {
+        "expert": (f"expert-{setting}", ()),
+        "mixed": (f"mixed-{setting}", ()),
+        "mixed-steps": (f"mixed-steps-{setting}", ()),
+        "static_opd": (f"static_opd-{setting}", ()),
+        "static_opd-rev": (f"static_opd-{setting}-rev", ()),
+        "mopd": (f"mopd-{setting}", ()),
+        "copd": (setting, ()),
+    }
+    chosen_from = pair_map(setting)
+    if chosen and chosen != "copd":
+        if chosen not in chosen_from or not chosen.startswith("copd"):
+            raise ValueError(f"--chosen {chosen!r}: use a CoPD arm of the map, {list(chosen_from)}")
+        arms[chosen] = chosen_from[chosen]
+    return arms
+
+
+CONFLICT_MAP = pair_map("conflict")
 
 
 def conflict_final(chosen: str | None) -> dict[str, tuple[str, tuple[str, ...]]]:
-    """The final stage's arms: every method, and CoPD at the map's chosen arm `chosen`
-    (a key of CONFLICT_MAP) beside its defaults."""
-    arms = dict(CONFLICT_FINAL)
-    if chosen and chosen != "copd":
-        if chosen not in CONFLICT_MAP or not chosen.startswith("copd"):
-            raise ValueError(
-                f"--chosen {chosen!r}: use a CoPD arm of the map, {list(CONFLICT_MAP)}"
-            )
-        arms[chosen] = CONFLICT_MAP[chosen]
-    return arms
+    return pair_final("conflict", chosen)
 
 
 DRIFT = {
@@ -423,7 +437,10 @@ def report(out: Path, log: Callable[[str], None] = print) -> dict:
     for group, split, title in (
         ("study-map-2dom", "validation", "Map, 2 domains (validation split)"),
         ("study-map-3dom", "validation", "Map, 3 domains (validation split)"),
-        ("study-conflict-map", "validation", "Conflict map, up + down (validation split)"),
+        *(
+            (f"study-{k}-map", "validation", f"Conflict map ({k}), {v} (validation split)")
+            for k, v in PAIR_SETTINGS.items()
+        ),
     ):
         t = load_stage(out, group)
         if t:
@@ -445,13 +462,16 @@ def report(out: Path, log: Callable[[str], None] = print) -> dict:
         "final-2dom": two,
         "final-3dom": three,
         "study-capacity": load_stage(out, "study-capacity"),
-        "study-conflict": load_stage(out, "study-conflict"),
+        **{f"study-{k}": load_stage(out, f"study-{k}") for k in PAIR_SETTINGS},
     }
     for group, anchor, title in (
         ("final-2dom", "copd", "Final, 2 domains (test split)"),
         ("final-3dom", "copd-3", "Final, 3 domains (test split)"),
         ("study-capacity", "copd", "Capacity and conflict: small model, rev + sort (test)"),
-        ("study-conflict", "copd", "Conflict setting: up + down (test)"),
+        *(
+            (f"study-{k}", "copd", f"Conflict setting ({k}): {v} (test)")
+            for k, v in PAIR_SETTINGS.items()
+        ),
     ):
         t = stages[group]
         if not t:
@@ -509,11 +529,12 @@ def cmd_study(args) -> int:
         run_stage(CAPACITY, test[:5], out, "study-capacity", args.db, args.jobs, log)
     elif stage == "drift":
         run_stage(DRIFT, val, out, "study-drift", args.db, args.jobs, log)
-    elif stage == "conflict-map":
-        run_stage(CONFLICT_MAP, val, out, "study-conflict-map", args.db, args.jobs, log)
-    elif stage == "conflict":
-        arms = conflict_final(args.chosen)
-        run_stage(arms, test, out, "study-conflict", args.db, args.jobs, log)
+    elif stage.endswith("-map") and stage[: -len("-map")] in PAIR_SETTINGS:
+        setting = stage[: -len("-map")]
+        run_stage(pair_map(setting), val, out, f"study-{stage}", args.db, args.jobs, log)
+    elif stage in PAIR_SETTINGS:
+        arms = pair_final(stage, args.chosen)
+        run_stage(arms, test, out, f"study-{stage}", args.db, args.jobs, log)
     report(out, log)
     return 0
 
@@ -522,7 +543,14 @@ def add_parser(sub) -> None:
     p = sub.add_parser("study", help="the CoPD vs baselines study: map, final, capacity, drift")
     p.add_argument(
         "stage",
-        choices=["map", "final", "capacity", "drift", "conflict-map", "conflict", "report"],
+        choices=[
+            "map",
+            "final",
+            "capacity",
+            "drift",
+            *(f"{k}{m}" for k in PAIR_SETTINGS for m in ("-map", "")),
+            "report",
+        ],  # fmt: skip
     )
     p.add_argument(
         "--seeds",
@@ -532,7 +560,7 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--chosen",
         default="copd-cross16x2",
-        help="conflict stage: the CoPD arm of the conflict map to run beside the defaults",
+        help="conflict / cue stage: the CoPD arm of its map to run beside the defaults",
     )
     p.add_argument("--db", help="record every run in this store (groups study-<stage>)")
     p.add_argument("--out", default="runs/study")

@@ -18,8 +18,11 @@ def test_final_seeds_are_disjoint_from_the_maps_and_are_the_test_stages_default(
     assert all(job.cfg.seed == seed for _, seed, job in rows)
 
 
-def test_conflict_stages_cover_every_method_and_validate(tmp_path):
-    arms = study.conflict_final("copd-cross16x2")
+@pytest.mark.parametrize(
+    "setting, domains", [("conflict", ("up", "down")), ("cue", ("fwd", "back"))]
+)
+def test_pair_stages_cover_every_method_and_validate(tmp_path, setting, domains):
+    arms = study.pair_final(setting, "copd-cross16x2")
     assert set(arms) == {
         "expert", "mixed", "mixed-steps", "static_opd", "static_opd-rev", "mopd", "copd",
         "copd-cross16x2",
@@ -27,13 +30,15 @@ def test_conflict_stages_cover_every_method_and_validate(tmp_path):
     rows = study.jobs_for(arms, [100], tmp_path, "g")
     methods = {arm: job.cfg.method for arm, _, job in rows}
     assert methods["mopd"] == "mopd" and methods["static_opd-rev"] == "static_opd"
-    assert all(job.cfg.branch_names == ("up", "down") for _, _, job in rows)
-    assert all(job.cfg.model.demo_tasks == ("up", "down") for _, _, job in rows)
+    assert all(job.cfg.branch_names == domains for _, _, job in rows)
+    assert all(job.cfg.model.demo_tasks == domains for _, _, job in rows)
+    statics = {job.cfg.static_direction for arm, _, job in rows if arm.startswith("static")}
+    assert statics == {f"{domains[0]}->{domains[1]}", f"{domains[1]}->{domains[0]}"}
     # the map holds an arm whose PPO clip can act (more than one mini-batch)
-    mb = [o for _, o in study.CONFLICT_MAP.values() if "grpo.minibatches=2" in o]
+    mb = [o for _, o in study.pair_map(setting).values() if "grpo.minibatches=2" in o]
     assert mb
     with pytest.raises(ValueError, match="CoPD arm of the map"):
-        study.conflict_final("mixed")
+        study.pair_final(setting, "mixed")
 
 
 def _metrics(path, rows):

@@ -198,3 +198,23 @@ def test_up_and_down_map_the_same_strings_oppositely():
     assert not train & {e.prompt[1:] for e in down.eval_examples(128) + down.val_examples(128)}
     assert set(up.alphabet + down.alphabet) <= set(builtin_alphabet())
     assert builtin_alphabet() == "#%+0123456789:<=>abcdefghij"  # the vocabulary is unchanged
+
+
+def test_fwd_and_back_are_the_same_maps_cued_by_the_first_letter():
+    """The cue pair: no tag, the same end marker; fwd's strings open with a-e and shift one
+    on, back's open with f-j and shift one back; the rest of the string is drawn alike, and
+    a string's split is the same under either task (one split by string with up and down)."""
+    fwd, back = get_task("fwd"), get_task("back")
+    letters = "abcdefghij"
+    for task, step, cue in ((fwd, 1, letters[:5]), (back, -1, letters[5:])):
+        examples = task.sample(random.Random(0), 300) + task.eval_examples(64)
+        for ex in examples + task.val_examples(64):
+            s = ex.prompt[:-1]
+            assert ex.prompt[-1] == ":" and set(s) <= set(letters) and s[0] in cue
+            assert ex.answer == "".join(letters[(letters.index(c) + step) % 10] for c in s)
+        assert set("".join(ex.prompt[1:-1] for ex in examples)) == set(letters)  # the rest: a-j
+        assert {len(ex.prompt) - 1 for ex in examples} == {3, 4, 5}
+    assert fwd.render("bj").answer == "ca" and back.render("hj").answer == "gi"
+    assert fwd.split_of("bcd") == get_task("up").split_of("bcd")
+    assert set(fwd.alphabet + back.alphabet) <= set(builtin_alphabet())
+    assert builtin_alphabet() == "#%+0123456789:<=>abcdefghij"

@@ -34,25 +34,71 @@ def _copd3() -> RunConfig:
     )
 
 
-# The conflict setting (docs/RESULTS.md): two domains over the same letter strings with
-# opposite letter maps, told apart only by the tag that opens the prompt (`up`, `down`;
-# copd/tasks/synthetic.py), on a smaller demo base (hidden 64, 1 layer: the 128x2 base
-# warmed up on this pair starts at ~0.9 and leaves RL nothing to do) warmed up on them.
+# The conflict settings (docs/RESULTS.md section 7): two domains over the same letter
+# strings with opposite letter maps (copd/tasks/synthetic.py), on a smaller demo base warmed
+# up on them (the 128x2 base warmed up on such a pair starts at ~0.9 and leaves RL nothing
+# to do).
+# - `conflict` (up, down): told apart by the tag that opens the prompt; hidden 64, 1 layer.
+# - `cue` (fwd, back): no tag, the direction is cued by the string's first letter (a-e or
+#   f-j), which one policy must compute; hidden 48, 1 layer, where it does not learn to.
 CONFLICT_FIELDS = dict(
     branches=(BranchSpec("up", "up"), BranchSpec("down", "down")),
     model__demo_tasks=("up", "down"),
     model__demo_hidden=64,
     model__demo_layers=1,
 )
+CUE_FIELDS = dict(
+    branches=(BranchSpec("fwd", "fwd"), BranchSpec("back", "back")),
+    model__demo_tasks=("fwd", "back"),
+    model__demo_hidden=48,
+    model__demo_layers=1,
+)
 
 
-def _conflict() -> RunConfig:
-    """CoPD on the conflict pair (up, down), the demo's other settings."""
-    return replace_in(_demo(), name="conflict", **CONFLICT_FIELDS)
+def _pair_presets(
+    setting: str, fields: dict, a: str, b: str, blurb: str
+) -> dict[str, tuple[Callable[[], RunConfig], str]]:
+    """CoPD and every baseline on one two-domain setting (domains a, b): the presets
+    `<setting>`, `expert-<setting>`, `mixed-<setting>`, `mixed-steps-<setting>`,
+    `static_opd-<setting>` (a->b), `static_opd-<setting>-rev` (b->a), `mopd-<setting>`."""
 
+    def copd() -> RunConfig:
+        return replace_in(_demo(), name=setting, **fields)
 
-def _conflict_as(name: str, method: str, **fields) -> Callable[[], RunConfig]:
-    return lambda: replace_in(_conflict(), name=name, method=method, **fields)
+    def as_(name: str, method: str, **more) -> Callable[[], RunConfig]:
+        return lambda: replace_in(copd(), name=name, method=method, merge__enabled=False, **more)
+
+    def static(direction: str) -> Callable[[], RunConfig]:
+        name = f"static-opd-{setting}" + ("-rev" if direction.startswith(b) else "")
+        return as_(name, "static_opd", static_direction=direction, opd__native_rl=False)
+
+    return {
+        setting: (copd, f"CoPD, 2 branches ({a}, {b}): {blurb}"),
+        f"expert-{setting}": (
+            as_(f"expert-{setting}", "expert"),
+            f"baseline: single-domain experts on {a} and {b} (T updates each)",
+        ),
+        f"mixed-{setting}": (
+            as_(f"mixed-{setting}", "mixed"),
+            f"baseline: mixed GRPO on {a} and {b}, 2 x T updates",
+        ),
+        f"mixed-steps-{setting}": (
+            as_(f"mixed-steps-{setting}", "mixed", mixed_steps="per_branch"),
+            f"baseline control: mixed GRPO on {a} and {b} with T updates of 2 x prompts",
+        ),
+        f"static_opd-{setting}": (
+            static(f"{a}->{b}"),
+            f"baseline: experts, then pure one-way OPD from the frozen {a} expert into {b}",
+        ),
+        f"static_opd-{setting}-rev": (
+            static(f"{b}->{a}"),
+            f"baseline: experts, then pure one-way OPD from the frozen {b} expert into {a}",
+        ),
+        f"mopd-{setting}": (
+            as_(f"mopd-{setting}", "mopd", opd__native_rl=False),
+            f"baseline: MOPD on {a} and {b} (one student, each prompt routed to its expert)",
+        ),
+    }
 
 
 def _demo_as(name: str, method: str | None = None, **fields) -> Callable[[], RunConfig]:
@@ -154,45 +200,12 @@ PRESETS: dict[str, tuple[Callable[[], RunConfig], str]] = {
         _copd3_as("mopd-3", "mopd", merge__enabled=False, opd__native_rl=False),
         "baseline: MOPD with 3 domain experts (add, rev, sort)",
     ),
-    # the conflict setting: up and down, opposite maps of the same strings (docs/RESULTS.md)
-    "conflict": (_conflict, "CoPD, 2 branches (up, down): opposite letter maps, one tag apart"),
-    "expert-conflict": (
-        _conflict_as("expert-conflict", "expert", merge__enabled=False),
-        "baseline: single-domain experts on up and down (T updates each)",
+    # the conflict settings: opposite letter maps of the same strings (docs/RESULTS.md)
+    **_pair_presets(
+        "conflict", CONFLICT_FIELDS, "up", "down", "opposite letter maps, one tag apart"
     ),
-    "mixed-conflict": (
-        _conflict_as("mixed-conflict", "mixed", merge__enabled=False),
-        "baseline: mixed GRPO on up and down, 2 x T updates",
-    ),
-    "mixed-steps-conflict": (
-        _conflict_as(
-            "mixed-steps-conflict", "mixed", merge__enabled=False, mixed_steps="per_branch"
-        ),
-        "baseline control: mixed GRPO on up and down with T updates of 2 x prompts",
-    ),
-    "static_opd-conflict": (
-        _conflict_as(
-            "static-opd-conflict",
-            "static_opd",
-            merge__enabled=False,
-            static_direction="up->down",
-            opd__native_rl=False,
-        ),  # fmt: skip
-        "baseline: experts, then pure one-way OPD from the frozen up expert into down",
-    ),
-    "static_opd-conflict-rev": (
-        _conflict_as(
-            "static-opd-conflict-rev",
-            "static_opd",
-            merge__enabled=False,
-            static_direction="down->up",
-            opd__native_rl=False,
-        ),  # fmt: skip
-        "baseline: experts, then pure one-way OPD from the frozen down expert into up",
-    ),
-    "mopd-conflict": (
-        _conflict_as("mopd-conflict", "mopd", merge__enabled=False, opd__native_rl=False),
-        "baseline: MOPD on up and down (one student, each prompt routed to its expert)",
+    **_pair_presets(
+        "cue", CUE_FIELDS, "fwd", "back", "opposite letter maps, cued by the first letter"
     ),
     # real models and datasets on GPUs (copd/spec/paper_presets.py)
     "paper-text-math": (
@@ -224,15 +237,21 @@ PRESETS: dict[str, tuple[Callable[[], RunConfig], str]] = {
 SETS: dict[str, tuple[str, ...]] = {
     "paper-2dom": ("demo", "expert", "weight_average", "mixed", "static_opd", "static_opd-rev"),
     "paper-3dom": ("copd-3", "expert-3", "mixed-3", "mopd-3"),
-    "conflict": (
-        "conflict",
-        "expert-conflict",
-        "mixed-conflict",
-        "mixed-steps-conflict",
-        "static_opd-conflict",
-        "static_opd-conflict-rev",
-        "mopd-conflict",
-    ),  # fmt: skip
+    **{
+        setting: tuple(
+            p.format(setting)
+            for p in (
+                "{}",
+                "expert-{}",
+                "mixed-{}",
+                "mixed-steps-{}",
+                "static_opd-{}",
+                "static_opd-{}-rev",
+                "mopd-{}",
+            )
+        )  # fmt: skip
+        for setting in ("conflict", "cue")
+    },
     "copd-ablations": (
         "demo",
         "copd-no-merge",

@@ -9,6 +9,8 @@
 | `mod`   | `17%5=` -> `2`    | remainders           | dividend range 0..19 up to 0..999 | 1 (untuned)   |
 | `up`    | `+abcd:` -> `bcde` | each letter one on  | string length 2-3 up to 6-10      | 2: 3-5        |
 | `down`  | `=abcd:` -> `jabc` | each letter one back | string length 2-3 up to 6-10     | 2: 3-5        |
+| `fwd`   | `bcaj:` -> `cdba`  | one on, cue: a-e first | string length 2-3 up to 6-10   | 2: 3-5        |
+| `back`  | `hcaj:` -> `gbji`  | one back, cue: f-j first | string length 2-3 up to 6-10 | 2: 3-5        |
 
 Each domain has its own marker character (`+ > < # %`), so the domain is recognisable
 from the prompt alone: one policy can be trained on all of them at once. Letters are
@@ -22,6 +24,12 @@ prompt (`+` or `=`), as far from the answer as the string is long. A single-doma
 can ignore the tag; one policy for both must carry it to every answer position. Neither
 is in the shipped base's warm-up: a run on them warms a base up on them
 (`model.demo_tasks`, the `conflict` presets).
+
+`fwd` and `back` are the same opposite maps with no tag at all: the direction is set by
+the string itself (one on when it opens with a letter of a-e, one back when it opens
+with f-j). Their prompts look alike (same letters, same end marker), so one policy for
+both must compute the cue from the first letter, a letter it also has to shift, and carry
+it to every answer position; a single-domain expert can ignore it.
 """
 
 from __future__ import annotations
@@ -165,6 +173,39 @@ class DownTask(_ShiftTask):
     step = -1
 
 
+class _CueShiftTask(_ShiftTask):
+    """A letter shift whose direction is cued by the string's first letter, not by a tag:
+    the first letter is drawn from `cue` (half the alphabet), the rest from all of it."""
+
+    cue: str
+
+    def draw(self, rng: random.Random) -> Hashable:
+        s = str(super().draw(rng))
+        return rng.choice(self.cue) + s[1:]
+
+    def render(self, key: Hashable) -> Example:
+        s = str(key)
+        return Example(f"{s}:", self.transform(s), self.name)
+
+
+class FwdTask(_CueShiftTask):
+    """Each letter one on, for strings opening with a-e: `bcaj:` -> `cdba`."""
+
+    name = "fwd"
+    alphabet = LETTERS + ":"
+    step = 1
+    cue = LETTERS[:5]
+
+
+class BackTask(_CueShiftTask):
+    """Each letter one back, for strings opening with f-j: `hcaj:` -> `gbji`."""
+
+    name = "back"
+    alphabet = LETTERS + ":"
+    step = -1
+    cue = LETTERS[5:]
+
+
 class CountTask(SyntheticTask):
     """Count the occurrences of a letter: `aabab#a:` -> `3` (the answer may be 0)."""
 
@@ -190,7 +231,8 @@ class CountTask(SyntheticTask):
 
 
 BUILTIN_TASKS: dict[str, type[SyntheticTask]] = {
-    cls.name: cls for cls in (AddTask, RevTask, SortTask, CountTask, ModTask, UpTask, DownTask)
+    cls.name: cls
+    for cls in (AddTask, RevTask, SortTask, CountTask, ModTask, UpTask, DownTask, FwdTask, BackTask)
 }
 
 
