@@ -43,6 +43,7 @@ from copd.spec import presets  # noqa: E402
 from storage import RunStore  # noqa: E402
 from storage.logger import StoreLogger  # noqa: E402
 from storage.migrate import head_revision  # noqa: E402
+from storage.rollup import WIDTHS  # noqa: E402
 
 with contextlib.suppress(ImportError):  # caches used outside a server warn on every call
     import streamlit.logger
@@ -178,7 +179,7 @@ def open_store(cache: Path, name: str, scale: dict, build) -> tuple[RunStore, di
     """The cached store of this scale, built first when missing or stale."""
     cache.mkdir(parents=True, exist_ok=True)
     db, meta_path = cache / f"{name}.db", cache / f"{name}.json"
-    want = {"scale": scale, "schema": head_revision(), "layout": LAYOUT}
+    want = {"scale": scale, "schema": head_revision(), "layout": LAYOUT, "widths": list(WIDTHS)}
     if meta_path.exists() and db.exists():
         meta = json.loads(meta_path.read_text())
         if meta.get("want") == want:

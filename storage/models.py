@@ -169,6 +169,9 @@ class MetricRollupRow(Base):
     transaction that writes the metrics, so a long series is downsampled from its blocks."""
 
     __tablename__ = "metric_rollup"
+    # On SQLite the rows are stored in key order (no rowid), so a series' blocks are one
+    # contiguous range: reading them is half the work of index lookups into a rowid table.
+    __table_args__ = {"sqlite_with_rowid": False}
 
     run_id: Mapped[int] = mapped_column(Integer, _run_fk(), primary_key=True)
     width: Mapped[int] = mapped_column(Integer, primary_key=True)

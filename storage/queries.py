@@ -1,20 +1,22 @@
 """Metric read queries of the run store: downsampled series and latest values, in SQL.
 
 Downsampling (`series_frame`), per (run, key) series with more than `max_points` rows:
-    - the step range [s0, s1] is split into nb equal buckets,
-      bucket = (step - s0) * nb // (s1 - s0 + 1); when the range has fewer distinct steps
-      than buckets (e.g. every point logged at step 0) rows are bucketed by position instead;
+    - the steps are cut into buckets of W steps aligned to step 0, bucket = floor(step / W),
+      W the smallest of 8, 16, 32, ..., 8192 that makes at most nb buckets over the series'
+      step range (storage/rollup.py `bucket_width`), so a series gets between nb / 2 and nb
+      buckets and runs drawn together are bucketed alike;
     - each bucket keeps its minimum-value row and its maximum-value row (infinities rank as
       the extremes, NaN rows never do), plus its first NaN row so the UI can show gaps;
     - the first and last row of the series are always kept;
     - nb = (max_points - 2) // 2, or (max_points - 2) // 3 when the series holds a NaN, so the
       result never exceeds max_points rows.
 Shorter series come back whole, from a plain indexed select (the per-series counts of the
-rollup decide which is which). The long ones are downsampled from the min/max rollup blocks
-(storage/rollup.py: blocks inside one bucket by their kept rows, blocks across a boundary by
-their rows), which keeps exactly the rows a scan of every row keeps; long series with fewer
-distinct steps than buckets by the windowed SQL below over their rows (SQLite >= 3.28,
-PostgreSQL). Either way only kept rows leave the database.
+rollup decide which is which). The long ones are read from the min/max rollup's blocks
+(storage/rollup.py), never from their rows: at most nb blocks per series whatever the
+run's length. A long series with fewer distinct steps than buckets (e.g. every point logged
+at step 0) is bucketed by position instead, by the windowed SQL below over its rows
+(SQLite >= 3.28, PostgreSQL), as is one too long for the pyramid. Either way only kept rows
+leave the database.
 """
 
 from __future__ import annotations
@@ -145,33 +147,35 @@ def series_frame(s: Session, run_ids: list[int], keys: list[str], max_points: in
         return pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in SERIES_COLUMNS})
     # Per series its row count, step range and NaN count, from the coarsest rollup blocks
     # (storage/rollup.py): short series are read whole by a plain indexed select, long ones
-    # from the blocks of the width that reads least, and the rare long series with fewer
-    # distinct steps than buckets by the windowed downsampler over their rows.
+    # from the blocks of their bucket width, the rare long series with fewer distinct steps
+    # than buckets by the windowed downsampler over their rows.
     stats = s.execute(
         _expanding(rollup.SERIES_STATS_SQL),
         {"run_ids": list(run_ids), "keys": list(keys), "w": rollup.WIDTHS[-1]},
     ).all()
     short: list[tuple[int, str]] = []
-    by_width: dict[int, set[tuple[int, str]]] = {}
+    by_width: dict[int, set[tuple[int, str]]] = {}  # bucket width -> its series
     scan: set[tuple[int, str]] = set()
     for run_id, key, n, s0, s1, nans in stats:
         if n <= max_points:
             short.append((run_id, key))
             continue
-        nb, span = bucket_count(max_points, bool(nans)), s1 - s0 + 1
-        if span < nb:
+        nb = bucket_count(max_points, bool(nans))
+        width = rollup.bucket_width(s0, s1, nb) if s1 - s0 + 1 >= nb else None
+        if width is None:
             scan.add((run_id, key))
         else:
-            by_width.setdefault(rollup.pick_width(n, span, nb), set()).add((run_id, key))
+            by_width.setdefault(width, set()).add((run_id, key))
+    cols = [*SERIES_COLUMNS[:6], "value", "is_nan", "is_inf", "wall_time"]
     rows = _plain_rows(s, short)
-    for width, pairs in by_width.items():
-        rows += _rollup_rows(s, pairs, width, max_points)
     if scan:
         rows += windowed_rows(s, scan, max_points)
-    cols = [*SERIES_COLUMNS[:6], "value", "is_nan", "is_inf", "wall_time"]
-    df = pd.DataFrame(rows, columns=cols)
-    if df.empty:
+    parts = [pd.DataFrame(rows, columns=cols)]
+    parts += [_rollup_frame(s, width, pairs, cols) for width, pairs in by_width.items()]
+    parts = [p for p in parts if len(p)]
+    if not parts:
         return pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in SERIES_COLUMNS})
+    df = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
     df = df.sort_values(["run_id", "key", "step"], kind="stable")
     df["value"] = decode_values(
         df["value"].to_numpy(), df["is_nan"].to_numpy(), df["is_inf"].to_numpy()
@@ -201,20 +205,55 @@ def _plain_rows(s: Session, pairs: list[tuple[int, str]]) -> list:
     return rows
 
 
-def _rollup_rows(s: Session, pairs: set[tuple[int, str]], width: int, max_points: int) -> list:
-    """The kept rows of long series, from their blocks of `width` steps, plus each series'
-    first and last row; a row kept for two reasons comes back once."""
-    params = {
-        **_pair_params(pairs),
-        "w": width,
-        "nb": bucket_count(max_points, False),
-        "nb_nan": bucket_count(max_points, True),
+def _rollup_frame(s: Session, width: int, pairs: set[tuple[int, str]], cols: list[str]):
+    """The kept rows of long series from their blocks of `width` steps (one block per
+    bucket, read in one pass: its least, greatest and first NaN row side by side), plus each
+    series' first and last row, as a frame of `cols`; a row kept for two reasons once."""
+    params = {**_pair_params(pairs), "w": width}
+    roles = ("lo", "hi", "nan")
+    kept = ["scope", "step", "cycle", "phase", "value", "is_nan", "is_inf", "wall_time"]
+    blocks = pd.DataFrame(
+        [tuple(r) for r in s.execute(_expanding(rollup.BLOCKS_SQL), params)],  # not Row: 20x
+        columns=["run_id", "key", *(f"{r}_{c}" for r in roles for c in kept)],
+    )
+    blocks = blocks[_in_pairs(blocks, pairs)]
+    same = lambda r: (  # noqa: E731  (one row holds the least (is_nan, value, step))
+        (blocks[f"{r}_step"] == blocks["lo_step"])
+        & (blocks[f"{r}_is_nan"].astype(bool) == blocks["lo_is_nan"].astype(bool))
+        & (blocks[f"{r}_value"] == blocks["lo_value"])
+    )
+    nan_is_hi = (blocks["nan_step"] == blocks["hi_step"]) & blocks["hi_is_nan"].astype(bool)
+    masks = {
+        "lo": None,
+        "hi": ~same("hi"),
+        "nan": blocks["nan_step"].notna() & ~same("nan") & ~nan_is_hi,
     }
-    cand = s.execute(_expanding(rollup.ROLLUP_SERIES_SQL), params)
-    rows = rollup.kept_rows(r for r in cand if (r[0], r[1]) in pairs)
+    parts = []
+    for r in roles:
+        part = blocks if masks[r] is None else blocks[masks[r]]
+        part = part[["run_id", "key", *(f"{r}_{c}" for c in kept)]]
+        part.columns = ["run_id", "key", *kept]
+        parts.append(part[cols])
+    ends = []
     for sql in (rollup.FIRST_ROWS_SQL, rollup.LAST_ROWS_SQL):
-        rows += [tuple(r) for r in s.execute(_expanding(sql), params) if (r[0], r[1]) in pairs]
-    return list(dict.fromkeys(rows))
+        ends += [tuple(r) for r in s.execute(_expanding(sql), params) if (r[0], r[1]) in pairs]
+    parts.append(pd.DataFrame(ends, columns=cols))
+    out = pd.concat(parts, ignore_index=True)
+    for c in ("step", "cycle"):
+        out[c] = out[c].astype("int64")
+    for c in ("is_nan", "is_inf"):
+        out[c] = out[c].astype(bool)
+    return out.drop_duplicates(ignore_index=True)
+
+
+def _in_pairs(df: pd.DataFrame, pairs: set[tuple[int, str]]) -> np.ndarray:
+    """Rows of df whose (run_id, key) is one of `pairs` (a select by run ids x keys reads
+    their cross product)."""
+    if len({r for r, _ in pairs}) == 1 or len({k for _, k in pairs}) == 1:
+        runs, keys = {r for r, _ in pairs}, {k for _, k in pairs}
+        if len(pairs) == len(runs) * len(keys):
+            return np.ones(len(df), dtype=bool)
+    return pd.MultiIndex.from_arrays([df["run_id"], df["key"]]).isin(list(pairs))
 
 
 def windowed_rows(s: Session, pairs: set[tuple[int, str]], max_points: int) -> list:

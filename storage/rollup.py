@@ -3,27 +3,28 @@ row count, step range, minimum row, maximum row and first NaN row, kept up to da
 transaction that writes the metrics (RunStore.log_metric_rows), so a long series is
 downsampled from its blocks instead of from every row it holds.
 
-Blocks: block = floor(step / width), for each width in WIDTHS (8 and 64 steps). The minimum
-row is the least (is_nan, value, step), the maximum the least (is_nan, -value, step), ties
-kept by the earlier write (the lower id), the first NaN row the least step: the orders the
-downsampler ranks rows by (storage/queries.py), so the extremes of a union of blocks are the
-extremes of their blocks' extremes.
+Blocks: block = floor(step / width), for each width in WIDTHS (8, 16, 32, ..., 8192 steps:
+a pyramid, each level twice the one below). The minimum row is the least (is_nan, value, step),
+the maximum the least (is_nan, -value, step), ties kept by the earlier write (the lower id),
+the first NaN row the least step: the orders the downsampler ranks rows by, so the extremes
+of a union of blocks are the extremes of their blocks' extremes.
 
-Reading (`ROLLUP_SERIES_SQL`), for one width, per (run, key): the buckets of the downsampler
-(bucket = (step - s0) * nb // (s1 - s0 + 1)) are computed for each block's first and last
-step. A block inside one bucket stands for its rows by its three kept rows; a block across a
-bucket boundary is read row by row (an index range of at most `width` steps). Each bucket
-then keeps its minimum, maximum and first NaN row among those candidates: exactly the rows a
-scan of every row keeps. Reading costs about steps / width blocks plus width / 2 rows per
-bucket boundary, so `pick_width` takes the width that minimises that for each series.
+Reading a long series (storage/queries.py) takes buckets of W steps aligned to step 0,
+bucket = floor(step / W), W the smallest width of the pyramid whose buckets over the series'
+step range number at most nb (`bucket_width`): so the buckets number between nb / 2 and nb
+(the budget is at least half used) and the same bucket holds the same steps in every run
+(runs overlaid on one chart are downsampled alike). A bucket is a block of width W, so a
+series is read as at most nb blocks, one indexed range, whatever the run's length: each
+block's least and greatest row and first NaN row (`BLOCKS_SQL`, each row once). No
+metric row is read but each series' first (`FIRST_ROWS_SQL`) and last (`metric_latest`).
 
 A resume's truncation rebuilds the blocks from the checkpoint's block on (`truncate_sql`);
-migration 0004 fills the table for a store written before it (`refill_sql`).
+migrations 0005 and 0007 fill the table for a store written before it (`refill_sql`).
 """
 
 from __future__ import annotations
 
-WIDTHS = (8, 64)  # steps per block; the coarsest also answers row counts per series
+WIDTHS = tuple(8 << i for i in range(11))  # 8 ... 8192 steps per block; the coarsest: counts
 
 _KEPT = ("step", "cycle", "phase", "scope", "value", "is_nan", "is_inf", "wall_time")
 # Column names of a kept row in the table: lo_step, lo_cycle, ..., lo_wall_time.
@@ -170,78 +171,24 @@ WHERE run_id IN :run_ids AND key IN :keys AND width = :w GROUP BY run_id, key
 """
 
 
-def _cols(prefix: str) -> str:
-    return ", ".join(f"{prefix}_{c}" for c in _KEPT)
+_ROLE_COLS = ("scope", "step", "cycle", "phase", "value", "is_nan", "is_inf", "wall_time")
 
-
-_RAW_AS = ", ".join(f"m.{c} AS {p}_{c}" for p in ("lo", "hi") for c in _KEPT)
-_RAW_NAN = ", ".join(f"CASE WHEN m.is_nan THEN m.{c} END AS nan_{c}" for c in _KEPT)
-
-# One candidate row per block inside a bucket (its three kept rows side by side) and per row
-# of a block across a boundary (the row in all three places, the NaN one only if NaN); one
-# window over the bucket gives its least value, greatest value and first NaN step. A
-# candidate row comes back when it holds one of them; ties (equal values, or NaN rows at one
-# step) are settled by the least (step, id) by the caller (storage/queries.py).
-ROLLUP_SERIES_SQL = f"""
-WITH ser AS (
-  SELECT run_id, key, MIN(smin) AS s0, MAX(smax) AS s1,
-         CASE WHEN SUM(nan_n) > 0 THEN :nb_nan ELSE :nb END AS nb
-  FROM metric_rollup WHERE run_id IN :run_ids AND key IN :keys AND width = :w
-  GROUP BY run_id, key
-),
-spans AS (
-  SELECT r.run_id, r.key, r.smin, r.smax, ser.s0, ser.s1, ser.nb,
-         CAST(r.smin - ser.s0 AS BIGINT) * ser.nb / (ser.s1 - ser.s0 + 1) AS b_lo,
-         CAST(r.smax - ser.s0 AS BIGINT) * ser.nb / (ser.s1 - ser.s0 + 1) AS b_hi,
-         {_cols("lo")}, {_cols("hi")}, {_cols("nan")}
-  FROM metric_rollup r JOIN ser ON r.run_id = ser.run_id AND r.key = ser.key
-  WHERE r.width = :w
-),
-cand AS (
-  SELECT run_id, key, b_lo AS bucket, 0 AS id, {_cols("lo")}, {_cols("hi")}, {_cols("nan")}
-  FROM spans WHERE b_lo = b_hi
-  UNION ALL
-  SELECT m.run_id, m.key, CAST(m.step - p.s0 AS BIGINT) * p.nb / (p.s1 - p.s0 + 1), m.id,
-         {_RAW_AS}, {_RAW_NAN}
-  FROM spans p JOIN metrics m
-    ON m.run_id = p.run_id AND m.key = p.key AND m.step >= p.smin AND m.step <= p.smax
-  WHERE p.b_lo <> p.b_hi
-),
-agg AS (
-  SELECT cand.*,
-         MIN(CASE WHEN lo_is_nan THEN NULL ELSE lo_value END) OVER b AS vmin,
-         MAX(CASE WHEN hi_is_nan THEN NULL ELSE hi_value END) OVER b AS vmax,
-         MIN(nan_step) OVER b AS nan_first
-  FROM cand WINDOW b AS (PARTITION BY run_id, key, bucket)
-)
-SELECT run_id, key, bucket, id, {_cols("lo")}, {_cols("hi")}, {_cols("nan")},
-       (NOT lo_is_nan AND lo_value = vmin) AS is_lo, (NOT hi_is_nan AND hi_value = vmax) AS is_hi,
-       (nan_step = nan_first) AS is_first_nan
-FROM agg
-WHERE (NOT lo_is_nan AND lo_value = vmin) OR (NOT hi_is_nan AND hi_value = vmax)
-   OR nan_step = nan_first
+# The blocks of width :w of some series, each with its least, greatest and first NaN row
+# side by side (storage/queries.py splits them; one row holds the least (is_nan, value,
+# step), so equal step, value and NaN-ness in two roles is the same row, kept once).
+BLOCKS_SQL = f"""
+SELECT run_id, key, {", ".join(f"{r}_{c}" for r in ("lo", "hi", "nan") for c in _ROLE_COLS)}
+FROM metric_rollup WHERE run_id IN :run_ids AND key IN :keys AND width = :w
 """
 
 
-def kept_rows(candidates) -> list[tuple]:
-    """The rows ROLLUP_SERIES_SQL's candidates keep, as (run_id, key, scope, step, cycle,
-    phase, value, is_nan, is_inf, wall_time): per bucket and role (least value, greatest
-    value, first NaN) the candidate of least (step, id)."""
-    n = len(_KEPT)
-    best: dict[tuple, tuple] = {}
-    for r in candidates:
-        head = (r[0], r[1], r[2])
-        for role, flag in enumerate(r[4 + 3 * n : 7 + 3 * n]):
-            if flag:
-                kept = r[4 + role * n : 4 + (role + 1) * n]
-                order = (kept[0], r[3])
-                old = best.get((*head, role))
-                if old is None or order < old[0]:
-                    best[(*head, role)] = (order, kept)
-    # _KEPT order (step, cycle, phase, scope, value, is_nan, is_inf, wall_time) -> a row
-    return [
-        (h[0], h[1], k[3], k[0], k[1], k[2], k[4], k[5], k[6], k[7]) for h, (_, k) in best.items()
-    ]
+def bucket_width(s0: int, s1: int, nb: int) -> int | None:
+    """W, the smallest width of the pyramid whose buckets floor(step / W) over [s0, s1]
+    number at most nb; None past the coarsest (a run of millions of steps)."""
+    for w in WIDTHS:
+        if s1 // w - s0 // w + 1 <= nb:
+            return w
+    return None
 
 
 # The first row of each series (lowest step, then lowest id); its last is metric_latest's.
@@ -260,10 +207,3 @@ LAST_ROWS_SQL = """
 SELECT run_id, key, scope, step, cycle, phase, value, is_nan, is_inf, wall_time
 FROM metric_latest WHERE run_id IN :run_ids AND key IN :keys
 """
-
-
-def pick_width(n: int, span: int, nb: int, widths: tuple[int, ...] = WIDTHS) -> int:
-    """The block width that reads the fewest items for a series of n rows over `span` steps
-    cut into nb buckets: about span / w blocks, plus w / 2 steps of rows at each boundary."""
-    density = n / max(span, 1)
-    return min(widths, key=lambda w: min(n, span / w) + nb * w * density / 2)

@@ -1,6 +1,7 @@
 """The min/max rollup (storage/rollup.py) that long series are downsampled from: what it keeps
-equals what scanning every row keeps (an independent pandas reading of the documented
-buckets, storage/queries.py), after out-of-order batches, repeated steps, ties, NaN/inf, a
+equals what an independent pandas reading of every row keeps under the documented buckets
+(storage/queries.py: W steps from step 0, W = 8 * 2^i, the smallest with at most nb buckets),
+after out-of-order batches, repeated steps, ties, NaN/inf, a
 resume's truncation and a migration of a store written before the rollup existed; and the
 blocks the write path keeps equal the blocks computed from the rows afterwards."""
 
@@ -20,6 +21,7 @@ from storage.queries import bucket_count
 from storage.rollup import COLUMNS, WIDTHS, refill_sql
 
 ROLLUP_REVISION = "0005"
+PYRAMID_REVISION_BEFORE = "0006"  # 0007 made the widths a pyramid
 
 
 def _raw(store: RunStore, run_ids: list[int]) -> pd.DataFrame:
@@ -47,8 +49,13 @@ def _expected(raw: pd.DataFrame, max_points: int) -> dict[tuple[int, str], list]
         else:
             nb = bucket_count(max_points, bool(g["is_nan"].any()))
             s0, s1 = int(g["step"].min()), int(g["step"].max())
-            if s1 - s0 + 1 >= nb:
-                bucket = (g["step"] - s0) * nb // (s1 - s0 + 1)
+            if s1 - s0 + 1 >= nb:  # buckets of W steps from step 0, W = 8 * 2^i, <= nb of them
+                width = 8
+                while s1 // width - s0 // width + 1 > nb:
+                    width *= 2
+                bucket = g["step"] // width
+                span = s1 // width - s0 // width + 1  # buckets over the range, at least nb / 2
+                assert span <= nb and (width == 8 or 2 * span >= nb - 1)
             else:
                 bucket = pd.Series(np.arange(n) * nb // n)
             g = g.assign(bucket=bucket, neg=-g["value"])
@@ -147,13 +154,15 @@ def test_truncating_everything_empties_the_rollup(store: RunStore):
     assert _rollup_rows(store) == []
 
 
-def test_migration_fills_the_rollup_of_an_older_store(db_url: str):
+@pytest.mark.parametrize("start", ["before the rollup", "rollup of widths 8 and 64"])
+def test_migration_fills_the_rollup_of_an_older_store(db_url: str, start: str):
     from alembic.script import ScriptDirectory
 
     from storage.migrate import alembic_config
 
     before = ScriptDirectory.from_config(alembic_config(db_url)).get_revision(ROLLUP_REVISION)
-    upgrade_database(db_url, revision=before.down_revision)
+    old = before.down_revision if start == "before the rollup" else PYRAMID_REVISION_BEFORE
+    upgrade_database(db_url, revision=old)
     from storage.db import make_engine
 
     eng = make_engine(db_url)
@@ -179,11 +188,19 @@ def test_migration_fills_the_rollup_of_an_older_store(db_url: str):
             " is_inf, wall_time) VALUES (1, 'loss', 2999, 0, 'rl', '', ?, 0, 0, 1.0)",
             (rows[2999][6],),
         )
+        if start != "before the rollup":  # the blocks revision 0006's write path kept
+            for w in (8, 64):
+                conn.execute(text(refill_sql("1 = 1")), {"w": w})
     eng.dispose()
     store = RunStore.from_url(db_url)  # upgrades to head, filling the rollup
-    with store.db.engine.connect() as conn:
-        n = conn.execute(text("SELECT SUM(n) FROM metric_rollup WHERE width = 64")).scalar()
-    assert n == 3001
+    with store.db.engine.connect() as conn:  # 0005 filled widths 8 and 64, 0007 the pyramid
+        n = conn.execute(text("SELECT SUM(n) FROM metric_rollup WHERE width = 8192")).scalar()
+        widths = conn.execute(text("SELECT DISTINCT width FROM metric_rollup")).scalars().all()
+    assert n == 3001 and sorted(widths) == list(WIDTHS)
+    if db_url.startswith("sqlite"):  # rebuilt without rowid: a series' blocks lie together
+        with store.db.engine.connect() as conn:
+            ddl = conn.execute(text("SELECT sql FROM sqlite_master WHERE name = 'metric_rollup'"))
+            assert ddl.scalar_one().upper().endswith("WITHOUT ROWID")
     assert _got(store, [1], ["loss"], 100) == _expected(_raw(store, [1]), 100)
     store.log_metrics(1, [MetricPoint("loss", 99.0, step=3000)])  # and it keeps up after
     assert _got(store, [1], ["loss"], 100) == _expected(_raw(store, [1]), 100)
