@@ -51,9 +51,8 @@ def test_ema_debiased_and_skips_nonfinite():
 
 
 def _shapes(fig):
-    rects = sorted((s.x0, s.x1) for s in fig.layout.shapes if s.type == "rect")
-    lines = sorted(s.x0 for s in fig.layout.shapes if s.type == "line")
-    return rects, lines
+    bands, lines = figures.shaded(fig)
+    return sorted((x0, x1) for _, x0, x1, _ in bands), sorted(x for x, _ in lines)
 
 
 def _diag_points(steps, key="pair/add~rev/overlap_top10"):
@@ -138,9 +137,9 @@ def test_series_figure_marks_nan_shades_phases_and_keeps_uirevision():
     assert list(marks.x) == [1.0] and list(marks.y) == [0.1]  # at the last finite value
     assert "k (raw)" in names  # raw line kept behind the smoothed one
     assert fig.layout.uirevision == "rev"
-    rects = [s for s in fig.layout.shapes if s.type == "rect"]
-    lines = [s for s in fig.layout.shapes if s.type == "line"]
-    assert len(rects) == 2 and len(lines) == 1
+    bands, lines = figures.shaded(fig)
+    assert [(ph, x0, x1) for ph, x0, x1, _ in bands] == [("opd", 2.0, 3.0), ("rl", 0.0, 2.0)]
+    assert len(lines) == 1
 
 
 def test_log_axis_and_eval_overall():

@@ -23,6 +23,7 @@ from app.dashboard.figures.base import (
     log_axis,
     log_range,
     shade,
+    shaded,
 )
 from app.dashboard.figures.run import (
     SYSTEM_AXES,
@@ -49,7 +50,7 @@ __all__ = [
     "PALETTE", "PHASE_STYLE", "SYSTEM_AXES", "X_TITLES", "base_layout",
     "color", "compare_figure", "drift_figure", "eval_figure", "heatmap_figure", "hex_rgba",
     "log_axis", "log_range", "overlap_k_figure", "param_figure",
-    "pilot_figure", "provided_system_keys", "results_figure", "series_figure", "shade",
+    "pilot_figure", "provided_system_keys", "results_figure", "series_figure", "shade", "shaded",
     "signal_figure", "study_drift_figure", "study_map_figure", "system_figure",
     "system_range", "timing_figure", "timing_totals",
 ]  # fmt: skip

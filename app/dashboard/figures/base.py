@@ -1,6 +1,6 @@
 """What every figure shares: the palette, the layout (constant uirevision, so a live refresh
 keeps zoom and legend), log axes fitted to the data, and the run's phase bands and cycle
-lines (`shade`), set in one layout update whatever the number of cycles."""
+lines (`shade`): a constant number of path shapes per subplot whatever the number of cycles."""
 
 from __future__ import annotations
 
@@ -58,33 +58,42 @@ def _subplot_refs(fig: go.Figure) -> list[tuple[str, str]]:
     return refs or [("x", "y")]
 
 
+def _num(x: float) -> str:
+    return f"{x:.10g}"
+
+
 def shade(fig: go.Figure, schedule: Schedule, x_max: float | None = None) -> go.Figure:
     """Phase bands and dashed cycle lines placed from the run's schedule (never from where
     the diagnostics happened to be measured), up to `x_max`, with a legend entry per phase
     so the colours explain themselves.
 
-    The shapes of every subplot are built as one list and set in one layout update: adding
-    them one at a time (`add_vrect`/`add_vline`) re-validates every shape already there, so
-    a run's figure cost grew with the square of its cycles (40 of 42 s of a Live view)."""
+    Per subplot, all the bands of one phase are one path shape (a rectangle per band, x in
+    data units, y over the subplot's height) and all the cycle lines one more, set in one
+    layout update: the figure holds subplots x (phases + 1) shapes whatever the number of
+    cycles, so plotly validates as many (adding them one at a time with `add_vrect` /
+    `add_vline` re-validated every shape already there: 40 of 42 s of a Live view)."""
     spans = schedule_spans(schedule, x_max)
     refs = _subplot_refs(fig)
-    shapes: list[dict] = []
+    paths: dict[str, list[str]] = {}
     for s in spans:
-        style = PHASE_STYLE.get(s.phase)
-        if style is None or s.x1 <= s.x0:
-            continue
+        if s.phase in PHASE_STYLE and s.x1 > s.x0:
+            x0, x1 = _num(s.x0), _num(s.x1)
+            paths.setdefault(s.phase, []).append(f"M{x0},0H{x1}V1H{x0}Z")
+    lines = "".join(f"M{_num(x)},0V1" for x in schedule_cycle_lines(schedule, x_max))
+    shapes: list[dict] = []
+    for xa, ya in refs:
         shapes += [
-            dict(type="rect", xref=xa, yref=f"{ya} domain", x0=s.x0, x1=s.x1, y0=0, y1=1,
-                 fillcolor=style[1], line=dict(width=0), layer="below")
-            for xa, ya in refs
+            dict(type="path", xref=xa, yref=f"{ya} domain", path="".join(parts),
+                 fillcolor=PHASE_STYLE[ph][1], line=dict(width=0), layer="below",
+                 name=f"phase:{ph}")
+            for ph, parts in paths.items()
         ]  # fmt: skip
-    cycle_line = dict(dash="dash", width=1, color="rgba(90,90,90,0.55)")
-    for xb in schedule_cycle_lines(schedule, x_max):
-        shapes += [
-            dict(type="line", xref=xa, yref=f"{ya} domain", x0=xb, x1=xb, y0=0, y1=1,
-                 line=cycle_line)
-            for xa, ya in refs
-        ]  # fmt: skip
+        if lines:
+            shapes.append(
+                dict(type="path", xref=xa, yref=f"{ya} domain", path=lines,
+                     line=dict(dash="dash", width=1, color="rgba(90,90,90,0.55)"),
+                     name="cycle lines")
+            )  # fmt: skip
     for ph in dict.fromkeys(s.phase for s in spans):
         if ph in PHASE_STYLE:
             name, _, solid = PHASE_STYLE[ph]
@@ -102,6 +111,25 @@ def shade(fig: go.Figure, schedule: Schedule, x_max: float | None = None) -> go.
     if shapes:
         fig.update_layout(shapes=[*fig.layout.shapes, *shapes])
     return fig
+
+
+def shaded(fig: go.Figure) -> tuple[list[tuple[str, float, float, str]], list[tuple[float, str]]]:
+    """What `shade` drew, read back from its path shapes: the bands as (phase, x0, x1, x
+    axis) and the cycle lines as (x, x axis), sorted."""
+    bands, lines = [], []
+    for sh in fig.layout.shapes:
+        name = sh.name or ""
+        if sh.type != "path" or not (name.startswith("phase:") or name == "cycle lines"):
+            continue
+        for seg in sh.path.split("M")[1:]:
+            x0 = float(seg.split(",")[0])
+            if name == "cycle lines":
+                lines.append((x0, sh.xref))
+            else:
+                bands.append(
+                    (name[len("phase:") :], x0, float(seg.split("H")[1].split("V")[0]), sh.xref)
+                )
+    return sorted(bands), sorted(lines)
 
 
 def log_range(values: np.ndarray, pad_decades: float = 0.15) -> list[float] | None:
