@@ -373,6 +373,10 @@ def test_live_view_draws_overlap_and_flags_nan(app):
     at.run()
     at.switch_page("../pages/live.py").run()
     assert not at.exception
+    titles = " ".join(c.proto.spec for c in at.get("plotly_chart"))
+    assert "Top-10 overlap" in titles and "Overlap vs base" not in titles  # its section: shut
+    at.session_state["live:open:more"] = True
+    at.run()
     charts_ = at.get("plotly_chart")
     assert len(charts_) >= 5
     titles = " ".join(c.proto.spec for c in charts_)

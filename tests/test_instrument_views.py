@@ -304,10 +304,19 @@ def test_live_view_draws_signal_balance_and_overlap_at_k(app, grid_store):
     at.switch_page("../pages/live.py").run()
     assert not at.exception
     assert at.selectbox(key="live:run").value == run_id
+    assert "Signal balance" not in [h.value for h in at.subheader]  # its section is shut
+    at.session_state["live:open:more"] = at.session_state["live:open:signal"] = True
+    at.run()
     assert "Signal balance" in [h.value for h in at.subheader]
     figs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     titles = {f["layout"]["title"]["text"] for f in figs}
-    assert {"Signal balance · branch add", "Signal balance · branch rev"} <= titles
+    # one branch tab drawn at a time: the first, then the one picked
+    assert "Signal balance · branch add" in titles and "Signal balance · branch rev" not in titles
+    at.session_state[f"signal:{run_id}:branch"] = "branch rev"
+    at.run()
+    assert not at.exception
+    shown = {json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")}
+    assert "Signal balance · branch rev" in shown and "Signal balance · branch add" not in shown
     assert "Overlap at several k (student~teacher)" in titles
     names = {d.get("name") for f in figs for d in f["data"]}
     assert {"GRPO (native)", "OPD ← rev", "OPD ← sort"} <= names

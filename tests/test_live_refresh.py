@@ -19,6 +19,7 @@ from storage.entities import Evaluation
 from tests.seed import training_points
 
 ENTRY = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
+SECTIONS = ("more", "signal", "system")  # the Live view's sections drawn on demand
 
 
 @pytest.fixture
@@ -45,6 +46,10 @@ def live(monkeypatch, tmp_path):
     at.query_params["run"] = str(ids["copd"])
     at.run()
     at.switch_page("../pages/live.py").run()
+    assert not at.exception
+    for name in SECTIONS:  # open every section, so every chart of the view is drawn
+        at.session_state[f"live:open:{name}"] = True
+    at.run()
     assert not at.exception
     yield at, store, ids, reads
     store.close()
@@ -134,3 +139,27 @@ def test_the_live_signature_moves_only_with_what_the_view_draws(live):
     assert moved != sig  # a new row of a group peer: the overlay would change
     store.heartbeat(ids["copd"], progress=0.5)
     assert live_signature(store.get_run(ids["copd"]), url) != moved
+
+
+def test_a_first_draw_holds_the_headline_charts_and_a_section_draws_when_opened(live):
+    """Closed sections run nothing: the browser's first draw is the header, the group
+    overlay and the run's overlap, KL, rewards and evaluations; each section's charts come
+    when it is opened, and stay while it is open."""
+    at, store, ids, reads = live
+    rid = ids["copd"]
+    every = {c.key for c in at.get("plotly_chart")}
+    for name in SECTIONS:
+        at.session_state[f"live:open:{name}"] = False
+    at.run()
+    first = {c.key for c in at.get("plotly_chart")}
+    headline = {f"live:group:g:{n}" for n in ("overlap", "sym_kl")} | {
+        f"live:{rid}:{n}" for n in ("overlap", "sym_kl", "reward")
+    }
+    assert headline <= first and first < every
+    assert not {k for k in first if ":signal:" in k or k.endswith((":time", ":system"))}
+    labels = [e.label for e in at.expander]
+    assert any(lb.startswith("Time and system") for lb in labels), labels
+    at.session_state["live:open:system"] = True
+    at.run()
+    opened = {c.key for c in at.get("plotly_chart")}
+    assert opened - first == {f"live:{rid}:time", f"live:{rid}:system"}, every - first

@@ -5,6 +5,11 @@ store, and a figure is rebuilt only when its data moved (`widgets.memo`).
 
     draw_run(run, url, smoothing=0.6, x="step", max_points=500)
 
+A first draw shows the header, the group overlay, the run's overlap, symmetric KL, rewards
+and evaluations; the other charts (overlap vs base, reward signal, overlap at k, signal
+balance, time and system) sit in sections drawn only while open (`lazy_section`), so a
+browser draws six charts, not thirteen, before the page is usable.
+
 Above the run's own charts: its alerts, and when the run belongs to a group (the demo's
 CoPD run and independent experts, an ablation set), the group overlay: overlap and
 symmetric KL between the branches, one line per method (the paper's Fig. 4a/b). Phase
@@ -32,7 +37,8 @@ from app.dashboard.series import (
     schedule_of,
     with_x,
 )
-from app.dashboard.signal_view import draw_instruments
+from app.dashboard.signal_data import overlap_k_keys, signal_branches
+from app.dashboard.signal_view import draw_overlap_at_k, draw_signal_balance
 from app.dashboard.sweep_data import ARM_SEP, run_values, swept_params
 from app.dashboard.text import md_escape, md_line
 from app.dashboard.widgets import (
@@ -44,6 +50,7 @@ from app.dashboard.widgets import (
     csv_button,
     data_version,
     group_run_ids,
+    lazy_section,
     memo,
     plot,
 )
@@ -140,15 +147,38 @@ def draw_run(run: Run, url: str, *, smoothing: float, x: str, max_points: int, f
             "step; this view refreshes by itself."
         )
         return
-    line_charts(
-        df, groups, rid, x=x, smoothing=smoothing, fmt=fmt, schedule=sched, method=run.method,
-        sig=sig,
-    )  # fmt: skip
-    draw_instruments(run, url, x=x, max_points=max_points, fmt=fmt, version=version)
+    kw = dict(x=x, smoothing=smoothing, fmt=fmt, schedule=sched, method=run.method, sig=sig)
+    line_charts(df, groups, rid, only=PRIMARY_CHARTS, **kw)
     if len(evals):
         fig = memo(f"live:{rid}:eval", sig,
                    lambda: figures.eval_figure(evals, revision=f"eval:{rid}"))  # fmt: skip
         plot(fig, f"live:{rid}:eval", fmt)
+    # The rest is drawn when its section is open: a browser draws each chart in turn, and
+    # a first draw of every chart of a run took seconds (docs/PERFORMANCE.md P7).
+    keys = cached_keys(url, (rid,), version)
+    more = [g for g, *_ in LINE_CHARTS if g not in PRIMARY_CHARTS and groups[g]]
+    if more or len(overlap_k_keys(keys, "pair/")) > 1:
+        with lazy_section(
+            "More charts: overlap vs base, reward signal, overlap at k", "more"
+        ) as box:
+            if box.open:
+                line_charts(df, groups, rid, only=tuple(more), **kw)
+                draw_overlap_at_k(run, url, x=x, max_points=max_points, fmt=fmt, version=version)
+    if signal_branches(keys):
+        with lazy_section("Signal balance: the terms of each update", "signal") as box:
+            if box.open:
+                draw_signal_balance(run, url, x=x, max_points=max_points, fmt=fmt, version=version)
+    if groups["time"] or figures.provided_system_keys(df):
+        with lazy_section("Time and system: where a step goes, memory, GPU", "system") as box:
+            if box.open:
+                time_and_system(df, groups, rid, x=x, fmt=fmt, sig=sig)
+    downloads(df, evals, rid)
+
+
+def time_and_system(
+    df: pd.DataFrame, groups: dict[str, list[str]], rid: int, *, x: str, fmt: str, sig: object
+) -> None:
+    """Where a step's time goes, and the sampled system metrics, side by side."""
     left, right = st.columns(2)
     with left:
         if groups["time"]:
@@ -160,7 +190,6 @@ def draw_run(run: Run, url: str, *, smoothing: float, x: str, max_points: int, f
             fig = memo(f"live:{rid}:system", sig,
                        lambda: figures.system_figure(df, x=x, revision=f"sys:{rid}"))  # fmt: skip
             plot(fig, f"live:{rid}:system", fmt)
-    downloads(df, evals, rid)
 
 
 def run_header(
@@ -304,6 +333,8 @@ LINE_CHARTS = [
     ("signal", "Prompt groups with a reward signal (rewards not all equal)",
      "share of groups", False, lambda ks: relabel_keys(ks, "branch/", "/signal_frac")),
 ]  # fmt: skip
+# Drawn on every first draw; the other charts wait in sections opened on demand.
+PRIMARY_CHARTS = ("overlap", "sym_kl", "reward")
 
 
 def line_charts(
@@ -317,11 +348,14 @@ def line_charts(
     schedule: Schedule | None = None,
     method: str = "copd",
     sig: object = None,
+    only: tuple[str, ...] | None = None,
 ) -> None:
-    """The line charts of LINE_CHARTS whose group has keys, in that order; phases shaded
-    from `schedule` (none for a baseline); the overlap title by the run's `method`. With
-    `sig`, a figure is rebuilt only when `sig` changes (`memo`)."""
+    """The line charts of LINE_CHARTS whose group has keys (of `only`, when given), in that
+    order; phases shaded from `schedule` (none for a baseline); the overlap title by the
+    run's `method`. With `sig`, a figure is rebuilt only when `sig` changes (`memo`)."""
     for group, title, y_title, log_y, label in LINE_CHARTS:
+        if only is not None and group not in only:
+            continue
         if group == "overlap":
             title = overlap_title(method)
         if groups[group]:

@@ -33,11 +33,26 @@ def draw_instruments(
 ) -> None:
     """Both sections, each only when the run logged its metrics. `version` (the run's
     RunStore.data_version): while it is unchanged, no series is read and no figure built."""
+    draw_overlap_at_k(run, url, x=x, max_points=max_points, fmt=fmt, version=version)
+    draw_signal_balance(run, url, x=x, max_points=max_points, fmt=fmt, version=version)
+
+
+def draw_overlap_at_k(
+    run: Run, url: str, *, x: str, max_points: int, fmt: str, version: tuple = ()
+) -> None:
     keys = cached_keys(url, (run.id,), version)
     sched = schedule_of(run.config, run.method)
-    kw = dict(x=x, max_points=max_points, fmt=fmt, schedule=sched, version=version)
-    overlap_at_k(run, url, keys, **kw)
-    signal_balance(run, url, keys, **kw)
+    overlap_at_k(run, url, keys, x=x, max_points=max_points, fmt=fmt, schedule=sched,
+                 version=version)  # fmt: skip
+
+
+def draw_signal_balance(
+    run: Run, url: str, *, x: str, max_points: int, fmt: str, version: tuple = ()
+) -> None:
+    keys = cached_keys(url, (run.id,), version)
+    sched = schedule_of(run.config, run.method)
+    signal_balance(run, url, keys, x=x, max_points=max_points, fmt=fmt, schedule=sched,
+                   version=version)  # fmt: skip
 
 
 def overlap_at_k(
@@ -88,11 +103,14 @@ def signal_balance(
         f"live:{run.id}:signal:data", sig,
         lambda: with_x(cached_series(url, (run.id,), wanted, max_points, version), x),
     )  # fmt: skip
-    if len(branches) > 1:
-        tabs = st.tabs([f"branch {md_line(b)}" for b in branches])
+    if len(branches) > 1:  # only the open tab's figure is drawn
+        tabs = st.tabs([f"branch {md_line(b)}" for b in branches], on_change="rerun",
+                       key=f"signal:{run.id}:branch")  # fmt: skip
     else:
         tabs = [st.container()]
     for b, tab in zip(branches, tabs, strict=True):
+        if getattr(tab, "open", True) is False:
+            continue
         with tab:
             fig = memo(f"live:{run.id}:signal:{b}", sig, lambda b=b: signal_figure(
                 df, b, schedule=schedule, x=x, revision=f"signal:{run.id}:{b}"))  # fmt: skip

@@ -302,6 +302,17 @@ def csv_button(df: pd.DataFrame, label: str, file_name: str, key: str) -> None:
     )
 
 
+def lazy_section(label: str, name: str, expanded: bool = False):
+    """An expander whose content is run only while it is open (`box.open`; Streamlit reruns
+    the page when it is toggled), its state kept per session under `live:open:<name>`, so
+    a section a researcher opened stays open across runs and refreshes.
+
+        with lazy_section("Signal balance", "signal") as box:
+            if box.open:
+                ...draw..."""
+    return st.expander(label, expanded=expanded, key=f"live:open:{name}", on_change="rerun")
+
+
 def plot(fig: Any, key: str, image_format: str = "png") -> None:
     """st.plotly_chart with a stable key (zoom survives refreshes) and an offline camera
     button in the chosen format (png or svg, rendered by the browser)."""
