@@ -342,17 +342,19 @@ def test_solo_move_is_a_grpo_only_step_from_the_same_state_and_is_undone(tiny_cf
 def test_reference_signals_at_matched_rows_and_between_two_halves(tiny_cfg):
     """grad_norm_matched/grpo is the GRPO gradient norm over as many native rows as the
     cross batch has (here 2 of 4 prompt groups), cos_halves/grpo the cosine of the two
-    halves' GRPO gradients, each equal to an independent computation; the step itself is
-    the same as without them."""
+    halves' GRPO gradients, cos_peer/grpo the cosine of the native GRPO gradient with a GRPO
+    gradient on the cross batch (the peer's prompts), each equal to an independent
+    computation; the step itself is the same as without them."""
     worlds = [_world(tiny_cfg, "grpo.grad_clip=1e9") for _ in range(3)]
     res = []
     for i, w in enumerate(worlds[:2]):
         b = w.branches[0]
         native, cross = _batch(w, b), _batch(w, b, prompts=2, seed=1)
+        cross.rewards_B = torch.tensor([1, 0, 1, 1, 0, 0, 0, 1.0])  # the peer's verifier
         teacher = _student_logp(w, b, cross) + torch.linspace(-1.0, 1.0, cross.size)[:, None]
         specs = [TermSpec(1.0, native), TermSpec(1.0, cross, "rev", teacher)]
-        res.append((optimize(w, b, specs, measure_signal=i == 0), native))
-    (measured, native), (plain, _) = res
+        res.append((optimize(w, b, specs, measure_signal=i == 0), native, cross))
+    (measured, native, cross), (plain, _, _) = res
     ref = worlds[2].branches[0]
 
     def grad(rows):
@@ -368,5 +370,13 @@ def test_reference_signals_at_matched_rows_and_between_two_halves(tiny_cfg):
     a, b = grad(list(range(8))), grad(list(range(8, 16)))
     cos = float(a @ b / (a.norm() * b.norm()))
     assert sig[N.signal_key("cos_halves")] == pytest.approx(cos, rel=1e-3, abs=1e-5)
+    # own domain against the peer's prompts: the whole native batch's GRPO gradient and a
+    # GRPO gradient on the cross batch's rows with their verifier rewards
+    g_own = grad(list(range(16)))
+    ref.optimizer.zero_grad(set_to_none=True)
+    grpo_term(ref, cross, worlds[2].loss).loss.backward()
+    g_peer = torch.cat([p.grad.flatten() for p in ref.params])
+    cos_peer = float(g_own @ g_peer / (g_own.norm() * g_peer.norm()))
+    assert sig[N.signal_key("cos_peer")] == pytest.approx(cos_peer, rel=1e-3, abs=1e-5)
     for p, q in zip(worlds[0].branches[0].params, worlds[1].branches[0].params, strict=True):
         torch.testing.assert_close(p, q, rtol=0, atol=0)

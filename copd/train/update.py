@@ -144,7 +144,7 @@ def step(
         _signal_from_grads(grads, signal, empty)
         if len(grads) > 1 and "grpo" in grads and "grpo" not in empty:
             signal[N.signal_key("move_solo")] = _solo_move(branch, grads["grpo"], loss.grad_clip)
-            _reference_signal(world, branch, specs, signal)
+            _reference_signal(world, branch, specs, signal, grads["grpo"])
         before = _flat_params(params)
     with world.timer("update"):
         if clipped is not None:
@@ -264,14 +264,19 @@ def _movement(grads: dict[str, torch.Tensor], delta: torch.Tensor, out: dict, em
         out[key] = float(-(delta @ g)) / n if ok else float("nan")
 
 
-def _reference_signal(world: World, branch: Branch, specs: list[TermSpec], out: dict) -> None:
+def _reference_signal(
+    world: World, branch: Branch, specs: list[TermSpec], out: dict, g_grpo: torch.Tensor
+) -> None:
     """References for reading a combined step's signal balance, measured on the side (the
     step's gradients are restored): `grad_norm_matched/grpo`, the GRPO term's gradient
     norm over as many native rows as the first cross term has (whole groups, normalised
     on their own), so the OPD/GRPO ratio can be read at equal rows; `cos_halves/grpo`, the
     cosine between the GRPO gradients of the native batch's two halves (two batches of
-    one domain): what sampling noise alone leaves of a cosine. NaN where a part has no
-    learning signal."""
+    one domain): what sampling noise alone leaves of a cosine; `cos_peer/grpo`, the cosine
+    between the step's GRPO gradient (own domain) and a GRPO gradient on the first cross
+    batch (the peer's prompts, the branch's own samples, the peer's verifier rewards): what
+    two domains' outcome gradients share, the reference for an OPD-GRPO cosine near 0. NaN
+    where a part has no learning signal."""
     native = next(s for s in specs if s.teacher is None)
     cross = next(s for s in specs if s.teacher is not None)
     params = branch.params
@@ -291,10 +296,18 @@ def _reference_signal(world: World, branch: Branch, specs: list[TermSpec], out: 
     out[N.signal_key("grad_norm_matched")] = nan if g is None else float(g.norm())
     if P >= 2:
         a, b = grad_of(0, P // 2), grad_of(P // 2, P)
-        denom = 0.0 if a is None or b is None else float(a.norm() * b.norm())
-        out[N.signal_key("cos_halves")] = float(a @ b) / denom if denom > 0 else nan
+        out[N.signal_key("cos_halves")] = _cos(a, b)
+    branch.optimizer.zero_grad(set_to_none=True)
+    peer = _backward(world, branch, TermSpec(native.weight, cross.batch))
+    g_peer = _flat_grad(params) if peer.get(N.SIGNAL_FRAC, 0.0) > 0 else None
+    out[N.signal_key("cos_peer")] = _cos(g_grpo, g_peer)
     for p, gr in zip(params, saved, strict=True):
         p.grad = gr
+
+
+def _cos(a: torch.Tensor | None, b: torch.Tensor | None) -> float:
+    denom = 0.0 if a is None or b is None else float(a.norm() * b.norm())
+    return float(a @ b) / denom if denom > 0 else float("nan")
 
 
 def _solo_move(branch: Branch, g: torch.Tensor, clip: float) -> float:
