@@ -154,7 +154,7 @@ def series_frame(s: Session, run_ids: list[int], keys: list[str], max_points: in
         {"run_ids": list(run_ids), "keys": list(keys), "w": rollup.WIDTHS[-1]},
     ).all()
     short: list[tuple[int, str]] = []
-    by_width: dict[int, set[tuple[int, str]]] = {}  # bucket width -> its series
+    by_width: dict[tuple[int, bool], set[tuple[int, str]]] = {}  # (W, any NaN) -> series
     scan: set[tuple[int, str]] = set()
     for run_id, key, n, s0, s1, nans in stats:
         if n <= max_points:
@@ -165,13 +165,13 @@ def series_frame(s: Session, run_ids: list[int], keys: list[str], max_points: in
         if width is None:
             scan.add((run_id, key))
         else:
-            by_width.setdefault(width, set()).add((run_id, key))
+            by_width.setdefault((width, bool(nans)), set()).add((run_id, key))
     cols = [*SERIES_COLUMNS[:6], "value", "is_nan", "is_inf", "wall_time"]
     rows = _plain_rows(s, short)
     if scan:
         rows += windowed_rows(s, scan, max_points)
     parts = [pd.DataFrame(rows, columns=cols)]
-    parts += [_rollup_frame(s, width, pairs, cols) for width, pairs in by_width.items()]
+    parts += [_rollup_frame(s, w, pairs, cols, nan) for (w, nan), pairs in by_width.items()]
     parts = [p for p in parts if len(p)]
     if not parts:
         return pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in SERIES_COLUMNS})
@@ -205,15 +205,17 @@ def _plain_rows(s: Session, pairs: list[tuple[int, str]]) -> list:
     return rows
 
 
-def _rollup_frame(s: Session, width: int, pairs: set[tuple[int, str]], cols: list[str]):
+def _rollup_frame(
+    s: Session, width: int, pairs: set[tuple[int, str]], cols: list[str], has_nan: bool
+) -> pd.DataFrame:
     """The kept rows of long series from their blocks of `width` steps (one block per
     bucket, read in one pass: its least, greatest and first NaN row side by side), plus each
     series' first and last row, as a frame of `cols`; a row kept for two reasons once."""
     params = {**_pair_params(pairs), "w": width}
-    roles = ("lo", "hi", "nan")
+    roles = ("lo", "hi", "nan") if has_nan else ("lo", "hi")
     kept = ["scope", "step", "cycle", "phase", "value", "is_nan", "is_inf", "wall_time"]
     blocks = pd.DataFrame(
-        [tuple(r) for r in s.execute(_expanding(rollup.BLOCKS_SQL), params)],  # not Row: 20x
+        [tuple(r) for r in s.execute(_expanding(rollup.blocks_sql(roles)), params)],  # not Row
         columns=["run_id", "key", *(f"{r}_{c}" for r in roles for c in kept)],
     )
     blocks = blocks[_in_pairs(blocks, pairs)]
@@ -222,12 +224,10 @@ def _rollup_frame(s: Session, width: int, pairs: set[tuple[int, str]], cols: lis
         & (blocks[f"{r}_is_nan"].astype(bool) == blocks["lo_is_nan"].astype(bool))
         & (blocks[f"{r}_value"] == blocks["lo_value"])
     )
-    nan_is_hi = (blocks["nan_step"] == blocks["hi_step"]) & blocks["hi_is_nan"].astype(bool)
-    masks = {
-        "lo": None,
-        "hi": ~same("hi"),
-        "nan": blocks["nan_step"].notna() & ~same("nan") & ~nan_is_hi,
-    }
+    masks = {"lo": None, "hi": ~same("hi")}
+    if has_nan:
+        nan_is_hi = (blocks["nan_step"] == blocks["hi_step"]) & blocks["hi_is_nan"].astype(bool)
+        masks["nan"] = blocks["nan_step"].notna() & ~same("nan") & ~nan_is_hi
     parts = []
     for r in roles:
         part = blocks if masks[r] is None else blocks[masks[r]]

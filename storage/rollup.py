@@ -15,7 +15,7 @@ step range number at most nb (`bucket_width`): so the buckets number between nb 
 (the budget is at least half used) and the same bucket holds the same steps in every run
 (runs overlaid on one chart are downsampled alike). A bucket is a block of width W, so a
 series is read as at most nb blocks, one indexed range, whatever the run's length: each
-block's least and greatest row and first NaN row (`BLOCKS_SQL`, each row once). No
+block's least and greatest row and first NaN row (`blocks_sql`, each row once). No
 metric row is read but each series' first (`FIRST_ROWS_SQL`) and last (`metric_latest`).
 
 A resume's truncation rebuilds the blocks from the checkpoint's block on (`truncate_sql`);
@@ -173,13 +173,17 @@ WHERE run_id IN :run_ids AND key IN :keys AND width = :w GROUP BY run_id, key
 
 _ROLE_COLS = ("scope", "step", "cycle", "phase", "value", "is_nan", "is_inf", "wall_time")
 
-# The blocks of width :w of some series, each with its least, greatest and first NaN row
-# side by side (storage/queries.py splits them; one row holds the least (is_nan, value,
-# step), so equal step, value and NaN-ness in two roles is the same row, kept once).
-BLOCKS_SQL = f"""
-SELECT run_id, key, {", ".join(f"{r}_{c}" for r in ("lo", "hi", "nan") for c in _ROLE_COLS)}
-FROM metric_rollup WHERE run_id IN :run_ids AND key IN :keys AND width = :w
-"""
+
+def blocks_sql(roles: tuple[str, ...] = ("lo", "hi", "nan")) -> str:
+    """The blocks of width :w of some series, each with its kept rows of `roles` side by
+    side (storage/queries.py splits them; one row holds the least (is_nan, value, step),
+    so equal step, value and NaN-ness in two roles is the same row, kept once). Series
+    without a NaN row need no "nan" role: its columns are NULL in every block."""
+    cols = ", ".join(f"{r}_{c}" for r in roles for c in _ROLE_COLS)
+    return (
+        f"SELECT run_id, key, {cols} FROM metric_rollup"
+        " WHERE run_id IN :run_ids AND key IN :keys AND width = :w"
+    )
 
 
 def bucket_width(s0: int, s1: int, nb: int) -> int | None:
