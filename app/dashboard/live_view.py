@@ -5,10 +5,11 @@ store, and a figure is rebuilt only when its data moved (`widgets.memo`).
 
     draw_run(run, url, smoothing=0.6, x="step", max_points=500)
 
-A first draw shows the header, the group overlay, the run's overlap, symmetric KL, rewards
-and evaluations; the other charts (overlap vs base, reward signal, overlap at k, signal
-balance, time and system) sit in sections drawn only while open (`lazy_section`), so a
-browser draws six charts, not thirteen, before the page is usable.
+A first draw shows the header, the group overlay (or, for a run alone, its overlap and
+symmetric KL), rewards and evaluations; the other charts (each pair's overlap and KL,
+overlap vs base, reward signal, overlap at k, signal balance, time and system) sit in
+sections drawn only while open (`lazy_section`), so a browser draws four charts, not
+thirteen, before the page is usable.
 
 Above the run's own charts: its alerts, and when the run belongs to a group (the demo's
 CoPD run and independent experts, an ablation set), the group overlay: overlap and
@@ -140,7 +141,7 @@ def draw_run(run: Run, url: str, *, smoothing: float, x: str, max_points: int, f
     sched = schedule_of(run.config, run.method)
     run_header(run, df, progress, sched)
     run_alerts(url, run.id, version)
-    group_overlay(run, url, x=x, smoothing=smoothing, max_points=max_points, fmt=fmt)
+    overlaid = group_overlay(run, url, x=x, smoothing=smoothing, max_points=max_points, fmt=fmt)
     if df.empty:
         st.info(
             "No metrics logged yet. The trainer writes its first points after the first "
@@ -148,7 +149,10 @@ def draw_run(run: Run, url: str, *, smoothing: float, x: str, max_points: int, f
         )
         return
     kw = dict(x=x, smoothing=smoothing, fmt=fmt, schedule=sched, method=run.method, sig=sig)
-    line_charts(df, groups, rid, only=PRIMARY_CHARTS, **kw)
+    # in a group, the overlay above already draws this run's overlap and KL (its pairs'
+    # mean): the per-pair charts wait in a section
+    primary = ("reward",) if overlaid else PRIMARY_CHARTS
+    line_charts(df, groups, rid, only=primary, **kw)
     if len(evals):
         fig = memo(f"live:{rid}:eval", sig,
                    lambda: figures.eval_figure(evals, revision=f"eval:{rid}"))  # fmt: skip
@@ -156,11 +160,11 @@ def draw_run(run: Run, url: str, *, smoothing: float, x: str, max_points: int, f
     # The rest is drawn when its section is open: a browser draws each chart in turn, and
     # a first draw of every chart of a run took seconds (docs/PERFORMANCE.md P7).
     keys = cached_keys(url, (rid,), version)
-    more = [g for g, *_ in LINE_CHARTS if g not in PRIMARY_CHARTS and groups[g]]
+    more = [g for g, *_ in LINE_CHARTS if g not in primary and groups[g]]
     if more or len(overlap_k_keys(keys, "pair/")) > 1:
-        with lazy_section(
-            "More charts: overlap vs base, reward signal, overlap at k", "more"
-        ) as box:
+        pairs = "each pair's overlap and KL, " if overlaid else ""
+        label = f"More charts: {pairs}overlap vs base, reward signal, overlap at k"
+        with lazy_section(label, "more") as box:
             if box.open:
                 line_charts(df, groups, rid, only=tuple(more), **kw)
                 draw_overlap_at_k(run, url, x=x, max_points=max_points, fmt=fmt, version=version)
@@ -234,14 +238,15 @@ def run_alerts(url: str, run_id: int, version: tuple = ()) -> None:
 
 def group_overlay(
     run: Run, url: str, *, x: str, smoothing: float, max_points: int, fmt: str
-) -> None:
+) -> bool:
     """The run's group, overlaid: branch-vs-branch overlap and symmetric KL, one line per
-    run (the mean over its ordered pairs), labelled by method; CoPD's phases shaded."""
+    run (the mean over its ordered pairs), labelled by method; CoPD's phases shaded.
+    Whether it drew a chart."""
     if not run.group:
-        return
+        return False
     peers = sorted((r for r in cached_runs(url) if r.group == run.group), key=lambda r: r.id)
     if len(peers) < 2:
-        return
+        return False
     ids = tuple(sorted(r.id for r in peers))
     version = data_version(url, ids)
     keys = cached_keys(url, ids, version)
@@ -258,7 +263,7 @@ def group_overlay(
     )
     if not overlap and not sym_kl:
         st.info("No branch-pair diagnostics yet; they are measured every few steps.")
-        return
+        return False
     labels = overlay_labels(peers)
     sched = next((schedule_of(r.config, r.method) for r in peers if r.method == "copd"), None)
     df = memo(
@@ -267,6 +272,7 @@ def group_overlay(
     )  # fmt: skip
     sig = (version, ids, x, max_points, smoothing, tuple(labels.items()))
     left, right = st.columns(2)
+    drew = False
     for col, metric_keys, title, y_title, log_y, name in (
         (left, overlap, "Top-10 overlap between branches", "overlap@10", False, "overlap"),
         (right, sym_kl, "Symmetric KL between branches", "KL(p‖q)+KL(q‖p)", True, "sym_kl"),
@@ -286,6 +292,8 @@ def group_overlay(
         fig = memo(f"live:group:{run.group}:{name}", sig, build)
         with col:
             plot(fig, f"live:group:{run.group}:{name}", fmt)
+        drew = True
+    return drew
 
 
 def overlay_labels(runs: list[Run]) -> dict[int, str]:
