@@ -51,7 +51,7 @@ from pathlib import Path
 from copd.common import names as N
 from copd.common.stats import mean_std, paired
 from copd.common.tables import paper_table
-from copd.spec import parse_seeds
+from copd.spec import parse_seeds, presets
 from copd.spec.sweep import run_config
 from experiments.pool import Job, run_pool
 
@@ -121,28 +121,19 @@ def pair_map(setting: str) -> dict[str, tuple[str, tuple[str, ...]]]:
 def pair_final(setting: str, chosen: str | None) -> dict[str, tuple[str, tuple[str, ...]]]:
     """The final stage's arms of a pair setting: every method, and CoPD at the map's chosen
     arm `chosen` (a CoPD key of `pair_map`) beside its defaults."""
+    # arm = the preset's name without the setting's (`static_opd-cue-rev` -> static_opd-rev);
+    # the baselines first, CoPD last
     arms = {
-        "expert": (f"expert-{setting}", ()),
-        "mixed": (f"mixed-{setting}", ()),
-        "mixed-steps": (f"mixed-steps-{setting}", ()),
-        "static_opd": (f"static_opd-{setting}", ()),
-        "static_opd-rev": (f"static_opd-{setting}-rev", ()),
-        "mopd": (f"mopd-{setting}", ()),
-        "copd": (setting, ()),
-    }
+        name.replace(f"-{setting}", ""): (name, ()) for name in presets.SETS[setting]
+        if name != setting
+    }  # fmt: skip
+    arms["copd"] = (setting, ())
     chosen_from = pair_map(setting)
     if chosen and chosen != "copd":
         if chosen not in chosen_from or not chosen.startswith("copd"):
             raise ValueError(f"--chosen {chosen!r}: use a CoPD arm of the map, {list(chosen_from)}")
         arms[chosen] = chosen_from[chosen]
     return arms
-
-
-CONFLICT_MAP = pair_map("conflict")
-
-
-def conflict_final(chosen: str | None) -> dict[str, tuple[str, tuple[str, ...]]]:
-    return pair_final("conflict", chosen)
 
 
 DRIFT = {

@@ -213,7 +213,7 @@ def _rollup_frame(
     series' first and last row, as a frame of `cols`; a row kept for two reasons once."""
     params = {**_pair_params(pairs), "w": width}
     roles = ("lo", "hi", "nan") if has_nan else ("lo", "hi")
-    kept = ["scope", "step", "cycle", "phase", "value", "is_nan", "is_inf", "wall_time"]
+    kept = list(rollup.ROLE_COLS)
     blocks = pd.DataFrame(
         [tuple(r) for r in s.execute(_expanding(rollup.blocks_sql(roles)), params)],  # not Row
         columns=["run_id", "key", *(f"{r}_{c}" for r in roles for c in kept)],
@@ -249,10 +249,8 @@ def _rollup_frame(
 def _in_pairs(df: pd.DataFrame, pairs: set[tuple[int, str]]) -> np.ndarray:
     """Rows of df whose (run_id, key) is one of `pairs` (a select by run ids x keys reads
     their cross product)."""
-    if len({r for r, _ in pairs}) == 1 or len({k for _, k in pairs}) == 1:
-        runs, keys = {r for r, _ in pairs}, {k for _, k in pairs}
-        if len(pairs) == len(runs) * len(keys):
-            return np.ones(len(df), dtype=bool)
+    if len(pairs) == len({r for r, _ in pairs}) * len({k for _, k in pairs}):
+        return np.ones(len(df), dtype=bool)  # the pairs are the whole cross product
     return pd.MultiIndex.from_arrays([df["run_id"], df["key"]]).isin(list(pairs))
 
 

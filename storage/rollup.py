@@ -171,7 +171,8 @@ WHERE run_id IN :run_ids AND key IN :keys AND width = :w GROUP BY run_id, key
 """
 
 
-_ROLE_COLS = ("scope", "step", "cycle", "phase", "value", "is_nan", "is_inf", "wall_time")
+# A kept row's columns in the order of a series row (storage/queries.py SERIES_COLUMNS).
+ROLE_COLS = ("scope", "step", "cycle", "phase", "value", "is_nan", "is_inf", "wall_time")
 
 
 def blocks_sql(roles: tuple[str, ...] = ("lo", "hi", "nan")) -> str:
@@ -179,7 +180,7 @@ def blocks_sql(roles: tuple[str, ...] = ("lo", "hi", "nan")) -> str:
     side (storage/queries.py splits them; one row holds the least (is_nan, value, step),
     so equal step, value and NaN-ness in two roles is the same row, kept once). Series
     without a NaN row need no "nan" role: its columns are NULL in every block."""
-    cols = ", ".join(f"{r}_{c}" for r in roles for c in _ROLE_COLS)
+    cols = ", ".join(f"{r}_{c}" for r in roles for c in ROLE_COLS)
     return (
         f"SELECT run_id, key, {cols} FROM metric_rollup"
         " WHERE run_id IN :run_ids AND key IN :keys AND width = :w"

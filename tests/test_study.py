@@ -13,7 +13,7 @@ def test_final_seeds_are_disjoint_from_the_maps_and_are_the_test_stages_default(
     assert len(study.FINAL_SEEDS) == 8
     assert not set(study.FINAL_SEEDS) & set(study.MAP_SEEDS)
     # the stages' defaults, as the CLI builds them
-    rows = study.jobs_for(study.conflict_final(None), study.FINAL_SEEDS, tmp_path, "g")
+    rows = study.jobs_for(study.pair_final("conflict", None), study.FINAL_SEEDS, tmp_path, "g")
     assert {seed for _, seed, _ in rows} == set(study.FINAL_SEEDS)
     assert all(job.cfg.seed == seed for _, seed, job in rows)
 

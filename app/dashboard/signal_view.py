@@ -3,7 +3,8 @@ app/dashboard/live_view.py: overlap at several k with a note on which k the voca
 meaningful, and the signal balance of each branch's phase-II update (GRPO term vs each
 OPD term). Data come from app/dashboard/signal_data.py, figures from app/dashboard/figures/signal.py.
 
-    draw_instruments(run, url, x="step", max_points=500, fmt="png")
+    draw_overlap_at_k(run, url, x="step", max_points=500, fmt="png")
+    draw_signal_balance(run, url, x="step", max_points=500, fmt="png")
 """
 
 from __future__ import annotations
@@ -28,31 +29,24 @@ if TYPE_CHECKING:
     from storage import Run
 
 
-def draw_instruments(
-    run: Run, url: str, *, x: str, max_points: int, fmt: str, version: tuple = ()
-) -> None:
-    """Both sections, each only when the run logged its metrics. `version` (the run's
-    RunStore.data_version): while it is unchanged, no series is read and no figure built."""
-    draw_overlap_at_k(run, url, x=x, max_points=max_points, fmt=fmt, version=version)
-    draw_signal_balance(run, url, x=x, max_points=max_points, fmt=fmt, version=version)
-
-
 def draw_overlap_at_k(
     run: Run, url: str, *, x: str, max_points: int, fmt: str, version: tuple = ()
 ) -> None:
-    keys = cached_keys(url, (run.id,), version)
-    sched = schedule_of(run.config, run.method)
-    overlap_at_k(run, url, keys, x=x, max_points=max_points, fmt=fmt, schedule=sched,
-                 version=version)  # fmt: skip
+    """The overlap-at-k section, when the run logged more than top-10. `version` (the run's
+    RunStore.data_version): while it is unchanged, no series is read and no figure built."""
+    _draw(overlap_at_k, run, url, x=x, max_points=max_points, fmt=fmt, version=version)
 
 
 def draw_signal_balance(
     run: Run, url: str, *, x: str, max_points: int, fmt: str, version: tuple = ()
 ) -> None:
+    """The signal-balance section, when the run logged it (`version` as above)."""
+    _draw(signal_balance, run, url, x=x, max_points=max_points, fmt=fmt, version=version)
+
+
+def _draw(section, run: Run, url: str, *, version: tuple, **kw) -> None:
     keys = cached_keys(url, (run.id,), version)
-    sched = schedule_of(run.config, run.method)
-    signal_balance(run, url, keys, x=x, max_points=max_points, fmt=fmt, schedule=sched,
-                   version=version)  # fmt: skip
+    section(run, url, keys, schedule=schedule_of(run.config, run.method), version=version, **kw)
 
 
 def overlap_at_k(

@@ -111,6 +111,16 @@ def _copd3_as(name: str, method: str, **fields) -> Callable[[], RunConfig]:
     return lambda: replace_in(_copd3(), name=name, method=method, **fields)
 
 
+# setting -> its presets (CoPD and every baseline), each setting's set of SETS too
+PAIR_PRESETS = {
+    "conflict": _pair_presets(
+        "conflict", CONFLICT_FIELDS, "up", "down", "opposite letter maps, one tag apart"
+    ),
+    "cue": _pair_presets(
+        "cue", CUE_FIELDS, "fwd", "back", "opposite letter maps, cued by the first letter"
+    ),
+}
+
 # name -> (factory, description), in the order `copd presets` lists them.
 PRESETS: dict[str, tuple[Callable[[], RunConfig], str]] = {
     # CoPD and its ablations
@@ -201,12 +211,7 @@ PRESETS: dict[str, tuple[Callable[[], RunConfig], str]] = {
         "baseline: MOPD with 3 domain experts (add, rev, sort)",
     ),
     # the conflict settings: opposite letter maps of the same strings (docs/RESULTS.md)
-    **_pair_presets(
-        "conflict", CONFLICT_FIELDS, "up", "down", "opposite letter maps, one tag apart"
-    ),
-    **_pair_presets(
-        "cue", CUE_FIELDS, "fwd", "back", "opposite letter maps, cued by the first letter"
-    ),
+    **{name: p for presets in PAIR_PRESETS.values() for name, p in presets.items()},
     # real models and datasets on GPUs (copd/spec/paper_presets.py)
     "paper-text-math": (
         paper_text_math,
@@ -237,21 +242,7 @@ PRESETS: dict[str, tuple[Callable[[], RunConfig], str]] = {
 SETS: dict[str, tuple[str, ...]] = {
     "paper-2dom": ("demo", "expert", "weight_average", "mixed", "static_opd", "static_opd-rev"),
     "paper-3dom": ("copd-3", "expert-3", "mixed-3", "mopd-3"),
-    **{
-        setting: tuple(
-            p.format(setting)
-            for p in (
-                "{}",
-                "expert-{}",
-                "mixed-{}",
-                "mixed-steps-{}",
-                "static_opd-{}",
-                "static_opd-{}-rev",
-                "mopd-{}",
-            )
-        )  # fmt: skip
-        for setting in ("conflict", "cue")
-    },
+    **{setting: tuple(presets) for setting, presets in PAIR_PRESETS.items()},
     "copd-ablations": (
         "demo",
         "copd-no-merge",
