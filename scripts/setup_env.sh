@@ -17,12 +17,22 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 
-# A stamp of what was installed makes the second call fast.
+# A stamp of what was installed makes the second call fast: the hash of the project files
+# and the extras installed. A call whose extras are all installed already (./run.sh after
+# ./test.sh) installs nothing; one that asks for more installs the union, so alternating
+# commands never undo each other.
 stamp="$venv/.copd-stamp"
-want="$(cat pyproject.toml scripts/setup_env.sh | sha256sum | cut -c1-16) extras=$extras"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+hash="$(cat pyproject.toml scripts/setup_env.sh | sha256sum | cut -c1-16)"
+have_hash="" have_extras=""
+if [ -f "$stamp" ]; then
+  read -r have_hash have_extras <"$stamp" || true
+  have_extras="${have_extras#extras=}"
+fi
+union="$(printf '%s\n' ${have_extras//,/ } ${extras//,/ } | sort -u | paste -sd, -)"
+if [ "$have_hash" = "$hash" ] && [ "$union" = "$have_extras" ]; then
   exit 0
 fi
+extras="$union"
 
 has_gpu=0
 if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then has_gpu=1; fi
@@ -40,4 +50,4 @@ spec="."
 [ -n "$extras" ] && spec=".[$extras]"
 echo "[setup] installing copd $spec"
 "${pip[@]}" install --quiet -e "$spec"
-echo "$want" >"$stamp"
+echo "$hash extras=$extras" >"$stamp"

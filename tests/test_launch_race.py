@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
+from waits import wait_until
 
 from app.control import launcher as L
 from app.control.launcher import Launcher
@@ -49,11 +49,13 @@ def test_a_tick_during_submit_never_picks_a_folder(tmp_path, monkeypatch):
 
     folders = sorted(p.name for p in root.iterdir() if p.is_dir())
     assert folders == [Path(run.run_dir).name] == [f"{run.id}-race"]
+
     # and the supervisor starts the trainer in exactly that folder
-    deadline = time.monotonic() + 60
-    while store.get_run(run.id).status == "queued" and time.monotonic() < deadline:
+    def started():
         supervisor.tick()
-        time.sleep(0.2)
+        return store.get_run(run.id).status != "queued"
+
+    wait_until(started, "started by the supervisor", poll=0.2)
     assert store.get_run(run.id).run_dir == run.run_dir
     assert (Path(run.run_dir) / "train.log").exists()
     assert sorted(p.name for p in root.iterdir() if p.is_dir()) == folders

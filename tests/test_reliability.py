@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from tiny_support import tiny_overrides
+from waits import wait_until
 
 from app.control import procs
 from app.control.launcher import RESUME_MARKER, Launcher
@@ -64,17 +65,6 @@ def kill_all(store: RunStore) -> None:
     for run in store.list_runs(status="running"):
         if procs.is_alive(run.pid, run.pid_start_time):
             procs.signal_group(run.pid, signal.SIGKILL)
-
-
-def wait_for(pred, timeout: float, what: str, poll: float = 0.1):
-    t0 = time.monotonic()
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() - t0 > timeout:
-            pytest.fail(f"not {what} after {timeout:.0f} s")
-        time.sleep(poll)
 
 
 def duplicates(store: RunStore, run_id: int) -> list:
@@ -131,14 +121,14 @@ def test_a_new_run_never_reuses_another_stores_folder_or_resume_marker(tmp_path)
         assert (Path(ra.run_dir) / RESUME_MARKER).exists()
         a.tick()
         assert not (Path(ra.run_dir) / RESUME_MARKER).exists(), "marker outlived its start"
-        wait_for(lambda: stores[0].get_run(ra.id).status == "finished", 60, "finished")
+        wait_until(lambda: stores[0].get_run(ra.id).status == "finished", "finished")
         assert f"resume={ra.run_dir}" in a.log_tail(ra.id)
 
         rb = b.submit(cfg, name="early")
         assert rb.id == ra.id and rb.run_dir != ra.run_dir
         assert sorted(os.listdir(rb.run_dir)) == ["config.json"]
         b.tick()
-        wait_for(lambda: stores[1].get_run(rb.id).status == "finished", 60, "finished")
+        wait_until(lambda: stores[1].get_run(rb.id).status == "finished", "finished")
         log = b.log_tail(rb.id)
         assert "fake trainer: resume=None" in log and "--resume" not in log
         assert rb.run_dir not in Path(ra.run_dir, "train.log").read_text()  # logs apart
@@ -154,44 +144,34 @@ def test_resume_after_kill_9_from_another_cwd_logs_each_step_once(tmp_path, tiny
     kill -9 after a checkpoint and a few more logged steps, then `copd runs` + `copd resume`
     from another folder: it continues from the checkpoint, the rows logged after it are
     deleted first (store and metrics.jsonl), so every (metric, step) is logged once, and
-    the store lists only checkpoints whose folders exist."""
+    the store lists only checkpoints whose folders exist. The trainer is held at step 20
+    ($COPD_PAUSE_AT: checkpoint at 15, rows 16-20 flushed) and killed there: no race."""
     db = f"sqlite:///{tmp_path / 'copd.db'}"
     here, there = tmp_path / "here", tmp_path / "there"
     here.mkdir()
     there.mkdir()
     overrides = tiny_overrides(tiny_model_dir) + QUICK
-    # checkpoints only at cycle ends, 15 steps apart: the store's buffered rows trail the
-    # trainer by a few steps, so the kill lands between two checkpoints with rows after one
     overrides += [
         "schedule.cycles=3", "schedule.rl_steps=10", "schedule.opd_steps=5",
         "checkpoint_every=0", "name=kill me",
     ]  # fmt: skip
-    trainer = subprocess.Popen(
-        [sys.executable, "-m", "copd", "train", "demo", "--db", db, *sets(overrides)],
-        cwd=here, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )  # fmt: skip
+    paused, log = tmp_path / "paused", tmp_path / "trainer.log"
+    with open(log, "wb") as out:
+        trainer = subprocess.Popen(
+            [sys.executable, "-m", "copd", "train", "demo", "--db", db, *sets(overrides)],
+            cwd=here, env=env(COPD_PAUSE_AT=f"20:{paused}"), stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
     store = RunStore.from_url(db)
     try:
-        # the row is created first, its folder (runs/<id>-<name>) recorded right after
-        run = wait_for(
-            lambda: next((r for r in store.list_runs() if r.run_dir), None), 120, "recorded", 0.2
-        )
+        wait_until(paused.exists, "paused at step 20", proc=trainer, log=log)
+        run = store.list_runs()[0]
         assert Path(run.run_dir) == (here / "runs" / f"{run.id}-kill-me").resolve()
-
-        def past_checkpoint():
-            ck = store.latest_checkpoint(run.id)
-            steps = store.metric_series([run.id], ["run/progress"], 10**9)["step"]
-            return ck is not None and len(steps) and steps.max() > ck.step and ck
-
-        ck = wait_for(past_checkpoint, 300, "logging past a checkpoint", 0.05)
+        assert store.latest_checkpoint(run.id).step == 15
+        assert store.metric_series([run.id], ["run/progress"], 10**9)["step"].max() == 20
         os.killpg(trainer.pid, signal.SIGKILL)
         trainer.wait()
         assert store.get_run(run.id).status == "running"
-        ck = store.latest_checkpoint(run.id)  # one may have landed between the poll and the kill
-        logged_after = store.metric_series([run.id], ["run/progress"], 10**9)["step"].max()
-        if logged_after <= ck.step:
-            pytest.skip("the kill landed right after a checkpoint: nothing to remove this time")
 
         common = ["--db", db, "--runs-root", str(tmp_path / "home")]
         time.sleep(2.5)  # two heartbeats: the kill is then visible as a crash
@@ -199,13 +179,15 @@ def test_resume_after_kill_9_from_another_cwd_logs_each_step_once(tmp_path, tiny
         assert store.get_run(run.id).status == "crashed"
         res = copd("resume", str(run.id), *common, cwd=there)
         assert res.returncode == 0, res.stderr
-        final = wait_for(
-            lambda: (r := store.get_run(run.id)).is_terminal and r, 300, "finished", 0.5
+        final = wait_until(
+            lambda: (r := store.get_run(run.id)).is_terminal and r,
+            "finished",
+            log=Path(run.run_dir) / "train.log",
         )
         assert final.status == "finished", final.error
         events = [e.message for e in store.events(run.id)]
         removed = [m for m in events if m.startswith("resume: removed")]
-        assert removed and f"after step {ck.step}" in removed[0] and "metrics" in removed[0]
+        assert removed and "after step 15" in removed[0] and "metrics" in removed[0]
         assert any(m.startswith("resumed from") for m in events)
         assert duplicates(store, run.id) == []
         assert jsonl_duplicates(Path(run.run_dir) / "metrics.jsonl") == []
@@ -488,13 +470,15 @@ def test_dashboard_starts_a_supervisor_with_the_server(tmp_path, tiny_model_dir)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    dash = subprocess.Popen(
-        [sys.executable, "-m", "copd", "dashboard", "--db", db, "--port", str(port)],
-        cwd=tmp_path, env=env(COPD_HOME=str(home)), stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+    log = tmp_path / "dashboard.log"
+    with open(log, "wb") as out:
+        dash = subprocess.Popen(
+            [sys.executable, "-m", "copd", "dashboard", "--db", db, "--port", str(port)],
+            cwd=tmp_path, env=env(COPD_HOME=str(home)), stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
     try:
-        wait_for(lambda: store.get_run(run.id).status != "queued", 120, "started", 0.2)
+        wait_until(lambda: store.get_run(run.id).status != "queued", "started", proc=dash, log=log)
         import psutil
 
         children = psutil.Process(dash.pid).children()

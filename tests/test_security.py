@@ -20,7 +20,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import psutil
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
+from waits import wait_until
 
 from app.dashboard.text import WORD_JOINER, md_escape, md_line
 from copd.spec import RunConfig
@@ -324,13 +324,15 @@ def test_killing_the_dashboard_takes_streamlit_and_the_supervisor_with_it(tmp_pa
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
+
+        def healthy() -> bool:
             with contextlib.suppress(OSError):
-                if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2):
-                    break
-            assert parent.poll() is None, (tmp_path / "dashboard.log").read_text()
-            time.sleep(0.5)
+                return bool(
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
+                )
+            return False
+
+        wait_until(healthy, "serving", proc=parent, log=tmp_path / "dashboard.log", poll=0.5)
         children = psutil.Process(parent.pid).children()
         cmds = [" ".join(c.cmdline()) for c in children]
         assert any("streamlit" in c for c in cmds) and any("supervise" in c for c in cmds), cmds

@@ -33,6 +33,7 @@ from copd.tools.preflight import check_finite
 from copd.train import checkpoint
 from copd.train.algorithms.baselines import Budget
 from copd.train.evaluate import eval_counts, evaluate, measure_overlap
+from copd.train.pause import maybe_pause
 from copd.train.results import export_merged, merged_model, write_results
 from copd.train.workers import WorkerGroup
 from copd.train.world import TrainingCancelled, World
@@ -144,6 +145,7 @@ def after_step(
     saved = save_due or bool(every and world.state.step % every == 0)
     if saved:
         acts.save()
+    maybe_pause(world.state.step, world.logger.flush)  # $COPD_PAUSE_AT: tests act here
     if world.state.stop_requested and world.state.step < total:
         if not saved:
             acts.save()
