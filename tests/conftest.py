@@ -9,6 +9,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
+from pg_support import pg_server  # noqa: E402, F401  (the session's PostgreSQL cluster)
 from tiny_support import tiny_overrides  # noqa: E402
 
 

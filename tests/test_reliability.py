@@ -203,6 +203,83 @@ def test_resume_after_kill_9_from_another_cwd_logs_each_step_once(tmp_path, tiny
         store.close()
 
 
+def jsonl_points(path: Path, up_to_step: int | None = None) -> set[tuple[str, int]]:
+    """(key, step) of every metric in a run's metrics.jsonl (up to a step)."""
+    out = set()
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        if rec["type"] == "metric" and (up_to_step is None or rec["step"] <= up_to_step):
+            out.update((k, rec["step"]) for k in rec["values"])
+    return out
+
+
+def store_points(store: RunStore, run_id: int, up_to_step: int | None = None) -> set:
+    df = store.metric_series([run_id], store.metric_keys(run_id), max_points=10**9)
+    if up_to_step is not None:
+        df = df[df["step"] <= up_to_step]
+    return set(zip(df["key"], df["step"].astype(int), strict=True))
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_kill_as_a_checkpoint_appears_loses_no_row(tmp_path, tiny_model_dir, backend, request):
+    """kill -9 the moment `checkpoints/step-000010` exists (held there by $COPD_PAUSE_AT,
+    before anything else runs): every row the checkpoint covers is already in the store,
+    so the resume from it leaves the store equal to metrics.jsonl, each (metric, step)
+    once. Before: the folder was committed before the store's buffered rows, and a kill
+    in that window lost steps since the last flush for good (resume skips past them)."""
+    db = (
+        f"sqlite:///{tmp_path / 'copd.db'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("pg_server").new_database()
+    )
+    overrides = tiny_overrides(tiny_model_dir) + QUICK
+    overrides += [
+        "schedule.cycles=2", "schedule.rl_steps=5", "schedule.opd_steps=5",
+        "checkpoint_every=0", "name=window", "diagnostics.samples_every=2",
+    ]  # fmt: skip
+    paused, log = tmp_path / "paused", tmp_path / "trainer.log"
+    with open(log, "wb") as out:
+        trainer = subprocess.Popen(
+            [sys.executable, "-m", "copd", "train", "demo", "--db", db, *sets(overrides)],
+            cwd=tmp_path, env=env(COPD_PAUSE_AT=f"checkpoint-10:{paused}"), stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    store = RunStore.from_url(db)
+    try:
+        wait_until(paused.exists, "paused at the checkpoint of step 10", proc=trainer, log=log)
+        os.killpg(trainer.pid, signal.SIGKILL)
+        trainer.wait()
+        run = store.list_runs()[0]
+        jsonl = Path(run.run_dir) / "metrics.jsonl"
+        assert (Path(run.run_dir) / "checkpoints" / "step-000010").is_dir()
+        covered = jsonl_points(jsonl, up_to_step=10)
+        assert ("run/progress", 10) in covered
+        missing = covered - store_points(store, run.id, up_to_step=10)
+        assert not missing, f"{len(missing)} rows the checkpoint covers are not in the store"
+        assert store.sample_count(run.id) > 0
+
+        common = ["--db", db, "--runs-root", str(tmp_path / "home")]
+        time.sleep(2.5)  # two heartbeats: the kill is then visible as a crash
+        assert copd("runs", *common, cwd=tmp_path).returncode == 0
+        res = copd("resume", str(run.id), *common, cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        final = wait_until(
+            lambda: (r := store.get_run(run.id)).is_terminal and r,
+            "finished",
+            log=Path(run.run_dir) / "train.log",
+        )
+        assert final.status == "finished", final.error
+        assert duplicates(store, run.id) == []
+        steps = store.metric_series([run.id], ["run/progress"], 10**9)["step"].tolist()
+        assert steps == list(range(1, 21))
+        assert store_points(store, run.id) == jsonl_points(jsonl)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(trainer.pid, signal.SIGKILL)
+        kill_all(store)
+        store.close()
+
+
 def test_resume_without_a_checkpoint_says_so_and_starts_clean(tmp_path, tiny_cfg):
     """Killed before its first checkpoint: the resume deletes everything logged, says so,
     and trains from step 0 (before: it restarted silently and logged every row twice)."""

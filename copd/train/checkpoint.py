@@ -36,6 +36,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from copd.train.pause import maybe_pause
+
 FORMAT = 2
 STATE = "state.json"  # the file whose presence marks a complete checkpoint
 
@@ -163,8 +165,23 @@ def save(
     except (OSError, RuntimeError, SafetensorError) as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise _write_failed(e, root) from e
+    # A checkpoint exists only once everything it covers is durable: resume trusts the
+    # folder and continues after its step, so a row still buffered when the folder appears
+    # and lost to a kill would be lost for good. A store that cannot take the rows (a full
+    # disk) keeps the checkpoint from existing; the run resumes from the previous one.
+    try:
+        world.logger.flush()
+    except Exception as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointWriteError(
+            errno.EIO,
+            f"checkpoint at step {world.state.step} not kept: the rows logged before it could "
+            f"not be written ({e}); once the run store takes writes again, resume the run "
+            "(from its previous checkpoint)",
+        ) from e
     shutil.rmtree(final, ignore_errors=True)
     os.rename(tmp, final)
+    maybe_pause(f"checkpoint-{world.state.step}")  # $COPD_PAUSE_AT: the window tests kill in
     if keep:
         for old in sorted(root.glob("step-*"))[:-keep]:
             shutil.rmtree(old, ignore_errors=True)

@@ -9,6 +9,11 @@ the file is deleted. A test that must act at a moment of training (kill -9 with 
 past a checkpoint, cancel mid-phase) waits for the file instead of polling a race against
 the trainer's speed; deleting the file lets the trainer go on. Unset, it costs one dict
 lookup per step.
+
+    COPD_PAUSE_AT="checkpoint-10:/tmp/paused"
+
+holds it the moment the folder `checkpoints/step-000010` exists, before the checkpoint is
+recorded anywhere and without flushing: the window a kill -9 must not lose rows in.
 """
 
 from __future__ import annotations
@@ -20,27 +25,32 @@ from pathlib import Path
 ENV = "COPD_PAUSE_AT"
 
 
-def pause_point() -> tuple[int, Path] | None:
-    """(step, file) from $COPD_PAUSE_AT, or None when unset. A malformed value is an error
-    that names the expected form (it is only ever set on purpose)."""
+def pause_point() -> tuple[str, Path] | None:
+    """(point, file) from $COPD_PAUSE_AT, or None when unset; a point is "20" (after step
+    20) or "checkpoint-20". A malformed value is an error that names the expected form (it
+    is only ever set on purpose)."""
     raw = os.environ.get(ENV, "")
     if not raw:
         return None
-    step, sep, path = raw.partition(":")
-    if not sep or not step.strip().isdigit() or not path:
-        raise ValueError(f"{ENV}={raw!r}: expected STEP:FILE, e.g. {ENV}=20:/tmp/paused")
-    return int(step), Path(path)
+    point, sep, path = raw.partition(":")
+    if not sep or not point.removeprefix("checkpoint-").isdigit() or not path:
+        raise ValueError(
+            f"{ENV}={raw!r}: expected STEP:FILE or checkpoint-STEP:FILE, e.g. {ENV}=20:/tmp/p"
+        )
+    return point, Path(path)
 
 
-def maybe_pause(step: int, flush) -> None:
-    """At the pause step: `flush()` the loggers, create the file, wait until it is gone."""
-    point = pause_point()
-    if point is None or point[0] != step:
+def maybe_pause(point: str, flush=None) -> None:
+    """At the pause point: `flush()` the loggers (when given), create the file, wait until
+    it is gone."""
+    found = pause_point()
+    if found is None or found[0] != point:
         return
-    flush()
-    path = point[1]
+    if flush is not None:
+        flush()
+    path = found[1]
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(str(step))
+    tmp.write_text(point)
     tmp.replace(path)  # appears whole: a reader never sees an empty file
     while path.exists():
         time.sleep(0.05)

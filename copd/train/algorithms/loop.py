@@ -145,7 +145,7 @@ def after_step(
     saved = save_due or bool(every and world.state.step % every == 0)
     if saved:
         acts.save()
-    maybe_pause(world.state.step, world.logger.flush)  # $COPD_PAUSE_AT: tests act here
+    maybe_pause(str(world.state.step), world.logger.flush)  # $COPD_PAUSE_AT: tests act here
     if world.state.stop_requested and world.state.step < total:
         if not saved:
             acts.save()
