@@ -11,3 +11,10 @@ class NonFiniteWeights(RuntimeError):
     diverged. copd.tools.preflight.diverged builds the message with the step and the fix."""
 
     user_error = True
+
+
+class RunFolderBusy(RuntimeError):
+    """Another live process writes the run folder (copd.runner.hold_run_folder); nothing
+    of the run was touched."""
+
+    user_error = True

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from copd.common.names import PROGRESS
+from copd.errors import RunFolderBusy
 from copd.tools.preflight import check_run_group as check_run_group
 from copd.tools.preflight import check_run_name as check_run_name
 
@@ -243,6 +244,9 @@ def open_store(db: str):
     return RunStore.from_url(db)
 
 
+LOCK_NAME = ".writer.lock"  # in a run folder, held by the process that writes it
+
+
 @contextlib.contextmanager
 def recorded(
     cfg,
@@ -262,11 +266,70 @@ def recorded(
     the traceback / cancelled). Yields (logger, tracker or None); closes the logger.
     `tags` and `notes` go on the run's row (added to those of an existing `run_id`).
     `truncate_after`: a resume from the checkpoint at this step (-1: none); what was logged
-    after it is deleted first, from metrics.jsonl and the store, and an event says so."""
-    from copd.train.logger import JsonlLogger, MultiLogger
-
+    after it is deleted first, from metrics.jsonl and the store, and an event says so.
+    One writer per run: the folder's lock, then (an existing run) the store's writer lease
+    are taken before anything is truncated or written; a second writer is refused."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    # one writer per folder, before anything is touched
+    with hold_run_folder(out), _recorded_in(
+        cfg, out, method, db=db, store=store, run_id=run_id, progress=progress,
+        truncate_after=truncate_after, tags=tags, notes=notes,
+    ) as pair:  # fmt: skip
+        yield pair
+
+
+@contextlib.contextmanager
+def hold_run_folder(out: Path) -> Iterator[None]:
+    """One writer per run folder: an exclusive lock on `out/.writer.lock` while the run
+    writes there. The OS drops it when the process dies, so a kill -9 never leaves it
+    held; a second trainer on the same folder is refused before it touches anything."""
+    import fcntl
+    import socket
+
+    f = open(out / LOCK_NAME, "a+")  # noqa: SIM115  (held for the block)
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "a process"
+            raise RunFolderBusy(
+                f"run folder {out} is being written by {holder}: one writer per run; cancel "
+                "that run first, or pass another --out"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"process {os.getpid()} on {socket.gethostname()}")
+        f.flush()
+        yield
+    finally:
+        f.close()
+
+
+@contextlib.contextmanager
+def _recorded_in(
+    cfg,
+    out: Path,
+    method: str,
+    *,
+    db: str | None,
+    store,
+    run_id: int | None,
+    progress: bool,
+    truncate_after: int | None,
+    tags: Sequence[str],
+    notes: str,
+) -> Iterator[tuple[Any, Any]]:
+    from copd.train.logger import JsonlLogger, MultiLogger
+
+    heartbeat_s = float(os.environ.get("COPD_HEARTBEAT_S", 5))
+    if db or store is not None:
+        from storage.tracking import take_lease
+
+        store = store if store is not None else open_store(db)
+        if run_id is not None:  # an existing run: its lease first, so a refusal loses nothing
+            take_lease(store, run_id, heartbeat_s)
     removed: dict[str, int] = {}
     if truncate_after is not None:
         removed["metrics.jsonl lines"] = truncate_jsonl(out / "metrics.jsonl", truncate_after)
@@ -275,11 +338,10 @@ def recorded(
     if bar is not None:
         loggers.append(bar)
     ctx: Any = contextlib.nullcontext()
-    if db or store is not None:
+    if store is not None:
         from storage.logger import StoreLogger
         from storage.tracking import track_run
 
-        store = store if store is not None else open_store(db)
         if run_id is None:
             run_id = store.create_run(
                 cfg.name, method, cfg.to_dict(), seed=cfg.seed, group=cfg.group,
@@ -292,7 +354,7 @@ def recorded(
         if truncate_after is not None:
             removed.update(store.truncate_after(run_id, truncate_after))
         loggers.append(StoreLogger(store, run_id, samples_cap=cfg.diagnostics.samples_cap))
-        ctx = track_run(store, run_id, heartbeat_s=float(os.environ.get("COPD_HEARTBEAT_S", 5)))
+        ctx = track_run(store, run_id, heartbeat_s=heartbeat_s)
     logger = MultiLogger(*loggers)
     if truncate_after is not None:
         what = ", ".join(f"{n} {k}" for k, n in removed.items() if n) or "nothing"

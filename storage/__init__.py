@@ -26,7 +26,7 @@ from storage.entities import (
     allows,
 )
 from storage.revision import code_revision
-from storage.store import RunStore
+from storage.store import RunBusy, RunStore
 
 __all__ = [
     "STATUSES",
@@ -37,6 +37,7 @@ __all__ = [
     "IllegalTransition",
     "MetricPoint",
     "Run",
+    "RunBusy",
     "RunStatus",
     "RunStore",
     "Sample",

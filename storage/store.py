@@ -14,18 +14,25 @@ threads and is cheap to keep for the life of a process. Entities come back, neve
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import and_, delete, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from copd.common.tags import MAX_TAGS, TagError, check_notes, check_tags
 from storage import rollup
 from storage import samples as sample_rows
-from storage.db import Database, check_url, default_db_url, make_engine, sqlite_path
+from storage.db import (
+    Database,
+    StoreError,
+    check_url,
+    default_db_url,
+    make_engine,
+    sqlite_path,
+)
 from storage.entities import (
     STATUSES,
     TERMINAL,
@@ -80,6 +87,15 @@ UPDATABLE = frozenset(
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def _aware(t: datetime) -> datetime:
+    """SQLite hands datetimes back naive (they were stored as UTC)."""
+    return t if t.tzinfo is not None else t.replace(tzinfo=timezone.utc)
+
+
+class RunBusy(StoreError):
+    """Another live process holds the run's writer lease; nothing was written."""
 
 
 def _utc(dt: datetime | None) -> datetime | None:
@@ -317,23 +333,44 @@ class RunStore:
 
     def mark_running(
         self, run_id: int, pid: int, pid_start_time: float | None, host: str | None,
-        assigned_gpus: str | None = None,
+        assigned_gpus: str | None = None, lease_s: float | None = None,
     ) -> Run:  # fmt: skip
-        """queued -> running, recording the process. On a run already running (the launcher
-        recorded the child it spawned, the trainer then records itself) it only refreshes the
-        process fields."""
+        """queued -> running, recording the process. On a run already running it takes the
+        run's writer lease, in one conditional UPDATE: granted when no process is recorded
+        yet (the launcher claimed the run), when the recorded one is this process (the
+        launcher recorded the child it spawned, the trainer then records itself), or when
+        the holder's heartbeat is older than `lease_s` (it died without a status); else
+        RunBusy naming the holder. One writer per run, however many try."""
         now = utcnow()
         proc = dict(pid=int(pid), pid_start_time=pid_start_time, host=host, heartbeat_at=now)
         if assigned_gpus is not None:
             proc["assigned_gpus"] = assigned_gpus
-        if not self.move(run_id, RunStatus.RUNNING, started_at=_first_start(now), **proc):
-            with self.db.session(write=True) as s:  # already running: refresh the process
-                row = self._row(s, run_id)
-                if row.status != RunStatus.RUNNING:
-                    check_transition(row.status, RunStatus.RUNNING)
-                for k, v in proc.items():
-                    setattr(row, k, v)
-        return self.get_run(run_id)
+        if self.move(run_id, RunStatus.RUNNING, started_at=_first_start(now), **proc):
+            return self.get_run(run_id)
+        free = [RunRow.pid.is_(None), and_(RunRow.pid == int(pid), RunRow.host == host)]
+        if lease_s is not None:
+            stale = now - timedelta(seconds=float(lease_s))
+            free += [RunRow.heartbeat_at.is_(None), RunRow.heartbeat_at < stale]
+        with self.db.session(write=True) as s:
+            res = s.execute(
+                update(RunRow)
+                .where(RunRow.id == int(run_id), RunRow.status == RunStatus.RUNNING.value)
+                .where(or_(*free))
+                .values(**proc)
+            )
+            if res.rowcount == 1:
+                return self.get_run(run_id)
+            row = self._row(s, run_id)
+            if row.status != RunStatus.RUNNING:
+                check_transition(row.status, RunStatus.RUNNING)
+                raise IllegalTransition(f"run {run_id} changed status meanwhile; try again")
+            beat = row.heartbeat_at
+            age = (now - _aware(beat)).total_seconds() if beat is not None else float("nan")
+            raise RunBusy(
+                f"run {run_id} is being written by process {row.pid} on {row.host} (heartbeat "
+                f"{age:.1f} s ago): one writer per run; cancel it first (copd cancel "
+                f"{run_id}) or wait until it ends"
+            )
 
     def claim(self, run_id: int, host: str | None, assigned_gpus: str | None = None) -> bool:
         """queued -> running in one conditional UPDATE, before a supervisor spawns the trainer:

@@ -94,12 +94,23 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}\n\n{tb[-TRACEBACK_TAIL_CHARS:]}"
 
 
-@contextmanager
-def track_run(store: RunStore, run_id: int, heartbeat_s: float = 5.0) -> Iterator[Tracker]:
-    """Mark the run running, heartbeat while the block runs, record how it ended."""
+LEASE_BEATS = 3  # a writer whose heartbeat is this many intervals old has lost the run
+
+
+def take_lease(store: RunStore, run_id: int, heartbeat_s: float = 5.0) -> None:
+    """Make this process the run's one writer (RunStore.mark_running), or raise RunBusy
+    naming the live holder. Take it before touching anything of the run (a resume's
+    truncation included): a refused writer must leave the run as it was."""
     me = psutil.Process(os.getpid())
     store.mark_running(run_id, pid=me.pid, pid_start_time=me.create_time(),
-                       host=socket.gethostname())  # fmt: skip
+                       host=socket.gethostname(), lease_s=LEASE_BEATS * heartbeat_s)  # fmt: skip
+
+
+@contextmanager
+def track_run(store: RunStore, run_id: int, heartbeat_s: float = 5.0) -> Iterator[Tracker]:
+    """Mark the run running (its writer lease), heartbeat while the block runs, record how
+    it ended."""
+    take_lease(store, run_id, heartbeat_s)
     tr = Tracker(run_id)
     beat = _Heartbeat(store, tr, heartbeat_s)
     beat.start()

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from tiny_support import tiny_overrides
-from waits import wait_until
+from waits import log_tail, wait_until
 
 from app.control import procs
 from app.control.launcher import RESUME_MARKER, Launcher
@@ -273,6 +273,69 @@ def test_a_kill_as_a_checkpoint_appears_loses_no_row(tmp_path, tiny_model_dir, b
         steps = store.metric_series([run.id], ["run/progress"], 10**9)["step"].tolist()
         assert steps == list(range(1, 21))
         assert store_points(store, run.id) == jsonl_points(jsonl)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(trainer.pid, signal.SIGKILL)
+        kill_all(store)
+        store.close()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_second_writer_of_a_running_run_is_refused_and_changes_nothing(
+    tmp_path, tiny_model_dir, backend, request
+):
+    """While run 1 trains (held at step 6 by $COPD_PAUSE_AT), `copd train --resume ITS_DIR
+    --run-id 1` is refused by the folder's lock and `copd train --run-id 1 --out OTHER` by
+    the store's writer lease, each in one line, before touching anything: the store and
+    metrics.jsonl are unchanged, and the first trainer ends "finished" with each (metric,
+    step) once. Before: the second took the run over (duplicate rows, a truncated
+    metrics.jsonl under the first writer, "finished" at 87%)."""
+    db = (
+        f"sqlite:///{tmp_path / 'copd.db'}"
+        if backend == "sqlite"
+        else request.getfixturevalue("pg_server").new_database()
+    )
+    overrides = tiny_overrides(tiny_model_dir) + QUICK
+    overrides += [
+        "schedule.cycles=1", "schedule.rl_steps=5", "schedule.opd_steps=5",
+        "checkpoint_every=5", "name=one writer",
+    ]  # fmt: skip
+    paused, log = tmp_path / "paused", tmp_path / "trainer.log"
+    with open(log, "wb") as out:
+        trainer = subprocess.Popen(
+            [sys.executable, "-m", "copd", "train", "demo", "--db", db, *sets(overrides)],
+            cwd=tmp_path, env=env(COPD_PAUSE_AT=f"6:{paused}"), stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    store = RunStore.from_url(db)
+    try:
+        wait_until(paused.exists, "paused at step 6", proc=trainer, log=log)
+        run = store.list_runs()[0]
+        run_dir = Path(run.run_dir)
+        before = (store_points(store, run.id), (run_dir / "metrics.jsonl").read_bytes())
+        config = str(run_dir / "config.json")
+        attempts = {
+            "folder": ["--resume", str(run_dir)],
+            "lease": ["--out", str(tmp_path / "other")],
+        }
+        for what, extra in attempts.items():
+            res = copd("train", config, "--db", db, "--run-id", str(run.id), *extra, cwd=tmp_path)
+            assert res.returncode == 2, (what, res.stdout, res.stderr)
+            lines = res.stderr.strip().splitlines()
+            assert len(lines) == 1 and "one writer per run" in lines[0], (what, res.stderr)
+            assert f"process {trainer.pid}" in lines[0], lines[0]
+            after = (store_points(store, run.id), (run_dir / "metrics.jsonl").read_bytes())
+            assert after == before, what
+            assert store.get_run(run.id).pid == trainer.pid
+        paused.unlink()  # let the first writer go on
+        assert trainer.wait() == 0, log_tail(log)
+        final = store.get_run(run.id)
+        assert final.status == "finished" and final.progress == 1.0, final.error
+        assert duplicates(store, run.id) == []
+        steps = store.metric_series([run.id], ["run/progress"], 10**9)["step"].tolist()
+        assert steps == list(range(1, 11))
+        assert jsonl_duplicates(run_dir / "metrics.jsonl") == []
+        assert len(store.checkpoints(run.id)) == len({c.step for c in store.checkpoints(run.id)})
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(trainer.pid, signal.SIGKILL)
