@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,11 +26,12 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import DatabaseError
 
 from storage.db import (
     StoreError,
+    check_sqlite_file,
     damaged_message,
     default_db_url,
     is_damage,
@@ -64,6 +66,45 @@ def _known_revisions() -> set[str]:
     return {r.revision for r in script.walk_revisions()}
 
 
+def sqlite_schema(path: Path) -> tuple[set[str], str | None]:
+    """The tables of the SQLite file at `path` and its Alembic revision (None when it has
+    none), read through a read-only connection: looking writes nothing."""
+    mode = "ro&immutable=1" if read_only_path(path) else "ro"
+    conn = sqlite3.connect(f"file:{path.resolve()}?mode={mode}", uri=True)
+    try:
+        names = {
+            r[0]
+            for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            if not r[0].startswith("sqlite_")
+        }
+        rev = None
+        if "alembic_version" in names:
+            row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+            rev = row[0] if row else None
+        return names, rev
+    finally:
+        conn.close()
+
+
+def refuse_foreign(where: str, tables: set[str], revision: str | None) -> None:
+    """StoreError, before anything is written, unless the database is empty or a copd store
+    at a revision this code knows: another application's tables are never touched, and a
+    store written by a newer copd is never migrated backwards or half-read."""
+    if tables and "alembic_version" not in tables:
+        shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise StoreError(
+            f"{where} is not a copd run store (it holds the tables {shown} and no copd "
+            "schema); nothing was written to it: pass --db with a new file or a copd store"
+        )
+    if revision is not None and revision not in _known_revisions():
+        raise StoreError(
+            f"{where} is at schema revision {revision!r}, which this copd does not know (its "
+            f"newest is {head_revision()!r}): it was written by a newer copd, or is another "
+            "application's database; nothing was written to it: upgrade copd (git pull, "
+            "then ./run.sh or pip install -e .) to open it, or pass --db with another store"
+        )
+
+
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
         rev = MigrationContext.configure(conn).get_current_revision()
@@ -90,8 +131,23 @@ def upgrade_database(url: str, revision: str = "head", engine: Engine | None = N
     target = head_revision() if revision == "head" else revision
     path = sqlite_path(url)
     own = engine is None
+    if path is not None and path.is_file():
+        check_sqlite_file(path)  # damage first: its own message
+        try:
+            schema = sqlite_schema(path)
+        except sqlite3.DatabaseError as e:  # damaged since this process last checked it
+            raise StoreError(damaged_message(path, str(e))) from None
+        refuse_foreign(str(path), *schema)  # before any connection writes (WAL)
     eng = make_engine(url, foreign_keys=False, pooled=False) if own else engine
     try:
+        if path is None and eng.dialect.name == "postgresql":
+            with eng.connect() as conn:
+                names = set(inspect(conn).get_table_names())
+                rev = None
+                if "alembic_version" in names:
+                    rev = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+                conn.rollback()
+            refuse_foreign(url, names, rev)
         try:
             current = current_revision(eng)
         except DatabaseError as e:
@@ -109,11 +165,6 @@ def upgrade_database(url: str, revision: str = "head", engine: Engine | None = N
             raise StoreError(
                 f"the run store {path} is read-only and at schema revision {current!r}, not "
                 f"{target!r}: open it once where it is writable to upgrade it"
-            )
-        if current is not None and current not in _known_revisions():
-            raise RuntimeError(
-                f"{url} is at schema revision {current!r}, which this code does not know "
-                f"(its newest is {head_revision()!r}): update the code, or use another database"
             )
         if path is not None:
             with _file_lock(path.with_name(path.name + ".lock")):

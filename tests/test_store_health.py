@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -195,3 +196,77 @@ def test_store_commands_refuse_what_they_cannot_do(tmp_path, capsys):
     assert "does not exist" in one_line(capsys.readouterr().err)
     assert cli.main(["store", "check", "--db", "postgresql+psycopg://u@h/db"]) == 2
     assert "pg_dump" in one_line(capsys.readouterr().err)
+
+
+# ---------------------------------------------------------------------- not ours
+def foreign_sqlite(path: Path, with_runs: bool) -> str:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE contacts (id INTEGER PRIMARY KEY, name TEXT)")
+    conn.execute("INSERT INTO contacts (name) VALUES ('Ada')")
+    if with_runs:  # a table named like one of ours must not fool the check
+        conn.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY, what TEXT)")
+    conn.commit()
+    conn.close()
+    return f"sqlite:///{path}"
+
+
+@pytest.mark.parametrize("with_runs", [False, True])
+def test_another_applications_sqlite_file_is_refused_unchanged(tmp_path, capsys, with_runs):
+    """`copd runs --db contacts.db` on another application's file: one line, and the file
+    is byte for byte as it was, still in its own journal mode (before: ten copd tables and
+    WAL mode added, or a 116-line traceback with WAL mode set)."""
+    path = tmp_path / "contacts.db"
+    url = foreign_sqlite(path, with_runs)
+    before = sha(path)
+    for argv in (["runs", "--db", url], ["launch", "demo", "--db", url, "--no-wait"]):
+        assert cli.main(argv) == 2
+        line = one_line(capsys.readouterr().err)
+        assert "is not a copd run store" in line and "contacts" in line and "--db" in line
+    with pytest.raises(StoreError, match="not a copd run store"):
+        RunStore.from_url(url)
+    assert sha(path) == before
+    assert not Path(f"{path}-wal").exists()
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    conn.close()
+
+
+def newer_schema(url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    RunStore.from_url(url).close()
+    eng = create_engine(url)
+    with eng.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999_from_the_future'"))
+    eng.dispose()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_store_at_a_newer_schema_is_refused_naming_the_revision(
+    tmp_path, capsys, backend, request
+):
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'copd.db'}"
+    else:
+        url = request.getfixturevalue("pg_server").new_database()
+    newer_schema(url)
+    before = sha(tmp_path / "copd.db") if backend == "sqlite" else None
+    assert cli.main(["runs", "--db", url]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert "'9999_from_the_future'" in line and "upgrade copd" in line, line
+    if before is not None:
+        assert sha(tmp_path / "copd.db") == before
+
+
+def test_a_postgres_database_of_another_application_is_refused(capsys, request):
+    from sqlalchemy import create_engine, inspect, text
+
+    url = request.getfixturevalue("pg_server").new_database()
+    eng = create_engine(url)
+    with eng.begin() as conn:
+        conn.execute(text("CREATE TABLE contacts (id SERIAL PRIMARY KEY, name TEXT)"))
+    assert cli.main(["runs", "--db", url]) == 2
+    assert "is not a copd run store" in one_line(capsys.readouterr().err)
+    with eng.connect() as conn:
+        assert inspect(conn).get_table_names() == ["contacts"]
+    eng.dispose()

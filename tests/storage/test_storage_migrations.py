@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from storage import MetricPoint, RunStore
+from storage import MetricPoint, RunStore, StoreError
 from storage.db import make_engine
 from storage.migrate import current_revision, head_revision, upgrade_database
 from storage.models import Base
@@ -125,5 +125,5 @@ def test_unknown_newer_revision_is_refused(db_url: str):
     with eng.begin() as conn:
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
     eng.dispose()
-    with pytest.raises(RuntimeError, match="'9999', which this code does not know"):
+    with pytest.raises(StoreError, match="'9999', which this copd does not know"):
         RunStore.from_url(db_url)
