@@ -219,3 +219,36 @@ def test_tags_charset_length_and_control_characters():
     assert check_notes("two\nlines\twith a tab") == "two\nlines\twith a tab"
     with pytest.raises(TagError, match="control character"):
         check_notes("escape \x1b[31m")
+
+
+HOSTILE = {
+    "nested parentheses": ("(" * 300 + "id == 1" + ")" * 300, "nested more than 32 deep"),
+    "nested nots": ("not " * 300 + "id == 1", "nested more than 32 deep"),
+    "an or chain": (" or ".join(f"id == {i}" for i in range(1000)), "characters long"),
+    "a shorter or chain": (" or ".join(f"id=={i}" for i in range(100)), "more than 64 conditions"),
+    "a long number": ("id == 1" + "0" * 5000, "characters long"),
+    "a 60-digit number": ("id == 1" + "0" * 60, "the number at column 7 is 61 characters"),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_hostile_queries_are_one_line_in_the_cli(name, tmp_path, capsys):
+    """Before: RecursionError (300 parentheses, 1,000 `or`s) or ValueError (5,000 zeros),
+    a traceback in the CLI and an exception box on the Runs page."""
+    from copd import cli
+
+    text, message = HOSTILE[name]
+    with pytest.raises(QueryError, match=message):
+        compile_query(text, [])
+    db = f"sqlite:///{tmp_path / 'copd.db'}"
+    assert cli.main(["runs", "--db", db, "--where", text]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_queries_within_the_limits_still_parse():
+    records = [{"id": 1}]
+    ok = " or ".join(f"id == {i}" for i in range(64))
+    assert compile_query(ok, records)({"id": 63}) is True
+    assert compile_query("(" * 32 + "id == 1" + ")" * 32, records)({"id": 1}) is True
+    assert compile_query("id == 1" + "0" * 30, records)({"id": 10**30}) is True

@@ -14,6 +14,8 @@ Grammar (lowest precedence first; keywords are case-insensitive):
             | "(" query ")"
 
 A syntax error is one `QueryError` line with its column and the fix. Standard library only.
+A query is bounded before it is parsed or run (MAX_CHARS, MAX_DEPTH, MAX_TERMS,
+MAX_NUMBER_CHARS): hostile input is one line too, never a RecursionError.
 """
 
 from __future__ import annotations
@@ -21,6 +23,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
+
+MAX_CHARS = 2000  # characters in a query
+MAX_DEPTH = 32  # nested parentheses and `not`s
+MAX_TERMS = 64  # conditions joined by and / or
+MAX_NUMBER_CHARS = 40  # characters of one number literal
 
 _LITERALS = {"true": True, "false": False, "null": None, "none": None}
 _KEYWORDS = {"and", "or", "not", "in", *_LITERALS}
@@ -92,6 +99,11 @@ def tokenize(text: str) -> list[Token]:
             i = j
         elif (m := _NUMBER.match(text, i)) and not _NAME.match(text, m.end()):
             raw = m.group(0)
+            if len(raw) > MAX_NUMBER_CHARS:
+                raise fail(
+                    f"the number at column {i + 1} is {len(raw)} characters long; at most "
+                    f"{MAX_NUMBER_CHARS}: write it shorter (1e30, not 1 and 30 zeros)"
+                )
             value = float(raw) if any(ch in raw for ch in ".eE") else int(raw)
             tokens.append(Token("number", value, i + 1))
             i = m.end()
@@ -167,6 +179,24 @@ class _Parser:
     def __init__(self, text: str):
         self.tokens = tokenize(text)
         self.i = 0
+        self.depth = 0  # open parentheses and `not`s
+        self.terms = 1
+
+    def deeper(self, col: int) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise fail(
+                f"nested more than {MAX_DEPTH} deep (column {col}): "
+                "remove parentheses or `not`s that do nothing"
+            )
+
+    def one_more_term(self, col: int) -> None:
+        self.terms += 1
+        if self.terms > MAX_TERMS:
+            raise fail(
+                f"more than {MAX_TERMS} conditions (column {col}): "
+                "use `in [...]` for a list of values, e.g. id in [1, 2, 3]"
+            )
 
     @property
     def tok(self) -> Token:
@@ -203,6 +233,7 @@ class _Parser:
         node = self.and_()
         while self.at("keyword", "or"):
             col = self.take().col
+            self.one_more_term(col)
             node = Logic("or", node, self.and_(), col)
         return node
 
@@ -210,13 +241,17 @@ class _Parser:
         node = self.not_()
         while self.at("keyword", "and"):
             col = self.take().col
+            self.one_more_term(col)
             node = Logic("and", node, self.not_(), col)
         return node
 
     def not_(self) -> Node:
         if self.at("keyword", "not"):
             col = self.take().col
-            return Logic("not", self.not_(), None, col)
+            self.deeper(col)
+            node = Logic("not", self.not_(), None, col)
+            self.depth -= 1
+            return node
         return self.cmp()
 
     def cmp(self) -> Node:
@@ -235,7 +270,9 @@ class _Parser:
         t = self.tok
         if t.kind == "(":
             self.take()
+            self.deeper(t.col)
             node = self.or_()
+            self.depth -= 1
             if self.at("end"):
                 raise fail(f"'(' at column {t.col} is never closed: add ')' at the end")
             if not self.at(")"):
@@ -288,6 +325,8 @@ def parse(text: str) -> Node | None:
     parse."""
     if not text or not text.strip():
         return None
+    if len(text) > MAX_CHARS:
+        raise fail(f"{len(text)} characters long; at most {MAX_CHARS}: shorten the query")
     return _Parser(text).parse()
 
 
