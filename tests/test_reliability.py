@@ -470,6 +470,47 @@ def test_submit_runs_copd_check_and_records_nothing_on_failure(tmp_path, tiny_mo
     store.close()
 
 
+SUBMIT_REFUSED = {
+    "grpo.lr=inf": ("grpo", "lr", float("inf"), "grpo.lr: expected a finite number"),
+    "grpo.lr=nan (in code)": ("grpo", "lr", float("nan"), "grpo.lr: must be a finite number"),
+    "a 10^13-step run": ("schedule", "cycles", 10**12, "at most 10,000,000: lower schedule"),
+    "10^8 prompts per step": ("grpo", "prompts_per_step", 10**8, "GiB of activations"),
+    "completions past the positions": ("sampling", "max_new_tokens", 100_000, "positions"),
+}
+
+
+@pytest.mark.parametrize("case", list(SUBMIT_REFUSED))
+def test_settings_that_cannot_run_are_refused_at_submit(case, tmp_path, tiny_model_dir):
+    """Accepted at submit, failed later (before): inf learning rate (fails at step 1), a
+    10^13-step run, 10^8 prompts per step (a MemoryError traceback), 100,000 new tokens on
+    a 64-position model (11 GB after ten minutes). Now `copd check` (a real process at
+    submit) refuses each in one line naming the setting; no run is recorded."""
+    section, field, value, message = SUBMIT_REFUSED[case]
+    store = RunStore.from_url(f"sqlite:///{tmp_path / 'copd.db'}")
+    launcher = Launcher(store, tmp_path / "runs", gpus=[], max_cpu_runs=1)
+    cfg = _tiny(tiny_model_dir)
+    if "in code" in case:  # a config built in code never passes through the parser
+        from dataclasses import replace
+
+        cfg = replace(cfg, grpo=replace(cfg.grpo, lr=value))
+        with pytest.raises(ConfigError, match=message):
+            cfg.validate()
+    else:
+        data = cfg.to_dict()
+        data[section][field] = value
+        with pytest.raises(ConfigError, match=message):
+            launcher.submit(data)
+        res = subprocess.run(
+            [sys.executable, "-m", "copd", "check", "demo", *sets(tiny_overrides(tiny_model_dir)),
+             "--set", f"{section}.{field}={value}"],
+            env=env(), capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+        assert message in res.stderr
+    assert store.list_runs() == []
+    store.close()
+
+
 def _tiny(model_dir: str) -> RunConfig:
     from copd.spec import apply_overrides, presets
 

@@ -31,7 +31,7 @@ from copd.spec.sections import (
     ScheduleConfig,
     TopologyConfig,
 )
-from copd.spec.serialize import from_dict, to_jsonable
+from copd.spec.serialize import from_dict, nonfinite_fields, to_jsonable
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,8 @@ class RunConfig:
         Each section checks itself, then `check_cross_fields` checks what depends on
         several sections (method, branches, topology, merge weights, backend)."""
         check(self.method in METHODS, "method", f"must be one of {METHODS}")
+        bad = nonfinite_fields(self)
+        check(not bad, bad[0] if bad else "", "must be a finite number (not inf or NaN)")
         check(self.seed >= 0, "seed", "must be >= 0")
         check(self.threads >= 0, "threads", "use 0 for the default or a positive count")
         check(self.checkpoint_every >= 0, "checkpoint_every", "use 0 or a step count")

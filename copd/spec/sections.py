@@ -37,6 +37,8 @@ from copd.spec.errors import check
 BRANCH_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")
 
+MAX_STEPS = 10_000_000  # steps in one run (a day at 100 steps/s); more is a typo
+
 
 @dataclass(frozen=True)
 class LoraSpec:
@@ -259,6 +261,12 @@ class ScheduleConfig:
             self.rl_steps + self.opd_steps >= 1,
             "schedule.rl_steps",
             "a cycle needs at least one step (rl_steps + opd_steps >= 1)",
+        )
+        check(
+            self.total_steps() <= MAX_STEPS,
+            "schedule.cycles",
+            f"{self.cycles} cycles x {self.rl_steps + self.opd_steps} steps is "
+            f"{self.total_steps():,} steps; at most {MAX_STEPS:,}: lower schedule.cycles",
         )
         check(self.diag_every >= 0, "schedule.diag_every", "use 0 to measure only at phase ends")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 from dataclasses import fields, is_dataclass
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
@@ -92,20 +93,44 @@ def coerce(tp: Any, value: Any, name: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, (int, str, float)):
             raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
         try:
             f = float(value)
         except ValueError:
             raise ConfigError(f"{name}: expected an integer, got {value!r}") from None
-        if f != int(f):
+        if not math.isfinite(f) or f != int(f):
             raise ConfigError(f"{name}: expected an integer, got {value!r}")
         return int(f)
     if tp is float:
         try:
-            return float(value)
-        except (TypeError, ValueError):
+            f = float(value)
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{name}: expected a number, got {value!r}") from None
+        if not math.isfinite(f):
+            raise ConfigError(f"{name}: expected a finite number, got {value!r}")
+        return f
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{name}: expected a string, got {value!r}")
         return value
     return value
+
+
+def nonfinite_fields(obj: Any, prefix: str = "") -> list[str]:
+    """The dotted names of the float fields of a config dataclass holding inf or NaN (a
+    config built in code never passes through `coerce`)."""
+    out: list[str] = []
+    for f in fields(obj):
+        value, name = getattr(obj, f.name), f"{prefix}{f.name}"
+        if is_dataclass(value):
+            out += nonfinite_fields(value, name + ".")
+        elif isinstance(value, (tuple, list)):
+            for i, v in enumerate(value):
+                if is_dataclass(v):
+                    out += nonfinite_fields(v, f"{name}[{i}].")
+                elif isinstance(v, float) and not math.isfinite(v):
+                    out.append(f"{name}[{i}]")
+        elif isinstance(value, float) and not math.isfinite(value):
+            out.append(name)
+    return out

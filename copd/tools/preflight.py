@@ -21,6 +21,7 @@ already logged (the store keeps them, storage/models.py).
 
 from __future__ import annotations
 
+import json
 import random
 import unicodedata
 from pathlib import Path
@@ -144,7 +145,12 @@ def check_config(cfg) -> str:
     cfg.validate()
     tasks = build_tasks(cfg)
     path = cfg.model.path
-    if path == "demo":  # the built-in tiny model: built on first use, always fits
+    if path == "demo":  # the built-in tiny model: built on first use; the shipped one's sizes
+        from copd.builders.demo_base import shipped_demo_base
+
+        shipped = shipped_demo_base()
+        if shipped is not None:
+            check_workload_fits(cfg, json.loads((shipped / "config.json").read_text()))
         return f"ok: {len(tasks)} task(s), the built-in demo model"
     if cfg.model.gguf_file:
         return f"ok: {len(tasks)} task(s); {path} ({cfg.model.gguf_file}) is read at start"
@@ -171,7 +177,58 @@ def check_config(cfg) -> str:
     rows = _vocab_rows(mc)
     if rows:
         check_tokenizer_fits(tok, rows, tasks, path)
+    check_workload_fits(cfg, mc.to_dict())
     return f"ok: {len(tasks)} task(s); {path}: {mc.model_type}, {rows} embedding rows"
+
+
+def machine_memory(cfg) -> tuple[int, str]:
+    """(bytes, what) one branch may hold at most: a CUDA device's memory where the run
+    will use one, else this machine's RAM."""
+    import psutil
+
+    if any(b.device != "cpu" for b in cfg.branches):
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                props = torch.cuda.get_device_properties(0)
+                return int(props.total_memory), f"GPU 0 ({props.name})"
+        except Exception:  # no usable CUDA: the run falls back to the CPU
+            pass
+    return int(psutil.virtual_memory().total), "this machine's RAM"
+
+
+def check_workload_fits(cfg, model_config: dict) -> None:
+    """Refuse, naming the setting, what cannot run on this model and machine: completions
+    longer than the model's positions, and a training step whose activations alone
+    (copd plan's estimate, a lower bound of what a branch holds) exceed the memory."""
+    from copd.tools.plan import activation_bytes, arch_from_config
+
+    text = model_config.get("text_config") or model_config
+    positions = text.get("max_position_embeddings")
+    sp, gp = cfg.sampling, cfg.grpo
+    if positions and sp.max_new_tokens >= int(positions):
+        raise ConfigError(
+            f"sampling.max_new_tokens: {sp.max_new_tokens} new tokens do not fit the model's "
+            f"{positions} positions (with the prompt); use fewer than {positions}"
+        )
+    try:
+        arch = arch_from_config(model_config)
+    except (KeyError, TypeError, ValueError):
+        return  # not a decoder the planner knows: nothing to estimate
+    rows = gp.prompts_per_step * gp.group_size
+    if gp.micro_batch_rows:
+        rows = min(rows, max(gp.micro_batch_rows, gp.group_size))
+    prompt_len = min(int(positions or 128), 128)
+    need = activation_bytes(arch, rows, prompt_len, sp.max_new_tokens, 4)
+    have, where = machine_memory(cfg)
+    if need > have:
+        raise ConfigError(
+            f"grpo.prompts_per_step: {gp.prompts_per_step} prompts x {gp.group_size} samples "
+            f"x {sp.max_new_tokens} tokens need at least {need / 2**30:,.1f} GiB of "
+            f"activations per branch, more than {where} ({have / 2**30:,.1f} GiB): lower "
+            "grpo.prompts_per_step or sampling.max_new_tokens, or set grpo.micro_batch_rows"
+        )
 
 
 def check_model_fits(world) -> None:
