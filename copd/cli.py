@@ -56,6 +56,19 @@ def with_report_to(args: argparse.Namespace, overrides: list[str]) -> list[str]:
     return [*overrides, f"report_to={json.dumps(names)}"] if names else overrides
 
 
+def holds_a_run(out: Path) -> bool:
+    """Whether the folder holds a run's work: a logged training step or a checkpoint. A
+    start that failed before step 1 (a bad task option, a model that did not load) leaves
+    only config.json and events; the same --out may then be used again."""
+    if any((out / "checkpoints").glob("step-*")):
+        return True
+    try:
+        with open(out / "metrics.jsonl") as f:
+            return any(line.startswith('{"type": "metric"') for line in f)
+    except FileNotFoundError:
+        return False
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from copd.runner import load_config, new_recorded_run, open_store, train_run, unique_run_dir
     from copd.spec import ConfigError
@@ -77,11 +90,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         tags, notes = (), ""  # on the new row already
     elif args.out or args.resume:
         out = Path(args.out or args.resume)
-        if not args.resume and run_id is None and (out / "metrics.jsonl").exists():
+        if not args.resume and run_id is None and holds_a_run(out):
             raise ConfigError(
                 f"--out {out} already holds a run (metrics.jsonl); pass a new folder to --out, "
                 f"or continue that run with --resume {out}"
             )
+        if not args.resume:  # what a failed start left (events only) is not carried over
+            (out / "metrics.jsonl").unlink(missing_ok=True)
     else:  # a folder of its own, as a recorded run gets: parallel runs never share one
         out = unique_run_dir(Path("runs"), cfg.name)
         print(f"run folder: {out}", file=sys.stderr)

@@ -157,36 +157,66 @@ def test_train_refuses_a_long_group_from_the_config(capsys):
     assert "group: 251 characters" in one_line(capsys.readouterr().err)
 
 
-def test_postgres_store_gets_the_same_refusal_not_a_driver_error(tmp_path):
+def test_postgres_store_gets_the_same_refusal_not_a_driver_error(tmp_path, pg_server):
     """The limit is PostgreSQL's (SQLite would store the long name): refused at submit."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "storage_fixtures", REPO / "tests" / "storage" / "conftest.py"
-    )
-    fixtures = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fixtures)
-    pytest.importorskip("psycopg")
-    bindir = fixtures._pg_bindir()
-    if not bindir:
-        pytest.skip("PostgreSQL binaries not found (apt-get install postgresql)")
     from app.control.launcher import Launcher
     from copd.spec import presets
 
-    server = fixtures.PgServer(bindir)
-    try:
-        server.start()
-    except (RuntimeError, OSError, subprocess.SubprocessError) as e:
-        pytest.skip(f"could not start a PostgreSQL cluster: {e}")
-    try:
-        store = RunStore.from_url(server.new_database())
-        launcher = Launcher(store, tmp_path / "runs", gpus=[], preflight=False)
-        for kwargs in ({"name": LONG}, {"group": "g" * 251}):
-            with pytest.raises(ConfigError, match="251 characters, the run store holds at most"):
-                launcher.submit(presets.get("demo"), **kwargs)
-        assert store.list_runs() == []
-        run = launcher.submit(presets.get("demo"), name="n" * 250, group="g" * 250)
-        assert store.get_run(run.id).name == "n" * 250
-        store.close()
-    finally:
-        server.stop()
+    store = RunStore.from_url(pg_server.new_database())
+    launcher = Launcher(store, tmp_path / "runs", gpus=[], preflight=False)
+    for kwargs in ({"name": LONG}, {"group": "g" * 251}):
+        with pytest.raises(ConfigError, match="251 characters, the run store holds at most"):
+            launcher.submit(presets.get("demo"), **kwargs)
+    assert store.list_runs() == []
+    run = launcher.submit(presets.get("demo"), name="n" * 250, group="g" * 250)
+    assert store.get_run(run.id).name == "n" * 250
+    store.close()
+
+
+def _train(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "copd", "train", *args],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "COPD_THREADS": "1",
+             "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+
+
+SHORT = ["--set", "schedule.cycles=1", "--set", "schedule.rl_steps=1",
+         "--set", "schedule.opd_steps=1", "--set", "eval.n_prompts=2"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "task, message",
+    [
+        ("os:getcwd", "pass --trust-task-code"),
+        ("rg:leg_counting?max_animals=2", "bad options ['max_animals']"),
+    ],
+)
+def test_a_start_that_fails_before_step_1_is_one_line_and_frees_its_folder(tmp_path, task, message):
+    """An untrusted `module:factory` task and a bad reasoning-gym option were tracebacks
+    (22 lines), and the metrics.jsonl such a start left made the same --out "already hold
+    a run". Now: one line, and the folder takes the corrected run."""
+    if task.startswith("rg:"):
+        pytest.importorskip("reasoning_gym")
+    branches = f'branches=[{{"name": "a", "task": "{task}"}}, {{"name": "b", "task": "add"}}]'
+    res = _train(tmp_path, "demo", "--out", "run", "--set", branches)
+    assert res.returncode == 2
+    assert message in one_line(res.stderr)
+    res = _train(tmp_path, "demo", "--out", "run", *SHORT)
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "run" / "results.json").exists()
+    res = _train(tmp_path, "demo", "--out", "run", *SHORT)  # a real run is still refused
+    assert res.returncode == 2 and "already holds a run" in one_line(res.stderr)
+
+
+def test_a_checkpoint_folder_save_never_writes_is_ignored(tmp_path):
+    """`checkpoints/step-x` (a copy, a stray folder) made `--resume` raise ValueError from
+    int('x'); the folders save() never writes are not checkpoints."""
+    from copd.train import checkpoint
+
+    root = tmp_path / "checkpoints"
+    for name in ("step-x", "step-000010 (copy)", "step-"):
+        (root / name).mkdir(parents=True)
+        (root / name / checkpoint.STATE).write_text("{}")
+    assert checkpoint.latest(tmp_path) is None

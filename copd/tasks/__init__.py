@@ -122,6 +122,8 @@ def get_task(spec: str, *, trust_task_code: bool = False, **options: Any) -> Tas
 class UntrustedTaskCode(ValueError):
     """A `module:factory` task without the opt-in (`trust_task_code`)."""
 
+    user_error = True  # one line in the CLI: the message names the flag
+
 
 # Factories of this package: no user code runs, so no opt-in is asked for.
 TRUSTED_FACTORIES = frozenset(ALIASES.values())

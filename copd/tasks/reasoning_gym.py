@@ -35,6 +35,7 @@ from collections.abc import Hashable
 from typing import Any
 from urllib.parse import parse_qsl
 
+from copd.spec.errors import ConfigError
 from copd.tasks.base import Example, SyntheticTask, stable_fraction
 
 PREFIX = "rg:"
@@ -106,7 +107,7 @@ class ReasoningGymTask(SyntheticTask):
                 dataset, size=pool_size, seed=seed, **dataset_options
             )
         except (TypeError, AssertionError, ValueError) as e:
-            raise ValueError(
+            raise ConfigError(
                 f"task 'rg:{dataset}': bad options {sorted(dataset_options)} ({e}); see the "
                 f"fields of its config class in reasoning-gym"
             ) from e

@@ -27,6 +27,7 @@ import errno
 import json
 import os
 import random
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -183,7 +184,7 @@ def save(
     os.rename(tmp, final)
     maybe_pause(f"checkpoint-{world.state.step}")  # $COPD_PAUSE_AT: the window tests kill in
     if keep:
-        for old in sorted(root.glob("step-*"))[:-keep]:
+        for old in sorted(p for p in root.glob("step-*") if STEP_DIR.fullmatch(p.name))[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
     world.logger.log_checkpoint(str(final), step=world.state.step)
     return final
@@ -293,12 +294,18 @@ def _rng_from_json(state: list) -> tuple:
     return (version, tuple(internal), gauss)
 
 
+STEP_DIR = re.compile(r"step-\d+")  # the folders save() writes; anything else is not ours
+
+
 def latest(out_dir: str | Path) -> Path | None:
     """The newest complete checkpoint under `out_dir`, or None. A newest folder in the
-    earlier pickle format raises CheckpointFormatError (before any work: nothing is read)."""
+    earlier pickle format raises CheckpointFormatError (before any work: nothing is read).
+    Folders whose names save() never writes (`step-x`, a copy `step-10 (1)`) are ignored."""
     root = _dir(out_dir)
     done = sorted(
-        p for p in root.glob("step-*") if (p / STATE).exists() or (p / "state.pt").exists()
+        p
+        for p in root.glob("step-*")
+        if STEP_DIR.fullmatch(p.name) and ((p / STATE).exists() or (p / "state.pt").exists())
     )
     if not done:
         return None
