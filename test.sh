@@ -8,8 +8,11 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export HF_HOME="${HF_HOME:-$PWD/.cache/hf}"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+# Two workers, one test file each at a time (--dist loadfile: a module's fixtures are built
+# once): much of the suite waits on trainer processes, servers and a browser, so two files
+# at once use both cores. COPD_TEST_WORKERS=0 runs in this process (e.g. to debug).
 set +e
-.venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest -n "${COPD_TEST_WORKERS:-2}" --dist loadfile "$@"
 rc=$?
 set -e
 # pytest exit 5 means "no tests collected": never green.

@@ -7,6 +7,7 @@ that does not exist; `--max-cpu-runs 0`; run names and groups the store cannot h
 from __future__ import annotations
 
 import errno
+import importlib.util
 import os
 import subprocess
 import sys
@@ -186,23 +187,18 @@ SHORT = ["--set", "schedule.cycles=1", "--set", "schedule.rl_steps=1",
          "--set", "schedule.opd_steps=1", "--set", "eval.n_prompts=2"]  # fmt: skip
 
 
-@pytest.mark.parametrize(
-    "task, message",
-    [
-        ("os:getcwd", "pass --trust-task-code"),
-        ("rg:leg_counting?max_animals=2", "bad options ['max_animals']"),
-    ],
-)
-def test_a_start_that_fails_before_step_1_is_one_line_and_frees_its_folder(tmp_path, task, message):
+def test_a_start_that_fails_before_step_1_is_one_line_and_frees_its_folder(tmp_path):
     """An untrusted `module:factory` task and a bad reasoning-gym option were tracebacks
     (22 lines), and the metrics.jsonl such a start left made the same --out "already hold
-    a run". Now: one line, and the folder takes the corrected run."""
-    if task.startswith("rg:"):
-        pytest.importorskip("reasoning_gym")
-    branches = f'branches=[{{"name": "a", "task": "{task}"}}, {{"name": "b", "task": "add"}}]'
-    res = _train(tmp_path, "demo", "--out", "run", "--set", branches)
-    assert res.returncode == 2
-    assert message in one_line(res.stderr)
+    a run". Now: one line each, and the folder takes the corrected run."""
+    cases = {"os:getcwd": "pass --trust-task-code"}
+    if importlib.util.find_spec("reasoning_gym") is not None:
+        cases["rg:leg_counting?max_animals=2"] = "bad options ['max_animals']"
+    for task, message in cases.items():
+        branches = f'branches=[{{"name": "a", "task": "{task}"}}, {{"name": "b", "task": "add"}}]'
+        res = _train(tmp_path, "demo", "--out", "run", "--set", branches)
+        assert res.returncode == 2
+        assert message in one_line(res.stderr)
     res = _train(tmp_path, "demo", "--out", "run", *SHORT)
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "run" / "results.json").exists()

@@ -38,25 +38,37 @@ QUICK_ROWS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def reproduced(tiny_model_dir, tmp_path_factory):
+# One arm of every method and both table sections, two seeds: the default suite. Every
+# arm (16 x 2 runs, ~2.5 minutes) is the slow test below; CI runs both.
+TABLE_ARMS = ("base", "expert", "mixed", "static_opd", "static_opd-rev", "copd", "base-3", "mopd-3")
+TABLE_ROWS = ["Base", "add-Expert", "rev-Expert", "Mixed GRPO", "Static OPD add→rev",
+              "Static OPD rev→add", "CoPD", "MOPD"]  # fmt: skip
+
+
+def run_reproduce(tmp_path_factory, tiny_model_dir, arms):
     out = tmp_path_factory.mktemp("reproduce")
     url = f"sqlite:///{out / 'runs.db'}"
+    overrides = tiny_overrides(tiny_model_dir)
     payload = reproduce(
-        [0, 1], "quick", tiny_overrides(tiny_model_dir), out, url, "repro", log=lambda m: None
+        [0, 1], "quick", overrides, out, url, "repro", arms=arms, log=lambda m: None
     )
     return out, url, payload
 
 
-def test_reproduce_quick_runs_every_arm(reproduced):
+@pytest.fixture(scope="module")
+def reproduced(tiny_model_dir, tmp_path_factory):
+    return run_reproduce(tmp_path_factory, tiny_model_dir, TABLE_ARMS)
+
+
+def check_reproduced(reproduced, arm_keys, rows, methods) -> None:
     out, url, payload = reproduced
     report = (out / "report.md").read_text()
     assert "## 2 domains" in report and "## 3 domains" in report and "Overall" in report
-    for row in QUICK_ROWS:
+    for row in rows:
         assert f"| {row} |" in report, row
     assert "**" in report and "±" in report  # best in bold, mean ± std
     assert {(a["arm"], a["seed"]) for a in payload["arms"]} == {
-        (a.key, s) for a in ARMS for s in (0, 1)
+        (k, s) for k in arm_keys for s in (0, 1)
     }
     results = json.loads((out / "results.json").read_text())
     assert results["scale"] == "quick" and results["timing"]["seconds"] > 0
@@ -64,11 +76,24 @@ def test_reproduce_quick_runs_every_arm(reproduced):
     store = RunStore.from_url(url)
     assert store.list_groups() == ["repro"]
     runs = store.list_runs(group="repro")
-    assert len(runs) == len(ARMS) * 2
+    assert len(runs) == len(arm_keys) * 2
     assert {r.status for r in runs} == {"finished"}
-    assert {r.method for r in runs} == {"base", "expert", "mixed", "static_opd", "mopd", "copd"}
+    assert {r.method for r in runs} == methods
     evals = store.evaluations([r.id for r in runs])
     assert set(evals["run_id"]) == {r.id for r in runs}  # every arm logged its scores
+
+
+METHODS = {"base", "expert", "mixed", "static_opd", "mopd", "copd"}
+
+
+def test_reproduce_quick_runs_one_arm_of_every_method(reproduced):
+    check_reproduced(reproduced, TABLE_ARMS, TABLE_ROWS, METHODS)
+
+
+@pytest.mark.slow
+def test_reproduce_quick_runs_every_arm(tiny_model_dir, tmp_path_factory):
+    every = run_reproduce(tmp_path_factory, tiny_model_dir, None)
+    check_reproduced(every, [a.key for a in ARMS], QUICK_ROWS, METHODS)
 
 
 def test_compare_table_shows_the_reproduce_group(reproduced):

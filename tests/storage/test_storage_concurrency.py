@@ -49,7 +49,9 @@ def _writer(url: str, run_id: int, ready, start, stop, results) -> None:
 
 
 def test_writers_and_reader_lose_nothing(tmp_path):
-    seconds = float(os.environ.get("COPD_CONCURRENCY_SECONDS", "25"))
+    # 8 s of four writers and a reader hold thousands of contended transactions; a soak of
+    # any length: COPD_CONCURRENCY_SECONDS=300 ./test.sh tests/storage/test_storage_concurrency.py
+    seconds = float(os.environ.get("COPD_CONCURRENCY_SECONDS", "8"))
     t_begin = time.monotonic()
     url = f"sqlite:///{tmp_path / 'busy.db'}"
     store = RunStore.from_url(url)

@@ -16,6 +16,7 @@ from storage import (
     Event,
     IllegalTransition,
     MetricPoint,
+    RunBusy,
     RunStore,
     code_revision,
     default_db_url,
@@ -157,8 +158,12 @@ def test_status_machine(store: RunStore):
         store.set_status(run.id, "running")
     resumed = store.set_status(run.id, "queued")  # resume
     assert resumed.status == "queued" and resumed.ended_at is None and resumed.error is None
-    store.mark_running(run.id, pid=1, pid_start_time=None, host="h")
-    store.mark_running(run.id, pid=2, pid_start_time=2.0, host="h")  # trainer re-records itself
+    store.mark_running(run.id, pid=1, pid_start_time=None, host="h")  # the launcher's child
+    store.mark_running(run.id, pid=1, pid_start_time=2.0, host="h")  # which re-records itself
+    assert store.get_run(run.id).pid_start_time == 2.0
+    with pytest.raises(RunBusy, match="written by process 1 on h"):  # one writer per run
+        store.mark_running(run.id, pid=2, pid_start_time=3.0, host="h", lease_s=60)
+    store.mark_running(run.id, pid=2, pid_start_time=3.0, host="h", lease_s=0)  # 1 went stale
     assert store.get_run(run.id).pid == 2
     store.set_status(run.id, "finished")
     for target in ("queued", "running", "failed", "cancelled", "crashed"):
