@@ -42,10 +42,9 @@ def add_trust_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-task-code", action="store_true", help=TRUST_HELP)
 
 
-def with_trust(args: argparse.Namespace, overrides: list[str]) -> list[str]:
-    """`overrides` plus `trust_task_code=true` when the command got `--trust-task-code`."""
-    trusted = getattr(args, "trust_task_code", False)
-    return [*overrides, "trust_task_code=true"] if trusted else overrides
+def trusted(args: argparse.Namespace) -> bool:
+    """Whether the command got `--trust-task-code` (the only way to trust task code)."""
+    return bool(getattr(args, "trust_task_code", False))
 
 
 def with_report_to(args: argparse.Namespace, overrides: list[str]) -> list[str]:
@@ -78,9 +77,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         cfg_path = Path(args.resume) / "config.json"
         spec = str(cfg_path) if cfg_path.exists() else args.config
-        cfg = load_config(spec, with_report_to(args, with_trust(args, args.set)))
+        cfg = load_config(spec, with_report_to(args, args.set), trusted=trusted(args))
     else:
-        cfg = load_config(args.config, with_report_to(args, with_trust(args, args.set)))
+        cfg = load_config(args.config, with_report_to(args, args.set), trusted=trusted(args))
     store, run_id = None, args.run_id
     if args.db and not (args.out or args.resume) and run_id is None:
         # A recorded run gets a folder of its own, runs/<id>-<name>: parallel runs of one
@@ -147,7 +146,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     from copd.runner import load_config
     from copd.tools.preflight import check_config
 
-    print(check_config(load_config(args.config, with_trust(args, args.set), validate=False)))
+    cfg = load_config(args.config, args.set, validate=False, trusted=trusted(args))
+    print(check_config(cfg))
     return 0
 
 

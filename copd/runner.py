@@ -38,10 +38,14 @@ from copd.tools.preflight import check_run_name as check_run_name
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
 
 
-def load_config(spec: str, overrides: Sequence[str] = (), validate: bool = True):
+def load_config(
+    spec: str, overrides: Sequence[str] = (), validate: bool = True, trusted: bool = False
+):
     """A preset name or a JSON/YAML file, with `--set KEY=VALUE` overrides (validated unless
     `validate=False`; the run name is checked either way). Raises ConfigError naming the fix
-    when `spec` is neither, or the file does not parse (file, line and column)."""
+    when `spec` is neither, or the file does not parse (file, line and column). `trusted`:
+    the command got `--trust-task-code`, the only way a run may import a config's
+    `module:factory` tasks (`with_trust`)."""
     from copd.spec import ConfigError, RunConfig, apply_overrides, presets
 
     path = Path(spec)
@@ -55,10 +59,28 @@ def load_config(spec: str, overrides: Sequence[str] = (), validate: bool = True)
         raise ConfigError(
             f"config: {spec!r} is neither a config file nor a preset; presets: {presets.names()}"
         )
-    cfg = apply_overrides(cfg, list(overrides))
+    cfg = with_trust(apply_overrides(cfg, list(overrides)), trusted)
     check_run_name(cfg.name)
     check_run_group(cfg.group)
     return cfg.validate() if validate else cfg
+
+
+def with_trust(cfg, trusted: bool):
+    """`cfg` trusted to import its `module:factory` tasks when the command got
+    `--trust-task-code`; a config that asks for trust by itself (a file's or --set's
+    `trust_task_code: true`) is refused: a config value alone never runs code."""
+    from dataclasses import replace
+
+    from copd.spec import ConfigError
+
+    if trusted:
+        return replace(cfg, trust_task_code=True)
+    if cfg.trust_task_code:
+        raise ConfigError(
+            "trust_task_code: a config file or --set never trusts task code by itself; "
+            "pass --trust-task-code to the command if you trust the code this config names"
+        )
+    return cfg
 
 
 def read_config_file(path: Path) -> dict:

@@ -31,6 +31,7 @@ def main() -> int:
     p.add_argument("--db", required=True)
     p.add_argument("--run-id", type=int, required=True)
     p.add_argument("--resume", default=None)
+    p.add_argument("--trust-task-code", action="store_true")
     args = p.parse_args()
     cfg = json.loads(Path(args.config).read_text())
     steps = int(cfg["schedule"]["cycles"])
@@ -38,7 +39,10 @@ def main() -> int:
     store = RunStore.from_url(args.db)
     stop = {"requested": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(requested=True))
-    print(f"fake trainer: resume={args.resume} threads={os.environ.get('COPD_THREADS')}")
+    print(
+        f"fake trainer: resume={args.resume} threads={os.environ.get('COPD_THREADS')} "
+        f"trusted={args.trust_task_code}"
+    )
     with track_run(store, args.run_id, float(os.environ.get("COPD_HEARTBEAT_S", "5"))) as tr:
         for step in range(1, steps + 1):
             if stop["requested"]:

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -348,3 +349,52 @@ def test_killing_the_dashboard_takes_streamlit_and_the_supervisor_with_it(tmp_pa
         with contextlib.suppress(ProcessLookupError):
             os.killpg(parent.pid, signal.SIGKILL)
         log.close()
+
+
+def test_a_config_value_alone_never_trusts_task_code(tmp_path, factory_module):
+    """`trust_task_code: true` in a config file or `--set` ran custom code without the flag
+    (before); now it is refused in one line, and only `--trust-task-code` trusts."""
+    branches = 'branches=[{"name":"a","task":"add"},{"name":"b","task":"sec_tasks_mod:make_task"}]'
+    env = {"PYTHONPATH": f"{factory_module}{os.pathsep}{ROOT}"}
+    via_set = _copd("check", "demo", "--set", branches, "--set", "trust_task_code=true",
+                    cwd=tmp_path, env_extra=env)  # fmt: skip
+    config = RunConfig.from_dict(
+        {**RunConfig().to_dict(), "trust_task_code": True,
+         "branches": [{"name": "a", "task": "add"}, {"name": "b", "task": "sec_tasks_mod:make_task"}]}
+    )  # fmt: skip
+    (tmp_path / "c.json").write_text(json.dumps(config.to_dict()))
+    via_file = _copd("check", str(tmp_path / "c.json"), cwd=tmp_path, env_extra=env)
+    for res in (via_set, via_file):
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode == 2 and len(lines) == 1, res.stderr
+        assert "never trusts task code by itself" in lines[0]
+    ok = _copd("check", str(tmp_path / "c.json"), "--trust-task-code", cwd=tmp_path, env_extra=env)
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_resuming_a_run_that_imports_task_code_asks_for_the_flag_again(tmp_path):
+    """A run launched with --trust-task-code was resumed without it (before); now `copd
+    resume` refuses without the flag, and the resumed start passes it to the trainer."""
+    from app.control.launcher import Launcher, LauncherError
+
+    store = RunStore.from_url(f"sqlite:///{tmp_path / 'copd.db'}")
+    fake = [sys.executable, str(Path(__file__).parent / "fake_trainer.py")]
+    launcher = Launcher(store, tmp_path / "runs", max_cpu_runs=1, gpus=[], heartbeat_s=1,
+                        trainer_argv=fake, preflight=False)  # fmt: skip
+    cfg = RunConfig().to_dict() | {"trust_task_code": True}
+    cfg["schedule"]["cycles"] = 2
+    run = launcher.submit(cfg, name="custom")
+    launcher.cancel(run.id)
+    with pytest.raises(LauncherError, match="--trust-task-code"):
+        launcher.resume(run.id)
+    assert store.get_run(run.id).status == "cancelled"
+    assert launcher.resume(run.id, trust_task_code=True).status == "queued"
+
+    def ended():
+        launcher.tick()  # starts it, and notices a crash
+        return store.get_run(run.id).is_terminal
+
+    wait_until(ended, "ended")
+    assert store.get_run(run.id).status == "finished", launcher.log_tail(run.id)
+    assert "trusted=True" in launcher.log_tail(run.id)
+    store.close()

@@ -105,6 +105,10 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("resume", help="queue a cancelled/crashed/failed run again")
     p.add_argument("run_id", type=int)
+    p.add_argument(
+        "--trust-task-code", action="store_true",
+        help="resume a run that imports module:factory tasks (asked again at every resume)",
+    )  # fmt: skip
     add_store_args(p)
     p.set_defaults(func=cmd_resume)
 
@@ -161,13 +165,13 @@ def load_config(spec: str, overrides: list[str]) -> Any:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
-    from copd.cli import run_labels, with_report_to, with_trust
+    from copd.cli import run_labels, trusted, with_report_to
     from copd.spec import ConfigError
     from storage import RunStatus
 
     tags, notes = run_labels(args)  # before the config is loaded or checked
     try:
-        cfg = load_config(args.config, with_report_to(args, with_trust(args, args.overrides)))
+        cfg = load_config(args.config, with_report_to(args, args.overrides), trusted=trusted(args))
         launcher = launcher_from_args(args)
         run = launcher.submit(
             cfg, name=args.name, group=args.group, gpus=args.gpus, tags=tags, notes=notes
@@ -275,10 +279,11 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from app.control.launcher import LauncherError
+    from copd.cli import trusted
 
     launcher = launcher_from_args(args)
     try:
-        launcher.resume(args.run_id)
+        launcher.resume(args.run_id, trust_task_code=trusted(args))
     except LauncherError as exc:
         print(f"copd resume: {exc}", file=sys.stderr)
         return 2

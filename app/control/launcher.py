@@ -216,6 +216,8 @@ class Launcher:
             argv = [*self.trainer_argv[:-1], "check", str(path)]
             if self.trainer_argv[-1] != "train":  # a stand-in trainer: the engine's own check
                 argv = [sys.executable, "-m", "copd", "check", str(path)]
+            if config.get("trust_task_code"):  # the submitter was given --trust-task-code
+                argv.append("--trust-task-code")
             env = self._child_env([])
             try:
                 res = subprocess.run(
@@ -277,15 +279,21 @@ class Launcher:
         self._run_dir(run).joinpath(CANCEL_MARKER).unlink(missing_ok=True)
         return self.store.get_run(run_id)
 
-    def resume(self, run_id: int) -> Run:
+    def resume(self, run_id: int, trust_task_code: bool = False) -> Run:
         """cancelled/crashed/failed -> queued; the next start resumes from the run folder's
-        latest checkpoint (`--resume <run_dir>`)."""
+        latest checkpoint (`--resume <run_dir>`). A run that imports task code (launched
+        with `--trust-task-code`) is resumed only when asked with it again."""
         with self._lock():
             run = self.store.get_run(run_id)
             if not allows(run.status, "resume"):
                 raise LauncherError(
                     f"run {run_id} is {run.status}; only cancelled, crashed or failed runs "
                     "can be resumed"
+                )
+            if run.config.get("trust_task_code") and not trust_task_code:
+                raise LauncherError(
+                    f"run {run_id} imports task code its config names (it was launched with "
+                    f"--trust-task-code); resume it with: copd resume {run_id} --trust-task-code"
                 )
             run_dir = self._run_dir(run)
             (run_dir / RESUME_MARKER).write_text("resume from the latest checkpoint\n")
@@ -401,6 +409,8 @@ class Launcher:
             cfg_path.write_text(json.dumps(run.config, indent=2) + "\n")
         argv = [*self.trainer_argv, str(cfg_path), "--out", str(run_dir)]
         argv += ["--db", self.db_url, "--run-id", str(run.id)]
+        if run.config.get("trust_task_code"):  # granted at submit or resume, by the flag
+            argv.append("--trust-task-code")
         marker = run_dir / RESUME_MARKER
         if marker.exists():
             argv += ["--resume", str(run_dir)]

@@ -95,8 +95,11 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from app.control.cli_commands import launcher_from_args
-    from copd.cli import run_labels, with_trust
+    from copd.cli import run_labels, trusted
+    from copd.runner import with_trust
 
     tags, notes = run_labels(args)
     names = list(args.presets)
@@ -105,8 +108,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     try:
         seeds = parse_seeds(args.seeds)
         grid = parse_grid(args.grid)
-        overrides = with_trust(args, args.overrides)
-        runs = sweep_configs(names, seeds, args.group, overrides, grid)  # before any store
+        runs = sweep_configs(names, seeds, args.group, args.overrides, grid)  # before any store
+        runs = [replace(r, cfg=with_trust(r.cfg, trusted(args))) for r in runs]
         launcher = launcher_from_args(args)
         runs = launch_sweep(launcher.store, launcher, runs, tags=tags, notes=notes)
     except ConfigError as exc:

@@ -28,6 +28,7 @@ from app.dashboard.widgets import (
     invalidate,
     page_path,
     run_label,
+    trusts_task_code,
 )
 from storage import Event, Run, RunStatus, allows
 
@@ -200,7 +201,7 @@ def apply_action(action: str, run_id: int, launcher: Launcher) -> None:
     if action == "cancel":
         launcher.request_cancel(run_id)
     elif action == "resume":
-        launcher.resume(run_id)
+        launcher.resume(run_id, trust_task_code=trusts_task_code())
         launcher.tick()
     else:
         launcher.delete(run_id)

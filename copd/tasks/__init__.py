@@ -106,7 +106,7 @@ def get_task(spec: str, *, trust_task_code: bool = False, **options: Any) -> Tas
     if spec not in TRUSTED_FACTORIES and not trust_task_code:
         raise UntrustedTaskCode(
             f"task {spec!r} is a custom factory (module:factory), which imports and runs code "
-            "named by the config; pass --trust-task-code (config trust_task_code: true) if "
+            "named by the config; pass --trust-task-code if "
             "you trust it"
         )
     factory = _factory(spec)
