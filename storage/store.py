@@ -22,7 +22,7 @@ from sqlalchemy import and_, delete, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from copd.common.tags import MAX_TAGS, TagError, check_notes, check_tags
+from copd.common.tags import MAX_TAGS, TagError, check_notes, check_tags, control_char
 from storage import rollup
 from storage import samples as sample_rows
 from storage.db import (
@@ -177,6 +177,13 @@ class RunStore:
         the transaction that creates the row, so no reader (a supervisor's tick) ever sees a
         queued run without its folder; if it raises, no row is recorded."""
         tags, notes = check_tags(tags), check_notes(notes)
+        for field, value in (("name", name), ("group", group), ("method", method)):
+            bad = control_char(value or "")
+            if bad is not None:  # the store's own rule: every caller, not only the CLI's
+                raise TagError(
+                    f"{field}: {value[:40]!r} holds the control character {bad!r}; use "
+                    "printable characters only"
+                )
         row = RunRow(
             name=name, method=method, group=group, status=RunStatus.QUEUED.value,
             config=dict(config), seed=int(seed), created_at=utcnow(), progress=0.0,

@@ -140,3 +140,15 @@ def test_a_pickle_in_place_of_a_tensor_file_is_refused_and_never_run(tiny_cfg, t
     with pytest.raises(checkpoint.CheckpointFormatError, match="unreadable checkpoint file"):
         checkpoint.restore(fresh, path)
     assert not marker.exists()
+
+
+def test_a_save_cut_short_leaves_no_tmp_folder_behind(tiny_cfg, tmp_path):
+    """A kill mid-save left `.tmp-<step>-<pid>` folders that were never removed; the next
+    save removes them (only this process writes the run folder: its lock)."""
+    world = World.build(tiny_cfg("demo"), NullLogger())
+    stale = tmp_path / "checkpoints" / ".tmp-000003-99999"
+    stale.mkdir(parents=True)
+    (stale / "branch-add.safetensors").write_bytes(b"half")
+    path = checkpoint.save(world, tmp_path)
+    assert not stale.exists() and path.name == "step-000000"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["step-000000"]

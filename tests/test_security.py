@@ -300,9 +300,10 @@ def test_the_token_gate_stops_every_page_until_the_token_is_given(hostile_app, m
     at.query_params["token"] = "s3cret"
     at.run()
     assert not at.exception and at.title[0].value.startswith(":material/monitoring: copd")
-    del at.query_params["token"]  # the session remembers it
+    del at.query_params["token"]  # a link that drops it: the session remembers it ...
     at.switch_page("../pages/runs.py").run()
     assert at.title[0].value == ":material/table_rows: Runs"
+    assert at.query_params["token"] == "s3cret"  # ... and puts it back, so a reload keeps it
 
 
 def test_killing_the_dashboard_takes_streamlit_and_the_supervisor_with_it(tmp_path):

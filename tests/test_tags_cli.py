@@ -151,3 +151,25 @@ def test_sweep_tags_every_run_of_the_set(tmp_path, tiny_model_dir, capsys):
     assert main(["sweep", "demo", "--group", "h", "--tag", "a b", "--db", db]) == 2
     assert "a space is not allowed" in capsys.readouterr().err
     assert RunStore.from_url(db).list_runs(group="h") == []
+
+
+def test_a_tag_named_twice_takes_its_last_sign():
+    """`copd tag 3 +x -x` left x (additions were applied after removals)."""
+    from app.control.cli_commands import parse_tag_changes
+
+    assert parse_tag_changes(["+x", "-x"]) == ([], ["x"], None)
+    assert parse_tag_changes(["-x", "+x", "y"]) == (["x", "y"], [], None)
+
+
+def test_the_store_refuses_control_characters_in_names_from_any_caller(tmp_path):
+    """A name with an escape sequence created through the storage API (not the CLI) was
+    printed raw by `copd runs`; the store itself now refuses it."""
+    from copd.common.tags import TagError
+    from storage import RunStore
+
+    store = RunStore.from_url(f"sqlite:///{tmp_path / 'copd.db'}")
+    for kwargs in ({"name": "\x1b[31mred"}, {"name": "ok", "group": "g\n2"}):
+        with pytest.raises(TagError, match="control character"):
+            store.create_run(method="copd", config={}, **{"name": "ok", **kwargs})
+    assert store.list_runs() == []
+    store.close()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import glob
 import json
+import os
+import socket
 import struct
 import sys
 from pathlib import Path
@@ -342,3 +344,25 @@ def test_copd_launch_takes_report_to_too(tmp_path, monkeypatch):
     assert main([*argv, "--report-to", "wandb", "--report-to", "mlflow"]) == 0
     (run,) = RunStore.from_url(url).list_runs()
     assert run.config["report_to"] == ["wandb", "mlflow"]
+
+
+def test_mlflow_at_a_dead_server_warns_and_the_run_trains(tiny_cfg, tmp_path, monkeypatch):
+    """MLflow pointed at a server that is not there retried for minutes (the run started
+    after 260 s); now it gives up after one retry, warns once, and the run trains."""
+    pytest.importorskip("mlflow")
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT", raising=False)
+    cfg = tiny_cfg("demo", 'report_to=["mlflow"]', "schedule.cycles=1")
+    scores = train_run(cfg, tmp_path / "run")
+    assert scores is not None and "merged" in scores
+    warnings = [
+        r["message"]
+        for r in jsonl(tmp_path / "run" / "metrics.jsonl")
+        if r["type"] == "event" and r["level"] == "warning"
+    ]
+    assert len([w for w in warnings if w.startswith("report_to mlflow:")]) == 1, warnings
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "1"

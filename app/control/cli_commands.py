@@ -225,8 +225,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def parse_tag_changes(changes: list[str]) -> tuple[list[str], list[str], str | None]:
     """`+a b -c --db URL` -> (add ["a", "b"], remove ["c"], db "URL"). Tags start with a
-    letter or digit (copd.common.tags), so a leading +/- is always the edit's sign."""
-    add, remove, db = [], [], None
+    letter or digit (copd.common.tags), so a leading +/- is always the edit's sign. A tag
+    named twice takes its last sign, as the edits read left to right (`+x -x`: removed)."""
+    signs: dict[str, bool] = {}  # tag -> added
+    db = None
     items = iter(changes)
     for item in items:
         if item == "--":
@@ -236,10 +238,14 @@ def parse_tag_changes(changes: list[str]) -> tuple[list[str], list[str], str | N
         elif item.startswith("--db="):
             db = item.removeprefix("--db=")
         elif item.startswith("-"):
-            remove.append(item[1:])
+            signs.pop(item[1:], None)
+            signs[item[1:]] = False
         else:
-            add.append(item.removeprefix("+"))
-    return add, remove, db
+            tag = item.removeprefix("+")
+            signs.pop(tag, None)
+            signs[tag] = True
+    add = [t for t, added in signs.items() if added]
+    return add, [t for t, added in signs.items() if not added], db
 
 
 def cmd_tag(args: argparse.Namespace) -> int:

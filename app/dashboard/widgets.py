@@ -208,11 +208,16 @@ def invalidate() -> None:
 
 def require_token() -> None:
     """Stop the script unless this browser session showed the dashboard's token (when it
-    has one): `?token=...` once; the session remembers it, pages need not carry it."""
+    has one): `?token=...`, kept in the address on every page, so a reload (a new session)
+    still carries it."""
     import hmac
 
     token = os.environ.get(TOKEN_ENV)
-    if not token or st.session_state.get("copd:token_ok"):
+    if not token:
+        return
+    if st.session_state.get("copd:token_ok"):
+        if st.query_params.get("token") != token:
+            st.query_params["token"] = token  # back in the address a link or a page dropped
         return
     given = st.query_params.get("token")
     if given and hmac.compare_digest(given.encode(), token.encode()):

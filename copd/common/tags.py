@@ -34,7 +34,8 @@ class TagError(ValueError):
     user_error = True  # copd's CLI prints it as one line, without a traceback
 
 
-def _control(text: str, allowed: str = "") -> str | None:
+def control_char(text: str, allowed: str = "") -> str | None:
+    """The first control character of `text` (a tab, newline or escape) not in `allowed`."""
     return next((c for c in text if unicodedata.category(c) == "Cc" and c not in allowed), None)
 
 
@@ -48,7 +49,7 @@ def check_tag(tag: str) -> str:
         raise TagError(
             f"tag {tag[:24]!r}...: {len(tag)} characters; shorten it to at most {MAX_TAG_CHARS}"
         )
-    bad = _control(tag)
+    bad = control_char(tag)
     if bad is not None:
         raise TagError(f"tag {tag!r} holds the control character {bad!r}; remove it")
     if _TAG.fullmatch(tag):
@@ -88,7 +89,7 @@ def check_notes(notes: str | None) -> str:
             f"notes: {len(notes)} characters; shorten them to at most {MAX_NOTES_CHARS} "
             "(long write-ups belong in a file in the run's folder)"
         )
-    bad = _control(notes, allowed="\n\r\t")
+    bad = control_char(notes, allowed="\n\r\t")
     if bad is not None:
         raise TagError(f"notes hold the control character {bad!r}; remove it")
     return notes

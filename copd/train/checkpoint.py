@@ -160,7 +160,8 @@ def save(
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{world.state.step:06d}"
     tmp = root / f".tmp-{world.state.step:06d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    for stale in root.glob(".tmp-*"):  # a save a kill cut short (one writer per run folder)
+        shutil.rmtree(stale, ignore_errors=True)
     try:
         _write(world, tmp, extra, branch_states)
     except (OSError, RuntimeError, SafetensorError) as e:

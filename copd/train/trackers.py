@@ -161,6 +161,10 @@ class MlflowBackend:
         from mlflow.tracking import MlflowClient
 
         uri = os.environ.get("MLFLOW_TRACKING_URI")
+        # MLflow retries a dead server for minutes (7 tries, backoff): a run must start.
+        # Two tries 10 s apart at most, unless the user set MLflow's own variables.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         artifacts = None
         if not uri:  # the run's own database and artifact folder, inside the run folder
             uri = f"sqlite:///{(run.out / 'mlflow.db').resolve()}"
