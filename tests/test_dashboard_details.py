@@ -370,12 +370,86 @@ def test_compare_a_demo_group_by_each_methods_reported_model(monkeypatch, tmp_pa
     assert '"copd"' in spec and '"expert"' in spec, spec[:400]
     assert not any("Left out" in c.value for c in at.caption)
     heads = [h.value for h in at.subheader]
-    assert "Results: test split, latest evaluation of each run" in heads
+    assert "Results: test split, final evaluation of each finished run" in heads
     text = "\n".join(m.value for m in at.markdown)
     assert f"expert #{ids['expert']} · own-domain experts" in shown(text)
     at.selectbox(key="compare:sweep:model").set_value("merged").run()
     left = [shown(c.value) for c in at.caption if "Left out" in c.value]
     assert left and f"#{ids['expert']} expert: no merged model" in left[0]
+    st.cache_data.clear()
+
+
+def _every_method_group(url: str) -> dict[str, int]:
+    """A finished run of every method, each with its models' test and validation scores at
+    its final step (20), plus a cancelled mixed run holding only step-0 scores."""
+    from storage import Evaluation
+
+    store = RunStore.from_url(url)
+    models = {
+        "copd": ["add", "rev", "merged"], "weight_average": ["add", "rev", "merged"],
+        "expert": ["add", "rev"], "mixed": ["mixed"], "mopd": ["add", "rev", "mopd"],
+        "static_opd": ["add", "rev"],
+    }  # fmt: skip
+    ids = {}
+    for method, names in [*models.items(), ("cancelled", ["mixed"])]:
+        real = "mixed" if method == "cancelled" else method
+        cfg = RunConfig(name=f"g-{method}", method=real, group="every").to_dict()
+        run = store.create_run(cfg["name"], real, cfg, group="every")
+        step = 0 if method == "cancelled" else 20
+        lift = {"copd": 0.1, "mixed": 0.05, "cancelled": -0.2}.get(method, 0.0)
+        store.log_evals(run.id, [
+            Evaluation(m, b, 0.5 + lift + (0.1 if m == b else 0.0), 64, step)
+            for m in names for b in ("add", "rev", "add@val", "rev@val")
+        ])  # fmt: skip
+        store.claim(run.id, host="h")
+        store.set_status(run.id, "cancelled" if method == "cancelled" else "finished")
+        ids[method] = run.id
+    store.close()
+    return ids
+
+
+def test_every_method_is_compared_by_its_reported_model_and_unfinished_runs_are_left_out(
+    monkeypatch, tmp_path
+):
+    """Before: the grid and the paired comparison left out mixed GRPO ("no validation
+    evaluation of its reported model", although it has mixed/add@val), and a cancelled
+    run's step-0 scores (the base model's) stood as its result. Now every method has one
+    reported model (merged, the mixed / MOPD policy, the static-OPD student, experts on
+    their own domains) in the grid, the paired data and the results table alike, and a run
+    without its final evaluation is named and left out."""
+    from app.dashboard.queries import reported_model, settled
+    from app.dashboard.sweep_data import REPORTED, reported_evals, score_table
+
+    url = f"sqlite:///{tmp_path / 'every.db'}"
+    ids = _every_method_group(url)
+    store = RunStore.from_url(url)
+    runs = store.list_runs(group="every")
+    evals = store.evaluations([r.id for r in runs])
+    by_id = {r.id: r for r in runs}
+    assert {m: reported_model(by_id[i]) for m, i in ids.items()} == {
+        "copd": "merged", "weight_average": "merged", "expert": "own-domain experts",
+        "mixed": "mixed", "mopd": "mopd", "static_opd": "rev", "cancelled": "mixed",
+    }  # fmt: skip
+    finished, left = settled(runs, evals)
+    assert left == [f"#{ids['cancelled']} mixed: cancelled, last evaluated at step 0"]
+    table = score_table(reported_evals(evals, finished), finished, {"method": []},
+                        model=REPORTED, split="validation")  # fmt: skip
+    assert set(table["run_id"]) == {ids[m] for m in ids if m != "cancelled"}
+    store.close()
+
+    at = _app(monkeypatch, tmp_path, url)
+    at.query_params["group"] = "every"
+    at.run()
+    at.switch_page("../pages/compare.py").run()
+    assert not at.exception
+    captions = [shown(c.value) for c in at.caption]
+    assert not any("mixed: no validation evaluation" in c for c in captions), captions
+    unfinished = [c for c in captions if c.startswith("Unfinished")]
+    assert unfinished and f"#{ids['cancelled']} mixed: cancelled" in unfinished[0]
+    text = shown("\n".join(m.value for m in at.markdown))
+    row = next(line for line in text.splitlines() if line.startswith("| mixed · mixed |"))
+    assert row.endswith("| 1 |"), row  # one seed: the cancelled run's step 0 is no result
+    assert "0.3" not in row  # its (base model's) scores are in no mean
     st.cache_data.clear()
 
 

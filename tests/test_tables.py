@@ -38,7 +38,7 @@ def test_dashboard_table_agrees_with_the_paper_table():
 
     class Run:
         def __init__(self, i, method):
-            self.id, self.method = i, method
+            self.id, self.method, self.config = i, method, {}
 
     rows = []
     scores = {1: {"add": 0.4, "rev": 0.6}, 2: {"add": 0.4, "rev": 0.8}, 3: {"add": 0.4}}

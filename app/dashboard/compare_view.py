@@ -27,13 +27,14 @@ from app.dashboard.queries import (
     results_markdown,
     results_table,
     seed_arms,
+    settled,
 )
 from app.dashboard.report import compare_report
 from app.dashboard.samples_view import most_divergent
 from app.dashboard.series import with_x
 from app.dashboard.sweep_data import GridReport
 from app.dashboard.sweep_view import draw_grid_view
-from app.dashboard.text import md_escape
+from app.dashboard.text import md_escape, md_line
 from app.dashboard.widgets import (
     cached_evals,
     cached_keys,
@@ -213,8 +214,17 @@ def results_section(
             "results split", ["test", "validation"], horizontal=True, key="compare:split",
             help="the held-out test split, or the validation split of the final evaluation",
         )  # fmt: skip
-    st.subheader(f"Results: {split} split, latest evaluation of each run")
-    table = results_table(evals, chosen, arms, split=split)
+    st.subheader(f"Results: {split} split, final evaluation of each finished run")
+    finished, unfinished = settled(chosen, evals)
+    if unfinished:
+        st.caption(
+            md_line(
+                "Unfinished, left out of the table, its means and bands (a run's result is "
+                "its final evaluation): " + "; ".join(unfinished) + "."
+            )
+        )
+    kept = evals[evals["run_id"].isin([r.id for r in finished])] if len(evals) else evals
+    table = results_table(kept, finished, arms, split=split)
     if table.empty:
         st.info(
             f"No {split} evaluations recorded for these runs yet (they are written every few "

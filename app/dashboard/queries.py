@@ -24,7 +24,7 @@ from app.dashboard.text import md_line
 from copd.common import names as N
 from copd.common.names import VAL_SUFFIX
 from copd.common.tables import is_benchmark, paper_table
-from copd.spec import config_diff
+from copd.spec import OWN_DOMAIN, config_diff, reported_model_of
 from storage.entities import RunStatus
 
 if TYPE_CHECKING:
@@ -215,20 +215,20 @@ def latest_evals(evals: pd.DataFrame) -> pd.DataFrame:
     return evals[evals["step"] == last]
 
 
-OWN_DOMAIN = "own-domain experts"
-# Methods whose branches are never merged: their reported model is each branch on its own
-# domain (the paper's per-domain experts), a row composed from the branch evaluations.
-UNMERGED_METHODS = ("expert",)
+def reported_model(run: Run) -> str:
+    """The model `run` is judged by (RunConfig.reported_model: one rule for the results
+    table, the grid, the paired comparison, the report and the Studies page)."""
+    return reported_model_of(run.config, run.method)
 
 
 def own_domain_rows(evals: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
-    """For each unmerged run (independent experts), its branches' scores on their own
-    domain as one model, OWN_DOMAIN: benchmark `add` scored by the branch whose task is
-    `add` (and `add@val` likewise). Empty when no run qualifies."""
+    """For each run whose branches are never merged (independent experts), its branches'
+    scores on their own domain as one model, OWN_DOMAIN: benchmark `add` scored by the
+    branch whose task is `add` (and `add@val` likewise). Empty when no run qualifies."""
     tasks = {
         r.id: {str(b.get("task")): str(b.get("name")) for b in (r.config or {}).get("branches", [])}
         for r in runs
-        if r.method in UNMERGED_METHODS
+        if reported_model(r) == OWN_DOMAIN
     }
     if evals.empty or not tasks:
         return evals.iloc[0:0]
@@ -243,6 +243,22 @@ def with_own_domain(evals: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
     """`evals` plus the OWN_DOMAIN rows of the unmerged runs."""
     extra = own_domain_rows(evals, runs)
     return pd.concat([evals, extra], ignore_index=True) if len(extra) else evals
+
+
+def settled(runs: list[Run], evals: pd.DataFrame) -> tuple[list[Run], list[str]]:
+    """The runs whose result exists (finished: their final evaluation), and a line for
+    each other one: `#7 mixed: cancelled, last evaluated at step 0`. A run's scores before
+    its end are not its result (a cancelled run's step-0 scores are the base model's):
+    they stay out of tables, means, bands and paired tests."""
+    last = evals.groupby("run_id")["step"].max().to_dict() if len(evals) else {}
+    kept, left = [], []
+    for r in runs:
+        if r.status == "finished":
+            kept.append(r)
+            continue
+        seen = f"last evaluated at step {last[r.id]}" if r.id in last else "no evaluation yet"
+        left.append(f"#{r.id} {r.method}: {r.status}, {seen}")
+    return kept, left
 
 
 def results_table(

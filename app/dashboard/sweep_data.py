@@ -25,7 +25,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from app.dashboard.queries import IDENTITY_FIELDS, OWN_DOMAIN, flatten_config, with_own_domain
+from app.dashboard.queries import (
+    IDENTITY_FIELDS,
+    OWN_DOMAIN,
+    flatten_config,
+    reported_model,
+    with_own_domain,
+)
 from copd.common.names import VAL_SUFFIX
 from copd.common.stats import Paired, mean_std, paired
 from copd.common.tables import OVERALL, is_benchmark
@@ -115,14 +121,14 @@ REPORTED = "reported model"
 
 
 def reported_evals(evals: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
-    """`evals` plus, per run, its reported model as REPORTED: the merged model where the
-    run merged its branches, else (independent experts) each expert on its own domain, so
-    a group of methods compares each by what it reports instead of dropping the experts."""
+    """`evals` plus, per run, its reported model (queries.reported_model: the merged model,
+    mixed GRPO's or MOPD's one policy, the static-OPD student, each expert on its own
+    domain) as REPORTED, so a group of methods compares each by what it reports."""
     ev = with_own_domain(evals, runs)
     if ev.empty:
         return ev
-    merged = set(ev.loc[ev["model"] == "merged", "run_id"])
-    pick = (ev["model"] == "merged") | ((ev["model"] == OWN_DOMAIN) & ~ev["run_id"].isin(merged))
+    reported = {r.id: reported_model(r) for r in runs}
+    pick = ev["model"].astype(str) == ev["run_id"].map(reported)
     return pd.concat([ev, ev[pick].assign(model=REPORTED)], ignore_index=True)
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import streamlit as st
 
 from app.dashboard.figures import heatmap_figure, param_figure
+from app.dashboard.queries import settled
 from app.dashboard.sweep_data import (
     GridReport,
     benches,
@@ -66,14 +67,15 @@ def draw_grid_view(url: str, chosen: list[Run], fmt: str = "png") -> GridReport 
         "report the held-out test split",
     )  # fmt: skip
     model = c2.selectbox("model", models, key="compare:sweep:model")
-    table = score_table(evals, chosen, params, model=model, split=split)
+    finished, unfinished = settled(chosen, evals)
+    table = score_table(evals, finished, params, model=model, split=split)
     if table.empty:
         st.info(
             f"No {split} scores of {md_line(model)} yet (validation scores come with a run's final "
             "evaluation)."
         )
         return None
-    missing = left_out(chosen, table, model, split)
+    missing = unfinished + left_out(finished, table, model, split)
     options = benches(table)
     bench = c3.selectbox("score", options, index=options.index(OVERALL), key="compare:sweep:bench")
     report = GridReport(split, model, bench, lines=[swept, f"{split} split, model: {model}."])

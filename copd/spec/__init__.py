@@ -39,7 +39,7 @@ from copd.spec.overrides import (
     parse_seeds,
     replace_in,
 )
-from copd.spec.run import RunConfig
+from copd.spec.run import OWN_DOMAIN, RunConfig, reported_model_of
 from copd.spec.sections import (
     BackendConfig,
     BranchSpec,
@@ -56,6 +56,8 @@ from copd.spec.sections import (
 )
 
 __all__ = [
+    "OWN_DOMAIN",
+    "reported_model_of",
     "BACKEND_KINDS",
     "BRANCH_KINDS",
     "DTYPES",

@@ -33,6 +33,22 @@ from copd.spec.sections import (
 )
 from copd.spec.serialize import from_dict, nonfinite_fields, to_jsonable
 
+# The reported model of runs whose several branches are never merged (independent
+# experts): each branch scored on its own domain, one row composed by the dashboard.
+OWN_DOMAIN = "own-domain experts"
+
+
+def reported_model_of(config: dict[str, Any] | None, method: str) -> str:
+    """RunConfig.reported_model of a stored config (a run recorded by an older version
+    whose config no longer validates falls back to the merged model). `method` is the
+    run's (a `base` run stores the config of the preset whose domains it scores)."""
+    if method == "base":
+        return "base"
+    try:
+        return RunConfig.from_dict({**(config or {}), "method": method}).reported_model()
+    except (ConfigError, TypeError, ValueError, IndexError):
+        return "merged"
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -163,6 +179,30 @@ class RunConfig:
     @property
     def hub(self) -> str:
         return self.topology.hub or self.branches[0].name
+
+    def static_pair(self) -> tuple[str, str]:
+        """Static OPD's (teacher, student): `static_direction` "TEACHER->STUDENT", else the
+        first branch teaches the second."""
+        if self.static_direction is None:
+            return self.branches[0].name, self.branches[1].name
+        teacher, student = self.static_direction.split("->")
+        return teacher, student
+
+    def reported_model(self) -> str:
+        """The model a run is judged by, the one rule every comparison uses: the merged
+        model where branches are merged (CoPD, the weight average), the one policy of mixed
+        GRPO and MOPD, the static-OPD student, and each expert on its
+        own domain (OWN_DOMAIN, composed from the branches' scores) where several branches
+        are never merged; a single branch is itself."""
+        if self.method in ("mixed", "mopd"):
+            return self.method
+        if self.method == "static_opd":
+            return self.static_pair()[1]
+        if len(self.branches) == 1:
+            return self.branches[0].name
+        if self.merge.enabled and self.method != "expert":
+            return "merged"
+        return OWN_DOMAIN
 
     def policy_names(self) -> list[str]:
         """The policies a run instantiates: the branches, one "mixed" policy, or the MOPD

@@ -77,10 +77,7 @@ class Budget:
 
 def static_direction(cfg: RunConfig) -> tuple[str, str]:
     """(teacher, student) from `static_direction` "TEACHER->STUDENT"; default first->second."""
-    if cfg.static_direction is None:
-        return cfg.branches[0].name, cfg.branches[1].name
-    teacher, student = cfg.static_direction.split("->")
-    return teacher, student
+    return cfg.static_pair()
 
 
 def budget_for(cfg: RunConfig) -> Budget:
