@@ -190,3 +190,18 @@ def test_the_live_view_draws_sampled_keys_with_their_units():
     }
     assert list(fig.layout.yaxis.range) == [0.0, 100.0]  # CPU: the whole machine
     assert fig.layout.yaxis2.range[0] == 0.0 and fig.layout.yaxis2.range[1] > 22.0
+
+
+def test_the_first_row_of_a_run_is_a_reading_not_zero():
+    """psutil keeps the previous CPU reading per thread: the priming call in the thread
+    that started the sampler left the sampler thread's first reading at 0.0, a false
+    0 -> 100% ramp at the start of every run and every resume."""
+    rows = Rows()
+    sampler = SystemSampler(rows, every_s=0.2).start()
+    t0 = time.monotonic()
+    while not rows.rows and time.monotonic() - t0 < 60:  # busy: this process uses a core
+        sum(i * i for i in range(20_000))
+        sampler.log_metrics({}, step=int((time.monotonic() - t0) / 0.3) + 1)
+    sampler.stop()
+    first = rows.rows[0][1][N.SYSTEM_HOST_CPU_PERCENT]
+    assert first > 0.0, rows.rows[:2]

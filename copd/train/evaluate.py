@@ -199,14 +199,15 @@ def process_metrics() -> dict[str, float]:
     call: psutil measures between two calls on the same Process object, so one is kept),
     logged with the diagnostics."""
     global _PROC
-    if _PROC is None or _PROC.pid != os.getpid():  # a forked worker measures itself
+    first = _PROC is None or _PROC.pid != os.getpid()  # a forked worker measures itself
+    if first:
         _PROC = psutil.Process()
-        _PROC.cpu_percent(interval=None)  # primes the counter; the first reading is 0
     proc = _PROC
-    return {
-        N.SYSTEM_RSS_MB: proc.memory_info().rss / 2**20,
-        N.SYSTEM_CPU_PERCENT: proc.cpu_percent(interval=None),
-    }
+    out = {N.SYSTEM_RSS_MB: proc.memory_info().rss / 2**20}
+    cpu = proc.cpu_percent(interval=None)
+    if not first:  # the first call only starts the interval: its 0.0 is no reading
+        out[N.SYSTEM_CPU_PERCENT] = cpu
+    return out
 
 
 def overlap_diagnostics(

@@ -134,13 +134,15 @@ class SystemSampler(NullLogger):
 
     # ------------------------------------------------------------------ the thread
     def start(self) -> SystemSampler:
-        host_metrics()  # primes psutil's CPU counter: the first reading covers one period
         self.gpu = GPUProbe(self.nvml)
         self.thread = threading.Thread(target=self.run, name="copd-system-metrics", daemon=True)
         self.thread.start()
         return self
 
     def run(self) -> None:
+        # Primes psutil's CPU counter in this thread: psutil keeps the previous reading per
+        # thread, so a priming call in the starting thread left the first row at 0.0.
+        host_metrics()
         while not self.stopped.wait(self.every_s):
             self.tick()
 
