@@ -156,12 +156,12 @@ def launcher_from_args(args: argparse.Namespace) -> Launcher:
     return Launcher(store, root, max_cpu_runs=args.max_cpu_runs)
 
 
-def load_config(spec: str, overrides: list[str]) -> Any:
+def load_config(spec: str, overrides: list[str], trusted: bool = False) -> Any:
     """A RunConfig from a file path or a preset name, with `--set` overrides applied (not yet
     validated: the launcher validates at submit). The engine's one loader."""
     from copd.runner import load_config as load
 
-    return load(spec, overrides, validate=False)
+    return load(spec, overrides, validate=False, trusted=trusted)
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
