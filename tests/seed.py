@@ -100,15 +100,17 @@ def training_points(n_steps: int, seed: int = 0, t0: float | None = None, lift: 
     return pts
 
 
-def evaluations(steps: list[int], lift: float = 0.0, t0: float | None = None) -> list[Evaluation]:
-    """Both branches and the merged model on both domains at each step."""
+def evaluations(
+    steps: list[int], lift: float = 0.0, t0: float | None = None, models: tuple[str, ...] = ()
+) -> list[Evaluation]:
+    """Both branches and the merged model (or `models`) on both domains at each step."""
     t0 = time.time() - 3600 if t0 is None else t0
     out = []
     for step in steps:
         g = step / max(steps[-1], 1)
-        for model in (*BRANCHES, "merged"):
+        for model in models or (*BRANCHES, "merged"):
             for bench in BRANCHES:
-                native = model == bench or model == "merged"
+                native = model == bench or model in ("merged", "mixed")
                 score = (0.3 + 0.5 * g if native else 0.2 + 0.3 * g) + lift
                 out.append(Evaluation(model, bench, min(score, 1.0), 128, step, t0 + 2.0 * step))
     return out
@@ -166,7 +168,8 @@ def seed_store(url: str) -> SeededRuns:
             cfg = _config(method=method, seed=seed, name=name, group=GROUP)
             r = store.create_run(name, method, cfg, seed=seed, group=GROUP)
             store.log_metrics(r.id, training_points(n, seed=seed, lift=lift))
-            store.log_evals(r.id, evaluations(steps, lift=lift + 0.01 * seed))
+            models = ("mixed",) if method == "mixed" else ()  # mixed GRPO: one policy
+            store.log_evals(r.id, evaluations(steps, lift=lift + 0.01 * seed, models=models))
             _finish(store, r.id)
             out.group.append(r.id)
     store.close()

@@ -396,7 +396,7 @@ def test_compare_group_table(app):
     assert not at.exception
     assert at.selectbox(key="compare:group").value == GROUP
     text = _text(at)
-    assert "Overall" in text and "copd · merged" in text and "mixed · merged" in text
+    assert "Overall" in text and "copd · merged" in text and "mixed · mixed" in text
     assert "±" in text  # mean ± std over seeds
     assert len(at.get("plotly_chart")) >= 1
 
