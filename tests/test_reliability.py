@@ -138,6 +138,47 @@ def test_a_new_run_never_reuses_another_stores_folder_or_resume_marker(tmp_path)
             s.close()
 
 
+def paused_trainer(tmp_path: Path, cwd: Path, db: str, overrides: list[str], point: str):
+    """`copd train demo --db DB` started in `cwd`, its output in tmp_path/trainer.log, to
+    be held at `point` ($COPD_PAUSE_AT: "20" after step 20, "checkpoint-10"). Returns the
+    process, the pause file (exists while it is held) and the log."""
+    paused, log = tmp_path / "paused", tmp_path / "trainer.log"
+    with open(log, "wb") as out:
+        trainer = subprocess.Popen(
+            [sys.executable, "-m", "copd", "train", "demo", "--db", db, *sets(overrides)],
+            cwd=cwd, env=env(COPD_PAUSE_AT=f"{point}:{paused}"), stdout=out,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        wait_until(paused.exists, f"held at {point}", proc=trainer, log=log)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(trainer.pid, signal.SIGKILL)
+        raise
+    return trainer, paused, log
+
+
+def crash_then_resume(store: RunStore, run, db: str, home: Path, cwd: Path):
+    """After a kill -9: `copd runs` sees the crash, `copd resume` continues the run; the
+    run once it has ended."""
+    common = ["--db", db, "--runs-root", str(home)]
+    time.sleep(2.5)  # two heartbeats: the kill is then visible as a crash
+    assert copd("runs", *common, cwd=cwd).returncode == 0
+    assert store.get_run(run.id).status == "crashed"
+    res = copd("resume", str(run.id), *common, cwd=cwd)
+    assert res.returncode == 0, res.stderr
+    return wait_until(
+        lambda: (r := store.get_run(run.id)).is_terminal and r, "finished",
+        log=Path(run.run_dir) / "train.log",
+    )  # fmt: skip
+
+
+def backend_url(backend: str, tmp_path: Path, request) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'copd.db'}"
+    return request.getfixturevalue("pg_server").new_database()
+
+
 # ------------------------------------------------------- 2 + 3 + 4 + 5. resume, real processes
 def test_resume_after_kill_9_from_another_cwd_logs_each_step_once(tmp_path, tiny_model_dir):
     """`copd train --db` in one folder (no --out: runs/<id>-<name>, recorded absolute),
@@ -155,16 +196,9 @@ def test_resume_after_kill_9_from_another_cwd_logs_each_step_once(tmp_path, tiny
         "schedule.cycles=3", "schedule.rl_steps=10", "schedule.opd_steps=5",
         "checkpoint_every=0", "name=kill me",
     ]  # fmt: skip
-    paused, log = tmp_path / "paused", tmp_path / "trainer.log"
-    with open(log, "wb") as out:
-        trainer = subprocess.Popen(
-            [sys.executable, "-m", "copd", "train", "demo", "--db", db, *sets(overrides)],
-            cwd=here, env=env(COPD_PAUSE_AT=f"20:{paused}"), stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    trainer, _, _ = paused_trainer(tmp_path, here, db, overrides, "20")
     store = RunStore.from_url(db)
     try:
-        wait_until(paused.exists, "paused at step 20", proc=trainer, log=log)
         run = store.list_runs()[0]
         assert Path(run.run_dir) == (here / "runs" / f"{run.id}-kill-me").resolve()
         assert store.latest_checkpoint(run.id).step == 15
@@ -172,18 +206,7 @@ def test_resume_after_kill_9_from_another_cwd_logs_each_step_once(tmp_path, tiny
         os.killpg(trainer.pid, signal.SIGKILL)
         trainer.wait()
         assert store.get_run(run.id).status == "running"
-
-        common = ["--db", db, "--runs-root", str(tmp_path / "home")]
-        time.sleep(2.5)  # two heartbeats: the kill is then visible as a crash
-        assert copd("runs", *common, cwd=there).returncode == 0
-        assert store.get_run(run.id).status == "crashed"
-        res = copd("resume", str(run.id), *common, cwd=there)
-        assert res.returncode == 0, res.stderr
-        final = wait_until(
-            lambda: (r := store.get_run(run.id)).is_terminal and r,
-            "finished",
-            log=Path(run.run_dir) / "train.log",
-        )
+        final = crash_then_resume(store, run, db, tmp_path / "home", there)
         assert final.status == "finished", final.error
         events = [e.message for e in store.events(run.id)]
         removed = [m for m in events if m.startswith("resume: removed")]
@@ -230,26 +253,15 @@ def test_a_kill_as_a_checkpoint_appears_loses_no_row(tmp_path, tiny_model_dir, b
     so the resume from it leaves the store equal to metrics.jsonl, each (metric, step)
     once. Before: the folder was committed before the store's buffered rows, and a kill
     in that window lost steps since the last flush for good (resume skips past them)."""
-    db = (
-        f"sqlite:///{tmp_path / 'copd.db'}"
-        if backend == "sqlite"
-        else request.getfixturevalue("pg_server").new_database()
-    )
+    db = backend_url(backend, tmp_path, request)
     overrides = tiny_overrides(tiny_model_dir) + QUICK
     overrides += [
         "schedule.cycles=2", "schedule.rl_steps=5", "schedule.opd_steps=5",
         "checkpoint_every=0", "name=window", "diagnostics.samples_every=2",
     ]  # fmt: skip
-    paused, log = tmp_path / "paused", tmp_path / "trainer.log"
-    with open(log, "wb") as out:
-        trainer = subprocess.Popen(
-            [sys.executable, "-m", "copd", "train", "demo", "--db", db, *sets(overrides)],
-            cwd=tmp_path, env=env(COPD_PAUSE_AT=f"checkpoint-10:{paused}"), stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    trainer, _, _ = paused_trainer(tmp_path, tmp_path, db, overrides, "checkpoint-10")
     store = RunStore.from_url(db)
     try:
-        wait_until(paused.exists, "paused at the checkpoint of step 10", proc=trainer, log=log)
         os.killpg(trainer.pid, signal.SIGKILL)
         trainer.wait()
         run = store.list_runs()[0]
@@ -260,17 +272,7 @@ def test_a_kill_as_a_checkpoint_appears_loses_no_row(tmp_path, tiny_model_dir, b
         missing = covered - store_points(store, run.id, up_to_step=10)
         assert not missing, f"{len(missing)} rows the checkpoint covers are not in the store"
         assert store.sample_count(run.id) > 0
-
-        common = ["--db", db, "--runs-root", str(tmp_path / "home")]
-        time.sleep(2.5)  # two heartbeats: the kill is then visible as a crash
-        assert copd("runs", *common, cwd=tmp_path).returncode == 0
-        res = copd("resume", str(run.id), *common, cwd=tmp_path)
-        assert res.returncode == 0, res.stderr
-        final = wait_until(
-            lambda: (r := store.get_run(run.id)).is_terminal and r,
-            "finished",
-            log=Path(run.run_dir) / "train.log",
-        )
+        final = crash_then_resume(store, run, db, tmp_path / "home", tmp_path)
         assert final.status == "finished", final.error
         assert duplicates(store, run.id) == []
         steps = store.metric_series([run.id], ["run/progress"], 10**9)["step"].tolist()
@@ -293,26 +295,15 @@ def test_a_second_writer_of_a_running_run_is_refused_and_changes_nothing(
     metrics.jsonl are unchanged, and the first trainer ends "finished" with each (metric,
     step) once. Before: the second took the run over (duplicate rows, a truncated
     metrics.jsonl under the first writer, "finished" at 87%)."""
-    db = (
-        f"sqlite:///{tmp_path / 'copd.db'}"
-        if backend == "sqlite"
-        else request.getfixturevalue("pg_server").new_database()
-    )
+    db = backend_url(backend, tmp_path, request)
     overrides = tiny_overrides(tiny_model_dir) + QUICK
     overrides += [
         "schedule.cycles=1", "schedule.rl_steps=5", "schedule.opd_steps=5",
         "checkpoint_every=5", "name=one writer",
     ]  # fmt: skip
-    paused, log = tmp_path / "paused", tmp_path / "trainer.log"
-    with open(log, "wb") as out:
-        trainer = subprocess.Popen(
-            [sys.executable, "-m", "copd", "train", "demo", "--db", db, *sets(overrides)],
-            cwd=tmp_path, env=env(COPD_PAUSE_AT=f"6:{paused}"), stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    trainer, paused, log = paused_trainer(tmp_path, tmp_path, db, overrides, "6")
     store = RunStore.from_url(db)
     try:
-        wait_until(paused.exists, "paused at step 6", proc=trainer, log=log)
         run = store.list_runs()[0]
         run_dir = Path(run.run_dir)
         before = (store_points(store, run.id), (run_dir / "metrics.jsonl").read_bytes())
