@@ -674,3 +674,18 @@ def test_eval_overall_never_mixes_the_validation_rows_in():
     assert series.overall_scores(ev)["score"].tolist() == [pytest.approx(0.4)]
     val = series.benchmarks_only(ev, "validation")
     assert val["benchmark"].tolist() == ["add@val"]
+
+
+def test_a_branch_named_after_its_domain_follows_a_new_domain(app):
+    """Changing a branch's domain on Launch kept its old name, so every chart labelled the
+    `sort` branch "rev"; a name the user typed is kept."""
+    at, _ = app
+    at.run()
+    at.switch_page("../pages/launch.py").run()
+    assert at.text_input(key="cfg:demo:br1:name").value == "rev"
+    at.selectbox(key="cfg:demo:br1:task").set_value("sort").run()
+    assert at.text_input(key="cfg:demo:br1:name").value == "sort"
+    at.text_input(key="cfg:demo:br0:name").set_value("mine").run()
+    at.selectbox(key="cfg:demo:br0:task").set_value("fwd").run()
+    assert at.text_input(key="cfg:demo:br0:name").value == "mine"
+    assert not at.exception

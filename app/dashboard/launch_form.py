@@ -138,6 +138,15 @@ def model_picker(base: RunConfig, prefix: str) -> tuple[str, list[str]]:
     return path.strip(), [problem] if problem else []
 
 
+def name_follows_domain(name_key: str, task_key: str, named_for_key: str) -> None:
+    """A branch named after its domain is renamed with it (a `rev` branch switched to `fwd`
+    is `fwd`, or every chart would label it "rev"); a name the user typed is kept."""
+    old, new = st.session_state.get(named_for_key), st.session_state[task_key]
+    if new != CUSTOM_TASK and st.session_state.get(name_key, "").strip() in ("", old):
+        st.session_state[name_key] = new
+        st.session_state[named_for_key] = new
+
+
 def branch_editor(base: RunConfig, prefix: str, tasks: list[str]) -> tuple[list[dict], list[str]]:
     """Per-branch name, domain (built-in task or module:factory) and device."""
     n = int(
@@ -160,9 +169,12 @@ def branch_editor(base: RunConfig, prefix: str, tasks: list[str]) -> tuple[list[
         )
         default_task = b.task if b else (tasks[i % len(tasks)] if tasks else "")
         idx = options.index(default_task) if default_task in options else len(options) - 1
+        keys = (f"{prefix}:br{i}:name", f"{prefix}:br{i}:task", f"{prefix}:br{i}:named_for")
+        st.session_state.setdefault(keys[2], default_task)
         choice = c2.selectbox(
-            f"branch {i + 1} domain", options, index=idx, key=f"{prefix}:br{i}:task"
-        )
+            f"branch {i + 1} domain", options, index=idx, key=keys[1],
+            on_change=name_follows_domain, args=keys,
+        )  # fmt: skip
         custom = c3.text_input(
             "module:factory",
             value="" if default_task in tasks else default_task,
