@@ -7,7 +7,7 @@ import dataclasses
 import streamlit as st
 
 from app.control.sweep import launch_sweep
-from app.dashboard.forms import build_config, parse_seeds
+from app.dashboard.forms import build_config, free_group_name, parse_seeds
 from app.dashboard.launch_form import (
     branch_editor,
     config_form,
@@ -127,11 +127,27 @@ try:  # checked on every edit: the preview below says what Launch would queue
     runs = [dataclasses.replace(r, cfg=cfg_) for r, cfg_, _ in trusted]
 except ConfigError as e:
     set_errors.append(str(e))
+join_errors: list[str] = []  # shown on a click only: the warning says it as it is typed
+taken = [r for r in cached_runs(db_url()) if group.strip() and r.group == group.strip()]
+if taken:  # a second set in one group reads as one set on Compare: only on purpose
+    free = free_group_name(group.strip(), {r.group for r in cached_runs(db_url()) if r.group})
+    st.warning(
+        md_escape(
+            f"Group {group.strip()!r} already holds {len(taken)} runs; an ablation set launched "
+            f"into it is compared with them as one set (its swept fields then include theirs). "
+            f"Use a new name such as {free!r}, or add to the group on purpose below."
+        )
+    )
+    if not st.checkbox(f"Add these runs to group {group.strip()!r}", key="ablation:join"):
+        join_errors.append(
+            f"group {group.strip()!r} already exists: name a new group (e.g. {free!r}) or "
+            "tick 'Add these runs to group'"
+        )
 if runs and not set_errors:
     st.info(md_escape(sweep_preview(runs, grid, seeds, past=cached_runs(db_url()))))
 if st.button("Launch ablation set", key="ablation:go"):
-    if set_errors:
-        for err in dict.fromkeys(set_errors):
+    if set_errors or join_errors:
+        for err in dict.fromkeys(set_errors + join_errors):
             st.error(md_escape(err))
         st.error("Nothing was launched.")
     else:

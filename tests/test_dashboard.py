@@ -7,6 +7,7 @@ thread starts once and stops when the resource cache is cleared.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from pathlib import Path
@@ -689,3 +690,26 @@ def test_a_branch_named_after_its_domain_follows_a_new_domain(app):
     at.selectbox(key="cfg:demo:br0:task").set_value("fwd").run()
     assert at.text_input(key="cfg:demo:br0:name").value == "mine"
     assert not at.exception
+
+
+def test_an_ablation_set_into_an_existing_group_is_said_before_launching(app):
+    """A second set launched into a group name that holds runs was merged into it
+    silently (the grid then listed fields it never swept); now the page says so, offers a
+    free name, and launches into it only when asked to."""
+    from app.dashboard.forms import free_group_name
+
+    at, _ = app
+    url = os.environ["COPD_DB_URL"]
+    before = len(RunStore.from_url(url).list_runs())
+    at.run()
+    at.switch_page("../pages/launch.py").run()
+    assert not [w for w in at.warning if "already holds" in w.value]  # ablation-1 is free
+    at.text_input(key="ablation:group").set_value(GROUP).run()
+    warned = [w.value for w in at.warning if "already holds" in w.value]
+    assert warned and "seeds-demo-1" in shown(warned[0]), warned
+    at.button(key="ablation:go").click().run()
+    assert any("already exists" in shown(e.value) for e in at.error)
+    assert any("Nothing was launched" in e.value for e in at.error)
+    assert len(RunStore.from_url(url).list_runs()) == before
+    assert free_group_name("ablation-1", {"ablation-1", "ablation-2"}) == "ablation-3"
+    assert free_group_name("paper", {"paper"}) == "paper-1"

@@ -242,3 +242,13 @@ def check_model_dir(path: str) -> str | None:
     if not (p / "config.json").is_file():
         return f"model.path: {path!r} has no config.json; point at a Hugging Face model folder"
     return None
+
+
+def free_group_name(group: str, taken: set[str]) -> str:
+    """`group` with its trailing number raised until no run holds it: ablation-1 ->
+    ablation-2 (or `group-2` when it ends in no number)."""
+    stem, _, tail = group.rpartition("-")
+    stem, n = (stem, int(tail)) if stem and tail.isdigit() else (group, 1)
+    while f"{stem}-{n}" in taken or f"{stem}-{n}" == group:
+        n += 1
+    return f"{stem}-{n}"
