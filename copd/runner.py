@@ -415,7 +415,7 @@ def attach_observers(cfg, logger, out: Path, method: str, after_step: int | None
     if not cfg.diagnostics.system_every_s:
         return None
     sampler = SystemSampler(logger, cfg.diagnostics.system_every_s, after_step=after_step)
-    logger.loggers.append(sampler)
+    logger.loggers.insert(0, sampler)  # first: a flush emits its row before the others flush
     return sampler.start()
 
 

@@ -205,3 +205,41 @@ def test_the_first_row_of_a_run_is_a_reading_not_zero():
     sampler.stop()
     first = rows.rows[0][1][N.SYSTEM_HOST_CPU_PERCENT]
     assert first > 0.0, rows.rows[:2]
+
+
+def test_a_flush_writes_the_current_steps_row_once():
+    """The row of a step went out one period after the step ended, so a checkpoint (which
+    flushes every logger before it exists) did not cover the checkpoint step's row and a
+    kill after it lost that row for good. Now flush() writes it, and later samples of the
+    same step are not a second row."""
+    rows = Rows()
+    sampler = SystemSampler(rows, every_s=1000)  # ticks driven by hand below
+    values = iter([{"system/host/cpu_percent": v} for v in (10.0, 30.0, 99.0, 7.0)])
+    sampler.read = lambda: next(values)
+    sampler.log_metrics({}, step=10)
+    sampler.tick()
+    sampler.tick()
+    sampler.flush()  # the checkpoint of step 10
+    assert rows.rows == [(10, {"system/host/cpu_percent": 20.0})]
+    sampler.tick()  # still step 10: no second row for it
+    sampler.log_metrics({}, step=11)
+    sampler.tick()
+    sampler.emit()
+    assert rows.rows == [
+        (10, {"system/host/cpu_percent": 20.0}),
+        (11, {"system/host/cpu_percent": 7.0}),
+    ]
+
+
+def test_the_runner_puts_the_sampler_first_so_a_flush_covers_its_row(tmp_path):
+    from copd.runner import attach_observers
+    from copd.spec import RunConfig
+    from copd.train.logger import MultiLogger
+
+    rows = Rows()
+    fan = MultiLogger(rows)
+    sampler = attach_observers(RunConfig(), fan, tmp_path, "copd", None, echo=False)
+    try:
+        assert fan.loggers[0] is sampler
+    finally:
+        sampler.stop()

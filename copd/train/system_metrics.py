@@ -123,6 +123,8 @@ class SystemSampler(NullLogger):
         self.cycle, self.phase = 0, ""
         self.nvml = nvml
         self.pending: tuple[int, int, str, list[dict[str, float]]] | None = None
+        self.emitted = -1  # the last step whose row went out (flush): later samples skip it
+        self.lock = threading.Lock()  # pending and emitted: the thread ticks, flush() emits
         self.stopped = threading.Event()
         self.thread: threading.Thread | None = None
         self.gpu: GPUProbe | None = None
@@ -158,18 +160,38 @@ class SystemSampler(NullLogger):
             sample = self.read()
         except Exception:  # a reading failed: skip this sample, never the run
             return
-        if self.pending is not None and self.pending[0] != step:
-            self.emit()
-        if self.pending is None:
-            self.pending = (step, self.cycle, self.phase, [])
-        self.pending[3].append(sample)
+        with self.lock:
+            if step <= self.emitted:  # its row went out at a flush: one row per step
+                return
+            done = self.take() if self.pending is not None and self.pending[0] != step else None
+            if self.pending is None:
+                self.pending = (step, self.cycle, self.phase, [])
+            self.pending[3].append(sample)
+        self.write_row(done)
+
+    def take(self):
+        """The pending step's samples, now owned by the caller (under `lock`)."""
+        done, self.pending = self.pending, None
+        if done is not None:
+            self.emitted = max(self.emitted, done[0])
+        return done
 
     def emit(self) -> None:
         """Log the pending step's samples as one row (their mean per metric)."""
-        if self.pending is None:
+        with self.lock:
+            done = self.take()
+        self.write_row(done)
+
+    def flush(self) -> None:
+        """The pending step's row now, so a checkpoint (which flushes every logger before it
+        exists) covers it: a kill after the checkpoint loses no system row. The runner puts
+        the sampler first in the fan-out, so the loggers flushed after it write this row."""
+        self.emit()
+
+    def write_row(self, done) -> None:
+        if done is None:
             return
-        step, cycle, phase, samples = self.pending
-        self.pending = None
+        step, cycle, phase, samples = done
         keys = dict.fromkeys(k for s in samples for k in s)
         row = {k: sum(s[k] for s in samples if k in s) / sum(k in s for s in samples) for k in keys}
         if row:
