@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import json
 import random
-import unicodedata
 from pathlib import Path
 
+from copd.common.tags import control_char
 from copd.errors import NonFiniteWeights
 from copd.spec import ConfigError
 
@@ -51,7 +51,7 @@ MAX_LABEL_CHARS = 250
 
 def _check_label(field: str, value: str) -> None:
     """No control characters (a tab or newline breaks tables and logs), at most 250 chars."""
-    bad = next((c for c in value if unicodedata.category(c) == "Cc"), None)
+    bad = control_char(value)
     if bad is not None:
         raise ConfigError(
             f"{field}: {value[:40]!r} holds the control character {bad!r}; use printable "
