@@ -252,7 +252,8 @@ def test_a_kill_as_a_checkpoint_appears_loses_no_row(tmp_path, tiny_model_dir, b
     before anything else runs): every row the checkpoint covers is already in the store,
     so the resume from it leaves the store equal to metrics.jsonl, each (metric, step)
     once. Before: the folder was committed before the store's buffered rows, and a kill
-    in that window lost steps since the last flush for good (resume skips past them)."""
+    in that window lost steps since the last flush for good (resume skips past them), and
+    the resumed first step lacked the seconds of the step before the kill."""
     db = backend_url(backend, tmp_path, request)
     overrides = tiny_overrides(tiny_model_dir) + QUICK
     overrides += [
@@ -278,6 +279,15 @@ def test_a_kill_as_a_checkpoint_appears_loses_no_row(tmp_path, tiny_model_dir, b
         steps = store.metric_series([run.id], ["run/progress"], 10**9)["step"].tolist()
         assert steps == list(range(1, 21))
         assert store_points(store, run.id) == jsonl_points(jsonl)
+        # the seconds of step 10's after-step work (diagnostics at the phase end) are step
+        # 10's rows, so the resumed first step (11) times the same parts as the first RL
+        # step of the fresh run (1). Before: they went out with step 11 and the kill lost them
+        timed = {}
+        for key, step in store_points(store, run.id):
+            if key.startswith("time/"):
+                timed.setdefault(step, set()).add(key)
+        assert "time/diagnostics_s" in timed[10] and "time/diagnostics_s" in timed[0]
+        assert timed[11] == timed[1], (timed[1], timed[11])
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(trainer.pid, signal.SIGKILL)

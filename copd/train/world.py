@@ -50,7 +50,6 @@ class Timer:
 
     def __init__(self) -> None:
         self.acc: dict[str, float] = defaultdict(float)
-        self.total: dict[str, float] = defaultdict(float)
 
     @contextmanager
     def __call__(self, key: str):
@@ -58,9 +57,12 @@ class Timer:
         try:
             yield
         finally:
-            dt = time.perf_counter() - t0
-            self.acc[key] += dt
-            self.total[key] += dt
+            self.acc[key] += time.perf_counter() - t0
+
+    def add(self, parts: dict[str, float]) -> None:
+        """Seconds measured elsewhere (a Ray worker's), counted with this process's."""
+        for key, secs in parts.items():
+            self.acc[key] += secs
 
     def pop(self) -> dict[str, float]:
         out = dict(self.acc)
@@ -270,14 +272,12 @@ def branch_generator(seed: int, name: str) -> torch.Generator:
 def log_step(
     world: World, metrics: dict[str, float], cycle: int, phase: str, total: int | None = None
 ) -> None:
-    """Timing breakdown and progress with the step's metrics, in one logger call.
+    """The step's metrics and progress, in one logger call. Its seconds (`time/*`) go out
+    with those of its after-step work at the step's end (`loop.log_step_times`).
     Called after `world.state.step += 1`, so it counts the steps done.
     `total`: the loop's step count when it is not `schedule.total_steps()` (baselines)."""
     total = total or world.cfg.schedule.total_steps() or 1
-    t = world.timer.pop()
     metrics = dict(metrics)
-    for part, secs in t.items():
-        metrics[N.time_key(part)] = secs
     metrics[N.PROGRESS] = world.state.step / total
     t0 = time.perf_counter()
     world.logger.log_metrics(metrics, step=world.state.step, cycle=cycle, phase=phase)

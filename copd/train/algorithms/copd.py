@@ -182,9 +182,7 @@ def _train(world: World, group: WorkerGroup, out_dir: str | Path) -> dict[str, d
         step = phase1_step if pos.phase == "rl" else phase2_step
         metrics = step(world, group)
         world.state.step += 1
-        for part, secs in group.pop_times().items():  # worker-side timings (Ray)
-            world.timer.acc[part] += secs
-            world.timer.total[part] += secs
+        world.timer.add(group.pop_times())  # worker-side timings (Ray)
         log_step(world, metrics, pos.cycle, pos.phase)
         if pos.phase_end and pos.phase == "opd":
             group.drop_teachers()  # snapshots live for one phase (and stay out of checkpoints)

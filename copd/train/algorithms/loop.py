@@ -15,6 +15,8 @@ The cadence, the same for CoPD and every baseline, so their curves line up:
   - evaluation at the loop's points (every `eval_every_cycles`-th cycle end), except at the
     final step: `finish` evaluates every model there, and each (model, benchmark, step)
     is recorded once;
+  - every part's seconds of a step (its update and that after-step work) logged at the
+    step (`log_step_times`) before its checkpoint, so a checkpoint covers every row of it;
   - a checkpoint at the loop's points (cycle ends) and every `checkpoint_every` steps;
   - a stop request (SIGTERM) checkpoints, once even where a checkpoint was due anyway, and
     raises TrainingCancelled.
@@ -26,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from copd.common import names as N
 from copd.math.schedule import Position, position
 from copd.policy.models import PolicyView
 from copd.spec import ConfigError, RunConfig, ScheduleConfig
@@ -47,6 +50,7 @@ class Actions:
     measure: Callable[[int, str], object]  # (cycle, phase): overlap diagnostics, logged
     evaluate: Callable[[int], object]  # (step): held-out scores, logged
     save: Callable[[], object]  # checkpoint the world at world.state.step
+    pop_times: Callable[[], dict[str, float]] = dict  # seconds spent off this process (Ray)
 
 
 def in_process(
@@ -71,6 +75,7 @@ def via_workers(world: World, group: WorkerGroup, out_dir: str | Path) -> Action
         measure=lambda cycle, phase: group.measure_overlap(world, cycle, phase),
         evaluate=lambda step: group.evaluate(world, step=step),
         save=lambda: group.save(world, out_dir),
+        pop_times=group.pop_times,
     )
 
 
@@ -105,6 +110,25 @@ def begin(world: World, acts: Actions) -> None:
         acts.measure(0, "rl")
         if world.cfg.eval.at_start:
             acts.evaluate(0)
+        log_step_times(world, acts, 0, "rl")
+
+
+def log_step_times(world: World, acts: Actions, cycle: int, phase: str) -> None:
+    """Every part's seconds of a step (`time/*`: its update, then its diagnostics,
+    evaluation and logging), once per part, logged at that step before its checkpoint: the
+    checkpoint covers them, and a resumed run's first step carries its own seconds only, as
+    in a run that was never stopped. (Before: the after-step parts went out with the next
+    step's rows, so a resume lost them.) This call's own logging is not counted. At step 0:
+    the seconds of `begin`."""
+    world.timer.add(acts.pop_times())
+    times = world.timer.pop()
+    if times:
+        world.logger.log_metrics(
+            {N.time_key(part): secs for part, secs in times.items()},
+            step=world.state.step,
+            cycle=cycle,
+            phase=phase,
+        )
 
 
 def evaluated_cycle_end(pos: Position, sc: ScheduleConfig) -> bool:
@@ -142,6 +166,7 @@ def after_step(
         acts.measure(cycle, phase)
     if eval_due and world.state.step < total:  # the final step's evaluation is finish's
         acts.evaluate(world.state.step)
+    log_step_times(world, acts, cycle, phase)
     saved = save_due or bool(every and world.state.step % every == 0)
     if saved:
         acts.save()
