@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from copd.common.tables import PaperTable, paper_table
-from copd.spec import ConfigError, RunConfig, parse_seeds
+from copd.spec import ConfigError, RunConfig, method_info, parse_seeds
 from copd.spec.sweep import run_config
 from experiments.pool import Job, run_pool
 
@@ -99,27 +99,25 @@ ARMS: tuple[Arm, ...] = (
 
 
 def row_labels(arm: Arm, cfg: RunConfig) -> list[tuple[str, str]]:
-    """(model name in the arm's scores, row label) for the rows an arm contributes."""
+    """(model name in the arm's scores, row label) for the rows an arm contributes: the
+    method's reported model (copd/spec/methods.py) under the method's label, and for
+    merging methods each branch alone too."""
     if arm.base_only:
         return [("base", "Base")]
-    m = cfg.method
-    if m == "expert":
+    info = method_info(cfg.method)
+    label = info.label[:1].upper() + info.label[1:]
+    if info.reported == "own_domain":
         return [(b, f"{b}-Expert") for b in cfg.branch_names]
-    if m == "mixed":
-        return [("mixed", "Mixed GRPO" + (" (T steps)" if cfg.mixed_steps == "per_branch" else ""))]
-    if m == "static_opd":
-        from copd.train.algorithms.baselines import static_direction
-
-        teacher, student = static_direction(cfg)
-        return [(student, f"Static OPD {teacher}→{student}")]
-    if m == "mopd":
-        return [("mopd", "MOPD")]
-    if m == "copd":
-        name = "CoPD" if cfg.topology.kind == "pair" else f"CoPD ({cfg.topology.kind})"
-        if arm.overrides:
-            name += " [" + " ".join(arm.overrides) + "]"
-        return [("merged", name)] + [(b, f"{name}: {b} branch only") for b in cfg.branch_names]
-    return [(n, f"{m}: {n}") for n in cfg.branch_names]
+    if info.reported == "student":
+        teacher, student = cfg.static_pair()
+        return [(student, f"{label} {teacher}→{student}")]
+    if info.reported == "policy":
+        steps = " (T steps)" if info.budget == "mixed" and cfg.mixed_steps == "per_branch" else ""
+        return [(cfg.reported_model(), label + steps)]
+    name = label if cfg.topology.kind == "pair" else f"{label} ({cfg.topology.kind})"
+    if arm.overrides:
+        name += " [" + " ".join(arm.overrides) + "]"
+    return [("merged", name)] + [(b, f"{name}: {b} branch only") for b in cfg.branch_names]
 
 
 def arm_config(arm: Arm, seed: int, overrides: Sequence[str], group: str | None) -> RunConfig:

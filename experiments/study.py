@@ -51,7 +51,7 @@ from pathlib import Path
 from copd.common import names as N
 from copd.common.stats import mean_std, paired
 from copd.common.tables import paper_table
-from copd.spec import parse_seeds, presets
+from copd.spec import OWN_DOMAIN, parse_seeds, presets, reported_model_of
 from copd.spec.sweep import run_config
 from experiments.pool import Job, run_pool
 
@@ -167,9 +167,43 @@ def run_stage(
 
 
 # ---------------------------------------------------------------------- analysis (pure)
+class RunScores(dict):
+    """A run's final scores (model -> benchmark -> score) and the name of its reported
+    model (RunConfig.reported_model: the rule the dashboard uses too)."""
+
+    def __init__(self, scores: dict[str, dict[str, float]], reported: str) -> None:
+        super().__init__(scores)
+        self.reported = reported
+
+
+def run_scores(scores: dict[str, dict[str, float]], config: dict, method: str) -> RunScores:
+    """`scores` of a run with its reported model; for independent experts that model is
+    OWN_DOMAIN, composed here as on the dashboard: benchmark `add` (and `add@val`) scored
+    by the branch trained on `add`, Overall the mean of those."""
+    reported = reported_model_of(config, method)
+    if reported != OWN_DOMAIN:
+        return RunScores(scores, reported)
+    owner = {str(b.get("task")): str(b.get("name")) for b in config.get("branches", [])}
+    own: dict[str, float] = {}
+    for bench, branch in owner.items():
+        for key in (bench, N.val_bench(bench)):
+            if key in scores.get(branch, {}):
+                own[key] = scores[branch][key]
+    for overall_key, split_keys in (
+        ("overall", [b for b in owner if b in own]),
+        (N.val_bench("overall"), [N.val_bench(b) for b in owner if N.val_bench(b) in own]),
+    ):
+        if split_keys:
+            own[overall_key] = statistics.fmean(own[k] for k in split_keys)
+    return RunScores({**scores, OWN_DOMAIN: own}, OWN_DOMAIN)
+
+
 def primary_model(scores: dict[str, dict[str, float]]) -> str:
-    """The model an arm is judged by: CoPD's merged model, the mixed / MOPD policy, the
-    static-OPD student (its first model), else the first."""
+    """The model an arm is judged by: the run's reported model (`run_scores`); for scores
+    read without their config, CoPD's merged model or the mixed / MOPD policy, else the
+    first."""
+    if isinstance(scores, RunScores):
+        return scores.reported
     for name in ("merged", "mixed", "mopd"):
         if name in scores:
             return name
@@ -410,12 +444,14 @@ def expert_lines(table, a: str, experts: str, split: str = "test") -> list[str]:
 
 
 def load_stage(out: Path, group: str) -> dict[str, dict[int, dict]]:
-    """arm -> seed -> scores from the finished runs of a stage's folder."""
+    """arm -> seed -> scores (RunScores) from the finished runs of a stage's folder."""
     table: dict[str, dict[int, dict]] = {}
     for res in sorted((out / group).glob("*/results.json")):
         name = res.parent.name
         arm, _, seed = name.rpartition("-s")
-        table.setdefault(arm, {})[int(seed)] = json.loads(res.read_text())["scores"]
+        config = json.loads((res.parent / "config.json").read_text())
+        scores = json.loads(res.read_text())["scores"]
+        table.setdefault(arm, {})[int(seed)] = run_scores(scores, config, config["method"])
     return table
 
 

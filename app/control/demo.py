@@ -30,12 +30,6 @@ DEMO_DESCRIPTION = (
 )
 DEMO_PRESETS = ("demo", "expert")
 DEMO_GROUP = "demo"
-# How the overlay names each method of the group.
-METHOD_LABELS = {"copd": "CoPD", "expert": "independent experts"}
-
-
-def method_label(method: str) -> str:
-    return METHOD_LABELS.get(method, method)
 
 
 def demo_group_name(groups: list[str]) -> str:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.control.demo import method_label
 from app.dashboard import figures
 from app.dashboard.labels_view import labels_line
 from app.dashboard.queries import status_label
@@ -56,6 +55,7 @@ from app.dashboard.widgets import (
     plot,
 )
 from copd.common import names as N
+from copd.spec import has_teachers, method_label
 from storage import Run, RunStatus
 
 
@@ -316,14 +316,10 @@ def overlay_labels(runs: list[Run]) -> dict[int, str]:
     return labels
 
 
-# Methods whose branches learn from a teacher (phase-II OPD): their pairs are student~teacher.
-TEACHER_METHODS = ("copd", "static_opd", "mopd")
-
-
 def overlap_title(method: str) -> str:
     """The run's own overlap chart title: the pair is `student~teacher` only where a branch
     has a teacher; experts and the other baselines have none."""
-    pairs = "student~teacher" if method in TEACHER_METHODS else "branch~branch, no teacher"
+    pairs = "student~teacher" if has_teachers(method) else "branch~branch, no teacher"
     return f"Top-10 overlap between branches ({pairs})"
 
 

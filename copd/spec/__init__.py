@@ -32,6 +32,7 @@ from copd.spec.choices import (
     TOPOLOGIES,
 )
 from copd.spec.errors import ConfigError
+from copd.spec.methods import METHOD_TABLE, MethodInfo, has_teachers, method_info, method_label
 from copd.spec.overrides import (
     apply_overrides,
     config_diff,
@@ -56,6 +57,11 @@ from copd.spec.sections import (
 )
 
 __all__ = [
+    "METHOD_TABLE",
+    "MethodInfo",
+    "has_teachers",
+    "method_info",
+    "method_label",
     "OWN_DOMAIN",
     "reported_model_of",
     "BACKEND_KINDS",

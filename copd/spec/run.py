@@ -17,6 +17,7 @@ from copd.spec.choices import (
     Tracker,
 )
 from copd.spec.errors import ConfigError, check
+from copd.spec.methods import method_info
 from copd.spec.sections import (
     AlertsConfig,
     BackendConfig,
@@ -123,10 +124,13 @@ class RunConfig:
     def check_cross_fields(self) -> None:
         """Rules that read more than one section."""
         names = [b.name for b in self.branches]
-        if self.method in ("copd", "static_opd", "weight_average"):
-            check(len(names) >= 2, "branches", f"method {self.method!r} needs >= 2 branches")
-        if self.method == "mopd":
-            check(len(names) >= 2, "branches", "MOPD needs >= 2 domain experts as teachers")
+        least = method_info(self.method).min_branches
+        if least > 1:
+            check(
+                len(names) >= least,
+                "branches",
+                f"method {self.method!r} needs >= {least} branches (one per domain)",
+            )
         t = self.topology
         if t.kind == "pair" and self.method == "copd":
             check(
@@ -189,28 +193,31 @@ class RunConfig:
         return teacher, student
 
     def reported_model(self) -> str:
-        """The model a run is judged by, the one rule every comparison uses: the merged
-        model where branches are merged (CoPD, the weight average), the one policy of mixed
-        GRPO and MOPD, the static-OPD student, and each expert on its
-        own domain (OWN_DOMAIN, composed from the branches' scores) where several branches
-        are never merged; a single branch is itself."""
-        if self.method in ("mixed", "mopd"):
+        """The model a run is judged by, the one rule every comparison uses (the method
+        table's `reported`): the merged model where branches are merged (CoPD, the weight
+        average), the one policy of mixed GRPO and MOPD, the static-OPD student, and each
+        expert on its own domain (OWN_DOMAIN, composed from the branches' scores) where
+        several branches are never merged; a single branch is itself."""
+        rule = method_info(self.method).reported
+        if rule == "policy":
             return self.method
-        if self.method == "static_opd":
+        if rule == "student":
             return self.static_pair()[1]
         if len(self.branches) == 1:
             return self.branches[0].name
-        if self.merge.enabled and self.method != "expert":
+        if rule == "merged" and self.merge.enabled:
             return "merged"
         return OWN_DOMAIN
 
     def policy_names(self) -> list[str]:
-        """The policies a run instantiates: the branches, one "mixed" policy, or the MOPD
-        experts plus their student "mopd"."""
-        if self.method == "mixed":
-            return ["mixed"]
-        if self.method == "mopd":
-            return [*self.branch_names, "mopd"]
+        """The policies a run instantiates (the method table's `policies`): the branches,
+        one policy named after the method (mixed GRPO), or the branches as experts plus a
+        student named after the method (MOPD)."""
+        kind = method_info(self.method).policies
+        if kind == "one":
+            return [self.method]
+        if kind == "branches+student":
+            return [*self.branch_names, self.method]
         return list(self.branch_names)
 
     # ------------------------------------------------------------------ (de)serialisation

@@ -27,15 +27,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-# Tags per method: what a Hub search for the technique finds.
-METHOD_TAGS = {
-    "copd": ["grpo", "on-policy-distillation", "model-merging"],
-    "expert": ["grpo"],
-    "mixed": ["grpo"],
-    "static_opd": ["grpo", "on-policy-distillation"],
-    "mopd": ["grpo", "on-policy-distillation"],
-    "weight_average": ["grpo", "model-merging"],
-}
+from copd.spec.methods import METHOD_TABLE
+
 HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -66,7 +59,8 @@ def base_model_name(config: dict[str, Any]) -> str | None:
 
 
 def card_tags(config: dict[str, Any]) -> list[str]:
-    tags = ["copd", *METHOD_TAGS.get(config.get("method", ""), [])]
+    method = METHOD_TABLE.get(config.get("method", ""))
+    tags = ["copd", *(method.tags if method else ())]
     if config.get("model", {}).get("branch_kind") == "lora":
         tags.append("lora")
     return tags

@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from copd.common.stats import mean_std
+from copd.spec import method_label
 
 COLORS = {"expert": "#d62728", "copd": "#1f77b4"}
 
@@ -195,7 +196,7 @@ def study_drift_figure(series: dict[str, dict[str, dict[int, list[float]]]]):
                                      fillcolor=f"rgba({c},0.2)", line=dict(width=0),
                                      showlegend=False, hoverinfo="skip"), 1, j)  # fmt: skip
             fig.add_trace(go.Scatter(x=steps, y=mean, line=dict(color=f"rgb({c})"),
-                                     name="CoPD" if method == "copd" else "independent experts",
+                                     name=method_label(method),
                                      showlegend=j == 1), 1, j)  # fmt: skip
     fig.update_layout(height=330, width=1500, margin=dict(l=40, r=10, t=50, b=40))
     return fig

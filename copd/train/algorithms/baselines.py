@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from copd.spec import ConfigError, RunConfig
+from copd.spec import ConfigError, RunConfig, method_info
 
 
 @dataclass(frozen=True)
@@ -75,54 +75,70 @@ class Budget:
         }
 
 
-def static_direction(cfg: RunConfig) -> tuple[str, str]:
-    """(teacher, student) from `static_direction` "TEACHER->STUDENT"; default first->second."""
-    return cfg.static_pair()
-
-
 def budget_for(cfg: RunConfig) -> Budget:
-    """The step budget of a baseline run, by the rules in the module docstring."""
+    """The step budget of a baseline run: the rule its row of the method table names
+    (copd/spec/methods.py), as in the module docstring."""
+    rule = method_info(cfg.method).budget
+    if rule not in BUDGET_RULES:
+        raise ConfigError(f"method: {cfg.method!r} is not a baseline")
     sc = cfg.schedule
     T, S, K = sc.total_steps(), sc.cycles * sc.opd_steps, len(cfg.branches)
-    experts = {n: T for n in cfg.branch_names}
-    if cfg.method in ("expert", "weight_average"):
-        return Budget(
-            f"each expert: T = cycles x (rl_steps + opd_steps) = {T} GRPO updates "
-            "(CoPD's updates per branch)",
-            (("experts", T),),
-            experts,
-        )
-    if cfg.method == "mixed" and cfg.mixed_steps == "per_branch":
+    return BUDGET_RULES[rule](cfg, T, S, K)
+
+
+def experts_budget(cfg: RunConfig, T: int, S: int, K: int) -> Budget:
+    return Budget(
+        f"each expert: T = cycles x (rl_steps + opd_steps) = {T} GRPO updates "
+        "(CoPD's updates per branch)",
+        (("experts", T),),
+        {n: T for n in cfg.branch_names},
+    )
+
+
+def mixed_budget(cfg: RunConfig, T: int, S: int, K: int) -> Budget:
+    if cfg.mixed_steps == "per_branch":
         n = cfg.grpo.prompts_per_step
         return Budget(
             f"one policy: T = {T} GRPO updates of K x {n} = {K * n} prompts (one CoPD "
             "branch's optimizer steps; the experts' combined rollouts)",
             (("mixed", T),),
-            {"mixed": T},
+            {cfg.method: T},
         )
-    if cfg.method == "mixed":
-        return Budget(
-            f"one policy: K x T = {K} x {T} = {K * T} GRPO updates (the experts' combined budget)",
-            (("mixed", K * T),),
-            {"mixed": K * T},
-        )
-    if cfg.method == "static_opd":
-        teacher, student = static_direction(cfg)
-        return Budget(
-            f"experts: T = {T} GRPO updates each; then S = cycles x opd_steps = {S} "
-            f"{'native-GRPO + OPD' if cfg.opd.native_rl else 'pure OPD'} updates of "
-            f"{student} from frozen {teacher} (CoPD's phase-II updates per branch)",
-            (("experts", T), ("distill", S)),
-            {**experts, student: T + S},
-        )
-    if cfg.method == "mopd":
-        return Budget(
-            f"experts: T = {T} GRPO updates each; then K x S = {K} x {S} = {K * S} OPD "
-            "updates of one student (CoPD's phase-II updates of all branches together)",
-            (("experts", T), ("distill", K * S)),
-            {**experts, "mopd": K * S},
-        )
-    raise ConfigError(f"method: {cfg.method!r} is not a baseline")
+    return Budget(
+        f"one policy: K x T = {K} x {T} = {K * T} GRPO updates (the experts' combined budget)",
+        (("mixed", K * T),),
+        {cfg.method: K * T},
+    )
+
+
+def static_opd_budget(cfg: RunConfig, T: int, S: int, K: int) -> Budget:
+    teacher, student = cfg.static_pair()
+    return Budget(
+        f"experts: T = {T} GRPO updates each; then S = cycles x opd_steps = {S} "
+        f"{'native-GRPO + OPD' if cfg.opd.native_rl else 'pure OPD'} updates of "
+        f"{student} from frozen {teacher} (CoPD's phase-II updates per branch)",
+        (("experts", T), ("distill", S)),
+        {**{n: T for n in cfg.branch_names}, student: T + S},
+    )
+
+
+def mopd_budget(cfg: RunConfig, T: int, S: int, K: int) -> Budget:
+    return Budget(
+        f"experts: T = {T} GRPO updates each; then K x S = {K} x {S} = {K * S} OPD "
+        "updates of one student (CoPD's phase-II updates of all branches together)",
+        (("experts", T), ("distill", K * S)),
+        {**{n: T for n in cfg.branch_names}, cfg.method: K * S},
+    )
+
+
+# The method table's budget rules (copd/spec/methods.py) -> the budget of a run. CoPD's own
+# budget is its schedule.
+BUDGET_RULES = {
+    "experts": experts_budget,
+    "mixed": mixed_budget,
+    "static_opd": static_opd_budget,
+    "mopd": mopd_budget,
+}
 
 
 def check_policy_name(cfg: RunConfig, name: str) -> None:

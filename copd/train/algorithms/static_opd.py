@@ -23,7 +23,7 @@ from pathlib import Path
 from copd.common import names as N
 from copd.policy.models import Branch
 from copd.train import samples
-from copd.train.algorithms.baselines import budget_for, static_direction
+from copd.train.algorithms.baselines import budget_for
 from copd.train.algorithms.expert import distill_stage, expert_stage
 from copd.train.algorithms.loop import announce, finish, in_process
 from copd.train.evaluate import probe_logits
@@ -36,7 +36,7 @@ def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:
     cfg = world.cfg
     budget = budget_for(cfg)
     announce(world, budget=budget)
-    teacher_name, student_name = static_direction(cfg)
+    teacher_name, student_name = cfg.static_pair()
     teacher, student = world.branch(teacher_name), world.branch(student_name)
     acts = in_process(world, out_dir, {b.name: b.view for b in world.branches}, budget)
 
