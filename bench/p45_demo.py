@@ -40,7 +40,7 @@ def _env(home: str) -> dict[str, str]:
 def build_model(home: str) -> tuple[float, bool]:
     """Build (or find) the demo model in `home`; returns (wall seconds, whether it built)."""
     code = (
-        "from copd import presets; from copd.policy.models import resolve_model_path; "
+        "from copd import presets; from copd.builders.demo_base import resolve_model_path; "
         "print(resolve_model_path(presets.get('demo').model, log=print))"
     )
     t0 = time.perf_counter()

@@ -164,7 +164,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from copd.policy.models import PolicyView, load_policy
-    from copd.policy.rollout import sample_rollouts
+    from copd.policy.rollout import accuracy
     from copd.tasks import get_task
 
     model, tok = load_policy(args.model)
@@ -173,18 +173,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         task = get_task(spec, trust_task_code=args.trust_task_code)
         ex = task.eval_examples(args.n)
         with torch.inference_mode(), PolicyView(model).use() as m:
-            b = sample_rollouts(
-                m,
-                tok,
-                ex,
-                group_size=1,
-                temperature=1.0,
-                max_new_tokens=args.max_new_tokens,
-                greedy=True,
+            scores[task.name] = accuracy(
+                m, tok, task, ex, max_new_tokens=args.max_new_tokens, greedy=True
             )
-        scores[task.name] = sum(
-            task.reward(e, t) for e, t in zip(b.examples, b.texts, strict=True)
-        ) / len(ex)
     scores["overall"] = sum(scores.values()) / len(scores)
     print(json.dumps(scores, indent=2))
     return 0

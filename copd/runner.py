@@ -440,9 +440,10 @@ def train_run(
     (or an open `store`) the run store's logger and lifecycle, `tags` and `notes` on its row.
     Returns the final scores, or None when a stop was requested (the run is then
     checkpointed and marked cancelled)."""
-    from copd.tools.preflight import NonFiniteWeights, check_model_fits, diverged
+    from copd.tools.preflight import check_model_fits
     from copd.train import checkpoint
     from copd.train.algorithms import run
+    from copd.train.guard import NonFiniteWeights, diverged
     from copd.train.world import TrainingCancelled, World
 
     out = Path(out)

@@ -13,7 +13,10 @@
   count: a lazy import still ties the two modules together, and so does a module named in
   a string, as an `import_module` table names it);
 - no private name (`_x`) of one module is used by another;
-- no function of the engine is over 80 lines.
+- no function of the engine is over 80 lines;
+- every import from one room to another (a room: a top-level package, a subpackage of
+  copd/ or app/, an engine top-level module) is an edge of ROOM_EDGES, the table that
+  docs/ARCHITECTURE.md prints ("Rooms and their edges"; a test keeps the two equal).
 
 Each failure names the file and line of the offending import.
 """
@@ -203,6 +206,88 @@ def test_the_control_plane_imports_neither_streamlit_nor_the_dashboard():
         and (_root(i.target) == "streamlit" or _under(i.target, "app.dashboard"))
     ]
     assert not bad, "app/control runs without Streamlit:\n" + "\n".join(bad)
+
+
+# Every edge between rooms the architecture doc draws (docs/ARCHITECTURE.md, "Rooms and
+# their edges"), the same table: a room imports its own modules and the rooms listed, no
+# other room of the project. A room is a top-level package, a subpackage of copd/ or app/,
+# or one of the engine's top-level modules.
+ROOM_EDGES: dict[str, set[str]] = {
+    "copd.common": set(),
+    "copd.errors": set(),
+    "copd.tasks": {"copd.common", "copd.errors"},
+    "copd.spec": {"copd.common", "copd.errors", "copd.tasks"},
+    "copd.math": {"copd.common", "copd.spec"},
+    "copd.policy": {"copd.common", "copd.errors", "copd.math", "copd.spec", "copd.tasks"},
+    "copd.builders": {"copd.common", "copd.policy", "copd.spec", "copd.tasks"},
+    "copd.train": {
+        "copd.builders", "copd.common", "copd.errors", "copd.math", "copd.policy",
+        "copd.spec", "copd.tasks",
+    },
+    "copd.tools": {
+        "copd.builders", "copd.common", "copd.errors", "copd.math", "copd.policy",
+        "copd.spec", "copd.tasks", "copd.train",
+    },
+    "copd.runner": {
+        "copd.common", "copd.errors", "copd.spec", "copd.tools", "copd.train", "storage",
+    },
+    "copd.cli": {
+        "copd.builders", "copd.common", "copd.errors", "copd.math", "copd.policy",
+        "copd.runner", "copd.spec", "copd.tasks", "copd.tools", "copd.train",
+    },
+    "copd.__main__": {"copd.cli"},
+    "copd": set(),  # copd/__init__.py
+    "storage": {"copd.common"},
+    "app.control": {
+        "copd.cli", "copd.common", "copd.errors", "copd.runner", "copd.spec", "copd.tools",
+        "copd.train", "storage",
+    },
+    "app.dashboard": {
+        "app.control", "copd.common", "copd.spec", "copd.tasks", "copd.tools", "storage",
+    },
+    "app.main": {"app.dashboard"},
+    "app": set(),
+    "pages": {"app.control", "app.dashboard", "copd.spec", "copd.tasks", "storage"},
+    "experiments": {
+        "app.dashboard", "copd.common", "copd.math", "copd.policy", "copd.runner",
+        "copd.spec", "copd.train", "storage",
+    },
+}  # fmt: skip
+ENGINE_MODULES = {"runner", "cli", "errors", "__main__"}
+
+
+def room(module: str) -> str:
+    parts = module.split(".")
+    if parts[0] == "copd" and len(parts) > 1 and parts[1] in ENGINE_MODULES:
+        return f"copd.{parts[1]}"
+    if parts[0] in ("copd", "app") and len(parts) > 1:
+        return ".".join(parts[:2])
+    return parts[0]
+
+
+def test_every_edge_between_rooms_is_one_the_doc_draws():
+    assert set(map(room, MODULES)) <= set(ROOM_EDGES), "a new room: add it to ROOM_EDGES"
+    bad = [
+        f"{_where(i)} ({room(i.source)} -> {room(i.target)})"
+        for i in IMPORTS
+        if _root(i.target) in PACKAGES
+        and room(i.target) != room(i.source)
+        and room(i.target) not in ROOM_EDGES[room(i.source)]
+    ]
+    assert not bad, "an edge docs/ARCHITECTURE.md does not draw:\n" + "\n".join(bad)
+
+
+def test_the_doc_draws_the_same_room_edges_as_the_test():
+    """The doc's table lists each room with the rooms it may import, one row per room."""
+    doc = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
+    section = doc.split("## Rooms and their edges", 1)[1].split("\n## ", 1)[0]
+    drawn: dict[str, set[str]] = {}
+    for line in section.splitlines():
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and len(cells) == 2 and cells[0] in ROOM_EDGES:
+            targets = {c.strip().strip("`") for c in cells[1].split(",")}
+            drawn[cells[0]] = targets - {"-", ""}
+    assert drawn == ROOM_EDGES
 
 
 def _private_uses() -> list[str]:

@@ -518,7 +518,7 @@ def _tiny(model_dir: str) -> RunConfig:
 def test_diverged_weights_fail_with_the_step_and_the_fix(tmp_path, tiny_cfg):
     """grpo.lr=1e10: before, `IndexError: index out of range in self` one step later."""
     from copd.runner import train_run
-    from copd.tools.preflight import NonFiniteWeights
+    from copd.train.guard import NonFiniteWeights
 
     cfg = tiny_cfg("demo", *QUICK, "grpo.lr=1e10")
     store = RunStore.from_url(f"sqlite:///{tmp_path / 'copd.db'}")

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from copd.builders import demo_base, tiny
-from copd.policy.models import resolve_model_path
+from copd.builders.demo_base import resolve_model_path
 from copd.spec import ModelConfig
 
 

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -27,6 +27,26 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from copd.builders import tiny
 from copd.builders.tiny import DEMO_TASKS, Log, Recipe
 from copd.tasks import get_task
+
+if TYPE_CHECKING:
+    from copd.spec import ModelConfig
+
+
+def resolve_model_path(mcfg: ModelConfig, log: Log | None = None) -> str:
+    """The base model a config names: its path, or for `demo` the cached built-in tiny
+    model (built and warmed up on first use)."""
+    if mcfg.path != "demo":
+        return mcfg.path
+    return str(
+        demo_base_model(
+            hidden=mcfg.demo_hidden,
+            layers=mcfg.demo_layers,
+            warmup_steps=mcfg.demo_warmup_steps,
+            lr=mcfg.demo_warmup_lr,
+            log=log,
+            **({"tasks": mcfg.demo_tasks} if mcfg.demo_tasks else {}),
+        )
+    )
 
 
 def demo_base_model(
@@ -85,7 +105,7 @@ def greedy_scores(
 ) -> dict[str, dict[str, float]]:
     """Greedy accuracy per task on the first `n` prompts of the test and validation splits
     (as the engine's evaluation decodes: `copd.policy.rollout.sample_rollouts`, greedy)."""
-    from copd.policy.rollout import sample_rollouts
+    from copd.policy.rollout import accuracy
 
     out: dict[str, dict[str, float]] = {"test": {}, "validation": {}}
     for name in tasks:
@@ -93,12 +113,10 @@ def greedy_scores(
         for split in out:
             examples = task.split_examples(split, n)
             with torch.inference_mode():
-                batch = sample_rollouts(
-                    model, tokenizer, examples, group_size=1, temperature=1.0,
-                    max_new_tokens=max_new_tokens, greedy=True,
-                )  # fmt: skip
-            rewards = [task.reward(e, t) for e, t in zip(batch.examples, batch.texts, strict=True)]
-            out[split][name] = round(sum(rewards) / len(rewards), 6)
+                score = accuracy(
+                    model, tokenizer, task, examples, max_new_tokens=max_new_tokens, greedy=True
+                )
+            out[split][name] = round(score, 6)
     return out
 
 

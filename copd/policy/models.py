@@ -1,6 +1,6 @@
 """Policies and branches: load a base model, make K branches of it, view any of them.
 
-    base, tok = load_policy("path/to/hf_dir")            # or resolve_model_path(cfg.model)
+    base, tok = load_policy("path/to/hf_dir")   # "demo": copd.builders.demo_base.resolve_model_path
     branches, base_view = make_branches(base, cfg, tasks, devices)
     with branches[0].view.use() as m:  logits = m(...)   # the branch's live policy
 
@@ -28,24 +28,6 @@ from copd.spec import ConfigError, ModelConfig, RunConfig
 from copd.tasks import Task
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def resolve_model_path(mcfg: ModelConfig, task_names: Sequence[str] = (), log=None) -> str:
-    """`demo` -> the cached built-in tiny model (built and warmed up on first use)."""
-    if mcfg.path != "demo":
-        return mcfg.path
-    from copd.builders.demo_base import demo_base_model
-
-    return str(
-        demo_base_model(
-            hidden=mcfg.demo_hidden,
-            layers=mcfg.demo_layers,
-            warmup_steps=mcfg.demo_warmup_steps,
-            lr=mcfg.demo_warmup_lr,
-            log=log,
-            **({"tasks": mcfg.demo_tasks} if mcfg.demo_tasks else {}),
-        )
-    )
 
 
 def load_policy(path: str, dtype: str = "float32", gguf_file: str | None = None, device="cpu"):

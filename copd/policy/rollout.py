@@ -25,7 +25,7 @@ from copd.policy.batch import RolloutBatch
 from copd.policy.hf_cache import cache_kw, out_cache
 from copd.policy.sampler import prompt_groups, sample_text_rollouts, shared_prefill
 from copd.policy.vlm import has_media, is_processor, sample_vlm_rollouts, vlm_completion_logits
-from copd.tasks import Example
+from copd.tasks import Example, Task
 
 # In log-prob passes, feed the tokens after a split point only for rows that have not
 # ended (see length_split); False runs every row to the batch's longest completion.
@@ -43,6 +43,15 @@ def sample_rollouts(
     to float rounding; the diagnostics reuse them instead of running the student again)."""
     [batch] = sample_rollout_sets(model, tokenizer, [(examples, group_size)], **kw)
     return batch
+
+
+def accuracy(model, tokenizer, task: Task, examples: list[Example], **kw) -> float:
+    """Mean reward of one sample per example (`greedy=True` for greedy accuracy), decoded
+    as training decodes: `sample_rollouts` with the same keywords. The one scoring path of
+    the run's evaluation, `copd eval` and the demo base's recorded scores."""
+    batch = sample_rollouts(model, tokenizer, examples, group_size=1, temperature=1.0, **kw)
+    rewards = [task.reward(ex, t) for ex, t in zip(batch.examples, batch.texts, strict=True)]
+    return sum(rewards) / len(rewards)
 
 
 def sample_rollout_sets(

@@ -20,6 +20,7 @@ Modules: `sections` (the dataclasses; each section checks itself), `run` (RunCon
 replace, seed lists).
 """
 
+from copd.errors import ConfigError
 from copd.spec.choices import (
     BACKEND_KINDS,
     BRANCH_KINDS,
@@ -31,7 +32,6 @@ from copd.spec.choices import (
     TEACHERS,
     TOPOLOGIES,
 )
-from copd.spec.errors import ConfigError
 from copd.spec.methods import METHOD_TABLE, MethodInfo, has_teachers, method_info, method_label
 from copd.spec.overrides import (
     apply_overrides,

@@ -8,7 +8,7 @@ import re
 from dataclasses import fields, replace
 from typing import Any
 
-from copd.spec.errors import ConfigError
+from copd.errors import ConfigError
 from copd.spec.run import RunConfig
 from copd.spec.serialize import unknown_field
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from copd.errors import ConfigError, check
 from copd.spec.choices import (
     METHODS,
     MIXED_STEPS,
@@ -16,7 +17,6 @@ from copd.spec.choices import (
     MixedSteps,
     Tracker,
 )
-from copd.spec.errors import ConfigError, check
 from copd.spec.methods import method_info
 from copd.spec.sections import (
     AlertsConfig,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from copd.errors import check
 from copd.spec.choices import (
     BACKEND_KINDS,
     BRANCH_KINDS,
@@ -32,7 +33,6 @@ from copd.spec.choices import (
     TeacherWeighting,
     TopologyKind,
 )
-from copd.spec.errors import check
 
 BRANCH_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?|mps")

@@ -9,7 +9,7 @@ import math
 from dataclasses import fields, is_dataclass
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-from copd.spec.errors import ConfigError
+from copd.errors import ConfigError
 
 # A class's resolved annotations never change: resolving the string annotations (they are
 # compiled each time) was two thirds of building a config, which the Launch page does on

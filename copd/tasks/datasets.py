@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from copd.spec import ConfigError
+from copd.errors import ConfigError
 from copd.tasks.base import Example, Task, stable_fraction
 from copd.tasks.media import (
     DECODER_FIX,

@@ -35,7 +35,7 @@ from collections.abc import Hashable
 from typing import Any
 from urllib.parse import parse_qsl
 
-from copd.spec.errors import ConfigError
+from copd.errors import ConfigError
 from copd.tasks.base import Example, SyntheticTask, stable_fraction
 
 PREFIX = "rg:"

@@ -3,8 +3,6 @@
     copd check demo --set model.path=/nonexistent     # exit 2: "model.path: ... does not exist"
     check_config(cfg)                                  # the same, in this process
     check_model_fits(world)                            # the loaded tokenizer vs the embeddings
-    check_finite(world)                                # after each step: weights still finite
-    raise diverged(world, "...")                       # the same error from anywhere (sampler)
 
 `copd check` (and `check_config`) validates the config, builds every branch's task (a
 dataset file is read and each row validated), and loads the model's config and tokenizer,
@@ -13,10 +11,8 @@ whose ids do not fit the model's embedding rows are reported in seconds. The lau
 it in a child process when a run is submitted (the dashboard never imports torch), so a
 run that could not start is refused at submit and nothing is recorded.
 
-`check_finite` guards the training loop: a learning rate far too high turns the weights
-into inf/NaN, and the next step would fail deep in the sampler with an IndexError. Instead
-the step that did it is named, with the fix; the step's metrics, NaN and inf included, are
-already logged (the store keeps them, storage/models.py).
+The guard inside the training loop (weights still finite after each step) is
+copd/train/guard.py.
 """
 
 from __future__ import annotations
@@ -26,21 +22,17 @@ import random
 from pathlib import Path
 
 from copd.common.tags import control_char
-from copd.errors import NonFiniteWeights
 from copd.spec import ConfigError
 
 PROBE_PROMPTS = 8  # prompts per task whose token ids are checked against the embeddings
 
 
 __all__ = [
-    "NonFiniteWeights",
     "check_config",
-    "check_finite",
     "check_model_fits",
     "check_run_group",
     "check_run_name",
     "check_tokenizer_fits",
-    "diverged",
 ]
 
 
@@ -238,28 +230,3 @@ def check_model_fits(world) -> None:
     emb = module.get_input_embeddings() if hasattr(module, "get_input_embeddings") else None
     if emb is not None and hasattr(emb, "num_embeddings"):
         check_tokenizer_fits(world.tokenizer, emb.num_embeddings, world.tasks, world.base_path)
-
-
-def check_finite(world) -> None:
-    """NonFiniteWeights when a branch's trainable weights hold inf or NaN (one reduction and
-    one device sync per branch)."""
-    import torch
-
-    for b in world.branches:
-        params = [p.detach() for p in b.params]
-        if not params:
-            continue
-        norms = torch._foreach_norm(params)
-        if bool(torch.isfinite(torch.stack([n.float().to(norms[0].device) for n in norms])).all()):
-            continue
-        raise diverged(world, f"branch {b.name!r} has inf/NaN weights after its update")
-
-
-def diverged(world, detail: str) -> NonFiniteWeights:
-    """The error for a run whose updates diverged at `world.state.step`, with the fix."""
-    g = world.cfg.grpo
-    return NonFiniteWeights(
-        f"step {world.state.step}: {detail}: the updates diverged. Lower grpo.lr (now {g.lr:g}) "
-        f"or grpo.grad_clip (now {g.grad_clip:g}) and start again; the metrics logged up to "
-        "here (inf/NaN included) are kept"
-    )

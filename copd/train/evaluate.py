@@ -24,7 +24,7 @@ import torch
 from copd.common import names as N
 from copd.math.diagnostics import pair_diagnostics
 from copd.policy.models import PolicyView
-from copd.policy.rollout import RolloutBatch, completion_logits, sample_rollouts
+from copd.policy.rollout import RolloutBatch, accuracy, completion_logits, sample_rollouts
 from copd.train import samples
 
 
@@ -101,20 +101,16 @@ def _split_scores(world, view: PolicyView, split: str, step: int) -> dict[str, f
 
 def _accuracy(world, view: PolicyView, examples) -> float:
     with view.use() as model:
-        batch = sample_rollouts(
+        return accuracy(
             model,
             world.tokenizer,
+            world.task_of(examples[0]),
             examples,
-            group_size=1,
-            temperature=1.0,
             max_new_tokens=world.cfg.sampling.max_new_tokens,
             greedy=world.cfg.eval.greedy,
             generator=torch.Generator().manual_seed(world.cfg.seed),
             device=view.device,
         )
-    task = world.task_of(examples[0])
-    rewards = [task.reward(ex, t) for ex, t in zip(batch.examples, batch.texts, strict=True)]
-    return sum(rewards) / len(rewards)
 
 
 def _pass_at_k(world, view: PolicyView, examples, k: int, step: int) -> float:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from copd.builders.demo_base import resolve_model_path
 from copd.common import names as N
 from copd.common.errors import TrainingCancelled  # noqa: F401  (re-exported: the loops raise it)
 from copd.policy.models import (
@@ -30,7 +31,6 @@ from copd.policy.models import (
     PolicyView,
     load_policy,
     make_branches,
-    resolve_model_path,
     set_attention,
 )
 from copd.policy.rollout import (

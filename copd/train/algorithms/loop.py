@@ -32,10 +32,10 @@ from copd.common import names as N
 from copd.math.schedule import Position, position
 from copd.policy.models import PolicyView
 from copd.spec import ConfigError, RunConfig, ScheduleConfig
-from copd.tools.preflight import check_finite
 from copd.train import checkpoint
 from copd.train.algorithms.baselines import Budget
 from copd.train.evaluate import eval_counts, evaluate, measure_overlap
+from copd.train.guard import check_finite
 from copd.train.pause import maybe_pause
 from copd.train.results import export_merged, merged_model, write_results
 from copd.train.workers import WorkerGroup
