@@ -64,12 +64,15 @@ def training_points(n_steps: int, seed: int = 0, t0: float | None = None, lift: 
         frac = step / max(n_steps - 1, 1)
         for b, other in (("add", "rev"), ("rev", "add")):
             base = 0.3 + 0.5 * frac + lift + wobble
+            if step and (step - 1) % per_cycle >= RL_STEPS:  # phase II, as the trainer logs it
+                pts.append(
+                    MetricPoint(
+                        f"branch/{b}/reward_on/{other}", base * 0.6, step, cycle, phase, b, wall
+                    )
+                )
             pts += [
                 MetricPoint(f"branch/{b}/reward/mean", base, step, cycle, phase, b, wall),
                 MetricPoint(f"branch/{b}/reward_on/{b}", base, step, cycle, phase, b, wall),
-                MetricPoint(
-                    f"branch/{b}/reward_on/{other}", base * 0.6, step, cycle, phase, b, wall
-                ),
                 MetricPoint(f"branch/{b}/loss/pg", 0.1 - 0.05 * frac, step, cycle, phase, b, wall),
                 MetricPoint(
                     f"branch/{b}/signal_frac", 0.8 - 0.5 * frac, step, cycle, phase, b, wall
@@ -156,6 +159,9 @@ def seed_store(url: str) -> SeededRuns:
     pts += [
         MetricPoint("branch/add/reward/mean", float("nan"), 20, 2, "rl", "add"),
         MetricPoint("branch/add/reward/mean", float("nan"), 21, 2, "rl", "add"),
+        # the trainer logs a branch's phase-I reward under both names (the same number)
+        MetricPoint("branch/add/reward_on/add", float("nan"), 20, 2, "rl", "add"),
+        MetricPoint("branch/add/reward_on/add", float("nan"), 21, 2, "rl", "add"),
         MetricPoint("pair/add~rev/sym_kl", float("inf"), 21, 2, "rl", "add~rev"),
     ]
     store.log_metrics(r.id, pts)

@@ -334,13 +334,18 @@ def test_first_run_home_demo_overlays_copd_and_experts_live(fake_server):
         deadline = time.monotonic() + 180 * PATIENCE
         drawn: dict[str, int] = {}
         while time.monotonic() < deadline:
-            drawn = _traces(page, "Top-10 overlap between branches: CoPD vs independent experts")
+            drawn = _traces(
+                page,
+                "Top-10 overlap between branches (mean of a~b, b~a): CoPD vs independent experts",
+            )
             # the experts measure at CoPD's phase ends: 2 per cycle (+ step 0)
             if drawn.get("CoPD", 0) >= 10 and drawn.get("independent experts", 0) >= 10:
                 break
             page.wait_for_timeout(1000)
         assert drawn.get("CoPD", 0) >= 10 and drawn.get("independent experts", 0) >= 10, drawn
-        kl = _traces(page, "Symmetric KL between branches: CoPD vs independent experts")
+        kl = _traces(
+            page, "Symmetric KL between branches (mean of a~b, b~a): CoPD vs independent experts"
+        )
         assert kl.get("CoPD", 0) > 0 and kl.get("independent experts", 0) > 0, kl
         store = RunStore.from_url(db)
         deadline = time.monotonic() + 60 * PATIENCE
@@ -381,6 +386,65 @@ def test_links_open_the_run_and_the_runs_they_name(seeded_server):
         expect(picker.get_by_text(f"#{a} copd-demo").first).to_be_visible(timeout=30_000)
         expect(picker.get_by_text(f"#{b} copd-oom").first).to_be_visible()
         assert f"runs={a}%2C{b}" in page.url or f"runs={a},{b}" in page.url
+        browser.close()
+
+
+def _chart(page, title_part: str) -> dict:
+    """The rendered chart whose title holds `title_part`: its title, its traces (name and
+    y values as drawn, null for a gap) and its y tick labels bottom to top, read from the
+    page's SVG."""
+    return page.evaluate(
+        """(part) => {
+        for (const gd of document.querySelectorAll('.js-plotly-plot')) {
+          const title = (gd.layout && gd.layout.title && gd.layout.title.text) || '';
+          if (!title.includes(part)) continue;
+          const traces = (gd._fullData || gd.data || []).map(t => ({name: t.name, showlegend: t.showlegend,
+            y: Array.from(t.y || [], v => (v === null || Number.isNaN(v)) ? null : v)}));
+          const ticks = Array.from(gd.querySelectorAll('.ytick text'))
+            .map(e => [e.getBoundingClientRect().top, e.textContent])
+            .sort((a, b) => b[0] - a[0]).map(p => p[1]);
+          return {title, traces, ticks};
+        }
+        return null;
+      }""",
+        title_part,
+    )
+
+
+def test_run_charts_say_what_they_draw(seeded_server):
+    """Issue 38, defects 7-9, as drawn in Chromium: log-axis tick labels read as a scale
+    (no bare minor digits "2", "5" between decades), one legend entry per reward series
+    with a gap over the phases a phase-II series skips, and a symmetric-KL chart that
+    names which samples each ordered pair is measured on."""
+    from playwright.sync_api import sync_playwright
+
+    base, ids = seeded_server
+    with sync_playwright() as p:
+        browser, page = _browser(p)
+        page.goto(f"{base}/live?run={ids.finished}")
+        _settle(page)
+        page.wait_for_selector(".js-plotly-plot .ytick text", timeout=60_000)
+        kl = _chart(page, "Symmetric KL")
+        assert kl and "each student's samples" in kl["title"], kl and kl["title"]
+        assert {t["name"] for t in kl["traces"] if t["y"]} >= {
+            "add~rev · add's samples", "rev~add · rev's samples"
+        }  # fmt: skip
+        values = [float(t.replace("\u2212", "-")) for t in kl["ticks"]]
+        assert len(values) >= 2 and values == sorted(values) and len(set(values)) == len(values), (
+            kl["ticks"]
+        )
+        reward = _chart(page, "Reward per branch")
+        shown = [
+            t["name"]
+            for t in reward["traces"]
+            if t["showlegend"] is not False and not t["name"].startswith("phase ")
+        ]
+        assert sorted(shown) == ["add · on add", "add · on rev", "rev · on add", "rev · on rev"]
+        peer = next(t for t in reward["traces"] if t["name"] == "add · on rev")
+        own = next(t for t in reward["traces"] if t["name"] == "add · on add")
+        assert peer["y"].count(None) == 5, peer["y"]  # a gap between each of the 6 phase IIs
+        assert own["y"].count(None) == 0
+        _shoot(page, "live-charts")
         browser.close()
 
 

@@ -386,7 +386,7 @@ def test_live_view_draws_overlap_and_flags_nan(app):
     at.selectbox(key="live:run").set_value(ids.nan).run()
     assert not at.exception
     warn = shown("\n".join(w.value for w in at.warning))
-    assert "branch/add/reward/mean: NaN at steps 20, 21" in warn
+    assert "branch/add/reward_on/add: NaN at steps 20, 21" in warn
     assert "pair/add~rev/sym_kl: inf at step 21" in warn
 
 

@@ -129,3 +129,30 @@ def test_a_single_point_gets_axes_around_it():
     assert -1 < x0 < 0 < x1 <= 1.0 and 0.8 <= y0 < 1.0 < y1 <= 1.2
     two = pd.DataFrame({"key": "k", "step": [0, 2], "value": [1.0, 0.5]})
     assert figures.series_figure(two, title="o").layout.xaxis.range is None  # plotly's own
+
+
+def test_phase_breaks_split_a_one_phase_series_only():
+    """A phase-II-only series (steps 7-10 and 17-20 of 6 RL + 4 OPD) breaks between its
+    phases; a series in both kinds of phase never breaks, even when thinned past a phase."""
+    import numpy as np
+
+    from app.dashboard.series import Schedule, phase_breaks
+
+    sc = Schedule(rl_steps=6, opd_steps=4, cycles=2)
+    assert [sc.phase_index(s) for s in (0, 1, 6, 7, 10, 11, 17)] == [0, 0, 0, 1, 1, 2, 3]
+    opd_only = np.array([7, 8, 9, 10, 17, 18, 19, 20], dtype=float)
+    assert phase_breaks(opd_only, sc).tolist() == [4]
+    thinned = np.array([0, 6, 10, 20], dtype=float)  # skips cycle 1's phase I
+    assert phase_breaks(thinned, sc).tolist() == []
+
+
+def test_log_ticks_label_every_tick_in_full():
+    import math
+
+    from app.dashboard.figures.base import log_ticks
+
+    vals, text = log_ticks(-3.3, -2.7)
+    assert text == ["6e-4", "7e-4", "8e-4", "9e-4", "1e-3"]
+    vals, text = log_ticks(-13, 0.5)
+    assert len(vals) <= 8 and all(v == 10 ** round(math.log10(v)) for v in vals)  # decades
+    assert [float(t) for t in text] == sorted(float(t) for t in text)

@@ -85,6 +85,12 @@ def select_keys(keys: list[str]) -> dict[str, list[str]]:
             groups["time"].append(k)
         elif k.startswith("system/"):
             groups["system"].append(k)
+    # A branch's reward on its own domain is logged twice in phase I (`reward/mean` and
+    # `reward_on/<own task>`, the same number): draw it once, as the per-domain series.
+    per_domain = {k.split("/")[1] for k in groups["reward"] if "/reward_on/" in k}
+    groups["reward"] = [
+        k for k in groups["reward"] if "/reward_on/" in k or k.split("/")[1] not in per_domain
+    ]
     return groups
 
 
@@ -94,7 +100,16 @@ def reward_label(key: str) -> str:
     b = parts[1]
     if parts[2] == "reward_on":
         return f"{b} · on {parts[3]}"
-    return f"{b} · reward/mean"
+    return f"{b} · own batch"
+
+
+def pair_labels(keys: list[str], suffix: str) -> dict[str, str]:
+    """`pair/add~rev/sym_kl` -> `add~rev · add's samples`: each ordered pair is measured on
+    its first branch's (the student's) samples, so a~b and b~a are two measurements."""
+    return {
+        k: f"{pair} · {pair.split('~')[0]}'s samples"
+        for k, pair in relabel_keys(keys, "pair/", suffix).items()
+    }
 
 
 def _labelled(df: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
@@ -274,8 +289,22 @@ def group_overlay(
     left, right = st.columns(2)
     drew = False
     for col, metric_keys, title, y_title, log_y, name in (
-        (left, overlap, "Top-10 overlap between branches", "overlap@10", False, "overlap"),
-        (right, sym_kl, "Symmetric KL between branches", "KL(p‖q)+KL(q‖p)", True, "sym_kl"),
+        (
+            left,
+            overlap,
+            "Top-10 overlap between branches (mean of a~b, b~a)",
+            "overlap@10",
+            False,
+            "overlap",
+        ),
+        (
+            right,
+            sym_kl,
+            "Symmetric KL between branches (mean of a~b, b~a)",
+            "KL(p‖q)+KL(q‖p)",
+            True,
+            "sym_kl",
+        ),
     ):
         d = mean_over_keys(df[df["key"].isin(metric_keys)])
         if d.empty:
@@ -326,11 +355,11 @@ def overlap_title(method: str) -> str:
 # (group, title, y axis, log y, key -> legend label): one line chart each, phases shaded.
 LINE_CHARTS = [
     ("overlap", "Top-10 overlap between branches", "overlap@10", False,
-     lambda ks: relabel_keys(ks, "pair/", "/overlap_top10")),
+     lambda ks: pair_labels(ks, "/overlap_top10")),
     ("overlap_base", "Overlap vs base model", "overlap@10", False,
      lambda ks: relabel_keys(ks, "base/", "/overlap_top10")),
-    ("sym_kl", "Symmetric KL between branches", "KL(p‖q)+KL(q‖p)", True,
-     lambda ks: relabel_keys(ks, "pair/", "/sym_kl")),
+    ("sym_kl", "Symmetric KL between branches, on each student's samples", "KL(p‖q)+KL(q‖p)",
+     True, lambda ks: pair_labels(ks, "/sym_kl")),
     ("reward", "Reward per branch per domain", "mean reward", False,
      lambda ks: {k: reward_label(k) for k in ks}),
     # GRPO learns only from groups whose rewards differ; the rest are skipped.

@@ -93,6 +93,27 @@ class Schedule:
     def total(self) -> int:
         return self.cycles * self.period
 
+    def phase_index(self, step: float) -> int:
+        """0, 1, 2, ...: phase I of cycle 0, its phase II, phase I of cycle 1, ... of the
+        update `step` (step 0, before any update, counts with the first phase)."""
+        s = max(int(math.ceil(step)) - 1, 0)
+        cycle, within = divmod(s, self.period)
+        return 2 * cycle + (0 if within < self.rl_steps else 1)
+
+
+def phase_breaks(steps: np.ndarray, schedule: Schedule) -> np.ndarray:
+    """Indexes i where a line from point i-1 to point i would cross a phase in which its
+    series has no point: for a series logged in one kind of phase only (a branch's reward
+    on its peer's domain and the signal balance exist in phase II only), each new phase
+    starts a new segment; a series with points in both kinds is never broken (a thinned
+    series that skips a phase keeps its line)."""
+    if len(steps) < 2:
+        return np.array([], dtype=int)
+    idx = np.array([schedule.phase_index(float(x)) for x in steps])
+    if len(set(idx % 2)) > 1:
+        return np.array([], dtype=int)
+    return np.flatnonzero(np.diff(idx) != 0) + 1
+
 
 # Methods whose steps alternate phase I and phase II by the schedule (the baselines log one
 # phase per stage, not the cycle, so they get no bands).

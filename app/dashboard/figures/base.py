@@ -145,6 +145,25 @@ def log_range(values: np.ndarray, pad_decades: float = 0.15) -> list[float] | No
     return [lo - pad, hi + pad]
 
 
+def log_ticks(lo: float, hi: float, most: int = 8) -> tuple[list[float], list[str]]:
+    """Ticks of a log axis over 10^lo..10^hi, each labelled in full (`2e-3`, `1e-2`): at
+    1..9, else 1, 2 and 5 x 10^k where that gives at most `most`, else at every decade
+    (every n-th when there are many). Plotly's own minor ticks are bare digits ("2", "5"), which read
+    as a scale (9 > 1)."""
+    k0, k1 = math.floor(lo), math.ceil(hi)
+    for mantissas in (range(1, 10), (1, 2, 5), (1,)):
+        at = [(m, k) for k in range(k0, k1 + 1) for m in mantissas if lo <= math.log10(m) + k <= hi]
+        if len(at) <= most:
+            break
+    else:
+        stride = math.ceil(len(at) / most)
+        at = at[::stride]
+    vals = [m * 10.0**k for m, k in at]
+    return vals, [
+        f"{v:g}" if 1e-2 <= v < 1e3 else f"{m}e{k}" for v, (m, k) in zip(vals, at, strict=True)
+    ]
+
+
 def log_axis(fig: go.Figure, df: pd.DataFrame) -> None:
     """A log y axis over the data's positive decades after step 0, with a note on what it
     leaves out: points <= 0 (not drawable) and step-0 values below the axis. At step 0 the
@@ -154,6 +173,10 @@ def log_axis(fig: go.Figure, df: pd.DataFrame) -> None:
     later = vals[df["step"].to_numpy() > 0] if "step" in df else vals
     rng = log_range(later) or log_range(vals)
     fig.update_yaxes(type="log", range=rng)
+    if rng is not None:
+        vals_at, text = log_ticks(rng[0], rng[1])
+        if len(vals_at) >= 2:
+            fig.update_yaxes(tickmode="array", tickvals=vals_at, ticktext=text)
     notes = []
     hidden = int((np.isfinite(vals) & (vals <= 0)).sum())
     if hidden:  # say so, rather than leave an empty-looking chart unexplained

@@ -27,6 +27,7 @@ from app.dashboard.series import (
     benchmarks_only,
     ema,
     overall_scores,
+    phase_breaks,
 )
 
 
@@ -68,12 +69,16 @@ def series_figure(
     With smoothing > 0 the raw line stays faint behind the EMA-smoothed one. Non-finite
     values are drawn as red crosses (hover says NaN/inf and the step), never dropped.
     With `log_y`, values <= 0 cannot be drawn and are left out of the line only.
+    A series that exists in one kind of phase only (a reward on the peer's domain, the
+    signal balance: phase II) is drawn with a gap over the phases where it has no point,
+    not a straight line across them (`series.phase_breaks`).
     """
     fig = go.Figure()
     if "x" not in df:
         df = df.assign(x=df["step"].astype(float))
     label_col = "label" if "label" in df else "key"
     flagged = False  # the NaN/inf legend entry is shown once
+    phased = schedule if x == "step" else None
     for i, (label, g) in enumerate(df.groupby(label_col, sort=False)):
         marked = _add_series(
             fig,
@@ -83,6 +88,7 @@ def series_figure(
             smoothing=smoothing,
             log_y=log_y,
             nonfinite_legend=not flagged,
+            schedule=phased,
         )
         flagged = flagged or marked
     if schedule is not None and x == "step" and len(df):
@@ -121,19 +127,22 @@ def _add_series(
     smoothing: float,
     log_y: bool,
     nonfinite_legend: bool,
+    schedule: Schedule | None = None,
 ) -> bool:
     """One line's traces (faint raw line when smoothed, the line, NaN/inf crosses); True
-    when crosses were drawn."""
+    when crosses were drawn. The line joins its drawable points and breaks only at the
+    phases its series skips (`phase_breaks`, with a `schedule`)."""
     xs = g["x"].to_numpy(dtype=float)
     ys = g["value"].to_numpy(dtype=float)
     plot_y = np.where(np.isfinite(ys), ys, np.nan)
     if log_y:
         plot_y = np.where(plot_y > 0, plot_y, np.nan)
     if smoothing > 0:
+        raw_x, raw_y = _broken_line(xs, plot_y, schedule)
         fig.add_trace(
             go.Scatter(
-                x=xs,
-                y=plot_y,
+                x=raw_x,
+                y=raw_y,
                 mode="lines",
                 line=dict(color=c, width=1),
                 opacity=0.25,
@@ -144,16 +153,17 @@ def _add_series(
             )
         )
         plot_y = ema(plot_y, smoothing)
+    line_x, line_y = _broken_line(xs, plot_y, schedule)
     fig.add_trace(
         go.Scatter(
-            x=xs,
-            y=plot_y,
+            x=line_x,
+            y=line_y,
             mode="lines+markers" if len(xs) < 40 else "lines",
             marker=dict(size=4),
             line=dict(color=c, width=2),
             name=label,
             legendgroup=label,
-            connectgaps=True,
+            connectgaps=False,
         )
     )
     mx, my, mt = _nonfinite_marks(xs, ys, g["step"].to_numpy())
@@ -173,6 +183,21 @@ def _add_series(
         )
     )
     return True
+
+
+def _broken_line(
+    xs: np.ndarray, ys: np.ndarray, schedule: Schedule | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The drawable points (finite y), with a NaN point inserted at each phase break."""
+    keep = np.isfinite(ys)
+    x, y = xs[keep], ys[keep]
+    if schedule is None:
+        return x, y
+    at = phase_breaks(x, schedule)
+    if not len(at):
+        return x, y
+    mid = (x[at - 1] + x[at]) / 2
+    return np.insert(x, at, mid), np.insert(y, at, np.nan)
 
 
 def eval_figure(evals: pd.DataFrame, *, revision: str = "evals") -> go.Figure:
