@@ -156,3 +156,28 @@ def test_log_ticks_label_every_tick_in_full():
     vals, text = log_ticks(-13, 0.5)
     assert len(vals) <= 8 and all(v == 10 ** round(math.log10(v)) for v in vals)  # decades
     assert [float(t) for t in text] == sorted(float(t) for t in text)
+
+
+def test_grid_view_draws_a_categorical_field_as_points_and_one_seed_without_a_band():
+    """Issue 38, defect 10: "method" on the x axis was a connected line with a slope and
+    the title said "mean ± std" at n = 1."""
+    import pandas as pd
+
+    from app.dashboard import figures
+
+    band = pd.DataFrame(
+        {"line": ["", ""], "value": ["copd", "mixed"], "mean": [0.6, 0.55],
+         "std": [float("nan"), float("nan")], "n": [1, 1]}
+    )  # fmt: skip
+    fig = figures.param_figure(band, "method", "Overall", "test")
+    assert [t.mode for t in fig.data] == ["markers"]
+    assert "±" not in fig.layout.title.text and "one seed" in fig.layout.title.text
+    band = band.assign(std=[0.02, 0.03], n=[3, 3])
+    fig = figures.param_figure(band, "method", "Overall", "test")
+    assert fig.data[0].mode == "markers" and list(fig.data[0].error_y.array) == [0.02, 0.03]
+    assert "mean ± std over seeds" in fig.layout.title.text
+    numeric = pd.DataFrame(
+        {"line": ["", ""], "value": [0.5, 1.0], "mean": [0.6, 0.55], "std": [0.0, 0.0], "n": [1, 1]}
+    )
+    fig = figures.param_figure(numeric, "opd.beta", "Overall", "test")
+    assert [t.mode for t in fig.data] == ["lines+markers"]  # no band polygon at n = 1

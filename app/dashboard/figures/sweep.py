@@ -19,35 +19,54 @@ def _numeric(values: list[Any]) -> bool:
 
 
 def param_figure(band: pd.DataFrame, param: str, bench: str, split: str) -> go.Figure:
-    """Score against one swept parameter: a mean line per combination of the others with a
-    ±std band over seeds (categorical x when the values are not numbers)."""
+    """Score against one swept parameter, one series per combination of the others. A
+    numeric field: a mean line with a ±std band over seeds. A categorical one (method,
+    merge.method): a marker per value with ±std error bars, side by side, no line (a slope
+    between categories means nothing). Where every point is one seed there is no spread
+    to draw, and the title says so instead of "mean ± std"."""
     fig = go.Figure()
     numeric = _numeric(band["value"].tolist())
+    n_max = int(band["n"].max()) if len(band) else 0
     for i, (line, g) in enumerate(band.groupby("line", sort=False)):
         c = color(i)
         xs = g["value"].tolist() if numeric else [show(v) for v in g["value"]]
         mean, std = g["mean"].to_numpy(float), g["std"].to_numpy(float)
         name = line or "mean"
-        fig.add_trace(
-            go.Scatter(
-                x=xs + xs[::-1],
-                y=np.concatenate([mean + std, (mean - std)[::-1]]),
-                mode="lines", fill="toself", fillcolor=hex_rgba(c, 0.18), line=dict(width=0),
-                name=f"{name} (±std)", legendgroup=name, hoverinfo="skip", showlegend=False,
-            )
-        )  # fmt: skip
         n = int(g["n"].max())
+        label = (
+            f"{name} (n={n})" if int(g["n"].min()) == n else f"{name} (n={int(g['n'].min())}-{n})"
+        )
+        if not numeric:
+            spread = dict(type="data", array=np.nan_to_num(std), visible=n > 1)
+            fig.add_trace(
+                go.Scatter(
+                    x=xs, y=mean, mode="markers", marker=dict(color=c, size=10),
+                    error_y=spread, name=label, legendgroup=name,
+                )
+            )  # fmt: skip
+            continue
+        if n > 1:
+            fig.add_trace(
+                go.Scatter(
+                    x=xs + xs[::-1],
+                    y=np.concatenate([mean + std, (mean - std)[::-1]]),
+                    mode="lines", fill="toself", fillcolor=hex_rgba(c, 0.18), line=dict(width=0),
+                    name=f"{name} (±std)", legendgroup=name, hoverinfo="skip", showlegend=False,
+                )
+            )  # fmt: skip
         fig.add_trace(
             go.Scatter(
                 x=xs, y=mean, mode="lines+markers", line=dict(color=c, width=2.5),
-                name=f"{name} (n={n})", legendgroup=name,
+                name=label, legendgroup=name,
             )
         )  # fmt: skip
-    title = f"{bench} ({split}) vs {param}: mean ± std over seeds"
+    what = "mean ± std over seeds" if n_max > 1 else "one seed per point, no spread"
+    title = f"{bench} ({split}) vs {param}: {what}"
     base_layout(fig, title, f"{bench} score", param, f"sweep:{param}:{bench}:{split}")
     fig.update_layout(hovermode="closest")
     if not numeric:
         fig.update_xaxes(type="category")
+        fig.update_layout(scattermode="group")
     return fig
 
 
