@@ -181,3 +181,49 @@ def test_grid_view_draws_a_categorical_field_as_points_and_one_seed_without_a_ba
     )
     fig = figures.param_figure(numeric, "opd.beta", "Overall", "test")
     assert [t.mode for t in fig.data] == ["lines+markers"]  # no band polygon at n = 1
+
+
+def test_report_keeps_line_breaks_and_writes_no_none():
+    """Issue 38, defect 12: notes showed a literal backslash-n and absent values "None"."""
+    import dataclasses
+    from datetime import datetime, timezone
+
+    import pandas as pd
+
+    from app.dashboard.report import compare_report
+    from storage import Run
+
+    run = Run(
+        id=3, name="r", method="mixed", group=None, status="cancelled", config={}, seed=0,
+        created_at=datetime.now(timezone.utc), started_at=None, ended_at=None, pid=None,
+        pid_start_time=None, host=None, heartbeat_at=None, progress=0.0, error=None,
+        code_revision=None, run_dir=None, requested_gpus=0, assigned_gpus=None, cpu_slots=1,
+        notes="line one\nline two",
+    )  # fmt: skip
+    diff = pd.DataFrame({"#3": [None, 0.5]}, index=["opd.beta", "grpo.lr"])
+    other = dataclasses.replace(run, id=4, notes="")
+    html = compare_report([run, other], [], pd.DataFrame(), diff, title="t", notes="a\nb")
+    assert "line one<br>line two" in html and "a<br>b" in html
+    assert "\\n" not in html and ">None<" not in html
+    assert "<td>—</td>" in html
+
+
+def test_share_panels_span_zero_to_one_not_minus_one():
+    """Issue 38, defect 12: a flat-zero clip fraction drew an axis from -1 to 1."""
+    import pandas as pd
+
+    from app.dashboard.figures.signal import share_range, signal_figure
+
+    df = pd.DataFrame(
+        {"key": ["branch/add/clip_frac"] * 3, "step": [1, 2, 3], "value": [0.0, 0.0, 0.0]}
+    )
+    assert share_range(df) == [0.0, 0.05]
+    fig = signal_figure(df, "add")
+    assert list(fig.layout.yaxis.range) == [0.0, 0.05]
+
+
+def test_an_alert_names_its_step_once():
+    from app.dashboard.live_view import alert_line
+
+    assert alert_line("reward fell below 0.1 at step 10", 10).endswith("at step 10")
+    assert alert_line("nonfinite: reward is NaN", 7).endswith("(step 7)")

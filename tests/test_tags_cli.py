@@ -114,6 +114,10 @@ def test_train_with_db_records_tags_and_notes(tmp_path, tiny_model_dir):
     res = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True,
                          timeout=300)  # fmt: skip
     assert res.returncode == 0, res.stderr[-2000:]
+    # the results table once, on stdout (it was also in the "final results" event on stderr)
+    header = next(line for line in res.stdout.splitlines() if "overall" in line)
+    assert (res.stdout + res.stderr).count(header) == 1, res.stderr[-2000:]
+    assert "final results: " in res.stderr and "results.json" in res.stderr
     store = RunStore.from_url(db)
     (run,) = store.list_runs()
     assert (run.status, run.tags, run.notes) == ("finished", ("beta-1", "smoke"), "first try")

@@ -238,16 +238,20 @@ def run_header(
         )
 
 
+def alert_line(message: str, step: int | None) -> str:
+    """An alert as one markdown line, its step added where the message does not name it
+    ("... at step 10", not "... at step 10 (step 10)")."""
+    said = step is None or f"step {step}" in message
+    return md_line(message) + ("" if said else f" (step {step})")
+
+
 def run_alerts(url: str, run_id: int, version: tuple = ()) -> None:
     """The run's recorded alerts (rules in app/control/alerts.py), newest last."""
     alerts = cached_alerts(url, run_id, version)
     if alerts:
         st.warning(
             f"{len(alerts)} alert(s):\n\n"  # st.warning draws its own icon
-            + "\n".join(
-                f"- {md_line(a.message)}" + ("" if a.step is None else f" (step {a.step})")
-                for a in alerts
-            )
+            + "\n".join(f"- {alert_line(a.message, a.step)}" for a in alerts)
         )
 
 

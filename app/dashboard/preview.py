@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from app.dashboard.queries import format_duration, run_duration
+from app.dashboard.text import plural
 
 if TYPE_CHECKING:
     from copd.spec.sweep import SweepRun
@@ -57,10 +58,6 @@ def step_seconds(past: Sequence[Run]) -> dict[tuple[Any, ...], list[float]]:
         if str(r.status) == "finished" and steps and seconds and seconds > 0:
             out.setdefault(run_kind(r.config or {}), []).append(seconds / steps)
     return out
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
 
 
 def sweep_preview(

@@ -40,7 +40,28 @@ code { font-size: 0.85rem; }
 
 
 def _esc(v: Any) -> str:
-    return _html.escape("" if v is None else str(v))
+    """User text as HTML: escaped, its line breaks kept (`<br>`), nothing for None."""
+    return _html.escape("" if v is None else str(v)).replace("\n", "<br>")
+
+
+def _cell(v: Any) -> str:
+    """A table cell: "—" for a value that is absent (None, NaN), else the escaped text."""
+    return "—" if v is None or (isinstance(v, float) and v != v) else _esc(v)
+
+
+def _table(df: pd.DataFrame, index: bool = True) -> str:
+    """`df` as an HTML table, each cell through `_cell` (pandas' `to_html` writes a line
+    break as a literal backslash-n and an absent value as "None")."""
+    head = ([f"<th>{_esc(df.index.name or '')}</th>"] if index else []) + [
+        f"<th>{_esc(c)}</th>" for c in df.columns
+    ]
+    rows = []
+    for label, row in df.iterrows():
+        cells = ([f"<th>{_esc(label)}</th>"] if index else []) + [
+            f"<td>{_cell(v)}</td>" for v in row.tolist()
+        ]
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><tr>{''.join(head)}</tr>{''.join(rows)}</table>"
 
 
 def results_html(table: pd.DataFrame, digits: int = 3) -> str:
@@ -61,7 +82,7 @@ def results_html(table: pd.DataFrame, digits: int = 3) -> str:
 
 
 def frame_html(df: pd.DataFrame) -> str:
-    return df.to_html(border=0, escape=True) if not df.empty else "<p>(none)</p>"
+    return _table(df) if not df.empty else "<p>(none)</p>"
 
 
 def runs_html(runs: list[Run]) -> str:
@@ -81,7 +102,7 @@ def runs_html(runs: list[Run]) -> str:
         }
         for r in runs
     ]
-    return pd.DataFrame(rows).to_html(index=False, border=0, escape=True)
+    return _table(pd.DataFrame(rows), index=False)
 
 
 def compare_report(

@@ -115,6 +115,23 @@ def phase_breaks(steps: np.ndarray, schedule: Schedule) -> np.ndarray:
     return np.flatnonzero(np.diff(idx) != 0) + 1
 
 
+def broken_line(
+    xs: np.ndarray, ys: np.ndarray, schedule: Schedule | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A line's drawable points (finite y), with a NaN point inserted at each phase break
+    (`phase_breaks`) so the line stops there; draw it with `connectgaps=False`."""
+    xs, ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+    keep = np.isfinite(ys)
+    x, y = xs[keep], ys[keep]
+    if schedule is None:
+        return x, y
+    at = phase_breaks(x, schedule)
+    if not len(at):
+        return x, y
+    mid = (x[at - 1] + x[at]) / 2
+    return np.insert(x, at, mid), np.insert(y, at, np.nan)
+
+
 # Methods whose steps alternate phase I and phase II by the schedule (the baselines log one
 # phase per stage, not the cycle, so they get no bands).
 PHASED_METHODS = ("copd",)

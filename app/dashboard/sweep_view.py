@@ -29,7 +29,7 @@ from app.dashboard.sweep_data import (
     sort_key,
     swept_params,
 )
-from app.dashboard.text import md_line
+from app.dashboard.text import md_line, plural
 from app.dashboard.widgets import cached_evals, csv_button, plot
 from copd.common.names import VAL_SUFFIX
 from copd.common.tables import OVERALL
@@ -143,7 +143,7 @@ def paired_section(table: Any, params: list[str], bench: str, split: str) -> lis
         f"{result.mean_b:.4f}), seeds {seeds}. CI: Student t over the per-seed differences; "
         f"p: {result.p_method} test of mean(A − B) = 0."
         + (
-            f" With {result.n} seeds no p below {2 / 2**result.n:.3g} is possible."
+            f" With {plural(result.n, 'seed')} no p below {2 / 2**result.n:.3g} is possible."
             if result.n <= 16
             else ""
         )
@@ -151,6 +151,6 @@ def paired_section(table: Any, params: list[str], bench: str, split: str) -> lis
     st.caption(md_line(note))
     return [
         f"Paired comparison on {bench}: mean A − B = {result.diff:+.4f}, 95% CI {ci}, p = {p}, "
-        f"{result.n} seeds.",
+        f"{plural(result.n, 'seed')}.",
         note,
     ]

@@ -39,3 +39,8 @@ def md_line(text: object) -> str:
     """`md_escape` on one line: line breaks become spaces (for headings and labels, where
     a new line would start a new block)."""
     return md_escape(" ".join(str(text).splitlines()))
+
+
+def plural(n: int, word: str) -> str:
+    """`1 seed`, `3 seeds`."""
+    return f"{n} {word}" + ("" if n == 1 else "s")

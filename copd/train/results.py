@@ -2,7 +2,7 @@
 
     view = merged_view(world)                 # a frozen model holding the merged weights
     export_merged(world, out_dir / "merged")  # a directory AutoModelForCausalLM loads
-    write_results(scores, out_dir)            # results.json + a printed table
+    write_results(scores, out_dir)            # results.json (its path returned)
 
 The results table has one row per model (each branch, then "merged") and one column per
 benchmark, then Overall (mean over all benchmarks, as in the paper's tables).
@@ -101,9 +101,10 @@ def results_table(scores: dict[str, dict[str, float]]) -> str:
 
 def write_results(
     scores: dict[str, dict[str, float]], out_dir: str | Path, extra: dict | None = None
-) -> str:
+) -> Path:
+    """`results.json` in `out_dir`: the scores and `extra` (method, steps, budget, ...)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     payload = {"scores": scores, **(extra or {})}
     (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")
-    return results_table(scores)
+    return out / "results.json"

@@ -25,9 +25,9 @@ from app.dashboard.series import (
     Schedule,
     aggregate_runs,
     benchmarks_only,
+    broken_line,
     ema,
     overall_scores,
-    phase_breaks,
 )
 
 
@@ -138,7 +138,7 @@ def _add_series(
     if log_y:
         plot_y = np.where(plot_y > 0, plot_y, np.nan)
     if smoothing > 0:
-        raw_x, raw_y = _broken_line(xs, plot_y, schedule)
+        raw_x, raw_y = broken_line(xs, plot_y, schedule)
         fig.add_trace(
             go.Scatter(
                 x=raw_x,
@@ -153,7 +153,7 @@ def _add_series(
             )
         )
         plot_y = ema(plot_y, smoothing)
-    line_x, line_y = _broken_line(xs, plot_y, schedule)
+    line_x, line_y = broken_line(xs, plot_y, schedule)
     fig.add_trace(
         go.Scatter(
             x=line_x,
@@ -183,21 +183,6 @@ def _add_series(
         )
     )
     return True
-
-
-def _broken_line(
-    xs: np.ndarray, ys: np.ndarray, schedule: Schedule | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """The drawable points (finite y), with a NaN point inserted at each phase break."""
-    keep = np.isfinite(ys)
-    x, y = xs[keep], ys[keep]
-    if schedule is None:
-        return x, y
-    at = phase_breaks(x, schedule)
-    if not len(at):
-        return x, y
-    mid = (x[at - 1] + x[at]) / 2
-    return np.insert(x, at, mid), np.insert(y, at, np.nan)
 
 
 def eval_figure(evals: pd.DataFrame, *, revision: str = "evals") -> go.Figure:

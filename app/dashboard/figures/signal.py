@@ -3,14 +3,24 @@ teacher's OPD term) and overlap at several k (data: app/dashboard/signal_data.py
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from app.dashboard.figures.base import X_TITLES, color, shade
-from app.dashboard.series import Schedule
+from app.dashboard.series import Schedule, broken_line
 from app.dashboard.signal_data import GRPO, SIGNAL_PANELS, signal_keys, term_label
 from copd.common import names as N
+
+
+def share_range(df: pd.DataFrame) -> list[float]:
+    """A y range for shares: from 0 to a little above the largest finite value (at least
+    0.05, at most 1.05)."""
+    v = pd.to_numeric(df["value"], errors="coerce").to_numpy(dtype=float)
+    v = v[np.isfinite(v)]
+    top = float(v.max()) if v.size else 0.0
+    return [0.0, min(max(top * 1.1, 0.05), 1.05)]
 
 
 def signal_figure(
@@ -42,13 +52,16 @@ def signal_figure(
     shown: set[str] = set()
     for i, (kind, _, y_title) in enumerate(kinds):
         r, c = i // 2 + 1, i % 2 + 1
+        panel_keys = [k for k, (k2, _) in mine.items() if k2 == kind]
         for key, (k2, term) in sorted(mine.items(), key=lambda kv: terms.index(kv[1][1])):
             if k2 != kind:
                 continue
             g = df[df["key"] == key].sort_values("x")
+            line_x, line_y = broken_line(g["x"], g["value"], schedule if x == "step" else None)
             fig.add_trace(
                 go.Scatter(
-                    x=g["x"], y=g["value"], mode="lines+markers", marker=dict(size=5),
+                    x=line_x, y=line_y, mode="lines+markers", marker=dict(size=5),
+                    connectgaps=False,
                     line=dict(color=colours[term], width=2), name=term_label(term),
                     legendgroup=term, showlegend=term not in shown,
                 ),
@@ -56,6 +69,8 @@ def signal_figure(
             )  # fmt: skip
             shown.add(term)
         fig.update_yaxes(title_text=y_title, row=r, col=c)
+        if y_title == "share":  # a share lies in [0, 1]: not plotly's -1..1 around a flat 0
+            fig.update_yaxes(range=share_range(df[df["key"].isin(panel_keys)]), row=r, col=c)
         if kind == "cos":
             fig.add_hline(y=0.0, line_width=1, line_color="rgba(90,90,90,0.6)", row=r, col=c)
         fig.update_xaxes(title_text=X_TITLES.get(x, x), row=r, col=c)

@@ -219,7 +219,7 @@ def finish(
         export_merged(world, Path(out_dir) / "merged", model)
         views["merged"] = PolicyView(model)
     scores.update(evaluate(world, views, step=world.state.step, final=True))
-    table = write_results(
+    write_results(
         scores,
         out_dir,
         extra={
@@ -229,5 +229,10 @@ def finish(
             **(extra or {}),
         },
     )
-    world.logger.log_event("final results\n" + table, step=world.state.step)
+    benches = {b for per in scores.values() for b in per}
+    world.logger.log_event(  # the table itself: `copd train` prints it, results.json holds it
+        f"final results: {len(scores)} models x {len(benches)} scores in "
+        f"{Path(out_dir) / 'results.json'}",
+        step=world.state.step,
+    )
     return scores
