@@ -448,6 +448,37 @@ def test_run_charts_say_what_they_draw(seeded_server):
         browser.close()
 
 
+def test_the_run_picker_never_shows_a_stale_status(seeded_server, tmp_path):
+    """Issue 38, defect 4: with a running run selected on Runs, the run finishes; the page
+    refreshes (the header says finished) but the picker kept "● running": the browser
+    keeps the label it showed for the selected option. The label holds no status now."""
+    import re
+
+    from playwright.sync_api import expect, sync_playwright
+
+    from storage import RunStore
+
+    base, ids = seeded_server
+    db = f"sqlite:///{tmp_path / 'copd.db'}"
+    with sync_playwright() as p:
+        browser, page = _browser(p)
+        page.goto(f"{base}/runs")
+        _settle(page)
+        box = page.get_by_role("combobox", name="Run")
+        box.click()
+        page.get_by_role("option", name=re.compile(f"^#{ids.running} ")).click()
+        _settle(page)
+        header = page.get_by_test_id("stMetricValue").first
+        expect(header).to_contain_text("running", timeout=30_000)
+        store = RunStore.from_url(db)
+        store.set_status(ids.running, "finished")
+        store.close()
+        expect(header).to_contain_text("finished", timeout=60_000)  # the 5 s refresh
+        label = box.input_value()
+        assert label.startswith(f"#{ids.running} ") and "running" not in label, label
+        browser.close()
+
+
 def test_a_run_that_logs_nan_raises_an_alert_on_home_and_live(fake_server, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 

@@ -260,9 +260,10 @@ def task_trust(cfg: Any) -> tuple[Any, str | None]:
 
 # ---------------------------------------------------------------------- small widgets
 def run_label(run: Run) -> str:
-    from app.dashboard.queries import status_label
-
-    return f"#{run.id} {run.name} · {run.method} · {status_label(run.status)}"
+    """A run picker's label: id, name, method; never the status. The browser keeps the
+    label it showed for the selected option, so a status in it stays "running" after the
+    run has finished; pages show the status beside the picker instead."""
+    return f"#{run.id} {run.name} · {run.method}"
 
 
 def empty_state(message: str, *, button: str = "Launch the demo", key: str = "empty") -> None:
