@@ -5,7 +5,7 @@ while a run of the view is active; or its Samples tab. Links: `live?run=ID`,
 
 import streamlit as st
 
-from app.dashboard.links import absent_run, url_run_id
+from app.dashboard.links import absent_run, default_live_run, url_run_id
 from app.dashboard.live_view import draw_run, live_signature
 from app.dashboard.samples_view import draw_samples
 from app.dashboard.text import md_escape
@@ -17,7 +17,6 @@ from app.dashboard.widgets import (
     invalidate,
     run_label,
 )
-from storage import RunStatus
 
 st.title(":material/monitoring: Live run view")
 url = db_url()
@@ -34,7 +33,7 @@ if absent:  # a link to a run this store lacks: say so, show no other run in its
     st.warning(md_escape(absent))
     st.stop()
 # The run: asked for elsewhere (Launch/Runs/Home), else the link's `?run=ID`, else the one
-# already picked, else the newest running one. The picker writes the link back.
+# already picked, else the newest running CoPD run (links.default_live_run). The picker writes the link back.
 wanted = st.session_state.pop("live_run", None)
 linked = url_run_id(st.query_params.get("run"))
 if wanted in by_id:
@@ -42,8 +41,7 @@ if wanted in by_id:
 elif linked in by_id:
     st.session_state["live:run"] = linked
 elif st.session_state.get("live:run") not in by_id:
-    running = [r.id for r in runs if r.status == RunStatus.RUNNING]
-    st.session_state["live:run"] = running[0] if running else ids[0]
+    st.session_state["live:run"] = default_live_run(runs)
 
 
 def _write_link() -> None:

@@ -713,3 +713,28 @@ def test_an_ablation_set_into_an_existing_group_is_said_before_launching(app):
     assert len(RunStore.from_url(url).list_runs()) == before
     assert free_group_name("ablation-1", {"ablation-1", "ablation-2"}) == "ablation-3"
     assert free_group_name("paper", {"paper"}) == "paper-1"
+
+
+def test_the_runs_page_shows_the_end_of_the_log(tmp_path, monkeypatch):
+    """Issue 38, defect 11: the log tail opened scrolled to its top, the oldest of 200
+    lines. The block shown whole now ends at the log's last line."""
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    store = RunStore.from_url(url)
+    run_dir = tmp_path / "runs" / "1-long"
+    run_dir.mkdir(parents=True)
+    (run_dir / "train.log").write_text("".join(f"line {i}\n" for i in range(300)))
+    run = store.create_run("long", "copd", RunConfig().to_dict(), run_dir=str(run_dir))
+    monkeypatch.setenv("COPD_DB_URL", url)
+    monkeypatch.setenv("COPD_HOME", str(tmp_path))
+    monkeypatch.setenv("COPD_SUPERVISE", "0")
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    at = AppTest.from_file(ENTRY, default_timeout=60).run()
+    at.switch_page("../pages/runs.py").run()
+    assert not at.exception
+    shown = at.code[0].value.splitlines()
+    assert shown[-1] == "line 299" and len(shown) == 20, shown[:3]
+    assert at.expander[0].label == "Last 200 lines"
+    assert at.code[1].value.splitlines()[0] == "line 100"
+    assert run.id == at.selectbox(key="runs:selected").value
+    st.cache_data.clear()

@@ -130,8 +130,8 @@ def test_an_expert_run_shows_no_cycle_and_no_teacher(monkeypatch, tmp_path):
 
 
 def test_the_live_picker_follows_a_run_that_finished(monkeypatch, tmp_path):
-    """The run finishes between two refreshes: the picker's label (and the auto-refresh
-    switch) follow the fresh status instead of the cached "running"."""
+    """The run finishes between two refreshes: the status beside the picker (and the
+    auto-refresh switch) follow the fresh status instead of the cached "running"."""
     url = f"sqlite:///{tmp_path / 'finish.db'}"
     store = RunStore.from_url(url)
     run = store.create_run("soon-done", "copd", RunConfig().to_dict())
@@ -140,14 +140,32 @@ def test_the_live_picker_follows_a_run_that_finished(monkeypatch, tmp_path):
     at.query_params["run"] = str(run.id)
     at.run()
     at.switch_page("../pages/live.py").run()
-    picker = at.selectbox(key="live:run")
-    assert "running" in picker.format_func(picker.value)  # type: ignore[attr-defined]
+    assert "running" in _metrics(at)["status"]
     store.set_status(run.id, "finished")
     at.run()  # within the runs cache's lifetime: only the fragment's read is fresh
     assert not at.exception
-    picker = at.selectbox(key="live:run")
-    assert "finished" in picker.format_func(picker.value)  # type: ignore[attr-defined]
+    assert "finished" in _metrics(at)["status"]
+    picker = at.selectbox(key="live:run")  # no status in a picker (defect 4): none to go stale
+    assert picker.format_func(picker.value) == f"#{run.id} soon-done · copd"  # type: ignore[attr-defined]
     assert any("auto-refresh is off" in c.value for c in at.caption)
+    st.cache_data.clear()
+
+
+def test_the_live_view_opens_on_the_demos_copd_run_not_the_newer_baseline(monkeypatch, tmp_path):
+    """Issue 38, defect 11: the demo launches CoPD, then the experts; the sidebar's Live
+    view opened the newest running run (the experts)."""
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    store = RunStore.from_url(url)
+    copd = store.create_run("demo", "copd", RunConfig().to_dict(), group="demo-1")
+    expert = store.create_run("demo-expert", "expert", RunConfig(method="expert").to_dict(),
+                              group="demo-1")  # fmt: skip
+    for r in (copd, expert):
+        store.mark_running(r.id, pid=999_999, pid_start_time=0.0, host="h")
+    at = _app(monkeypatch, tmp_path, url)
+    at.run()
+    at.switch_page("../pages/live.py").run()
+    assert not at.exception
+    assert at.selectbox(key="live:run").value == copd.id
     st.cache_data.clear()
 
 
@@ -223,6 +241,22 @@ def _launch(monkeypatch, tmp_path):
 
 def _tab(at, name):
     return next(t for t in at.tabs if t.label == name)
+
+
+def test_a_third_branch_switches_the_topology_and_says_so(monkeypatch, tmp_path):
+    """Issue 38, defect 11: a third branch on Launch gave "'pair' needs exactly 2 branches"
+    instead of switching the topology or saying how."""
+    _, at = _launch(monkeypatch, tmp_path)
+    at.number_input(key="cfg:demo:n_branches").set_value(3).run()
+    assert not at.exception
+    assert not [e.value for e in at.error], [e.value for e in at.error]
+    assert at.selectbox(key="cfg:demo:topology.kind").value == "hub"
+    assert not [w.value for w in at.warning if "Session State" in w.value]
+    assert any("topology set to 'hub'" in i.value for i in at.info)
+    assert any("3 branches" in c.value for c in at.caption)  # the config builds
+    at.number_input(key="cfg:demo:n_branches").set_value(2).run()
+    assert at.selectbox(key="cfg:demo:topology.kind").value == "pair"
+    assert not [e.value for e in at.error]
 
 
 def test_a_number_field_with_text_shows_its_error_in_its_tab(monkeypatch, tmp_path):

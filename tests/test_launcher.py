@@ -443,3 +443,6 @@ def test_cpu_runs_are_counted_in_threads(tmp_path):
     la._start_queued(type("R", (), {"started": []})())
     assert started == [runs[0].id, runs[1].id]  # 1 + 1 threads fill 2 cores; the rest wait
     assert la._child_env([], la.cpu_threads(runs[0]))["OMP_NUM_THREADS"] == "1"
+    # what the supervisor prints says this rule (it printed "max 1 CPU runs" while two ran)
+    said = la.capacity()
+    assert "share 2 threads" in said and "else 2" in said and "max 1" not in said, said

@@ -304,8 +304,8 @@ def cmd_supervise(args: argparse.Namespace) -> int:
 
     launcher = launcher_from_args(args)
     print(
-        f"supervising runs in {launcher.runs_root} (max {launcher.max_cpu_runs} CPU runs, "
-        f"{len(launcher.gpus)} GPUs); Ctrl-C stops supervising, not the runs",
+        f"supervising runs in {launcher.runs_root} ({launcher.capacity()}); Ctrl-C stops "
+        "supervising, not the runs",
         file=sys.stderr,
     )
     with contextlib.suppress(KeyboardInterrupt):

@@ -448,6 +448,17 @@ class Launcher:
         shares when an explicit max_cpu_runs asks for more runs than that."""
         return max(self.cores, self.max_cpu_runs * max(1, self.cores // self.max_cpu_runs))
 
+    def capacity(self) -> str:
+        """What the launcher runs at once, as `_start_queued` counts it (the supervisor
+        prints it): CPU runs by threads, not a fixed count."""
+        default = max(1, self.cores // self.max_cpu_runs)
+        cap = f", at most {self.cpu_run_cap} at once" if self.cpu_run_cap < self.cores else ""
+        gpus = f"{len(self.gpus)} GPU" + ("" if len(self.gpus) == 1 else "s")
+        return (
+            f"CPU runs share {self.cpu_budget} threads (each takes its config's `threads`, "
+            f"else {default}; one always may start){cap}; {gpus}"
+        )
+
     def cpu_threads(self, run: Run) -> int:
         """Cores a CPU run takes: its config's `threads`, else cores / max_cpu_runs."""
         asked = int((run.config or {}).get("threads") or 0)

@@ -138,9 +138,11 @@ def tail_lines(path: Path, n_lines: int = 200, max_bytes: int = 1 << 20) -> str:
             size = f.tell()
             f.seek(max(0, size - max_bytes))
             data = f.read()
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError):
         return ""
-    lines = data.decode(errors="replace").splitlines()
+    lines = data.decode(errors="replace").split("\n")  # "\r" stays in its line (a bar redraw)
+    if lines and lines[-1] == "":
+        lines.pop()
     return "\n".join(lines[-n_lines:]) if n_lines > 0 else ""
 
 

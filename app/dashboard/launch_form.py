@@ -147,8 +147,28 @@ def name_follows_domain(name_key: str, task_key: str, named_for_key: str) -> Non
         st.session_state[named_for_key] = new
 
 
+def topology_follows_branches(n_key: str, topo_key: str, preset_kind: str) -> None:
+    """On a change of the branch count: 'pair' takes exactly 2 branches, so 3 or more
+    switch the topology to 'hub' (and back to 'pair' at 2 where this switched it), said in
+    a line under the count. A topology the user picked is left alone otherwise."""
+    n = int(st.session_state[n_key])
+    kind = st.session_state.get(topo_key, preset_kind)
+    note = f"{topo_key}:switched"
+    if n > 2 and kind == "pair":
+        st.session_state[topo_key] = "hub"
+        st.session_state[note] = (
+            f"{n} branches: topology set to 'hub' ('pair' takes exactly 2): the hub branch "
+            "(topology.hub, else the first) teaches and learns from each other. For every "
+            "pair teaching each other pick 'full' under Topology."
+        )
+    elif n == 2 and kind == "hub" and st.session_state.get(note):
+        st.session_state[topo_key] = "pair"
+        st.session_state.pop(note)
+
+
 def branch_editor(base: RunConfig, prefix: str, tasks: list[str]) -> tuple[list[dict], list[str]]:
     """Per-branch name, domain (built-in task or module:factory) and device."""
+    topo_key = f"{prefix}:topology.kind"
     n = int(
         st.number_input(
             "Branches",
@@ -156,8 +176,13 @@ def branch_editor(base: RunConfig, prefix: str, tasks: list[str]) -> tuple[list[
             max_value=8,
             value=len(base.branches),
             key=f"{prefix}:n_branches",
+            on_change=topology_follows_branches,
+            args=(f"{prefix}:n_branches", topo_key, base.topology.kind),
         )
     )
+    switched = st.session_state.get(f"{topo_key}:switched")
+    if switched and base.method == "copd":
+        st.info(switched, icon=":material/hub:")
     rows: list[dict] = []
     errors: list[str] = []
     options = [*tasks, CUSTOM_TASK]

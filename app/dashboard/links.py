@@ -10,6 +10,8 @@ gets a warning naming what it asked for, and the page shows nothing else (`absen
 
 from __future__ import annotations
 
+from storage import Run, RunStatus
+
 
 def url_run_id(value: str | None) -> int | None:
     """`"12"` -> 12; anything else -> None."""
@@ -72,3 +74,15 @@ def absent_compare(group: str | None, runs: str | None, groups: list[str], ids: 
             f"{'is' if len(missing) == 1 else 'are'} not in this store; nothing is shown."
         )
     return None
+
+
+def default_live_run(runs: list[Run]) -> int:
+    """The run the Live view opens when nothing names one: the newest running CoPD run
+    (the demo's, not the experts' baseline launched after it), else the newest running
+    run, else the newest CoPD run, else the newest. `runs`: newest first."""
+    running = [r for r in runs if r.status == RunStatus.RUNNING]
+    for pool in (running, runs):
+        copd = [r for r in pool if r.method == "copd"]
+        if copd or pool:
+            return (copd or pool)[0].id
+    raise ValueError("no runs")

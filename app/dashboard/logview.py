@@ -10,8 +10,9 @@ of each line.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from app.control.procs import tail_lines
 
 MAX_BYTES = 1 << 20
 
@@ -29,16 +30,10 @@ def collapse_cr(text: str) -> str:
 
 
 def log_tail(path: str | Path, n_lines: int = 200, max_bytes: int = MAX_BYTES) -> str:
-    """The last `n_lines` lines of a log file after `collapse_cr` ('' when it does not
-    exist); reads at most `max_bytes` from its end."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - max_bytes))
-            data = f.read()
-    except (FileNotFoundError, IsADirectoryError):
-        return ""
-    lines = collapse_cr(data.decode(errors="replace")).split("\n")
+    """The last `n_lines` lines of a log file after `collapse_cr`, trailing blank lines
+    dropped ('' when it does not exist); reads at most `max_bytes` from its end
+    (`app.control.procs.tail_lines`, the launcher's reader)."""
+    lines = collapse_cr(tail_lines(Path(path), n_lines + 50, max_bytes)).split("\n")
     while lines and not lines[-1].strip():
         lines.pop()
     return "\n".join(lines[-n_lines:]) if n_lines > 0 else ""

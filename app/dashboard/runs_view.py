@@ -208,6 +208,9 @@ def apply_action(action: str, run_id: int, launcher: Launcher) -> None:
         st.session_state.pop("runs:selected", None)
 
 
+LOG_LINES_SHOWN = 20  # the log's last lines, shown whole under "Log tail"
+
+
 def run_details(run: Run, launcher: Launcher) -> None:
     """The log tail (progress-bar redraws collapsed) and recent events side by side, the
     config folded below."""
@@ -215,7 +218,13 @@ def run_details(run: Run, launcher: Launcher) -> None:
     with left:
         st.markdown("**Log tail**")
         tail = log_tail(Path(run.run_dir) / LOG_NAME, n_lines=200) if run.run_dir else ""
-        st.code(tail or "(no log yet)", language="text", wrap_lines=True, height=420)
+        # the end of the log in full view (a fixed-height block opens scrolled to its top,
+        # which showed the oldest of the 200 lines); the longer tail folded below
+        end = "\n".join(tail.splitlines()[-LOG_LINES_SHOWN:])
+        st.code(end or "(no log yet)", language="text", wrap_lines=True)
+        if tail.count("\n") >= LOG_LINES_SHOWN:
+            with st.expander("Last 200 lines"):
+                st.code(tail, language="text", wrap_lines=True, height=420)
     with right:
         st.markdown("**Recent events**")
         events = get_store().events(run.id, limit=50)
