@@ -325,10 +325,11 @@ st.plotly_chart(go.Figure(go.Scatter(y=[1, 2, 3])), key="c")
 
 
 @contextlib.contextmanager
-def dashboard(url: str, home: Path, script: Path | None = None):
-    """A `streamlit run` server of the dashboard (or of `script`) on a free port."""
+def dashboard(url: str, home: Path, script: Path | None = None, supervise: bool = False):
+    """A `streamlit run` server of the dashboard (or of `script`) on a free port; with
+    `supervise`, its supervisor starts the runs it queues (runs folder under `home`)."""
     port = _free_port()
-    env = dict(os.environ, COPD_DB_URL=url, COPD_HOME=str(home), COPD_SUPERVISE="0")
+    env = dict(os.environ, COPD_DB_URL=url, COPD_HOME=str(home), COPD_SUPERVISE=str(int(supervise)))
     log = open(home / "streamlit.log", "w")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(script or ROOT / "app" / "main.py"),

@@ -39,38 +39,38 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import torch
-
 from copd.common.stats import Fit, fit_line, pearson, permutation_p  # noqa: F401  (re-exported)
 from copd.runner import recorded
 from copd.spec import RunConfig, apply_overrides, presets
 
 
 # ---------------------------------------------------------------------- measurement
-@torch.inference_mode()
 def overlap_with(world, student_view, teacher_view, examples, seed: int) -> dict[str, float]:
     """Diagnostics of a student against a teacher on the student's own T=1 rollouts of
     `examples` (overlap_top{k}, sym_kl, ...), with a fixed sampling stream."""
-    from copd.math.diagnostics import pair_diagnostics
-    from copd.policy.rollout import completion_logits, sample_rollouts
+    import torch
 
-    d = world.cfg.diagnostics
-    with student_view.use() as model:
-        batch = sample_rollouts(
-            model,
-            world.tokenizer,
-            examples,
-            group_size=d.samples_per_prompt,
-            temperature=1.0,
-            max_new_tokens=world.cfg.sampling.max_new_tokens,
-            generator=torch.Generator().manual_seed(seed),
-            device=student_view.device,
-        )
-        s_logits = completion_logits(model, batch).float()
-    with teacher_view.use() as model:
-        t_logits = completion_logits(model, batch).float()
-    valid = batch.completion_mask_B_T.bool()
-    return pair_diagnostics(s_logits[valid], t_logits[valid], sorted({d.top_k, *d.extra_k}))
+    with torch.inference_mode():
+        from copd.math.diagnostics import pair_diagnostics
+        from copd.policy.rollout import completion_logits, sample_rollouts
+
+        d = world.cfg.diagnostics
+        with student_view.use() as model:
+            batch = sample_rollouts(
+                model,
+                world.tokenizer,
+                examples,
+                group_size=d.samples_per_prompt,
+                temperature=1.0,
+                max_new_tokens=world.cfg.sampling.max_new_tokens,
+                generator=torch.Generator().manual_seed(seed),
+                device=student_view.device,
+            )
+            s_logits = completion_logits(model, batch).float()
+        with teacher_view.use() as model:
+            t_logits = completion_logits(model, batch).float()
+        valid = batch.completion_mask_B_T.bool()
+        return pair_diagnostics(s_logits[valid], t_logits[valid], sorted({d.top_k, *d.extra_k}))
 
 
 @dataclass
@@ -114,6 +114,8 @@ def run_seed(
     log: Callable[[str], None] = print,
 ) -> list[PilotPoint]:
     """One teacher, then one student per temperature (see the module docstring)."""
+    import torch
+
     from copd.train.algorithms.expert import rl_step
     from copd.train.algorithms.static_opd import distill_step
     from copd.train.evaluate import evaluate

@@ -279,6 +279,13 @@ def launch_demo_and_watch() -> None:
     seed), start the first, and open the Live view on it (`?run=ID`)."""
     from app.control.demo import launch_demo
 
+    # said at once (the click's rerun reaches here in a fraction of a second); the check
+    # and queueing below take about a second more, then the Live view opens
+    st.info(
+        "Queuing the demo: CoPD and the independent experts (one group, same seed); "
+        "checking the config, then opening the Live view…",
+        icon=":material/hourglass_top:",
+    )
     launcher = get_launcher()
     runs = launch_demo(launcher.store, launcher)
     invalidate()

@@ -25,6 +25,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from copd.builders import tiny
+from copd.builders.shipped import SHIPPED_DEMO_BASE, shipped_demo_base
 from copd.builders.tiny import DEMO_TASKS, Log, Recipe
 from copd.tasks import get_task
 
@@ -83,17 +84,6 @@ def demo_base_model(
         if {k: recorded.get(k) for k in settings} == json.loads(json.dumps(settings)):
             return shipped
     return tiny.cached_base_model("demo", recipe, cache_dir, log)
-
-
-SHIPPED_DEMO_BASE = Path(__file__).resolve().parent / "assets" / "demo-base"
-
-
-def shipped_demo_base() -> Path | None:
-    """The shipped demo base model folder, or None when the package lacks it."""
-    ok = (SHIPPED_DEMO_BASE / "warmup.json").exists() and (
-        SHIPPED_DEMO_BASE / "model.safetensors"
-    ).exists()
-    return SHIPPED_DEMO_BASE if ok else None
 
 
 def greedy_scores(

@@ -21,10 +21,13 @@ with `to_pil()` (e.g. `copd.tasks.shapes.Scene`) an image.
 from __future__ import annotations
 
 import importlib.util
+import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from copd.errors import ConfigError
 
 DEFAULT_MAX_FRAMES = 8
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
@@ -242,3 +245,16 @@ def videos_from_cell(value: Any, base: Path, max_frames: int) -> tuple[Video, ..
             "images, or several videos as a list of files or directories"
         )
     return tuple(Video(p, max_frames) for p in paths)
+
+
+def check_task_media(tasks: dict[str, Any], n: int = 4) -> None:
+    """Fail before any model loads when a task's prompts carry videos this machine cannot
+    read (a video file without a decoder, a missing frame): a few prompts per task are
+    drawn from a throwaway RNG and checked, no pixels read. Datasets check every row at
+    load; this catches custom `module:factory` tasks."""
+    for name, task in tasks.items():
+        for ex in task.sample(random.Random(0), n):
+            for v in ex.videos:
+                problem = check_video(v)
+                if problem:
+                    raise ConfigError(f"task {name}: {problem}")

@@ -18,6 +18,7 @@ copd/train/guard.py.
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 
@@ -112,7 +113,7 @@ def check_tokenizer_fits(tok, rows: int, tasks: dict, where: str) -> None:
 def build_tasks(cfg) -> dict:
     """Every branch's task, built as World.build builds them; ConfigError naming the branch."""
     from copd.tasks import get_task
-    from copd.train.world import check_task_media
+    from copd.tasks.media import check_task_media
 
     tasks = {}
     for b in cfg.branches:
@@ -138,7 +139,7 @@ def check_config(cfg) -> str:
     tasks = build_tasks(cfg)
     path = cfg.model.path
     if path == "demo":  # the built-in tiny model: built on first use; the shipped one's sizes
-        from copd.builders.demo_base import shipped_demo_base
+        from copd.builders.shipped import shipped_demo_base
 
         shipped = shipped_demo_base()
         if shipped is not None:
@@ -175,10 +176,12 @@ def check_config(cfg) -> str:
 
 def machine_memory(cfg) -> tuple[int, str]:
     """(bytes, what) one branch may hold at most: a CUDA device's memory where the run
-    will use one, else this machine's RAM."""
+    will use one, else this machine's RAM (no torch import where no GPU can be used: a CPU
+    run's `copd check` stays fast)."""
     import psutil
 
-    if any(b.device != "cpu" for b in cfg.branches):
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES") == ""  # the launcher hides every GPU
+    if any(b.device != "cpu" for b in cfg.branches) and not hidden:
         try:
             import torch
 

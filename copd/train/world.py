@@ -39,8 +39,9 @@ from copd.policy.rollout import (
     logprobs_from_logits,
     sample_rollout_sets,
 )
-from copd.spec import ConfigError, RunConfig
+from copd.spec import RunConfig
 from copd.tasks import Example, Task, get_task
+from copd.tasks.media import check_task_media
 from copd.train.logger import Logger, NullLogger
 from copd.train.settings import LossSettings, zero_advantage_skippable
 
@@ -246,21 +247,6 @@ class World:
 
     def snapshot_teachers(self) -> None:
         self.state.teachers = {b.name: b.snapshot() for b in self.branches}
-
-
-def check_task_media(tasks: dict[str, Task], n: int = 4) -> None:
-    """Fail before any model loads when a task's prompts carry videos this machine cannot
-    read (a video file without a decoder, a missing frame): a few prompts per task are
-    drawn from a throwaway RNG and checked, no pixels read. Datasets check every row at
-    load; this catches custom `module:factory` tasks."""
-    from copd.tasks.media import check_video
-
-    for name, task in tasks.items():
-        for ex in task.sample(random.Random(0), n):
-            for v in ex.videos:
-                problem = check_video(v)
-                if problem:
-                    raise ConfigError(f"task {name}: {problem}")
 
 
 def branch_generator(seed: int, name: str) -> torch.Generator:

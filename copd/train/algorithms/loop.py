@@ -105,12 +105,13 @@ def announce(world: World, message: str | None = None, budget: Budget | None = N
 
 def begin(world: World, acts: Actions) -> None:
     """Before the first step of a fresh run: diagnostics (branches = base), and the
-    starting scores when `eval.at_start`."""
+    starting scores when `eval.at_start`, flushed to every logger at once."""
     if world.state.step == 0:
         acts.measure(0, "rl")
         if world.cfg.eval.at_start:
             acts.evaluate(0)
         log_step_times(world, acts, 0, "rl")
+        world.logger.flush()  # the step-0 rows reach the store now: the first chart draws
 
 
 def log_step_times(world: World, acts: Actions, cycle: int, phase: str) -> None:

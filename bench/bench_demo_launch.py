@@ -1,0 +1,121 @@
+"""From a click on "Launch the demo" to feedback and to the first chart, in a real browser.
+
+    .venv/bin/python bench/bench_demo_launch.py [--repeats 2]
+
+A `streamlit run` server of the dashboard with its supervisor, on an empty store, the real
+trainer behind it (the demo preset on the shipped base model); headless Chromium opens
+Home and clicks "Launch the demo". Printed per repeat and as medians:
+- feedback: seconds from the click until the page says something happened (the status
+  line that names the runs being queued, or the Live view);
+- first chart: seconds from the click until the Live view draws a chart with a point of
+  the CoPD run (its step-0 overlap);
+- anchor: a Streamlit app of one three-point Plotly chart drawn in a new tab, same server
+  kind, same machine, same minute (what any Streamlit page costs here).
+Targets (issue 38): feedback within 1 s, first chart within 8 s, on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import _common as C  # environment, repo on the path; shared timing
+from dashboard import CHROMIUM, _time_draw, dashboard
+
+from storage import RunStore  # noqa: E402
+
+FEEDBACK_S, FIRST_CHART_S = 1.0, 8.0
+
+FIRST_POINT = """() => {
+  for (const gd of document.querySelectorAll('.js-plotly-plot')) {
+    const title = (gd.layout && gd.layout.title && gd.layout.title.text) || '';
+    if (!title.includes('overlap')) continue;
+    for (const t of gd._fullData || []) {
+      if (!t.y || (t.name || '').startsWith('phase')) continue;
+      for (const y of t.y) if (Number.isFinite(y)) return true;
+    }
+  }
+  return false;
+}"""
+
+FEEDBACK = """() => location.pathname.endsWith('/live')
+  || document.body.innerText.includes('Queuing the demo')"""
+
+
+def one_click(page, base: str) -> dict[str, float]:
+    page.goto(base)
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]',
+                           timeout=120_000)  # fmt: skip
+    button = page.get_by_role("button", name="Launch the demo").first
+    button.wait_for(timeout=60_000)
+    t0 = time.perf_counter()
+    button.click()
+    page.wait_for_function(FEEDBACK, timeout=60_000, polling=20)
+    feedback = time.perf_counter() - t0
+    page.wait_for_function(FIRST_POINT, timeout=300_000, polling=50)
+    return {"feedback_s": feedback, "first_chart_s": time.perf_counter() - t0}
+
+
+def stop_runs(url: str) -> None:
+    import os
+    import signal
+
+    store = RunStore.from_url(url)
+    for r in store.list_runs():
+        if r.pid and not r.is_terminal:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(r.pid, signal.SIGKILL)
+    store.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    from playwright.sync_api import sync_playwright
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=2)
+    a = ap.parse_args(argv)
+    print(C.machine_line())
+    rows = []
+    for i in range(a.repeats):
+        home = Path(tempfile.mkdtemp(prefix="copd-bench-demo-"))
+        url = f"sqlite:///{home / 'copd.db'}"
+        try:
+            with dashboard(url, home, supervise=True) as base, sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM,
+                                            args=["--no-sandbox", "--headless=new", "--disable-gpu"])  # fmt: skip
+                page = browser.new_page(viewport={"width": 1400, "height": 2000})
+                r = one_click(page, base)
+                browser.close()
+                stop_runs(url)
+            (home / "one_chart.py").write_text(
+                "import plotly.graph_objects as go\nimport streamlit as st\n"
+                "st.title('one chart')\nst.plotly_chart(go.Figure(go.Scatter(y=[1, 2, 3])))\n"
+            )
+            with dashboard(url, home, script=home / "one_chart.py") as base, sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM,
+                                            args=["--no-sandbox", "--headless=new", "--disable-gpu"])  # fmt: skip
+                _time_draw(browser.new_page(), base, 1)  # the server's first run: not timed
+                r["anchor_s"] = _time_draw(browser.new_page(), base, 1)["drawn_s"]
+                browser.close()
+        finally:
+            stop_runs(url)
+            shutil.rmtree(home, ignore_errors=True)
+        rows.append(r)
+        print(f"repeat {i + 1}: feedback {r['feedback_s']:.2f} s, first chart "
+              f"{r['first_chart_s']:.2f} s, one-chart app {r['anchor_s']:.2f} s  "
+              f"({C.load_line()})")  # fmt: skip
+    med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    print(f"median of {len(rows)}: feedback {med['feedback_s']:.2f} s (target {FEEDBACK_S:g} s), "
+          f"first chart {med['first_chart_s']:.2f} s (target {FIRST_CHART_S:g} s), one-chart "
+          f"app {med['anchor_s']:.2f} s; first chart / one-chart app = "
+          f"{med['first_chart_s'] / med['anchor_s']:.1f}x")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
