@@ -317,7 +317,10 @@ def add_dashboard_parser(sub: Any) -> None:
     d.set_defaults(func=cmd_dashboard)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(commands: bool = True) -> argparse.ArgumentParser:
+    """copd's parser: the engine's commands, and with `commands` those registered by
+    entry point (the launcher, sweeps, experiments, export: their imports cost ~0.6 s, so a
+    trainer or `copd check` started for an engine command skips them)."""
     p = argparse.ArgumentParser(
         prog="copd", description="Co-Evolving Policy Distillation and its baselines."
     )
@@ -387,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name in COMMAND_MODULES:  # engine-side commands that live in their own modules
         importlib.import_module(name).register(sub)
-    for ep in _entry_points():
+    for ep in _entry_points() if commands else ():
         try:
             ep.load()(sub)
         except ImportError as e:  # e.g. the dashboard's packages absent on a GPU box
@@ -446,8 +449,14 @@ def describe_os_error(e: OSError, args: argparse.Namespace) -> str:
     return f"{e.strerror or e} ({where}): check that the path exists and can be written"
 
 
+# Commands the engine itself defines: parsed without loading the entry-point commands.
+ENGINE_COMMANDS = frozenset({"train", "check", "eval", "merge", "presets", "base"})
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    engine_only = bool(words) and words[0] in ENGINE_COMMANDS
+    args = build_parser(commands=not engine_only).parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except Exception as e:

@@ -216,3 +216,21 @@ def test_a_checkpoint_folder_save_never_writes_is_ignored(tmp_path):
         (root / name).mkdir(parents=True)
         (root / name / checkpoint.STATE).write_text("{}")
     assert checkpoint.latest(tmp_path) is None
+
+
+def test_an_engine_command_loads_no_entry_point_command():
+    """`copd train` / `copd check` (what the launcher starts) parse without importing the
+    launcher, sweeps or experiments (~0.6 s per start); other commands still find them."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from copd.cli import build_parser; "
+        "build_parser(commands=False).parse_args(['check', 'demo']); "
+        "print(sorted(m for m in sys.modules if m.startswith(('app', 'experiments', 'torch'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+    from copd.cli import build_parser
+
+    assert build_parser().parse_args(["runs", "--db", "sqlite:///x.db"]).cmd == "runs"
