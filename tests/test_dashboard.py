@@ -738,3 +738,32 @@ def test_the_runs_page_shows_the_end_of_the_log(tmp_path, monkeypatch):
     assert at.code[1].value.splitlines()[0] == "line 100"
     assert run.id == at.selectbox(key="runs:selected").value
     st.cache_data.clear()
+
+
+def test_runs_table_shows_config_fields_as_columns_kept_in_the_link(tmp_path, monkeypatch):
+    """Issue 38: config fields as Runs-table columns, chosen by the user, the choice kept
+    in the link (`?cols=`), the fields that differ between runs offered first."""
+    url = f"sqlite:///{tmp_path / 'cols.db'}"
+    store = RunStore.from_url(url)
+    for beta, rl in ((0.5, 6), (2.0, 3)):
+        cfg = RunConfig(name=f"b{beta}").to_dict()
+        cfg["opd"]["beta"], cfg["schedule"]["rl_steps"] = beta, rl
+        store.create_run(cfg["name"], "copd", cfg)
+    monkeypatch.setenv("COPD_DB_URL", url)
+    monkeypatch.setenv("COPD_HOME", str(tmp_path))
+    monkeypatch.setenv("COPD_SUPERVISE", "0")
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    at = AppTest.from_file(ENTRY, default_timeout=60).run()
+    at.query_params["cols"] = "opd.beta,no.such.field"
+    at.switch_page("../pages/runs.py").run()
+    assert not at.exception
+    picker = at.multiselect(key="runs:config_cols")
+    assert picker.value == ["opd.beta"]
+    assert picker.options[:2] == ["opd.beta", "schedule.rl_steps"]  # the differing ones first
+    table = at.dataframe[0].value
+    assert sorted(table["opd.beta"].tolist()) == [0.5, 2.0]
+    picker.set_value(["opd.beta", "schedule.rl_steps"]).run()
+    assert at.query_params["cols"] == "opd.beta,schedule.rl_steps"
+    assert sorted(at.dataframe[0].value["schedule.rl_steps"].tolist()) == [3, 6]
+    st.cache_data.clear()

@@ -151,6 +151,37 @@ def flatten_config(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def varying_fields(runs: list[Run]) -> list[str]:
+    """Config fields (dotted) whose value differs between runs, the identity fields (name,
+    group, seed) left out: what a researcher adds as Runs-table columns first."""
+    values: dict[str, set[str]] = {}
+    for r in runs:
+        for k, v in flatten_config(r.config or {}).items():
+            values.setdefault(k, set()).add(json.dumps(v, sort_keys=True, default=str))
+    return sorted(
+        k for k, vs in values.items() if len(vs) > 1 and k not in ("name", "group", "seed")
+    )
+
+
+def config_fields(runs: list[Run]) -> list[str]:
+    """Every config field (dotted) any of `runs` has."""
+    return sorted({k for r in runs for k in flatten_config(r.config or {})})
+
+
+def with_config_columns(frame: pd.DataFrame, runs: list[Run], fields: list[str]) -> pd.DataFrame:
+    """`frame` (one row per run, column `id`) with a column per config field, placed after
+    `seed`; a run without the field gets an empty cell. Numbers stay numbers, so the
+    table sorts them as numbers."""
+    flat = {r.id: flatten_config(r.config or {}) for r in runs}
+    out = frame.copy()
+    at = list(out.columns).index("seed") + 1 if "seed" in out.columns else len(out.columns)
+    for i, f in enumerate(fields):
+        if f in out.columns:
+            continue
+        out.insert(at + i, f, [flat.get(int(rid), {}).get(f) for rid in out["id"]])
+    return out
+
+
 def config_diff_frame(runs: list[Run], labels: dict[int, str] | None = None) -> pd.DataFrame:
     """Rows = config keys that differ between any two of `runs`, columns = runs."""
     if len(runs) < 2:

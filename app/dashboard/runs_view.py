@@ -17,7 +17,12 @@ from app.control.launcher import LOG_NAME, Launcher
 from app.dashboard.export_view import export_panel
 from app.dashboard.labels_view import search_box, tags_notes_editor
 from app.dashboard.logview import log_tail
-from app.dashboard.queries import status_label
+from app.dashboard.queries import (
+    config_fields,
+    status_label,
+    varying_fields,
+    with_config_columns,
+)
 from app.dashboard.series import percent
 from app.dashboard.text import md_escape, md_line
 from app.dashboard.widgets import (
@@ -37,6 +42,7 @@ def draw_runs(url: str) -> None:
     """The table, the selected run's details and its log."""
     runs = cached_runs(url)
     shown = filter_frame(cached_runs_frame(url), runs)
+    shown = with_config_columns(shown, runs, config_columns(runs))
     event = runs_table(shown)
     run_id = pick_run(runs, shown, event)
     run = get_store().get_run(run_id)
@@ -69,6 +75,31 @@ def filter_frame(frame: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
     if len(found) != len(runs):
         shown = shown[shown["id"].isin([r.id for r in found])]
     return shown
+
+
+def config_columns(runs: list[Run]) -> list[str]:
+    """The config fields the user shows as columns (`?cols=opd.beta,schedule.rl_steps` in
+    the link keeps the choice); the fields that differ between runs are offered first."""
+    offered = varying_fields(runs)
+    offered += [f for f in config_fields(runs) if f not in offered]
+    key = "runs:config_cols"
+    if key not in st.session_state:
+        linked = [f for f in st.query_params.get("cols", "").split(",") if f in offered]
+        st.session_state[key] = linked
+    st.session_state[key] = [f for f in st.session_state[key] if f in offered]
+    chosen = st.multiselect(
+        "Config columns",
+        offered,
+        key=key,
+        placeholder="add config fields as columns, e.g. opd.beta",
+        help="fields that differ between runs first; click a header to sort, filter with "
+        "the search box (e.g. opd.beta >= 1)",
+    )
+    if chosen:
+        st.query_params["cols"] = ",".join(chosen)
+    else:
+        st.query_params.pop("cols", None)
+    return chosen
 
 
 def runs_table(shown: pd.DataFrame) -> Any:
