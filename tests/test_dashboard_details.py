@@ -600,3 +600,48 @@ def test_copd_runs_rounds_progress_as_the_pages_do(tmp_path):
     store.heartbeat(run.id, progress=0.999)
     text = format_table([run_summary(store, store.get_run(run.id))])
     assert " 99% " in text and "100%" not in text  # not done: never reads 100%
+
+
+def test_retention_is_each_methods_reported_score_over_the_same_seeds_expert(monkeypatch, tmp_path):
+    """Issue 38 (the paper's claim as a view): per domain, the reported model's final test
+    score as a share of that domain's expert (same seed) and of the expert's gain over the
+    base (step-0 scores); computed here by hand from the scores the store holds."""
+    from app.dashboard.queries import settled
+    from app.dashboard.retention import retention_rows, retention_summary
+    from storage import Evaluation
+
+    url = f"sqlite:///{tmp_path / 'every.db'}"
+    ids = _every_method_group(url)
+    store = RunStore.from_url(url)
+    for method in ("expert", "mixed"):  # the base at step 0: 0.4 on both domains
+        store.log_evals(ids[method], [Evaluation(m, b, 0.4, 64, 0) for m in
+                                      (("add", "rev") if method == "expert" else ("mixed",))
+                                      for b in ("add", "rev")])  # fmt: skip
+    runs = store.list_runs(group="every")
+    evals = store.evaluations([r.id for r in runs])
+    finished, _ = settled(runs, evals)
+    summary = retention_summary(retention_rows(evals, finished)).set_index(["method", "domain"])
+    expert = 0.6  # each expert on its own domain: 0.5 + 0.1
+    expected = {  # method -> its reported model's score on (add, rev)
+        "copd": (0.6, 0.6), "weight_average": (0.5, 0.5), "mixed": (0.55, 0.55),
+        "mopd": (0.5, 0.5), "static_opd": (0.5, 0.6),  # the student "rev": +0.1 on rev
+    }  # fmt: skip
+    assert set(summary.index.get_level_values("method")) == set(expected)
+    for method, scores in expected.items():
+        for domain, score in zip(("add", "rev"), scores, strict=True):
+            row = summary.loc[(method, domain)]
+            assert row["share"] == pytest.approx(score / expert), (method, domain)
+            assert row["n"] == 1
+            gain = (score - 0.4) / (expert - 0.4)
+            assert row["gain_share"] == pytest.approx(gain), (method, domain)
+    store.close()
+
+    at = _app(monkeypatch, tmp_path, url)
+    at.query_params["group"] = "every"
+    at.run()
+    at.switch_page("../pages/compare.py").run()
+    assert not at.exception
+    assert "Score kept per domain" in _specs(at)
+    at.radio(key="compare:retention").set_value("gain_share").run()
+    assert "Gain kept per domain" in _specs(at)
+    st.cache_data.clear()

@@ -8,6 +8,7 @@ copd.spec.sweep.sweep_configs, so a grid group looks exactly like one `copd swee
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 from pathlib import Path
@@ -263,6 +264,12 @@ def test_compare_grid_view_heatmap_and_paired_numbers(app):
         "vs schedule.rl_steps" in s for s in specs
     )
     assert any('"heatmap"' in s for s in specs)
+    # parallel coordinates: one line per run over both swept fields and the score
+    par = json.loads(next(s for s in specs if '"parcoords"' in s))["data"][0]
+    assert [d["label"] for d in par["dimensions"]] == ["opd.beta", "schedule.rl_steps", "Overall"]
+    values = par["dimensions"][0]["values"]  # plotly's typed array: float64 bytes
+    n = len(base64.b64decode(values["bdata"])) // 8 if isinstance(values, dict) else len(values)
+    assert n == len(SEEDS) * 4
 
     for split in ("validation", "test"):
         at.radio(key="compare:sweep:split").set_value(split).run()

@@ -30,6 +30,7 @@ from app.dashboard.queries import (
     settled,
 )
 from app.dashboard.report import compare_report
+from app.dashboard.retention import retention_rows, retention_summary
 from app.dashboard.samples_view import most_divergent
 from app.dashboard.series import with_x
 from app.dashboard.sweep_data import GridReport
@@ -71,6 +72,7 @@ def draw_compare(url: str, runs: list[Run]) -> None:
     ctl = controls(has_seeds=len(set(arms.values())) < len(arms))
     figs = metric_overlays(url, ids, labels, arms if ctl.aggregate else None, ctl)
     table, split = results_section(url, ids, chosen, arms if ctl.aggregate else None)
+    retention_section(url, ids, chosen, ctl.fmt)  # where the group holds independent experts
     grid = draw_grid_view(url, chosen, ctl.fmt)  # a group whose runs differ in config fields
     diff = config_diff_section(chosen, labels)
     report_button(chosen, figs, table, diff, split=split, grid=grid)
@@ -241,6 +243,34 @@ def results_section(
     csv_button(format_results(table), "CSV: results table", "results.csv", "csv:results")
     csv_button(evals, "CSV: all evaluations", "evaluations.csv", "csv:evals")
     return table, split
+
+
+def retention_section(url: str, ids: tuple[int, ...], chosen: list[Run], fmt: str) -> None:
+    """The paper's claim, per domain: how much of that domain's expert each method's
+    reported model keeps (same seed, final test scores, finished runs only); shown where
+    the chosen runs include independent experts and another method."""
+    evals = cached_evals(url, ids)
+    finished, _ = settled(chosen, evals)
+    rows = retention_rows(evals, finished)
+    if rows.empty:
+        return
+    st.subheader("Retention: each domain's expert score kept, per method")
+    summary = retention_summary(rows)
+    what = st.radio(
+        "retention of", ["share", "gain_share"], horizontal=True, key="compare:retention",
+        format_func={"share": "the expert's score", "gain_share": "the expert's gain over the base"}.get,
+    )  # fmt: skip
+    if what == "gain_share" and summary["gain_share"].isna().all():
+        st.caption("No step-0 (base) evaluations in these runs: the gain cannot be computed.")
+        return
+    plot(figures.retention_figure(summary, what), f"compare:retention:{what}", fmt)
+    st.caption(
+        "Each bar: mean over seeds (±std) of the reported model's final test score on the "
+        "domain divided by the same seed's independent expert of that domain"
+        + (" (gain: minus the base's step-0 score, both)" if what == "gain_share" else "")
+        + ". 1 = the expert's level."
+    )
+    csv_button(rows, "CSV: retention per run and domain", "retention.csv", "csv:retention")
 
 
 def config_diff_section(chosen: list[Run], labels: dict[int, str]) -> pd.DataFrame:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
-from app.dashboard.figures import heatmap_figure, param_figure
+from app.dashboard.figures import heatmap_figure, parallel_figure, param_figure
 from app.dashboard.queries import settled
 from app.dashboard.sweep_data import (
     GridReport,
@@ -90,6 +90,9 @@ def draw_grid_view(url: str, chosen: list[Run], fmt: str = "png") -> GridReport 
             report.figures.append(fig)
     if len(params) >= 2:
         report.figures.append(heatmap(table, list(params), bench, split, fmt))
+        fig = parallel_figure(table, list(params), bench)
+        plot(fig, "compare:sweep:parcoords", fmt)
+        report.figures.append(fig)
     report.lines += paired_section(table, list(params), bench, split)
     csv_button(table, "CSV: final scores per run", "sweep_scores.csv", "csv:sweep")
     return report

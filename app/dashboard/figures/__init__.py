@@ -5,7 +5,8 @@ unit-testable and the experiments write their PNGs with the charts the dashboard
     base      palette, layout, log axes, phase bands and cycle lines (`shade`)
     run       a run's curves, evaluations, timing, system; Compare's overlays
     signal    the Live view's instruments: signal balance, overlap at several k
-    sweep     Compare's grid view: score vs a swept field, two-field heatmap
+    sweep     Compare's grid view (score vs a swept field, heatmap, parallel coordinates)
+              and the retention of each expert's score per method
     studies   pilot scatter, drift curves, reproduction bars, the study's map and drift
 
 A new chart is a function in one of these modules, re-exported here.
@@ -44,12 +45,18 @@ from app.dashboard.figures.studies import (
     study_drift_figure,
     study_map_figure,
 )
-from app.dashboard.figures.sweep import heatmap_figure, param_figure
+from app.dashboard.figures.sweep import (
+    heatmap_figure,
+    parallel_figure,
+    param_figure,
+    retention_figure,
+)
 
 __all__ = [
     "PALETTE", "PHASE_STYLE", "SYSTEM_AXES", "X_TITLES", "base_layout",
     "color", "compare_figure", "drift_figure", "eval_figure", "heatmap_figure", "hex_rgba",
-    "log_axis", "log_range", "overlap_k_figure", "param_figure",
+    "log_axis", "log_range", "overlap_k_figure", "parallel_figure", "param_figure",
+    "retention_figure",
     "pilot_figure", "provided_system_keys", "results_figure", "series_figure", "shade", "shaded",
     "signal_figure", "study_drift_figure", "study_map_figure", "system_figure",
     "system_range", "timing_figure", "timing_totals",

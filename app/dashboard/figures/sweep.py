@@ -1,5 +1,7 @@
-"""Compare's grid-view figures: score against a swept field with a seed band, and a
-two-field heatmap (data: app/dashboard/sweep_data.py)."""
+"""Compare's figures over arms: score against a swept field with a seed band, a two-field
+heatmap, parallel coordinates of every swept field and the score (data:
+app/dashboard/sweep_data.py), and the retention of each expert's score per method
+(data: app/dashboard/retention.py)."""
 
 from __future__ import annotations
 
@@ -86,4 +88,57 @@ def heatmap_figure(cells: pd.DataFrame, bench: str, split: str) -> go.Figure:
     fig.update_xaxes(type="category")
     fig.update_yaxes(type="category")
     fig.update_layout(hovermode="closest")
+    return fig
+
+
+def retention_figure(summary: pd.DataFrame, what: str = "share") -> go.Figure:
+    """Per domain, one bar per method: the mean over seeds of `what` ("share": score /
+    the same-seed expert's; "gain_share": the share of the expert's gain over the base
+    kept), ±std error bars, a dashed line at 1 (the expert)."""
+    fig = go.Figure()
+    for i, (method, g) in enumerate(summary.groupby("method", sort=True)):
+        fig.add_trace(
+            go.Bar(
+                x=g["domain"], y=g[what], name=f"{method} (n={int(g['n'].max())})",
+                marker_color=color(i),
+                error_y=dict(type="data", array=np.nan_to_num(g[f"{what} std"].to_numpy(float))),
+            )
+        )  # fmt: skip
+    fig.add_hline(y=1.0, line_dash="dash", line_color="rgba(90,90,90,0.7)",
+                  annotation_text="expert", annotation_position="top left")  # fmt: skip
+    title = {
+        "share": "Score kept per domain: reported model / that domain's expert (same seed)",
+        "gain_share": "Gain kept per domain: (model − base) / (expert − base), same seed",
+    }[what]
+    base_layout(fig, title, "share of the expert", "domain", f"retention:{what}")
+    fig.update_layout(barmode="group", hovermode="closest")
+    fig.update_xaxes(type="category")
+    return fig
+
+
+def parallel_figure(table: pd.DataFrame, params: list[str], bench: str) -> go.Figure:
+    """Parallel coordinates: one line per run over the swept fields and the final score
+    `bench` (coloured by it); a categorical field is an axis of its values in order."""
+    t = table[table["bench"] == bench]
+    dims = []
+    for p in params:
+        vals = t[p].tolist()
+        if _numeric(vals):
+            dims.append(dict(label=p, values=t[p].astype(float)))
+        else:
+            cats = sorted({show(v) for v in vals})
+            codes = [cats.index(show(v)) for v in vals]
+            dims.append(dict(label=p, values=codes, tickvals=list(range(len(cats))), ticktext=cats))
+    dims.append(dict(label=bench, values=t["score"].astype(float)))
+    fig = go.Figure(
+        go.Parcoords(
+            line=dict(color=t["score"].astype(float), colorscale="Viridis", showscale=True,
+                      colorbar=dict(title=bench)),
+            dimensions=dims,
+        )
+    )  # fmt: skip
+    fig.update_layout(
+        title=f"Every run: swept fields and final {bench}", height=380,
+        margin=dict(l=60, r=40, t=60, b=30), uirevision=f"parcoords:{bench}",
+    )  # fmt: skip
     return fig
