@@ -56,7 +56,14 @@ st.query_params["run"] = str(run_id)  # a bookmarkable, shareable link to this v
 c1, c2, c3, c4, c5 = st.columns([1, 1, 2, 1, 1])
 live = c1.toggle("Auto-refresh", value=True, key="live:auto", help="pause to inspect a chart")
 every = c2.selectbox("every (s)", [2, 5, 10, 30], index=1, key="live:every")
-smoothing = c3.slider("Smoothing (EMA)", 0.0, 0.99, 0.0, 0.01, key="live:smooth")
+smoothing = c3.select_slider(
+    "Smoothing (EMA)",
+    ["auto", 0.0, 0.3, 0.6, 0.8, 0.9, 0.95, 0.99],
+    value="auto",
+    key="live:smooth",
+    help="auto: rewards and the signal share smoothed (0.6), the raw line faint behind; "
+    "diagnostics drawn as measured. A number: that weight on every chart.",
+)
 x = c4.radio("x axis", ["step", "time"], horizontal=True, key="live:x")
 fmt = c5.selectbox("image", ["png", "svg"], key="live:fmt", help="format of the 📷 button")
 max_points = 500

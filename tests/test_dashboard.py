@@ -7,6 +7,7 @@ thread starts once and stops when the resource cache is cleared.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
@@ -767,3 +768,24 @@ def test_runs_table_shows_config_fields_as_columns_kept_in_the_link(tmp_path, mo
     assert at.query_params["cols"] == "opd.beta,schedule.rl_steps"
     assert sorted(at.dataframe[0].value["schedule.rl_steps"].tolist()) == [3, 6]
     st.cache_data.clear()
+
+
+def test_live_smoothing_is_per_chart_by_default(app):
+    """Issue 38: noisy rewards smoothed by default with the raw line faint behind; the
+    diagnostics drawn as measured; a number applies to every chart."""
+    at, ids = app
+    at.query_params["run"] = str(ids.finished)
+    at.run()
+    at.switch_page("../pages/live.py").run()
+    assert not at.exception and at.select_slider(key="live:smooth").value == "auto"
+
+    def raw_traces(title: str) -> int:
+        spec = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
+                    if title in c.proto.spec)  # fmt: skip
+        return sum(1 for t in spec["data"] if str(t.get("name", "")).endswith("(raw)"))
+
+    assert raw_traces("Reward per branch") == 4 and raw_traces("Top-10 overlap") == 0
+    at.select_slider(key="live:smooth").set_value(0.0).run()
+    assert raw_traces("Reward per branch") == 0
+    at.select_slider(key="live:smooth").set_value(0.8).run()
+    assert raw_traces("Top-10 overlap") > 0

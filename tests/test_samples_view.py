@@ -100,7 +100,7 @@ def test_samples_tab_by_link_shows_both_branches_side_by_side(app):
     at, ids, last = app
     at = _open_samples(at, ids["copd"])
     assert at.radio(key="live:tab").value == "samples"
-    step = at.get("select_slider")[0]
+    step = next(s for s in at.get("select_slider") if s.key.endswith(":step"))
     assert step.value == last  # the latest recorded step by default
     domain = at.selectbox(key=f"samples:{ids['copd']}:domain")
     assert domain.value == "add"

@@ -3,7 +3,7 @@ auto-refresh reruns the page only when `live_signature` changes. Each chart has 
 key and a constant uirevision, so zoom survives refreshes; data comes downsampled from the
 store, and a figure is rebuilt only when its data moved (`widgets.memo`).
 
-    draw_run(run, url, smoothing=0.6, x="step", max_points=500)
+    draw_run(run, url, smoothing="auto", x="step", max_points=500)
 
 A first draw shows the header, the group overlay (or, for a run alone, its overlap and
 symmetric KL), rewards and evaluations; the other charts (each pair's overlap and KL,
@@ -142,7 +142,9 @@ def live_signature(run: Run, url: str) -> tuple:
     return (run.status, percent(run.progress), run.error, data_version(url, view_run_ids(run, url)))
 
 
-def draw_run(run: Run, url: str, *, smoothing: float, x: str, max_points: int, fmt: str) -> None:
+def draw_run(
+    run: Run, url: str, *, smoothing: float | str, x: str, max_points: int, fmt: str
+) -> None:
     """Header, NaN warning and every chart of one run. The run's data signature is read
     first (RunStore.data_version: a few index reads); while it is unchanged the series are
     not read again and no figure is rebuilt (`memo`)."""
@@ -256,7 +258,7 @@ def run_alerts(url: str, run_id: int, version: tuple = ()) -> None:
 
 
 def group_overlay(
-    run: Run, url: str, *, x: str, smoothing: float, max_points: int, fmt: str
+    run: Run, url: str, *, x: str, smoothing: float | str, max_points: int, fmt: str
 ) -> bool:
     """The run's group, overlaid: branch-vs-branch overlap and symmetric KL, one line per
     run (the mean over its ordered pairs), labelled by method; CoPD's phases shaded.
@@ -318,7 +320,7 @@ def group_overlay(
         def build(d=d, title=title, y_title=y_title, log_y=log_y, name=name):
             return figures.series_figure(
                 d, title=f"{title}: " + " vs ".join(methods), y_title=y_title, x=x,
-                smoothing=smoothing, log_y=log_y, schedule=sched,
+                smoothing=chart_smoothing(smoothing, name), log_y=log_y, schedule=sched,
                 revision=f"group:{run.group}:{name}",
             )  # fmt: skip
 
@@ -372,6 +374,16 @@ LINE_CHARTS = [
 ]  # fmt: skip
 # Drawn on every first draw; the other charts wait in sections opened on demand.
 PRIMARY_CHARTS = ("overlap", "sym_kl", "reward")
+# Smoothing "auto": per chart. Rewards and the signal share are means over a few sampled
+# groups per step, noisy step to step: smoothed by default, the raw line faint behind.
+# Diagnostics are measured on fixed prompts at phase ends: drawn as measured.
+AUTO = "auto"
+AUTO_SMOOTHING = {"reward": 0.6, "signal": 0.6}
+
+
+def chart_smoothing(smoothing: float | str, group: str) -> float:
+    """The EMA weight of chart `group`: the user's value, or with "auto" its default."""
+    return AUTO_SMOOTHING.get(group, 0.0) if smoothing == AUTO else float(smoothing)
 
 
 def line_charts(
@@ -380,7 +392,7 @@ def line_charts(
     rid: int,
     *,
     x: str,
-    smoothing: float,
+    smoothing: float | str,
     fmt: str,
     schedule: Schedule | None = None,
     method: str = "copd",
@@ -403,7 +415,7 @@ def line_charts(
                     title=title,
                     y_title=y_title,
                     x=x,
-                    smoothing=smoothing,
+                    smoothing=chart_smoothing(smoothing, group),
                     log_y=log_y,
                     schedule=schedule,
                     revision=f"{group}:{rid}",
