@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import streamlit as st
-from streamlit.testing.v1 import AppTest
 
 from app.dashboard import figures, forms, queries, series
 from copd.spec import ConfigError, RunConfig
 from storage import RunStore
+from tests.app_support import clear_caches, new_app, use_store
 from tests.seed import GROUP, seed_store
 from tests.test_security import shown  # markdown source -> the text it shows
 
@@ -289,15 +289,10 @@ def test_queries_on_seeded_store(seeded):
 def app(seeded, monkeypatch, tmp_path):
     """A fresh AppTest on the seeded store, with no caches shared with other tests."""
     url, ids = seeded
-    monkeypatch.setenv("COPD_DB_URL", url)
-    monkeypatch.setenv("COPD_HOME", str(tmp_path))
-    monkeypatch.setenv("COPD_SUPERVISE", "0")
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    at = AppTest.from_file(ENTRY, default_timeout=60)
+    use_store(monkeypatch, tmp_path, url)
+    at = new_app()
     yield at, ids
-    st.cache_data.clear()
-    st.cache_resource.clear()
+    clear_caches()
 
 
 def _text(at) -> str:
@@ -434,12 +429,8 @@ def test_launch_rejects_invalid_value_and_records_nothing(app, seeded):
 
 
 def test_empty_store_shows_next_steps(monkeypatch, tmp_path):
-    monkeypatch.setenv("COPD_DB_URL", f"sqlite:///{tmp_path / 'empty.db'}")
-    monkeypatch.setenv("COPD_HOME", str(tmp_path))
-    monkeypatch.setenv("COPD_SUPERVISE", "0")
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    at = AppTest.from_file(ENTRY, default_timeout=60).run()
+    use_store(monkeypatch, tmp_path, f"sqlite:///{tmp_path / 'empty.db'}")
+    at = new_app().run()
     for page in ("runs", "live", "compare"):
         at.switch_page(f"../pages/{page}.py").run()
         assert not at.exception
@@ -451,9 +442,8 @@ def test_supervisor_starts_once_and_stops_on_clear(monkeypatch, tmp_path):
     monkeypatch.setenv("COPD_DB_URL", f"sqlite:///{tmp_path / 'sup.db'}")
     monkeypatch.setenv("COPD_HOME", str(tmp_path))
     monkeypatch.setenv("COPD_SUPERVISE", "1")
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    at = AppTest.from_file(ENTRY, default_timeout=60).run()
+    clear_caches()
+    at = new_app().run()
     at.run()
     assert not at.exception
     sups = [t for t in threading.enumerate() if t.name == "copd-supervisor" and t.is_alive()]
@@ -469,13 +459,9 @@ def test_launch_page_grid_sweep_queues_the_product_or_nothing(monkeypatch, tmp_p
     from app.control.launcher import Launcher
 
     url = f"sqlite:///{tmp_path / 'grid.db'}"
-    monkeypatch.setenv("COPD_DB_URL", url)
-    monkeypatch.setenv("COPD_HOME", str(tmp_path))
-    monkeypatch.setenv("COPD_SUPERVISE", "0")
+    use_store(monkeypatch, tmp_path, url)
     monkeypatch.setattr(Launcher, "tick", lambda self: [])  # queue only: start no trainer
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    at = AppTest.from_file(ENTRY, default_timeout=60).run()
+    at = new_app().run()
     at.switch_page("../pages/launch.py").run()
     at.multiselect(key="ablation:presets").set_value(["demo"])
     at.text_input(key="ablation:seeds").set_value("0, 1")
@@ -493,8 +479,7 @@ def test_launch_page_grid_sweep_queues_the_product_or_nothing(monkeypatch, tmp_p
     at.button(key="ablation:go").click().run()
     assert any("Nothing was launched" in e.value for e in at.error)
     assert RunStore.from_url(url).list_runs(group="g2") == []
-    st.cache_data.clear()
-    st.cache_resource.clear()
+    clear_caches()
 
 
 # ---------------------------------------------------------------------- first run, links, alerts
@@ -506,12 +491,8 @@ def _qp(at, name):
 
 def _fresh_app(monkeypatch, tmp_path, name="first.db"):
     url = f"sqlite:///{tmp_path / name}"
-    monkeypatch.setenv("COPD_DB_URL", url)
-    monkeypatch.setenv("COPD_HOME", str(tmp_path))
-    monkeypatch.setenv("COPD_SUPERVISE", "0")
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    return url, AppTest.from_file(ENTRY, default_timeout=60)
+    use_store(monkeypatch, tmp_path, url)
+    return url, new_app()
 
 
 def test_home_launches_the_demo_group_in_one_click_and_opens_it_live(monkeypatch, tmp_path):
@@ -535,8 +516,7 @@ def test_home_launches_the_demo_group_in_one_click_and_opens_it_live(monkeypatch
     at.switch_page("../pages/home.py").run()
     at.button(key="home:demo").click().run()  # a second demo is a new group
     assert {r.group for r in RunStore.from_url(url).list_runs()} == {"demo-1", "demo-2"}
-    st.cache_data.clear()
-    st.cache_resource.clear()
+    clear_caches()
 
 
 def test_live_group_overlay_draws_both_methods(monkeypatch, tmp_path):
@@ -592,7 +572,7 @@ def test_compare_links_select_a_group_or_runs_and_follow_the_pickers(app, seeded
     other = store.create_run("zz", "copd", RunConfig().to_dict(), group="zz-linked")
     store.set_status(other.id, "cancelled")
     st.cache_data.clear()
-    fresh = AppTest.from_file(ENTRY, default_timeout=60)
+    fresh = new_app()
     fresh.query_params["group"] = "zz-linked"
     fresh.run()
     fresh.switch_page("../pages/compare.py").run()
@@ -725,12 +705,8 @@ def test_the_runs_page_shows_the_end_of_the_log(tmp_path, monkeypatch):
     run_dir.mkdir(parents=True)
     (run_dir / "train.log").write_text("".join(f"line {i}\n" for i in range(300)))
     run = store.create_run("long", "copd", RunConfig().to_dict(), run_dir=str(run_dir))
-    monkeypatch.setenv("COPD_DB_URL", url)
-    monkeypatch.setenv("COPD_HOME", str(tmp_path))
-    monkeypatch.setenv("COPD_SUPERVISE", "0")
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    at = AppTest.from_file(ENTRY, default_timeout=60).run()
+    use_store(monkeypatch, tmp_path, url)
+    at = new_app().run()
     at.switch_page("../pages/runs.py").run()
     assert not at.exception
     shown = at.code[0].value.splitlines()
@@ -750,12 +726,8 @@ def test_runs_table_shows_config_fields_as_columns_kept_in_the_link(tmp_path, mo
         cfg = RunConfig(name=f"b{beta}").to_dict()
         cfg["opd"]["beta"], cfg["schedule"]["rl_steps"] = beta, rl
         store.create_run(cfg["name"], "copd", cfg)
-    monkeypatch.setenv("COPD_DB_URL", url)
-    monkeypatch.setenv("COPD_HOME", str(tmp_path))
-    monkeypatch.setenv("COPD_SUPERVISE", "0")
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    at = AppTest.from_file(ENTRY, default_timeout=60).run()
+    use_store(monkeypatch, tmp_path, url)
+    at = new_app().run()
     at.query_params["cols"] = "opd.beta,no.such.field"
     at.switch_page("../pages/runs.py").run()
     assert not at.exception

@@ -20,6 +20,7 @@ from app.dashboard import series
 from app.dashboard.signal_data import k_caption, vocab_size_of
 from copd.spec import RunConfig
 from storage import RunStore
+from tests.app_support import clear_caches, new_app, use_store
 from tests.seed import seed_store
 from tests.test_security import shown
 
@@ -33,20 +34,15 @@ def seeded(tmp_path_factory):
 
 
 def _app(monkeypatch, tmp_path, url: str) -> AppTest:
-    monkeypatch.setenv("COPD_DB_URL", url)
-    monkeypatch.setenv("COPD_HOME", str(tmp_path))
-    monkeypatch.setenv("COPD_SUPERVISE", "0")
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    return AppTest.from_file(ENTRY, default_timeout=60)
+    use_store(monkeypatch, tmp_path, url)
+    return new_app()
 
 
 @pytest.fixture
 def app(seeded, monkeypatch, tmp_path):
     url, ids = seeded
     yield _app(monkeypatch, tmp_path, url), ids
-    st.cache_data.clear()
-    st.cache_resource.clear()
+    clear_caches()
 
 
 def _metrics(at) -> dict[str, str]:

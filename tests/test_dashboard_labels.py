@@ -5,17 +5,13 @@ and the Compare report show them as text; the Launch page records them with the 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-import streamlit as st
-from streamlit.testing.v1 import AppTest
 
 from app.dashboard.report import runs_html
 from storage import RunStore
+from tests.app_support import clear_caches, new_app, use_store
 from tests.seed import seed_store
 
-ENTRY = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
 NOTES = "**bold** [link](http://evil.example) $x$\nsecond line"
 
 
@@ -37,15 +33,10 @@ def seeded(tmp_path_factory):
 @pytest.fixture
 def app(seeded, monkeypatch, tmp_path):
     url, ids = seeded
-    monkeypatch.setenv("COPD_DB_URL", url)
-    monkeypatch.setenv("COPD_HOME", str(tmp_path))
-    monkeypatch.setenv("COPD_SUPERVISE", "0")
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    at = AppTest.from_file(ENTRY, default_timeout=60)
+    use_store(monkeypatch, tmp_path, url)
+    at = new_app()
     yield at, ids
-    st.cache_data.clear()
-    st.cache_resource.clear()
+    clear_caches()
 
 
 def _runs_page(at):
@@ -153,13 +144,9 @@ def test_launch_page_records_tags_and_notes_on_a_run_and_an_ablation_set(monkeyp
     from app.control.launcher import Launcher
 
     url = f"sqlite:///{tmp_path / 'launch.db'}"
-    monkeypatch.setenv("COPD_DB_URL", url)
-    monkeypatch.setenv("COPD_HOME", str(tmp_path))
-    monkeypatch.setenv("COPD_SUPERVISE", "0")
+    use_store(monkeypatch, tmp_path, url)
     monkeypatch.setattr(Launcher, "tick", lambda self: [])  # queue only: start no trainer
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    at = AppTest.from_file(ENTRY, default_timeout=60).run()
+    at = new_app().run()
     at.switch_page("../pages/launch.py").run()
     at.text_input(key="launch:tags").set_value("bad tag!").run()
     assert any("'!' is not allowed" in e.value.replace("\\", "") for e in at.error)
@@ -177,5 +164,4 @@ def test_launch_page_records_tags_and_notes_on_a_run_and_an_ablation_set(monkeyp
     single = RunStore.from_url(url).list_runs()[0]
     assert single.id != run.id and single.group is None
     assert (single.tags, single.notes) == (("ablation", "beta-sweep"), "first try")
-    st.cache_data.clear()
-    st.cache_resource.clear()
+    clear_caches()

@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
-import streamlit as st
-from streamlit.testing.v1 import AppTest
 
 from storage import RunStore
-
-ENTRY = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
+from tests.app_support import clear_caches, new_app, use_store
 
 
 @pytest.fixture
@@ -33,20 +29,15 @@ def finished_run(tmp_path, tiny_model_dir, monkeypatch):
     (run_dir / "results.json").write_text(json.dumps({"scores": scores}))
     store.mark_running(run.id, pid=999_999, pid_start_time=0.0, host="h")
     store.set_status(run.id, "finished")
-    monkeypatch.setenv("COPD_DB_URL", url)
-    monkeypatch.setenv("COPD_HOME", str(tmp_path))
-    monkeypatch.setenv("COPD_SUPERVISE", "0")
-    st.cache_data.clear()
-    st.cache_resource.clear()
+    use_store(monkeypatch, tmp_path, url)
     yield run_dir
-    st.cache_data.clear()
-    st.cache_resource.clear()
+    clear_caches()
 
 
 def test_runs_page_exports_a_finished_run_and_says_where(finished_run, tmp_path):
     from huggingface_hub import ModelCard
 
-    at = AppTest.from_file(ENTRY, default_timeout=60).run()
+    at = new_app().run()
     at.switch_page("../pages/runs.py").run()
     assert not at.exception
     out = tmp_path / "exported"
@@ -66,13 +57,9 @@ def test_launch_page_queues_a_run_that_reports_to_the_trackers_typed(monkeypatch
     from app.control.launcher import Launcher
 
     url = f"sqlite:///{tmp_path / 'launch.db'}"
-    monkeypatch.setenv("COPD_DB_URL", url)
-    monkeypatch.setenv("COPD_HOME", str(tmp_path))
-    monkeypatch.setenv("COPD_SUPERVISE", "0")
+    use_store(monkeypatch, tmp_path, url)
     monkeypatch.setattr(Launcher, "tick", lambda self: [])  # queue only: start no trainer
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    at = AppTest.from_file(ENTRY, default_timeout=60).run()
+    at = new_app().run()
     at.switch_page("../pages/launch.py").run()
     field = at.text_input(key="cfg:demo:report_to")
     field.set_value("tensorbord").run()  # a typo: named inline, nothing recorded
@@ -82,5 +69,4 @@ def test_launch_page_queues_a_run_that_reports_to_the_trackers_typed(monkeypatch
     assert not at.exception
     (run,) = RunStore.from_url(url).list_runs()
     assert run.config["report_to"] == ["tensorboard", "mlflow"]
-    st.cache_data.clear()
-    st.cache_resource.clear()
+    clear_caches()

@@ -11,13 +11,10 @@ from __future__ import annotations
 import base64
 import json
 import math
-from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
 import pytest
-import streamlit as st
-from streamlit.testing.v1 import AppTest
 
 from app.dashboard import figures, signal_data, sweep_data
 from app.dashboard.series import Schedule
@@ -26,8 +23,8 @@ from copd.common.stats import mean_std, paired
 from copd.spec.sweep import sweep_configs
 from storage import RunStore
 from storage.entities import Evaluation, MetricPoint
+from tests.app_support import clear_caches, new_app, use_store
 
-ENTRY = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
 GRID = {"opd.beta": ["0.5", "2"], "schedule.rl_steps": ["2", "4"]}
 SEEDS = (0, 1, 2)
 GROUP = "grid-beta"
@@ -231,14 +228,9 @@ def grid_store(tmp_path_factory):
 @pytest.fixture
 def app(grid_store, monkeypatch, tmp_path):
     url, _ = grid_store
-    monkeypatch.setenv("COPD_DB_URL", url)
-    monkeypatch.setenv("COPD_HOME", str(tmp_path))
-    monkeypatch.setenv("COPD_SUPERVISE", "0")
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield AppTest.from_file(ENTRY, default_timeout=60)
-    st.cache_data.clear()
-    st.cache_resource.clear()
+    use_store(monkeypatch, tmp_path, url)
+    yield new_app()
+    clear_caches()
 
 
 def _overall(beta, rl, seed, split):

@@ -7,27 +7,23 @@ AppTest on a real SQLite store."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import streamlit as st
-from streamlit.testing.v1 import AppTest
 
 from copd.spec import RunConfig
 from storage import MetricPoint, RunStore
 from storage.entities import Evaluation
+from tests.app_support import clear_caches, new_app, use_store
 from tests.seed import training_points
 
-ENTRY = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
 SECTIONS = ("more", "signal", "system")  # the Live view's sections drawn on demand
 
 
 @pytest.fixture
 def live(monkeypatch, tmp_path):
     url = f"sqlite:///{tmp_path / 'live.db'}"
-    monkeypatch.setenv("COPD_DB_URL", url)
-    monkeypatch.setenv("COPD_HOME", str(tmp_path))
-    monkeypatch.setenv("COPD_SUPERVISE", "0")
+    use_store(monkeypatch, tmp_path, url)
     store = RunStore.from_url(url)
     ids = {}
     for method in ("copd", "expert"):  # a group, so the overlay is drawn too
@@ -40,9 +36,8 @@ def live(monkeypatch, tmp_path):
     monkeypatch.setattr(
         RunStore, "metric_series", lambda self, *a, **k: reads.append(a) or real(self, *a, **k)
     )
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    at = AppTest.from_file(ENTRY, default_timeout=60)
+    clear_caches()
+    at = new_app()
     at.query_params["run"] = str(ids["copd"])
     at.run()
     at.switch_page("../pages/live.py").run()
@@ -53,8 +48,7 @@ def live(monkeypatch, tmp_path):
     assert not at.exception
     yield at, store, ids, reads
     store.close()
-    st.cache_data.clear()
-    st.cache_resource.clear()
+    clear_caches()
 
 
 def _builds(at) -> dict[str, int]:

@@ -6,11 +6,8 @@ from __future__ import annotations
 import json
 import math
 import random
-from pathlib import Path
 
 import pytest
-import streamlit as st
-from streamlit.testing.v1 import AppTest
 
 from copd.common.stats import fit_line, permutation_p
 from copd.common.tables import paper_table
@@ -19,10 +16,10 @@ from experiments.pilot import run_pilot
 from experiments.reproduce import ARMS, reproduce
 from storage import RunStore
 from storage.entities import MetricPoint
+from tests.app_support import clear_caches, new_app, use_store
 from tests.conftest import tiny_overrides
 from tests.seed import seed_store
 
-ENTRY = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
 QUICK_ROWS = [
     "Base",
     "add-Expert",
@@ -195,14 +192,9 @@ def studies_app(tmp_path, monkeypatch):
         ]
     store.log_metrics(run.id, pts)
     store.set_status(run.id, "finished")
-    monkeypatch.setenv("COPD_DB_URL", url)
-    monkeypatch.setenv("COPD_HOME", str(tmp_path))
-    monkeypatch.setenv("COPD_SUPERVISE", "0")
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield AppTest.from_file(ENTRY, default_timeout=60)
-    st.cache_data.clear()
-    st.cache_resource.clear()
+    use_store(monkeypatch, tmp_path, url)
+    yield new_app()
+    clear_caches()
 
 
 def test_studies_page_shows_pilot_scatter_and_r(studies_app):

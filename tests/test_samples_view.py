@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 import streamlit as st
-from streamlit.testing.v1 import AppTest
 
 from app.dashboard.samples_view import rank_prompts
 from app.dashboard.tokens import log_ratios, ratio_color, tokens_html
 from storage import RunStore, Sample
+from tests.app_support import clear_caches, new_app, use_store
 
-ENTRY = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
 PAYLOAD = (
     "<script>window.pwned=1</script>![x](http://198.51.100.7/x.png) <img src=x onerror=alert(1)>"
 )
@@ -65,14 +64,9 @@ def demo_group(tmp_path_factory, tiny_model_dir):
 @pytest.fixture
 def app(demo_group, monkeypatch, tmp_path):
     url, ids, last = demo_group
-    monkeypatch.setenv("COPD_DB_URL", url)
-    monkeypatch.setenv("COPD_HOME", str(tmp_path))
-    monkeypatch.setenv("COPD_SUPERVISE", "0")
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield AppTest.from_file(ENTRY, default_timeout=60), ids, last
-    st.cache_data.clear()
-    st.cache_resource.clear()
+    use_store(monkeypatch, tmp_path, url)
+    yield new_app(), ids, last
+    clear_caches()
 
 
 def test_real_runs_recorded_samples_for_both_branches(demo_group):

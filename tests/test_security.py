@@ -26,14 +26,13 @@ from pathlib import Path
 
 import psutil
 import pytest
-import streamlit as st
-from streamlit.testing.v1 import AppTest
 from waits import wait_until
 
 from app.dashboard.text import WORD_JOINER, md_escape, md_line
 from copd.spec import RunConfig
 from copd.tasks import Task, get_task, needs_trust
 from storage import RunStore
+from tests.app_support import clear_caches, new_app, use_store
 
 ROOT = Path(__file__).resolve().parent.parent
 ENTRY = str(ROOT / "app" / "main.py")
@@ -91,15 +90,10 @@ def seed_hostile(url: str) -> dict[str, int]:
 def hostile_app(tmp_path, monkeypatch):
     url = f"sqlite:///{tmp_path / 'hostile.db'}"
     ids = seed_hostile(url)
-    monkeypatch.setenv("COPD_DB_URL", url)
-    monkeypatch.setenv("COPD_HOME", str(tmp_path))
-    monkeypatch.setenv("COPD_SUPERVISE", "0")
+    use_store(monkeypatch, tmp_path, url)
     monkeypatch.delenv("COPD_DASHBOARD_TOKEN", raising=False)
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield AppTest.from_file(ENTRY, default_timeout=60), ids
-    st.cache_data.clear()
-    st.cache_resource.clear()
+    yield new_app(), ids
+    clear_caches()
 
 
 def _no_markup(source: str) -> None:
