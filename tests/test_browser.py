@@ -336,16 +336,14 @@ def test_first_run_home_demo_overlays_copd_and_experts_live(fake_server):
         while time.monotonic() < deadline:
             drawn = _traces(
                 page,
-                "Top-10 overlap between branches (mean of a~b, b~a): CoPD vs independent experts",
+                "Top-10 overlap by method",
             )
             # the experts measure at CoPD's phase ends: 2 per cycle (+ step 0)
             if drawn.get("CoPD", 0) >= 10 and drawn.get("independent experts", 0) >= 10:
                 break
             page.wait_for_timeout(1000)
         assert drawn.get("CoPD", 0) >= 10 and drawn.get("independent experts", 0) >= 10, drawn
-        kl = _traces(
-            page, "Symmetric KL between branches (mean of a~b, b~a): CoPD vs independent experts"
-        )
+        kl = _traces(page, "Symmetric KL by method")
         assert kl.get("CoPD", 0) > 0 and kl.get("independent experts", 0) > 0, kl
         store = RunStore.from_url(db)
         deadline = time.monotonic() + 60 * PATIENCE

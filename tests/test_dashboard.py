@@ -536,7 +536,7 @@ def test_live_group_overlay_draws_both_methods(monkeypatch, tmp_path):
     assert not at.exception
     assert at.selectbox(key="live:run").value == ids["expert"]  # the link picks the run
     specs = {c.proto.spec for c in at.get("plotly_chart")}
-    overlay = [s for s in specs if "CoPD vs independent experts" in s]
+    overlay = [s for s in specs if "by method (mean of a~b, b~a)" in s]
     assert len(overlay) == 2  # overlap and symmetric KL
     assert all('"name":"CoPD"' in s and '"name":"independent experts"' in s for s in overlay)
     kl = next(s for s in overlay if "Symmetric KL" in s)

@@ -298,7 +298,7 @@ def group_overlay(
         (
             left,
             overlap,
-            "Top-10 overlap between branches (mean of a~b, b~a)",
+            "Top-10 overlap by method (mean of a~b, b~a)",
             "overlap@10",
             False,
             "overlap",
@@ -306,7 +306,7 @@ def group_overlay(
         (
             right,
             sym_kl,
-            "Symmetric KL between branches (mean of a~b, b~a)",
+            "Symmetric KL by method (mean of a~b, b~a)",
             "KL(p‖q)+KL(q‖p)",
             True,
             "sym_kl",
@@ -319,7 +319,7 @@ def group_overlay(
 
         def build(d=d, title=title, y_title=y_title, log_y=log_y, name=name):
             return figures.series_figure(
-                d, title=f"{title}: " + " vs ".join(methods), y_title=y_title, x=x,
+                d, title=title, y_title=y_title, x=x,  # the methods: in the subheader
                 smoothing=chart_smoothing(smoothing, name), log_y=log_y, schedule=sched,
                 revision=f"group:{run.group}:{name}",
             )  # fmt: skip

@@ -138,7 +138,7 @@ def parallel_figure(table: pd.DataFrame, params: list[str], bench: str) -> go.Fi
         )
     )  # fmt: skip
     fig.update_layout(
-        title=f"Every run: swept fields and final {bench}", height=380,
-        margin=dict(l=60, r=40, t=60, b=30), uirevision=f"parcoords:{bench}",
+        title=f"Every run: swept fields and final {bench}", height=420,
+        margin=dict(l=60, r=40, t=100, b=30), uirevision=f"parcoords:{bench}",
     )  # fmt: skip
     return fig
