@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -465,6 +466,17 @@ def test_every_method_is_compared_by_its_reported_model_and_unfinished_runs_are_
     table = score_table(reported_evals(evals, finished), finished, {"method": []},
                         model=REPORTED, split="validation")  # fmt: skip
     assert set(table["run_id"]) == {ids[m] for m in ids if m != "cancelled"}
+    # the study's report judges each run by the same model, and so does the HTML report
+    from app.dashboard.queries import results_table
+    from app.dashboard.report import compare_report
+    from experiments.study import primary_model, run_scores
+
+    for r in finished:
+        scores = {m: {"add": 0.5} for m in ("add", "rev", "merged", "mixed", "mopd")}
+        assert primary_model(run_scores(scores, r.config, r.method)) == reported_model(r)
+    html = compare_report(finished, [], results_table(evals, finished), pd.DataFrame(), title="t")
+    for r in finished:
+        assert f"{r.method} #{r.id} · {reported_model(r)}" in html
     store.close()
 
     at = _app(monkeypatch, tmp_path, url)
