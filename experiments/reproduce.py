@@ -82,6 +82,9 @@ ARMS: tuple[Arm, ...] = (
     Arm("mixed-steps", "mixed-steps", "2 domains"),
     Arm("static_opd", "static_opd", "2 domains"),
     Arm("static_opd-rev", "static_opd-rev", "2 domains"),
+    Arm("mopd", "mopd", "2 domains"),
+    # the paper's parameter-merge control: the two experts' weight average
+    Arm("weight_average", "weight_average", "2 domains"),
     Arm("copd", "demo", "2 domains"),
     # The CoPD setting the study chose on the validation split (docs/RESULTS.md, the map):
     # 16 cross prompts x 2 samples per teacher instead of 8 x 4 (same cross batch size).
@@ -91,6 +94,7 @@ ARMS: tuple[Arm, ...] = (
     Arm("mixed-3", "mixed-3", "3 domains"),
     Arm("mixed-steps-3", "mixed-steps-3", "3 domains"),
     Arm("mopd-3", "mopd-3", "3 domains"),
+    Arm("weight_average-3", "weight_average-3", "3 domains"),
     Arm("copd-3", "copd-3", "3 domains"),
     Arm("copd-3-cross16x2", "copd-3", "3 domains", overrides=TUNED),
     # chosen on the 3-domain map's validation split: every pair teaches (no hub)

@@ -51,7 +51,7 @@ from pathlib import Path
 from copd.common import names as N
 from copd.common.stats import mean_std, paired
 from copd.common.tables import paper_table
-from copd.spec import OWN_DOMAIN, parse_seeds, presets, reported_model_of
+from copd.spec import OWN_DOMAIN, ConfigError, parse_seeds, presets, reported_model_of
 from copd.spec.sweep import run_config
 from experiments.pool import Job, run_pool
 
@@ -538,12 +538,61 @@ def report(out: Path, log: Callable[[str], None] = print) -> dict:
 
 
 # ---------------------------------------------------------------------- CLI
+def is_selection(stage: str) -> bool:
+    """Whether `stage` chooses settings on validation (the maps) rather than reporting."""
+    return stage == "map" or stage.endswith("-map")
+
+
+def is_report(stage: str) -> bool:
+    """Whether `stage` writes a table on the test split."""
+    return stage in ("final", "capacity") or stage in PAIR_SETTINGS
+
+
+def seeds_used(out: Path, selection: bool) -> dict[int, str]:
+    """seed -> stage of the runs already in `out` of selection stages (or of report
+    stages), from their folders `<out>/study-<stage>/<arm>-s<seed>`."""
+    used: dict[int, str] = {}
+    for folder in sorted(out.glob("study-*")) + sorted(out.glob("final")):
+        stage = folder.name.removeprefix("study-")
+        stage = "map" if stage.startswith("map-") else stage
+        if (is_selection(stage) if selection else is_report(stage)) and folder.is_dir():
+            for run in folder.iterdir():
+                arm, sep, seed = run.name.rpartition("-s")
+                if sep and seed.isdigit():
+                    used.setdefault(int(seed), stage)
+    return used
+
+
+def check_seeds(stage: str, seeds: Sequence[int], out: Path) -> None:
+    """A test table never reuses a seed that chose a setting, nor a map a seed a test
+    table used: ConfigError naming the seeds, the stage that used them and the fix, before
+    any run starts. Selection seeds: MAP_SEEDS and every map run in `out`."""
+    if is_report(stage):
+        taken = {s: "map (validation, the default)" for s in MAP_SEEDS}
+        taken.update(seeds_used(out, selection=True))
+        role, fix = "chose settings on validation", f"{FINAL_SEEDS[0]}-{FINAL_SEEDS[-1]}"
+    elif is_selection(stage):
+        taken = seeds_used(out, selection=False)
+        role, fix = "are in a test table", f"{MAP_SEEDS[0]}-{MAP_SEEDS[-1]}"
+    else:
+        return
+    clash = sorted(set(seeds) & set(taken))
+    if clash:
+        where = ", ".join(f"{s} ({taken[s]})" for s in clash)
+        raise ConfigError(
+            f"--seeds: seeds {where} {role}; stage {stage!r} must use other seeds "
+            f"(e.g. {fix}): the seeds that choose and the seeds that report are disjoint"
+        )
+
+
 def cmd_study(args) -> int:
     out = Path(args.out)
     seeds = parse_seeds(args.seeds) if args.seeds else None
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     stage = args.stage
     val, test = seeds or list(MAP_SEEDS), seeds or list(FINAL_SEEDS)
+    stage_seeds = test[:5] if stage == "capacity" else test if is_report(stage) else val
+    check_seeds(stage, stage_seeds, out)  # before any run: choosing and reporting seeds apart
     if stage == "map":
         run_stage(MAP_2DOM, val, out, "study-map-2dom", args.db, args.jobs, log)
         run_stage(MAP_3DOM, val, out, "study-map-3dom", args.db, args.jobs, log)

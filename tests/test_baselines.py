@@ -264,6 +264,7 @@ def test_every_named_set_lists_known_presets():
         "mixed",
         "static_opd",
         "static_opd-rev",
+        "mopd",
     )
     for name, members in sets.items():
         unknown = set(members) - set(presets.names())
@@ -326,16 +327,17 @@ def test_sweep_cli_expands_a_named_set(sweep_env, tmp_path, capsys):
     )  # fmt: skip
     assert rc == 0
     runs = store.list_runs(group="paper")
-    assert len(runs) == 6 * 2
+    assert len(runs) == 7 * 2
     assert {r.status for r in runs} == {"queued"}  # --no-start: nothing started
     assert sorted({r.method for r in runs}) == [
         "copd",
         "expert",
         "mixed",
+        "mopd",
         "static_opd",
         "weight_average",
     ]
-    assert "queued 12 runs" in capsys.readouterr().err
+    assert "queued 14 runs" in capsys.readouterr().err
 
 
 def test_grid_sweep_creates_exactly_the_product_and_is_all_or_nothing(sweep_env, tmp_path):

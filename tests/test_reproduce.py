@@ -29,17 +29,19 @@ QUICK_ROWS = [
     "Static OPD add→rev",
     "Static OPD rev→add",
     "CoPD",
-    "sort-Expert",
     "MOPD",
+    "Weight average of experts",
+    "sort-Expert",
     "CoPD (hub)",
 ]
 
 
 # One arm of every method and both table sections, two seeds: the default suite. Every
-# arm (16 x 2 runs, ~2.5 minutes) is the slow test below; CI runs both.
-TABLE_ARMS = ("base", "expert", "mixed", "static_opd", "static_opd-rev", "copd", "base-3", "mopd-3")
+# arm (19 x 2 runs, ~3 minutes) is the slow test below; CI runs both.
+TABLE_ARMS = ("base", "expert", "mixed", "static_opd", "static_opd-rev", "weight_average", "copd",
+              "base-3", "mopd-3")  # fmt: skip
 TABLE_ROWS = ["Base", "add-Expert", "rev-Expert", "Mixed GRPO", "Static OPD add→rev",
-              "Static OPD rev→add", "CoPD", "MOPD"]  # fmt: skip
+              "Static OPD rev→add", "Weight average of experts", "CoPD", "MOPD"]  # fmt: skip
 
 
 def run_reproduce(tmp_path_factory, tiny_model_dir, arms):
@@ -80,7 +82,7 @@ def check_reproduced(reproduced, arm_keys, rows, methods) -> None:
     assert set(evals["run_id"]) == {r.id for r in runs}  # every arm logged its scores
 
 
-METHODS = {"base", "expert", "mixed", "static_opd", "mopd", "copd"}
+METHODS = {"base", "expert", "mixed", "static_opd", "mopd", "copd", "weight_average"}
 
 
 def test_reproduce_quick_runs_one_arm_of_every_method(reproduced):

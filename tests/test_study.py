@@ -25,11 +25,12 @@ def test_pair_stages_cover_every_method_and_validate(tmp_path, setting, domains)
     arms = study.pair_final(setting, "copd-cross16x2")
     assert set(arms) == {
         "expert", "mixed", "mixed-steps", "static_opd", "static_opd-rev", "mopd", "copd",
-        "copd-cross16x2",
+        "copd-cross16x2", "weight_average",
     }  # fmt: skip
     rows = study.jobs_for(arms, [100], tmp_path, "g")
     methods = {arm: job.cfg.method for arm, _, job in rows}
     assert methods["mopd"] == "mopd" and methods["static_opd-rev"] == "static_opd"
+    assert methods["weight_average"] == "weight_average"  # the paper's merge control
     assert all(job.cfg.branch_names == domains for _, _, job in rows)
     assert all(job.cfg.model.demo_tasks == domains for _, _, job in rows)
     statics = {job.cfg.static_direction for arm, _, job in rows if arm.startswith("static")}
@@ -96,3 +97,21 @@ def test_conflict_presets_share_one_model_and_settings():
         ), name  # fmt: skip
     assert presets.get("static_opd-conflict").static_direction == "up->down"
     assert presets.get("static_opd-conflict-rev").static_direction == "down->up"
+
+
+def test_the_command_keeps_choosing_and_reporting_seeds_apart(tmp_path):
+    """Issue 39, correction 6: `copd study STAGE --seeds` set the validation and the test
+    seeds to the same list. A test stage now refuses a seed a map used (the defaults and
+    any map run in the output folder), and a map a seed a test table used, before any run."""
+    from copd.spec import ConfigError
+
+    with pytest.raises(ConfigError, match=r"seeds 0 \(map .*\), 2 .* 'cue' must use other"):
+        study.check_seeds("cue", [0, 2, 100], tmp_path)
+    (tmp_path / "study-cue-map" / "copd-s100").mkdir(parents=True)  # a map run on seed 100
+    with pytest.raises(ConfigError, match=r"seeds 100 \(cue-map\) chose settings"):
+        study.check_seeds("final", [100, 101], tmp_path)
+    (tmp_path / "study-conflict" / "mixed-s7").mkdir(parents=True)  # a test table's seed 7
+    with pytest.raises(ConfigError, match=r"seeds 7 \(conflict\) are in a test table"):
+        study.check_seeds("conflict-map", [6, 7], tmp_path)
+    study.check_seeds("cue", list(study.FINAL_SEEDS[1:]), tmp_path)  # disjoint: fine
+    study.check_seeds("drift", [0, 100], tmp_path)  # neither chooses nor reports

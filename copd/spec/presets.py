@@ -60,13 +60,15 @@ def _pair_presets(
 ) -> dict[str, tuple[Callable[[], RunConfig], str]]:
     """CoPD and every baseline on one two-domain setting (domains a, b): the presets
     `<setting>`, `expert-<setting>`, `mixed-<setting>`, `mixed-steps-<setting>`,
-    `static_opd-<setting>` (a->b), `static_opd-<setting>-rev` (b->a), `mopd-<setting>`."""
+    `static_opd-<setting>` (a->b), `static_opd-<setting>-rev` (b->a), `mopd-<setting>`,
+    `weight_average-<setting>`."""
 
     def copd() -> RunConfig:
         return replace_in(_demo(), name=setting, **fields)
 
     def as_(name: str, method: str, **more) -> Callable[[], RunConfig]:
-        return lambda: replace_in(copd(), name=name, method=method, merge__enabled=False, **more)
+        fields = {"merge__enabled": False, **more}  # a baseline merges nothing unless asked
+        return lambda: replace_in(copd(), name=name, method=method, **fields)
 
     def static(direction: str) -> Callable[[], RunConfig]:
         name = f"static-opd-{setting}" + ("-rev" if direction.startswith(b) else "")
@@ -97,6 +99,10 @@ def _pair_presets(
         f"mopd-{setting}": (
             as_(f"mopd-{setting}", "mopd", opd__native_rl=False),
             f"baseline: MOPD on {a} and {b} (one student, each prompt routed to its expert)",
+        ),
+        f"weight_average-{setting}": (
+            as_(f"weight-average-{setting}", "weight_average", merge__enabled=True),
+            f"control: the {a} and {b} experts' parameter average (the paper's merge baseline)",
         ),
     }
 
@@ -206,6 +212,10 @@ PRESETS: dict[str, tuple[Callable[[], RunConfig], str]] = {
         _copd3_as("mixed-steps-3", "mixed", merge__enabled=False, mixed_steps="per_branch"),
         "baseline control: mixed GRPO on add, rev and sort with T updates of 3 x prompts",
     ),
+    "weight_average-3": (
+        _copd3_as("weight-average-3", "weight_average", merge__enabled=True),
+        "control: the 3 experts' parameter average (add, rev, sort)",
+    ),
     "mopd-3": (
         _copd3_as("mopd-3", "mopd", merge__enabled=False, opd__native_rl=False),
         "baseline: MOPD with 3 domain experts (add, rev, sort)",
@@ -240,8 +250,16 @@ PRESETS: dict[str, tuple[Callable[[], RunConfig], str]] = {
 # Named ablation sets: `copd sweep --set-name paper-2dom --seeds 0,1,2 --group NAME` queues
 # every preset of the set once per seed with identical overrides.
 SETS: dict[str, tuple[str, ...]] = {
-    "paper-2dom": ("demo", "expert", "weight_average", "mixed", "static_opd", "static_opd-rev"),
-    "paper-3dom": ("copd-3", "expert-3", "mixed-3", "mopd-3"),
+    "paper-2dom": (
+        "demo",
+        "expert",
+        "weight_average",
+        "mixed",
+        "static_opd",
+        "static_opd-rev",
+        "mopd",
+    ),
+    "paper-3dom": ("copd-3", "expert-3", "weight_average-3", "mixed-3", "mopd-3"),
     **{setting: tuple(presets) for setting, presets in PAIR_PRESETS.items()},
     "copd-ablations": (
         "demo",
