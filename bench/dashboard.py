@@ -201,7 +201,8 @@ def open_store(cache: Path, name: str, scale: dict, build) -> tuple[RunStore, di
 
 # ---------------------------------------------------------------------- store reads, figures
 def reads(store: RunStore, ids: dict, repeats: int) -> dict[str, float]:
-    from app.dashboard.live_view import live_signature, select_keys
+    from app.dashboard.charts import select_keys
+    from app.dashboard.live_view import live_signature
     from app.dashboard.queries import runs_frame
     from app.dashboard.signal_data import signal_keys
     from storage.queries import windowed_rows
@@ -236,7 +237,7 @@ def reads(store: RunStore, ids: dict, repeats: int) -> dict[str, float]:
 def figure_builds(store: RunStore, ids: dict, repeats: int) -> dict[str, float]:
     """The Live view's figures of its run, from data read once (figure time alone)."""
     from app.dashboard import figures
-    from app.dashboard.live_view import LINE_CHARTS, select_keys
+    from app.dashboard.charts import LINE_CHARTS, select_keys
     from app.dashboard.series import schedule_of, with_x
     from app.dashboard.signal_data import overlap_k_keys, signal_branches, signal_keys
 
@@ -248,12 +249,13 @@ def figure_builds(store: RunStore, ids: dict, repeats: int) -> dict[str, float]:
 
     def build() -> int:
         n = 0
-        for group, title, y_title, log_y, label in LINE_CHARTS:
-            if groups[group]:
-                labels = label(groups[group])
+        for chart in LINE_CHARTS:
+            if groups[chart.group]:
+                labels = chart.labels(groups[chart.group])
                 d = df[df["key"].isin(labels)]
-                figures.series_figure(d.assign(label=d["key"].map(labels)), title=title,
-                                      y_title=y_title, log_y=log_y, schedule=sched)  # fmt: skip
+                figures.series_figure(d.assign(label=d["key"].map(labels)), title=chart.title,
+                                      y_title=chart.y_title, log_y=chart.log_y,
+                                      schedule=sched)  # fmt: skip
                 n += 1
         panels = overlap_k_keys(keys, "pair/")
         if len(panels) >= 2:

@@ -227,3 +227,43 @@ def test_an_alert_names_its_step_once():
 
     assert alert_line("reward fell below 0.1 at step 10", 10).endswith("at step 10")
     assert alert_line("nonfinite: reward is NaN", 7).endswith("(step 7)")
+
+
+def test_metric_names_parse_back_and_the_chart_catalogue_reads_them():
+    """Issue 37: the name grammar parses as it builds; the Live view's charts are rows of
+    a catalogue keyed on parsed names (a new chart = one row)."""
+    from app.dashboard.charts import LINE_CHARTS, select_keys
+    from copd.common import names as N
+
+    n = N.parse(N.pair("add", "rev", N.SYM_KL))
+    assert (n.kind, n.owner, n.key, n.student, n.teacher) == (
+        "pair",
+        "add~rev",
+        "sym_kl",
+        "add",
+        "rev",
+    )
+    assert N.parse(N.branch("add", N.reward_on("rev"))).under("branch", "reward_on/")
+    assert N.parse(N.time_key("rollout")) == N.Name("time", "", "rollout_s")
+    assert N.parse("bare") == N.Name("", "", "bare")
+    keys = [
+        N.pair("add", "rev", N.overlap_key(10)), N.pair("add", "rev", N.SYM_KL),
+        N.vs_base("add", N.overlap_key(10)), N.branch("add", N.REWARD_MEAN),
+        N.branch("add", N.reward_on("add")), N.branch("add", N.reward_on("rev")),
+        N.branch("rev", N.REWARD_MEAN), N.branch("add", N.SIGNAL_FRAC), N.time_key("update"),
+        N.SYSTEM_HOST_CPU_PERCENT, N.PROGRESS, N.branch("add", N.PG_LOSS),
+    ]  # fmt: skip
+    groups = select_keys(keys)
+    assert groups["overlap"] == [keys[0]] and groups["sym_kl"] == [keys[1]]
+    assert groups["overlap_base"] == [keys[2]]
+    # add's own-domain reward once (reward_on/add), rev's (no per-domain keys) as own batch
+    assert groups["reward"] == [keys[4], keys[5], keys[6]]
+    assert groups["signal"] == [keys[7]] and groups["time"] == [keys[8]]
+    assert groups["system"] == [keys[9]]
+    by = {c.group: c for c in LINE_CHARTS}
+    assert by["reward"].labels(groups["reward"]) == {
+        keys[4]: "add · on add",
+        keys[5]: "add · on rev",
+        keys[6]: "rev · own batch",
+    }
+    assert by["sym_kl"].labels([keys[1]]) == {keys[1]: "add~rev · add's samples"}

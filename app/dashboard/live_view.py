@@ -23,6 +23,12 @@ import pandas as pd
 import streamlit as st
 
 from app.dashboard import figures
+from app.dashboard.charts import (
+    LINE_CHARTS,
+    PRIMARY_CHARTS,
+    chart_smoothing,
+    select_keys,
+)
 from app.dashboard.labels_view import labels_line
 from app.dashboard.queries import status_label
 from app.dashboard.series import (
@@ -33,7 +39,6 @@ from app.dashboard.series import (
     nonfinite_points,
     percent,
     progress_of,
-    relabel_keys,
     schedule_of,
     with_x,
 )
@@ -57,59 +62,6 @@ from app.dashboard.widgets import (
 from copd.common import names as N
 from copd.spec import has_teachers, method_label
 from storage import Run, RunStatus
-
-
-def select_keys(keys: list[str]) -> dict[str, list[str]]:
-    """Split a run's metric keys into the live view's chart groups."""
-    groups: dict[str, list[str]] = {
-        "overlap": [],
-        "overlap_base": [],
-        "sym_kl": [],
-        "reward": [],
-        "signal": [],
-        "time": [],
-        "system": [],
-    }
-    for k in keys:
-        if k.startswith("pair/") and k.endswith("/overlap_top10"):
-            groups["overlap"].append(k)
-        elif k.startswith("base/") and k.endswith("/overlap_top10"):
-            groups["overlap_base"].append(k)
-        elif k.startswith("pair/") and k.endswith("/sym_kl"):
-            groups["sym_kl"].append(k)
-        elif k.startswith("branch/") and ("/reward/mean" in k or "/reward_on/" in k):
-            groups["reward"].append(k)
-        elif k.startswith("branch/") and k.endswith("/signal_frac"):
-            groups["signal"].append(k)
-        elif k.startswith("time/"):
-            groups["time"].append(k)
-        elif k.startswith("system/"):
-            groups["system"].append(k)
-    # A branch's reward on its own domain is logged twice in phase I (`reward/mean` and
-    # `reward_on/<own task>`, the same number): draw it once, as the per-domain series.
-    per_domain = {k.split("/")[1] for k in groups["reward"] if "/reward_on/" in k}
-    groups["reward"] = [
-        k for k in groups["reward"] if "/reward_on/" in k or k.split("/")[1] not in per_domain
-    ]
-    return groups
-
-
-def reward_label(key: str) -> str:
-    """`branch/add/reward/mean` -> `add · own batch`; `branch/add/reward_on/rev` -> `add · on rev`."""
-    parts = key.split("/")
-    b = parts[1]
-    if parts[2] == "reward_on":
-        return f"{b} · on {parts[3]}"
-    return f"{b} · own batch"
-
-
-def pair_labels(keys: list[str], suffix: str) -> dict[str, str]:
-    """`pair/add~rev/sym_kl` -> `add~rev · add's samples`: each ordered pair is measured on
-    its first branch's (the student's) samples, so a~b and b~a are two measurements."""
-    return {
-        k: f"{pair} · {pair.split('~')[0]}'s samples"
-        for k, pair in relabel_keys(keys, "pair/", suffix).items()
-    }
 
 
 def _labelled(df: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
@@ -177,7 +129,7 @@ def draw_run(
     # The rest is drawn when its section is open: a browser draws each chart in turn, and
     # a first draw of every chart of a run took seconds (docs/PERFORMANCE.md P7).
     keys = cached_keys(url, (rid,), version)
-    more = [g for g, *_ in LINE_CHARTS if g not in primary and groups[g]]
+    more = [c.group for c in LINE_CHARTS if c.group not in primary and groups[c.group]]
     if more or len(overlap_k_keys(keys, "pair/")) > 1:
         pairs = "each pair's overlap and KL, " if overlaid else ""
         label = f"More charts: {pairs}overlap vs base, reward signal, overlap at k"
@@ -358,34 +310,6 @@ def overlap_title(method: str) -> str:
     return f"Top-10 overlap between branches ({pairs})"
 
 
-# (group, title, y axis, log y, key -> legend label): one line chart each, phases shaded.
-LINE_CHARTS = [
-    ("overlap", "Top-10 overlap between branches", "overlap@10", False,
-     lambda ks: pair_labels(ks, "/overlap_top10")),
-    ("overlap_base", "Overlap vs base model", "overlap@10", False,
-     lambda ks: relabel_keys(ks, "base/", "/overlap_top10")),
-    ("sym_kl", "Symmetric KL between branches, on each student's samples", "KL(p‖q)+KL(q‖p)",
-     True, lambda ks: pair_labels(ks, "/sym_kl")),
-    ("reward", "Reward per branch per domain", "mean reward", False,
-     lambda ks: {k: reward_label(k) for k in ks}),
-    # GRPO learns only from groups whose rewards differ; the rest are skipped.
-    ("signal", "Prompt groups with a reward signal (rewards not all equal)",
-     "share of groups", False, lambda ks: relabel_keys(ks, "branch/", "/signal_frac")),
-]  # fmt: skip
-# Drawn on every first draw; the other charts wait in sections opened on demand.
-PRIMARY_CHARTS = ("overlap", "sym_kl", "reward")
-# Smoothing "auto": per chart. Rewards and the signal share are means over a few sampled
-# groups per step, noisy step to step: smoothed by default, the raw line faint behind.
-# Diagnostics are measured on fixed prompts at phase ends: drawn as measured.
-AUTO = "auto"
-AUTO_SMOOTHING = {"reward": 0.6, "signal": 0.6}
-
-
-def chart_smoothing(smoothing: float | str, group: str) -> float:
-    """The EMA weight of chart `group`: the user's value, or with "auto" its default."""
-    return AUTO_SMOOTHING.get(group, 0.0) if smoothing == AUTO else float(smoothing)
-
-
 def line_charts(
     df: pd.DataFrame,
     groups: dict[str, list[str]],
@@ -399,26 +323,26 @@ def line_charts(
     sig: object = None,
     only: tuple[str, ...] | None = None,
 ) -> None:
-    """The line charts of LINE_CHARTS whose group has keys (of `only`, when given), in that
-    order; phases shaded from `schedule` (none for a baseline); the overlap title by the
-    run's `method`. With `sig`, a figure is rebuilt only when `sig` changes (`memo`)."""
-    for group, title, y_title, log_y, label in LINE_CHARTS:
+    """The line charts of the catalogue (app/dashboard/charts.py) whose group has keys (of
+    `only`, when given), in its order; phases shaded from `schedule` (none for a
+    baseline); the overlap title by the run's `method`. With `sig`, a figure is rebuilt only when `sig` changes (`memo`)."""
+    for chart in LINE_CHARTS:
+        group = chart.group
         if only is not None and group not in only:
             continue
-        if group == "overlap":
-            title = overlap_title(method)
+        title = overlap_title(method) if group == "overlap" else chart.title
         if groups[group]:
 
-            def build(group=group, title=title, y_title=y_title, log_y=log_y, label=label):
+            def build(chart=chart, title=title):
                 return figures.series_figure(
-                    _labelled(df, label(groups[group])),
+                    _labelled(df, chart.labels(groups[chart.group])),
                     title=title,
-                    y_title=y_title,
+                    y_title=chart.y_title,
                     x=x,
-                    smoothing=chart_smoothing(smoothing, group),
-                    log_y=log_y,
+                    smoothing=chart_smoothing(smoothing, chart.group),
+                    log_y=chart.log_y,
                     schedule=schedule,
-                    revision=f"{group}:{rid}",
+                    revision=f"{chart.group}:{rid}",
                 )
 
             fig = build() if sig is None else memo(f"live:{rid}:{group}", (sig, method), build)

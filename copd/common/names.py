@@ -8,6 +8,8 @@ student's rollouts, the teacher's distribution), `base/<b>/...` (branch vs the b
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 PAIR_SEP = "~"
 
 
@@ -80,14 +82,56 @@ def signal_key(kind: str, teacher: str | None = None) -> str:
     return f"{SIGNAL_PREFIX}{kind}/{teacher}" if teacher else f"{SIGNAL_PREFIX}{kind}/grpo"
 
 
+OWNED = ("branch", "pair", "base")  # scopes whose second part names a branch or a pair
+
+
+@dataclass(frozen=True)
+class Name:
+    """A metric name taken apart: `branch/add/reward_on/rev` -> kind "branch", owner "add",
+    key "reward_on/rev". Kinds: "branch", "pair", "base" (each with an owner), "merged",
+    "time", "system", "run", "signal"... (the first part), "" for a bare name."""
+
+    kind: str
+    owner: str  # the branch, or "student~teacher" for a pair; "" elsewhere
+    key: str  # the rest of the name
+
+    @property
+    def student(self) -> str:
+        """A pair's student (whose samples it is measured on); a branch's own name."""
+        return self.owner.split(PAIR_SEP)[0]
+
+    @property
+    def teacher(self) -> str:
+        """A pair's teacher ("" for anything else)."""
+        return self.owner.split(PAIR_SEP)[1] if PAIR_SEP in self.owner else ""
+
+    def is_(self, kind: str, key: str | None = None) -> bool:
+        """Of scope `kind` (and exactly `key` after the owner, when given)."""
+        return self.kind == kind and (key is None or self.key == key)
+
+    def under(self, kind: str, prefix: str) -> bool:
+        """Of scope `kind` with a key starting `prefix` (e.g. "reward_on/")."""
+        return self.kind == kind and self.key.startswith(prefix)
+
+
+def parse(name: str) -> Name:
+    """The inverse of the builders above: parse(pair("add", "rev", SYM_KL)) ==
+    Name("pair", "add~rev", "sym_kl"); parse(time_key("rollout")) == Name("time", "",
+    "rollout_s"). A name the grammar does not know parses as kind "" (key: the name)."""
+    parts = name.split("/")
+    if parts[0] in OWNED and len(parts) >= 3:
+        return Name(parts[0], parts[1], "/".join(parts[2:]))
+    if len(parts) >= 2:
+        return Name(parts[0], "", "/".join(parts[1:]))
+    return Name("", "", name)
+
+
 def scope_of(name: str) -> str:
     """The scope a metric belongs to: the branch name, "a~b" for a pair, "merged", or ""."""
-    parts = name.split("/")
-    if parts[0] in ("branch", "pair", "base") and len(parts) >= 3:
-        return parts[1]
-    if parts[0] == "merged":
-        return "merged"
-    return ""
+    n = parse(name)
+    if n.kind in OWNED:
+        return n.owner
+    return "merged" if n.kind == "merged" else ""
 
 
 # Per-branch training metrics (under branch/<b>/)
