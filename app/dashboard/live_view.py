@@ -223,8 +223,8 @@ def group_overlay(
     ids = tuple(sorted(r.id for r in peers))
     version = data_version(url, ids)
     keys = cached_keys(url, ids, version)
-    overlap = tuple(k for k in keys if k.startswith("pair/") and k.endswith("/overlap_top10"))
-    sym_kl = tuple(k for k in keys if k.startswith("pair/") and k.endswith("/sym_kl"))
+    drawn = select_keys(list(keys))  # the catalogue's pair charts, for every run of the group
+    overlap, sym_kl = tuple(drawn["overlap"]), tuple(drawn["sym_kl"])
     methods = list(dict.fromkeys(method_label(r.method) for r in peers))
     st.subheader(f"Group {md_line(run.group)}: " + " vs ".join(methods))
     st.caption(
