@@ -87,19 +87,26 @@ def config_columns(runs: list[Run]) -> list[str]:
         linked = [f for f in st.query_params.get("cols", "").split(",") if f in offered]
         st.session_state[key] = linked
     st.session_state[key] = [f for f in st.session_state[key] if f in offered]
-    chosen = st.multiselect(
+    return st.multiselect(
         "Config columns",
         offered,
         key=key,
+        on_change=write_cols_link,
         placeholder="add config fields as columns, e.g. opd.beta",
         help="fields that differ between runs first; click a header to sort, filter with "
         "the search box (e.g. opd.beta >= 1)",
     )
+
+
+def write_cols_link() -> None:
+    """The chosen config columns into the link, on a change only: the table refreshes in a
+    fragment every few seconds, and a link written on every refresh closes any open
+    dropdown of the page."""
+    chosen = st.session_state["runs:config_cols"]
     if chosen:
         st.query_params["cols"] = ",".join(chosen)
     else:
         st.query_params.pop("cols", None)
-    return chosen
 
 
 def runs_table(shown: pd.DataFrame) -> Any:
