@@ -227,3 +227,47 @@ def test_a_lora_run_exports_one_peft_adapter_that_is_the_merged_model(
     full = tmp_path / "full"
     assert main(["export", str(lora_run), "--out", str(full), "--full"]) == 0
     assert greedy(full, prompts) == greedy(lora_run / "merged", prompts)
+
+
+def test_the_model_card_says_what_a_reader_needs(tmp_path):
+    """Issue 40, item 3: base model (a local folder saved from a Hub model names it; the
+    path beside it), the license carried from the base's card (else "unknown"), what CoPD
+    is with the paper's link, each branch's domain and data size, merge, schedule and main
+    settings, results as model-index, how to load it; parsed back by ModelCard."""
+    from huggingface_hub import ModelCard
+
+    from copd.spec import presets
+    from copd.tools.export import model_card
+
+    base = tmp_path / "qwen-local"
+    base.mkdir()
+    (base / "config.json").write_text(json.dumps({"_name_or_path": "Qwen/Qwen2-0.5B"}))
+    (base / "README.md").write_text("---\nlicense: apache-2.0\n---\n\n# a base\n")
+    rows = [{"question": f"{i}+{i}=", "answer": str(2 * i)} for i in range(40)]
+    data = tmp_path / "sums.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = presets.get("demo").to_dict()
+    config["model"]["path"] = str(base)
+    config["branches"][1]["task"] = "dataset"
+    config["task_options"] = {"dataset": {"path": str(data), "prompt_field": "question",
+                                          "answer_field": "answer", "verifier": "numeric",
+                                          "eval_fraction": 0.25}}  # fmt: skip
+    scores = {"add": 0.5, "dataset": 0.25, "overall": 0.375, "add@val": 0.4}
+    path = tmp_path / "README.md"
+    model_card(config, scores, "abc1234").save(path)
+    card = ModelCard.load(path)
+    meta = card.data.to_dict()
+    assert card.data.base_model == "Qwen/Qwen2-0.5B" and meta["base_model_path"] == str(base)
+    assert card.data.license == "apache-2.0"
+    assert card.data.datasets == ["add", "dataset"]
+    assert {r.dataset_name for r in card.data.eval_results} == {"add", "dataset", "overall"}
+    text = card.text
+    assert "https://arxiv.org/abs/2604.27083" in text and "## Training" in text
+    assert "task `add`, built-in domain, generated" in text
+    assert "task `dataset`, dataset: " in text and "training /" in text
+    assert "Merge: `average`" in text and "OPD beta" in text and "GRPO lr" in text
+    assert "from_pretrained(PATH_OR_REPO)" in text
+    # a base with no card: the license is stated as unknown, never guessed
+    (base / "README.md").unlink()
+    model_card(config, scores, None).save(path)
+    assert ModelCard.load(path).data.license == "unknown"

@@ -8,10 +8,14 @@ uploaded to the Hugging Face Hub only when asked.
 The model is the run's own `<run_dir>/merged/` (written by copd/train/results.py when the
 run ends), copied as it is, so `AutoModelForCausalLM.from_pretrained(out)` gives the run's
 merged model exactly; a LoRA run's linear merge is written as one peft adapter instead
-(copd/tools/export_lora.py; `full=True` / `--full` keeps the full model). The card's metadata: the base model (when it is a Hub name), the
-method's tags (`copd`, `grpo`, `on-policy-distillation`, ...), the run's held-out scores of
-the merged model as model-index entries (one per benchmark, test and validation splits),
-the code revision; its text: what was trained, the scores table and the whole config.
+(copd/tools/export_lora.py; `full=True` / `--full` keeps the full model). The card's
+metadata: the base model (its Hub name, also when a local folder names one; the local
+path beside it), the license carried from the base's card (else "unknown"), the branches'
+tasks, the method's tags (`copd`, `grpo`, `on-policy-distillation`, ...), the run's
+held-out scores of the merged model as model-index entries (one per benchmark, test and
+validation splits), the code revision; its text: what CoPD is with the paper's link, what
+was trained (domains and data sizes, merge, schedule, main settings), the license, the
+scores table, how to load it and the whole config.
 
 Called by `copd export RUN --out DIR [--push REPO]` (app/control/export_cli.py, which finds
 a stored run's folder and code revision) and the Runs page. Nothing here loads torch,
@@ -50,12 +54,91 @@ def read_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return json.loads(cfg_path.read_text()), json.loads(res_path.read_text())
 
 
+PAPER = "https://arxiv.org/abs/2604.27083"
+
+
 def base_model_name(config: dict[str, Any]) -> str | None:
-    """The base model as a Hub name, or None (the built-in demo model, a local folder)."""
+    """The base model as a Hub name, or None (the built-in demo model, a local folder that
+    names no Hub model). A local folder saved from a Hub model names it: its card's
+    `base_model`, else its config's `_name_or_path` when that is a Hub name."""
     path = str(config.get("model", {}).get("path", ""))
-    if path == "demo" or Path(path).expanduser().exists() or not HUB_NAME.match(path):
+    if path == "demo":
         return None
-    return path
+    local = Path(path).expanduser()
+    if not local.exists():
+        return path if HUB_NAME.match(path) else None
+    card = base_card_data(local)
+    named = card.get("base_model") if card else None
+    if isinstance(named, str) and HUB_NAME.match(named):
+        return named
+    try:
+        origin = json.loads((local / "config.json").read_text()).get("_name_or_path", "")
+    except (OSError, ValueError):
+        return None
+    return (
+        origin
+        if isinstance(origin, str) and HUB_NAME.match(origin) and not Path(origin).exists()
+        else None
+    )
+
+
+def base_card_data(folder: Path) -> dict[str, Any]:
+    """The metadata of a local base model's card (README.md), {} when it has none."""
+    from huggingface_hub import ModelCard
+
+    readme = folder / "README.md"
+    if not readme.is_file():
+        return {}
+    try:
+        return ModelCard.load(readme).data.to_dict()
+    except Exception:  # a README that is no model card: no metadata to carry
+        return {}
+
+
+def base_license(config: dict[str, Any]) -> str:
+    """The base model's license, carried from its local card; "unknown" where the card is
+    absent or names none (a Hub base's card is not fetched: no network at export)."""
+    path = str(config.get("model", {}).get("path", ""))
+    local = Path(path).expanduser()
+    found = base_card_data(local).get("license") if path != "demo" and local.exists() else None
+    return str(found) if found else "unknown"
+
+
+def training_data(config: dict[str, Any]) -> list[str]:
+    """One line per branch: its domain and how much data it trains on (a dataset's rows
+    per split; a built-in domain is generated, with disjoint held-out splits)."""
+    from copd.tasks import get_task
+
+    lines = []
+    for b in config.get("branches", []):
+        spec = str(b.get("task"))
+        try:
+            options = (config.get("task_options") or {}).get(spec, {})
+            task = get_task(spec, trust_task_code=False, **options)
+        except Exception:  # a module:factory task (not run here without trust), a moved file
+            lines.append(f"- branch `{b.get('name')}`: task `{spec}` (sizes not read at export)")
+            continue
+        if hasattr(task, "train") and hasattr(task, "held_out"):
+            sizes = (
+                f"dataset: {len(task.train)} training / {len(task.validation)} validation / "
+                f"{len(task.held_out)} test rows"
+            )
+        else:
+            sizes = "built-in domain, generated (training, validation and test splits disjoint)"
+        lines.append(f"- branch `{b.get('name')}`: task `{spec}`, {sizes}")
+    return lines
+
+
+def hyper_parameters(config: dict[str, Any]) -> str:
+    """The main settings in one line."""
+    g, o, sc = config.get("grpo", {}), config.get("opd", {}), config.get("schedule", {})
+    return (
+        f"GRPO lr {g.get('lr')}, group size {g.get('group_size')}, {g.get('prompts_per_step')} "
+        f"prompts per step; OPD beta {o.get('beta')}, {o.get('cross_prompts_per_step')} cross "
+        f"prompts x {o.get('cross_group_size')} samples per teacher, advantage "
+        f"`{o.get('advantage')}`; {sc.get('cycles')} cycles of {sc.get('rl_steps')} RL + "
+        f"{sc.get('opd_steps')} OPD steps; seed {config.get('seed')}"
+    )
 
 
 def card_tags(config: dict[str, Any]) -> list[str]:
@@ -91,13 +174,31 @@ def card_text(config: dict[str, Any], scores: dict[str, float], revision: str | 
     )
     branches = ", ".join(f"`{b['name']}` ({b['task']})" for b in config.get("branches", []))
     sch = config.get("schedule", {})
+    path = str(config.get("model", {}).get("path", ""))
     lines = [
         f"# {config.get('name', 'copd model')}",
         "",
         f"Trained with copd (Co-Evolving Policy Distillation workbench), method "
-        f"`{config.get('method')}`, from {base}. Branches: {branches}; "
+        f"`{config.get('method')}`, from {base}"
+        + ("" if path == "demo" else f" (`{path}`)")
+        + f". Branches: {branches}; "
         f"{sch.get('cycles')} cycles of {sch.get('rl_steps')} GRPO and {sch.get('opd_steps')} "
         f"on-policy distillation steps; merge: {config.get('merge', {}).get('method')}.",
+        "",
+        "Co-Evolving Policy Distillation ([arXiv 2604.27083](" + PAPER + ")) trains several "
+        "copies of one base model, each on its own capability with GRPO on verifiable "
+        "rewards, and has them teach each other periodically by on-policy distillation "
+        "(a branch samples on its peer's prompts and the peer scores every token). After "
+        "the last cycle the branches are merged by parameter averaging into this model.",
+        "",
+        "## Training",
+        "",
+        *training_data(config),
+        "",
+        f"Merge: `{config.get('merge', {}).get('method')}`. {hyper_parameters(config)}.",
+        "",
+        f"License: `{base_license(config)}` (carried from the base model's card; `unknown` "
+        "where that card names none: check the base model's terms).",
         "",
         f"Code revision: `{revision or 'unknown'}`.",
         "",
@@ -136,8 +237,11 @@ def model_card(
     when `adapter`)."""
     from huggingface_hub import ModelCard, ModelCardData
 
+    path = str(config.get("model", {}).get("path", ""))
     data = ModelCardData(
         model_name=config.get("name"), base_model=base_model_name(config),
+        license=base_license(config), base_model_path=None if path == "demo" else path,
+        datasets=[str(b.get("task")) for b in config.get("branches", [])] or None,
         library_name="peft" if adapter else "transformers", pipeline_tag="text-generation",
         tags=card_tags(config),
         eval_results=eval_results(scores) or None, code_revision=revision,
