@@ -267,3 +267,21 @@ def test_metric_names_parse_back_and_the_chart_catalogue_reads_them():
         keys[6]: "rev · own batch",
     }
     assert by["sym_kl"].labels([keys[1]]) == {keys[1]: "add~rev · add's samples"}
+
+
+def test_the_signal_balance_draws_the_peer_rl_cosine():
+    """Issue 39's instrument in the signal balance: a panel of cos_peer_rl per teacher."""
+    import pandas as pd
+
+    from app.dashboard.figures.signal import signal_figure
+    from copd.common import names as N
+
+    keys = [
+        N.branch("add", N.signal_key("cos_peer_rl", "rev")),
+        N.branch("add", N.signal_key("cos", "rev")),
+    ]
+    df = pd.DataFrame({"key": keys * 2, "step": [7, 7, 8, 8], "value": [0.5, 0.0, 0.4, 0.1]})
+    fig = signal_figure(df, "add")
+    titles = [a.text for a in fig.layout.annotations]
+    assert "Cosine of ∇OPD(t) with ∇GRPO on t's prompts and rewards" in titles
+    assert any(t.name == "OPD ← rev" and list(t.y) == [0.5, 0.4] for t in fig.data)

@@ -343,7 +343,8 @@ def test_reference_signals_at_matched_rows_and_between_two_halves(tiny_cfg):
     """grad_norm_matched/grpo is the GRPO gradient norm over as many native rows as the
     cross batch has (here 2 of 4 prompt groups), cos_halves/grpo the cosine of the two
     halves' GRPO gradients, cos_peer/grpo the cosine of the native GRPO gradient with a GRPO
-    gradient on the cross batch (the peer's prompts), each equal to an independent
+    gradient on the cross batch (the peer's prompts), cos_peer_rl/rev the cosine of the OPD
+    term's gradient with that same peer-prompt GRPO gradient, each equal to an independent
     computation; the step itself is the same as without them."""
     worlds = [_world(tiny_cfg, "grpo.grad_clip=1e9") for _ in range(3)]
     res = []
@@ -353,8 +354,8 @@ def test_reference_signals_at_matched_rows_and_between_two_halves(tiny_cfg):
         cross.rewards_B = torch.tensor([1, 0, 1, 1, 0, 0, 0, 1.0])  # the peer's verifier
         teacher = _student_logp(w, b, cross) + torch.linspace(-1.0, 1.0, cross.size)[:, None]
         specs = [TermSpec(1.0, native), TermSpec(1.0, cross, "rev", teacher)]
-        res.append((optimize(w, b, specs, measure_signal=i == 0), native, cross))
-    (measured, native, cross), (plain, _, _) = res
+        res.append((optimize(w, b, specs, measure_signal=i == 0), native, cross, teacher))
+    (measured, native, cross, teacher), (plain, _, _, _) = res
     ref = worlds[2].branches[0]
 
     def grad(rows):
@@ -378,5 +379,12 @@ def test_reference_signals_at_matched_rows_and_between_two_halves(tiny_cfg):
     g_peer = torch.cat([p.grad.flatten() for p in ref.params])
     cos_peer = float(g_own @ g_peer / (g_own.norm() * g_peer.norm()))
     assert sig[N.signal_key("cos_peer")] == pytest.approx(cos_peer, rel=1e-3, abs=1e-5)
+    # the OPD term's gradient against that GRPO gradient on the teacher's own cross batch
+    # (issue 39's instrument): does distillation point where the peer's RL would
+    ref.optimizer.zero_grad(set_to_none=True)
+    opd_term(ref, cross, teacher, worlds[2].loss).loss.backward()
+    g_opd = torch.cat([p.grad.flatten() for p in ref.params])
+    cos_rl = float(g_opd @ g_peer / (g_opd.norm() * g_peer.norm()))
+    assert sig[N.signal_key("cos_peer_rl", "rev")] == pytest.approx(cos_rl, rel=1e-3, abs=1e-5)
     for p, q in zip(worlds[0].branches[0].params, worlds[1].branches[0].params, strict=True):
         torch.testing.assert_close(p, q, rtol=0, atol=0)

@@ -28,6 +28,8 @@ GRPO = "grpo"
 SIGNAL_PANELS = [
     ("grad_norm", "Gradient norm per term", "‖∇ term‖"),
     ("cos", "Cosine of ∇OPD(t) with ∇GRPO", "cos"),
+    # does distillation point where the peer's own RL would (GRPO on t's prompts and rewards)
+    ("cos_peer_rl", "Cosine of ∇OPD(t) with ∇GRPO on t's prompts and rewards", "cos"),
     ("adv_abs", "Mean |advantage| per term", "mean |A|"),
     ("pos_frac", "Cross tokens the teacher prefers (log p_T > log p_S)", "share"),
     ("log_ratio", "Mean log p_T − log p_S  (≈ −KL(student‖teacher))", "nats"),

@@ -77,7 +77,10 @@ def signal_key(kind: str, teacher: str | None = None) -> str:
     "move_solo" (the same for a step on the GRPO term alone from the same state) |
     "grad_norm_matched" (the GRPO gradient norm over as many rows as the cross term has) |
     "cos_halves" (cosine of the GRPO gradients of the native batch's two halves) |
-    "cos_peer" (cosine of the GRPO gradient on the own domain and on the peer's prompts).
+    "cos_peer" (cosine of the GRPO gradient on the own domain and on the peer's prompts) |
+    "cos_peer_rl" (per teacher: cosine of the OPD term's gradient with a GRPO gradient on
+    that teacher's cross batch, its prompts and its rewards: does distillation point where
+    the peer's RL would).
     signal_key("cos", "rev") -> "signal/cos/rev"."""
     return f"{SIGNAL_PREFIX}{kind}/{teacher}" if teacher else f"{SIGNAL_PREFIX}{kind}/grpo"
 

@@ -144,7 +144,7 @@ def step(
         _signal_from_grads(grads, signal, empty)
         if len(grads) > 1 and "grpo" in grads and "grpo" not in empty:
             signal[N.signal_key("move_solo")] = _solo_move(branch, grads["grpo"], loss.grad_clip)
-            _reference_signal(world, branch, specs, signal, grads["grpo"])
+            _reference_signal(world, branch, specs, signal, grads, empty)
         before = _flat_params(params)
     with world.timer("update"):
         if clipped is not None:
@@ -265,7 +265,12 @@ def _movement(grads: dict[str, torch.Tensor], delta: torch.Tensor, out: dict, em
 
 
 def _reference_signal(
-    world: World, branch: Branch, specs: list[TermSpec], out: dict, g_grpo: torch.Tensor
+    world: World,
+    branch: Branch,
+    specs: list[TermSpec],
+    out: dict,
+    grads: dict[str, torch.Tensor],
+    empty: set[str],
 ) -> None:
     """References for reading a combined step's signal balance, measured on the side (the
     step's gradients are restored): `grad_norm_matched/grpo`, the GRPO term's gradient
@@ -275,8 +280,11 @@ def _reference_signal(
     one domain): what sampling noise alone leaves of a cosine; `cos_peer/grpo`, the cosine
     between the step's GRPO gradient (own domain) and a GRPO gradient on the first cross
     batch (the peer's prompts, the branch's own samples, the peer's verifier rewards): what
-    two domains' outcome gradients share, the reference for an OPD-GRPO cosine near 0. NaN
-    where a part has no learning signal."""
+    two domains' outcome gradients share, the reference for an OPD-GRPO cosine near 0;
+    `cos_peer_rl/<teacher>`, per cross term, the cosine of its OPD gradient with that GRPO
+    gradient on its own cross batch (the teacher's prompts and rewards): whether
+    distillation points where the peer's own RL would. NaN where a part has no learning
+    signal."""
     native = next(s for s in specs if s.teacher is None)
     cross = next(s for s in specs if s.teacher is not None)
     params = branch.params
@@ -297,10 +305,16 @@ def _reference_signal(
     if P >= 2:
         a, b = grad_of(0, P // 2), grad_of(P // 2, P)
         out[N.signal_key("cos_halves")] = _cos(a, b)
-    branch.optimizer.zero_grad(set_to_none=True)
-    peer = _backward(world, branch, TermSpec(native.weight, cross.batch))
-    g_peer = _flat_grad(params) if peer.get(N.SIGNAL_FRAC, 0.0) > 0 else None
-    out[N.signal_key("cos_peer")] = _cos(g_grpo, g_peer)
+    for spec in specs:
+        if spec.teacher is None:
+            continue
+        branch.optimizer.zero_grad(set_to_none=True)
+        peer = _backward(world, branch, TermSpec(native.weight, spec.batch))
+        g_peer = _flat_grad(params) if peer.get(N.SIGNAL_FRAC, 0.0) > 0 else None
+        if spec is cross:
+            out[N.signal_key("cos_peer")] = _cos(grads["grpo"], g_peer)
+        g_opd = None if spec.label in empty else grads.get(spec.label)
+        out[N.signal_key("cos_peer_rl", spec.teacher)] = _cos(g_opd, g_peer)
     for p, gr in zip(params, saved, strict=True):
         p.grad = gr
 

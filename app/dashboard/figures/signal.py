@@ -71,7 +71,7 @@ def signal_figure(
         fig.update_yaxes(title_text=y_title, row=r, col=c)
         if y_title == "share":  # a share lies in [0, 1]: not plotly's -1..1 around a flat 0
             fig.update_yaxes(range=share_range(df[df["key"].isin(panel_keys)]), row=r, col=c)
-        if kind == "cos":
+        if kind in ("cos", "cos_peer_rl"):
             fig.add_hline(y=0.0, line_width=1, line_color="rgba(90,90,90,0.6)", row=r, col=c)
         fig.update_xaxes(title_text=X_TITLES.get(x, x), row=r, col=c)
     if schedule is not None and x == "step" and len(df):
