@@ -160,7 +160,17 @@ def cmd_presets(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    """Greedy held-out accuracy of a model directory on built-in or plugged-in tasks."""
+    """Greedy held-out accuracy of a model directory on built-in or plugged-in tasks; with
+    --harness, lm-evaluation-harness scores of a run's model (copd.runner.harness_eval)."""
+    if args.harness:
+        from copd.runner import harness_eval
+
+        tasks = [t for t in args.tasks.split(",") if t]
+        folder, scores = harness_eval(
+            args.model, tasks, db=args.db, include_path=args.include_path, limit=args.limit
+        )
+        print(json.dumps({"model": str(folder), "scores": scores}, indent=2))
+        return 0
     import torch
 
     from copd.policy.models import PolicyView, load_policy
@@ -317,6 +327,27 @@ def add_dashboard_parser(sub: Any) -> None:
     d.set_defaults(func=cmd_dashboard)
 
 
+def add_eval_parser(sub: Any) -> None:
+    """`copd eval`: copd's own accuracy of a model folder, or the harness's of a run."""
+    e = sub.add_parser(
+        "eval", help="held-out accuracy of a model directory; --harness lm-eval: a run's scores"
+    )
+    e.add_argument("model", help="a model folder; with --harness also a run id or run folder")
+    e.add_argument("--tasks", default="add,rev", help="copd tasks, or with --harness its tasks")
+    e.add_argument(
+        "--harness", choices=["lm-eval"],
+        help="score with lm-evaluation-harness (extra `harness`); with --db, stored as the run's "
+        "evaluations (Compare shows them beside copd's benchmarks)",
+    )  # fmt: skip
+    e.add_argument("--include-path", help="a folder of lm-eval task YAMLs (local data files)")
+    e.add_argument("--limit", type=int, help="lm-eval: examples per task at most")
+    e.add_argument("--db", help="run store URL: record the harness scores on the run")
+    e.add_argument("--n", type=int, default=128)
+    e.add_argument("--max-new-tokens", type=int, default=8)
+    add_trust_flag(e)
+    e.set_defaults(func=cmd_eval)
+
+
 def build_parser(commands: bool = True) -> argparse.ArgumentParser:
     """copd's parser: the engine's commands, and with `commands` those registered by
     entry point (the launcher, sweeps, experiments, export: their imports cost ~0.6 s, so a
@@ -360,13 +391,7 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
     add_trust_flag(c)
     c.set_defaults(func=cmd_check)
 
-    e = sub.add_parser("eval", help="held-out accuracy of a model directory")
-    e.add_argument("model")
-    e.add_argument("--tasks", default="add,rev")
-    e.add_argument("--n", type=int, default=128)
-    e.add_argument("--max-new-tokens", type=int, default=8)
-    add_trust_flag(e)
-    e.set_defaults(func=cmd_eval)
+    add_eval_parser(sub)
 
     m = sub.add_parser("merge", help="merge model directories by parameter averaging")
     m.add_argument("models", nargs="+")

@@ -505,3 +505,51 @@ def evaluate_base(cfg, out: Path, store=None, db: str | None = None) -> dict[str
         scores = {"base": evaluate(world, {"base": world.base}, step=0)["base"]}
         write_results(scores, out, extra={"method": "base"})
     return scores
+
+
+def harness_eval(
+    target: str,
+    tasks: Sequence[str],
+    *,
+    db: str | None = None,
+    include_path: str | None = None,
+    limit: int | None = None,
+) -> tuple[Path, dict[str, float]]:
+    """lm-evaluation-harness scores (copd/tools/harness.py) of a run's merged model (`target`:
+    a run id with `db`, a run folder, or any model folder), written to
+    `<run folder>/harness.json` and, with `db`, stored as evaluations of the run at its final
+    step, with the harness's version and each task's config as events. Returns (the model
+    folder, the scores)."""
+    from copd.errors import ConfigError
+    from copd.tools.harness import run_lm_eval
+
+    store = open_store(db) if db else None
+    run = None
+    if target.isdigit():
+        if store is None:
+            raise ConfigError(f"copd eval {target}: a run id needs --db URL (or pass its folder)")
+        run = store.get_run(int(target))
+        run_dir = Path(run.run_dir or "")
+    else:
+        run_dir = Path(target).expanduser().resolve()
+        if store is not None:
+            run = next(
+                (r for r in store.list_runs() if r.run_dir and Path(r.run_dir) == run_dir), None
+            )
+    folder = run_dir / "merged" if (run_dir / "merged" / "config.json").is_file() else run_dir
+    res = run_lm_eval(folder, tasks, include_path=include_path, limit=limit)
+    results = run_dir / "results.json"
+    step = int(json.loads(results.read_text()).get("steps", 0)) if results.is_file() else 0
+    model = "merged" if folder != run_dir else folder.name
+    payload = {"harness": "lm-eval", "version": res.version, "model": model, "step": step,
+               "scores": res.scores, "n": res.n, "configs": res.configs}  # fmt: skip
+    (run_dir / "harness.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+    if store is not None and run is not None:
+        from storage.entities import Evaluation
+
+        store.log_evals(run.id, [Evaluation(model, b, s, res.n.get(b, 0), step)
+                                 for b, s in res.scores.items()])  # fmt: skip
+        for task, config in res.configs.items():
+            store.log_event(run.id, f"lm-eval {res.version} task {task}: "
+                            + json.dumps(config, default=str)[:4000], step=step)  # fmt: skip
+    return folder, res.scores
