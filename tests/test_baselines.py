@@ -257,15 +257,11 @@ def test_presets_and_sets_are_registered():
 
 def test_every_named_set_lists_known_presets():
     sets = presets.sets()
-    assert sets["paper-2dom"] == (
-        "demo",
-        "expert",
-        "weight_average",
-        "mixed",
-        "static_opd",
-        "static_opd-rev",
-        "mopd",
-    )
+    # the paper's two-domain comparison: one preset of every method (the method table's)
+    from copd.spec import METHODS
+
+    assert {presets.get(n).method for n in sets["paper-2dom"]} == set(METHODS)
+    assert {presets.get(n).static_direction for n in sets["paper-2dom"]} >= {"add->rev", "rev->add"}
     for name, members in sets.items():
         unknown = set(members) - set(presets.names())
         assert not unknown, f"set {name} names unknown presets {unknown}"

@@ -410,6 +410,16 @@ def test_compare_a_demo_group_by_each_methods_reported_model(monkeypatch, tmp_pa
     st.cache_data.clear()
 
 
+def _compare_group(monkeypatch, tmp_path, url: str, group: str) -> AppTest:
+    """The Compare page opened on `group` by its link, run without an exception."""
+    at = _app(monkeypatch, tmp_path, url)
+    at.query_params["group"] = group
+    at.run()
+    at.switch_page("../pages/compare.py").run()
+    assert not at.exception
+    return at
+
+
 def _every_method_group(url: str) -> dict[str, int]:
     """A finished run of every method, each with its models' test and validation scores at
     its final step (20), plus a cancelled mixed run holding only step-0 scores."""
@@ -479,11 +489,7 @@ def test_every_method_is_compared_by_its_reported_model_and_unfinished_runs_are_
         assert f"{r.method} #{r.id} · {reported_model(r)}" in html
     store.close()
 
-    at = _app(monkeypatch, tmp_path, url)
-    at.query_params["group"] = "every"
-    at.run()
-    at.switch_page("../pages/compare.py").run()
-    assert not at.exception
+    at = _compare_group(monkeypatch, tmp_path, url, "every")
     captions = [shown(c.value) for c in at.caption]
     assert not any("mixed: no validation evaluation" in c for c in captions), captions
     unfinished = [c for c in captions if c.startswith("Unfinished")]
@@ -644,11 +650,7 @@ def test_retention_is_each_methods_reported_score_over_the_same_seeds_expert(mon
             assert row["gain_share"] == pytest.approx(gain), (method, domain)
     store.close()
 
-    at = _app(monkeypatch, tmp_path, url)
-    at.query_params["group"] = "every"
-    at.run()
-    at.switch_page("../pages/compare.py").run()
-    assert not at.exception
+    at = _compare_group(monkeypatch, tmp_path, url, "every")
     assert "Score kept per domain" in _specs(at)
     at.radio(key="compare:retention").set_value("gain_share").run()
     assert "Gain kept per domain" in _specs(at)
