@@ -20,7 +20,7 @@ Protocol (the paper's, on the built-in domains):
    student's native GRPO batch to each update (CoPD's phase-II form).
 5. Gain = accuracy on the teacher's domain after minus before distillation (greedy,
    held-out split). Report: gain vs overlap, a least-squares line, Pearson r, N and a
-   p-value (scipy when installed, else an exact/sampled permutation test).
+   p-value (a permutation test: exact for N <= 8, else sampled).
 
 Outputs: `<out>/pilot.json`, `<out>/pilot.png` (plotly + kaleido when available), and with
 `--db` one run per seed (method "pilot") with metrics `pilot/overlap`, `pilot/gain`, ...

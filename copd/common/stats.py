@@ -59,7 +59,7 @@ class Fit:
     r: float
     n: int
     p_value: float
-    p_method: str  # "scipy" | "exact permutation" | "permutation (N draws)" | "n/a"
+    p_method: str  # "exact permutation" | "permutation (N draws)" | "n/a"
 
 
 def pearson(x: Sequence[float], y: Sequence[float]) -> float:
@@ -108,7 +108,8 @@ def permutation_p(
 
 
 def fit_line(x: Sequence[float], y: Sequence[float]) -> Fit:
-    """Least-squares line, Pearson r and its p-value for points (x_i, y_i), N >= 2."""
+    """Least-squares line, Pearson r and its permutation p-value (`permutation_p`) for
+    points (x_i, y_i), N >= 2."""
     n = len(x)
     if n != len(y):
         raise ValueError(f"x and y differ in length: {n} vs {len(y)}")
@@ -121,12 +122,9 @@ def fit_line(x: Sequence[float], y: Sequence[float]) -> Fit:
     )
     intercept = my - slope * mx if not math.isnan(slope) else math.nan
     r = pearson(x, y)
-    try:
-        from scipy import stats  # optional
-
-        p, how = (float(stats.pearsonr(x, y).pvalue), "scipy") if n > 2 else (math.nan, "n/a")
-    except ImportError:
-        p, how = permutation_p(x, y) if n > 2 else (math.nan, "n/a")
+    # The permutation test wherever this runs (exact for N <= 8): the p-value must not
+    # depend on whether scipy happens to be installed (it was scipy's t-test where it was).
+    p, how = permutation_p(x, y) if n > 2 else (math.nan, "n/a")
     return Fit(slope, intercept, r, n, p, how)
 
 
