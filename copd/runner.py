@@ -524,32 +524,38 @@ def harness_eval(
     from copd.tools.harness import run_lm_eval
 
     store = open_store(db) if db else None
-    run = None
-    if target.isdigit():
-        if store is None:
-            raise ConfigError(f"copd eval {target}: a run id needs --db URL (or pass its folder)")
-        run = store.get_run(int(target))
-        run_dir = Path(run.run_dir or "")
-    else:
-        run_dir = Path(target).expanduser().resolve()
-        if store is not None:
-            run = next(
-                (r for r in store.list_runs() if r.run_dir and Path(r.run_dir) == run_dir), None
-            )
-    folder = run_dir / "merged" if (run_dir / "merged" / "config.json").is_file() else run_dir
-    res = run_lm_eval(folder, tasks, include_path=include_path, limit=limit)
-    results = run_dir / "results.json"
-    step = int(json.loads(results.read_text()).get("steps", 0)) if results.is_file() else 0
-    model = "merged" if folder != run_dir else folder.name
-    payload = {"harness": "lm-eval", "version": res.version, "model": model, "step": step,
-               "scores": res.scores, "n": res.n, "configs": res.configs}  # fmt: skip
-    (run_dir / "harness.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    if store is not None and run is not None:
-        from storage.entities import Evaluation
+    try:
+        run = None
+        if target.isdigit():
+            if store is None:
+                raise ConfigError(
+                    f"copd eval {target}: a run id needs --db URL (or pass its folder)"
+                )
+            run = store.get_run(int(target))
+            run_dir = Path(run.run_dir or "")
+        else:
+            run_dir = Path(target).expanduser().resolve()
+            if store is not None:
+                run = next(
+                    (r for r in store.list_runs() if r.run_dir and Path(r.run_dir) == run_dir), None
+                )
+        folder = run_dir / "merged" if (run_dir / "merged" / "config.json").is_file() else run_dir
+        res = run_lm_eval(folder, tasks, include_path=include_path, limit=limit)
+        results = run_dir / "results.json"
+        step = int(json.loads(results.read_text()).get("steps", 0)) if results.is_file() else 0
+        model = "merged" if folder != run_dir else folder.name
+        payload = {"harness": "lm-eval", "version": res.version, "model": model, "step": step,
+                   "scores": res.scores, "n": res.n, "configs": res.configs}  # fmt: skip
+        (run_dir / "harness.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")
+        if store is not None and run is not None:
+            from storage.entities import Evaluation
 
-        store.log_evals(run.id, [Evaluation(model, b, s, res.n.get(b, 0), step)
-                                 for b, s in res.scores.items()])  # fmt: skip
-        for task, config in res.configs.items():
-            store.log_event(run.id, f"lm-eval {res.version} task {task}: "
-                            + json.dumps(config, default=str)[:4000], step=step)  # fmt: skip
-    return folder, res.scores
+            store.log_evals(run.id, [Evaluation(model, b, s, res.n.get(b, 0), step)
+                                     for b, s in res.scores.items()])  # fmt: skip
+            for task, config in res.configs.items():
+                store.log_event(run.id, f"lm-eval {res.version} task {task}: "
+                                + json.dumps(config, default=str)[:4000], step=step)  # fmt: skip
+        return folder, res.scores
+    finally:
+        if store is not None:
+            store.close()

@@ -130,11 +130,18 @@ def test_rows_appear_at_the_period_one_per_step_and_stop_logs_the_last(monkeypat
     assert len(rows.rows) == n, "nothing is logged after stop"
 
 
-def test_a_long_step_gets_one_row_the_mean_of_its_samples():
+def hand_driven(cpu_percents: tuple[float, ...]) -> tuple[Rows, SystemSampler]:
+    """A sampler whose ticks the test drives by hand, reading these host CPU values in
+    turn, and the rows it logs."""
     rows = Rows()
-    sampler = SystemSampler(rows, every_s=1000)  # ticks driven by hand below
-    values = iter([{"system/host/cpu_percent": v} for v in (10.0, 20.0, 60.0, 5.0)])
+    sampler = SystemSampler(rows, every_s=1000)
+    values = iter([{"system/host/cpu_percent": v} for v in cpu_percents])
     sampler.read = lambda: next(values)
+    return rows, sampler
+
+
+def test_a_long_step_gets_one_row_the_mean_of_its_samples():
+    rows, sampler = hand_driven((10.0, 20.0, 60.0, 5.0))
     sampler.log_metrics({}, step=3)
     sampler.tick()
     sampler.tick()
@@ -212,10 +219,7 @@ def test_a_flush_writes_the_current_steps_row_once():
     flushes every logger before it exists) did not cover the checkpoint step's row and a
     kill after it lost that row for good. Now flush() writes it, and later samples of the
     same step are not a second row."""
-    rows = Rows()
-    sampler = SystemSampler(rows, every_s=1000)  # ticks driven by hand below
-    values = iter([{"system/host/cpu_percent": v} for v in (10.0, 30.0, 99.0, 7.0)])
-    sampler.read = lambda: next(values)
+    rows, sampler = hand_driven((10.0, 30.0, 99.0, 7.0))
     sampler.log_metrics({}, step=10)
     sampler.tick()
     sampler.tick()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from copd.common import names as N
 
 TOP_K = N.overlap_key(10)
+AUTO = "auto"  # the view's smoothing setting that takes each chart's own default
 
 
 @dataclass(frozen=True)
@@ -69,8 +70,8 @@ LINE_CHARTS = (
 BY_GROUP = {c.group: c for c in LINE_CHARTS}
 # Drawn on every first draw; the other charts wait in sections opened on demand.
 PRIMARY_CHARTS = ("overlap", "sym_kl", "reward")
-# The Live view's other panels, by the scope of their names.
-PANELS = {"time": "time", "system": "system"}
+# The Live view's other panels: the names of one scope each ("time/...", "system/...").
+PANELS = ("time", "system")
 
 
 def select_keys(keys: list[str]) -> dict[str, list[str]]:
@@ -82,7 +83,7 @@ def select_keys(keys: list[str]) -> dict[str, list[str]]:
         if chart is not None:
             groups[chart.group].append(k)
         elif n.kind in PANELS:
-            groups[PANELS[n.kind]].append(k)
+            groups[n.kind].append(k)
     # A branch's reward on its own domain is logged twice in phase I (`reward/mean` and
     # `reward_on/<own task>`, the same number): draw it once, as the per-domain series.
     parsed = [N.parse(k) for k in groups["reward"]]
@@ -100,6 +101,3 @@ def chart_smoothing(smoothing: float | str, group: str) -> float:
         chart = BY_GROUP.get(group)
         return chart.smoothing if chart else 0.0
     return float(smoothing)
-
-
-AUTO = "auto"

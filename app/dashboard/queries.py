@@ -151,28 +151,31 @@ def flatten_config(cfg: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def varying_fields(runs: list[Run]) -> list[str]:
-    """Config fields (dotted) whose value differs between runs, the identity fields (name,
-    group, seed) left out: what a researcher adds as Runs-table columns first."""
+def flat_configs(runs: list[Run]) -> dict[int, dict[str, Any]]:
+    """Each run's config flattened once (`dotted.key -> leaf`), by run id."""
+    return {r.id: flatten_config(r.config or {}) for r in runs}
+
+
+def offered_fields(flat: dict[int, dict[str, Any]]) -> list[str]:
+    """Every config field of `flat` (flat_configs), those whose value differs between runs
+    first (the identity fields name, group and seed not among them): what a researcher adds
+    as Runs-table columns first."""
     values: dict[str, set[str]] = {}
-    for r in runs:
-        for k, v in flatten_config(r.config or {}).items():
+    for config in flat.values():
+        for k, v in config.items():
             values.setdefault(k, set()).add(json.dumps(v, sort_keys=True, default=str))
-    return sorted(
+    varying = sorted(
         k for k, vs in values.items() if len(vs) > 1 and k not in ("name", "group", "seed")
     )
+    return varying + sorted(set(values) - set(varying))
 
 
-def config_fields(runs: list[Run]) -> list[str]:
-    """Every config field (dotted) any of `runs` has."""
-    return sorted({k for r in runs for k in flatten_config(r.config or {})})
-
-
-def with_config_columns(frame: pd.DataFrame, runs: list[Run], fields: list[str]) -> pd.DataFrame:
-    """`frame` (one row per run, column `id`) with a column per config field, placed after
-    `seed`; a run without the field gets an empty cell. Numbers stay numbers, so the
-    table sorts them as numbers."""
-    flat = {r.id: flatten_config(r.config or {}) for r in runs}
+def with_config_columns(
+    frame: pd.DataFrame, flat: dict[int, dict[str, Any]], fields: list[str]
+) -> pd.DataFrame:
+    """`frame` (one row per run, column `id`) with a column per config field of `flat`
+    (flat_configs), placed after `seed`; a run without the field gets an empty cell.
+    Numbers stay numbers, so the table sorts them as numbers."""
     out = frame.copy()
     at = list(out.columns).index("seed") + 1 if "seed" in out.columns else len(out.columns)
     for i, f in enumerate(fields):

@@ -45,13 +45,14 @@ def retention_rows(evals: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
         return pd.DataFrame(columns=COLUMNS)
     final = with_own_domain(latest_evals(benchmarks_only(evals)), runs)
     by_id = {r.id: r for r in runs}
-    experts = {r.seed: r.id for r in runs if reported_model(r) == OWN_DOMAIN}
+    reported = {r.id: reported_model(r) for r in runs}  # once per run, not per row
+    experts = {r.id for r in runs if reported[r.id] == OWN_DOMAIN}
     expert_score = {
         (by_id[int(rid)].seed, bench): score
         for rid, model, bench, score in final[["run_id", "model", "benchmark", "score"]].itertuples(
             index=False
         )
-        if int(rid) in experts.values() and model == OWN_DOMAIN
+        if int(rid) in experts and model == OWN_DOMAIN
     }
     base = base_scores(evals, runs)
     rows = []
@@ -59,7 +60,7 @@ def retention_rows(evals: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
         index=False
     ):
         run = by_id.get(int(rid))
-        if run is None or run.id in experts.values() or model != reported_model(run):
+        if run is None or run.id in experts or model != reported[run.id]:
             continue
         expert = expert_score.get((run.seed, bench))
         if expert is None:

@@ -18,9 +18,9 @@ from app.dashboard.export_view import export_panel
 from app.dashboard.labels_view import search_box, tags_notes_editor
 from app.dashboard.logview import log_tail
 from app.dashboard.queries import (
-    config_fields,
+    flat_configs,
+    offered_fields,
     status_label,
-    varying_fields,
     with_config_columns,
 )
 from app.dashboard.series import percent
@@ -42,7 +42,8 @@ def draw_runs(url: str) -> None:
     """The table, the selected run's details and its log."""
     runs = cached_runs(url)
     shown = filter_frame(cached_runs_frame(url), runs)
-    shown = with_config_columns(shown, runs, config_columns(runs))
+    flat = flat_configs(runs)  # once per refresh: the picker and the columns read it
+    shown = with_config_columns(shown, flat, config_columns(offered_fields(flat)))
     event = runs_table(shown)
     run_id = pick_run(runs, shown, event)
     run = get_store().get_run(run_id)
@@ -77,11 +78,9 @@ def filter_frame(frame: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
     return shown
 
 
-def config_columns(runs: list[Run]) -> list[str]:
+def config_columns(offered: list[str]) -> list[str]:
     """The config fields the user shows as columns (`?cols=opd.beta,schedule.rl_steps` in
     the link keeps the choice); the fields that differ between runs are offered first."""
-    offered = varying_fields(runs)
-    offered += [f for f in config_fields(runs) if f not in offered]
     key = "runs:config_cols"
     if key not in st.session_state:
         linked = [f for f in st.query_params.get("cols", "").split(",") if f in offered]

@@ -28,6 +28,7 @@ import json
 import re
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,51 +58,49 @@ def read_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 PAPER = "https://arxiv.org/abs/2604.27083"
 
 
-def base_model_name(config: dict[str, Any]) -> str | None:
-    """The base model as a Hub name, or None (the built-in demo model, a local folder that
-    names no Hub model). A local folder saved from a Hub model names it: its card's
-    `base_model`, else its config's `_name_or_path` when that is a Hub name."""
+@dataclass(frozen=True)
+class BaseModel:
+    """What the card says of the base model, read once per card."""
+
+    name: str | None  # its Hub name, or None (the demo model, a folder that names none)
+    path: str  # config model.path ("demo" for the built-in model)
+    license: str  # carried from the local base's card, else "unknown"
+
+
+def base_model_of(config: dict[str, Any]) -> BaseModel:
+    """The base model as the card names it. A Hub name as model.path is its name; a local
+    folder saved from a Hub model names it (its card's `base_model`, else its config's
+    `_name_or_path` when that is a Hub name). The license comes from the local base's card;
+    "unknown" where the card is absent or names none (a Hub base's card is not fetched: no
+    network at export)."""
     path = str(config.get("model", {}).get("path", ""))
-    if path == "demo":
-        return None
     local = Path(path).expanduser()
-    if not local.exists():
-        return path if HUB_NAME.match(path) else None
-    card = base_card_data(local)
-    named = card.get("base_model") if card else None
+    if path == "demo" or not local.exists():
+        name = path if path != "demo" and HUB_NAME.match(path) else None
+        return BaseModel(name, path, "unknown")
+    card = card_metadata(local / "README.md")
+    license_ = str(card.get("license") or "unknown")
+    named = card.get("base_model")
     if isinstance(named, str) and HUB_NAME.match(named):
-        return named
+        return BaseModel(named, path, license_)
     try:
         origin = json.loads((local / "config.json").read_text()).get("_name_or_path", "")
     except (OSError, ValueError):
-        return None
-    return (
-        origin
-        if isinstance(origin, str) and HUB_NAME.match(origin) and not Path(origin).exists()
-        else None
-    )
+        origin = ""
+    hub = isinstance(origin, str) and HUB_NAME.match(origin) and not Path(origin).exists()
+    return BaseModel(origin if hub else None, path, license_)
 
 
-def base_card_data(folder: Path) -> dict[str, Any]:
-    """The metadata of a local base model's card (README.md), {} when it has none."""
+def card_metadata(readme: Path) -> dict[str, Any]:
+    """The metadata of a model card file, {} when there is none."""
     from huggingface_hub import ModelCard
 
-    readme = folder / "README.md"
     if not readme.is_file():
         return {}
     try:
         return ModelCard.load(readme).data.to_dict()
     except Exception:  # a README that is no model card: no metadata to carry
         return {}
-
-
-def base_license(config: dict[str, Any]) -> str:
-    """The base model's license, carried from its local card; "unknown" where the card is
-    absent or names none (a Hub base's card is not fetched: no network at export)."""
-    path = str(config.get("model", {}).get("path", ""))
-    local = Path(path).expanduser()
-    found = base_card_data(local).get("license") if path != "demo" and local.exists() else None
-    return str(found) if found else "unknown"
 
 
 def training_data(config: dict[str, Any]) -> list[str]:
@@ -167,20 +166,21 @@ def eval_results(scores: dict[str, float]) -> list:
     return out
 
 
-def card_text(config: dict[str, Any], scores: dict[str, float], revision: str | None) -> str:
+def card_text(
+    config: dict[str, Any], scores: dict[str, float], revision: str | None, base: BaseModel
+) -> str:
     """The card's markdown below the metadata."""
-    base = base_model_name(config) or (
-        "the built-in demo model" if config["model"]["path"] == "demo" else "a local base model"
+    called = base.name or (
+        "the built-in demo model" if base.path == "demo" else "a local base model"
     )
     branches = ", ".join(f"`{b['name']}` ({b['task']})" for b in config.get("branches", []))
     sch = config.get("schedule", {})
-    path = str(config.get("model", {}).get("path", ""))
     lines = [
         f"# {config.get('name', 'copd model')}",
         "",
         f"Trained with copd (Co-Evolving Policy Distillation workbench), method "
-        f"`{config.get('method')}`, from {base}"
-        + ("" if path == "demo" else f" (`{path}`)")
+        f"`{config.get('method')}`, from {called}"
+        + ("" if base.path == "demo" else f" (`{base.path}`)")
         + f". Branches: {branches}; "
         f"{sch.get('cycles')} cycles of {sch.get('rl_steps')} GRPO and {sch.get('opd_steps')} "
         f"on-policy distillation steps; merge: {config.get('merge', {}).get('method')}.",
@@ -197,7 +197,7 @@ def card_text(config: dict[str, Any], scores: dict[str, float], revision: str | 
         "",
         f"Merge: `{config.get('merge', {}).get('method')}`. {hyper_parameters(config)}.",
         "",
-        f"License: `{base_license(config)}` (carried from the base model's card; `unknown` "
+        f"License: `{base.license}` (carried from the base model's card; `unknown` "
         "where that card names none: check the base model's terms).",
         "",
         f"Code revision: `{revision or 'unknown'}`.",
@@ -237,17 +237,17 @@ def model_card(
     when `adapter`)."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    path = str(config.get("model", {}).get("path", ""))
+    base = base_model_of(config)
     data = ModelCardData(
-        model_name=config.get("name"), base_model=base_model_name(config),
-        license=base_license(config), base_model_path=None if path == "demo" else path,
+        model_name=config.get("name"), base_model=base.name, license=base.license,
+        base_model_path=None if base.path == "demo" else base.path,
         datasets=[str(b.get("task")) for b in config.get("branches", [])] or None,
         library_name="peft" if adapter else "transformers", pipeline_tag="text-generation",
         tags=card_tags(config),
         eval_results=eval_results(scores) or None, code_revision=revision,
         copd_method=config.get("method"),
     )  # fmt: skip
-    text = card_text(config, scores, revision)
+    text = card_text(config, scores, revision, base)
     if adapter:
         text = text.replace(
             "model = AutoModelForCausalLM.from_pretrained(PATH_OR_REPO)",
