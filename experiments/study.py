@@ -7,6 +7,7 @@
     copd study conflict-map --db ...                     # up + down, CoPD chosen on validation
     copd study conflict --db ... --chosen copd-cross16x2 # every method on test, 8 seeds
     copd study cue-map --db ... / copd study cue --chosen ARM  # the same, fwd + back
+    copd study calibrate --db ...                        # the OPD channel vs SFT and GRPO
     copd study report                                    # study.md from what has run
 
 Stages (each a list of arms x seeds, run by experiments/pool.py two at a time with one
@@ -27,6 +28,9 @@ Compare page's grid view and the Studies page draw the map from the store):
   over MAP_SEEDS, then every method on test over FINAL_SEEDS with CoPD at its defaults and
   at `--chosen`. `cue-map` / `cue`: the same for the cue setting (presets `cue`, `*-cue`:
   fwd and back, the same opposite maps with no tag, cued by the string's first letter).
+- calibrate: how far and how fast a student moves toward frozen experts under pure OPD
+  (each variant of the update) against supervised training on their answers and GRPO,
+  on validation over MAP_SEEDS, both settings (experiments/calibrate.py).
 - capacity: a smaller base model (hidden 48, 1 layer, built locally once) on two
   domains over the same letter strings (rev, sort), where the domains compete for
   capacity: the mechanism the paper's argument rests on.
@@ -526,6 +530,11 @@ def report(out: Path, log: Callable[[str], None] = print) -> dict:
         if sig:
             parts += ["Signal balance of CoPD's updates (per update and per run):", ""]
             parts += [signal_table(sig), ""]
+    from experiments.calibrate import report_calibration
+
+    cal_parts, cal_payload = report_calibration(out, log)
+    parts += cal_parts
+    payload.update(cal_payload)
     drift_dirs = {m: list((out / "study-drift").glob(f"{m}-s*")) for m in ("copd", "expert")}
     if all(drift_dirs.values()):
         payload["drift"] = {m: drift_series(d) for m, d in drift_dirs.items()}
@@ -540,7 +549,7 @@ def report(out: Path, log: Callable[[str], None] = print) -> dict:
 # ---------------------------------------------------------------------- CLI
 def is_selection(stage: str) -> bool:
     """Whether `stage` chooses settings on validation (the maps) rather than reporting."""
-    return stage == "map" or stage.endswith("-map")
+    return stage in ("map", "calibrate") or stage.endswith("-map")
 
 
 def is_report(stage: str) -> bool:
@@ -555,6 +564,7 @@ def seeds_used(out: Path, selection: bool) -> dict[int, str]:
     for folder in sorted(out.glob("study-*")) + sorted(out.glob("final")):
         stage = folder.name.removeprefix("study-")
         stage = "map" if stage.startswith("map-") else stage
+        stage = "calibrate" if stage.startswith("calibrate-") else stage
         if (is_selection(stage) if selection else is_report(stage)) and folder.is_dir():
             for run in folder.iterdir():
                 arm, sep, seed = run.name.rpartition("-s")
@@ -603,6 +613,12 @@ def cmd_study(args) -> int:
                   "study-final", reuse=True, log=log, jobs=args.jobs)  # fmt: skip
     elif stage == "capacity":
         run_stage(CAPACITY, test[:5], out, "study-capacity", args.db, args.jobs, log)
+    elif stage == "calibrate":
+        from experiments.calibrate import SETTINGS, calibration_arms
+
+        for setting in SETTINGS:
+            arms = calibration_arms(setting)
+            run_stage(arms, val, out, f"study-calibrate-{setting}", args.db, args.jobs, log)
     elif stage == "drift":
         run_stage(DRIFT, val, out, "study-drift", args.db, args.jobs, log)
     elif stage.endswith("-map") and stage[: -len("-map")] in PAIR_SETTINGS:
@@ -624,6 +640,7 @@ def add_parser(sub) -> None:
             "final",
             "capacity",
             "drift",
+            "calibrate",
             *(f"{k}{m}" for k in PAIR_SETTINGS for m in ("-map", "")),
             "report",
         ],  # fmt: skip

@@ -24,6 +24,10 @@ TeacherWeighting = Literal["mean", "per_teacher"]
 # The OPD advantage: the paper's sampled-token log-ratio through the clipped surrogate, or
 # a direct loss: the full-vocabulary reverse KL, or the reverse KL over the teacher's top-k.
 OPDAdvantage = Literal["sampled", "full_kl", "topk"]
+# Whose samples a distilled student learns from: its own (on-policy distillation), or the
+# teacher's greedy answers (supervised, sequence-level distillation: the channel's
+# ceiling in the calibration of experiments/calibrate.py; MOPD only).
+OPDSamples = Literal["student", "teacher"]
 # Mixed GRPO's budget: the experts' combined K x T updates of `prompts_per_step` prompts,
 # or T updates (one CoPD branch's optimizer steps) of K x `prompts_per_step` prompts.
 MixedSteps = Literal["combined", "per_branch"]
@@ -42,5 +46,6 @@ MERGE_METHODS: tuple[str, ...] = get_args(MergeMethod)
 BACKEND_KINDS: tuple[str, ...] = get_args(BackendKind)
 TEACHER_WEIGHTINGS: tuple[str, ...] = get_args(TeacherWeighting)
 OPD_ADVANTAGES: tuple[str, ...] = get_args(OPDAdvantage)
+OPD_SAMPLES: tuple[str, ...] = get_args(OPDSamples)
 MIXED_STEPS: tuple[str, ...] = get_args(MixedSteps)
 TRACKERS: tuple[str, ...] = get_args(Tracker)

@@ -168,6 +168,12 @@ class RunConfig:
                 "static_direction",
                 f"write TEACHER->STUDENT with two branch names from {names}",
             )
+        check(
+            self.opd.samples == "student" or self.method == "mopd",
+            "opd.samples",
+            f"'teacher' (supervised on the teachers' answers) is a MOPD variant; use method "
+            f"'mopd', or 'student' for {self.method!r}",
+        )
         if self.backend.kind == "ray":
             check(
                 self.method == "copd",

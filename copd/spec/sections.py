@@ -18,6 +18,7 @@ from copd.spec.choices import (
     LOSS_AGGS,
     MERGE_METHODS,
     OPD_ADVANTAGES,
+    OPD_SAMPLES,
     SAMPLING_ENGINES,
     TEACHER_WEIGHTINGS,
     TEACHERS,
@@ -28,6 +29,7 @@ from copd.spec.choices import (
     LossAgg,
     MergeMethod,
     OPDAdvantage,
+    OPDSamples,
     SamplingEngine,
     Teacher,
     TeacherWeighting,
@@ -218,6 +220,9 @@ class OPDConfig:
     teacher_weighting: TeacherWeighting = "mean"  # or "per_teacher" (cross_weight each)
     advantage: OPDAdvantage = "sampled"  # or "full_kl" / "topk" (direct reverse-KL losses)
     topk: int = 16  # tokens of the teacher's distribution kept by advantage="topk"
+    # "teacher": the student learns the teacher's greedy answers by cross-entropy instead
+    # of its own samples (supervised distillation, the calibration's ceiling; MOPD only)
+    samples: OPDSamples = "student"
 
     def check(self) -> None:
         check(self.beta >= 0, "opd.beta", "must be >= 0")
@@ -227,6 +232,7 @@ class OPDConfig:
             f"use one of {TEACHER_WEIGHTINGS}",
         )
         check(self.advantage in OPD_ADVANTAGES, "opd.advantage", f"use one of {OPD_ADVANTAGES}")
+        check(self.samples in OPD_SAMPLES, "opd.samples", f"use one of {OPD_SAMPLES}")
         check(self.topk >= 1, "opd.topk", "must be >= 1, e.g. 16")
         check(self.cross_prompts_per_step >= 1, "opd.cross_prompts_per_step", "must be >= 1")
         check(self.cross_group_size >= 1, "opd.cross_group_size", "must be >= 1")
@@ -337,9 +343,18 @@ class EvalConfig:
     # The final evaluation also scores every domain's validation split ("<task>@val",
     # "overall@val"): sweeps choose settings on it; tables report the test split.
     validation: bool = True
+    # The evaluations during training: the test split ("test"), or also the validation
+    # split ("validation": learning curves a setting is chosen on; needs `validation`).
+    during: str = "test"
 
     def check(self) -> None:
         check(self.n_prompts >= 1, "eval.n_prompts", "must be >= 1")
+        check(self.during in ("test", "validation"), "eval.during", "use 'test' or 'validation'")
+        check(
+            self.during == "test" or self.validation,
+            "eval.during",
+            "'validation' needs eval.validation=true",
+        )
         check(self.pass_k >= 0, "eval.pass_k", "use 0 (off) or k >= 1")
 
 

@@ -34,9 +34,12 @@ def evaluate(
 ) -> dict[str, dict[str, float]]:
     """Accuracy of each view on every domain's held-out test split (+ "overall"); at the
     `final` evaluation with `eval.validation` also on the validation split (`<task>@val`,
-    `overall@val`), the scores settings are chosen on."""
+    `overall@val`), the scores settings are chosen on. `eval.during="validation"` scores
+    the evaluations before the final one on the validation split too (learning curves
+    that choose a setting, as the calibration's)."""
     ev = world.cfg.eval
-    splits = ["test", "validation"] if final and ev.validation else ["test"]
+    both = ev.validation and (final or ev.during == "validation")
+    splits = ["test", "validation"] if both else ["test"]
     out: dict[str, dict[str, float]] = {}
     counts = eval_counts(world) if log else {}
     with world.timer("eval"):

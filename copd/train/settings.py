@@ -27,7 +27,8 @@ class LossSettings:
     """What a loss term and an optimizer step need to know.
 
     GRPO surrogate: `clip_low`, `clip_high`, `loss_agg`, `std_normalize`, `kl_coef` (KL to
-    the base). OPD: `opd_advantage` ("sampled", "full_kl", "topk"), `beta`, `topk`, and
+    the base). OPD: `opd_advantage` ("sampled", "full_kl", "topk"), `opd_samples` ("student",
+    or "teacher": cross-entropy on the teacher's answers), `beta`, `topk`, and
     the term weights `cross_weight`, `teacher_weighting`. Sampling: `temperature` (of the
     log-probs), `max_new_tokens` (the Dr. GRPO normaliser). The step: `grad_clip`,
     `clip_per_term`, `micro_batch_rows`, `updates_per_batch`, `minibatches`.
@@ -40,6 +41,7 @@ class LossSettings:
     std_normalize: bool = True
     kl_coef: float = 0.0
     opd_advantage: str = "sampled"
+    opd_samples: str = "student"
     beta: float = 1.0
     topk: int = 16
     cross_weight: float = 1.0
@@ -68,6 +70,7 @@ class LossSettings:
             std_normalize=g.std_normalize,
             kl_coef=g.kl_coef,
             opd_advantage=o.advantage,
+            opd_samples=o.samples,
             beta=o.beta,
             topk=o.topk,
             cross_weight=o.cross_weight,

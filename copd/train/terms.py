@@ -173,7 +173,9 @@ def opd_term(
     sampled-token estimator of the reverse KL to the teacher). The direct variants
     differentiate beta * KL(student || teacher) per token instead, over the full
     vocabulary ("full_kl", exact; cheap at small vocabularies) or over the teacher's top-k
-    tokens ("topk"). `teacher_scores`: the teacher's log-probs [B, T] of the sampled tokens,
+    tokens ("topk"). With `opd_samples="teacher"` the batch holds the teacher's greedy
+    answers and the loss is the student's cross-entropy on them (supervised distillation;
+    `beta` and the clip play no part). `teacher_scores`: the teacher's log-probs [B, T] of the sampled tokens,
     or `World.score_opd`'s dict (with "full" [B, T, V] or "topk_vals"/"topk_idx" [B, T, k]).
 
     Statistics (suffixed with the teacher's name by the callers): the loss, the mean
@@ -188,7 +190,11 @@ def opd_term(
     out = logp_and_entropy(branch, batch, loss.temperature, timer, keep_logits=direct)
     logp = out[0]
     adv_B_T = opd_advantage(teacher_logp_B_T, logp, loss.beta, mask)
-    if direct:
+    if loss.opd_samples == "teacher":  # the teacher's answers: cross-entropy, no advantage
+        loss_B_T = -logp * mask
+        clipped_B_T = torch.zeros_like(mask, dtype=torch.bool)
+        adv_abs = 1.0
+    elif direct:
         kl_B_T = _reverse_kl(out[2], scores, loss.temperature, loss.opd_advantage)
         loss_B_T = loss.beta * kl_B_T * mask
         clipped_B_T = torch.zeros_like(mask, dtype=torch.bool)

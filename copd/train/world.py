@@ -169,16 +169,19 @@ class World:
         examples: list[Example],
         group_size: int,
         generator: torch.Generator | None = None,
+        greedy: bool = False,
     ) -> RolloutBatch:
         """Sample `group_size` completions per example and score them with the verifiers.
-        `generator`: the token-sampling stream (default: the world's shared `gen`)."""
-        return self.rollouts(view, [(examples, group_size)], generator)[0]
+        `generator`: the token-sampling stream (default: the world's shared `gen`);
+        `greedy`: the most likely token at every step instead (draws nothing)."""
+        return self.rollouts(view, [(examples, group_size)], generator, greedy)[0]
 
     def rollouts(
         self,
         view: PolicyView,
         requests: list[tuple[list[Example], int]],
         generator: torch.Generator | None = None,
+        greedy: bool = False,
     ) -> list[RolloutBatch]:
         """`rollout` for several (examples, group size) requests of one policy, decoded
         together in one loop (`sample_rollout_sets`), each batch scored by the verifiers."""
@@ -191,6 +194,7 @@ class World:
                 temperature=s.temperature,
                 max_new_tokens=s.max_new_tokens,
                 generator=self.gen if generator is None else generator,
+                greedy=greedy,
                 top_p=s.top_p,
                 device=view.device,
             )

@@ -20,6 +20,7 @@ requests and the finish are every loop's (loop.py).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from copd.common import names as N
@@ -68,11 +69,13 @@ def distill_stage(
     budget: Budget,
     message: str,
     step: Callable[[int], dict[str, float]],
+    evaluate: Callable[[int], object] | None = None,
 ) -> None:
     """Stage "distill" (static OPD, MOPD): after the experts, `step(offset)` makes one
     student update per global step (offset counts from the stage's start). Diagnostics and
-    checkpoints at CoPD's phase-II ends and at the end; `message` is logged once when the
-    stage starts."""
+    checkpoints at CoPD's phase-II ends and at the end; `evaluate(step)` (the student's
+    held-out scores) at every `eval_every_cycles`-th phase-II end, so the student's curve
+    is drawn as the experts' is; `message` is logged once when the stage starts."""
     sc = world.cfg.schedule
     start = budget.start_of("distill")
     if world.state.step == start:
@@ -83,14 +86,18 @@ def distill_stage(
         world.state.step += 1
         log_step(world, metrics, pos.cycle, "opd", total=budget.total)
         last = world.state.step == budget.total
-        block_end = (world.state.step - start) % max(sc.opd_steps, 1) == 0  # CoPD's phase-II end
+        done = world.state.step - start
+        block_end = done % max(sc.opd_steps, 1) == 0  # CoPD's phase-II end
+        every = sc.eval_every_cycles
         after_step(
             world,
-            acts,
+            acts if evaluate is None else replace(acts, evaluate=evaluate),
             budget.total,
             pos.cycle,
             "opd",
             measure_due=block_end or last,
+            eval_due=bool(evaluate and block_end and every)
+            and (done // max(sc.opd_steps, 1)) % every == 0,
             save_due=block_end or last,
         )
 

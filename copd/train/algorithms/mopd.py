@@ -37,7 +37,7 @@ from copd.train.algorithms.baselines import budget_for, check_policy_name
 from copd.train.algorithms.expert import distill_stage, expert_stage
 from copd.train.algorithms.loop import announce, finish, in_process
 from copd.train.algorithms.mixed import mixed_prompts, reward_by_domain
-from copd.train.evaluate import probe_logits
+from copd.train.evaluate import evaluate, probe_logits
 from copd.train.update import TermSpec, optimize, signal_due
 from copd.train.world import World
 
@@ -64,6 +64,7 @@ def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:
         f"MOPD: experts frozen; student {POLICY!r} distils {teacher_of} for "
         f"{budget.total - budget.start_of('distill')} updates",
         lambda offset: mopd_step(world, student, teacher_of, offset=offset),
+        lambda step: evaluate(world, {POLICY: student.view}, step=step),
     )
     views = {POLICY: student.view, **{b.name: b.view for b in experts}}
     extra = {"budget": budget.to_dict(), "teachers": teacher_of}
@@ -77,6 +78,8 @@ def mopd_step(
     g, o = world.cfg.grpo, world.cfg.opd
     n = g.prompts_per_step
     examples = mixed_prompts(world, n, student.name, offset * n)
+    if o.samples == "teacher":
+        return supervised_step(world, student, teacher_of, examples)
     batch = world.rollout(student.view, examples, g.group_size)
     scores = routed_logp(
         batch, teacher_of, lambda t, sub: world.score_opd(world.branch(t).view, sub)
@@ -92,6 +95,35 @@ def mopd_step(
     for term_stats in res.stats:
         stats.update(term_stats)
     stats.update(reward_by_domain(batch))
+    stats.update(res.signal)
+    stats[N.GRAD_NORM] = res.grad_norm
+    return {N.branch(student.name, k): v for k, v in stats.items()}
+
+
+def supervised_step(
+    world: World, student: Branch, teacher_of: Mapping[str, str], examples: list
+) -> dict[str, float]:
+    """`opd.samples="teacher"`: one student update by cross-entropy on each prompt's
+    greedy answer from the expert of its domain (supervised distillation, the ceiling
+    the on-policy channel is measured against; one answer per prompt, as greedy answers
+    repeat). One term per teacher, each weighted `opd.cross_weight` / teachers."""
+    o = world.cfg.opd
+    by_teacher: dict[str, list] = {}
+    for ex in examples:
+        by_teacher.setdefault(teacher_of[ex.domain], []).append(ex)
+    specs, rewards = [], {}
+    for teacher, exs in by_teacher.items():
+        view = world.branch(teacher).view
+        batch = world.rollout(view, exs, 1, greedy=True)
+        specs.append(
+            TermSpec(o.cross_weight / len(by_teacher), batch, teacher, world.score(view, batch))
+        )
+        rewards[N.reward_on(exs[0].domain)] = float(batch.rewards_B.mean())
+    res = optimize(world, student, specs, measure_signal=signal_due(world))
+    stats: dict[str, float] = {}
+    for spec, term_stats in zip(specs, res.stats, strict=True):
+        stats.update({f"{k}/{spec.teacher}": v for k, v in term_stats.items()})
+    stats.update(rewards)  # the teachers' answers' rewards: what the student is shown
     stats.update(res.signal)
     stats[N.GRAD_NORM] = res.grad_norm
     return {N.branch(student.name, k): v for k, v in stats.items()}

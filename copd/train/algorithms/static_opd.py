@@ -26,7 +26,7 @@ from copd.train import samples
 from copd.train.algorithms.baselines import budget_for
 from copd.train.algorithms.expert import distill_stage, expert_stage
 from copd.train.algorithms.loop import announce, finish, in_process
-from copd.train.evaluate import probe_logits
+from copd.train.evaluate import evaluate, probe_logits
 from copd.train.update import TermSpec, optimize, signal_due
 from copd.train.world import World
 
@@ -49,6 +49,7 @@ def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:
         f"static OPD: {teacher_name} frozen, teaching {student_name} for "
         f"{budget.total - budget.start_of('distill')} updates",
         lambda offset: distill_step(world, student, teacher),
+        lambda step: evaluate(world, {student_name: student.view}, step=step),
     )
     views = {student_name: student.view, teacher_name: teacher.view}
     extra = {
