@@ -379,3 +379,68 @@ def test_grid_parsing_and_points():
         else:
             with pytest.raises(ConfigError, match=msg):
                 parse_grid([item])
+
+
+def test_distillation_stage_scores_the_student_on_its_blocks_on_validation(tiny_cfg, tmp_path):
+    """The student's learning curve: evaluated at every evaluated phase-II block end of the
+    distillation stage (not only at the end), on validation too with eval.during."""
+    cfg = tiny_cfg("mopd", "schedule.eval_every_cycles=1", "eval.during=validation")
+    rec = Recorder()
+    run(World.build(cfg, rec), tmp_path)
+    budget = budget_for(cfg)
+    start, S = budget.start_of("distill"), cfg.schedule.opd_steps
+    steps = sorted({s for s, m, b, _ in rec.evals if m == "mopd" and b == "add@val"})
+    assert steps == list(range(start + S, budget.total + 1, S)) and len(steps) > 1
+    assert {b for s, m, b, _ in rec.evals if m == "add" and s == start} >= {"add", "add@val"}
+
+
+def test_opd_samples_teacher_is_cross_entropy_on_the_teachers_greedy_answers(tiny_cfg, tmp_path):
+    """opd.samples=teacher: each student update is the gradient of the student's token-mean
+    cross-entropy on the frozen experts' greedy answers; checked against an independent
+    autograd computation on the same answers."""
+    from copd.policy.rollout import completion_logits, sample_rollouts
+    from copd.train.algorithms.mopd import supervised_step
+
+    cfg = tiny_cfg("mopd", "opd.samples=teacher", "grpo.grad_clip=1e9")
+    world = World.build(cfg, Recorder())
+    student, teacher = world.branch("mopd"), world.branch("add")
+    with torch.no_grad():  # make the teacher differ from the student
+        for p in teacher.params:
+            p.add_(0.05 * torch.randn_like(p))
+    exs = world.prompts(teacher.task, 4, "mopd")
+    with teacher.view.use() as model:
+        answers = sample_rollouts(
+            model, world.tokenizer, exs, group_size=1, temperature=1.0,
+            max_new_tokens=cfg.sampling.max_new_tokens, greedy=True,
+        )  # fmt: skip
+    before = [p.detach().clone() for p in student.params]
+    with student.view.use() as model:
+        logits = completion_logits(model, answers).float()
+    logp = torch.log_softmax(logits, -1).gather(-1, answers.completion_ids_B_T.long()[..., None])
+    m = answers.completion_mask_B_T
+    ce = -(logp.squeeze(-1) * m).sum() / m.sum()
+    grads = torch.autograd.grad(ce, student.params, allow_unused=True)
+
+    out = supervised_step(world, student, {"add": "add", "rev": "rev"}, exs)
+    world.score_rewards(answers)
+    assert out["branch/mopd/reward_on/add"] == pytest.approx(float(answers.rewards_B.mean()))
+    # one AdamW step from fresh moments moves each weight by -lr * sign-like g / (|g| + eps):
+    # the direction of every clearly moved weight is minus the cross-entropy's gradient
+    moved = agree = 0
+    for p0, p, g in zip(before, student.params, grads, strict=True):
+        if g is None:
+            continue
+        d = (p.detach() - p0).flatten()
+        big = g.flatten().abs() > 1e-4
+        moved += int(big.sum())
+        agree += int((torch.sign(d[big]) == -torch.sign(g.flatten()[big])).sum())
+    assert moved > 100 and agree / moved > 0.99
+
+
+def test_opd_samples_teacher_is_refused_outside_mopd(tiny_cfg):
+    from copd.spec import ConfigError
+
+    with pytest.raises(ConfigError, match="opd.samples.*mopd"):
+        tiny_cfg("static_opd", "opd.samples=teacher")
+    with pytest.raises(ConfigError, match="eval.during"):
+        tiny_cfg("mopd", "eval.during=validation", "eval.validation=false")

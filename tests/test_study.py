@@ -115,3 +115,62 @@ def test_the_command_keeps_choosing_and_reporting_seeds_apart(tmp_path):
         study.check_seeds("conflict-map", [6, 7], tmp_path)
     study.check_seeds("cue", list(study.FINAL_SEEDS[1:]), tmp_path)  # disjoint: fine
     study.check_seeds("drift", [0, 100], tmp_path)  # neither chooses nor reports
+
+
+def test_calibration_arms_validate_and_choose_on_validation(tmp_path):
+    from experiments import calibrate
+
+    for setting, domains in (("pair", ("add", "rev")), ("cue", ("fwd", "back"))):
+        rows = study.jobs_for(calibrate.calibration_arms(setting), [0], tmp_path, "g")
+        cfgs = {arm: job.cfg for arm, _, job in rows}
+        assert set(cfgs) == set(calibrate.ARMS)
+        assert all(c.method == "mopd" and c.branch_names == domains for c in cfgs.values())
+        assert all(c.eval.during == "validation" for c in cfgs.values())
+        assert cfgs["sft"].opd.samples == "teacher" and cfgs["opd"].opd.samples == "student"
+        assert cfgs["opd-clip10"].grpo.grad_clip == 10
+    (tmp_path / "study-cue" / "copd-s1").mkdir(parents=True)  # a test table's seed 1
+    with pytest.raises(Exception, match=r"seeds 1 \(cue\) are in a test table"):
+        study.check_seeds("calibrate", [0, 1], tmp_path)
+
+
+def _calibration_run(path, seed, student, experts, grads, clip=1.0):
+    """A finished calibration run folder: T = 4 expert steps, the student after it."""
+    path.mkdir(parents=True)
+    cfg = {"seed": seed, "grpo": {"grad_clip": clip},
+           "branches": [{"name": "a", "task": "add"}, {"name": "r", "task": "rev"}]}  # fmt: skip
+    (path / "config.json").write_text(json.dumps(cfg))
+    stages = [{"name": "experts", "steps": 4}, {"name": "distill", "steps": 4}]
+    (path / "results.json").write_text(json.dumps({"budget": {"stages": stages}}))
+    recs = []
+    for model, per_step in [("mopd", student), *experts.items()]:
+        for step, scores in per_step.items():
+            for bench, v in scores.items():
+                recs.append({"type": "eval", "model": model, "benchmark": f"{bench}@val",
+                             "score": v, "step": step})  # fmt: skip
+    recs += [{"type": "metric", "step": 5 + i, "values": {"branch/mopd/grad_norm": g}}
+             for i, g in enumerate(grads)]  # fmt: skip
+    (path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in recs) + "\n")
+
+
+def test_calibration_report_reads_the_students_curve_and_the_gain_it_closed(tmp_path):
+    from experiments import calibrate
+
+    base = {"add": 0.4, "rev": 0.6, "overall": 0.5}
+    experts = {  # the add expert ends at 0.9 on add, the rev expert at 0.7 on rev
+        "a": {0: base, 4: {"add": 0.9, "rev": 0.1, "overall": 0.5}},
+        "r": {0: base, 4: {"add": 0.1, "rev": 0.7, "overall": 0.4}},
+    }
+    where = tmp_path / "study-calibrate-pair"
+    for seed, end in ((0, 0.6), (1, 0.7)):
+        student = {20: {"overall": 0.55}, 36: {"overall": end}}  # after 16 and 32 updates
+        _calibration_run(where / f"opd-s{seed}", seed, student, experts, [0.5, 2.0, 3.0, 0.9])
+    runs = calibrate.load(tmp_path, "pair")
+    s = calibrate.summarize(runs, lambda r: 1.0)["opd"]
+    assert s[16] == pytest.approx((0.55, 0.0)) and s[32][0] == pytest.approx(0.65)
+    assert s[64] is None and s["n"] == 2
+    # teachers' level (0.9 + 0.7) / 2 = 0.8, base 0.5: closed (0.6-0.5)/0.3 and (0.7-0.5)/0.3
+    assert s["closed"][0] == pytest.approx(0.5)
+    assert s["clipped"] == pytest.approx(0.5)  # 2.0 and 3.0 of 4 norms above clip 1
+    assert calibrate.grpo_curve(runs["opd"][0]) == {0: 0.5, 4: pytest.approx(0.8)}
+    table = calibrate.calibration_table({"opd": s})
+    assert "| opd | 0.550 ± 0.000 | 0.650 ± 0.071 | — | — | 0.500 ± 0.236 | 50% | 2 |" in table
