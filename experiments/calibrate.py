@@ -208,7 +208,7 @@ def calibration_figure(runs: dict[str, list[dict]], title: str):
 
 def report_calibration(out: Path, log: Callable[[str], None]) -> tuple[list[str], dict]:
     """Markdown parts and the payload of every calibrated setting found in `out`."""
-    from experiments.study import write_png
+    from experiments.study_report import write_png
 
     parts: list[str] = []
     payload: dict = {}

@@ -479,7 +479,7 @@ def test_every_method_is_compared_by_its_reported_model_and_unfinished_runs_are_
     # the study's report judges each run by the same model, and so does the HTML report
     from app.dashboard.queries import results_table
     from app.dashboard.report import compare_report
-    from experiments.study import primary_model, run_scores
+    from experiments.study_analysis import primary_model, run_scores
 
     for r in finished:
         scores = {m: {"add": 0.5} for m in ("add", "rev", "merged", "mixed", "mopd")}

@@ -13,7 +13,7 @@ from copd.spec import METHOD_TABLE, METHODS, OWN_DOMAIN, ConfigError, presets, r
 from copd.tools.export import card_tags
 from copd.train.algorithms.baselines import BUDGET_RULES, budget_for
 from experiments.reproduce import Arm, row_labels
-from experiments.study import overall, primary_model, run_scores
+from experiments.study_analysis import overall, primary_model, run_scores
 
 PRESET = {m: m for m in METHODS} | {"copd": "demo"}
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from experiments import study
+from experiments import study, study_analysis, study_report
 
 
 def test_final_seeds_are_disjoint_from_the_maps_and_are_the_test_stages_default(tmp_path):
@@ -64,7 +64,7 @@ def test_signal_summary_reports_per_update_spread_medians_and_skips_nan(tmp_path
     r2 = _metrics(tmp_path / "r2", [
         (7, "opd", {b + "grad_norm/grpo": 2.0, b + "grad_norm/rev": 4.0, b + "cos/rev": 0.3}),
     ])  # fmt: skip
-    sig = study.signal_summary([r1, r2])
+    sig = study_analysis.signal_summary([r1, r2])
     assert set(sig) == {"add", "all"}
     cos = sig["all"]["opd:cos/opd"]
     assert cos["updates"] == 3 and cos["runs"] == 2  # the NaN update is left out
@@ -80,7 +80,7 @@ def test_signal_summary_reports_per_update_spread_medians_and_skips_nan(tmp_path
     )  # over the updates that measured both terms
     assert sig["all"]["rl:move/grpo"]["mean"] == 0.5
     assert sig["all"]["opd:move/grpo"]["mean"] == 0.25
-    assert "| all | opd:cos/opd | 0.100 |" in study.signal_table(sig)
+    assert "| all | opd:cos/opd | 0.100 |" in study_report.signal_table(sig)
 
 
 def test_conflict_presets_share_one_model_and_settings():
