@@ -26,7 +26,7 @@ class NonFiniteWeights(RuntimeError):
 
 
 class RunFolderBusy(RuntimeError):
-    """Another live process writes the run folder (copd.runner.hold_run_folder); nothing
+    """Another live process writes the run folder (copd.train.folders.hold_run_folder); nothing
     of the run was touched."""
 
     user_error = True

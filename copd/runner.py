@@ -11,11 +11,9 @@ run lifecycle (`track_run`) are imported here, lazily, when a store is asked for
 engine imports and trains without SQLAlchemy (a GPU box with only torch/transformers/peft).
 `copd/cli.py` parses arguments and calls these functions; the experiments call them too.
 
-Run folders and resume (docs/ARCHITECTURE.md, "Run folders and resume"): a run recorded in a
-store gets a folder of its own (`new_run_dir`: created exclusively, so no other run, of this
-store or another, ever shares it). `train_run(..., resume=DIR)` continues from DIR's last
-checkpoint and first deletes what was logged after it (store rows and metrics.jsonl lines),
-so nothing is logged twice; with no checkpoint it says so and starts clean.
+Run folders (copd/train/folders.py) are never shared; `train_run(..., resume=DIR)`
+continues from DIR's last checkpoint and first deletes what was logged after it (store
+rows and metrics.jsonl lines), so nothing is logged twice.
 """
 
 from __future__ import annotations
@@ -23,17 +21,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from copd.common.names import PROGRESS
-from copd.errors import RunFolderBusy
 from copd.tools.preflight import check_run_group as check_run_group
 from copd.tools.preflight import check_run_name as check_run_name
+from copd.train.folders import hold_run_folder, new_run_dir, truncate_jsonl
+from copd.train.folders import slugify as slugify
+from copd.train.folders import unique_run_dir as unique_run_dir
+from copd.train.logger import Progress
 
 CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
 
@@ -115,46 +114,6 @@ def read_config_file(path: Path) -> dict:
     return data
 
 
-def slugify(name: str) -> str:
-    """A folder-safe slug of a run name: `CoPD demo (β=1)` -> `copd-demo-1`."""
-    slug = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-.")
-    return slug[:48] or "run"
-
-
-def new_run_dir(root: Path, run_id: int, name: str) -> Path:
-    """A fresh, empty folder `root/<id>-<slug>` for a recorded run, created here and now.
-    Run ids repeat across stores (and when a store is recreated), so when that folder exists
-    already it belongs to another run and a random suffix makes a new one: a run never
-    inherits another run's checkpoints, metrics or resume marker."""
-    import uuid
-
-    root = Path(root).expanduser().resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    base = f"{int(run_id)}-{slugify(name)}"
-    candidate = root / base
-    while True:
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            candidate = root / f"{base}-{uuid.uuid4().hex[:8]}"
-
-
-def unique_run_dir(root: Path, name: str) -> Path:
-    """A fresh folder for a run with no store: `root/<slug>`, or `root/<slug>-2`, `-3`, ...
-    when taken (created exclusively, so two runs started at once never share one)."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    base, n = slugify(name), 1
-    while True:
-        candidate = root / (base if n == 1 else f"{base}-{n}")
-        try:
-            candidate.mkdir()
-            return candidate
-        except FileExistsError:
-            n += 1
-
-
 def new_recorded_run(
     cfg, store, root: Path, method: str | None = None, tags: Sequence[str] = (), notes: str = ""
 ) -> tuple[int, Path]:
@@ -168,105 +127,11 @@ def new_recorded_run(
     return run.id, out
 
 
-def truncate_jsonl(path: Path, step: int) -> int:
-    """Drop the metric, evaluation, checkpoint and sample lines with step > `step` from a
-    metrics.jsonl (events stay); the number of lines dropped."""
-    if not path.exists():
-        return 0
-    kept, dropped = [], 0
-    for line in path.read_text().splitlines(keepends=True):
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by a kill: drop it
-            dropped += 1
-            continue
-        s = rec.get("step")
-        if rec.get("type") != "event" and isinstance(s, int) and s > step:
-            dropped += 1
-            continue
-        kept.append(line if line.endswith("\n") else line + "\n")
-    if dropped:
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(kept))
-        os.replace(tmp, path)
-    return dropped
-
-
-class Progress:
-    """Progress driven by the `run/progress` metric (a Logger): a tqdm bar on a terminal,
-    plain one-line updates (no carriage returns) when stderr is a file such as train.log."""
-
-    def __init__(self, total: int, stream=None, every_s: float = 10.0):
-        self.stream = stream or sys.stderr
-        self.total = total
-        self.tracker = None  # the run store's tracker: its heartbeat carries progress
-        self.bar = None
-        self.every_s = every_s
-        self._last = -1e9
-        if self.stream.isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=total, unit="step", dynamic_ncols=True, file=self.stream)
-
-    def log_metrics(self, metrics, *, step, cycle=0, phase=""):
-        if PROGRESS not in metrics:
-            return
-        frac = metrics[PROGRESS]
-        if self.tracker is not None:
-            self.tracker.progress = frac
-        if frac > 0:  # a baseline's loop may be longer than the schedule
-            self.total = max(self.total, round(step / frac))
-        rewards = [v for k, v in metrics.items() if k.endswith("/reward/mean")]
-        post = {"cycle": cycle, "phase": phase}
-        if rewards:
-            post["reward"] = f"{sum(rewards) / len(rewards):.3f}"
-        if self.bar is not None:
-            self.bar.total = self.total
-            self.bar.n = step
-            self.bar.set_postfix(post, refresh=False)
-            self.bar.refresh()
-            return
-        import time
-
-        now = time.monotonic()
-        if now - self._last >= self.every_s or step >= self.total:
-            self._last = now
-            extra = " ".join(f"{k}={v}" for k, v in post.items())
-            print(f"[progress] step {step}/{self.total} ({frac:.0%}) {extra}", file=self.stream)
-            self.stream.flush()
-
-    def log_eval(self, *a, **k):
-        pass
-
-    def log_event(self, message, *, level="info", step=None):
-        line = f"[{level}] {message}"
-        if self.bar is not None:
-            self.bar.write(line)
-        else:
-            print(line, file=self.stream, flush=True)
-
-    def log_checkpoint(self, path, *, step):
-        pass
-
-    def log_samples(self, rows, *, step, cycle=0, phase=""):
-        pass
-
-    def flush(self):
-        pass
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-
-
 def open_store(db: str):
     """The run store at URL `db` (SQLAlchemy; imported only here)."""
     from storage import RunStore
 
     return RunStore.from_url(db)
-
-
-LOCK_NAME = ".writer.lock"  # in a run folder, held by the process that writes it
 
 
 @contextlib.contextmanager
@@ -299,34 +164,6 @@ def recorded(
         truncate_after=truncate_after, tags=tags, notes=notes,
     ) as pair:  # fmt: skip
         yield pair
-
-
-@contextlib.contextmanager
-def hold_run_folder(out: Path) -> Iterator[None]:
-    """One writer per run folder: an exclusive lock on `out/.writer.lock` while the run
-    writes there. The OS drops it when the process dies, so a kill -9 never leaves it
-    held; a second trainer on the same folder is refused before it touches anything."""
-    import fcntl
-    import socket
-
-    f = open(out / LOCK_NAME, "a+")  # noqa: SIM115  (held for the block)
-    try:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "a process"
-            raise RunFolderBusy(
-                f"run folder {out} is being written by {holder}: one writer per run; cancel "
-                "that run first, or pass another --out"
-            ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"process {os.getpid()} on {socket.gethostname()}")
-        f.flush()
-        yield
-    finally:
-        f.close()
 
 
 @contextlib.contextmanager

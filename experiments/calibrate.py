@@ -206,12 +206,12 @@ def calibration_figure(runs: dict[str, list[dict]], title: str):
     return fig
 
 
-def report_calibration(out: Path, log: Callable[[str], None]) -> tuple[list[str], dict]:
-    """Markdown parts and the payload of every calibrated setting found in `out`."""
-    from experiments.study_report import write_png
-
+def report_calibration(out: Path) -> tuple[list[str], dict, dict]:
+    """Markdown parts, the payload and the figures (file name -> figure) of every
+    calibrated setting found in `out`."""
     parts: list[str] = []
     payload: dict = {}
+    figures: dict = {}
     for setting, preset in SETTINGS.items():
         runs = load(out, setting)
         if not runs:
@@ -220,5 +220,5 @@ def report_calibration(out: Path, log: Callable[[str], None]) -> tuple[list[str]
         payload[f"calibrate-{setting}"] = s
         title = f"Calibration of the channel, {setting} (preset {preset}; validation split)"
         parts += [f"## {title}", "", calibration_table(s), ""]
-        write_png(calibration_figure(runs, title), out / f"calibrate-{setting}.png", log)
-    return parts, payload
+        figures[f"calibrate-{setting}.png"] = calibration_figure(runs, title)
+    return parts, payload, figures

@@ -165,6 +165,8 @@ def test_calibration_report_reads_the_students_curve_and_the_gain_it_closed(tmp_
         student = {20: {"overall": 0.55}, 36: {"overall": end}}  # after 16 and 32 updates
         _calibration_run(where / f"opd-s{seed}", seed, student, experts, [0.5, 2.0, 3.0, 0.9])
     runs = calibrate.load(tmp_path, "pair")
+    parts, payload, figures = calibrate.report_calibration(tmp_path)
+    assert set(figures) == {"calibrate-pair.png"} and payload["calibrate-pair"]["opd"]["n"] == 2
     s = calibrate.summarize(runs, lambda r: 1.0)["opd"]
     assert s[16] == pytest.approx((0.55, 0.0)) and s[32][0] == pytest.approx(0.65)
     assert s[64] is None and s["n"] == 2

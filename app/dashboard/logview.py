@@ -1,7 +1,7 @@
 """A run's log as a person reads it: carriage-return progress bars collapsed.
 
 A progress bar on a terminal redraws one line with carriage returns; written to a file
-(older trainers did, before copd/runner.Progress printed plain lines off a terminal) the
+(older trainers did, before copd.train.logger.Progress printed plain lines off a terminal) the
 line holds every redraw. `collapse_cr` keeps what a terminal would show: the last segment
 of each line.
 

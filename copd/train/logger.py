@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Protocol, TextIO
 
+from copd.common.names import PROGRESS
+
 
 class Logger(Protocol):
     def log_metrics(
@@ -200,3 +202,56 @@ def _finite_or_str(v: float) -> float | str:
     if math.isinf(v):
         return "Infinity" if v > 0 else "-Infinity"
     return v
+
+
+class Progress(NullLogger):
+    """Progress driven by the `run/progress` metric (a Logger): a tqdm bar on a terminal,
+    plain one-line updates (no carriage returns) when stderr is a file such as train.log."""
+
+    def __init__(self, total: int, stream=None, every_s: float = 10.0):
+        self.stream = stream or sys.stderr
+        self.total = total
+        self.tracker = None  # the run store's tracker: its heartbeat carries progress
+        self.bar = None
+        self.every_s = every_s
+        self._last = -1e9
+        if self.stream.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="step", dynamic_ncols=True, file=self.stream)
+
+    def log_metrics(self, metrics, *, step, cycle=0, phase=""):
+        if PROGRESS not in metrics:
+            return
+        frac = metrics[PROGRESS]
+        if self.tracker is not None:
+            self.tracker.progress = frac
+        if frac > 0:  # a baseline's loop may be longer than the schedule
+            self.total = max(self.total, round(step / frac))
+        rewards = [v for k, v in metrics.items() if k.endswith("/reward/mean")]
+        post = {"cycle": cycle, "phase": phase}
+        if rewards:
+            post["reward"] = f"{sum(rewards) / len(rewards):.3f}"
+        if self.bar is not None:
+            self.bar.total = self.total
+            self.bar.n = step
+            self.bar.set_postfix(post, refresh=False)
+            self.bar.refresh()
+            return
+        now = time.monotonic()
+        if now - self._last >= self.every_s or step >= self.total:
+            self._last = now
+            extra = " ".join(f"{k}={v}" for k, v in post.items())
+            print(f"[progress] step {step}/{self.total} ({frac:.0%}) {extra}", file=self.stream)
+            self.stream.flush()
+
+    def log_event(self, message, *, level="info", step=None):
+        line = f"[{level}] {message}"
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
