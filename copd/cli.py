@@ -1,5 +1,5 @@
-"""Command line: `copd train|check|eval|merge|presets|dashboard` (+ the commands other packages
-register: `launch|runs|cancel|resume|supervise|sweep` from the dashboard's launcher,
+"""Command line: `copd train|check|eval|merge|presets|base|doctor|plan` (+ the commands other
+packages register: `dashboard|launch|runs|cancel|resume|supervise|sweep` from app/,
 `reproduce|pilot|drift` from the experiments).
 
     copd train demo --set schedule.cycles=4 --out runs/demo      # progress, results table
@@ -24,13 +24,10 @@ import argparse
 import errno
 import importlib
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
 TRUST_HELP = (
     "allow tasks given as module:factory (they import and run code named by the config); "
     "off, only the built-in domains, rg: and dataset load"
@@ -232,101 +229,6 @@ def cmd_base(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_dashboard(args: argparse.Namespace) -> int:
-    """Start the Streamlit app on 127.0.0.1 (never on a public interface by default), and a
-    `copd supervise` process beside it, so queued runs start and crashes are detected from
-    the moment the server is up, whether or not a browser has opened a page; the server
-    then starts no supervisor thread (one supervisor per dashboard; `--no-supervisor` gives
-    the thread back). Both children end with this process, even when it is SIGKILLed
-    (copd/tools/serve.py)."""
-    from copd.tools import serve
-
-    problem = serve.host_problem(args.host, args.port, allow_remote=args.allow_remote)
-    problem = problem or serve.port_problem(args.host, args.port)
-    if problem:  # before anything starts
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
-    env = dict(os.environ)
-    if args.db:
-        env["COPD_DB_URL"] = args.db
-    env.setdefault("HF_HUB_OFFLINE", "1")
-    env.setdefault("HF_DATASETS_OFFLINE", "1")
-    env.pop(serve.TRUST_ENV, None)  # only the flag opts in, not an exported variable
-    if args.trust_task_code:
-        env[serve.TRUST_ENV] = "1"
-    token = args.token
-    if not serve.is_loopback(args.host):
-        import secrets
-
-        token = token or secrets.token_urlsafe(16)
-        print(serve.remote_warning(args.host, args.port, token), file=sys.stderr)
-    env.pop(serve.TOKEN_ENV, None)
-    if token:
-        env[serve.TOKEN_ENV] = token
-    argv = [
-        sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "main.py"),
-        "--server.address", args.host, "--server.port", str(args.port),
-        "--server.headless", "true", "--browser.gatherUsageStats", "false",
-        "--client.toolbarMode", "minimal",  # no "Deploy" button: this is a local tool
-    ]  # fmt: skip
-    print(f"copd dashboard on http://{args.host}:{args.port}", file=sys.stderr)
-    supervisor = None
-    preexec = serve.die_with_parent()
-    if not args.no_supervisor:
-        sup_argv = [sys.executable, "-m", "copd", "supervise"]
-        sup_argv += ["--db", args.db] if args.db else []
-        supervisor = subprocess.Popen(
-            sup_argv, env=env, stdin=subprocess.DEVNULL, preexec_fn=preexec
-        )
-    import signal
-
-    def _stop(*_):  # SIGTERM ends both processes (the finally below), not just this one
-        raise SystemExit(143)
-
-    previous = signal.signal(signal.SIGTERM, _stop)
-    # One supervisor per dashboard: with the `copd supervise` process beside it, the
-    # Streamlit process starts no supervisor thread of its own (app/dashboard/widgets.py).
-    server_env = env if supervisor is None else {**env, "COPD_SUPERVISE": "0"}
-    try:
-        return subprocess.call(argv, env=server_env, preexec_fn=preexec)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        if supervisor is not None and supervisor.poll() is None:
-            supervisor.terminate()
-            try:
-                supervisor.wait(15)
-            except subprocess.TimeoutExpired:
-                supervisor.kill()
-
-
-def add_dashboard_parser(sub: Any) -> None:
-    """`copd dashboard`: host (loopback unless --allow-remote), port, store, token, trust."""
-    d = sub.add_parser("dashboard", help="start the Streamlit dashboard on 127.0.0.1")
-    d.add_argument("--port", type=int, default=8501)
-    d.add_argument("--host", default="127.0.0.1")
-    d.add_argument("--db", default=None, help="run store URL (default: $COPD_DB_URL or ~/.copd)")
-    d.add_argument(
-        "--no-supervisor",
-        action="store_true",
-        help="do not start `copd supervise` beside the server (another one runs already)",
-    )
-    d.add_argument(
-        "--allow-remote",
-        action="store_true",
-        help="allow a --host other than loopback (the dashboard has no login: it then asks "
-        "for an access token; an SSH tunnel is the safer way)",
-    )
-    d.add_argument(
-        "--token", default=None, help="the access token (default: generated for --allow-remote)"
-    )
-    d.add_argument(
-        "--trust-task-code",
-        action="store_true",
-        help="let the Launch page run tasks given as module:factory (code named by a form)",
-    )
-    d.set_defaults(func=cmd_dashboard)
-
-
 def add_eval_parser(sub: Any) -> None:
     """`copd eval`: copd's own accuracy of a model folder, or the harness's of a run."""
     e = sub.add_parser(
@@ -410,8 +312,6 @@ def build_parser(commands: bool = True) -> argparse.ArgumentParser:
     b.add_argument("--rebuild", action="store_true", help="build it on this machine (cached)")
     b.add_argument("--ship", metavar="DIR", help="build afresh and write a shipped copy to DIR")
     b.set_defaults(func=cmd_base)
-
-    add_dashboard_parser(sub)
 
     for name in COMMAND_MODULES:  # engine-side commands that live in their own modules
         importlib.import_module(name).register(sub)

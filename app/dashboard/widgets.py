@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pandas as pd
 import streamlit as st
 
-from copd.tools.serve import TOKEN_ENV, TRUST_ENV
+from app.control.serve import TOKEN_ENV, TRUST_ENV
 
 if TYPE_CHECKING:
     from app.control.gpus import GPU
