@@ -5,7 +5,7 @@
     watcher = AlertWatcher(store); watcher.tick()     # the supervisor's pass over the runs
     copd alerts [--run ID] [--check]                  # list them (and evaluate first)
 
-Rules (thresholds per run in the config's `alerts` section, copd/spec/sections.py):
+Rules (thresholds per run in the config's `alerts` section, copd/spec/runtime.py):
 `nonfinite` (a NaN/inf in a loss or a reward), `reward_collapse` (a branch's reward falls
 below (1 - reward_drop) x its best so far), `overlap_low` (the latest mean top-k overlap
 between a CoPD run's branches below overlap_min; independent experts drift apart by
@@ -30,7 +30,9 @@ import pandas as pd
 
 from copd.common import names as N
 from copd.spec import ConfigError
-from copd.spec.sections import AlertsConfig
+from copd.spec.runtime import (
+    AlertsConfig,
+)
 from copd.spec.serialize import from_dict
 
 if TYPE_CHECKING:

@@ -41,11 +41,13 @@ from copd.spec.overrides import (
     replace_in,
 )
 from copd.spec.run import OWN_DOMAIN, RunConfig, reported_model_of
-from copd.spec.sections import (
+from copd.spec.runtime import (
     BackendConfig,
-    BranchSpec,
     DiagnosticsConfig,
     EvalConfig,
+)
+from copd.spec.sections import (
+    BranchSpec,
     GRPOConfig,
     LoraSpec,
     MergeConfig,

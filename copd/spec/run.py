@@ -18,12 +18,14 @@ from copd.spec.choices import (
     Tracker,
 )
 from copd.spec.methods import method_info
-from copd.spec.sections import (
+from copd.spec.runtime import (
     AlertsConfig,
     BackendConfig,
-    BranchSpec,
     DiagnosticsConfig,
     EvalConfig,
+)
+from copd.spec.sections import (
+    BranchSpec,
     GRPOConfig,
     MergeConfig,
     ModelConfig,
