@@ -142,23 +142,11 @@ class ArmResult:
     seconds: float
 
 
-def reproduce(
-    seeds: Sequence[int],
-    scale: str = "full",
-    overrides: Sequence[str] = (),
-    out: str | Path = "runs/reproduce",
-    db: str | None = None,
-    group: str | None = None,
-    arms: Sequence[str] | None = None,
-    reuse: bool = False,
-    log: Callable[[str], None] = print,
-    jobs: int = 2,
-    extra_arms: Sequence[Arm] = (),
-) -> dict:
-    """Run every arm for every seed, `jobs` processes at a time; write `<out>/report.md`
-    and `<out>/results.json`; return the results dict. `reuse` takes an arm's results from
-    `<out>/runs/<arm>-s<seed>/results.json` when its config is the same instead of
-    training it again. `extra_arms` are added after the built-in ones."""
+def chosen_arms(
+    scale: str, seeds: Sequence[int], arms: Sequence[str] | None, extra_arms: Sequence[Arm]
+) -> list[Arm]:
+    """The arms to run (all, or those named by `arms`); ConfigError naming the fix for an
+    unknown scale, no seeds or an unknown arm, before anything runs."""
     if scale not in SCALES:
         raise ConfigError(f"--scale {scale!r}: use one of {sorted(SCALES)}")
     if not seeds:
@@ -168,25 +156,14 @@ def reproduce(
     if arms is not None and len(chosen) != len(set(arms)):
         known = [a.key for a in every]
         raise ConfigError(f"--arms {list(arms)}: pick from {known}")
-    all_overrides = [*SCALES[scale], *overrides]
-    # Validate every configuration before the first arm trains.
-    cfgs = {(a.key, s): arm_config(a, s, all_overrides, group) for a in chosen for s in seeds}
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    return chosen
+
+
+def collect(chosen, seeds, cfgs, out: Path, scores_of, db, reuse: bool, log) -> list[ArmResult]:
+    """Every arm x seed's result: a trained run's scores, or (a base-only arm) the base
+    model evaluated once, reused from its folder when `reuse`."""
     from copd.runner import evaluate_base, open_store
 
-    load0, t0 = os.getloadavg(), time.time()
-    trained = [
-        (a, s, Job(cfgs[a.key, s], out / "runs" / cfgs[a.key, s].name))
-        for a in chosen
-        if not a.base_only
-        for s in seeds
-    ]
-    if not reuse:
-        for _, _, job in trained:
-            (job.run_dir / "results.json").unlink(missing_ok=True)
-    log(f"[reproduce] {len(trained)} training runs, {jobs} at a time")
-    scores_of = run_pool([j for _, _, j in trained], jobs, db, log)
     results: list[ArmResult] = []
     store = open_store(db) if db else None
     for arm in chosen:
@@ -206,6 +183,45 @@ def reproduce(
             results.append(
                 ArmResult(arm, seed, scores, row_labels(arm, cfg), _run_seconds(run_dir))
             )
+    return results
+
+
+def reproduce(
+    seeds: Sequence[int],
+    scale: str = "full",
+    overrides: Sequence[str] = (),
+    out: str | Path = "runs/reproduce",
+    db: str | None = None,
+    group: str | None = None,
+    arms: Sequence[str] | None = None,
+    reuse: bool = False,
+    log: Callable[[str], None] = print,
+    jobs: int = 2,
+    extra_arms: Sequence[Arm] = (),
+) -> dict:
+    """Run every arm for every seed, `jobs` processes at a time; write `<out>/report.md`
+    and `<out>/results.json`; return the results dict. `reuse` takes an arm's results from
+    `<out>/runs/<arm>-s<seed>/results.json` when its config is the same instead of
+    training it again. `extra_arms` are added after the built-in ones."""
+    chosen = chosen_arms(scale, seeds, arms, extra_arms)
+    all_overrides = [*SCALES[scale], *overrides]
+    # Validate every configuration before the first arm trains.
+    cfgs = {(a.key, s): arm_config(a, s, all_overrides, group) for a in chosen for s in seeds}
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    load0, t0 = os.getloadavg(), time.time()
+    trained = [
+        (a, s, Job(cfgs[a.key, s], out / "runs" / cfgs[a.key, s].name))
+        for a in chosen
+        if not a.base_only
+        for s in seeds
+    ]
+    if not reuse:
+        for _, _, job in trained:
+            (job.run_dir / "results.json").unlink(missing_ok=True)
+    log(f"[reproduce] {len(trained)} training runs, {jobs} at a time")
+    scores_of = run_pool([j for _, _, j in trained], jobs, db, log)
+    results = collect(chosen, seeds, cfgs, out, scores_of, db, reuse, log)
     timing = {
         "seconds": round(time.time() - t0, 1),
         "loadavg_start": [round(x, 2) for x in load0],
