@@ -6,7 +6,8 @@
 
 Layout: entities.py (what callers see), models.py (ORM rows + NaN/inf policy), db.py (engine,
 SQLite settings, session helper), migrate.py + migrations/ (Alembic), queries.py (downsampled
-series), store.py (RunStore), logger.py (StoreLogger), tracking.py (track_run),
+series), store.py (RunStore, composed of store_runs.py, store_status.py, store_writes.py
+and store_reads.py over store_base.py), logger.py (StoreLogger), tracking.py (track_run),
 revision.py (code_revision).
 """
 

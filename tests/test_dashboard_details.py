@@ -606,7 +606,7 @@ def test_page_icons_come_from_the_bundled_icon_font():
 
 
 def test_copd_runs_rounds_progress_as_the_pages_do(tmp_path):
-    from app.control.cli_commands import format_table, run_summary
+    from app.control.run_table import format_table, run_summary
 
     store = RunStore.from_url(f"sqlite:///{tmp_path / 'cli.db'}")
     run = store.create_run("slow", "copd", RunConfig().to_dict())

@@ -22,9 +22,9 @@ import pytest
 from waits import HANG_S
 
 from app.control import procs
-from app.control.cli_commands import latest_overlap, run_summary
 from app.control.gpus import GPU, detect_gpus, parse_nvidia_smi
 from app.control.launcher import CANCEL_MARKER, Launcher, LauncherError
+from app.control.run_table import latest_overlap, run_summary
 from copd.spec import ConfigError, RunConfig
 from storage import MetricPoint, RunStore
 

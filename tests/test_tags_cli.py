@@ -159,7 +159,7 @@ def test_sweep_tags_every_run_of_the_set(tmp_path, tiny_model_dir, capsys):
 
 def test_a_tag_named_twice_takes_its_last_sign():
     """`copd tag 3 +x -x` left x (additions were applied after removals)."""
-    from app.control.cli_commands import parse_tag_changes
+    from app.control.labels_cli import parse_tag_changes
 
     assert parse_tag_changes(["+x", "-x"]) == ([], ["x"], None)
     assert parse_tag_changes(["-x", "+x", "y"]) == (["x", "y"], [], None)

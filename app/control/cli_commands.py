@@ -18,6 +18,8 @@ foreground until Ctrl-C. `copd launch` waits (ticking) until its run has started
 `--no-wait` is given. The dashboard and these commands share one code path, the Launcher.
 
 `copd.cli.build_parser` calls `register(subparsers)` (entry point `copd.commands`); nothing here imports Streamlit.
+`copd tag | note` live in labels_cli.py, `copd samples` in samples_cli.py, `copd store` in
+store_cli.py (registered from here, in this order), the `copd runs` table in run_table.py.
 """
 
 from __future__ import annotations
@@ -25,21 +27,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import math
-import re
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.control import samples_cli
+from app.control import labels_cli, samples_cli, store_cli
+from app.control.run_table import format_table, json_safe, run_summary
 
 if TYPE_CHECKING:
     from app.control.launcher import Launcher
-    from storage import Run, RunStore
-
-OVERLAP_KEY = re.compile(r"^pair/[^/]+/overlap_top10$")
 
 
 def register(subparsers: Any) -> None:
@@ -80,22 +77,7 @@ def register(subparsers: Any) -> None:
     add_store_args(p)
     p.set_defaults(func=cmd_runs)
 
-    p = subparsers.add_parser(
-        "tag", help="add (+TAG or TAG) and remove (-TAG) a run's tags; no change: show them",
-        usage="copd tag RUN [+TAG | TAG | -TAG ...] [--db URL]",
-    )  # fmt: skip
-    p.add_argument("run_id", type=int, metavar="RUN")
-    # REMAINDER: a removal `-old` reads as an option to argparse; cmd_tag parses the changes
-    p.add_argument("changes", nargs=argparse.REMAINDER, help="+TAG or TAG adds, -TAG removes")
-    p.add_argument("--db", default=None, help="run store URL (default: $COPD_DB_URL or ~/.copd)")
-    p.set_defaults(func=cmd_tag)
-
-    p = subparsers.add_parser("note", help="set (or --append to) a run's notes; no text: show them")
-    p.add_argument("run_id", type=int, metavar="RUN")
-    p.add_argument("text", nargs="?", default=None, help='the notes ("" clears them)')
-    p.add_argument("-a", "--append", metavar="TEXT", help="add TEXT as a new line instead")
-    p.add_argument("--db", default=None, help="run store URL (default: $COPD_DB_URL or ~/.copd)")
-    p.set_defaults(func=cmd_note)
+    labels_cli.register(subparsers)
 
     p = subparsers.add_parser("cancel", help="stop a run (SIGTERM, then SIGKILL after --grace)")
     p.add_argument("run_id", type=int)
@@ -118,16 +100,7 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_supervise)
 
     samples_cli.register(subparsers)
-
-    p = subparsers.add_parser("store", help="back up or check the run store (SQLite)")
-    actions = p.add_subparsers(dest="store_cmd", required=True)
-    b = actions.add_parser("backup", help="copy the store to OUT (safe while runs write)")
-    b.add_argument("out", metavar="OUT", help="the new file to write the copy to")
-    b.add_argument("--db", default=None, help="run store URL (default: $COPD_DB_URL or ~/.copd)")
-    b.set_defaults(func=cmd_store_backup)
-    c = actions.add_parser("check", help="PRAGMA integrity_check; exit 1 when damaged")
-    c.add_argument("--db", default=None, help="run store URL (default: $COPD_DB_URL or ~/.copd)")
-    c.set_defaults(func=cmd_store_check)
+    store_cli.register(subparsers)
 
 
 def add_store_args(p: argparse.ArgumentParser) -> None:
@@ -223,59 +196,6 @@ def cmd_runs(args: argparse.Namespace) -> int:
             return 0
 
 
-def parse_tag_changes(changes: list[str]) -> tuple[list[str], list[str], str | None]:
-    """`+a b -c --db URL` -> (add ["a", "b"], remove ["c"], db "URL"). Tags start with a
-    letter or digit (copd.common.tags), so a leading +/- is always the edit's sign. A tag
-    named twice takes its last sign, as the edits read left to right (`+x -x`: removed)."""
-    signs: dict[str, bool] = {}  # tag -> added
-    db = None
-    items = iter(changes)
-    for item in items:
-        if item == "--":
-            continue
-        if item == "--db":
-            db = next(items, None)
-        elif item.startswith("--db="):
-            db = item.removeprefix("--db=")
-        elif item.startswith("-"):
-            signs.pop(item[1:], None)
-            signs[item[1:]] = False
-        else:
-            tag = item.removeprefix("+")
-            signs.pop(tag, None)
-            signs[tag] = True
-    add = [t for t, added in signs.items() if added]
-    return add, [t for t, added in signs.items() if not added], db
-
-
-def cmd_tag(args: argparse.Namespace) -> int:
-    from storage import RunStore
-
-    add, remove, db = parse_tag_changes(args.changes)
-    store = RunStore.from_url(db or args.db)
-    run = store.edit_tags(args.run_id, add=add, remove=remove) if add or remove else None
-    run = run or store.get_run(args.run_id)
-    print(f"run {run.id}: {' '.join(run.tags) if run.tags else '(no tags)'}")
-    return 0
-
-
-def cmd_note(args: argparse.Namespace) -> int:
-    from copd.spec import ConfigError
-    from storage import RunStore
-
-    if args.text is not None and args.append is not None:
-        raise ConfigError("copd note: give the new notes or --append TEXT, not both")
-    store = RunStore.from_url(args.db)
-    if args.append is not None:
-        run = store.set_notes(args.run_id, args.append, append=True)
-    elif args.text is not None:
-        run = store.set_notes(args.run_id, args.text)
-    else:
-        run = store.get_run(args.run_id)
-    print(run.notes if run.notes else f"run {run.id}: (no notes)")
-    return 0
-
-
 def cmd_cancel(args: argparse.Namespace) -> int:
     launcher = launcher_from_args(args)
     run = launcher.cancel(args.run_id, grace_s=args.grace)
@@ -311,113 +231,3 @@ def cmd_supervise(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         supervise(launcher.store, launcher.runs_root, args.interval, launcher=launcher)
     return 0
-
-
-def cmd_store_backup(args: argparse.Namespace) -> int:
-    from storage.backup import backup_store, store_file
-
-    out = backup_store(args.db, Path(args.out))
-    print(f"backed up {store_file(args.db)} to {out} (integrity_check: ok)")
-    return 0
-
-
-def cmd_store_check(args: argparse.Namespace) -> int:
-    from storage.backup import check_store, store_file
-
-    path = store_file(args.db)
-    problems = check_store(args.db)
-    if not problems:
-        print(f"ok: {path}")
-        return 0
-    print(f"damaged: {path} ({len(problems)} problem(s)):", file=sys.stderr)
-    for line in problems:
-        print(f"  {line}", file=sys.stderr)
-    print(
-        "restore a copy made with `copd store backup`, or pass --db with a new store file",
-        file=sys.stderr,
-    )
-    return 1
-
-
-# ---------------------------------------------------------------------- run summaries
-def latest_overlap(store: RunStore, run_id: int) -> float | None:
-    """Mean over ordered pairs of the latest `pair/*/overlap_top10` values, or None."""
-    latest = store.latest_metrics(run_id)
-    vals = [p.value for k, p in latest.items() if OVERLAP_KEY.match(k)]
-    return sum(vals) / len(vals) if vals else None
-
-
-def run_summary(store: RunStore, run: Run) -> dict[str, Any]:
-    """The row `copd runs` shows for one run (JSON-ready)."""
-    from storage import RunStatus
-
-    end = run.ended_at or (datetime.now(timezone.utc) if run.status == RunStatus.RUNNING else None)
-    duration = (end - run.started_at).total_seconds() if run.started_at and end else None
-    return {
-        "id": run.id,
-        "name": run.name,
-        "method": run.method,
-        "group": run.group,
-        "status": str(run.status),
-        "progress": round(float(run.progress or 0.0), 4),
-        "overlap_top10": latest_overlap(store, run.id),
-        "started": run.started_at.isoformat(timespec="seconds") if run.started_at else None,
-        "duration_s": round(duration, 1) if duration is not None else None,
-        "tags": list(run.tags),
-        "notes": run.notes,
-    }
-
-
-def json_safe(value: Any) -> Any:
-    """`value` with NaN and infinities as null (JSON has neither)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
-
-
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """A fixed-width text table of `run_summary` rows."""
-    head = ["id", "name", "method", "group", "status", "progress", "overlap", "started", "duration",
-            "tags"]  # fmt: skip
-    body = []
-    for r in rows:
-        started = (
-            datetime.fromisoformat(r["started"]).astimezone().strftime("%m-%d %H:%M:%S")
-            if r["started"]
-            else "-"
-        )
-        ov = r["overlap_top10"]
-        ov = ov if ov is None or math.isfinite(ov) else None
-        body.append(
-            [
-                str(r["id"]),
-                r["name"],
-                r["method"],
-                r["group"] or "-",
-                r["status"],
-                f"{math.floor(100 * r['progress'] + 1e-9)}%",  # rounded down, as the pages
-                f"{ov:.3f}" if ov is not None else "-",
-                started,
-                _hms(r["duration_s"]),
-                ",".join(r["tags"]) or "-",
-            ]
-        )
-    if not body:
-        return "no runs"
-    widths = [max(len(x) for x in col) for col in zip(head, *body, strict=False)]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
-        for row in [head, *body]
-    ]
-    return "\n".join(lines)
-
-
-def _hms(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    s = int(seconds)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"

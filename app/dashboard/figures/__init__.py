@@ -3,7 +3,9 @@ place: pure functions of DataFrames or plain records (no Streamlit, no store), s
 unit-testable and the experiments write their PNGs with the charts the dashboard shows.
 
     base      palette, layout, log axes, phase bands and cycle lines (`shade`)
-    run       a run's curves, evaluations, timing, system; Compare's overlays
+    run       a run's curves, evaluations, timing
+    system    a run's System panels (process, host, GPUs), each axis from 0 in its unit
+    compare   Compare's overlays: a line per run, or per arm a mean with a band
     signal    the Live view's instruments: signal balance, overlap at several k
     sweep     Compare's grid view (score vs a swept field, heatmap, parallel coordinates)
               and the retention of each expert's score per method
@@ -26,17 +28,8 @@ from app.dashboard.figures.base import (
     shade,
     shaded,
 )
-from app.dashboard.figures.run import (
-    SYSTEM_AXES,
-    compare_figure,
-    eval_figure,
-    provided_system_keys,
-    series_figure,
-    system_figure,
-    system_range,
-    timing_figure,
-    timing_totals,
-)
+from app.dashboard.figures.compare import compare_figure
+from app.dashboard.figures.run import eval_figure, series_figure, timing_figure, timing_totals
 from app.dashboard.figures.signal import overlap_k_figure, signal_figure
 from app.dashboard.figures.studies import (
     drift_figure,
@@ -50,6 +43,12 @@ from app.dashboard.figures.sweep import (
     parallel_figure,
     param_figure,
     retention_figure,
+)
+from app.dashboard.figures.system import (
+    SYSTEM_AXES,
+    provided_system_keys,
+    system_figure,
+    system_range,
 )
 
 __all__ = [

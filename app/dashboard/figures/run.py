@@ -1,4 +1,5 @@
-"""A run's figures (Live and Compare): metric curves, evaluations, timing, system.
+"""A run's figures (Live and Compare): metric curves, evaluations, timing (the System
+panels are in figures/system.py, Compare's overlays in figures/compare.py).
 
 No Streamlit here, so every chart is unit-testable. Inputs are the long frames of
 `RunStore.metric_series` (after `series.with_x`, plus a `label` column naming each line)
@@ -8,7 +9,6 @@ refresh keeps the user's zoom and legend choices.
     fig = series_figure(df, title="Top-10 overlap", smoothing=0.6, schedule=schedule_of(cfg))
     fig = eval_figure(evals)            # one line per model per benchmark + "overall"
     fig = timing_figure(df)             # stacked totals of time/* per phase
-    fig = compare_figure(df, labels, arms={1: "copd", 2: "copd"}, band="std", seed_lines=True)
 """
 
 from __future__ import annotations
@@ -18,12 +18,10 @@ import math
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
 
-from app.dashboard.figures.base import base_layout, color, hex_rgba, log_axis, shade
+from app.dashboard.figures.base import base_layout, color, log_axis, shade
 from app.dashboard.series import (
     Schedule,
-    aggregate_runs,
     benchmarks_only,
     broken_line,
     ema,
@@ -256,158 +254,4 @@ def timing_figure(df: pd.DataFrame, *, revision: str = "timing") -> go.Figure:
     fig.update_layout(barmode="stack")
     base_layout(fig, "Time per phase (totals)", "seconds", "phase", revision)
     fig.update_layout(hovermode="closest")
-    return fig
-
-
-# Units of the process metrics: their axes start at 0 so a few MB of wobble on a GB-sized
-# process reads as the flat line it is; CPU percent spans at least one full core.
-SYSTEM_AXES = {
-    "system/rss_mb": "MB",
-    "system/gpu_mem_mb": "MB",
-    "system/cpu_percent": "% of one core",
-    "system/host/cpu_percent": "% of all cores",
-    "system/host/ram_used_mb": "MB",
-    "system/host/ram_percent": "%",
-}
-# The sampled GPUs' keys (system/gpu/<i>/<name>) by their name.
-GPU_AXES = {
-    "util_percent": "%", "mem_used_mb": "MB", "mem_percent": "%", "power_w": "W", "temp_c": "°C",
-}  # fmt: skip
-
-
-def system_unit(key: str) -> str | None:
-    """The unit of a system/* key, or None when it has no known one."""
-    if key in SYSTEM_AXES:
-        return SYSTEM_AXES[key]
-    parts = key.split("/")
-    if len(parts) == 4 and parts[:2] == ["system", "gpu"]:
-        return GPU_AXES.get(parts[3])
-    return None
-
-
-def provided_system_keys(df: pd.DataFrame) -> list[str]:
-    """The `system/*` keys this platform actually reports: at least one finite, nonzero
-    value (a metric the platform cannot measure arrives as all zeros or NaN, and an empty
-    axis would only suggest a problem that is not there)."""
-    out = []
-    for k in dict.fromkeys(df["key"]):
-        if not str(k).startswith("system/"):
-            continue
-        v = df.loc[df["key"] == k, "value"].to_numpy(dtype=float)
-        if np.any(np.isfinite(v) & (v != 0)):
-            out.append(str(k))
-    return out
-
-
-def system_range(key: str, values: np.ndarray) -> list[float] | None:
-    """The y range of one system panel: from 0 to 10% above the largest value (CPU: at
-    least 100%); None (auto) for a metric without a known unit."""
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    unit = system_unit(key)
-    if unit is None or v.size == 0:
-        return None
-    top = float(v.max()) * 1.1
-    if key == "system/cpu_percent" or unit in ("%", "% of all cores"):
-        top = max(top, 100.0)
-    return [0.0, top if top > 0 else 1.0]
-
-
-def system_figure(df: pd.DataFrame, *, x: str = "step", revision: str = "system") -> go.Figure:
-    """One small panel per `system/*` key the platform provides (shared x), each axis from 0
-    (see `system_range`)."""
-    keys = provided_system_keys(df)
-    if not keys:
-        return base_layout(go.Figure(), "System", "", x, revision)
-    titles = [f"{k} ({system_unit(k)})" if system_unit(k) else k for k in keys]
-    fig = make_subplots(rows=len(keys), cols=1, shared_xaxes=True, subplot_titles=titles)
-    for i, k in enumerate(keys):
-        g = df[df["key"] == k].sort_values("x" if "x" in df else "step")
-        xs = g["x"] if "x" in g else g["step"]
-        fig.add_trace(
-            go.Scatter(x=xs, y=g["value"], mode="lines", name=k, line=dict(color=color(i))),
-            row=i + 1,
-            col=1,
-        )
-        rng = system_range(k, g["value"].to_numpy(dtype=float))
-        if rng is not None:
-            fig.update_yaxes(range=rng, row=i + 1, col=1)
-    base_layout(fig, "System", "", x, revision)
-    fig.update_layout(height=160 * len(keys) + 80, showlegend=False)
-    return fig
-
-
-def compare_figure(
-    df: pd.DataFrame,
-    labels: dict[int, str],
-    *,
-    title: str,
-    arms: dict[int, str] | None = None,
-    band: str = "std",
-    smoothing: float = 0.0,
-    x: str = "step",
-    revision: str = "compare",
-    seed_lines: bool = False,
-    log_y: bool = False,
-) -> go.Figure:
-    """Overlay one metric across runs. With `arms` (run_id -> method label), runs of one
-    arm become a mean line with a shaded band (+-std, or min-max); with `seed_lines`, each
-    seed's own thin line is drawn under the band."""
-    if "x" not in df:
-        df = df.assign(x=df["step"].astype(float))
-    if not arms:
-        d = df.assign(label=df["run_id"].map(labels).fillna(df["run_id"].astype(str)))
-        return series_figure(
-            d, title=title, x=x, smoothing=smoothing, log_y=log_y, revision=revision
-        )
-    fig = go.Figure()
-    agg = aggregate_runs(df, arms)
-    for i, (arm, g) in enumerate(agg.groupby("arm", sort=True)):
-        c = color(i)
-        if seed_lines:  # first, so the band and the mean are drawn over them
-            for rid in [r for r, a in arms.items() if a == arm]:
-                r = df[df["run_id"] == rid].sort_values("x")
-                fig.add_trace(
-                    go.Scatter(
-                        x=r["x"],
-                        y=r["value"],
-                        mode="lines",
-                        line=dict(color=c, width=1),
-                        opacity=0.45,
-                        name=f"{labels.get(rid, str(rid))} (seed)",
-                        legendgroup=arm,
-                        showlegend=False,
-                    )
-                )
-        mean = ema(g["mean"].to_numpy(dtype=float), smoothing)
-        lo_v = g["mean"] - g["std"] if band == "std" else g["min"]
-        hi_v = g["mean"] + g["std"] if band == "std" else g["max"]
-        lo, hi = ema(lo_v.to_numpy(dtype=float), smoothing), ema(hi_v.to_numpy(), smoothing)
-        xs = g["x"].to_numpy(dtype=float)
-        fig.add_trace(
-            go.Scatter(
-                x=np.concatenate([xs, xs[::-1]]),
-                y=np.concatenate([hi, lo[::-1]]),
-                fill="toself",
-                fillcolor=hex_rgba(c, 0.18),
-                line=dict(width=0),
-                name=f"{arm} ({'±std' if band == 'std' else 'min–max'})",
-                legendgroup=arm,
-                hoverinfo="skip",
-            )
-        )
-        n = int(g["n"].max()) if len(g) else 0
-        fig.add_trace(
-            go.Scatter(
-                x=xs,
-                y=mean,
-                mode="lines",
-                line=dict(color=c, width=2.5),
-                name=f"{arm} mean (n={n})",
-                legendgroup=arm,
-            )
-        )
-    base_layout(fig, title, "", x, revision)
-    if log_y:
-        log_axis(fig, df)
     return fig
