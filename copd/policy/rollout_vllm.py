@@ -330,13 +330,11 @@ class _visible_device:
 # ---------------------------------------------------------------------- worker wiring
 def rollout_engine(world, branch) -> tuple[VLLMSampler | None, str]:
     """The branch's vLLM sampler when `sampling.engine` is "vllm" and it can run here, and
-    a note: "hf", "vllm", or the fallback warning. One engine per branch and world (cached
-    on the world, so building several worker groups does not build several engines)."""
+    a note: "hf", "vllm", or the fallback warning. The worker that samples for the branch
+    builds it once and owns it (copd/train/workers/local.py `LocalWorker`, a Ray actor):
+    one engine per branch worker, held nowhere else."""
     if world.cfg.sampling.engine != "vllm":
         return None, "hf"
-    cache = vars(world).setdefault("_vllm_samplers", {})
-    if branch.name in cache:
-        return cache[branch.name]
     reason = unavailable_reason(branch.device, world.tokenizer)
     sampler = None
     if reason is None:
@@ -350,14 +348,12 @@ def rollout_engine(world, branch) -> tuple[VLLMSampler | None, str]:
             )
         except ImportError as e:  # installed but broken (CUDA/torch mismatch, ...)
             reason = f"importing vllm failed ({e})"
-    cache[branch.name] = (sampler, "vllm" if sampler else FALLBACK.format(reason=reason))
-    return cache[branch.name]
+    return sampler, "vllm" if sampler else FALLBACK.format(reason=reason)
 
 
 def report_engines(world, notes: dict[str, str]) -> None:
-    """Log each distinct fallback warning once per world (notes: branch -> engine note)."""
-    seen = vars(world).setdefault("_vllm_reported", set())
+    """Log each distinct fallback warning once (notes: branch -> engine note), when a
+    worker group is built (once per run)."""
     for note in dict.fromkeys(notes.values()):
-        if note not in ("hf", "vllm") and note not in seen:
-            seen.add(note)
+        if note not in ("hf", "vllm"):
             world.logger.log_event(note, level="warning", step=world.state.step)

@@ -37,7 +37,7 @@ def evaluate(
     `overall@val`), the scores settings are chosen on. `eval.during="validation"` scores
     the evaluations before the final one on the validation split too (learning curves
     that choose a setting, as the calibration's)."""
-    ev = world.cfg.eval
+    ev = world.evaluation
     both = ev.validation and (final or ev.during == "validation")
     splits = ["test", "validation"] if both else ["test"]
     out: dict[str, dict[str, float]] = {}
@@ -70,7 +70,7 @@ def distinct(examples: Iterable) -> list:
 
 def eval_examples(world, task, split: str) -> list:
     """The distinct examples of `split` that a score is taken over (up to eval.n_prompts)."""
-    return distinct(task.split_examples(split, world.cfg.eval.n_prompts))
+    return distinct(task.split_examples(split, world.evaluation.n_prompts))
 
 
 def eval_counts(world) -> dict[str, int]:
@@ -87,7 +87,7 @@ def eval_counts(world) -> dict[str, int]:
 
 
 def _split_scores(world, view: PolicyView, split: str, step: int) -> dict[str, float]:
-    ev = world.cfg.eval
+    ev = world.evaluation
     name = (lambda b: b) if split == "test" else N.val_bench
     scores = {}
     for task in world.tasks.values():
@@ -109,23 +109,24 @@ def _accuracy(world, view: PolicyView, examples) -> float:
             world.tokenizer,
             world.task_of(examples[0]),
             examples,
-            max_new_tokens=world.cfg.sampling.max_new_tokens,
-            greedy=world.cfg.eval.greedy,
-            generator=torch.Generator().manual_seed(world.cfg.seed),
+            max_new_tokens=world.evaluation.max_new_tokens,
+            greedy=world.evaluation.greedy,
+            generator=torch.Generator().manual_seed(world.evaluation.seed),
             device=view.device,
         )
 
 
 def _pass_at_k(world, view: PolicyView, examples, k: int, step: int) -> float:
-    gen = torch.Generator().manual_seed(world.cfg.seed * 1_000_003 + step)
+    ev = world.evaluation
+    gen = torch.Generator().manual_seed(ev.seed * 1_000_003 + step)
     with view.use() as model:
         batch = sample_rollouts(
             model,
             world.tokenizer,
             examples,
             group_size=k,
-            temperature=world.cfg.sampling.temperature,
-            max_new_tokens=world.cfg.sampling.max_new_tokens,
+            temperature=ev.temperature,
+            max_new_tokens=ev.max_new_tokens,
             generator=gen,
             device=view.device,
         )
@@ -137,10 +138,10 @@ def _pass_at_k(world, view: PolicyView, examples, k: int, step: int) -> float:
 
 def probe_examples(world):
     """A fixed probe set: `diagnostics.n_prompts` training-distribution prompts per domain."""
-    rng = random.Random(f"probe:{world.cfg.seed}")
+    rng = random.Random(f"probe:{world.evaluation.seed}")
     out = []
     for task in world.tasks.values():
-        out += task.sample(rng, world.cfg.diagnostics.n_prompts)
+        out += task.sample(rng, world.evaluation.probe_prompts)
     return out
 
 
@@ -164,15 +165,16 @@ def probe_logits(view: PolicyView, batch: RolloutBatch) -> torch.Tensor:
 def probe_rollout(world, view: PolicyView, examples, step: int) -> RolloutBatch:
     """One policy's diagnostics probe: samples seeded from (seed, step), so every student
     (and either back end) draws from the same stream; the sampler keeps its own logits."""
-    gen = torch.Generator().manual_seed(world.cfg.seed * 7919 + step)
+    ev = world.evaluation
+    gen = torch.Generator().manual_seed(ev.seed * 7919 + step)
     with view.use() as model:
         return sample_rollouts(
             model,
             world.tokenizer,
             examples,
-            group_size=world.cfg.diagnostics.samples_per_prompt,
-            temperature=world.cfg.sampling.temperature,
-            max_new_tokens=world.cfg.sampling.max_new_tokens,
+            group_size=ev.probe_samples,
+            temperature=ev.temperature,
+            max_new_tokens=ev.max_new_tokens,
             generator=gen,
             device=view.device,
             keep_logits=True,
@@ -229,9 +231,9 @@ def overlap_diagnostics(
     its sampler kept no logits, or BASE).
     `samples_out`: when given, each student's recorded samples (copd/train/samples.py) are
     appended to it, scored by the same logits."""
-    d = world.cfg.diagnostics
+    d = world.evaluation
     ks = sorted({d.top_k, *d.extra_k})
-    temp = world.cfg.sampling.temperature
+    temp = d.temperature
     metrics: dict[str, float] = {}
     for student, batch in probes(probe_examples(world), step):
         peers = [t for t in names if t != student] + ([BASE] if d.vs_base else [])

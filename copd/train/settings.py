@@ -1,12 +1,14 @@
-"""The loss settings of a run as one frozen value, built once from the config.
+"""The loss and the evaluation settings of a run as frozen values, built once from the config.
 
     loss = LossSettings.from_config(cfg, skip_zero_advantage=True)   # World.build does this
     term = grpo_term(branch, batch, loss, timer)                     # copd/train/terms.py
+    world.evaluation = EvalSettings.from_config(cfg)                 # copd/train/evaluate.py
 
 The loss terms (copd/train/terms.py) and the update step (copd/train/update.py) read
 these fields and nothing else of the config: the `grpo`, `opd` and `sampling` sections
 that shape a loss or an optimizer step, with the zero-advantage skip already decided for
-the model at hand (`zero_advantage_skippable`).
+the model at hand (`zero_advantage_skippable`). Evaluation and the overlap diagnostics
+read `EvalSettings` (the `eval`, `diagnostics` and decoding fields) the same way.
 """
 
 from __future__ import annotations
@@ -101,3 +103,49 @@ def zero_advantage_skippable(cfg: RunConfig, tokenizer: object, base_module: obj
         return False
     config = hf_model(base_module).config
     return not any(getattr(config, k, None) for k in _MOE_CONFIG_KEYS)
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """What held-out evaluation and the overlap diagnostics read (copd/train/evaluate.py),
+    built once from the config as `LossSettings` is (`World.evaluation`).
+
+    Evaluation: `n_prompts` per split, `greedy` (else one sample at T = 1), `pass_k`,
+    `validation` (the final evaluation also scores the validation split) and `during`
+    ("validation": the evaluations before it too). Decoding: `max_new_tokens` and the
+    sampling `temperature` (pass@k and the probes). Diagnostics: `top_k` and `extra_k`
+    (the overlaps), `probe_prompts` per domain x `probe_samples` each, `vs_base`. `seed`:
+    every evaluation and probe stream is seeded from it (and the step)."""
+
+    seed: int = 0
+    n_prompts: int = 128
+    greedy: bool = True
+    pass_k: int = 0
+    validation: bool = True
+    during: str = "test"
+    max_new_tokens: int = 8
+    temperature: float = 1.0
+    top_k: int = 10
+    extra_k: tuple[int, ...] = (1, 5)
+    probe_prompts: int = 16
+    probe_samples: int = 2
+    vs_base: bool = True
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> EvalSettings:
+        ev, d, s = cfg.eval, cfg.diagnostics, cfg.sampling
+        return cls(
+            seed=cfg.seed,
+            n_prompts=ev.n_prompts,
+            greedy=ev.greedy,
+            pass_k=ev.pass_k,
+            validation=ev.validation,
+            during=ev.during,
+            max_new_tokens=s.max_new_tokens,
+            temperature=s.temperature,
+            top_k=d.top_k,
+            extra_k=tuple(d.extra_k),
+            probe_prompts=d.n_prompts,
+            probe_samples=d.samples_per_prompt,
+            vs_base=d.vs_base,
+        )

@@ -43,7 +43,7 @@ from copd.spec import RunConfig
 from copd.tasks import Example, Task, get_task
 from copd.tasks.media import check_task_media
 from copd.train.logger import Logger, NullLogger
-from copd.train.settings import LossSettings, zero_advantage_skippable
+from copd.train.settings import EvalSettings, LossSettings, zero_advantage_skippable
 
 
 class Timer:
@@ -109,7 +109,12 @@ class World:
     # per branch draw the same tokens.
     gens: dict[str, torch.Generator] = field(default_factory=dict)
     loss: LossSettings = field(default_factory=LossSettings)  # what the loss terms read
+    evaluation: EvalSettings | None = None  # what evaluation and diagnostics read (built once)
     state: TrainState = field(default_factory=TrainState)
+
+    def __post_init__(self) -> None:
+        if self.evaluation is None:
+            self.evaluation = EvalSettings.from_config(self.cfg)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -148,10 +153,11 @@ class World:
 
     def reconfigure(self, cfg: RunConfig) -> None:
         """Swap in another config of the same run (a study varying the temperature, a
-        benchmark toggling a knob) and rebuild the loss settings from it."""
+        benchmark toggling a knob) and rebuild the loss and evaluation settings from it."""
         self.cfg = cfg
         skip = zero_advantage_skippable(cfg, self.tokenizer, self.base.module)
         self.loss = LossSettings.from_config(cfg, skip)
+        self.evaluation = EvalSettings.from_config(cfg)
 
     def branch(self, name: str) -> Branch:
         return next(b for b in self.branches if b.name == name)
