@@ -6,7 +6,7 @@ import dataclasses
 
 import streamlit as st
 
-from app.control.sweep import launch_sweep
+from app.control.sweep_cli import launch_sweep
 from app.dashboard.forms import build_config, free_group_name, parse_seeds
 from app.dashboard.launch_form import (
     branch_editor,

@@ -5,7 +5,7 @@ training; Fig. 2c/d, 4a/b). Produced by `copd pilot --db`, `copd drift`, `copd r
 import pandas as pd
 import streamlit as st
 
-from app.dashboard import figures, studies
+from app.dashboard import figures, studies_data
 from app.dashboard.widgets import cached_runs, csv_button, db_url, empty_state, get_store, plot
 from storage import RunStatus
 
@@ -19,18 +19,18 @@ store = get_store()
 
 # ---------------------------------------------------------------- pilot
 st.header("Pilot: OPD gain vs top-k overlap")
-pilots = studies.pilot_runs(runs)
+pilots = studies_data.pilot_runs(runs)
 if not pilots:
     st.info("No pilot study yet: run `copd pilot --db URL` (one run per seed, method 'pilot').")
 else:
     groups = sorted({r.group or "(no group)" for r in pilots})
     group = st.selectbox("Pilot group", groups, key="studies:pilot_group")
     chosen = [r for r in pilots if (r.group or "(no group)") == group]
-    points = studies.pilot_points(store, [r.id for r in chosen])
+    points = studies_data.pilot_points(store, [r.id for r in chosen])
     if not points:
         st.info("These pilot runs have no points yet.")
     else:
-        fit = studies.fit_of(points)
+        fit = studies_data.fit_of(points)
         c1, c2, c3, c4 = st.columns(4)
         c1.metric("Pearson r", "n/a" if pd.isna(fit["r"]) else f"{fit['r']:.3f}")
         c2.metric("N (students)", fit["n"])
@@ -59,7 +59,7 @@ if choice == "(pick runs)":
 else:
     drift_runs = [r for r in runs if r.group == choice and r.method in ("expert", "copd")]
 drift_runs = [r for r in drift_runs if len((r.config or {}).get("branches", [])) >= 2]
-df = studies.drift_series(store, drift_runs)
+df = studies_data.drift_series(store, drift_runs)
 if df.empty:
     st.info(
         "No overlap / symmetric-KL diagnostics in these runs (expert and CoPD runs log "

@@ -279,7 +279,7 @@ def sweep_env(tmp_path):
 
 
 def test_launch_sweep_queues_every_preset_for_every_seed_in_one_group(sweep_env):
-    from app.control.sweep import launch_sweep
+    from app.control.sweep_cli import launch_sweep
     from copd.spec import ConfigError
     from copd.spec.sweep import sweep_configs
 

@@ -6,14 +6,14 @@ seed, queued in one click (Home's "Launch the demo", and the empty states of eve
 The Live view overlays the group's runs: overlap and symmetric KL between the branches,
 CoPD against independent experts (the paper's Fig. 4a/b), drawing as they train. The
 configs come from `copd.spec.sweep.sweep_configs` and are queued all or nothing by
-`app.control.sweep.launch_sweep`, like any ablation set.
+`app.control.sweep_cli.launch_sweep`, like any ablation set.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from app.control.sweep import launch_sweep
+from app.control.sweep_cli import launch_sweep
 from copd.spec.sweep import sweep_configs
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ so budgets follow the recorded rules (copd/train/algorithms/baselines.py). A gri
 of `--set` overrides; the swept values stay readable from each run's config (the Compare
 page finds the swept keys as the fields that differ across the group). Every config is
 validated before anything is queued: an error names the preset, the grid point and the
-field, and nothing of the set is recorded. `copd sweep` (app/control/sweep.py), the Launch page and
+field, and nothing of the set is recorded. `copd sweep` (app/control/sweep_cli.py), the Launch page and
 `copd reproduce` all build their configs here.
 """
 

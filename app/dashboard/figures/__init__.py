@@ -29,6 +29,12 @@ from app.dashboard.figures.base import (
     shaded,
 )
 from app.dashboard.figures.compare import compare_figure
+from app.dashboard.figures.grid import (
+    heatmap_figure,
+    parallel_figure,
+    param_figure,
+    retention_figure,
+)
 from app.dashboard.figures.run import eval_figure, series_figure, timing_figure, timing_totals
 from app.dashboard.figures.signal import overlap_k_figure, signal_figure
 from app.dashboard.figures.studies import (
@@ -37,12 +43,6 @@ from app.dashboard.figures.studies import (
     results_figure,
     study_drift_figure,
     study_map_figure,
-)
-from app.dashboard.figures.sweep import (
-    heatmap_figure,
-    parallel_figure,
-    param_figure,
-    retention_figure,
 )
 from app.dashboard.figures.system import (
     SYSTEM_AXES,
