@@ -18,6 +18,7 @@ import pandas as pd
 import streamlit as st
 
 from app.dashboard import figures
+from app.dashboard.bench_data import bench_markdown, benchmark_results
 from app.dashboard.labels_view import search_box
 from app.dashboard.links import absent_compare, runs_param, url_run_ids
 from app.dashboard.queries import (
@@ -46,6 +47,7 @@ from app.dashboard.widgets import (
     run_label,
 )
 from copd.common.names import VAL_SUFFIX
+from copd.common.tables import PaperTable
 from storage import Run, RunStatus
 
 
@@ -72,6 +74,7 @@ def draw_compare(url: str, runs: list[Run]) -> None:
     ctl = controls(has_seeds=len(set(arms.values())) < len(arms))
     figs = metric_overlays(url, ids, labels, arms if ctl.aggregate else None, ctl)
     table, split = results_section(url, ids, chosen, arms if ctl.aggregate else None)
+    benchmarks_section(url, ids, chosen, arms if ctl.aggregate else None)
     retention_section(url, ids, chosen, ctl.fmt)  # where the group holds independent experts
     grid = draw_grid_view(url, chosen, ctl.fmt)  # a group whose runs differ in config fields
     diff = config_diff_section(chosen, labels)
@@ -243,6 +246,27 @@ def results_section(
     csv_button(format_results(table), "CSV: results table", "results.csv", "csv:results")
     csv_button(evals, "CSV: all evaluations", "evaluations.csv", "csv:evals")
     return table, split
+
+
+def benchmarks_section(
+    url: str, ids: tuple[int, ...], chosen: list[Run], arms: dict[int, str] | None
+) -> PaperTable | None:
+    """The configured benchmarks (apart from the training domains) in the paper's layout,
+    from each finished run's final evaluation; nothing where no run has one."""
+    evals = cached_evals(url, ids)
+    finished, _ = settled(chosen, evals)
+    table = benchmark_results(evals, finished, arms)
+    if table is None:
+        return None
+    st.subheader("Benchmarks: columns grouped by capability, final evaluation")
+    st.caption(
+        "The runs' configured benchmarks (config `benchmarks`), scored apart from the "
+        "training domains: each benchmark under its capability, the group's average, then "
+        "Overall = mean over every benchmark (per seed, then over seeds). Best per column "
+        "in bold." + (" Cells: mean ± std over seeds." if arms else "")
+    )
+    st.markdown(bench_markdown(table))
+    return table
 
 
 def retention_section(url: str, ids: tuple[int, ...], chosen: list[Run], fmt: str) -> None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from copd.common.names import VAL_SUFFIX
+from copd.common.names import BENCH_SUFFIX, VAL_SUFFIX
 
 SERIES_COLUMNS = ["run_id", "key", "scope", "step", "cycle", "phase", "value", "wall_time"]
 
@@ -303,12 +303,15 @@ def benchmarks_only(evals: pd.DataFrame, split: str = "test") -> pd.DataFrame:
     """The per-domain rows of one split: drop what a trainer logged as "overall" (the
     dashboard recomputes it as the mean over the real benchmarks, so it must not count as
     one of them), and keep either the test rows or the final evaluation's validation rows
-    (`<task>@val`), never both, so a mean over benchmarks never mixes the splits."""
+    (`<task>@val`), never both, so a mean over benchmarks never mixes the splits. The
+    configured benchmarks (`<name>@bench`) are not domains: they are left out here and laid
+    out by capability in their own table (app/dashboard/bench_data.py)."""
     if evals.empty:
         return evals
     bench = evals["benchmark"].astype(str)
     val = bench.str.endswith(VAL_SUFFIX)
     keep = ~bench.str.lower().str.startswith("overall") & (val if split == "validation" else ~val)
+    keep &= ~bench.str.endswith(BENCH_SUFFIX)  # configured benchmarks: their own table
     return evals[keep]
 
 

@@ -49,6 +49,21 @@ def val_bench(bench: str) -> str:
     return f"{bench}{VAL_SUFFIX}"
 
 
+BENCH_SUFFIX = "@bench"  # a benchmark apart from the training domains: "sort-cap@bench"
+
+
+def bench_key(name: str) -> str:
+    """The evaluation name of a configured benchmark (`benchmarks` of a run config), kept
+    apart from the training domains' scores and their Overall: bench_key("gsm8k") ->
+    "gsm8k@bench"."""
+    return f"{name}{BENCH_SUFFIX}"
+
+
+def is_bench_key(key: str) -> bool:
+    """Whether an evaluation name is a configured benchmark's score (`bench_key`)."""
+    return key.endswith(BENCH_SUFFIX)
+
+
 def is_test_bench(bench: str) -> bool:
     """A per-domain held-out test score (not overall, not pass@k, not validation)."""
     return bench.lower() != "overall" and "@" not in bench

@@ -18,7 +18,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from copd.common.names import VAL_SUFFIX, is_test_bench
+from copd.common.names import BENCH_SUFFIX, VAL_SUFFIX, is_bench_key, is_test_bench
 from copd.common.stats import mean_std
 
 OVERALL = "Overall"
@@ -115,4 +115,42 @@ def paper_table(
             if own:
                 cols.setdefault(OVERALL, []).append(sum(own.values()) / len(own))
         table.rows[label] = cols
+    return table
+
+
+def benchmark_table(
+    per_seed: Mapping[str, Sequence[Mapping[str, float]]], capability: Mapping[str, str]
+) -> PaperTable:
+    """The configured benchmarks in the paper's layout: per capability (the column group,
+    in the order of `capability`: benchmark name -> capability), each benchmark as
+    "<capability> · <name>", then the group's average "<capability> · avg"; then Overall,
+    the mean over every benchmark. Averages are taken per seed, then over seeds, as the
+    domains' Overall is. `per_seed`: per row label, one {"<name>@bench": score} dict per
+    seed (other keys are ignored)."""
+    groups: dict[str, list[str]] = {}
+    for name, cap in capability.items():
+        groups.setdefault(cap or "other", []).append(name)
+    cols = [
+        c
+        for cap, names in groups.items()
+        for c in (*(f"{cap} · {n}" for n in names), f"{cap} · avg")
+    ]
+    table = PaperTable(cols)
+    for label, runs in per_seed.items():
+        cells: dict[str, list[float]] = {}
+        for scores in runs:
+            own = {
+                k.removesuffix(BENCH_SUFFIX): float(v) for k, v in scores.items() if is_bench_key(k)
+            }
+            if not own:
+                continue
+            for cap, names in groups.items():
+                vals = [own[n] for n in names if n in own]
+                for n in names:
+                    if n in own:
+                        cells.setdefault(f"{cap} · {n}", []).append(own[n])
+                if vals:
+                    cells.setdefault(f"{cap} · avg", []).append(sum(vals) / len(vals))
+            cells.setdefault(OVERALL, []).append(sum(own.values()) / len(own))
+        table.rows[label] = cells
     return table

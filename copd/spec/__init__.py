@@ -43,6 +43,7 @@ from copd.spec.overrides import (
 from copd.spec.run import OWN_DOMAIN, RunConfig, reported_model_of
 from copd.spec.runtime import (
     BackendConfig,
+    BenchmarkSpec,
     DiagnosticsConfig,
     EvalConfig,
 )
@@ -76,6 +77,7 @@ __all__ = [
     "TEACHERS",
     "TOPOLOGIES",
     "BackendConfig",
+    "BenchmarkSpec",
     "BranchSpec",
     "ConfigError",
     "DiagnosticsConfig",

@@ -21,6 +21,7 @@ from copd.spec.methods import method_info
 from copd.spec.runtime import (
     AlertsConfig,
     BackendConfig,
+    BenchmarkSpec,
     DiagnosticsConfig,
     EvalConfig,
 )
@@ -78,6 +79,8 @@ class RunConfig:
     backend: BackendConfig = field(default_factory=BackendConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
     task_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per task kwargs
+    # Benchmarks scored apart from the training domains, at every evaluation (runtime.py)
+    benchmarks: tuple[BenchmarkSpec, ...] = ()
     # A `module:factory` task imports and calls code named by the config; off, only the
     # built-in domains, `rg:` and `dataset` load (like trust_remote_code; `--trust-task-code`).
     trust_task_code: bool = False
@@ -120,8 +123,17 @@ class RunConfig:
         for section in (self.topology, self.merge, self.eval, self.diagnostics, self.backend):
             section.check()
         self.alerts.check()
+        self.check_benchmarks()
         self.check_cross_fields()
         return self
+
+    def check_benchmarks(self) -> None:
+        """Each benchmark checks itself; names are unique and apart from the training
+        tasks' and "overall" (a benchmark's scores are `<name>@bench`)."""
+        names = [b.name for b in self.benchmarks]
+        for b in self.benchmarks:
+            b.check()
+        check(len(set(names)) == len(names), "benchmarks", f"names must be unique: {names}")
 
     def check_cross_fields(self) -> None:
         """Rules that read more than one section."""

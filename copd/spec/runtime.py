@@ -142,3 +142,35 @@ class AlertsConfig:
         check(self.reward_min_best >= 0, "alerts.reward_min_best", "must be >= 0")
         check(0 <= self.overlap_min <= 1, "alerts.overlap_min", "use 0 (off) to 1")
         check(self.stall_s >= 0, "alerts.stall_s", "use 0 (off) or seconds")
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """A benchmark scored apart from the training domains (the paper's tables: MathVista,
+    MATH-500, ... grouped by the capability they measure).
+
+    `task` is a task string as a branch takes: a built-in domain (`sort`), a data file
+    (`dataset#label`, its path, field mapping, verifier, prompt template and system prompt
+    in `task_options`; the whole file is the benchmark unless its options name an
+    `eval_path`) or a reasoning-gym dataset (`rg:<name>`). `capability` is the table's
+    column group; `n_prompts` caps its size (0: `eval.n_prompts`); `pass_k` scores pass@k
+    with k samples at the sampling temperature (0: greedy, as `eval.greedy`);
+    `system_prompt` replaces every example's system prompt (empty: the task's own)."""
+
+    name: str
+    task: str
+    capability: str = ""
+    n_prompts: int = 0
+    pass_k: int = 0
+    system_prompt: str = ""
+
+    def check(self) -> None:
+        where = f"benchmarks[{self.name}]"
+        check(
+            bool(self.name) and "@" not in self.name and "/" not in self.name,
+            f"{where}.name",
+            "name it with letters, digits, '-', '_' or '.' (no '@' or '/')",
+        )
+        check(bool(self.task), f"{where}.task", "name a built-in task, dataset#LABEL or rg:NAME")
+        check(self.n_prompts >= 0, f"{where}.n_prompts", "use 0 (eval.n_prompts) or a count")
+        check(self.pass_k >= 0, f"{where}.pass_k", "use 0 (greedy) or k >= 1")

@@ -26,6 +26,7 @@ from copd.math.diagnostics import pair_diagnostics
 from copd.policy.models import PolicyView
 from copd.policy.rollout import RolloutBatch, accuracy, completion_logits, sample_rollouts
 from copd.train import samples
+from copd.train.benchmarks import benchmark_counts, benchmark_scores, distinct
 
 
 @torch.inference_mode()
@@ -56,18 +57,6 @@ def evaluate(
     return out
 
 
-def distinct(examples: Iterable) -> list:
-    """The examples with each (prompt, answer) once, in first-seen order: a split smaller
-    than `eval.n_prompts` (add's validation split holds 52 inputs at difficulty 2) repeats
-    its inputs to fill the request, and scoring a repeat again would weight it twice."""
-    seen, out = set(), []
-    for ex in examples:
-        if (ex.prompt, ex.answer) not in seen:
-            seen.add((ex.prompt, ex.answer))
-            out.append(ex)
-    return out
-
-
 def eval_examples(world, task, split: str) -> list:
     """The distinct examples of `split` that a score is taken over (up to eval.n_prompts)."""
     return distinct(task.split_examples(split, world.evaluation.n_prompts))
@@ -83,7 +72,7 @@ def eval_counts(world) -> dict[str, int]:
                 out[key] = len(eval_examples(world, task, split))
             except NotImplementedError:  # a task without a validation split
                 continue
-    return out
+    return {**out, **benchmark_counts(world)}
 
 
 def _split_scores(world, view: PolicyView, split: str, step: int) -> dict[str, float]:
@@ -99,6 +88,8 @@ def _split_scores(world, view: PolicyView, split: str, step: int) -> dict[str, f
             )
     benches = [scores[name(t.name)] for t in world.tasks.values()]
     scores[name("overall")] = sum(benches) / len(benches)
+    if split == "test":  # the configured benchmarks, apart from the domains and Overall
+        scores.update(benchmark_scores(world, view, step))
     return scores
 
 

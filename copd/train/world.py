@@ -42,6 +42,7 @@ from copd.policy.rollout import (
 from copd.spec import RunConfig
 from copd.tasks import Example, Task, get_task
 from copd.tasks.media import check_task_media
+from copd.train.benchmarks import build_benchmarks
 from copd.train.logger import Logger, NullLogger
 from copd.train.settings import EvalSettings, LossSettings, zero_advantage_skippable
 
@@ -110,6 +111,7 @@ class World:
     gens: dict[str, torch.Generator] = field(default_factory=dict)
     loss: LossSettings = field(default_factory=LossSettings)  # what the loss terms read
     evaluation: EvalSettings | None = None  # what evaluation and diagnostics read (built once)
+    benchmarks: dict = field(default_factory=dict)  # name -> Benchmark (copd/train/benchmarks.py)
     state: TrainState = field(default_factory=TrainState)
 
     def __post_init__(self) -> None:
@@ -148,7 +150,7 @@ class World:
         loss = LossSettings.from_config(cfg, zero_advantage_skippable(cfg, tok, base_view.module))
         return cls(
             cfg, tok, tasks, branches, base_view, logger, rngs, gen, base_path=path, gens=gens,
-            loss=loss,
+            loss=loss, benchmarks=build_benchmarks(cfg),
         )  # fmt: skip
 
     def reconfigure(self, cfg: RunConfig) -> None:

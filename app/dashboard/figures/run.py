@@ -27,6 +27,7 @@ from app.dashboard.series import (
     ema,
     overall_scores,
 )
+from copd.common.names import is_bench_key
 
 
 def _nonfinite_marks(x: np.ndarray, y: np.ndarray, steps: np.ndarray) -> tuple[list, list, list]:
@@ -184,10 +185,12 @@ def _add_series(
 
 
 def eval_figure(evals: pd.DataFrame, *, revision: str = "evals") -> go.Figure:
-    """Evaluation scores over steps: one colour per model, one dash per benchmark, and a
-    thick "overall" line (mean over benchmarks) per model."""
+    """Evaluation scores over steps: one colour per model, one dash per benchmark (the
+    domains and the configured `<name>@bench` benchmarks), and a thick "overall" line (mean
+    over the domains) per model."""
     fig = go.Figure()
-    evals = benchmarks_only(evals)
+    extra = evals[evals["benchmark"].astype(str).map(is_bench_key)] if len(evals) else evals
+    evals = pd.concat([benchmarks_only(evals), extra]) if len(extra) else benchmarks_only(evals)
     if evals.empty:
         return base_layout(fig, "Evaluation", "score", "step", revision)
     dashes = ["dot", "dash", "dashdot", "longdash", "longdashdot"]
