@@ -127,6 +127,13 @@ def test_benchmarks_are_scored_apart_from_the_domains_and_equal_an_independent_d
     row = next(line for line in text.splitlines() if "· merged" in line and "@" not in line
                and "arithmetic" not in line and line.count("|") > 6)  # fmt: skip
     assert f"{avg:.3f}" in row and f"{merged['arith@bench']:.3f}" in row
+    from app.dashboard.bench_data import benchmark_results
+    from app.dashboard.report import compare_report
+
+    runs = store.list_runs(group=cfg.group)
+    html = compare_report(runs, [], evals.iloc[:0], evals.iloc[:0], title="t",
+                          benchmarks=benchmark_results(evals, runs))  # fmt: skip
+    assert "<th>letters · avg</th>" in html and f"{merged['arith@bench']:.3f}" in html
     clear_caches()
 
 

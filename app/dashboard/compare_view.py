@@ -74,11 +74,11 @@ def draw_compare(url: str, runs: list[Run]) -> None:
     ctl = controls(has_seeds=len(set(arms.values())) < len(arms))
     figs = metric_overlays(url, ids, labels, arms if ctl.aggregate else None, ctl)
     table, split = results_section(url, ids, chosen, arms if ctl.aggregate else None)
-    benchmarks_section(url, ids, chosen, arms if ctl.aggregate else None)
+    benches = benchmarks_section(url, ids, chosen, arms if ctl.aggregate else None)
     retention_section(url, ids, chosen, ctl.fmt)  # where the group holds independent experts
     grid = draw_grid_view(url, chosen, ctl.fmt)  # a group whose runs differ in config fields
     diff = config_diff_section(chosen, labels)
-    report_button(chosen, figs, table, diff, split=split, grid=grid)
+    report_button(chosen, figs, table, diff, split=split, grid=grid, benches=benches)
 
 
 GROUP_SOURCE, PICK_SOURCE = "Ablation group", "Pick runs"
@@ -320,6 +320,7 @@ def report_button(
     *,
     split: str = "test",
     grid: GridReport | None = None,
+    benches: PaperTable | None = None,
 ) -> None:
     """Download the selection as one self-contained HTML file (opens offline)."""
     st.subheader("Report")
@@ -339,6 +340,7 @@ def report_button(
             split=split,
             grid=grid,
             samples=most_divergent([r.id for r in chosen]),
+            benchmarks=benches,
         ).encode(),
         file_name=f"copd-report-{title.split()[-1].replace(',', '-')}.html",
         mime="text/html",

@@ -20,6 +20,7 @@ import pandas as pd
 
 from app.dashboard.queries import best_rows, format_results, status_label
 from app.dashboard.tokens import samples_html
+from copd.common.tables import PaperTable
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -81,6 +82,22 @@ def results_html(table: pd.DataFrame, digits: int = 3) -> str:
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
+def bench_html(table: PaperTable, digits: int = 3) -> str:
+    """The configured benchmarks' table (columns grouped by capability), best bold."""
+    cols = table.columns
+    best = {c: table.best(c, digits) for c in cols}
+    head = "".join(f"<th>{_esc(c)}</th>" for c in ["method · model", *cols, "seeds"])
+    rows = []
+    for label in table.rows:
+        cells = [f"<td>{_esc(label)}</td>"]
+        for c in cols:
+            cls = ' class="best"' if label in best[c] else ""
+            cells.append(f"<td{cls}>{_esc(table.text(label, c, digits))}</td>")
+        cells.append(f"<td>{table.seeds(label)}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
 def frame_html(df: pd.DataFrame) -> str:
     return _table(df) if not df.empty else "<p>(none)</p>"
 
@@ -116,11 +133,12 @@ def compare_report(
     split: str = "test",
     grid: GridReport | None = None,
     samples: Sequence[Sample] = (),
+    benchmarks: PaperTable | None = None,
 ) -> str:
     """The whole report as one HTML document (UTF-8 text): the results table says its
     `split`; with `grid`, the Compare page's grid view (its figures, what it left out and
     the paired test) follows it; `samples`: the most divergent recorded completions, token
-    by token (app/dashboard/tokens.py)."""
+    by token (app/dashboard/tokens.py); `benchmarks`: the configured benchmarks' table."""
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     parts = [
         "<!DOCTYPE html>",
@@ -149,6 +167,13 @@ def compare_report(
         "the mean over benchmarks. Best per column in bold.</p>",
         results_html(table),
     ]
+    if benchmarks is not None:
+        parts += [
+            "<h2>Benchmarks: columns grouped by capability</h2>",
+            "<p>The configured benchmarks, apart from the training domains: the group's "
+            "average after its benchmarks, then Overall = mean over every benchmark.</p>",
+            bench_html(benchmarks),
+        ]
     if grid is not None:
         parts.append("<h2>Grid sweep: final score per swept parameter</h2>")
         parts += [f"<p>{_esc(line)}</p>" for line in grid.lines]
