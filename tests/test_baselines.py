@@ -136,7 +136,9 @@ def test_mopd_routes_each_sample_to_its_domains_teacher():
     for i, ex in enumerate(batch.examples):
         tid = {"add": 1.0, "rev": 2.0, "sort": 3.0}[ex.domain]
         expected = -tid - batch.completion_ids_B_T[i].float() / 100
-        assert torch.allclose(lp[i], expected), f"row {i} ({ex.domain}) scored by the wrong teacher"
+        assert torch.allclose(lp.logp[i], expected), (
+            f"row {i} ({ex.domain}) scored by the wrong teacher"
+        )
     with pytest.raises(KeyError, match="no expert for domain 'count'"):
         route(["count"], teacher_of)
 

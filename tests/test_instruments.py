@@ -148,6 +148,7 @@ def _exact_reverse_kl(world, b, batch, teacher_logits):
 def test_direct_reverse_kl_variants(tiny_cfg, kind):
     """The full-vocabulary variant's loss is the exact per-token reverse KL; top-k with k
     = the vocabulary is the same; both vanish when teacher = student."""
+    from copd.policy.batch import TeacherScores
     from copd.policy.rollout import completion_logits
 
     V = None
@@ -167,7 +168,7 @@ def test_direct_reverse_kl_variants(tiny_cfg, kind):
         scores["full"] = teacher
     else:
         scores["topk_vals"], scores["topk_idx"] = teacher.topk(V, dim=-1)
-    term = opd_term(b, batch, scores, world.loss)
+    term = opd_term(b, batch, TeacherScores(**scores), world.loss)
     m = batch.completion_mask_B_T
     kl = _exact_reverse_kl(world, b, batch, shifted)
     expected = float((kl * m).sum() / m.sum())
@@ -180,7 +181,8 @@ def test_direct_reverse_kl_variants(tiny_cfg, kind):
         scores2["full"] = same
     else:
         scores2["topk_vals"], scores2["topk_idx"] = same.topk(V, dim=-1)
-    assert opd_term(b, batch, scores2, world.loss).loss.item() == pytest.approx(0.0, abs=1e-5)
+    term2 = opd_term(b, batch, TeacherScores(**scores2), world.loss)
+    assert term2.loss.item() == pytest.approx(0.0, abs=1e-5)
 
 
 def test_score_opd_returns_what_each_variant_needs(tiny_cfg):
@@ -191,13 +193,11 @@ def test_score_opd_returns_what_each_variant_needs(tiny_cfg):
         batch = _batch(world, b)
         out = world.score_opd(b.view, batch)
         B, T = batch.completion_ids_B_T.shape
-        if keys is None:
-            assert isinstance(out, torch.Tensor) and out.shape == (B, T)
-        else:
-            assert set(out) == keys and out["logp"].shape == (B, T)
-            torch.testing.assert_close(out["logp"], world.score(b.view, batch))
+        assert out.logp.shape == (B, T)
+        assert set(out.parts()) == (keys or {"logp"})
+        torch.testing.assert_close(out.logp, world.score(b.view, batch))
         if kind == "topk":
-            assert out["topk_idx"].shape == (B, T, 3)
+            assert out.topk_idx.shape == (B, T, 3)
 
 
 def test_copd_run_logs_signal_balance_at_the_diagnostics_cadence(tiny_cfg, tmp_path):

@@ -433,7 +433,7 @@ def test_mopd_routes_image_and_video_prompts_with_their_vision_inputs(tiny_vlm_d
         for t, name in enumerate(("text", "image", "video")):
             full = completion_logprobs(world.branch(name).view.module, batch, 1.0)
             rows = slice(2 * t, 2 * t + 2)
-            assert torch.allclose(routed[rows][m[rows]], full[rows][m[rows]], atol=1e-5)
+            assert torch.allclose(routed.logp[rows][m[rows]], full[rows][m[rows]], atol=1e-5)
     world.logger = rec = Recorder()
     student = {
         n: p.detach().clone() for n, p in world.branch("mopd").view.module.named_parameters()

@@ -43,7 +43,7 @@ def test_worker_contract_rollout_score_train_state(tiny_cfg):
     B, T = batch.completion_ids_B_T.shape
     assert B == 8 and batch.rewards_B.shape == (B,) and len(batch.texts) == B
     # A teacher's score is its log-prob of the student's tokens.
-    lp = group.workers["rev"].score(batch)
+    lp = group.workers["rev"].score(batch).logp
     with torch.no_grad():
         ref = completion_logprobs(world.branch("rev").view.module, batch, 1.0)
     assert lp.shape == (B, T) and torch.allclose(lp, ref)

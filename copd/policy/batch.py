@@ -93,3 +93,33 @@ class RolloutBatch:
             None if self.vision is None else self.vision.to(device),
             None if self.old_logp_B_T is None else self.old_logp_B_T.to(device),
         )
+
+
+@dataclass
+class TeacherScores:
+    """What an OPD term needs from its teacher for a batch's rows (`World.score_opd`): the
+    log-probs [B, T] of the sampled tokens; for the direct losses also the teacher's full
+    log-distribution [B, T, V] (`opd.advantage="full_kl"`) or its top-k log-probs and
+    token ids [B, T, k] (`"topk"`). One type wherever scores travel (terms, mini-batch
+    slices, workers, routing); `of` takes a bare log-prob tensor as the sampled case."""
+
+    logp: Tensor
+    full: Tensor | None = None
+    topk_vals: Tensor | None = None
+    topk_idx: Tensor | None = None
+
+    @classmethod
+    def of(cls, scores: TeacherScores | Tensor) -> TeacherScores:
+        return scores if isinstance(scores, TeacherScores) else cls(scores)
+
+    def parts(self) -> dict[str, Tensor]:
+        """The tensors present, by field name."""
+        names = ("logp", "full", "topk_vals", "topk_idx")
+        return {k: getattr(self, k) for k in names if getattr(self, k) is not None}
+
+    def rows(self, idx: Tensor) -> TeacherScores:
+        """The scores of rows `idx` (a mini-batch, one teacher's routed rows)."""
+        return TeacherScores(**{k: v[idx.to(v.device)] for k, v in self.parts().items()})
+
+    def to(self, device: torch.device | str) -> TeacherScores:
+        return TeacherScores(**{k: v.to(device) for k, v in self.parts().items()})

@@ -41,7 +41,7 @@ from collections.abc import Callable, Mapping
 import torch
 
 from copd.math.diagnostics import token_agreement
-from copd.policy.batch import RolloutBatch
+from copd.policy.batch import RolloutBatch, TeacherScores
 from copd.spec import RunConfig
 
 BASE_PEER = "base"  # the frozen base model, as a peer name in a sample
@@ -231,7 +231,7 @@ def log_opd_batch(
     logits_of: Callable[[RolloutBatch], torch.Tensor],
     teacher: str | Mapping[str, str],
     batch: RolloutBatch,
-    scores: torch.Tensor | dict[str, torch.Tensor],
+    scores: TeacherScores,
 ) -> None:
     """In-process distillation (static OPD, MOPD): record the first prompts of the batch the
     student distils on, as `cross` samples at the step this update makes, when due.
@@ -242,6 +242,6 @@ def log_opd_batch(
     G = batch.group_size
     n = world.cfg.diagnostics.samples_prompts * len({e.domain for e in batch.examples})
     sub = batch.subset(list(range(min(n * G, batch.size))))
-    logp = scores["logp"] if isinstance(scores, dict) else scores
+    logp = TeacherScores.of(scores).logp
     rows = cross_samples(world, student, teacher, sub, logits_of(sub), logp[: sub.size])
     world.logger.log_samples(rows, step=step, phase="opd")

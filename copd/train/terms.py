@@ -28,6 +28,7 @@ from copd.math.losses import (
     policy_loss,
     topk_reverse_kl,
 )
+from copd.policy.batch import TeacherScores
 from copd.policy.rollout import RolloutBatch, completion_logits, logprobs_from_logits
 from copd.train.settings import LossSettings, zero_advantage_skippable
 
@@ -161,7 +162,7 @@ def grpo_term(
 def opd_term(
     branch: Branch,
     batch: RolloutBatch,
-    teacher_scores: torch.Tensor | dict[str, torch.Tensor],
+    teacher_scores: TeacherScores | torch.Tensor,
     loss: LossSettings,
     timer: TimerFn = no_timer,
     norm: float | None = None,
@@ -176,14 +177,14 @@ def opd_term(
     tokens ("topk"). With `opd_samples="teacher"` the batch holds the teacher's greedy
     answers and the loss is the student's cross-entropy on them (supervised distillation;
     `beta` and the clip play no part). `teacher_scores`: the teacher's log-probs [B, T] of the sampled tokens,
-    or `World.score_opd`'s dict (with "full" [B, T, V] or "topk_vals"/"topk_idx" [B, T, k]).
+    as `World.score_opd` gives them (`TeacherScores`; a bare tensor is the log-probs).
 
     Statistics (suffixed with the teacher's name by the callers): the loss, the mean
     advantage, the reverse-KL estimate, and the signal balance: mean |advantage|, the share
     of tokens the teacher rates above the student, the mean log-ratio log p_T - log p_S
     (an estimate of -KL(student || teacher)) and the clip fraction."""
-    scores = teacher_scores if isinstance(teacher_scores, dict) else {"logp": teacher_scores}
-    teacher_logp_B_T = scores["logp"]
+    scores = TeacherScores.of(teacher_scores)
+    teacher_logp_B_T = scores.logp
     mask = batch.completion_mask_B_T
     n_tok = mask.sum().clamp(min=1)
     direct = loss.direct_opd
@@ -218,14 +219,14 @@ def opd_term(
 
 
 def _reverse_kl(
-    logits_B_T_V: torch.Tensor, scores: dict[str, torch.Tensor], temperature: float, kind: str
+    logits_B_T_V: torch.Tensor, scores: TeacherScores, temperature: float, kind: str
 ) -> torch.Tensor:
     """Per-token KL(student || teacher) [B, T] (differentiable in the student): over the
     full vocabulary, or over the teacher's top-k tokens plus one bucket for the rest of the
     mass (`losses.topk_reverse_kl`)."""
     s_lsm = torch.log_softmax(logits_B_T_V.float() / temperature, -1)
     if kind == "full_kl":
-        t_lsm = scores["full"].to(s_lsm.device, s_lsm.dtype)
+        t_lsm = scores.full.to(s_lsm.device, s_lsm.dtype)
         return (s_lsm.exp() * (s_lsm - t_lsm)).sum(-1)
-    idx = scores["topk_idx"].to(s_lsm.device).long()
-    return topk_reverse_kl(s_lsm, idx, scores["topk_vals"].to(s_lsm.device, s_lsm.dtype))
+    idx = scores.topk_idx.to(s_lsm.device).long()
+    return topk_reverse_kl(s_lsm, idx, scores.topk_vals.to(s_lsm.device, s_lsm.dtype))

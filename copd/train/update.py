@@ -20,6 +20,7 @@ import torch
 
 from copd.common import names as N
 from copd.math.losses import normaliser
+from copd.policy.batch import TeacherScores
 from copd.policy.rollout import RolloutBatch
 from copd.train.signal import (
     flat_grad,
@@ -44,7 +45,11 @@ class TermSpec:
     weight: float
     batch: RolloutBatch
     teacher: str | None = None
-    scores: torch.Tensor | dict[str, torch.Tensor] | None = None
+    scores: TeacherScores | None = None
+
+    def __post_init__(self) -> None:  # a bare tensor: the teacher's log-probs
+        if self.scores is not None:
+            self.scores = TeacherScores.of(self.scores)
 
     @property
     def label(self) -> str:
@@ -268,11 +273,7 @@ def _split(spec: TermSpec, M: int) -> list[TermSpec | None]:
         rows = list(range(lo * G, hi * G))
         scores = spec.scores
         if scores is not None:
-            idx = torch.tensor(rows, dtype=torch.long)
-            if isinstance(scores, dict):
-                scores = {k: v[idx.to(v.device)] for k, v in scores.items()}
-            else:
-                scores = scores[idx.to(scores.device)]
+            scores = scores.rows(torch.tensor(rows, dtype=torch.long))
         out.append(TermSpec(spec.weight, spec.batch.subset(rows), spec.teacher, scores))
     return out
 

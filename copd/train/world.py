@@ -26,6 +26,7 @@ import torch
 from copd.builders.demo_base import resolve_model_path
 from copd.common import names as N
 from copd.common.errors import TrainingCancelled  # noqa: F401  (re-exported: the loops raise it)
+from copd.policy.batch import TeacherScores
 from copd.policy.models import (
     Branch,
     PolicyView,
@@ -230,16 +231,14 @@ class World:
         return lp.to(batch.completion_ids_B_T.device)
 
     @torch.no_grad()
-    def score_opd(
-        self, view: PolicyView, batch: RolloutBatch
-    ) -> torch.Tensor | dict[str, torch.Tensor]:
+    def score_opd(self, view: PolicyView, batch: RolloutBatch) -> TeacherScores:
         """What an OPD term needs from a teacher (`opd.advantage`): the log-probs [B, T] of
         the sampled tokens ("sampled"); for "full_kl" also its full log-distribution
         ("full", [B, T, V]); for "topk" its top-k log-probs and token ids ("topk_vals",
         "topk_idx", [B, T, k]). Returned on the batch's device."""
         kind = self.loss.opd_advantage
         if kind == "sampled":
-            return self.score(view, batch)
+            return TeacherScores(self.score(view, batch))
         dev = batch.completion_ids_B_T.device
         with self.timer("teacher"), view.use() as model:
             b = batch.to(view.device)
@@ -251,7 +250,7 @@ class World:
             else:
                 k = min(self.loss.topk, lsm.shape[-1])
                 out["topk_vals"], out["topk_idx"] = lsm.topk(k, dim=-1)
-        return {key: v.to(dev) for key, v in out.items()}
+        return TeacherScores(**out).to(dev)
 
     def teacher_view(self, name: str) -> PolicyView:
         """The peer's live policy, or its frozen snapshot when `opd.teacher == "snapshot"`."""

@@ -35,11 +35,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torch import Tensor
-
 from copd.common import names as N
 from copd.math.schedule import position, teachers_of
-from copd.policy.batch import RolloutBatch
+from copd.policy.batch import RolloutBatch, TeacherScores
 from copd.train import samples
 from copd.train.algorithms.loop import (
     after_scheduled_step,
@@ -129,7 +127,7 @@ def log_cross_samples(
     world: World,
     group: WorkerGroup,
     cross: dict[tuple[str, str], RolloutBatch],
-    teacher_logp: dict[tuple[str, str], Tensor | dict[str, Tensor]],
+    teacher_logp: dict[tuple[str, str], TeacherScores],
 ) -> None:
     """Record the first prompts of every cross batch (copd/train/samples.py): each student's
     tokens with its own log-prob (its logits, before the update) and the teacher's, as the
@@ -140,8 +138,7 @@ def log_cross_samples(
     logits = group.call([Call(s, Ops.probe_logits, (sub,)) for (s, _), sub in subs.items()])
     rows = []
     for ((s, t), sub), s_logits in zip(subs.items(), logits, strict=True):
-        scores = teacher_logp[s, t]
-        lp = scores["logp"] if isinstance(scores, dict) else scores
+        lp = TeacherScores.of(teacher_logp[s, t]).logp
         rows += samples.cross_samples(world, s, t, sub, s_logits, lp[: sub.size])
     step = world.state.step + 1
     pos = position(world.state.step, world.cfg.schedule)

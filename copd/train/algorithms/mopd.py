@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from copd.common import names as N
+from copd.policy.batch import TeacherScores
 from copd.policy.models import Branch
 from copd.policy.rollout import RolloutBatch
 from copd.train import samples
@@ -142,21 +143,19 @@ def route(domains: Sequence[str], teacher_of: Mapping[str, str]) -> dict[str, li
 def routed_logp(
     batch: RolloutBatch,
     teacher_of: Mapping[str, str],
-    score: Callable[[str, RolloutBatch], torch.Tensor | dict[str, torch.Tensor]],
-) -> torch.Tensor | dict[str, torch.Tensor]:
+    score: Callable[[str, RolloutBatch], TeacherScores | torch.Tensor],
+) -> TeacherScores:
     """Teacher scores of the batch's sampled tokens, each row scored by exactly the expert of
     its domain: `score(teacher_name, sub_batch)` is called once per teacher on that
-    teacher's rows only and returns log-probs [b, T] (or a dict of per-row tensors, for the
-    direct OPD losses), assembled here into [B, ...] in the batch's row order."""
+    teacher's rows only and returns its `TeacherScores` (or bare log-probs [b, T]),
+    assembled here into [B, ...] in the batch's row order."""
     B = batch.size
     out: dict[str, torch.Tensor] = {}
-    plain = True
     for teacher, rows in route([ex.domain for ex in batch.examples], teacher_of).items():
-        got = score(teacher, batch.subset(rows))
-        plain = not isinstance(got, dict)
-        for k, v in ({"logp": got} if plain else got).items():
+        got = TeacherScores.of(score(teacher, batch.subset(rows)))
+        for k, v in got.parts().items():
             if k not in out:
                 dtype = torch.float32 if v.is_floating_point() else v.dtype
                 out[k] = torch.zeros((B, *v.shape[1:]), dtype=dtype, device=v.device)
             out[k][torch.tensor(rows, dtype=torch.long, device=v.device)] = v.to(out[k].dtype)
-    return out["logp"] if plain else out
+    return TeacherScores(**out)

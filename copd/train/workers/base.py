@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 import torch
 
+from copd.policy.batch import TeacherScores
 from copd.policy.rollout import RolloutBatch
 from copd.tasks import Example
 from copd.train import samples
@@ -37,12 +38,12 @@ from copd.train.evaluate import BASE, overlap_diagnostics
 
 @dataclass
 class CrossBatch:
-    """A student's samples of a teacher's prompts, with the teacher's scores: its log-probs
-    [B, T] of the sampled tokens, or `World.score_opd`'s dict for the direct OPD losses."""
+    """A student's samples of a teacher's prompts, with the teacher's scores
+    (`World.score_opd`)."""
 
     teacher: str
     batch: RolloutBatch
-    scores: torch.Tensor | dict[str, torch.Tensor]
+    scores: TeacherScores
 
 
 @dataclass(frozen=True)
@@ -69,10 +70,9 @@ class BranchWorker(Protocol):
         """`rollout` for several (examples, group size) requests, in order; the built-in
         decoder samples them in one decode loop."""
 
-    def score(self, batch: RolloutBatch) -> torch.Tensor | dict[str, torch.Tensor]:
+    def score(self, batch: RolloutBatch) -> TeacherScores:
         """`batch`'s tokens scored by this branch as a teacher (its frozen snapshot when it
-        holds one, else its live policy): log-probs [B, T], or with a direct OPD loss
-        (`opd.advantage`) the dict of `World.score_opd`."""
+        holds one, else its live policy), as `World.score_opd` gives them."""
 
     def train_step(
         self, native: RolloutBatch | None, cross: list[CrossBatch], signal: bool = False
@@ -130,7 +130,7 @@ class Ops:
         return w.rollouts(requests)
 
     @staticmethod
-    def score(w: BranchWorker, batch: RolloutBatch) -> torch.Tensor | dict[str, torch.Tensor]:
+    def score(w: BranchWorker, batch: RolloutBatch) -> TeacherScores:
         return w.score(batch)
 
     @staticmethod
@@ -214,9 +214,7 @@ class WorkerGroup(ABC):
         """Each named worker samples its (examples, group size) requests."""
         return self.each(Ops.rollouts, {n: (r,) for n, r in requests.items()})
 
-    def scores(
-        self, jobs: list[tuple[str, RolloutBatch]]
-    ) -> list[torch.Tensor | dict[str, torch.Tensor]]:
+    def scores(self, jobs: list[tuple[str, RolloutBatch]]) -> list[TeacherScores]:
         """Each (teacher, batch): the batch scored by that teacher's worker, in order."""
         return self.call([Call(t, Ops.score, (batch,)) for t, batch in jobs])
 

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from copd.common import names as N
+from copd.policy.batch import TeacherScores
 from copd.policy.models import Branch
 from copd.policy.rollout import RolloutBatch
 from copd.policy.rollout_vllm import branch_weights, report_engines, rollout_engine
@@ -32,13 +33,6 @@ from copd.train.checkpoint import BranchState
 from copd.train.update import TermSpec, opd_weights, optimize
 from copd.train.workers.base import Call, CrossBatch, WorkerGroup
 from copd.train.world import World
-
-
-def _to(scores, device):
-    """Teacher scores (a tensor or a dict of tensors) on `device`."""
-    if isinstance(scores, dict):
-        return {k: v.to(device) for k, v in scores.items()}
-    return scores.to(device)
 
 
 class LocalWorker:
@@ -68,7 +62,7 @@ class LocalWorker:
             batches = [self.vllm.sample(exs, g, gen) for exs, g in requests]
         return [w.score_rewards(b) for b in batches]
 
-    def score(self, batch: RolloutBatch) -> torch.Tensor | dict[str, torch.Tensor]:
+    def score(self, batch: RolloutBatch) -> TeacherScores:
         return self.world.score_opd(self.world.teacher_view(self.name), batch)
 
     def train_step(
@@ -78,7 +72,9 @@ class LocalWorker:
         specs = [] if native is None else [TermSpec(1.0, native.to(b.device))]
         weight = opd_weights(w, len(cross))
         specs += [
-            TermSpec(weight, c.batch.to(b.device), c.teacher, _to(c.scores, b.device))
+            TermSpec(
+                weight, c.batch.to(b.device), c.teacher, TeacherScores.of(c.scores).to(b.device)
+            )
             for c in cross
         ]
         if not specs:
