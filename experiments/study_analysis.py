@@ -194,3 +194,41 @@ def drift_series(run_dirs: Sequence[Path]) -> dict[str, dict[int, list[float]]]:
 # one arm of 2 PPO mini-batches, where the clip acts); the final stage runs every method on
 # test over FINAL_SEEDS.
 PAIR_SETTINGS = {"conflict": "up + down", "cue": "fwd + back"}
+
+
+def clip_prediction(run_dirs: Sequence[Path], clip: float = 1.0) -> dict[str, float]:
+    """Does the global gradient clip explain how much adding OPD slows the GRPO term? Per
+    phase-II update that measured it: the GRPO term's progress with OPD added over a
+    GRPO-only step from the same state (`move/grpo` / `move_solo/grpo`), against what the
+    clip alone predicts, the ratio of the two steps' clip factors
+    max(1, |g_grpo| / clip) / max(1, |g_grpo + g_opd| / clip) (the summed gradient's norm is
+    the update's `grad_norm`, before clipping). Returns the medians of both, their Pearson
+    r, the share of updates whose GRPO norm alone exceeds the clip, and the count."""
+    from copd.common.stats import pearson
+
+    moved, predicted, over = [], [], 0
+    for d in run_dirs:
+        for line in (Path(d) / "metrics.jsonl").read_text().splitlines():
+            rec = json.loads(line)
+            if rec.get("type") != "metric" or rec.get("phase") != "opd":
+                continue
+            v = rec["values"]
+            for b in {k.split("/")[1] for k in v if k.startswith("branch/")}:
+                keys = ("move", "move_solo", "grad_norm")
+                move, solo, g = (v.get(N.branch(b, N.signal_key(k))) for k in keys)
+                total = v.get(N.branch(b, N.GRAD_NORM))
+                vals = (move, solo, g, total)
+                if any(x is None or not math.isfinite(x) for x in vals) or solo == 0:
+                    continue
+                moved.append(move / solo)
+                predicted.append(max(1.0, g / clip) / max(1.0, total / clip))
+                over += g > clip
+    if len(moved) < 3:
+        return {"updates": len(moved)}
+    return {
+        "updates": len(moved),
+        "median move ratio": statistics.median(moved),
+        "median clip-factor ratio": statistics.median(predicted),
+        "pearson r": pearson(moved, predicted),
+        "share GRPO norm > clip": over / len(moved),
+    }

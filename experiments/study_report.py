@@ -15,6 +15,7 @@ from copd.common.tables import paper_table
 from experiments.study_analysis import (
     PAIR_SETTINGS,
     arm_summary,
+    clip_prediction,
     drift_series,
     paired_vs,
     primary_model,
@@ -72,6 +73,16 @@ def signal_table(sig: dict[str, dict[str, dict[str, float]]]) -> str:
                 f"{_fmt(v['run_mean'], v['run_sd'])} | {v['updates']} | {v['runs']} |"
             )
     return "\n".join(lines)
+
+
+def clip_line(c: dict[str, float]) -> str:
+    """One line: the GRPO term's progress with OPD added against the clip's prediction."""
+    return (
+        f"Phase II and the global clip: the GRPO term moves {c['median move ratio']:.3f} of a "
+        f"GRPO-only step (median over {c['updates']} updates); the ratio of clip factors "
+        f"predicts {c['median clip-factor ratio']:.3f} (Pearson r {c['pearson r']:.2f}); "
+        f"the GRPO gradient alone exceeds the clip in {c['share GRPO norm > clip']:.0%} of them."
+    )
 
 
 def map_table(summary: dict[str, dict]) -> str:
@@ -221,6 +232,10 @@ def table_sections(out: Path) -> tuple[list[str], dict]:
         if sig:
             parts += ["Signal balance of CoPD's updates (per update and per run):", ""]
             parts += [signal_table(sig), ""]
+        clip = clip_prediction(copd_dirs)
+        payload[group]["clip"] = clip
+        if clip.get("updates", 0) >= 3:
+            parts += [clip_line(clip), ""]
     return parts, payload
 
 

@@ -176,3 +176,30 @@ def test_calibration_report_reads_the_students_curve_and_the_gain_it_closed(tmp_
     assert calibrate.grpo_curve(runs["opd"][0]) == {0: 0.5, 4: pytest.approx(0.8)}
     table = calibrate.calibration_table({"opd": s})
     assert "| opd | 0.550 ± 0.000 | 0.650 ± 0.071 | — | — | 0.500 ± 0.236 | 50% | 2 |" in table
+
+
+def test_clip_prediction_reads_the_move_ratio_and_the_clip_factors(tmp_path):
+    """Issue 39, correction 1: per phase-II update, move/grpo over move_solo/grpo against
+    max(1, |g_grpo|) / max(1, |g_grpo + g_opd|); phase-I rows and updates without the
+    measurement are left out."""
+    from copd.common import names as N
+
+    def row(b, move, solo, g, total):
+        return {
+            N.branch(b, N.signal_key("move")): move, N.branch(b, N.signal_key("move_solo")): solo,
+            N.branch(b, N.signal_key("grad_norm")): g, N.branch(b, N.GRAD_NORM): total,
+        }  # fmt: skip
+
+    _metrics(tmp_path / "r", [
+        (2, "opd", {**row("a", 0.3, 1.0, 2.0, 6.0), **row("b", 0.5, 1.0, 0.5, 2.0)}),
+        (3, "opd", row("a", 0.9, 1.0, 3.0, 3.5)),
+        (4, "rl", row("a", 1.0, 1.0, 2.0, 2.0)),  # phase I: not counted
+        (5, "opd", {N.branch("a", N.GRAD_NORM): 4.0}),  # no measurement: not counted
+    ])  # fmt: skip
+    out = study_analysis.clip_prediction([tmp_path / "r"])
+    # move ratios 0.3, 0.5, 0.9; clip-factor ratios 2/6, 1/2, 3/3.5
+    assert out["updates"] == 3
+    assert out["median move ratio"] == pytest.approx(0.5)
+    assert out["median clip-factor ratio"] == pytest.approx(0.5)
+    assert out["share GRPO norm > clip"] == pytest.approx(2 / 3)
+    assert out["pearson r"] > 0.99
