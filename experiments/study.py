@@ -60,6 +60,13 @@ from experiments.study_report import report
 # table (the final stage used to be seeds 0-7, whose 0-2 were the map's own runs).
 MAP_SEEDS = (0, 1, 2)
 FINAL_SEEDS = tuple(range(100, 108))
+# The fresh tables (`copd study <setting>-fresh`): seeds no earlier stage used, scored on a
+# fresh draw of the held-out test split (eval.test_draw=fresh: prompts no earlier table
+# scored, copd/tasks/base.py `fresh_examples`).
+FRESH_SEEDS = tuple(range(200, 208))
+# CoPD's arm chosen by the calibration (experiments/calibrate.py, validation): the channel
+# carried most with twice the student's batch, in CoPD the cross batch (16 prompts x 4).
+CALIBRATED = ("opd.cross_prompts_per_step=16", "opd.cross_group_size=4")
 
 CROSS = ("opd.cross_prompts_per_step", "opd.cross_group_size")
 SMALL = ("model.demo_hidden=48", "model.demo_layers=1")
@@ -168,7 +175,18 @@ def is_selection(stage: str) -> bool:
 
 def is_report(stage: str) -> bool:
     """Whether `stage` writes a table on the test split."""
-    return stage in ("final", "capacity") or stage in PAIR_SETTINGS
+    return (
+        stage in ("final", "capacity")
+        or stage in PAIR_SETTINGS
+        or stage.removesuffix("-fresh") in PAIR_SETTINGS
+    )
+
+
+def fresh_arms(setting: str) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Every method of `pair_final` and CoPD at the calibrated setting, each scored on a
+    fresh draw of the test split."""
+    arms = {**pair_final(setting, None), "copd-calibrated": (setting, CALIBRATED)}
+    return {k: (p, (*o, "eval.test_draw=fresh")) for k, (p, o) in arms.items()}
 
 
 def seeds_used(out: Path, selection: bool) -> dict[int, str]:
@@ -215,6 +233,8 @@ def cmd_study(args) -> int:
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     stage = args.stage
     val, test = seeds or list(MAP_SEEDS), seeds or list(FINAL_SEEDS)
+    if stage.endswith("-fresh"):
+        test = seeds or list(FRESH_SEEDS)
     stage_seeds = test[:5] if stage == "capacity" else test if is_report(stage) else val
     check_seeds(stage, stage_seeds, out)  # before any run: choosing and reporting seeds apart
     if stage == "map":
@@ -238,6 +258,9 @@ def cmd_study(args) -> int:
     elif stage.endswith("-map") and stage[: -len("-map")] in PAIR_SETTINGS:
         setting = stage[: -len("-map")]
         run_stage(pair_map(setting), val, out, f"study-{stage}", args.db, args.jobs, log)
+    elif stage.endswith("-fresh"):
+        arms = fresh_arms(stage.removesuffix("-fresh"))
+        run_stage(arms, test, out, f"study-{stage}", args.db, args.jobs, log)
     elif stage in PAIR_SETTINGS:
         arms = pair_final(stage, args.chosen)
         run_stage(arms, test, out, f"study-{stage}", args.db, args.jobs, log)
@@ -255,7 +278,7 @@ def add_parser(sub) -> None:
             "capacity",
             "drift",
             "calibrate",
-            *(f"{k}{m}" for k in PAIR_SETTINGS for m in ("-map", "")),
+            *(f"{k}{m}" for k in PAIR_SETTINGS for m in ("-map", "", "-fresh")),
             "report",
         ],  # fmt: skip
     )

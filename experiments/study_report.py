@@ -194,6 +194,7 @@ def table_sections(out: Path) -> tuple[list[str], dict]:
         "final-3dom": three,
         "study-capacity": load_stage(out, "study-capacity"),
         **{f"study-{k}": load_stage(out, f"study-{k}") for k in PAIR_SETTINGS},
+        **{f"study-{k}-fresh": load_stage(out, f"study-{k}-fresh") for k in PAIR_SETTINGS},
     }
     parts: list[str] = []
     payload: dict = {}
@@ -203,6 +204,10 @@ def table_sections(out: Path) -> tuple[list[str], dict]:
         ("study-capacity", "copd", "Capacity and conflict: small model, rev + sort (test)"),
         *(
             (f"study-{k}", "copd", f"Conflict setting ({k}): {v} (test)")
+            for k, v in PAIR_SETTINGS.items()
+        ),
+        *(
+            (f"study-{k}-fresh", "copd", f"{k}: {v}, a fresh draw of the test split")
             for k, v in PAIR_SETTINGS.items()
         ),
     ):

@@ -203,3 +203,21 @@ def test_clip_prediction_reads_the_move_ratio_and_the_clip_factors(tmp_path):
     assert out["median clip-factor ratio"] == pytest.approx(0.5)
     assert out["share GRPO norm > clip"] == pytest.approx(2 / 3)
     assert out["pearson r"] > 0.99
+
+
+def test_the_fresh_stage_runs_every_method_on_a_fresh_draw_with_unused_seeds(tmp_path):
+    """Issue 39 item 4: the final table scored on prompts no earlier table scored, with
+    the weight average and MOPD as rows, CoPD at the calibrated setting, seeds disjoint
+    from every selection seed (the command refuses a map's seed)."""
+    arms = study.fresh_arms("cue")
+    assert {"weight_average", "mopd", "mixed", "mixed-steps", "copd", "copd-calibrated"} <= set(
+        arms
+    )
+    rows = study.jobs_for(arms, [200], tmp_path, "g")
+    assert all(job.cfg.eval.test_draw == "fresh" for _, _, job in rows)
+    cal = next(job.cfg for arm, _, job in rows if arm == "copd-calibrated")
+    assert (cal.opd.cross_prompts_per_step, cal.opd.cross_group_size) == (16, 4)
+    assert not set(study.FRESH_SEEDS) & (set(study.MAP_SEEDS) | set(study.FINAL_SEEDS))
+    with pytest.raises(Exception, match=r"seeds 1 \(map"):
+        study.check_seeds("cue-fresh", [1, 200], tmp_path)
+    study.check_seeds("cue-fresh", list(study.FRESH_SEEDS), tmp_path)

@@ -218,3 +218,36 @@ def test_fwd_and_back_are_the_same_maps_cued_by_the_first_letter():
     assert fwd.split_of("bcd") == get_task("up").split_of("bcd")
     assert set(fwd.alphabet + back.alphabet) <= set(builtin_alphabet())
     assert builtin_alphabet() == "#%+0123456789:<=>abcdefghij"
+
+
+def test_a_fresh_test_draw_is_held_out_stable_and_disjoint_from_the_scored_prompts():
+    """eval.test_draw=fresh (issue 39: final tables on prompts no earlier table scored):
+    test-split inputs, the same on every call, none among the standard stream's first
+    SCORED prompts; a domain too small for it says so."""
+    from copd.tasks import get_task
+    from copd.tasks.base import SCORED
+
+    t = get_task("fwd")
+    fresh = t.fresh_examples(64)
+    assert [e.prompt for e in fresh] == [e.prompt for e in t.fresh_examples(64)]
+    scored = {e.prompt for e in t.eval_examples(SCORED)}
+    assert not {e.prompt for e in fresh} & scored and len({e.prompt for e in fresh}) == 64
+    keys = [k for k in t._fixed_keys(f"fresh|{t.name}|{t.difficulty}", "test", 64, set())]
+    assert all(t.split_of(k) == "test" for k in keys)
+    with pytest.raises(ValueError, match="beyond the 512 already scored"):
+        get_task("add").fresh_examples(8)
+
+
+def test_a_run_on_a_fresh_draw_scores_those_prompts(tiny_cfg):
+    from copd.spec import ConfigError
+    from copd.train.evaluate import eval_examples
+    from copd.train.world import World
+
+    one = 'branches=[{"name": "fwd", "task": "fwd"}]'
+    world = World.build(tiny_cfg("demo", "eval.test_draw=fresh", one, "method=expert"))
+    task = world.tasks["fwd"]
+    assert [e.prompt for e in eval_examples(world, task, "test")] == [
+        e.prompt for e in task.fresh_examples(world.evaluation.n_prompts)
+    ]
+    with pytest.raises(ConfigError, match="eval.test_draw"):
+        World.build(tiny_cfg("demo", "eval.test_draw=fresh"))  # add: too small / no fresh

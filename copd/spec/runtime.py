@@ -26,10 +26,17 @@ class EvalConfig:
     # The evaluations during training: the test split ("test"), or also the validation
     # split ("validation": learning curves a setting is chosen on; needs `validation`).
     during: str = "test"
+    # "fresh": the test split's prompts are a fresh draw from the held-out split, none of
+    # them among the standard test prompts any earlier table scored (built-in generated
+    # domains; copd/tasks/base.py `fresh_examples`). "standard": those prompts.
+    test_draw: str = "standard"
 
     def check(self) -> None:
         check(self.n_prompts >= 1, "eval.n_prompts", "must be >= 1")
         check(self.during in ("test", "validation"), "eval.during", "use 'test' or 'validation'")
+        check(
+            self.test_draw in ("standard", "fresh"), "eval.test_draw", "use 'standard' or 'fresh'"
+        )
         check(
             self.during == "test" or self.validation,
             "eval.during",

@@ -100,6 +100,9 @@ def stable_fraction(*parts: object) -> float:
 
 
 SPLITS = ("train", "validation", "test")
+# The standard test prompts a fresh draw leaves out: the first SCORED distinct inputs of
+# each task's test stream (every earlier table scored at most eval.n_prompts = 128 of them).
+SCORED = 512
 
 
 class SyntheticTask(Task):
@@ -176,10 +179,28 @@ class SyntheticTask(Task):
     def val_examples(self, n: int) -> list[Example]:
         return self._fixed(f"val|{self.name}|{self.difficulty}", "validation", n)
 
-    def _fixed(self, seed: str, split: str, n: int) -> list[Example]:
+    def fresh_examples(self, n: int) -> list[Example]:
+        """`n` test-split examples none of which `eval_examples` gives for any n up to
+        SCORED (every table before the fresh draw scored at most 128): a fresh held-out
+        sample of the same distribution, drawn from its own stream. Raises ValueError
+        when the test split holds too few inputs beyond the scored ones."""
+        scored = set(self._fixed_keys(f"eval|{self.name}|{self.difficulty}", "test", SCORED))
+        keys = self._fixed_keys(f"fresh|{self.name}|{self.difficulty}", "test", n, scored)
+        if len(keys) < n:
+            raise ValueError(
+                f"{self.name}: the test split holds {len(keys)} inputs beyond the {SCORED} "
+                f"already scored, fewer than {n}; lower eval.n_prompts or raise the difficulty"
+            )
+        return [self.render(k) for k in keys]
+
+    def _fixed_keys(
+        self, seed: str, split: str, n: int, skip: set[Hashable] = frozenset()
+    ) -> list[Hashable]:
+        """Up to `n` distinct inputs of `split` from the stream seeded by `seed` (a prefix
+        of the same stream for a smaller n), leaving out `skip`."""
         rng = random.Random(seed)
         keys: list[Hashable] = []
-        seen: set[Hashable] = set()
+        seen: set[Hashable] = set(skip)
         for _ in range(50 * n):
             if len(keys) == n:
                 break
@@ -187,6 +208,10 @@ class SyntheticTask(Task):
             if key not in seen:
                 seen.add(key)
                 keys.append(key)
+        return keys
+
+    def _fixed(self, seed: str, split: str, n: int) -> list[Example]:
+        keys = self._fixed_keys(seed, split, n)
         keys = [keys[i % len(keys)] for i in range(n)] if keys else []
         return [self.render(k) for k in keys]
 

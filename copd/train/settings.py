@@ -123,6 +123,7 @@ class EvalSettings:
     pass_k: int = 0
     validation: bool = True
     during: str = "test"
+    test_draw: str = "standard"
     max_new_tokens: int = 8
     temperature: float = 1.0
     top_k: int = 10
@@ -141,6 +142,7 @@ class EvalSettings:
             pass_k=ev.pass_k,
             validation=ev.validation,
             during=ev.during,
+            test_draw=ev.test_draw,
             max_new_tokens=s.max_new_tokens,
             temperature=s.temperature,
             top_k=d.top_k,

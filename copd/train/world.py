@@ -26,6 +26,7 @@ import torch
 from copd.builders.demo_base import resolve_model_path
 from copd.common import names as N
 from copd.common.errors import TrainingCancelled  # noqa: F401  (re-exported: the loops raise it)
+from copd.errors import ConfigError
 from copd.policy.batch import TeacherScores
 from copd.policy.models import (
     Branch,
@@ -135,6 +136,8 @@ class World:
             for b in cfg.branches
         }
         check_task_media(tasks)
+        if cfg.eval.test_draw == "fresh":
+            check_fresh_draw(tasks, cfg.eval.n_prompts)
         path = resolve_model_path(cfg.model, log=lambda m: logger.log_event(m))
         base, tok = load_policy(path, cfg.model.dtype, cfg.model.gguf_file)
         if (
@@ -258,6 +261,21 @@ class World:
 
     def snapshot_teachers(self) -> None:
         self.state.teachers = {b.name: b.snapshot() for b in self.branches}
+
+
+def check_fresh_draw(tasks: dict[str, Task], n: int) -> None:
+    """`eval.test_draw="fresh"`: every domain can give `n` fresh test prompts, else a
+    ConfigError naming the domain and the fix, before anything trains."""
+    for t in tasks.values():
+        if not hasattr(t, "fresh_examples"):
+            raise ConfigError(
+                f"eval.test_draw: 'fresh' needs built-in generated domains; {t.name!r} has no "
+                "fresh draw (use 'standard')"
+            )
+        try:
+            t.fresh_examples(n)
+        except ValueError as e:
+            raise ConfigError(f"eval.test_draw: {e}") from None
 
 
 def branch_generator(seed: int, name: str) -> torch.Generator:
