@@ -267,6 +267,11 @@ def test_metric_names_parse_back_and_the_chart_catalogue_reads_them():
         keys[6]: "rev · own batch",
     }
     assert by["sym_kl"].labels([keys[1]]) == {keys[1]: "add~rev · add's samples"}
+    # the row added for the channel's progress: each student's KL to each teacher
+    kl = [N.branch("mopd", f"{N.OPD_REVERSE_KL}/fwd"), N.branch("add", f"{N.OPD_REVERSE_KL}/rev")]
+    got = select_keys([*keys, *kl, N.branch("add", N.OPD_ADV_MEAN + "/rev")])
+    assert got["teacher_kl"] == kl and not groups["teacher_kl"]
+    assert by["teacher_kl"].labels(kl) == {kl[0]: "mopd ← fwd", kl[1]: "add ← rev"}
 
 
 def test_the_signal_balance_draws_the_peer_rl_cosine():

@@ -66,6 +66,12 @@ LINE_CHARTS = (
     LineChart("signal", "Prompt groups with a reward signal (rewards not all equal)",
               "share of groups", False, lambda n: n.is_("branch", N.SIGNAL_FRAC),
               lambda n: n.owner, smoothing=0.6),
+    # How far each student still is from each teacher, on its own samples of the teacher's
+    # prompts (phase II, static OPD, MOPD): the distillation channel's progress.
+    LineChart("teacher_kl", "KL(student ‖ teacher) on the student's samples of the teacher's prompts",
+              "nats per token", True, lambda n: n.under("branch", N.OPD_REVERSE_KL + "/"),
+              lambda n: f"{n.owner} ← {n.key.removeprefix(N.OPD_REVERSE_KL + '/')}",
+              smoothing=0.6),
 )  # fmt: skip
 BY_GROUP = {c.group: c for c in LINE_CHARTS}
 # Drawn on every first draw; the other charts wait in sections opened on demand.
