@@ -70,3 +70,43 @@ def test_launch_page_queues_a_run_that_reports_to_the_trackers_typed(monkeypatch
     (run,) = RunStore.from_url(url).list_runs()
     assert run.config["report_to"] == ["tensorboard", "mlflow"]
     clear_caches()
+
+
+def test_runs_page_starts_the_harness_on_a_finished_run_or_says_how_to_install_it(
+    finished_run, tmp_path, monkeypatch
+):
+    """Issue 40's button: `copd eval RUN --harness lm-eval` started from the Runs page as a
+    background process (its argv checked here; the harness itself runs in CI's
+    tests/test_harness.py), or, without the extra, the install line instead of a button."""
+    import importlib.util
+    import subprocess
+
+    real_find = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "lm_eval" else real_find(n, *a)
+    )
+    at = new_app().run()
+    at.switch_page("../pages/runs.py").run()
+    assert not at.exception
+    assert any("pip install -e '.[harness]'" in i.value for i in at.info)
+    assert not [b for b in at.button if b.key == "harness:go:1"]
+
+    started = []
+
+    class FakePopen:
+        def __init__(self, argv, **kw):
+            started.append(argv)
+
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: object() if n == "lm_eval" else real_find(n, *a)
+    )
+    monkeypatch.setattr(subprocess, "Popen", FakePopen)
+    at = new_app().run()
+    at.switch_page("../pages/runs.py").run()
+    at.text_input(key="harness:tasks:1").set_value("mytask").run()
+    at.button(key="harness:go:1").click().run()
+    assert not at.exception
+    [argv] = started
+    assert argv[1:] == ["-m", "copd", "eval", "1", "--harness", "lm-eval", "--tasks", "mytask",
+                        "--db", f"sqlite:///{tmp_path / 'copd.db'}"]  # fmt: skip
+    assert (finished_run / "harness.log").is_file()

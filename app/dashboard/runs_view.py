@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from app.control.launcher import LOG_NAME, Launcher
-from app.dashboard.export_view import export_panel
+from app.dashboard.export_view import export_panel, harness_panel
 from app.dashboard.labels_view import search_box, tags_notes_editor
 from app.dashboard.logview import log_tail
 from app.dashboard.queries import (
@@ -53,6 +53,7 @@ def draw_runs(url: str) -> None:
     tags_notes_editor(run, sorted({t for r in runs for t in r.tags}))
     run_details(run, launcher)
     export_panel(run)
+    harness_panel(run, url)
 
 
 def filter_frame(frame: pd.DataFrame, runs: list[Run]) -> pd.DataFrame:
