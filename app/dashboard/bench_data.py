@@ -49,18 +49,5 @@ def benchmark_results(
 
 
 def bench_markdown(table: PaperTable, digits: int = 3) -> str:
-    """`table` as markdown, every name (benchmark, capability, row) escaped as user text,
-    the best cell(s) of each column in bold."""
-    cols = table.columns
-    best = {c: table.best(c, digits) for c in cols}
-    lines = ["| method · model | " + " | ".join(md_line(c) for c in cols) + " | seeds |"]
-    lines.append("|---|" + "---:|" * len(cols) + "---:|")
-    for label in table.rows:
-        cells = [
-            f"**{table.text(label, c, digits)}**"
-            if label in best[c]
-            else table.text(label, c, digits)
-            for c in cols
-        ]
-        lines.append(f"| {md_line(label)} | " + " | ".join(cells) + f" | {table.seeds(label)} |")
-    return "\n".join(lines)
+    """`table` as markdown, every name (benchmark, capability, row) escaped as user text."""
+    return table.markdown(digits, first="method · model", escape=md_line)

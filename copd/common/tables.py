@@ -65,11 +65,15 @@ class PaperTable:
             return "—"  # a benchmark this row's runs do not have (2- and 3-domain arms mixed)
         return f"{m:.{digits}f} ± {s:.{digits}f}"
 
-    def markdown(self, digits: int = 3, first: str = "method / model") -> str:
+    def markdown(
+        self, digits: int = 3, first: str = "method / model", escape=lambda text: text
+    ) -> str:
+        """The table as markdown, the best cell(s) of each column in bold; `escape` is
+        applied to every name (row labels and columns: user text on a page)."""
         cols = self.columns
         best = {c: self.best(c, digits) for c in cols}
         lines = [
-            f"| {first} | " + " | ".join(cols) + " | seeds |",
+            f"| {first} | " + " | ".join(escape(c) for c in cols) + " | seeds |",
             "|---|" + "---:|" * len(cols) + "---:|",
         ]
         for label in self.rows:
@@ -79,7 +83,7 @@ class PaperTable:
                 else self.text(label, c, digits)
                 for c in cols
             ]
-            lines.append(f"| {label} | " + " | ".join(cells) + f" | {self.seeds(label)} |")
+            lines.append(f"| {escape(label)} | " + " | ".join(cells) + f" | {self.seeds(label)} |")
         return "\n".join(lines)
 
 
