@@ -58,6 +58,7 @@ def test_a_harness_task_on_a_local_file_is_stored_and_equals_copds_own_score(
 ):
     import torch
 
+    from app.dashboard.bench_data import benchmark_results
     from app.dashboard.queries import results_table
     from copd.policy.models import PolicyView, load_policy
     from copd.policy.rollout import accuracy
@@ -79,7 +80,7 @@ def test_a_harness_task_on_a_local_file_is_stored_and_equals_copds_own_score(
             "--include-path", str(tasks), "--db", url]  # fmt: skip
     assert main(args) == 0
     printed = json.loads(capsys.readouterr().out)
-    harness = printed["scores"]["copd_add_local:exact_match"]
+    harness = printed["scores"]["copd_add_local:exact_match@bench"]
 
     # copd's own evaluator on the same prompts, greedy, exact match
     model, tok = load_policy(str(out / "merged"))
@@ -89,13 +90,17 @@ def test_a_harness_task_on_a_local_file_is_stored_and_equals_copds_own_score(
 
     store = RunStore.from_url(url)
     evals = store.evaluations([run_id])
-    row = evals[evals["benchmark"] == "copd_add_local:exact_match"]
+    row = evals[evals["benchmark"] == "copd_add_local:exact_match@bench"]
     steps = json.loads((out / "results.json").read_text())["steps"]
     assert row[["model", "score", "n", "step"]].values.tolist() == [["merged", harness, 32, steps]]
     events = [e.message for e in store.events(run_id)]
     assert any(m.startswith("lm-eval ") and "copd_add_local" in m for m in events)
-    table = results_table(evals, [store.get_run(run_id)])
-    assert "copd_add_local:exact_match" in table.columns  # Compare shows it
+    runs = [store.get_run(run_id)]
+    table = results_table(evals, runs)  # the domains' table and its Overall: not there
+    assert not [c for c in table.columns if "copd_add_local" in c]
+    bench = benchmark_results(evals, runs)  # Compare's benchmarks table: there
+    assert "lm-eval · copd_add_local:exact_match" in bench.columns
+    assert bench.cell("copd #1 · merged", "lm-eval · copd_add_local:exact_match")[0] == harness
     assert json.loads((out / "harness.json").read_text())["version"]
     store.close()
 

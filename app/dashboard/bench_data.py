@@ -13,18 +13,23 @@ import pandas as pd
 
 from app.dashboard.queries import latest_evals
 from app.dashboard.text import md_line
-from copd.common.names import is_bench_key
+from copd.common.names import BENCH_SUFFIX, is_bench_key
 from copd.common.tables import PaperTable, benchmark_table
 from storage import Run
 
+HARNESS = "lm-eval"  # the capability column of lm-evaluation-harness scores ("task:metric")
 
-def capabilities(runs: list[Run]) -> dict[str, str]:
+
+def capabilities(runs: list[Run], names: list[str] = ()) -> dict[str, str]:
     """Benchmark name -> its capability, over the runs' configs in order (the first run
-    that names a benchmark says its capability)."""
+    that names a benchmark says its capability); other `names` with scores: the harness's
+    (`task:metric`) under HARNESS, the rest under "other"."""
     out: dict[str, str] = {}
     for r in runs:
         for b in (r.config or {}).get("benchmarks", []) or []:
             out.setdefault(str(b.get("name")), str(b.get("capability") or ""))
+    for n in names:
+        out.setdefault(n, HARNESS if ":" in n else "other")
     return out
 
 
@@ -45,7 +50,8 @@ def benchmark_results(
     for (rid, model), g in ev.groupby(["run_id", "model"], sort=False):
         row = f"{label.get(rid, rid)} · {model}"
         per_seed.setdefault(row, []).append(dict(zip(g["benchmark"], g["score"], strict=True)))
-    return benchmark_table(dict(sorted(per_seed.items())), capabilities(runs))
+    names = sorted({str(b).removesuffix(BENCH_SUFFIX) for b in ev["benchmark"]})
+    return benchmark_table(dict(sorted(per_seed.items())), capabilities(runs, names))
 
 
 def bench_markdown(table: PaperTable, digits: int = 3) -> str:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from copd.common import names as N
 from copd.errors import ConfigError
 
 EXTRA = "harness"  # pip install 'copd[harness]'
@@ -35,10 +36,12 @@ class HarnessResult:
 
 
 def benchmark_name(task: str, metric_key: str) -> str:
-    """`("sums", "exact_match,none")` -> `sums:exact_match`; another filter stays:
-    `gsm8k:exact_match,strict-match`."""
+    """`("sums", "exact_match,none")` -> `sums:exact_match@bench`; another filter stays:
+    `gsm8k:exact_match,strict-match@bench`. A benchmark's name (`names.bench_key`): the
+    harness's scores sit with the configured benchmarks, never among the training domains
+    and their Overall."""
     metric, _, filt = metric_key.partition(",")
-    return f"{task}:{metric}" + ("" if filt in ("", "none") else f",{filt}")
+    return N.bench_key(f"{task}:{metric}" + ("" if filt in ("", "none") else f",{filt}"))
 
 
 def run_lm_eval(
