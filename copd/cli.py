@@ -163,9 +163,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from copd.runner import harness_eval
 
         tasks = [t for t in args.tasks.split(",") if t]
-        folder, scores = harness_eval(
-            args.model, tasks, db=args.db, include_path=args.include_path, limit=args.limit
-        )
+        kw = dict(db=args.db, include_path=args.include_path, limit=args.limit, model=args.branch)
+        folder, scores = harness_eval(args.model, tasks, **kw)
         print(json.dumps({"model": str(folder), "scores": scores}, indent=2))
         return 0
     import torch
@@ -243,6 +242,7 @@ def add_eval_parser(sub: Any) -> None:
     )  # fmt: skip
     e.add_argument("--include-path", help="a folder of lm-eval task YAMLs (local data files)")
     e.add_argument("--limit", type=int, help="lm-eval: examples per task at most")
+    e.add_argument("--branch", default="merged", help="lm-eval: score this branch of the run")
     e.add_argument("--db", help="run store URL: record the harness scores on the run")
     e.add_argument("--n", type=int, default=128)
     e.add_argument("--max-new-tokens", type=int, default=8)

@@ -27,14 +27,13 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from copd.spec.serialize import CONFIG_SUFFIXES, read_config_file
 from copd.tools.preflight import check_run_group as check_run_group
 from copd.tools.preflight import check_run_name as check_run_name
 from copd.train.folders import hold_run_folder, new_run_dir, truncate_jsonl
 from copd.train.folders import slugify as slugify
 from copd.train.folders import unique_run_dir as unique_run_dir
 from copd.train.logger import Progress
-
-CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
 
 
 def load_config(
@@ -80,38 +79,6 @@ def with_trust(cfg, trusted: bool):
             "pass --trust-task-code to the command if you trust the code this config names"
         )
     return cfg
-
-
-def read_config_file(path: Path) -> dict:
-    """The mapping in a JSON or YAML config file; ConfigError with the file, line and column
-    when it does not parse or is not a mapping."""
-    from copd.spec import ConfigError
-
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(f"config: cannot read {path}: {e.strerror or e}") from None
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
-
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-            raise ConfigError(f"config: {path}: {where}not valid YAML ({e})") from None
-    else:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ConfigError(
-                f"config: {path}: line {e.lineno}, column {e.colno}: not valid JSON ({e.msg})"
-            ) from None
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"config: {path}: expected a mapping of fields, got {type(data).__name__}"
-        )
-    return data
 
 
 def new_recorded_run(
@@ -351,12 +318,14 @@ def harness_eval(
     db: str | None = None,
     include_path: str | None = None,
     limit: int | None = None,
+    model: str = "merged",
 ) -> tuple[Path, dict[str, float]]:
     """lm-evaluation-harness scores (copd/tools/harness.py) of a run's merged model (`target`:
     a run id with `db`, a run folder, or any model folder), written to
     `<run folder>/harness.json` and, with `db`, stored as evaluations of the run at its final
-    step, with the harness's version and each task's config as events. Returns (the model
-    folder, the scores)."""
+    step, with the harness's version and each task's config as events. `model`: a branch
+    of the run instead of its merged model (copd/tools/branch_export.py). Returns (the
+    model folder, the scores)."""
     from copd.errors import ConfigError
     from copd.tools.harness import run_lm_eval
 
@@ -377,10 +346,14 @@ def harness_eval(
                     (r for r in store.list_runs() if r.run_dir and Path(r.run_dir) == run_dir), None
                 )
         folder = run_dir / "merged" if (run_dir / "merged" / "config.json").is_file() else run_dir
+        if model != "merged":
+            from copd.tools.branch_export import export_branch
+
+            folder = export_branch(run_dir, model)
         res = run_lm_eval(folder, tasks, include_path=include_path, limit=limit)
         results = run_dir / "results.json"
         step = int(json.loads(results.read_text()).get("steps", 0)) if results.is_file() else 0
-        model = "merged" if folder != run_dir else folder.name
+        model = model if model != "merged" else "merged" if folder != run_dir else folder.name
         payload = {"harness": "lm-eval", "version": res.version, "model": model, "step": step,
                    "scores": res.scores, "n": res.n, "configs": res.configs}  # fmt: skip
         (run_dir / "harness.json").write_text(json.dumps(payload, indent=2, default=str) + "\n")

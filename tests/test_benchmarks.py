@@ -166,3 +166,33 @@ def test_a_bad_benchmark_is_refused_before_anything_runs():
     with pytest.raises(ConfigError, match="names must be unique"):
         two = '[{"name": "s", "task": "sort"}, {"name": "s", "task": "count"}]'
         apply_overrides(cfg, [f"benchmarks={two}"]).validate()
+
+
+def test_a_branch_of_a_finished_run_exported_as_a_folder_scores_as_in_the_run(
+    tiny_model_dir, tmp_path
+):
+    """Issue 40: any branch can be scored by a tool that loads a model folder (the harness):
+    the exported branch's greedy accuracy equals the run's own final score of that branch."""
+    from tiny_support import tiny_overrides
+
+    from copd.policy.models import PolicyView, load_policy
+    from copd.policy.rollout import accuracy
+    from copd.runner import train_run
+    from copd.spec import ConfigError
+    from copd.tools.branch_export import export_branch
+
+    cfg = apply_overrides(presets.get("demo"), tiny_overrides(tiny_model_dir)).validate()
+    out = tmp_path / "run"
+    scores = train_run(cfg, out)
+    folder = export_branch(out, "rev")
+    assert folder == out / "branches" / "rev" and (folder / "config.json").is_file()
+    model, tok = load_policy(str(folder))
+    task = get_task("rev", **cfg.task_options.get("rev", {}))
+    examples = _distinct(task.eval_examples(cfg.eval.n_prompts))
+    with torch.inference_mode(), PolicyView(model).use() as m:
+        got = accuracy(m, tok, task, examples, max_new_tokens=cfg.sampling.max_new_tokens,
+                       greedy=True, generator=torch.Generator().manual_seed(cfg.seed))  # fmt: skip
+    assert got == pytest.approx(scores["rev"]["rev"])
+    assert export_branch(out, "rev") == folder  # written once, reused
+    with pytest.raises(ConfigError, match=r"policies are \['add', 'rev'\]"):
+        export_branch(out, "sort")

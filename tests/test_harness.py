@@ -102,6 +102,13 @@ def test_a_harness_task_on_a_local_file_is_stored_and_equals_copds_own_score(
     assert "lm-eval · copd_add_local:exact_match" in bench.columns
     assert bench.cell("copd #1 · merged", "lm-eval · copd_add_local:exact_match")[0] == harness
     assert json.loads((out / "harness.json").read_text())["version"]
+    # a branch of the run, exported from its last checkpoint, scored and stored as itself
+    assert main([*args, "--branch", "add", "--limit", "8"]) == 0
+    evals = store.evaluations([run_id])
+    row = evals[
+        (evals["benchmark"] == "copd_add_local:exact_match@bench") & (evals["model"] == "add")
+    ]
+    assert len(row) == 1 and (out / "branches" / "add" / "config.json").is_file()
     store.close()
 
 

@@ -1,12 +1,15 @@
 """JSON-shaped dicts to and from the config dataclasses, with type coercion and errors
-that name the field (`grpo.group_size: expected an integer, got 'x'`)."""
+that name the field (`grpo.group_size: expected an integer, got 'x'`); a JSON or YAML
+config file read into such a dict (`read_config_file`)."""
 
 from __future__ import annotations
 
 import difflib
 import functools
+import json
 import math
 from dataclasses import fields, is_dataclass
+from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from copd.errors import ConfigError
@@ -134,3 +137,36 @@ def nonfinite_fields(obj: Any, prefix: str = "") -> list[str]:
         elif isinstance(value, float) and not math.isfinite(value):
             out.append(name)
     return out
+
+
+CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+def read_config_file(path: Path) -> dict:
+    """The mapping in a JSON or YAML config file; ConfigError with the file, line and column
+    when it does not parse or is not a mapping."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"config: cannot read {path}: {e.strerror or e}") from None
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+            raise ConfigError(f"config: {path}: {where}not valid YAML ({e})") from None
+    else:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(
+                f"config: {path}: line {e.lineno}, column {e.colno}: not valid JSON ({e.msg})"
+            ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"config: {path}: expected a mapping of fields, got {type(data).__name__}"
+        )
+    return data
