@@ -110,3 +110,7 @@ def test_runs_page_starts_the_harness_on_a_finished_run_or_says_how_to_install_i
     assert argv[1:] == ["-m", "copd", "eval", "1", "--harness", "lm-eval", "--tasks", "mytask",
                         "--db", f"sqlite:///{tmp_path / 'copd.db'}"]  # fmt: skip
     assert (finished_run / "harness.log").is_file()
+    assert at.selectbox(key="harness:model:1").options == ["merged", "add", "rev"]
+    at.selectbox(key="harness:model:1").set_value("rev").run()
+    at.button(key="harness:go:1").click().run()
+    assert started[-1][-2:] == ["--branch", "rev"]

@@ -49,12 +49,28 @@ def export_panel(run: Run) -> None:
 HARNESS_LOG = "harness.log"  # in the run folder: the harness process's output
 
 
-def harness_command(run: Run, url: str, tasks: str, include_path: str, limit: int) -> list[str]:
+def harness_command(
+    run: Run, url: str, tasks: str, include_path: str, limit: int, model: str = "merged"
+) -> list[str]:
     """The `copd eval RUN --harness lm-eval` command the panel starts for `run`."""
     argv = [sys.executable, "-m", "copd", "eval", str(run.id), "--harness", "lm-eval"]
     argv += ["--tasks", tasks, "--db", url]
+    argv += ["--branch", model] if model != "merged" else []
     argv += ["--include-path", include_path] if include_path else []
     return argv + (["--limit", str(limit)] if limit else [])
+
+
+def harness_models(run: Run) -> list[str]:
+    """What the harness can score of `run`: its merged model (when it merged) and each of
+    its policies."""
+    from copd.spec import RunConfig
+
+    try:
+        cfg = RunConfig.from_dict(run.config)
+    except Exception:  # an older or hand-edited config: the merged model alone
+        return ["merged"]
+    merged = ["merged"] if Path(run.run_dir or "", "merged", "config.json").is_file() else []
+    return merged + list(cfg.policy_names())
 
 
 def harness_panel(run: Run, url: str) -> None:
@@ -78,12 +94,15 @@ def harness_panel(run: Run, url: str) -> None:
                                 key=f"harness:include:{run.id}")  # fmt: skip
         limit = st.number_input("Examples per task (0: all)", min_value=0, value=0, step=10,
                                 key=f"harness:limit:{run.id}")  # fmt: skip
+        model = st.selectbox("Model", harness_models(run), key=f"harness:model:{run.id}",
+                             help="the merged model, or one branch (exported from the run's "
+                             "last checkpoint)")  # fmt: skip
         log = Path(run.run_dir) / HARNESS_LOG
         if st.button("Score", key=f"harness:go:{run.id}", icon=":material/fact_check:"):
             if not tasks.strip():
                 st.error("Name at least one task.")
             else:
-                argv = harness_command(run, url, tasks.strip(), include.strip(), int(limit))
+                argv = harness_command(run, url, tasks.strip(), include.strip(), int(limit), model)
                 with open(log, "w") as fh:
                     subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
