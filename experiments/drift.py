@@ -22,6 +22,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from copd.common import names as N
+
 QUANTITIES = ("overlap_top10", "sym_kl")
 METHODS = ("expert", "copd")
 
@@ -34,7 +36,7 @@ def read_jsonl_series(path: str | Path) -> list[tuple[str, int, float]]:
         if rec.get("type") != "metric":
             continue
         for k, v in rec["values"].items():
-            if k.startswith(("base/", "pair/")) and k.rsplit("/", 1)[-1] in QUANTITIES:
+            if N.parse(k).kind in ("base", "pair") and N.parse(k).key in QUANTITIES:
                 out.append((k, int(rec["step"]), float(v)))
     return out
 
@@ -113,7 +115,7 @@ def from_store(db: str, group: str) -> dict[str, list[tuple[str, str, list]]]:
         keys = [
             k
             for k in store.metric_keys(run.id)
-            if k.startswith(("base/", "pair/")) and k.rsplit("/", 1)[-1] in QUANTITIES
+            if N.parse(k).kind in ("base", "pair") and N.parse(k).key in QUANTITIES
         ]
         df = store.metric_series(run.id, keys, max_points=10_000)
         pts = [(r.key, int(r.step), float(r.value)) for r in df.itertuples()]

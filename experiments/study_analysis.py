@@ -102,13 +102,14 @@ def signal_updates(run_dirs: Sequence[Path]) -> list[dict]:
                 continue
             per: dict[str, dict[str, list[float]]] = {}
             for k, v in rec["values"].items():
-                parts = k.split("/")
-                if len(parts) != 5 or parts[0] != "branch" or parts[2] != "signal":
+                n = N.parse(k)
+                kind, _, term = n.key.removeprefix(N.SIGNAL_PREFIX).partition("/")
+                if n.kind != "branch" or not n.key.startswith(N.SIGNAL_PREFIX) or not term:
                     continue
-                if not isinstance(v, (int, float)) or not math.isfinite(v):
+                if "/" in term or not isinstance(v, (int, float)) or not math.isfinite(v):
                     continue
-                term = parts[4] if parts[4] in ("grpo", "all") else "opd"
-                per.setdefault(parts[1], {}).setdefault(f"{parts[3]}/{term}", []).append(v)
+                term = term if term in ("grpo", "all") else "opd"
+                per.setdefault(n.owner, {}).setdefault(f"{kind}/{term}", []).append(v)
             for branch, vals in per.items():
                 rows.append(
                     {"run": str(d), "branch": branch, "phase": rec.get("phase"),
@@ -178,8 +179,8 @@ def drift_series(run_dirs: Sequence[Path]) -> dict[str, dict[int, list[float]]]:
                 continue
             per: dict[str, list[float]] = {}
             for k, v in rec["values"].items():
-                if k.startswith("pair/"):
-                    per.setdefault(k.rsplit("/", 1)[-1], []).append(v)
+                if N.parse(k).kind == "pair":
+                    per.setdefault(N.parse(k).key, []).append(v)
             for q, vs in per.items():
                 if q in ("overlap_top1", "overlap_top5", "overlap_top10", "overlap_mass", "sym_kl"):
                     out.setdefault(q, {}).setdefault(int(rec["step"]), []).append(
@@ -213,7 +214,7 @@ def clip_prediction(run_dirs: Sequence[Path], clip: float = 1.0) -> dict[str, fl
             if rec.get("type") != "metric" or rec.get("phase") != "opd":
                 continue
             v = rec["values"]
-            for b in {k.split("/")[1] for k in v if k.startswith("branch/")}:
+            for b in {N.parse(k).owner for k in v if N.parse(k).kind == "branch"}:
                 keys = ("move", "move_solo", "grad_norm")
                 move, solo, g = (v.get(N.branch(b, N.signal_key(k))) for k in keys)
                 total = v.get(N.branch(b, N.GRAD_NORM))

@@ -77,8 +77,8 @@ def watched_keys(keys: list[str]) -> list[str]:
     return [
         k
         for k in keys
-        if (k.startswith("branch/") and ("/loss" in k or "/reward" in k))
-        or (k.startswith("pair/") and k.endswith(OVERLAP_SUFFIX))
+        if (N.parse(k).kind == "branch" and N.parse(k).key.startswith(("loss", "reward")))
+        or (N.parse(k).kind == "pair" and k.endswith(OVERLAP_SUFFIX))
     ]
 
 
@@ -106,7 +106,7 @@ def evaluate(run: Run, series: pd.DataFrame, now: float | None = None) -> list[A
     df = series if len(series) else pd.DataFrame(columns=["key", "step", "value"])
     vals = df["value"].to_numpy(dtype=float) if len(df) else np.array([])
     if cfg.nonfinite and len(df):
-        bad = df[~np.isfinite(vals) & ~df["key"].str.startswith("pair/")]
+        bad = df[~np.isfinite(vals) & (df["key"].map(lambda k: N.parse(k).kind) != "pair")]
         if len(bad):
             first = bad.sort_values("step").iloc[0]
             v = float(first["value"])

@@ -46,6 +46,7 @@ from app.dashboard.widgets import (
     plot,
     run_label,
 )
+from copd.common import names as N
 from copd.common.names import VAL_SUFFIX
 from copd.common.tables import PaperTable
 from storage import Run, RunStatus
@@ -182,11 +183,12 @@ def metric_overlays(
     """A metric picker (overlap and reward first) and one overlay chart + CSV per metric;
     returns the figures (for the report)."""
     keys = cached_keys(url, ids)
+    top10 = N.overlap_key(10)
     preferred = [
         k
         for k in keys
-        if k in ("pair/add~rev/overlap_top10", "branch/add/reward/mean")
-        or (k.startswith("pair/") and k.endswith("overlap_top10"))
+        if k in (N.pair("add", "rev", top10), N.branch("add", N.REWARD_MEAN))
+        or N.parse(k).is_("pair", top10)
     ]
     metrics = st.multiselect(
         "Metrics", keys, default=list(dict.fromkeys(preferred))[:2], key="compare:metrics"

@@ -130,7 +130,7 @@ def draw_run(
     # a first draw of every chart of a run took seconds (docs/PERFORMANCE.md P7).
     keys = cached_keys(url, (rid,), version)
     more = [c.group for c in LINE_CHARTS if c.group not in primary and groups[c.group]]
-    if more or len(overlap_k_keys(keys, "pair/")) > 1:
+    if more or len(overlap_k_keys(keys, "pair")) > 1:
         pairs = "each pair's overlap and KL, " if overlaid else ""
         label = f"More charts: {pairs}overlap vs base, reward signal, overlap at k"
         with lazy_section(label, "more") as box:

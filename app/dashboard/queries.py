@@ -77,12 +77,13 @@ def run_duration(run: Run, now: datetime | None = None) -> float | None:
     return (end - start).total_seconds()
 
 
-def mean_latest(latest: dict[str, Any], prefix: str, suffix: str) -> float | None:
-    """Mean of the latest values of keys `prefix*suffix` (finite ones); None if none."""
+def mean_latest(latest: dict[str, Any], kind: str, key: str) -> float | None:
+    """Mean of the latest values of the names of scope `kind` whose key (after the owner)
+    is `key` (finite ones); None if none."""
     vals = [
         float(p.value)
         for k, p in latest.items()
-        if k.startswith(prefix) and k.endswith(suffix) and math.isfinite(float(p.value))
+        if N.parse(k).is_(kind, key) and math.isfinite(float(p.value))
     ]
     return float(np.mean(vals)) if vals else None
 
@@ -107,8 +108,8 @@ def runs_frame(store: RunStore, runs: list[Run] | None = None) -> pd.DataFrame:
                 "progress": whole_percent(r.progress),  # as every page shows it
                 "started": _utc(r.started_at),
                 "duration": format_duration(run_duration(r)),
-                "latest reward": mean_latest(latest, "branch/", "/" + REWARD_KEY),
-                "latest overlap": mean_latest(latest, "pair/", "/" + OVERLAP_KEY),
+                "latest reward": mean_latest(latest, "branch", REWARD_KEY),
+                "latest overlap": mean_latest(latest, "pair", OVERLAP_KEY),
                 "notes": " ".join(r.notes.split())[:120],  # one line: the table is a list
             }
         )

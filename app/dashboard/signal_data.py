@@ -47,10 +47,10 @@ def parse_signal_key(key: str) -> tuple[str, str, str] | None:
     """`branch/add/signal/grad_norm/rev` -> ("add", "grad_norm", "rev");
     `branch/add/clip_frac` -> ("add", "clip_frac", "grpo"); `branch/add/clip_frac/rev` ->
     ("add", "clip_frac", "rev"); None for any other key."""
-    parts = key.split("/")
-    if len(parts) < 3 or parts[0] != "branch":
+    n = N.parse(key)
+    if n.kind != "branch" or not n.key:
         return None
-    b, rest = parts[1], "/".join(parts[2:])
+    b, rest = n.owner, n.key
     if rest.startswith(N.SIGNAL_PREFIX):
         kind, _, term = rest[len(N.SIGNAL_PREFIX) :].partition("/")
         return (b, kind, term) if kind and term else None
@@ -82,13 +82,13 @@ def signal_branches(keys: list[str]) -> list[str]:
 _OVERLAP_RE = re.compile(r"/overlap_top(\d+)$")
 
 
-def overlap_k_keys(keys: list[str], prefix: str = "pair/") -> dict[str, list[str]]:
-    """Panel name -> keys: `top-1`, `top-5`, `top-10`, ... (by k) then `mass`, for keys
-    under `prefix` (`pair/` branch vs branch, `base/` branch vs base)."""
+def overlap_k_keys(keys: list[str], kind: str = "pair") -> dict[str, list[str]]:
+    """Panel name -> keys: `top-1`, `top-5`, `top-10`, ... (by k) then `mass`, for the names
+    of scope `kind` ("pair": branch vs branch, "base": branch vs base)."""
     by_k: dict[int, list[str]] = {}
     mass: list[str] = []
     for k in keys:
-        if not k.startswith(prefix):
+        if N.parse(k).kind != kind:
             continue
         m = _OVERLAP_RE.search(k)
         if m:

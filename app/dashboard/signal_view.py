@@ -54,7 +54,7 @@ def overlap_at_k(
     version: tuple = (),
 ) -> None:  # fmt: skip
     """Top-1, top-5, top-10 overlap and overlap mass between branches, side by side."""
-    panels = overlap_k_keys(keys, "pair/")
+    panels = overlap_k_keys(keys, "pair")
     if len(panels) < 2:  # top-10 alone is already drawn above
         return
     vocab = vocab_size_of(run.config)

@@ -55,9 +55,7 @@ def fit_of(points: Sequence[dict[str, float]]) -> dict[str, float]:
 
 def drift_keys(keys: Sequence[str]) -> list[str]:
     """The overlap / symmetric-KL diagnostics among a run's metric keys."""
-    return [
-        k for k in keys if k.startswith(("base/", "pair/")) and k.rsplit("/", 1)[-1] in DRIFT_QTY
-    ]
+    return [k for k in keys if N.parse(k).kind in ("base", "pair") and N.parse(k).key in DRIFT_QTY]
 
 
 def drift_series(store: RunStore, runs: Sequence[Run]) -> pd.DataFrame:

@@ -27,6 +27,7 @@ from app.dashboard.series import (
     ema,
     overall_scores,
 )
+from copd.common import names as N
 from copd.common.names import is_bench_key
 
 
@@ -235,11 +236,11 @@ def _model_order(model: str) -> tuple[int, str]:
 def timing_totals(df: pd.DataFrame) -> pd.DataFrame:
     """Total seconds per (phase, time key), leaving out `time/step_s` (the sum of the
     others, which would count twice). Columns phase, part, seconds."""
-    t = df[df["key"].str.startswith("time/") & (df["key"] != "time/step_s")].copy()
+    t = df[df["key"].str.startswith(N.TIME_PREFIX) & (df["key"] != N.time_key("step"))].copy()
     if t.empty:
         return pd.DataFrame(columns=["phase", "part", "seconds"])
     t["phase"] = t["phase"].replace("", "other").fillna("other")
-    t["part"] = t["key"].str.removeprefix("time/").str.removesuffix("_s")
+    t["part"] = t["key"].str.removeprefix(N.TIME_PREFIX).str.removesuffix("_s")
     t = t[np.isfinite(t["value"].astype(float))]
     return (
         t.groupby(["phase", "part"], as_index=False)["value"]

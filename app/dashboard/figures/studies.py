@@ -13,6 +13,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from copd.common import names as N
 from copd.common.stats import mean_std
 from copd.spec import method_label
 
@@ -83,7 +84,8 @@ def drift_figure(records: Sequence[dict[str, Any]]) -> go.Figure:
         g = g.sort_values("step")
         if qty == "sym_kl":
             g = g[(g["step"] > 0) & (g["value"] > 0)]  # step 0 is ~0 (a copy): off the log axis
-        kind = "branch vs branch" if key.startswith("pair/") else "vs base"
+        pair = N.parse(key).kind == "pair"
+        kind = "branch vs branch" if pair else "vs base"
         fig.add_trace(
             go.Scatter(
                 x=g["step"],
@@ -92,7 +94,7 @@ def drift_figure(records: Sequence[dict[str, Any]]) -> go.Figure:
                 name=f"{method}: {kind}",
                 line=dict(
                     color=COLORS.get(method, "#7f7f7f"),
-                    dash="solid" if key.startswith("pair/") else "dot",
+                    dash="solid" if pair else "dot",
                     width=1.5,
                 ),
                 legendgroup=f"{method}:{kind}",

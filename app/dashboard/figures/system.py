@@ -12,16 +12,17 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from app.dashboard.figures.base import base_layout, color
+from copd.common import names as N
 
 # Units of the process metrics: their axes start at 0 so a few MB of wobble on a GB-sized
 # process reads as the flat line it is; CPU percent spans at least one full core.
 SYSTEM_AXES = {
-    "system/rss_mb": "MB",
-    "system/gpu_mem_mb": "MB",
-    "system/cpu_percent": "% of one core",
-    "system/host/cpu_percent": "% of all cores",
-    "system/host/ram_used_mb": "MB",
-    "system/host/ram_percent": "%",
+    N.SYSTEM_RSS_MB: "MB",
+    N.SYSTEM_GPU_MEM_MB: "MB",
+    N.SYSTEM_CPU_PERCENT: "% of one core",
+    N.SYSTEM_HOST_CPU_PERCENT: "% of all cores",
+    N.SYSTEM_HOST_RAM_MB: "MB",
+    N.SYSTEM_HOST_RAM_PERCENT: "%",
 }
 # The sampled GPUs' keys (system/gpu/<i>/<name>) by their name.
 GPU_AXES = {
@@ -45,7 +46,7 @@ def provided_system_keys(df: pd.DataFrame) -> list[str]:
     axis would only suggest a problem that is not there)."""
     out = []
     for k in dict.fromkeys(df["key"]):
-        if not str(k).startswith("system/"):
+        if N.parse(str(k)).kind != "system":
             continue
         v = df.loc[df["key"] == k, "value"].to_numpy(dtype=float)
         if np.any(np.isfinite(v) & (v != 0)):
@@ -62,7 +63,7 @@ def system_range(key: str, values: np.ndarray) -> list[float] | None:
     if unit is None or v.size == 0:
         return None
     top = float(v.max()) * 1.1
-    if key == "system/cpu_percent" or unit in ("%", "% of all cores"):
+    if key == N.SYSTEM_CPU_PERCENT or unit in ("%", "% of all cores"):
         top = max(top, 100.0)
     return [0.0, top if top > 0 else 1.0]
 
