@@ -131,6 +131,7 @@ class SyntheticTask(Task):
         self.difficulty = difficulty
         self.holdout_fraction = holdout_fraction
         self.val_fraction = val_fraction
+        self._fresh_keys: dict[int, list[Hashable]] = {}  # n -> fresh_examples' inputs
 
     @abstractmethod
     def draw(self, rng: random.Random) -> Hashable:
@@ -181,11 +182,17 @@ class SyntheticTask(Task):
 
     def fresh_examples(self, n: int) -> list[Example]:
         """`n` test-split examples none of which `eval_examples` gives for any n up to
-        SCORED (every table before the fresh draw scored at most 128): a fresh held-out
-        sample of the same distribution, drawn from its own stream. Raises ValueError
-        when the test split holds too few inputs beyond the scored ones."""
-        scored = set(self._fixed_keys(f"eval|{self.name}|{self.difficulty}", "test", SCORED))
-        keys = self._fixed_keys(f"fresh|{self.name}|{self.difficulty}", "test", n, scored)
+        SCORED (every table before the fresh draw scored at most 128), drawn from a stream
+        of their own. Held out like the test split, but not its distribution: the inputs
+        left out are the most probable ones, so the draw leans to the rarer inputs. Drawn
+        once per task and n. Raises ValueError when the test split holds too few inputs
+        beyond the scored ones."""
+        if n not in self._fresh_keys:
+            seed = f"eval|{self.name}|{self.difficulty}"
+            scored = set(self._fixed_keys(seed, "test", SCORED))
+            stream = f"fresh|{self.name}|{self.difficulty}"
+            self._fresh_keys[n] = self._fixed_keys(stream, "test", n, scored)
+        keys = self._fresh_keys[n]
         if len(keys) < n:
             raise ValueError(
                 f"{self.name}: the test split holds {len(keys)} inputs beyond the {SCORED} "

@@ -22,7 +22,6 @@ import psutil
 import torch
 
 from copd.common import names as N
-from copd.errors import ConfigError
 from copd.math.diagnostics import pair_diagnostics
 from copd.policy.models import PolicyView
 from copd.policy.rollout import RolloutBatch, accuracy, completion_logits, sample_rollouts
@@ -61,14 +60,8 @@ def evaluate(
 def eval_examples(world, task, split: str) -> list:
     """The distinct examples of `split` that a score is taken over (up to eval.n_prompts)."""
     n = world.evaluation.n_prompts
-    if split == "test" and world.evaluation.test_draw == "fresh":
-        fresh = getattr(task, "fresh_examples", None)
-        if fresh is None:
-            raise ConfigError(
-                f"eval.test_draw: 'fresh' needs a built-in generated domain; {task.name!r} has "
-                "no fresh draw (use 'standard', or give a data file its own eval_path)"
-            )
-        return distinct(fresh(n))
+    if split == "test" and world.evaluation.test_draw == "fresh":  # checked by World.build
+        return distinct(task.fresh_examples(n))
     return distinct(task.split_examples(split, n))
 
 

@@ -242,6 +242,6 @@ def log_opd_batch(
     G = batch.group_size
     n = world.cfg.diagnostics.samples_prompts * len({e.domain for e in batch.examples})
     sub = batch.subset(list(range(min(n * G, batch.size))))
-    logp = TeacherScores.of(scores).logp
+    logp = scores.logp
     rows = cross_samples(world, student, teacher, sub, logits_of(sub), logp[: sub.size])
     world.logger.log_samples(rows, step=step, phase="opd")

@@ -138,7 +138,7 @@ def log_cross_samples(
     logits = group.call([Call(s, Ops.probe_logits, (sub,)) for (s, _), sub in subs.items()])
     rows = []
     for ((s, t), sub), s_logits in zip(subs.items(), logits, strict=True):
-        lp = TeacherScores.of(teacher_logp[s, t]).logp
+        lp = teacher_logp[s, t].logp
         rows += samples.cross_samples(world, s, t, sub, s_logits, lp[: sub.size])
     step = world.state.step + 1
     pos = position(world.state.step, world.cfg.schedule)
