@@ -132,7 +132,8 @@ def main() -> None:
 
 # Sections below the fold of a page, shot scrolled to: (file name, text that heads it).
 BELOW_THE_FOLD = {
-    "compare": (("compare-retention", "Retention: each domain"),),
+    "compare": (("compare-benchmarks", "Benchmarks: columns grouped"),
+                ("compare-retention", "Retention: each domain")),
     "compare-grid": (("compare-grid-view", "Grid sweep: final score"),
                      ("compare-parcoords", "Every run: swept fields")),
 }  # fmt: skip
