@@ -178,15 +178,36 @@ def is_report(stage: str) -> bool:
     return (
         stage in ("final", "capacity")
         or stage in PAIR_SETTINGS
-        or stage.removesuffix("-fresh") in PAIR_SETTINGS
+        or is_fresh(stage)
     )
 
 
+# The built-in pair (add, rev) in the fresh tables: add's test split was scored whole by
+# every earlier table (110 inputs at the demo's difficulty), so it is scored whole again and
+# rev gets the fresh draw (eval.test_draw=fresh_or_whole; the run's log says which).
+BUILTIN = "builtin"
+
+
 def fresh_arms(setting: str) -> dict[str, tuple[str, tuple[str, ...]]]:
-    """Every method of `pair_final` and CoPD at the calibrated setting, each scored on a
-    fresh draw of the test split."""
-    arms = {**pair_final(setting, None), "copd-calibrated": (setting, CALIBRATED)}
-    return {k: (p, (*o, "eval.test_draw=fresh")) for k, (p, o) in arms.items()}
+    """Every method of the setting's final table (`pair_final`; for the built-in pair
+    Table 1's set and the equal-steps mixed control) and CoPD at the calibrated setting,
+    each scored on a fresh draw of the test split."""
+    if setting == BUILTIN:
+        arms = {name: (name, ()) for name in presets.SETS["paper-2dom"] if name != "demo"}
+        arms |= {"mixed-steps": ("mixed-steps", ()), "copd": ("demo", ())}
+        arms["copd-calibrated"] = ("demo", CALIBRATED)
+        draw = "eval.test_draw=fresh_or_whole"
+    else:
+        arms = {**pair_final(setting, None), "copd-calibrated": (setting, CALIBRATED)}
+        draw = "eval.test_draw=fresh"
+    return {k: (p, (*o, draw)) for k, (p, o) in arms.items()}
+
+
+def is_fresh(stage: str) -> bool:
+    """Whether `stage` is a fresh table: `<setting>-fresh` for a pair setting or the
+    built-in pair."""
+    setting = stage.removesuffix("-fresh")
+    return stage.endswith("-fresh") and (setting in PAIR_SETTINGS or setting == BUILTIN)
 
 
 def seeds_used(out: Path, selection: bool) -> dict[int, str]:
@@ -233,7 +254,7 @@ def cmd_study(args) -> int:
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     stage = args.stage
     val, test = seeds or list(MAP_SEEDS), seeds or list(FINAL_SEEDS)
-    if stage.endswith("-fresh"):
+    if is_fresh(stage):
         test = seeds or list(FRESH_SEEDS)
     stage_seeds = test[:5] if stage == "capacity" else test if is_report(stage) else val
     check_seeds(stage, stage_seeds, out)  # before any run: choosing and reporting seeds apart
@@ -258,7 +279,7 @@ def cmd_study(args) -> int:
     elif stage.endswith("-map") and stage[: -len("-map")] in PAIR_SETTINGS:
         setting = stage[: -len("-map")]
         run_stage(pair_map(setting), val, out, f"study-{stage}", args.db, args.jobs, log)
-    elif stage.endswith("-fresh"):
+    elif is_fresh(stage):
         arms = fresh_arms(stage.removesuffix("-fresh"))
         run_stage(arms, test, out, f"study-{stage}", args.db, args.jobs, log)
     elif stage in PAIR_SETTINGS:
@@ -279,6 +300,7 @@ def add_parser(sub) -> None:
             "drift",
             "calibrate",
             *(f"{k}{m}" for k in PAIR_SETTINGS for m in ("-map", "", "-fresh")),
+            f"{BUILTIN}-fresh",
             "report",
         ],  # fmt: skip
     )

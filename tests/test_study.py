@@ -221,3 +221,13 @@ def test_the_fresh_stage_runs_every_method_on_a_fresh_draw_with_unused_seeds(tmp
     with pytest.raises(Exception, match=r"seeds 1 \(map"):
         study.check_seeds("cue-fresh", [1, 200], tmp_path)
     study.check_seeds("cue-fresh", list(study.FRESH_SEEDS), tmp_path)
+    # the built-in pair: Table 1's methods, add scored whole (its test split is exhausted)
+    builtin = study.jobs_for(study.fresh_arms("builtin"), [200], tmp_path, "g")
+    assert {arm for arm, _, _ in builtin} == {
+        "expert", "weight_average", "mixed", "mixed-steps", "static_opd", "static_opd-rev",
+        "mopd", "copd", "copd-calibrated",
+    }  # fmt: skip
+    assert all(job.cfg.eval.test_draw == "fresh_or_whole" for _, _, job in builtin)
+    assert study.is_report("builtin-fresh") and not study.is_fresh("demo-fresh")
+    with pytest.raises(Exception, match=r"seeds 0 \(map"):
+        study.check_seeds("builtin-fresh", [0], tmp_path)

@@ -251,3 +251,43 @@ def test_a_run_on_a_fresh_draw_scores_those_prompts(tiny_cfg):
     ]
     with pytest.raises(ConfigError, match="eval.test_draw"):
         World.build(tiny_cfg("demo", "eval.test_draw=fresh"))  # add: too small / no fresh
+
+
+def test_fresh_or_whole_scores_an_exhausted_test_split_whole_and_says_so(tiny_cfg):
+    """The built-in pair's fresh table (issue 39): add's test split was scored whole by
+    every earlier table (110 inputs), so `fresh_or_whole` scores all of it, each input once,
+    and the run's log says so; rev, with inputs to spare, gets the fresh draw."""
+    from copd.tasks import get_task
+    from copd.train.evaluate import eval_examples
+    from copd.train.world import World
+
+    add, rev = get_task("add"), get_task("rev")
+    assert add.test_split_exhausted() and not rev.test_split_exhausted()
+    whole = {e.prompt for e in add.fresh_or_whole_examples(128)}
+    assert whole == {e.prompt for e in add.eval_examples(512)}
+    assert len(whole) == len(add.scored_keys()) < 128
+    assert all(add.is_held_out(k) for k in add.scored_keys())
+    assert [e.prompt for e in rev.fresh_or_whole_examples(64)] == [
+        e.prompt for e in rev.fresh_examples(64)
+    ]
+    from copd.train.logger import NullLogger
+
+    class Events(NullLogger):
+        def __init__(self):
+            self.lines = []
+
+        def log_event(self, message, *, level="info", step=None):
+            self.lines.append(message)
+
+    log = Events()
+    rev2 = 'task_options={"add": {"difficulty": 1}, "rev": {"difficulty": 2}}'
+    world = World.build(tiny_cfg("demo", "eval.test_draw=fresh_or_whole", rev2), logger=log)
+    n = world.evaluation.n_prompts
+    got = {t: [e.prompt for e in eval_examples(world, world.tasks[t], "test")] for t in world.tasks}
+    wadd, wrev = world.tasks["add"], world.tasks["rev"]  # add at the tiny difficulty
+    assert got["add"] == [wadd.render(k).prompt for k in wadd.scored_keys()]
+    assert got["rev"] == [e.prompt for e in wrev.fresh_examples(n)]
+    assert [m for m in log.lines if "fresh_or_whole" in m] == [
+        f"eval.test_draw=fresh_or_whole: add's test split holds {len(got['add'])} inputs, all "
+        "scored before; scored whole, each once"
+    ]

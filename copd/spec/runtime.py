@@ -12,6 +12,9 @@ from copd.errors import check
 from copd.spec.choices import BACKEND_KINDS, BackendKind
 
 
+TEST_DRAWS = ("standard", "fresh", "fresh_or_whole")
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """Held-out evaluation of each branch and the merged model on every domain."""
@@ -28,14 +31,19 @@ class EvalConfig:
     during: str = "test"
     # "fresh": the test split's prompts are a fresh draw from the held-out split, none of
     # them among the standard test prompts any earlier table scored (built-in generated
-    # domains; copd/tasks/base.py `fresh_examples`). "standard": those prompts.
+    # domains; copd/tasks/base.py `fresh_examples`). "fresh_or_whole": the same, but a
+    # domain whose test split was already scored whole (add at the demo's difficulty)
+    # scores that whole split, each input once (`fresh_or_whole_examples`; the run's log
+    # names those domains). "standard": the standard test prompts.
     test_draw: str = "standard"
 
     def check(self) -> None:
         check(self.n_prompts >= 1, "eval.n_prompts", "must be >= 1")
         check(self.during in ("test", "validation"), "eval.during", "use 'test' or 'validation'")
         check(
-            self.test_draw in ("standard", "fresh"), "eval.test_draw", "use 'standard' or 'fresh'"
+            self.test_draw in TEST_DRAWS,
+            "eval.test_draw",
+            "use 'standard', 'fresh' or 'fresh_or_whole'",
         )
         check(
             self.during == "test" or self.validation,

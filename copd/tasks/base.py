@@ -132,6 +132,7 @@ class SyntheticTask(Task):
         self.holdout_fraction = holdout_fraction
         self.val_fraction = val_fraction
         self._fresh_keys: dict[int, list[Hashable]] = {}  # n -> fresh_examples' inputs
+        self._scored: list[Hashable] | None = None  # scored_keys, drawn once
 
     @abstractmethod
     def draw(self, rng: random.Random) -> Hashable:
@@ -180,6 +181,19 @@ class SyntheticTask(Task):
     def val_examples(self, n: int) -> list[Example]:
         return self._fixed(f"val|{self.name}|{self.difficulty}", "validation", n)
 
+    def scored_keys(self) -> list[Hashable]:
+        """The standard test stream's first SCORED distinct inputs: every test prompt any
+        table before the fresh draw scored (fewer when the test split holds fewer)."""
+        if self._scored is None:
+            self._scored = self._fixed_keys(f"eval|{self.name}|{self.difficulty}", "test", SCORED)
+        return self._scored
+
+    def test_split_exhausted(self) -> bool:
+        """Whether every test input was already scored: the standard stream found fewer
+        than SCORED distinct inputs in 50 x SCORED draws (add at the demo's difficulty
+        holds out 110), so no fresh draw exists."""
+        return len(self.scored_keys()) < SCORED
+
     def fresh_examples(self, n: int) -> list[Example]:
         """`n` test-split examples none of which `eval_examples` gives for any n up to
         SCORED (every table before the fresh draw scored at most 128), drawn from a stream
@@ -188,17 +202,26 @@ class SyntheticTask(Task):
         once per task and n. Raises ValueError when the test split holds too few inputs
         beyond the scored ones."""
         if n not in self._fresh_keys:
-            seed = f"eval|{self.name}|{self.difficulty}"
-            scored = set(self._fixed_keys(seed, "test", SCORED))
             stream = f"fresh|{self.name}|{self.difficulty}"
-            self._fresh_keys[n] = self._fixed_keys(stream, "test", n, scored)
+            skip = set(self.scored_keys())
+            self._fresh_keys[n] = self._fixed_keys(stream, "test", n, skip)
         keys = self._fresh_keys[n]
         if len(keys) < n:
             raise ValueError(
                 f"{self.name}: the test split holds {len(keys)} inputs beyond the {SCORED} "
-                f"already scored, fewer than {n}; lower eval.n_prompts or raise the difficulty"
+                f"already scored, fewer than {n}; lower eval.n_prompts, raise the difficulty, "
+                "or use eval.test_draw=fresh_or_whole (the whole split where it is exhausted)"
             )
         return [self.render(k) for k in keys]
+
+    def fresh_or_whole_examples(self, n: int) -> list[Example]:
+        """`eval.test_draw=fresh_or_whole`: `fresh_examples(n)`, or, where the test split is
+        exhausted (`test_split_exhausted`), the whole split, every input once: no prompt
+        beyond the scored ones exists, so the best a fresh table can do is score all of
+        them (the same prompts every earlier table scored; a report says which)."""
+        if self.test_split_exhausted():
+            return [self.render(k) for k in self.scored_keys()]
+        return self.fresh_examples(n)
 
     def _fixed_keys(
         self, seed: str, split: str, n: int, skip: set[Hashable] = frozenset()

@@ -60,8 +60,11 @@ def evaluate(
 def eval_examples(world, task, split: str) -> list:
     """The distinct examples of `split` that a score is taken over (up to eval.n_prompts)."""
     n = world.evaluation.n_prompts
-    if split == "test" and world.evaluation.test_draw == "fresh":  # checked by World.build
+    draw = world.evaluation.test_draw  # "fresh*" checked by World.build
+    if split == "test" and draw == "fresh":
         return distinct(task.fresh_examples(n))
+    if split == "test" and draw == "fresh_or_whole":
+        return distinct(task.fresh_or_whole_examples(n))
     return distinct(task.split_examples(split, n))
 
 

@@ -18,6 +18,7 @@ import os
 import random
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -136,8 +137,8 @@ class World:
             for b in cfg.branches
         }
         check_task_media(tasks)
-        if cfg.eval.test_draw == "fresh":
-            check_fresh_draw(tasks, cfg.eval.n_prompts)
+        if cfg.eval.test_draw != "standard":
+            check_fresh_draw(tasks, cfg.eval.test_draw, cfg.eval.n_prompts, logger.log_event)
         path = resolve_model_path(cfg.model, log=lambda m: logger.log_event(m))
         base, tok = load_policy(path, cfg.model.dtype, cfg.model.gguf_file)
         if (
@@ -263,15 +264,22 @@ class World:
         self.state.teachers = {b.name: b.snapshot() for b in self.branches}
 
 
-def check_fresh_draw(tasks: dict[str, Task], n: int) -> None:
-    """`eval.test_draw="fresh"`: every domain can give `n` fresh test prompts, else a
-    ConfigError naming the domain and the fix, before anything trains."""
+def check_fresh_draw(tasks: dict[str, Task], draw: str, n: int, log: Callable) -> None:
+    """`eval.test_draw` "fresh" or "fresh_or_whole": every domain can give `n` fresh test
+    prompts (or, under "fresh_or_whole", has its test split scored whole, which `log`
+    says), else a ConfigError naming the domain and the fix, before anything trains."""
     for t in tasks.values():
         if not hasattr(t, "fresh_examples"):
             raise ConfigError(
-                f"eval.test_draw: 'fresh' needs built-in generated domains; {t.name!r} has no "
-                "fresh draw (use 'standard')"
+                f"eval.test_draw: {draw!r} needs built-in generated domains; {t.name!r} has "
+                "no fresh draw (use 'standard')"
             )
+        if draw == "fresh_or_whole" and t.test_split_exhausted():
+            log(
+                f"eval.test_draw=fresh_or_whole: {t.name}'s test split holds "
+                f"{len(t.scored_keys())} inputs, all scored before; scored whole, each once"
+            )
+            continue
         try:
             t.fresh_examples(n)
         except ValueError as e:
