@@ -446,3 +446,26 @@ def test_opd_samples_teacher_is_refused_outside_mopd(tiny_cfg):
         tiny_cfg("static_opd", "opd.samples=teacher")
     with pytest.raises(ConfigError, match="eval.during"):
         tiny_cfg("mopd", "eval.during=validation", "eval.validation=false")
+
+
+def test_the_step0_overlap_reaches_the_loggers_before_the_starting_evaluation(tiny_cfg, tmp_path):
+    """The Live view's first chart is the step-0 overlap (issue 38: first chart within 8 s
+    of the click): its rows are flushed before the starting scores are computed, not after
+    (an evaluation of every model on both splits came first)."""
+    order = []
+
+    class Flushes(Recorder):
+        def log_metrics(self, metrics, *, step, cycle=0, phase=""):
+            super().log_metrics(metrics, step=step, cycle=cycle, phase=phase)
+            order.extend(("overlap",) if any("overlap_top10" in k for k in metrics) else ())
+
+        def log_eval(self, model, benchmark, score, n, *, step):
+            super().log_eval(model, benchmark, score, n, step=step)
+            order.append("eval")
+
+        def flush(self):
+            order.append("flush")
+
+    run(World.build(tiny_cfg("demo", "schedule.cycles=1"), Flushes()), tmp_path)
+    first_eval = order.index("eval")
+    assert order.index("overlap") < order.index("flush") < first_eval

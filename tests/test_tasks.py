@@ -291,3 +291,18 @@ def test_fresh_or_whole_scores_an_exhausted_test_split_whole_and_says_so(tiny_cf
         f"eval.test_draw=fresh_or_whole: add's test split holds {len(got['add'])} inputs, all "
         "scored before; scored whole, each once"
     ]
+
+
+def test_a_split_s_fixed_prompts_are_drawn_once_per_task():
+    """Every evaluation asks for the same prompts of every model; add's test split (110
+    inputs) took 50 x n rejected draws each time (seconds per evaluation, the step-0 one
+    included). The second call draws nothing and gives the same prompts."""
+    from copd.tasks import get_task
+
+    t = get_task("add")
+    first = [e.prompt for e in t.eval_examples(128)]
+    calls = []
+    draw = t.draw
+    t.draw = lambda rng: calls.append(1) or draw(rng)
+    assert [e.prompt for e in t.eval_examples(128)] == first and not calls
+    assert [e.prompt for e in get_task("add").eval_examples(128)] == first  # a new instance

@@ -133,6 +133,7 @@ class SyntheticTask(Task):
         self.val_fraction = val_fraction
         self._fresh_keys: dict[int, list[Hashable]] = {}  # n -> fresh_examples' inputs
         self._scored: list[Hashable] | None = None  # scored_keys, drawn once
+        self._keys: dict[tuple[str, str, int], list[Hashable]] = {}  # _fixed_keys, drawn once
 
     @abstractmethod
     def draw(self, rng: random.Random) -> Hashable:
@@ -227,7 +228,18 @@ class SyntheticTask(Task):
         self, seed: str, split: str, n: int, skip: set[Hashable] = frozenset()
     ) -> list[Hashable]:
         """Up to `n` distinct inputs of `split` from the stream seeded by `seed` (a prefix
-        of the same stream for a smaller n), leaving out `skip`."""
+        of the same stream for a smaller n), leaving out `skip`. Drawn once per (seed,
+        split, n) without `skip`: an evaluation asks for the same prompts of every model at
+        every evaluation, and a small split (add's 110 test inputs) costs 50 x n draws."""
+        if not skip:
+            if (seed, split, n) not in self._keys:
+                self._keys[seed, split, n] = self._draw_keys(seed, split, n, frozenset())
+            return list(self._keys[seed, split, n])
+        return self._draw_keys(seed, split, n, skip)
+
+    def _draw_keys(
+        self, seed: str, split: str, n: int, skip: set[Hashable]
+    ) -> list[Hashable]:
         rng = random.Random(seed)
         keys: list[Hashable] = []
         seen: set[Hashable] = set(skip)

@@ -104,10 +104,12 @@ def announce(world: World, message: str | None = None, budget: Budget | None = N
 
 
 def begin(world: World, acts: Actions) -> None:
-    """Before the first step of a fresh run: diagnostics (branches = base), and the
-    starting scores when `eval.at_start`, flushed to every logger at once."""
+    """Before the first step of a fresh run: diagnostics (branches = base), flushed to every
+    logger at once (the Live view's first chart draws from them), then the starting scores
+    when `eval.at_start`, flushed too."""
     if world.state.step == 0:
         acts.measure(0, "rl")
+        world.logger.flush()
         if world.cfg.eval.at_start:
             acts.evaluate(0)
         log_step_times(world, acts, 0, "rl")
