@@ -72,10 +72,10 @@ shown = [
     r for r in runs if r.id == run_id or (by_id[run_id].group and r.group == by_id[run_id].group)
 ]
 active = any(not r.is_terminal for r in shown)  # the run or its group: queued or running
-# until a run's first rows are in (progress 0), look every second: the first chart
-# appears as soon as the trainer writes it, not up to `every` seconds later
+# until a run's first rows are in (progress 0), look twice a second (a look is a few index
+# reads): the first chart appears as soon as the trainer writes it, not `every` s later
 waiting = active and by_id[run_id].progress == 0
-run_every = (1 if waiting else every) if (live and active) else None
+run_every = (0.5 if waiting else every) if (live and active) else None
 
 
 # Charts (refreshing by themselves) or Samples (what the branches generated, token by
