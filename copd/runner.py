@@ -101,6 +101,12 @@ def open_store(db: str):
     return RunStore.from_url(db)
 
 
+def import_store() -> None:
+    """Import the store's modules a recorded run uses (a standby trainer preloads them)."""
+    import storage.logger  # noqa: F401
+    import storage.tracking  # noqa: F401
+
+
 @contextlib.contextmanager
 def recorded(
     cfg,

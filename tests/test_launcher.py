@@ -446,3 +446,41 @@ def test_cpu_runs_are_counted_in_threads(tmp_path):
     # what the supervisor prints says this rule (it printed "max 1 CPU runs" while two ran)
     said = la.capacity()
     assert "share 2 threads" in said and "else 2" in said and "max 1" not in said, said
+
+
+def test_a_standby_trainer_takes_the_next_cpu_run_and_a_mismatch_starts_afresh(
+    store, tmp_path, tiny_cfg
+):
+    """The dashboard's launcher keeps a warm trainer (issue 38: the demo's first chart
+    sooner after the click): the run's recorded process is the standby started before the
+    run was queued, it trains to the end with its output in train.log, and a new standby is
+    kept once the run is over. A run whose environment differs in a variable read at import
+    ($HF_HOME) starts afresh and the standby is ended; stopping ends the last one."""
+    launcher = make_launcher(store, tmp_path / "runs", standby=True)
+    launcher.tick()
+    warm = launcher._standby
+    assert warm is not None and warm.poll() is None
+    cfg = tiny_cfg("demo", *SHORT)
+    run = launcher.submit(cfg, name="warm")
+    try:
+        wait_until(launcher, run.id, lambda r: r.is_terminal, START_TIMEOUT_S, "finished")
+        done = store.get_run(run.id)
+        assert (done.status, done.pid) == ("finished", warm.pid), done.error
+        assert warm.wait(timeout=HANG_S) == 0
+        log = launcher.log_tail(run.id, 400)
+        assert "launch: " in log and "results: " in log
+        assert (Path(done.run_dir) / "results.json").exists()
+        launcher.tick()  # idle again: a new standby
+        second = launcher._standby
+        assert second is not None and second.pid != warm.pid and second.poll() is None
+
+        launcher.base_env["HF_HOME"] = str(tmp_path / "another-hf-home")
+        other = launcher.submit(cfg, name="afresh")
+        wait_until(launcher, other.id, lambda r: r.is_terminal, START_TIMEOUT_S, "finished")
+        assert store.get_run(other.id).status == "finished"
+        assert store.get_run(other.id).pid != second.pid
+        assert second.wait(timeout=HANG_S) == 0  # ended at end of input, holding no run
+    finally:
+        kill_all(store)
+        launcher.stop_standby()
+    assert launcher._standby is None

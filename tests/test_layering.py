@@ -235,7 +235,8 @@ ROOM_EDGES: dict[str, set[str]] = {
         "copd.builders", "copd.common", "copd.errors", "copd.math", "copd.policy",
         "copd.runner", "copd.spec", "copd.tasks", "copd.tools", "copd.train",
     },
-    "copd.__main__": {"copd.cli"},
+    "copd.standby": {"copd.runner", "copd.train"},
+    "copd.__main__": {"copd.cli", "copd.standby"},
     "copd": set(),  # copd/__init__.py
     "storage": {"copd.common"},
     "app.control": {
@@ -253,7 +254,7 @@ ROOM_EDGES: dict[str, set[str]] = {
         "copd.spec", "copd.train", "storage",
     },
 }  # fmt: skip
-ENGINE_MODULES = {"runner", "cli", "errors", "__main__"}
+ENGINE_MODULES = {"runner", "standby", "cli", "errors", "__main__"}
 
 
 def room(module: str) -> str:

@@ -30,6 +30,7 @@ class Scheduler(LauncherBase):
                 p.poll()  # reap: a finished child must not linger as a zombie
             self._reconcile(report)
             self._start_queued(report)
+            self.keep_standby()  # a warm trainer for the next CPU run, while idle
         return report
 
     def _reconcile(self, report: TickReport) -> None:

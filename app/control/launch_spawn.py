@@ -46,13 +46,10 @@ class Spawner(LauncherBase):
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
         with open(log_path, "a") as log:
             log.write(f"=== {stamp} launch: {' '.join(argv)}\n")
-        try:
-            child = procs.spawn(
-                argv,
-                log_path=log_path,
-                env=self._child_env(gpu_ids, None if gpu_ids else self.cpu_threads(run)),
-                cwd=self.repo_root,
-            )
+        env = self._child_env(gpu_ids, None if gpu_ids else self.cpu_threads(run))
+        try:  # a CPU run goes to the standby trainer when one is ready (launch_standby.py)
+            child = None if gpu_ids else self._hand_over(argv, log_path, env)
+            child = child or procs.spawn(argv, log_path=log_path, env=env, cwd=self.repo_root)
         except OSError as exc:  # e.g. the interpreter moved: record it, do not retry forever
             self._set_status(run.id, RunStatus.FAILED, f"could not start {argv[0]}: {exc}")
             return False

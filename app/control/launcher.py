@@ -61,6 +61,7 @@ from app.control.launch_base import (
 from app.control.launch_preflight import Preflight
 from app.control.launch_schedule import Scheduler
 from app.control.launch_spawn import Spawner
+from app.control.launch_standby import Standby
 from copd.common.tags import check_notes, check_tags
 from copd.runner import check_run_group, check_run_name, new_run_dir
 from copd.runner import slugify as slugify
@@ -87,7 +88,7 @@ __all__ = [
 ]
 
 
-class Launcher(Preflight, Scheduler, Spawner, RunActions):
+class Launcher(Preflight, Scheduler, Spawner, Standby, RunActions):
     """Queue, start, watch, cancel and resume trainer processes recorded in a RunStore.
 
     `max_cpu_runs`: concurrent runs that ask for no GPU (default: one per 4 cores, at least
@@ -95,6 +96,8 @@ class Launcher(Preflight, Scheduler, Spawner, RunActions):
     passed to them as COPD_HEARTBEAT_S; a run whose process is gone is marked crashed once its
     heartbeat is older than two intervals. `gpus`: override detection (tests, pinning).
     `trainer_argv`: the command before the config path (default `python -m copd train`).
+    `standby`: keep a warm trainer while no CPU run is going and hand it the next one
+    (launch_standby.py; the dashboard's supervisor turns it on).
     """
 
     def __init__(
@@ -110,6 +113,7 @@ class Launcher(Preflight, Scheduler, Spawner, RunActions):
         env: Mapping[str, str] | None = None,
         repo_root: Path = REPO,
         preflight: bool = True,
+        standby: bool = False,
     ):
         self.store = store
         self.runs_root = Path(runs_root).expanduser().resolve()
@@ -131,6 +135,8 @@ class Launcher(Preflight, Scheduler, Spawner, RunActions):
         self._children: dict[int, subprocess.Popen] = {}  # run id -> our child (reaping only)
         self.preflight = preflight  # run `copd check` at submit (off: process-mechanics tests)
         self._checked: dict[str, str] = {}  # preflight key -> "" (passed) or the error
+        self.standby = standby  # keep a warm trainer for the next CPU run (launch_standby.py)
+        self._standby, self._standby_env = None, {}
 
     # ------------------------------------------------------------------ queue
     def submit(

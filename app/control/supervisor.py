@@ -62,6 +62,7 @@ class Supervisor:
     def stop(self, timeout: float = 10.0) -> None:
         self.stop_event.set()
         self.thread.join(timeout)
+        self.launcher.stop_standby()  # a warm trainer holding no run ends with us
 
 
 def start_supervisor(

@@ -76,13 +76,19 @@ def _supervisor(url: str, root: str) -> Supervisor | None:
         return None
     from app.control.supervisor import start_supervisor
 
-    return start_supervisor(_store(url), root, **_launcher_options())
+    return start_supervisor(_store(url), root, **_supervisor_options())
 
 
 def _launcher_options() -> dict[str, Any]:
     """$COPD_TRAINER (a command line) replaces the trainer command."""
     trainer = os.environ.get("COPD_TRAINER")
     return {"trainer_argv": shlex.split(trainer)} if trainer else {}
+
+
+def _supervisor_options() -> dict[str, Any]:
+    """The supervisor's launcher keeps a warm trainer for the next CPU run, unless
+    $COPD_STANDBY=0 (app/control/launch_standby.py)."""
+    return {**_launcher_options(), "standby": os.environ.get("COPD_STANDBY", "1") != "0"}
 
 
 @st.cache_resource(show_spinner=False)
