@@ -479,7 +479,7 @@ def test_a_standby_trainer_takes_the_next_cpu_run_and_a_mismatch_starts_afresh(
         wait_until(launcher, other.id, lambda r: r.is_terminal, START_TIMEOUT_S, "finished")
         assert store.get_run(other.id).status == "finished"
         assert store.get_run(other.id).pid != second.pid
-        assert second.wait(timeout=HANG_S) == 0  # ended at end of input, holding no run
+        assert second.poll() is not None  # ended (killed: it held no run)
     finally:
         kill_all(store)
         launcher.stop_standby()

@@ -11,6 +11,7 @@ pipe is broken, starts afresh as before."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -85,16 +86,14 @@ class Standby(LauncherBase):
         return child
 
     def stop_standby(self, child: subprocess.Popen | None = None) -> None:
-        """End a standby that holds no run (this launcher's by default): close its pipe
-        (it exits at end of input), kill its group if it lingers."""
+        """End a standby that holds no run (this launcher's by default): kill its group (it
+        has written nothing and holds nothing) and reap it."""
         child = child or self._standby
         if child is self._standby:
             self._standby = None
         if child is None:
             return
-        try:
+        procs.signal_group(child.pid, signal.SIGKILL)
+        child.wait()
+        with contextlib.suppress(OSError):
             child.stdin.close()
-            child.wait(timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            procs.signal_group(child.pid, signal.SIGKILL)
-            child.wait()
