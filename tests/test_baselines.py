@@ -411,10 +411,8 @@ def test_opd_samples_teacher_is_cross_entropy_on_the_teachers_greedy_answers(tin
             p.add_(0.05 * torch.randn_like(p))
     exs = world.prompts(teacher.task, 4, "mopd")
     with teacher.view.use() as model:
-        answers = sample_rollouts(
-            model, world.tokenizer, exs, group_size=1, temperature=1.0,
-            max_new_tokens=cfg.sampling.max_new_tokens, greedy=True,
-        )  # fmt: skip
+        greedy = world.decoding.as_greedy()
+        answers = sample_rollouts(model, world.tokenizer, exs, greedy, group_size=1)
     before = [p.detach().clone() for p in student.params]
     with student.view.use() as model:
         logits = completion_logits(model, answers).float()

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from copd.common import names as N
+from copd.policy.decoding import Decoding
 from copd.policy.rollout import sample_rollouts
 from copd.train.logger import NullLogger
 from copd.train.terms import grpo_term, opd_term
@@ -24,9 +25,8 @@ def _batch(world, branch, prompts=4, group=4, seed=0):
         branch.view.module,
         world.tokenizer,
         world.prompts(branch.task, prompts, branch.name),
+        Decoding(temperature=1.0, max_new_tokens=6),
         group_size=group,
-        temperature=1.0,
-        max_new_tokens=6,
         generator=torch.Generator().manual_seed(seed),
     )
     # two groups with a signal, two flat

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from copd.common import names as N
+from copd.policy.decoding import Decoding
 from copd.policy.rollout import completion_logprobs, sample_rollouts
 from copd.train.logger import NullLogger
 from copd.train.terms import grpo_term, skips_zero_advantage
@@ -18,9 +19,8 @@ def _batch(world, prompts=4, group=4, seed=0):
         b.view.module,
         world.tokenizer,
         world.prompts(b.task, prompts, b.name),
+        Decoding(temperature=1.0, max_new_tokens=6),
         group_size=group,
-        temperature=1.0,
-        max_new_tokens=6,
         generator=torch.Generator().manual_seed(seed),
     )
     return batch

@@ -18,6 +18,7 @@ import random
 import pytest
 import torch
 
+from copd.policy.decoding import Decoding
 from copd.policy.rollout import sample_rollouts
 from copd.policy.rollout_vllm import (
     batch_from_token_ids,
@@ -109,7 +110,7 @@ def test_engine_token_lists_give_the_builtin_decoders_batch(tiny_cfg):
     G = 3
     with world.branches[0].view.use() as m:
         ref = sample_rollouts(
-            m, tok, examples, group_size=G, temperature=1.0, max_new_tokens=5,
+            m, tok, examples, Decoding(temperature=1.0, max_new_tokens=5), group_size=G,
             generator=torch.Generator().manual_seed(1),
         )  # fmt: skip
     ids, mask = encode_text_prompts(tok, examples, G)
@@ -263,10 +264,7 @@ def test_greedy_vllm_completions_equal_greedy_hf(vllm_world):
     examples = world.tasks["add"].eval_examples(8)
     vl = sampler.sample(examples, 1, torch.Generator().manual_seed(0), greedy=True)
     with torch.inference_mode(), world.branches[0].view.use() as m:
-        hf = sample_rollouts(
-            m, world.tokenizer, examples, group_size=1, temperature=1.0,
-            max_new_tokens=world.cfg.sampling.max_new_tokens, greedy=True,
-        )  # fmt: skip
+        hf = sample_rollouts(m, world.tokenizer, examples, world.decoding.as_greedy(), group_size=1)
     assert vl.texts == hf.texts
     assert torch.equal(vl.completion_ids_B_T.cpu(), hf.completion_ids_B_T.cpu())
 

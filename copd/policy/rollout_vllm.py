@@ -44,6 +44,7 @@ from torch import Tensor
 from copd.math.losses import completion_mask
 from copd.policy.batch import RolloutBatch
 from copd.policy.chat import render_prompts
+from copd.policy.decoding import Decoding
 from copd.policy.sampler import decode_completions, encode_prompts
 from copd.tasks import Example
 
@@ -199,9 +200,12 @@ def unavailable_reason(device: torch.device, tokenizer=None) -> str | None:
 class VLLMSampler:
     """A vLLM engine for one branch: samples text rollouts, takes weight updates."""
 
-    def __init__(self, cfg, model_path: str, tokenizer, device, in_process: bool) -> None:
+    def __init__(
+        self, cfg, decoding: Decoding, model_path: str, tokenizer, device, in_process: bool
+    ) -> None:
         s = cfg.sampling
         self.cfg = cfg
+        self.decoding = decoding
         self.tokenizer = tokenizer
         self.device = torch.device(device)
         self.stale = False
@@ -236,7 +240,7 @@ class VLLMSampler:
         """G samples per example; the same RolloutBatch layout as the built-in decoder."""
         from vllm import SamplingParams
 
-        s = self.cfg.sampling
+        s = self.decoding
         self.wake()
         prompt_ids, prompt_mask = encode_text_prompts(
             self.tokenizer, examples, group_size, self.device
@@ -250,7 +254,7 @@ class VLLMSampler:
             SamplingParams(
                 n=group_size,
                 seed=seed,
-                temperature=0.0 if greedy else s.temperature,
+                temperature=0.0 if greedy or s.greedy else s.temperature,
                 top_p=s.top_p,
                 max_tokens=s.max_new_tokens,
                 stop_token_ids=[self.tokenizer.eos_token_id],
@@ -341,6 +345,7 @@ def rollout_engine(world, branch) -> tuple[VLLMSampler | None, str]:
         try:
             sampler = VLLMSampler(
                 world.cfg,
+                world.decoding,
                 world.base_path or world.cfg.model.path,
                 world.tokenizer,
                 branch.device,

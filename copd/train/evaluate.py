@@ -106,8 +106,7 @@ def _accuracy(world, view: PolicyView, examples) -> float:
             world.tokenizer,
             world.task_of(examples[0]),
             examples,
-            max_new_tokens=world.evaluation.max_new_tokens,
-            greedy=world.evaluation.greedy,
+            world.evaluation.scoring,
             generator=torch.Generator().manual_seed(world.evaluation.seed),
             device=view.device,
         )
@@ -121,9 +120,8 @@ def _pass_at_k(world, view: PolicyView, examples, k: int, step: int) -> float:
             model,
             world.tokenizer,
             examples,
+            ev.sampled,
             group_size=k,
-            temperature=ev.temperature,
-            max_new_tokens=ev.max_new_tokens,
             generator=gen,
             device=view.device,
         )
@@ -169,9 +167,8 @@ def probe_rollout(world, view: PolicyView, examples, step: int) -> RolloutBatch:
             model,
             world.tokenizer,
             examples,
+            ev.sampled,
             group_size=ev.probe_samples,
-            temperature=ev.temperature,
-            max_new_tokens=ev.max_new_tokens,
             generator=gen,
             device=view.device,
             keep_logits=True,
@@ -230,7 +227,7 @@ def overlap_diagnostics(
     appended to it, scored by the same logits."""
     d = world.evaluation
     ks = sorted({d.top_k, *d.extra_k})
-    temp = d.temperature
+    temp = d.sampled.temperature  # the probes' sampling temperature
     metrics: dict[str, float] = {}
     for student, batch in probes(probe_examples(world), step):
         peers = [t for t in names if t != student] + ([BASE] if d.vs_base else [])

@@ -13,8 +13,10 @@ read `EvalSettings` (the `eval`, `diagnostics` and decoding fields) the same way
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from copd.policy.decoding import Decoding
 
 if TYPE_CHECKING:
     from copd.spec import RunConfig
@@ -110,22 +112,23 @@ class EvalSettings:
     """What held-out evaluation and the overlap diagnostics read (copd/train/evaluate.py),
     built once from the config as `LossSettings` is (`World.evaluation`).
 
-    Evaluation: `n_prompts` per split, `greedy` (else one sample at T = 1), `pass_k`,
-    `validation` (the final evaluation also scores the validation split) and `during`
-    ("validation": the evaluations before it too). Decoding: `max_new_tokens` and the
-    sampling `temperature` (pass@k and the probes). Diagnostics: `top_k` and `extra_k`
-    (the overlaps), `probe_prompts` per domain x `probe_samples` each, `vs_base`. `seed`:
-    every evaluation and probe stream is seeded from it (and the step)."""
+    Evaluation: `n_prompts` per split, `pass_k`, `validation` (the final evaluation also
+    scores the validation split) and `during` ("validation": the evaluations before it
+    too). Decoding: `scoring`, the held-out scores' (greedy with `eval.greedy`, else one
+    sample at T = 1), and `sampled`, pass@k's and the probes' (the sampling temperature,
+    at which the overlaps compare the logits); neither applies the training rollouts'
+    `sampling.top_p`, and both cap completions at `sampling.max_new_tokens`. Diagnostics: `top_k` and `extra_k` (the overlaps),
+    `probe_prompts` per domain x `probe_samples` each, `vs_base`. `seed`: every
+    evaluation and probe stream is seeded from it (and the step)."""
 
     seed: int = 0
     n_prompts: int = 128
-    greedy: bool = True
     pass_k: int = 0
     validation: bool = True
     during: str = "test"
     test_draw: str = "standard"
-    max_new_tokens: int = 8
-    temperature: float = 1.0
+    scoring: Decoding = field(default_factory=lambda: Decoding(greedy=True))
+    sampled: Decoding = field(default_factory=Decoding)
     top_k: int = 10
     extra_k: tuple[int, ...] = (1, 5)
     probe_prompts: int = 16
@@ -138,13 +141,12 @@ class EvalSettings:
         return cls(
             seed=cfg.seed,
             n_prompts=ev.n_prompts,
-            greedy=ev.greedy,
             pass_k=ev.pass_k,
             validation=ev.validation,
             during=ev.during,
             test_draw=ev.test_draw,
-            max_new_tokens=s.max_new_tokens,
-            temperature=s.temperature,
+            scoring=Decoding(max_new_tokens=s.max_new_tokens, greedy=ev.greedy),  # T = 1
+            sampled=Decoding(temperature=s.temperature, max_new_tokens=s.max_new_tokens),
             top_k=d.top_k,
             extra_k=tuple(d.extra_k),
             probe_prompts=d.n_prompts,

@@ -29,6 +29,7 @@ from copd.common import names as N
 from copd.common.errors import TrainingCancelled  # noqa: F401  (re-exported: the loops raise it)
 from copd.errors import ConfigError
 from copd.policy.batch import TeacherScores
+from copd.policy.decoding import Decoding
 from copd.policy.models import (
     Branch,
     PolicyView,
@@ -112,6 +113,7 @@ class World:
     # per branch, seeded from (seed, name), so an in-process run and one with a Ray actor
     # per branch draw the same tokens.
     gens: dict[str, torch.Generator] = field(default_factory=dict)
+    decoding: Decoding = field(default_factory=Decoding)  # the training rollouts' decoding
     loss: LossSettings = field(default_factory=LossSettings)  # what the loss terms read
     evaluation: EvalSettings | None = None  # what evaluation and diagnostics read (built once)
     benchmarks: dict = field(default_factory=dict)  # name -> Benchmark (copd/train/benchmarks.py)
@@ -155,13 +157,15 @@ class World:
         loss = LossSettings.from_config(cfg, zero_advantage_skippable(cfg, tok, base_view.module))
         return cls(
             cfg, tok, tasks, branches, base_view, logger, rngs, gen, base_path=path, gens=gens,
-            loss=loss, benchmarks=build_benchmarks(cfg),
+            decoding=Decoding.from_config(cfg.sampling), loss=loss,
+            benchmarks=build_benchmarks(cfg),
         )  # fmt: skip
 
     def reconfigure(self, cfg: RunConfig) -> None:
         """Swap in another config of the same run (a study varying the temperature, a
         benchmark toggling a knob) and rebuild the loss and evaluation settings from it."""
         self.cfg = cfg
+        self.decoding = Decoding.from_config(cfg.sampling)
         skip = zero_advantage_skippable(cfg, self.tokenizer, self.base.module)
         self.loss = LossSettings.from_config(cfg, skip)
         self.evaluation = EvalSettings.from_config(cfg)
@@ -198,17 +202,14 @@ class World:
     ) -> list[RolloutBatch]:
         """`rollout` for several (examples, group size) requests of one policy, decoded
         together in one loop (`sample_rollout_sets`), each batch scored by the verifiers."""
-        s = self.cfg.sampling
+        decoding = self.decoding.as_greedy() if greedy else self.decoding
         with self.timer("rollout"), view.use() as model:
             batches = sample_rollout_sets(
                 model,
                 self.tokenizer,
                 requests,
-                temperature=s.temperature,
-                max_new_tokens=s.max_new_tokens,
+                decoding,
                 generator=self.gen if generator is None else generator,
-                greedy=greedy,
-                top_p=s.top_p,
                 device=view.device,
             )
         return [self.score_rewards(b) for b in batches]
