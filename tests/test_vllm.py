@@ -21,6 +21,7 @@ import torch
 from copd.policy.decoding import Decoding
 from copd.policy.rollout import sample_rollouts
 from copd.policy.rollout_vllm import (
+    VLLMSampler,
     batch_from_token_ids,
     branch_weights,
     buckets,
@@ -70,7 +71,9 @@ def test_vllm_engine_without_vllm_samples_like_hf_and_warns_once(tiny_cfg):
     hf, vl = LocalGroup(hf_world), LocalGroup(vllm_world)
     warnings = [m for lvl, m in log.events if lvl == "warning"]
     assert len(warnings) == 1  # one warning for the group, not one per branch worker
-    assert not [k for k in vars(vllm_world) if "vllm" in k]  # the workers own their engines
+    # the workers own their engines: the world holds the engines' settings only
+    assert not [v for v in vars(vllm_world).values() if isinstance(v, VLLMSampler)]
+    assert vllm_world.vllm is not None and hf_world.vllm is None
     reason = "the vllm package is not installed" if not importlib.util.find_spec("vllm") else ""
     assert warnings[0].startswith("vLLM not available: " + reason)
     assert warnings[0].endswith("; sampling with the built-in decoder")
@@ -212,7 +215,7 @@ def vllm_world(tiny_model_dir):
         tiny_overrides(tiny_model_dir) + ["sampling.engine=vllm", "sampling.max_new_tokens=6"],
     ).validate()
     world = World.build(cfg, names=["add"])
-    sampler, note = rollout_engine(world, world.branches[0])
+    sampler, note = rollout_engine(world.vllm, world.tokenizer, world.branches[0], True)
     assert note == "vllm", note
     return world, sampler
 

@@ -263,7 +263,7 @@ def measure_overlap(world, cycle: int, phase: str, step: int | None = None) -> d
     def logits_at(student, batch, teachers):
         return (probe_logits(world.base if t == BASE else views[t], batch) for t in teachers)
 
-    rows = [] if samples.due(world.cfg, step) else None
+    rows = [] if world.recording.due(step) else None
     with world.timer("diagnostics"):
         metrics = overlap_diagnostics(world, list(views), probes, logits_at, step, rows)
         if torch.cuda.is_available():

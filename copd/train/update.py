@@ -289,10 +289,8 @@ def grpo_update(world: World, branch: Branch, batch: RolloutBatch) -> tuple[Loss
 def signal_due(world: World) -> bool:
     """Whether the update that makes step `world.state.step + 1` records the signal balance: at
     the diagnostics cadence (`schedule.diag_every`), when `diagnostics.signal_balance`."""
-    every = world.cfg.schedule.diag_every
-    return bool(
-        world.cfg.diagnostics.signal_balance and every and (world.state.step + 1) % every == 0
-    )
+    every = world.cadence.schedule.diag_every
+    return bool(world.cadence.signal_balance and every and (world.state.step + 1) % every == 0)
 
 
 def opd_weights(world: World, n_teachers: int) -> float:

@@ -139,11 +139,3 @@ BUDGET_RULES = {
     "static_opd": static_opd_budget,
     "mopd": mopd_budget,
 }
-
-
-def check_policy_name(cfg: RunConfig, name: str) -> None:
-    """The one-policy baselines add a policy named `name`; no branch may take that name."""
-    if name in cfg.branch_names:
-        raise ConfigError(
-            f"branches: {name!r} is reserved for the {cfg.method} policy; rename that branch"
-        )
