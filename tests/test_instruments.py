@@ -131,8 +131,8 @@ def test_minibatches_must_hold_whole_prompt_groups(tiny_cfg):
 def test_teacher_weighting(tiny_cfg):
     mean = _world(tiny_cfg, "opd.cross_weight=2")
     per = _world(tiny_cfg, "opd.cross_weight=2", "opd.teacher_weighting=per_teacher")
-    assert opd_weights(mean, 2) == 1.0 and opd_weights(mean, 1) == 2.0
-    assert opd_weights(per, 2) == 2.0
+    assert opd_weights(mean.loss, 2) == 1.0 and opd_weights(mean.loss, 1) == 2.0
+    assert opd_weights(per.loss, 2) == 2.0
 
 
 def _exact_reverse_kl(world, b, batch, teacher_logits):

@@ -91,6 +91,6 @@ def pass_at_k(world, model, view: PolicyView, task: Task, examples, k: int, step
     return sum(max(r[i * k : (i + 1) * k]) for i in range(len(examples))) / len(examples)
 
 
-def benchmark_counts(world) -> dict[str, int]:
+def benchmark_counts(benchmarks: dict[str, Benchmark]) -> dict[str, int]:
     """`<name>@bench` -> the number of distinct prompts its score is over."""
-    return {N.bench_key(n): len(b.examples) for n, b in world.benchmarks.items()}
+    return {N.bench_key(n): len(b.examples) for n, b in benchmarks.items()}

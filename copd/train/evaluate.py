@@ -27,6 +27,7 @@ from copd.policy.models import PolicyView
 from copd.policy.rollout import RolloutBatch, accuracy, completion_logits, sample_rollouts
 from copd.train import samples
 from copd.train.benchmarks import benchmark_counts, benchmark_scores, distinct
+from copd.train.settings import EvalSettings
 
 
 @torch.inference_mode()
@@ -57,10 +58,10 @@ def evaluate(
     return out
 
 
-def eval_examples(world, task, split: str) -> list:
+def eval_examples(ev: EvalSettings, task, split: str) -> list:
     """The distinct examples of `split` that a score is taken over (up to eval.n_prompts)."""
-    n = world.evaluation.n_prompts
-    draw = world.evaluation.test_draw  # "fresh*" checked by World.build
+    n = ev.n_prompts
+    draw = ev.test_draw  # "fresh*" checked by World.build
     if split == "test" and draw == "fresh":
         return distinct(task.fresh_examples(n))
     if split == "test" and draw == "fresh_or_whole":
@@ -75,10 +76,10 @@ def eval_counts(world) -> dict[str, int]:
     for task in world.tasks.values():
         for split, key in (("test", task.name), ("validation", N.val_bench(task.name))):
             try:
-                out[key] = len(eval_examples(world, task, split))
+                out[key] = len(eval_examples(world.evaluation, task, split))
             except NotImplementedError:  # a task without a validation split
                 continue
-    return {**out, **benchmark_counts(world)}
+    return {**out, **benchmark_counts(world.benchmarks)}
 
 
 def _split_scores(world, view: PolicyView, split: str, step: int) -> dict[str, float]:
@@ -86,7 +87,7 @@ def _split_scores(world, view: PolicyView, split: str, step: int) -> dict[str, f
     name = (lambda b: b) if split == "test" else N.val_bench
     scores = {}
     for task in world.tasks.values():
-        examples = eval_examples(world, task, split)
+        examples = eval_examples(ev, task, split)
         scores[name(task.name)] = _accuracy(world, view, examples)
         if ev.pass_k and split == "test":
             scores[f"{task.name}@pass{ev.pass_k}"] = _pass_at_k(

@@ -72,7 +72,7 @@ class LocalWorker:
     ) -> dict[str, float]:
         w, b = self.world, self.branch
         specs = [] if native is None else [TermSpec(1.0, native.to(b.device))]
-        weight = opd_weights(w, len(cross))
+        weight = opd_weights(w.loss, len(cross))
         specs += [
             TermSpec(
                 weight, c.batch.to(b.device), c.teacher, TeacherScores.of(c.scores).to(b.device)
