@@ -5,11 +5,10 @@ method table copd/spec/methods.py: each method's loop module, policies, budget r
 reported model); `cfg.policy_names()` says which policies the method trains (the world
 builds exactly those) and `world.budget` is a baseline's step budget.
 
-    copd.py        CoPD (the branches co-evolve, mutual OPD, merge)
-    expert.py      independent single-domain experts (+ their weight average)
-    mixed.py       one policy, GRPO on all domains
-    static_opd.py  experts, then one-way OPD from a frozen teacher
-    mopd.py        experts, then one student distilled from all, routed by domain
+Each method's loop is the module its table row names, with a `train(world, out_dir)`; the
+row's `summary` says in one line what the method does, the module's docstring in full (the
+table is the list, so a new baseline adds no line here). Beside the loops: loop.py, what
+every loop shares (start, after-step cadence, finish), and baselines.py, the budget rules.
 """
 
 from __future__ import annotations
