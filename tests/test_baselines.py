@@ -1,5 +1,5 @@
-"""The baselines (experts, weight average, mixed GRPO, static OPD, MOPD), the CoPD ablation
-presets and the ablation-set queue, each on the tiny test model in seconds."""
+"""The baselines (experts, weight average, mixed GRPO, sequential GRPO, static OPD, MOPD), the
+CoPD ablation presets and the ablation-set queue, each on the tiny test model in seconds."""
 
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ EXPECTED_ROWS = {
     "expert": {"add", "rev"},
     "weight_average": {"add", "rev", "merged"},
     "mixed": {"mixed"},
+    "sequential": {"sequential"},
     "static_opd": {"add", "rev"},
     "static_opd-rev": {"add", "rev"},
     "mopd": {"mopd", "add", "rev"},
@@ -54,6 +55,7 @@ TRAINED = {  # the policies whose reward curves the dashboard overlays
     "expert": ["add", "rev"],
     "weight_average": ["add", "rev"],
     "mixed": ["mixed"],
+    "sequential": ["sequential"],
     "static_opd": ["add", "rev"],
     "static_opd-rev": ["add", "rev"],
     "mopd": ["add", "rev", "mopd"],
@@ -99,6 +101,64 @@ def test_mixed_budget_is_k_times_one_experts(tiny_cfg):
     assert budget_for(tiny_cfg("expert")).updates_per_policy == {"add": T, "rev": T}
     assert budget_for(tiny_cfg("mixed")).updates_per_policy == {"mixed": 2 * T}
     assert budget_for(tiny_cfg("mixed-3")).updates_per_policy == {"mixed": 3 * T}
+    seq = budget_for(tiny_cfg("sequential-3"))  # mixed's budget, one stage per domain
+    assert seq.updates_per_policy == {"sequential": 3 * T}
+    assert seq.stages == (("add", T), ("rev", T), ("sort", T))
+
+
+def test_sequential_trains_one_domain_after_the_other(tiny_cfg, tmp_path):
+    """Sequential GRPO: the first T updates draw add's prompts only and change the weights,
+    the next T rev's only and change them again; its one policy is the run's reported model,
+    scored on every domain in results.json and the evaluations, as the other methods'."""
+    from copd.spec import reported_model_of
+
+    cfg = tiny_cfg("sequential")
+    T = cfg.schedule.total_steps()
+    rec = Recorder()
+    world = World.build(cfg, rec)
+    policy = world.branch("sequential")
+    drawn, snapshots = [], {}
+    prompts = world.prompts
+
+    def spy(task, n, rng_key):  # every update draws its prompts here, once
+        examples = prompts(task, n, rng_key)
+        drawn.append({ex.domain for ex in examples})
+        return examples
+
+    world.prompts = spy
+    rec.on_metrics = lambda step, phase, m: (
+        snapshots.setdefault(step, [p.detach().clone() for p in policy.params])
+        if "run/progress" in m
+        else None
+    )
+    base = [p.detach().clone() for p in policy.params]
+    scores = run(world, tmp_path)
+
+    assert drawn == [{"add"}] * T + [{"rev"}] * T
+    for step in range(1, 2 * T + 1):  # each update logs the reward on its stage's domain
+        (m,) = [m for s, _, _, m in rec.metrics if s == step and "run/progress" in m]
+        on = {k for k in m if k.startswith("branch/sequential/reward_on/")}
+        assert on == {f"branch/sequential/reward_on/{'add' if step <= T else 'rev'}"}, step
+
+    def changed(a, b):
+        return any(not torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+    assert changed(base, snapshots[T]) and changed(snapshots[T], snapshots[2 * T])
+    assert [e for e in rec.events if e.startswith("sequential: ")] == [
+        f"sequential: GRPO on add for {T} updates",
+        f"sequential: GRPO on rev for {T} updates",
+    ]
+    reported = cfg.reported_model()
+    assert reported == "sequential" == reported_model_of(cfg.to_dict(), "sequential")
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["method"] == "sequential" and set(results["scores"]) == {reported}
+    assert {"add", "rev", "overall"} <= set(results["scores"][reported]) == set(scores[reported])
+    assert results["budget"]["stages"] == [
+        {"name": "add", "steps": T},
+        {"name": "rev", "steps": T},
+    ]
+    finals = {(m, b) for s, m, b, _ in rec.evals if s == 2 * T}
+    assert {(reported, "add"), (reported, "rev")} <= finals
 
 
 def _fake_batch(domains: list[str], group_size: int = 2, T: int = 3) -> RolloutBatch:
