@@ -12,9 +12,10 @@ prompts, one `torch.Generator` for sampling) so a checkpoint can restore them ex
 
 What the training code reads of the config is a typed frozen value built here once
 (`World.build`; copd/train/settings.py, copd/policy/decoding.py): `world.loss`,
-`world.decoding`, `world.batches`, `world.cadence`, ... `world.cfg` itself is read only in
-this module and by the runner (copd/runner.py), so a function's signature, or the
-settings field it reads, says what configuration it depends on.
+`world.decoding`, `world.batches`, `world.cadence`, ... The engine never reads `world.cfg`
+(the config the world was built from: the studies and benchmarks that `reconfigure` a
+world derive their variants from it), so a function's signature, or the settings field it
+reads, says what configuration it depends on.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class World:
     The settings fields (keyword-only, from `method` on) are every part of the config the
     training code reads, each built once from `cfg` (`settings_from`)."""
 
-    cfg: RunConfig  # read in this module and by the runner only: the rest read the settings
+    cfg: RunConfig  # what it was built from; the engine reads the settings below instead
     tokenizer: object
     tasks: dict[str, Task]  # by task spec string
     branches: list[Branch]
