@@ -215,7 +215,9 @@ class VLLMSettings:
     decoding: Decoding
 
     @classmethod
-    def from_config(cls, cfg: RunConfig, model_path: str, decoding: Decoding):
+    def from_config(
+        cls, cfg: RunConfig, model_path: str, decoding: Decoding
+    ) -> VLLMSettings | None:
         """The settings when the run samples with vLLM; None for the built-in decoder."""
         s = cfg.sampling
         if s.engine != "vllm":
