@@ -146,7 +146,7 @@ def log_cross_samples(
 
 def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:
     """Run (or continue, from `world.state.step`) the CoPD schedule; returns the final scores.
-    The branches run in the workers of `cfg.backend` (in-process by default, or Ray)."""
+    The branches run in the workers of `world.backend` (in-process by default, or Ray)."""
     group = make_group(world)
     try:
         return _train(world, group, out_dir)
