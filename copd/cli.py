@@ -169,19 +169,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return 0
     import torch
 
+    from copd.policy.decoding import Decoding
     from copd.policy.models import PolicyView, load_policy
     from copd.policy.rollout import accuracy
     from copd.tasks import get_task
 
     model, tok = load_policy(args.model)
+    greedy = Decoding(max_new_tokens=args.max_new_tokens, greedy=True)
     scores = {}
     for spec in args.tasks.split(","):
         task = get_task(spec, trust_task_code=args.trust_task_code)
         ex = task.eval_examples(args.n)
         with torch.inference_mode(), PolicyView(model).use() as m:
-            scores[task.name] = accuracy(
-                m, tok, task, ex, max_new_tokens=args.max_new_tokens, greedy=True
-            )
+            scores[task.name] = accuracy(m, tok, task, ex, greedy)
     scores["overall"] = sum(scores.values()) / len(scores)
     print(json.dumps(scores, indent=2))
     return 0

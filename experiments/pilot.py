@@ -52,6 +52,7 @@ def overlap_with(world, student_view, teacher_view, examples, seed: int) -> dict
 
     with torch.inference_mode():
         from copd.math.diagnostics import pair_diagnostics
+        from copd.policy.decoding import Decoding
         from copd.policy.rollout import completion_logits, sample_rollouts
 
         d = world.cfg.diagnostics
@@ -60,9 +61,8 @@ def overlap_with(world, student_view, teacher_view, examples, seed: int) -> dict
                 model,
                 world.tokenizer,
                 examples,
+                Decoding(temperature=1.0, max_new_tokens=world.decoding.max_new_tokens),
                 group_size=d.samples_per_prompt,
-                temperature=1.0,
-                max_new_tokens=world.cfg.sampling.max_new_tokens,
                 generator=torch.Generator().manual_seed(seed),
                 device=student_view.device,
             )

@@ -1,5 +1,5 @@
-"""The baselines (experts, weight average, mixed GRPO, static OPD, MOPD), the CoPD ablation
-presets and the ablation-set queue, each on the tiny test model in seconds."""
+"""The baselines (experts, weight average, mixed GRPO, sequential GRPO, static OPD, MOPD), the
+CoPD ablation presets and the ablation-set queue, each on the tiny test model in seconds."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from copd.policy.rollout import RolloutBatch
-from copd.spec import presets
+from copd.spec import METHODS, presets
 from copd.tasks import Example
 from copd.train import checkpoint
 from copd.train.algorithms import run
@@ -46,6 +46,7 @@ EXPECTED_ROWS = {
     "expert": {"add", "rev"},
     "weight_average": {"add", "rev", "merged"},
     "mixed": {"mixed"},
+    "sequential": {"sequential"},
     "static_opd": {"add", "rev"},
     "static_opd-rev": {"add", "rev"},
     "mopd": {"mopd", "add", "rev"},
@@ -54,6 +55,7 @@ TRAINED = {  # the policies whose reward curves the dashboard overlays
     "expert": ["add", "rev"],
     "weight_average": ["add", "rev"],
     "mixed": ["mixed"],
+    "sequential": ["sequential"],
     "static_opd": ["add", "rev"],
     "static_opd-rev": ["add", "rev"],
     "mopd": ["add", "rev", "mopd"],
@@ -99,6 +101,64 @@ def test_mixed_budget_is_k_times_one_experts(tiny_cfg):
     assert budget_for(tiny_cfg("expert")).updates_per_policy == {"add": T, "rev": T}
     assert budget_for(tiny_cfg("mixed")).updates_per_policy == {"mixed": 2 * T}
     assert budget_for(tiny_cfg("mixed-3")).updates_per_policy == {"mixed": 3 * T}
+    seq = budget_for(tiny_cfg("sequential-3"))  # mixed's budget, one stage per domain
+    assert seq.updates_per_policy == {"sequential": 3 * T}
+    assert seq.stages == (("add", T), ("rev", T), ("sort", T))
+
+
+def test_sequential_trains_one_domain_after_the_other(tiny_cfg, tmp_path):
+    """Sequential GRPO: the first T updates draw add's prompts only and change the weights,
+    the next T rev's only and change them again; its one policy is the run's reported model,
+    scored on every domain in results.json and the evaluations, as the other methods'."""
+    from copd.spec import reported_model_of
+
+    cfg = tiny_cfg("sequential")
+    T = cfg.schedule.total_steps()
+    rec = Recorder()
+    world = World.build(cfg, rec)
+    policy = world.branch("sequential")
+    drawn, snapshots = [], {}
+    prompts = world.prompts
+
+    def spy(task, n, rng_key):  # every update draws its prompts here, once
+        examples = prompts(task, n, rng_key)
+        drawn.append({ex.domain for ex in examples})
+        return examples
+
+    world.prompts = spy
+    rec.on_metrics = lambda step, phase, m: (
+        snapshots.setdefault(step, [p.detach().clone() for p in policy.params])
+        if "run/progress" in m
+        else None
+    )
+    base = [p.detach().clone() for p in policy.params]
+    scores = run(world, tmp_path)
+
+    assert drawn == [{"add"}] * T + [{"rev"}] * T
+    for step in range(1, 2 * T + 1):  # each update logs the reward on its stage's domain
+        (m,) = [m for s, _, _, m in rec.metrics if s == step and "run/progress" in m]
+        on = {k for k in m if k.startswith("branch/sequential/reward_on/")}
+        assert on == {f"branch/sequential/reward_on/{'add' if step <= T else 'rev'}"}, step
+
+    def changed(a, b):
+        return any(not torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+    assert changed(base, snapshots[T]) and changed(snapshots[T], snapshots[2 * T])
+    assert [e for e in rec.events if e.startswith("sequential: ")] == [
+        f"sequential: GRPO on add for {T} updates",
+        f"sequential: GRPO on rev for {T} updates",
+    ]
+    reported = cfg.reported_model()
+    assert reported == "sequential" == reported_model_of(cfg.to_dict(), "sequential")
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["method"] == "sequential" and set(results["scores"]) == {reported}
+    assert {"add", "rev", "overall"} <= set(results["scores"][reported]) == set(scores[reported])
+    assert results["budget"]["stages"] == [
+        {"name": "add", "steps": T},
+        {"name": "rev", "steps": T},
+    ]
+    finals = {(m, b) for s, m, b, _ in rec.evals if s == 2 * T}
+    assert {(reported, "add"), (reported, "rev")} <= finals
 
 
 def _fake_batch(domains: list[str], group_size: int = 2, T: int = 3) -> RolloutBatch:
@@ -237,13 +297,7 @@ def test_copd_ablation_presets_run(preset, tiny_cfg, tmp_path):
 def test_presets_and_sets_are_registered():
     for name in EXPECTED_ROWS:
         assert name in presets.names()
-        assert presets.get(name).validate().method.replace("-rev", "") in (
-            "expert",
-            "weight_average",
-            "mixed",
-            "static_opd",
-            "mopd",
-        )
+        assert presets.get(name).validate().method in set(METHODS) - {"copd"}  # a baseline
     assert presets.get("static_opd").static_direction == "add->rev"
     assert presets.get("static_opd-rev").static_direction == "rev->add"
     demo = presets.get("demo")
@@ -260,8 +314,6 @@ def test_presets_and_sets_are_registered():
 def test_every_named_set_lists_known_presets():
     sets = presets.sets()
     # the paper's two-domain comparison: one preset of every method (the method table's)
-    from copd.spec import METHODS
-
     assert {presets.get(n).method for n in sets["paper-2dom"]} == set(METHODS)
     assert {presets.get(n).static_direction for n in sets["paper-2dom"]} >= {"add->rev", "rev->add"}
     for name, members in sets.items():
@@ -325,17 +377,11 @@ def test_sweep_cli_expands_a_named_set(sweep_env, tmp_path, capsys):
     )  # fmt: skip
     assert rc == 0
     runs = store.list_runs(group="paper")
-    assert len(runs) == 7 * 2
+    n = len(presets.sets()["paper-2dom"])  # one preset of every method (static OPD twice)
+    assert len(runs) == n * 2
     assert {r.status for r in runs} == {"queued"}  # --no-start: nothing started
-    assert sorted({r.method for r in runs}) == [
-        "copd",
-        "expert",
-        "mixed",
-        "mopd",
-        "static_opd",
-        "weight_average",
-    ]
-    assert "queued 14 runs" in capsys.readouterr().err
+    assert sorted({r.method for r in runs}) == sorted(METHODS)
+    assert f"queued {n * 2} runs" in capsys.readouterr().err
 
 
 def test_grid_sweep_creates_exactly_the_product_and_is_all_or_nothing(sweep_env, tmp_path):
@@ -411,10 +457,8 @@ def test_opd_samples_teacher_is_cross_entropy_on_the_teachers_greedy_answers(tin
             p.add_(0.05 * torch.randn_like(p))
     exs = world.prompts(teacher.task, 4, "mopd")
     with teacher.view.use() as model:
-        answers = sample_rollouts(
-            model, world.tokenizer, exs, group_size=1, temperature=1.0,
-            max_new_tokens=cfg.sampling.max_new_tokens, greedy=True,
-        )  # fmt: skip
+        greedy = world.decoding.as_greedy()
+        answers = sample_rollouts(model, world.tokenizer, exs, greedy, group_size=1)
     before = [p.detach().clone() for p in student.params]
     with student.view.use() as model:
         logits = completion_logits(model, answers).float()

@@ -175,6 +175,7 @@ def test_a_branch_of_a_finished_run_exported_as_a_folder_scores_as_in_the_run(
     the exported branch's greedy accuracy equals the run's own final score of that branch."""
     from tiny_support import tiny_overrides
 
+    from copd.policy.decoding import Decoding
     from copd.policy.models import PolicyView, load_policy
     from copd.policy.rollout import accuracy
     from copd.runner import train_run
@@ -190,8 +191,10 @@ def test_a_branch_of_a_finished_run_exported_as_a_folder_scores_as_in_the_run(
     task = get_task("rev", **cfg.task_options.get("rev", {}))
     examples = _distinct(task.eval_examples(cfg.eval.n_prompts))
     with torch.inference_mode(), PolicyView(model).use() as m:
-        got = accuracy(m, tok, task, examples, max_new_tokens=cfg.sampling.max_new_tokens,
-                       greedy=True, generator=torch.Generator().manual_seed(cfg.seed))  # fmt: skip
+        greedy = Decoding(max_new_tokens=cfg.sampling.max_new_tokens, greedy=True)
+        got = accuracy(
+            m, tok, task, examples, greedy, generator=torch.Generator().manual_seed(cfg.seed)
+        )
     assert got == pytest.approx(scores["rev"]["rev"])
     assert export_branch(out, "rev") == folder  # written once, reused
     with pytest.raises(ConfigError, match=r"policies are \['add', 'rev'\]"):

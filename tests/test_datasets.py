@@ -351,27 +351,25 @@ def test_plain_prompt_without_a_template():
 def test_sample_rollouts_applies_the_template(tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
+    from copd.policy.decoding import Decoding
     from copd.policy.rollout import sample_rollouts
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    greedy = Decoding(max_new_tokens=3, greedy=True)
     examples = [Example("1+2=", "3", "add"), Example("ab>", "ba", "rev")]
     plain = sample_rollouts(
         model,
         char_tokenizer(None),
         examples,
+        greedy,
         group_size=2,
-        temperature=1.0,
-        max_new_tokens=3,
-        greedy=True,
     )
     chat = sample_rollouts(
         model,
         char_tokenizer(TEMPLATE),
         examples,
+        greedy,
         group_size=2,
-        temperature=1.0,
-        max_new_tokens=3,
-        greedy=True,
     )
     tok = char_tokenizer(None)
     first = [

@@ -2,6 +2,7 @@
 
 import torch
 
+from copd.policy.decoding import Decoding
 from copd.policy.rollout import completion_logprobs, sample_rollouts
 from copd.policy.sampler import sample_tokens
 from copd.train import checkpoint
@@ -79,11 +80,9 @@ def test_sampler_matches_hf_greedy_generate(tiny_cfg):
         model,
         enc["input_ids"],
         enc["attention_mask"],
-        max_new_tokens=5,
-        temperature=1.0,
+        Decoding(max_new_tokens=5, greedy=True),
         eos_id=tok.eos_token_id,
         pad_id=tok.pad_token_id,
-        greedy=True,
     )
     ref = model.generate(
         **enc,
@@ -109,9 +108,8 @@ def test_grpo_step_raises_logprob_of_rewarded_completion(tiny_cfg):
         b.view.module,
         world.tokenizer,
         ex,
+        Decoding(temperature=1.0, max_new_tokens=4),
         group_size=4,
-        temperature=1.0,
-        max_new_tokens=4,
         generator=torch.Generator().manual_seed(0),
     )
     batch.rewards_B = torch.tensor([1.0, 0.0, 0.0, 0.0])
@@ -215,8 +213,7 @@ def test_each_distinct_prompt_is_scored_once_and_n_is_reported(tiny_cfg):
     b = world.branches[0]
     scores = evaluate(world, {"add": b.view}, step=0, final=True)["add"]
     batch = sample_rollouts(
-        b.view.module, world.tokenizer, cycled, group_size=1, temperature=1.0,
-        max_new_tokens=world.cfg.sampling.max_new_tokens, greedy=True,
+        b.view.module, world.tokenizer, cycled, world.decoding.as_greedy(), group_size=1,
         generator=torch.Generator().manual_seed(0),
     )  # fmt: skip
     right = {e.prompt: task.reward(e, t) for e, t in zip(batch.examples, batch.texts, strict=True)}

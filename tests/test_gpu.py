@@ -10,6 +10,7 @@ pytestmark = [
 
 
 def test_sampling_on_cuda_with_cpu_rng_stream_is_deterministic(tiny_model_dir):
+    from copd.policy.decoding import Decoding
     from copd.policy.models import load_policy
     from copd.policy.sampler import sample_tokens
 
@@ -23,8 +24,7 @@ def test_sampling_on_cuda_with_cpu_rng_stream_is_deterministic(tiny_model_dir):
                 model,
                 enc["input_ids"],
                 enc["attention_mask"],
-                max_new_tokens=4,
-                temperature=1.0,
+                Decoding(temperature=1.0, max_new_tokens=4),
                 eos_id=tok.eos_token_id,
                 pad_id=tok.pad_token_id,
                 generator=gen,

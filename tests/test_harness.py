@@ -60,6 +60,7 @@ def test_a_harness_task_on_a_local_file_is_stored_and_equals_copds_own_score(
 
     from app.dashboard.bench_data import benchmark_results
     from app.dashboard.queries import results_table
+    from copd.policy.decoding import Decoding
     from copd.policy.models import PolicyView, load_policy
     from copd.policy.rollout import accuracy
     from copd.tasks import get_task
@@ -85,7 +86,7 @@ def test_a_harness_task_on_a_local_file_is_stored_and_equals_copds_own_score(
     # copd's own evaluator on the same prompts, greedy, exact match
     model, tok = load_policy(str(out / "merged"))
     with torch.inference_mode(), PolicyView(model).use() as m:
-        own = accuracy(m, tok, task, examples, max_new_tokens=8, greedy=True)
+        own = accuracy(m, tok, task, examples, Decoding(max_new_tokens=8, greedy=True))
     assert harness == pytest.approx(own)
 
     store = RunStore.from_url(url)

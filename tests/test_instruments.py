@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from copd.common import names as N
+from copd.policy.decoding import Decoding
 from copd.policy.rollout import sample_rollouts
 from copd.train.logger import NullLogger
 from copd.train.terms import grpo_term, opd_term
@@ -24,9 +25,8 @@ def _batch(world, branch, prompts=4, group=4, seed=0):
         branch.view.module,
         world.tokenizer,
         world.prompts(branch.task, prompts, branch.name),
+        Decoding(temperature=1.0, max_new_tokens=6),
         group_size=group,
-        temperature=1.0,
-        max_new_tokens=6,
         generator=torch.Generator().manual_seed(seed),
     )
     # two groups with a signal, two flat
@@ -131,8 +131,8 @@ def test_minibatches_must_hold_whole_prompt_groups(tiny_cfg):
 def test_teacher_weighting(tiny_cfg):
     mean = _world(tiny_cfg, "opd.cross_weight=2")
     per = _world(tiny_cfg, "opd.cross_weight=2", "opd.teacher_weighting=per_teacher")
-    assert opd_weights(mean, 2) == 1.0 and opd_weights(mean, 1) == 2.0
-    assert opd_weights(per, 2) == 2.0
+    assert opd_weights(mean.loss, 2) == 1.0 and opd_weights(mean.loss, 1) == 2.0
+    assert opd_weights(per.loss, 2) == 2.0
 
 
 def _exact_reverse_kl(world, b, batch, teacher_logits):

@@ -310,6 +310,7 @@ def test_run_merge_follows_the_config_for_lora_and_full_branches(lora_pair, kind
 
     from copd.spec import RunConfig, apply_overrides
     from copd.train.results import merged_state
+    from copd.train.settings import MergeSettings
 
     base, (s1, m1), (s2, m2) = lora_pair
     cfg = apply_overrides(
@@ -317,13 +318,13 @@ def test_run_merge_follows_the_config_for_lora_and_full_branches(lora_pair, kind
         [f"model.branch_kind={kind}", f"model.lora.r={R}", f"model.lora.alpha={ALPHA}"] + overrides,
     ).validate()
     model = _tiny_qwen2()  # the base the adapters were trained on
-    world = SimpleNamespace(cfg=cfg, base=SimpleNamespace(module=model))
+    base_view = SimpleNamespace(module=model)
     states = [s1, s2] if kind == "lora" else [m1, m2]
     mc = cfg.merge
     reference = merge(
         mc.method, base, [m1, m2], weights=mc.weights, scale=mc.scale, density=mc.density
     )
-    merged = merged_state(world, states)
+    merged = merged_state(MergeSettings.from_config(cfg), base_view, states)
     for k in base:
         torch.testing.assert_close(merged[k], reference[k], atol=1e-5, rtol=1e-5)
     uniform = average([m1, m2])

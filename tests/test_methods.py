@@ -63,6 +63,16 @@ def test_the_branch_count_check_reads_the_table(method):
         type(presets.get("demo")).from_dict(cfg).validate()
 
 
+@pytest.mark.parametrize("method", [m for m, i in METHOD_TABLE.items() if i.policies != "branches"])
+def test_a_branch_may_not_take_the_name_of_the_methods_own_policy(method):
+    """Mixed GRPO and MOPD train a policy named after the method: a branch of that name is
+    refused when the config is validated, before anything is built."""
+    cfg = presets.get(PRESET[method]).to_dict()
+    cfg["branches"][0]["name"] = method
+    with pytest.raises(ConfigError, match=rf"^branches: '{method}' is reserved"):
+        type(presets.get("demo")).from_dict(cfg).validate()
+
+
 def test_the_study_judges_each_run_by_its_reported_model():
     """An expert run's result is each expert on its own domain (not its first branch), a
     static-OPD run's its student (not the teacher listed first), computed by hand here."""

@@ -16,6 +16,7 @@ import copd.policy.rollout as R
 import copd.policy.sampler as S
 from copd.builders.tiny import load
 from copd.math.losses import completion_mask
+from copd.policy.decoding import Decoding
 from copd.policy.hf_cache import dense_mask_dtype, step_mask
 from copd.tasks import get_task
 
@@ -44,7 +45,7 @@ def _batch(model, tok, seed=0):
     examples = get_task("add", difficulty=1).sample(random.Random(seed), 4)
     gen = torch.Generator().manual_seed(seed)
     return R.sample_rollouts(
-        model, tok, examples, group_size=4, temperature=1.0, max_new_tokens=5, generator=gen
+        model, tok, examples, Decoding(max_new_tokens=5), group_size=4, generator=gen
     )
 
 
@@ -153,12 +154,13 @@ def test_ready_decode_mask_draws_the_same_tokens(model_tok, monkeypatch, attn):
 def test_kept_sampling_logits_equal_a_fresh_pass(model_tok):
     model, tok = model_tok
     examples = get_task("add", difficulty=1).sample(random.Random(5), 4)
-    kw = dict(group_size=4, temperature=1.0, max_new_tokens=5)
+    dec = Decoding(temperature=1.0, max_new_tokens=5)
     batch = R.sample_rollouts(
-        model, tok, examples, generator=torch.Generator().manual_seed(5), keep_logits=True, **kw
-    )
+        model, tok, examples, dec, group_size=4, generator=torch.Generator().manual_seed(5),
+        keep_logits=True,
+    )  # fmt: skip
     plain = R.sample_rollouts(
-        model, tok, examples, generator=torch.Generator().manual_seed(5), **kw
+        model, tok, examples, dec, group_size=4, generator=torch.Generator().manual_seed(5)
     )
     assert torch.equal(batch.completion_ids_B_T, plain.completion_ids_B_T)  # same draws
     assert "logits_B_T_V" not in plain.extras
@@ -187,7 +189,7 @@ def test_inverse_cdf_draw_follows_the_weights_and_never_draws_a_zero():
 def test_top_p_draws_only_from_the_nucleus():
     g = torch.Generator().manual_seed(0)
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(4000, 1)
-    picks = S._pick(logits, 1.0, False, 0.7, g)
+    picks = S._pick(logits, Decoding(temperature=1.0, top_p=0.7), g)
     assert set(picks.tolist()) == {0, 1}  # 0.5 + 0.3 covers 0.7; the tail is cut
     assert abs((picks == 0).float().mean().item() - 0.5 / 0.8) < 0.03
 
@@ -200,10 +202,12 @@ def test_rollout_sets_decode_together_as_each_alone(model_tok):
     rng = random.Random(3)
     native = get_task("add").sample(rng, 3)
     cross = get_task("rev").sample(rng, 2)  # other prompt lengths, other group size
-    kw = dict(temperature=1.0, max_new_tokens=6, greedy=True, keep_logits=True)
-    together = R.sample_rollout_sets(model, tok, [(native, 4), (cross, 2)], **kw)
+    greedy = Decoding(max_new_tokens=6, greedy=True)
+    together = R.sample_rollout_sets(
+        model, tok, [(native, 4), (cross, 2)], greedy, keep_logits=True
+    )
     for (exs, g), got in zip([(native, 4), (cross, 2)], together, strict=True):
-        alone = R.sample_rollouts(model, tok, exs, group_size=g, **kw)
+        alone = R.sample_rollouts(model, tok, exs, greedy, group_size=g, keep_logits=True)
         assert got.group_size == g and got.examples == alone.examples
         assert torch.equal(got.prompt_ids_B_P, alone.prompt_ids_B_P)
         assert torch.equal(got.prompt_mask_B_P, alone.prompt_mask_B_P)

@@ -246,7 +246,7 @@ def test_a_run_on_a_fresh_draw_scores_those_prompts(tiny_cfg):
     one = 'branches=[{"name": "fwd", "task": "fwd"}]'
     world = World.build(tiny_cfg("demo", "eval.test_draw=fresh", one, "method=expert"))
     task = world.tasks["fwd"]
-    assert [e.prompt for e in eval_examples(world, task, "test")] == [
+    assert [e.prompt for e in eval_examples(world.evaluation, task, "test")] == [
         e.prompt for e in task.fresh_examples(world.evaluation.n_prompts)
     ]
     with pytest.raises(ConfigError, match="eval.test_draw"):
@@ -283,7 +283,10 @@ def test_fresh_or_whole_scores_an_exhausted_test_split_whole_and_says_so(tiny_cf
     rev2 = 'task_options={"add": {"difficulty": 1}, "rev": {"difficulty": 2}}'
     world = World.build(tiny_cfg("demo", "eval.test_draw=fresh_or_whole", rev2), logger=log)
     n = world.evaluation.n_prompts
-    got = {t: [e.prompt for e in eval_examples(world, world.tasks[t], "test")] for t in world.tasks}
+    got = {
+        t: [e.prompt for e in eval_examples(world.evaluation, world.tasks[t], "test")]
+        for t in world.tasks
+    }
     wadd, wrev = world.tasks["add"], world.tasks["rev"]  # add at the tiny difficulty
     assert got["add"] == [wadd.render(k).prompt for k in wadd.scored_keys()]
     assert got["rev"] == [e.prompt for e in wrev.fresh_examples(n)]

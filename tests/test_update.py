@@ -5,11 +5,19 @@ import pytest
 import torch
 
 from copd.common import names as N
+from copd.policy.decoding import Decoding
 from copd.policy.rollout import completion_logprobs, sample_rollouts
 from copd.train.logger import NullLogger
-from copd.train.terms import grpo_term, skips_zero_advantage
+from copd.train.settings import zero_advantage_skippable
+from copd.train.terms import grpo_term
 from copd.train.update import grpo_update
 from copd.train.world import World
+
+
+def skips_zero_advantage(world) -> bool:
+    """Whether the world's GRPO terms skip flat prompt groups, decided afresh for its config,
+    tokenizer and base model (World.build decides it once, into `world.loss`)."""
+    return zero_advantage_skippable(world.cfg, world.tokenizer, world.base.module)
 
 
 def _batch(world, prompts=4, group=4, seed=0):
@@ -18,9 +26,8 @@ def _batch(world, prompts=4, group=4, seed=0):
         b.view.module,
         world.tokenizer,
         world.prompts(b.task, prompts, b.name),
+        Decoding(temperature=1.0, max_new_tokens=6),
         group_size=group,
-        temperature=1.0,
-        max_new_tokens=6,
         generator=torch.Generator().manual_seed(seed),
     )
     return batch

@@ -18,8 +18,10 @@ import random
 import pytest
 import torch
 
+from copd.policy.decoding import Decoding
 from copd.policy.rollout import sample_rollouts
 from copd.policy.rollout_vllm import (
+    VLLMSampler,
     batch_from_token_ids,
     branch_weights,
     buckets,
@@ -69,7 +71,9 @@ def test_vllm_engine_without_vllm_samples_like_hf_and_warns_once(tiny_cfg):
     hf, vl = LocalGroup(hf_world), LocalGroup(vllm_world)
     warnings = [m for lvl, m in log.events if lvl == "warning"]
     assert len(warnings) == 1  # one warning for the group, not one per branch worker
-    assert not [k for k in vars(vllm_world) if "vllm" in k]  # the workers own their engines
+    # the workers own their engines: the world holds the engines' settings only
+    assert not [v for v in vars(vllm_world).values() if isinstance(v, VLLMSampler)]
+    assert vllm_world.vllm is not None and hf_world.vllm is None
     reason = "the vllm package is not installed" if not importlib.util.find_spec("vllm") else ""
     assert warnings[0].startswith("vLLM not available: " + reason)
     assert warnings[0].endswith("; sampling with the built-in decoder")
@@ -109,7 +113,7 @@ def test_engine_token_lists_give_the_builtin_decoders_batch(tiny_cfg):
     G = 3
     with world.branches[0].view.use() as m:
         ref = sample_rollouts(
-            m, tok, examples, group_size=G, temperature=1.0, max_new_tokens=5,
+            m, tok, examples, Decoding(temperature=1.0, max_new_tokens=5), group_size=G,
             generator=torch.Generator().manual_seed(1),
         )  # fmt: skip
     ids, mask = encode_text_prompts(tok, examples, G)
@@ -211,7 +215,7 @@ def vllm_world(tiny_model_dir):
         tiny_overrides(tiny_model_dir) + ["sampling.engine=vllm", "sampling.max_new_tokens=6"],
     ).validate()
     world = World.build(cfg, names=["add"])
-    sampler, note = rollout_engine(world, world.branches[0])
+    sampler, note = rollout_engine(world.vllm, world.tokenizer, world.branches[0], True)
     assert note == "vllm", note
     return world, sampler
 
@@ -263,10 +267,7 @@ def test_greedy_vllm_completions_equal_greedy_hf(vllm_world):
     examples = world.tasks["add"].eval_examples(8)
     vl = sampler.sample(examples, 1, torch.Generator().manual_seed(0), greedy=True)
     with torch.inference_mode(), world.branches[0].view.use() as m:
-        hf = sample_rollouts(
-            m, world.tokenizer, examples, group_size=1, temperature=1.0,
-            max_new_tokens=world.cfg.sampling.max_new_tokens, greedy=True,
-        )  # fmt: skip
+        hf = sample_rollouts(m, world.tokenizer, examples, world.decoding.as_greedy(), group_size=1)
     assert vl.texts == hf.texts
     assert torch.equal(vl.completion_ids_B_T.cpu(), hf.completion_ids_B_T.cpu())
 

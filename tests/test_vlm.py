@@ -12,6 +12,7 @@ import torch
 from tiny_support import tiny_overrides
 
 from copd.math.losses import completion_mask
+from copd.policy.decoding import Decoding
 from copd.policy.rollout import completion_logprobs, sample_rollouts
 from copd.spec import apply_overrides
 from copd.tasks import get_task
@@ -97,7 +98,7 @@ def test_image_rollout_logprobs_match_a_full_forward_with_pixel_values(vlm):
     examples = get_task("shapes").eval_examples(3)
     G = 4
     batch = sample_rollouts(
-        model, processor, examples, group_size=G, temperature=1.0, max_new_tokens=4,
+        model, processor, examples, Decoding(max_new_tokens=4), group_size=G,
         generator=torch.Generator().manual_seed(0),
     )  # fmt: skip
     assert batch.vision is not None and batch.size == 12 and len(batch.texts) == 12
@@ -122,7 +123,7 @@ def test_greedy_image_sampling_matches_hf_generate(vlm):
 
     examples = get_task("shapes").eval_examples(3)
     ours = sample_rollouts(
-        model, processor, examples, group_size=1, temperature=1.0, max_new_tokens=4, greedy=True
+        model, processor, examples, Decoding(max_new_tokens=4, greedy=True), group_size=1
     )
     ids, mask, vision = encode_vlm_prompts(processor, examples, "cpu")
     tok = processor.tokenizer
@@ -139,13 +140,15 @@ def test_greedy_image_sampling_matches_hf_generate(vlm):
 def test_text_prompts_on_a_vlm_take_the_text_path(vlm):
     model, processor = vlm
     examples = get_task("add", difficulty=1).eval_examples(2)
-    kw = dict(group_size=2, temperature=1.0, max_new_tokens=3)
+    kw = dict(group_size=2)
+    dec = Decoding(temperature=1.0, max_new_tokens=3)
     a = sample_rollouts(
-        model, processor, examples, generator=torch.Generator().manual_seed(3), **kw
+        model, processor, examples, dec, generator=torch.Generator().manual_seed(3), **kw
     )
     b = sample_rollouts(
-        model, processor.tokenizer, examples, generator=torch.Generator().manual_seed(3), **kw
-    )
+        model, processor.tokenizer, examples, dec, generator=torch.Generator().manual_seed(3),
+        **kw,
+    )  # fmt: skip
     assert a.vision is None
     assert torch.equal(a.completion_ids_B_T, b.completion_ids_B_T)
 

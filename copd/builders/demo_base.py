@@ -95,17 +95,17 @@ def greedy_scores(
 ) -> dict[str, dict[str, float]]:
     """Greedy accuracy per task on the first `n` prompts of the test and validation splits
     (as the engine's evaluation decodes: `copd.policy.rollout.sample_rollouts`, greedy)."""
+    from copd.policy.decoding import Decoding
     from copd.policy.rollout import accuracy
 
+    greedy = Decoding(max_new_tokens=max_new_tokens, greedy=True)
     out: dict[str, dict[str, float]] = {"test": {}, "validation": {}}
     for name in tasks:
         task = get_task(name)
         for split in out:
             examples = task.split_examples(split, n)
             with torch.inference_mode():
-                score = accuracy(
-                    model, tokenizer, task, examples, max_new_tokens=max_new_tokens, greedy=True
-                )
+                score = accuracy(model, tokenizer, task, examples, greedy)
             out[split][name] = round(score, 6)
     return out
 

@@ -1,7 +1,7 @@
 """Rollouts and scoring: sample G completions per prompt, and log-probs under any policy.
 
-    batch = sample_rollouts(policy, tokenizer, examples, group_size=8, temperature=1.0,
-                            max_new_tokens=8, generator=gen)
+    decoding = Decoding(temperature=1.0, max_new_tokens=8)   # copd/policy/decoding.py
+    batch = sample_rollouts(policy, tokenizer, examples, decoding, group_size=8, generator=gen)
     logp_B_T = completion_logprobs(policy, batch, temperature=1.0)   # differentiable
     with torch.inference_mode():
         teacher_logp_B_T = completion_logprobs(teacher, batch, temperature=1.0)
@@ -22,6 +22,7 @@ from torch import Tensor
 from copd.math.losses import sequence_logprobs
 from copd.policy import sampler
 from copd.policy.batch import RolloutBatch
+from copd.policy.decoding import Decoding
 from copd.policy.hf_cache import cache_kw, out_cache
 from copd.policy.sampler import prompt_groups, sample_text_rollouts, shared_prefill
 from copd.policy.vlm import has_media, is_processor, sample_vlm_rollouts, vlm_completion_logits
@@ -34,22 +35,25 @@ SPLIT_BY_LENGTH = True
 
 
 def sample_rollouts(
-    model, tokenizer, examples: list[Example], *, group_size: int, **kw
+    model, tokenizer, examples: list[Example], decoding: Decoding, *, group_size: int, **kw
 ) -> RolloutBatch:
     """G samples for each example (rows grouped per prompt): `sample_rollout_sets` with one
-    request, and the same keywords (temperature, max_new_tokens, generator, greedy, top_p,
-    device, keep_logits). `keep_logits`: text prompts also keep the sampler's own logits
-    [B, T, V] in `extras["logits_B_T_V"]` (what a fresh `completion_logits` pass would give,
-    to float rounding; the diagnostics reuse them instead of running the student again)."""
-    [batch] = sample_rollout_sets(model, tokenizer, [(examples, group_size)], **kw)
+    request, and the same keywords (generator, device, keep_logits). `keep_logits`: text
+    prompts also keep the sampler's own logits [B, T, V] in `extras["logits_B_T_V"]` (what
+    a fresh `completion_logits` pass would give, to float rounding; the diagnostics reuse
+    them instead of running the student again)."""
+    [batch] = sample_rollout_sets(model, tokenizer, [(examples, group_size)], decoding, **kw)
     return batch
 
 
-def accuracy(model, tokenizer, task: Task, examples: list[Example], **kw) -> float:
-    """Mean reward of one sample per example (`greedy=True` for greedy accuracy), decoded
-    as training decodes: `sample_rollouts` with the same keywords. The one scoring path of
-    the run's evaluation, `copd eval` and the demo base's recorded scores."""
-    batch = sample_rollouts(model, tokenizer, examples, group_size=1, temperature=1.0, **kw)
+def accuracy(
+    model, tokenizer, task: Task, examples: list[Example], decoding: Decoding, **kw
+) -> float:
+    """Mean reward of one sample per example under `decoding` (greedy for greedy
+    accuracy), decoded as training decodes: `sample_rollouts` with the same keywords. The
+    one scoring path of the run's evaluation, `copd eval` and the demo base's recorded
+    scores."""
+    batch = sample_rollouts(model, tokenizer, examples, decoding, group_size=1, **kw)
     rewards = [task.reward(ex, t) for ex, t in zip(batch.examples, batch.texts, strict=True)]
     return sum(rewards) / len(rewards)
 
@@ -58,12 +62,9 @@ def sample_rollout_sets(
     model,
     tokenizer,
     requests: Sequence[tuple[list[Example], int]],
+    decoding: Decoding,
     *,
-    temperature: float,
-    max_new_tokens: int,
     generator: torch.Generator | None = None,
-    greedy: bool = False,
-    top_p: float = 1.0,
     device=None,
     keep_logits: bool = False,
 ) -> list[RolloutBatch]:
@@ -75,20 +76,20 @@ def sample_rollout_sets(
     for all rows (copd/policy/sampler.py). Image/video requests are sampled one by one (copd/policy/vlm.py)."""
     if is_processor(tokenizer):  # a vision-language model: images go through copd/policy/vlm.py
         if any(has_media(exs) for exs, _ in requests):
-            kw = dict(temperature=temperature, max_new_tokens=max_new_tokens,
-                      generator=generator, greedy=greedy, top_p=top_p, device=device)  # fmt: skip
+            kw = dict(generator=generator, device=device)
+            text = dict(keep_logits=keep_logits, **kw)
             return [
-                sample_vlm_rollouts(model, tokenizer, exs, group_size=g, **kw)
+                sample_vlm_rollouts(model, tokenizer, exs, decoding, group_size=g, **kw)
                 if has_media(exs)
                 else sample_rollouts(
-                    model, tokenizer.tokenizer, exs, group_size=g, keep_logits=keep_logits, **kw
+                    model, tokenizer.tokenizer, exs, decoding, group_size=g, **text
                 )
                 for exs, g in requests
             ]
         tokenizer = tokenizer.tokenizer  # text-only prompts: the text path, unchanged
     return sample_text_rollouts(
-        model, tokenizer, requests, temperature=temperature, max_new_tokens=max_new_tokens,
-        generator=generator, greedy=greedy, top_p=top_p, device=device, keep_logits=keep_logits,
+        model, tokenizer, requests, decoding, generator=generator, device=device,
+        keep_logits=keep_logits,
     )  # fmt: skip
 
 

@@ -1,7 +1,7 @@
 """vLLM rollouts for a branch worker (`sampling.engine: "vllm"`), with weights synced from
 the trainer after every update; the built-in decoder (copd/policy/rollout.py) where vLLM is absent.
 
-    sampler, note = rollout_engine(world, branch)   # None + the reason when it falls back
+    sampler, note = rollout_engine(world.vllm, tok, branch, in_process)  # None + why: fallback
     batch = sampler.sample(examples, group_size, generator=world.gens[branch.name])
     ...                                              # one optimizer update of the branch
     sampler.mark_stale()                             # the next sample() pushes new weights
@@ -36,7 +36,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -44,7 +45,9 @@ from torch import Tensor
 from copd.math.losses import completion_mask
 from copd.policy.batch import RolloutBatch
 from copd.policy.chat import render_prompts
+from copd.policy.decoding import Decoding
 from copd.policy.sampler import decode_completions, encode_prompts
+from copd.spec import RunConfig
 from copd.tasks import Example
 
 FALLBACK = "vLLM not available: {reason}; sampling with the built-in decoder"
@@ -196,12 +199,41 @@ def unavailable_reason(device: torch.device, tokenizer=None) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class VLLMSettings:
+    """A run's vLLM engines (`sampling.engine: "vllm"`), built once with the world: the
+    base model folder each engine loads (`model_path`, resolved), its `dtype` and `seed`,
+    the share of the branch's GPU it may take (`gpu_memory_utilization`), whether it
+    sleeps while the branch trains (`sleep`), and the `decoding` it samples with (the
+    training rollouts')."""
+
+    model_path: str
+    dtype: str
+    seed: int
+    gpu_memory_utilization: float
+    sleep: bool
+    decoding: Decoding
+
+    @classmethod
+    def from_config(
+        cls, cfg: RunConfig, model_path: str, decoding: Decoding
+    ) -> VLLMSettings | None:
+        """The settings when the run samples with vLLM; None for the built-in decoder."""
+        s = cfg.sampling
+        if s.engine != "vllm":
+            return None
+        return cls(
+            model_path, cfg.model.dtype, cfg.seed, s.vllm_gpu_memory_utilization, s.vllm_sleep,
+            decoding,
+        )  # fmt: skip
+
+
 class VLLMSampler:
     """A vLLM engine for one branch: samples text rollouts, takes weight updates."""
 
-    def __init__(self, cfg, model_path: str, tokenizer, device, in_process: bool) -> None:
-        s = cfg.sampling
-        self.cfg = cfg
+    def __init__(self, settings: VLLMSettings, tokenizer, device, in_process: bool) -> None:
+        self.settings = settings
+        self.decoding = settings.decoding
         self.tokenizer = tokenizer
         self.device = torch.device(device)
         self.stale = False
@@ -215,11 +247,11 @@ class VLLMSampler:
         from vllm import LLM
 
         kw = dict(
-            model=model_path,
-            dtype=cfg.model.dtype,
-            seed=cfg.seed,
-            gpu_memory_utilization=s.vllm_gpu_memory_utilization,
-            enable_sleep_mode=s.vllm_sleep,
+            model=settings.model_path,
+            dtype=settings.dtype,
+            seed=settings.seed,
+            gpu_memory_utilization=settings.gpu_memory_utilization,
+            enable_sleep_mode=settings.sleep,
             skip_tokenizer_init=True,  # prompts go in as ids; texts come from our tokenizer
             generation_config="vllm",  # ignore the folder's sampling defaults: ours only
         )
@@ -236,7 +268,7 @@ class VLLMSampler:
         """G samples per example; the same RolloutBatch layout as the built-in decoder."""
         from vllm import SamplingParams
 
-        s = self.cfg.sampling
+        s = self.decoding
         self.wake()
         prompt_ids, prompt_mask = encode_text_prompts(
             self.tokenizer, examples, group_size, self.device
@@ -250,7 +282,7 @@ class VLLMSampler:
             SamplingParams(
                 n=group_size,
                 seed=seed,
-                temperature=0.0 if greedy else s.temperature,
+                temperature=0.0 if greedy or s.greedy else s.temperature,
                 top_p=s.top_p,
                 max_tokens=s.max_new_tokens,
                 stop_token_ids=[self.tokenizer.eos_token_id],
@@ -286,7 +318,7 @@ class VLLMSampler:
         self.stale = True
 
     def sleep(self) -> None:
-        if self.cfg.sampling.vllm_sleep and not self.asleep:
+        if self.settings.sleep and not self.asleep:
             self.llm.sleep(level=1)  # weights to host memory, KV cache freed
             self.asleep = True
 
@@ -328,32 +360,30 @@ class _visible_device:
 
 
 # ---------------------------------------------------------------------- worker wiring
-def rollout_engine(world, branch) -> tuple[VLLMSampler | None, str]:
-    """The branch's vLLM sampler when `sampling.engine` is "vllm" and it can run here, and
-    a note: "hf", "vllm", or the fallback warning. The worker that samples for the branch
-    builds it once and owns it (copd/train/workers/local.py `LocalWorker`, a Ray actor):
-    one engine per branch worker, held nowhere else."""
-    if world.cfg.sampling.engine != "vllm":
+def rollout_engine(
+    settings: VLLMSettings | None, tokenizer, branch, in_process: bool
+) -> tuple[VLLMSampler | None, str]:
+    """The branch's vLLM sampler when the run samples with vLLM (`settings`, None for
+    the built-in decoder) and it can run here, and a note: "hf", "vllm", or the fallback
+    warning. The worker that samples for the branch builds it once and owns it
+    (copd/train/workers/local.py `LocalWorker`, a Ray actor): one engine per branch
+    worker, held nowhere else. `in_process`: the process holds this branch alone (a Ray
+    actor), so the engine runs inside it."""
+    if settings is None:
         return None, "hf"
-    reason = unavailable_reason(branch.device, world.tokenizer)
+    reason = unavailable_reason(branch.device, tokenizer)
     sampler = None
     if reason is None:
         try:
-            sampler = VLLMSampler(
-                world.cfg,
-                world.base_path or world.cfg.model.path,
-                world.tokenizer,
-                branch.device,
-                in_process=len(world.branches) == 1,
-            )
+            sampler = VLLMSampler(settings, tokenizer, branch.device, in_process)
         except ImportError as e:  # installed but broken (CUDA/torch mismatch, ...)
             reason = f"importing vllm failed ({e})"
     return sampler, "vllm" if sampler else FALLBACK.format(reason=reason)
 
 
-def report_engines(world, notes: dict[str, str]) -> None:
-    """Log each distinct fallback warning once (notes: branch -> engine note), when a
-    worker group is built (once per run)."""
+def report_engines(log_event: Callable[..., None], notes: dict[str, str], step: int) -> None:
+    """Log each distinct fallback warning once (notes: branch -> engine note) through
+    `log_event` (a `Logger`'s), when a worker group is built (once per run)."""
     for note in dict.fromkeys(notes.values()):
         if note not in ("hf", "vllm"):
-            world.logger.log_event(note, level="warning", step=world.state.step)
+            log_event(note, level="warning", step=step)

@@ -1,15 +1,16 @@
 """The sampler: batched decoding with a KV cache, and the token draws.
 
-    batches = sample_text_rollouts(policy, tokenizer, [(examples, 8)], temperature=1.0,
-                                   max_new_tokens=8, generator=gen)
-    comp_B_T = sample_tokens(policy, ids_B_P, mask_B_P, max_new_tokens=8, temperature=1.0,
-                             eos_id=eos, pad_id=pad, group_size=8)
+    decoding = Decoding(temperature=1.0, max_new_tokens=8)     # copd/policy/decoding.py
+    batches = sample_text_rollouts(policy, tokenizer, [(examples, 8)], decoding, generator=gen)
+    comp_B_T = sample_tokens(policy, ids_B_P, mask_B_P, decoding, eos_id=eos, pad_id=pad,
+                             group_size=8)
 
 A plain batched decode loop (one forward per new token, reusing the cache), not
 `generate`: for short verifiable answers `generate`'s fixed per-call overhead dominates
 (see docs/PERFORMANCE.md). Tokens are drawn by inverse CDF (one uniform per row). A
 group's shared prompt runs once and its KV cache is repeated (`prompt_groups`,
-`shared_prefill`; the log-prob passes of copd/policy/rollout.py use them too); rows that
+`shared_prefill`; the log-prob passes of copd/policy/rollout.py use them too; every
+prompt pass, the image prompts' included, is one `prefill` call); rows that
 finished leave the decode batch. Completion masks stop at the first end-of-sequence
 token, inclusive; anything sampled after it is padding, not completion.
 
@@ -29,6 +30,7 @@ from copd.errors import NonFiniteWeights
 from copd.math.losses import completion_mask
 from copd.policy.batch import RolloutBatch
 from copd.policy.chat import render_prompts
+from copd.policy.decoding import Decoding
 from copd.policy.hf_cache import cache_kw, dense_mask_dtype, out_cache, step_mask
 from copd.tasks import Example
 
@@ -122,32 +124,38 @@ def shared_prefill(model, ids_B_P: Tensor, mask_B_P: Tensor, pos_B_P: Tensor, ro
     Differentiable: under autograd the expanded cache carries the gradient back to the
     one prompt pass, summed over the group, exactly as separate prompt passes would."""
     first_D = group_starts(rows_B)
-    out = model(
-        input_ids=ids_B_P[first_D],
-        attention_mask=mask_B_P[first_D],
-        position_ids=pos_B_P[first_D],
-        use_cache=True,
-        logits_to_keep=1,
-    )
-    cache = out_cache(out)
+    logits_D_V, cache = prefill(model, ids_B_P[first_D], mask_B_P[first_D], pos_B_P[first_D])
     if not hasattr(cache, "batch_select_indices"):
         return None
     cache.batch_select_indices(rows_B)
-    return out.logits[:, -1], cache
+    return logits_D_V, cache
+
+
+def prefill(model, ids_B_P: Tensor, mask_B_P: Tensor, pos_B_P: Tensor, **inputs):
+    """The one prompt pass of every sampler and log-prob pass: run the prompts once,
+    keeping the KV cache and the LM head's output at the last position only. Returns
+    (last-position logits [B, V], cache). `inputs`: further forward arguments (an image
+    prompt's vision tensors, copd/policy/vlm.py). Differentiable."""
+    out = model(
+        input_ids=ids_B_P,
+        attention_mask=mask_B_P,
+        position_ids=pos_B_P,
+        use_cache=True,
+        logits_to_keep=1,
+        **inputs,
+    )
+    return out.logits[:, -1], out_cache(out)
 
 
 def sample_tokens(
     model,
     prompt_ids_B_P: Tensor,
     prompt_mask_B_P: Tensor,
+    decoding: Decoding,
     *,
-    max_new_tokens: int,
-    temperature: float,
     eos_id: int,
     pad_id: int,
     generator: torch.Generator | None = None,
-    greedy: bool = False,
-    top_p: float = 1.0,
     group_size: int | Sequence[int] = 1,
     logits_out: list[Tensor] | None = None,
 ) -> Tensor:
@@ -173,19 +181,11 @@ def sample_tokens(
             last_logits, cache = shared
             logits = last_logits.float()[rows_B]
         else:
-            out = model(
-                input_ids=prompt_ids_B_P,
-                attention_mask=prompt_mask_B_P,
-                position_ids=pos,
-                use_cache=True,
-                logits_to_keep=1,
-            )
-            cache = out_cache(out)
-            logits = out.logits[:, -1].float()
+            last_logits, cache = prefill(model, prompt_ids_B_P, prompt_mask_B_P, pos)
+            logits = last_logits.float()
         comp = decode(
-            model, logits, cache, prompt_mask_B_P, pos[:, -1] + 1, max_new_tokens=max_new_tokens,
-            temperature=temperature, eos_id=eos_id, pad_id=pad_id, generator=generator,
-            greedy=greedy, top_p=top_p, logits_out=steps,
+            model, logits, cache, prompt_mask_B_P, pos[:, -1] + 1, decoding, eos_id=eos_id,
+            pad_id=pad_id, generator=generator, logits_out=steps,
         )  # fmt: skip
     if logits_out is not None:
         logits_out.extend(x.clone() for x in steps)
@@ -199,14 +199,11 @@ def decode(
     cache,
     mask_B_L: Tensor,
     next_pos_B: Tensor,
+    decoding: Decoding,
     *,
-    max_new_tokens: int,
-    temperature: float,
     eos_id: int,
     pad_id: int,
     generator: torch.Generator | None,
-    greedy: bool,
-    top_p: float,
     positions=None,
     logits_out: list[Tensor] | None = None,
 ) -> Tensor:
@@ -219,6 +216,7 @@ def decode(
     each step's logits [B, V] (float32, before temperature) are appended to it; a row's
     entries after its eos are stale."""
     kw = cache_kw(model)
+    max_new_tokens = decoding.max_new_tokens
     B, L = mask_B_L.shape
     positions = positions or (lambda p: p[:, None])
     dense = dense_mask_dtype(model) if DENSE_DECODE_MASK else None
@@ -234,7 +232,7 @@ def decode(
         # Finished rows keep stale logits; their draw is replaced by pad.
         if logits_out is not None:
             logits_out.append(logits)
-        nxt = _pick(logits, temperature, greedy, top_p, generator)
+        nxt = _pick(logits, decoding, generator)
         nxt = torch.where(done, torch.full_like(nxt, pad_id), nxt)
         tokens.append(nxt)
         done = done | (nxt == eos_id)
@@ -279,13 +277,13 @@ def device_generator(generator: torch.Generator | None, device) -> torch.Generat
     return torch.Generator(device=device).manual_seed(seed)
 
 
-def _pick(logits_B_V: Tensor, temperature: float, greedy: bool, top_p: float, generator) -> Tensor:
-    if greedy:
+def _pick(logits_B_V: Tensor, decoding: Decoding, generator) -> Tensor:
+    if decoding.greedy:
         return logits_B_V.argmax(-1)
-    probs = torch.softmax(logits_B_V / temperature, dim=-1)
-    if top_p < 1.0:
+    probs = torch.softmax(logits_B_V / decoding.temperature, dim=-1)
+    if decoding.top_p < 1.0:
         sorted_p, idx = probs.sort(dim=-1, descending=True)
-        keep = sorted_p.cumsum(-1) - sorted_p < top_p
+        keep = sorted_p.cumsum(-1) - sorted_p < decoding.top_p
         choice = draw(sorted_p * keep, generator)
         return idx.gather(-1, choice[:, None]).squeeze(-1)
     return draw(probs, generator)
@@ -311,12 +309,9 @@ def sample_text_rollouts(
     model,
     tokenizer,
     requests: Sequence[tuple[list[Example], int]],
+    decoding: Decoding,
     *,
-    temperature: float,
-    max_new_tokens: int,
     generator: torch.Generator | None = None,
-    greedy: bool = False,
-    top_p: float = 1.0,
     device=None,
     keep_logits: bool = False,
 ) -> list[RolloutBatch]:
@@ -342,13 +337,10 @@ def sample_text_rollouts(
         model,
         ids_D_P[rows_B],
         mask_D_P[rows_B],
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
+        decoding,
         eos_id=tokenizer.eos_token_id,
         pad_id=tokenizer.pad_token_id,
         generator=generator,
-        greedy=greedy,
-        top_p=top_p,
         group_size=sizes,
         logits_out=steps,
     )

@@ -1,8 +1,8 @@
 """Vision-language policies: load, encode image prompts, sample with a KV cache, score.
 
     model, processor = load_vlm("path/to/vlm_dir")   # AutoProcessor + AutoModelForImageTextToText
-    batch = sample_rollouts(model, processor, examples, group_size=8, ...)  # copd.policy.rollout
-    logits_B_T_V = completion_logits(model, batch)                         # copd.policy.rollout
+    batch = sample_rollouts(model, processor, examples, decoding, group_size=8)  # .rollout
+    logits_B_T_V = completion_logits(model, batch)                               # .rollout
 
 `copd.policy.models.load_policy` returns (model, processor) for a directory whose config has a
 `vision_config`; the world then carries the processor where a text run carries a tokenizer,
@@ -49,8 +49,9 @@ from torch import Tensor
 
 from copd.math.losses import completion_mask
 from copd.policy.batch import RolloutBatch
-from copd.policy.hf_cache import cache_kw, hf_model, out_cache
-from copd.policy.sampler import decode, decode_completions, device_generator
+from copd.policy.decoding import Decoding
+from copd.policy.hf_cache import cache_kw, hf_model
+from copd.policy.sampler import decode, decode_completions, device_generator, prefill
 from copd.tasks.media import load_image, video_frames
 
 # Before the frames of a video on a model without video input (one image per frame).
@@ -305,30 +306,23 @@ def _text_positions(start_B: Tensor, n: int, like: Tensor) -> Tensor:
     return pos.expand(3, -1, -1) if like.dim() == 3 else pos
 
 
-def prefill(model, ids_P_L: Tensor, mask_P_L: Tensor, vision: VisionInputs, group_size: int):
-    """Run the P prompts once with their vision inputs and repeat the KV cache G times.
+def vision_prefill(model, ids_P_L: Tensor, mask_P_L: Tensor, vision: VisionInputs, group_size: int):
+    """Run the P prompts once with their vision inputs (`copd.policy.sampler.prefill`) and
+    repeat the KV cache G times.
 
     Returns (last-position logits [P, V], cache with P*G rows, prompt positions, next
     position per row [P*G]). Differentiable, as copd.policy.sampler's shared prefill."""
     pos, nxt = prompt_positions(model, ids_P_L, mask_P_L, vision)
     dtype = next(model.parameters()).dtype
     kw = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in vision.tensors.items()}
-    out = model(
-        input_ids=ids_P_L,
-        attention_mask=mask_P_L,
-        position_ids=pos,
-        use_cache=True,
-        logits_to_keep=1,
-        **kw,
-    )
-    cache = out_cache(out)
+    last, cache = prefill(model, ids_P_L, mask_P_L, pos, **kw)
     if not hasattr(cache, "batch_repeat_interleave"):
         raise TypeError(
             f"{type(cache).__name__} cannot repeat along the batch; image rollouts need a "
             "DynamicCache (the default for transformers models)"
         )
     cache.batch_repeat_interleave(group_size)
-    return out.logits[:, -1], cache, pos, nxt.repeat_interleave(group_size)
+    return last, cache, pos, nxt.repeat_interleave(group_size)
 
 
 @torch.no_grad()
@@ -336,13 +330,10 @@ def sample_vlm_rollouts(
     model,
     processor,
     examples,
+    decoding: Decoding,
     *,
     group_size: int,
-    temperature: float,
-    max_new_tokens: int,
     generator: torch.Generator | None = None,
-    greedy: bool = False,
-    top_p: float = 1.0,
     device=None,
 ):
     """`copd.policy.rollout.sample_rollouts` for prompts with images (see the module docstring)."""
@@ -352,13 +343,12 @@ def sample_vlm_rollouts(
     eos_id, pad_id = tok.eos_token_id, tok.pad_token_id
     ids_P, mask_P, vision = encode_vlm_prompts(processor, examples, device)
     generator = device_generator(generator, device)
-    logits, cache, pos, nxt_B = prefill(model, ids_P, mask_P, vision, G)
+    logits, cache, pos, nxt_B = vision_prefill(model, ids_P, mask_P, vision, G)
     logits = logits.float().repeat_interleave(G, dim=0)
     mask_B = mask_P.repeat_interleave(G, dim=0)
     comp = decode(
-        model, logits, cache, mask_B, nxt_B, max_new_tokens=max_new_tokens,
-        temperature=temperature, eos_id=eos_id, pad_id=pad_id, generator=generator,
-        greedy=greedy, top_p=top_p, positions=lambda p_B: _text_positions(p_B, 1, pos),
+        model, logits, cache, mask_B, nxt_B, decoding, eos_id=eos_id, pad_id=pad_id,
+        generator=generator, positions=lambda p_B: _text_positions(p_B, 1, pos),
     )  # fmt: skip
     cmask = completion_mask(comp, eos_id).float()
     texts = decode_completions(tok, comp, cmask)
@@ -372,7 +362,7 @@ def vlm_completion_logits(model, batch) -> Tensor:
     once with their vision inputs, the cache repeated G times, then the completions."""
     G = batch.group_size
     ids_P, mask_P = batch.prompt_ids_B_P[::G], batch.prompt_mask_B_P[::G]
-    last, cache, pos, nxt_B = prefill(model, ids_P, mask_P, batch.vision, G)
+    last, cache, pos, nxt_B = vision_prefill(model, ids_P, mask_P, batch.vision, G)
     first = last.repeat_interleave(G, dim=0)[:, None]  # predicts completion token 0
     T = batch.completion_ids_B_T.shape[1]
     if T <= 1:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-Method = Literal["copd", "expert", "mixed", "static_opd", "mopd", "weight_average"]
+Method = Literal["copd", "expert", "mixed", "sequential", "static_opd", "mopd", "weight_average"]
 Dtype = Literal["float32", "bfloat16", "float16"]
 BranchKind = Literal["full", "lora"]
 SamplingEngine = Literal["hf", "vllm"]

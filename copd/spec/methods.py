@@ -5,8 +5,8 @@ A new baseline is its loop module (`copd/train/algorithms/<name>.py`, a `train(w
 out_dir)`), one row here, its name in `choices.Method`, and a preset. Everything else
 (the dispatch, the branch count check, which policies the world builds, the reported
 model every comparison uses, the chart titles, the export tags, the study's row labels)
-reads the row. A step-budget rule other than the five below is one function in
-`copd/train/algorithms/baselines.py`.
+reads the row. A step-budget rule other than those of `BudgetRule` below is one function
+in `copd/train/algorithms/baselines.py` and its name in `BudgetRule`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ Policies = Literal["branches", "one", "branches+student"]
 Reported = Literal["merged", "own_domain", "policy", "student"]
 # The step-budget rule (copd/train/algorithms/baselines.py): CoPD's own schedule, or a
 # baseline's budget matched to it.
-BudgetRule = Literal["copd", "experts", "mixed", "static_opd", "mopd"]
+BudgetRule = Literal["copd", "experts", "mixed", "sequential", "static_opd", "mopd"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,10 @@ METHOD_TABLE: dict[str, MethodInfo] = {
         MethodInfo(
             "mixed", "mixed GRPO", "mixed", "one", "policy", False, 1, "mixed",
             ("grpo",), "one policy, GRPO on every domain's prompts",
+        ),
+        MethodInfo(
+            "sequential", "sequential GRPO", "sequential", "one", "policy", False, 2,
+            "sequential", ("grpo",), "one policy, GRPO on each domain in turn",
         ),
         MethodInfo(
             "static_opd", "static OPD", "static_opd", "branches", "student",

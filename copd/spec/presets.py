@@ -8,7 +8,8 @@ presets, as one table.
 All tiny-model presets share the demo's model, sampling and GRPO settings, so an ablation
 set compares like with like. Budgets follow one rule (recorded in each run's results):
 every policy makes `schedule.total_steps()` updates per domain it is responsible for;
-mixed GRPO gets the experts' budgets combined (as in the paper; copd/train/algorithms/baselines.py).
+mixed GRPO gets the experts' budgets combined (as in the paper; copd/train/algorithms/baselines.py),
+and so does sequential GRPO, one domain after the other.
 """
 
 from __future__ import annotations
@@ -170,6 +171,11 @@ PRESETS: dict[str, tuple[Callable[[], RunConfig], str]] = {
         "baseline control: mixed GRPO with one CoPD branch's optimizer steps (T updates of "
         "K x prompts_per_step prompts): the same rollouts as mixed, K times fewer Adam steps",
     ),
+    "sequential": (
+        _demo_as("sequential", "sequential", merge__enabled=False),
+        "baseline: one policy, GRPO on add for T updates, then on rev for T (sequential "
+        "training: what the second domain keeps of the first)",
+    ),
     "static_opd": (
         _demo_as(
             "static-opd",
@@ -211,6 +217,10 @@ PRESETS: dict[str, tuple[Callable[[], RunConfig], str]] = {
     "mixed-steps-3": (
         _copd3_as("mixed-steps-3", "mixed", merge__enabled=False, mixed_steps="per_branch"),
         "baseline control: mixed GRPO on add, rev and sort with T updates of 3 x prompts",
+    ),
+    "sequential-3": (
+        _copd3_as("sequential-3", "sequential", merge__enabled=False),
+        "baseline: sequential GRPO on add, then rev, then sort, T updates each",
     ),
     "weight_average-3": (
         _copd3_as("weight-average-3", "weight_average", merge__enabled=True),
@@ -255,11 +265,12 @@ SETS: dict[str, tuple[str, ...]] = {
         "expert",
         "weight_average",
         "mixed",
+        "sequential",
         "static_opd",
         "static_opd-rev",
         "mopd",
     ),
-    "paper-3dom": ("copd-3", "expert-3", "weight_average-3", "mixed-3", "mopd-3"),
+    "paper-3dom": ("copd-3", "expert-3", "weight_average-3", "mixed-3", "sequential-3", "mopd-3"),
     **{setting: tuple(presets) for setting, presets in PAIR_PRESETS.items()},
     "copd-ablations": (
         "demo",

@@ -138,7 +138,14 @@ class RunConfig:
     def check_cross_fields(self) -> None:
         """Rules that read more than one section."""
         names = [b.name for b in self.branches]
-        least = method_info(self.method).min_branches
+        info = method_info(self.method)
+        if info.policies != "branches":  # the method trains a policy named after itself
+            check(
+                self.method not in names,
+                "branches",
+                f"{self.method!r} is reserved for the {self.method} policy; rename that branch",
+            )
+        least = info.min_branches
         if least > 1:
             check(
                 len(names) >= least,

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from copd.errors import check
 from copd.spec.choices import BACKEND_KINDS, BackendKind
 
-
 TEST_DRAWS = ("standard", "fresh", "fresh_or_whole")
 
 

@@ -237,9 +237,7 @@ class SyntheticTask(Task):
             return list(self._keys[seed, split, n])
         return self._draw_keys(seed, split, n, skip)
 
-    def _draw_keys(
-        self, seed: str, split: str, n: int, skip: set[Hashable]
-    ) -> list[Hashable]:
+    def _draw_keys(self, seed: str, split: str, n: int, skip: set[Hashable]) -> list[Hashable]:
         rng = random.Random(seed)
         keys: list[Hashable] = []
         seen: set[Hashable] = set(skip)

@@ -145,7 +145,7 @@ def _measure(world) -> dict:
     from copd.train.workers.local import LocalWorker
 
     figures: dict = {}
-    cfg = world.cfg
+    draws = world.batches
     for b in world.branches:
         cuda = b.device.type == "cuda"
 
@@ -154,13 +154,13 @@ def _measure(world) -> dict:
                 torch.cuda.synchronize(dev)
 
         worker = LocalWorker(world, b)
-        examples = b.task.sample(world.rngs[b.name], cfg.grpo.prompts_per_step)
-        worker.rollout(examples, cfg.grpo.group_size)  # warm-up (and vLLM's first sync)
+        examples = b.task.sample(world.rngs[b.name], draws.prompts_per_step)
+        worker.rollout(examples, draws.group_size)  # warm-up (and vLLM's first sync)
         sync()
         if cuda:
             torch.cuda.reset_peak_memory_stats(b.device)
         t0 = time.perf_counter()
-        batch = worker.rollout(examples, cfg.grpo.group_size)
+        batch = worker.rollout(examples, draws.group_size)
         sync()
         t_roll = time.perf_counter() - t0
         tokens = int(batch.completion_mask_B_T.sum())

@@ -71,8 +71,7 @@ def benchmark_scores(world, view: PolicyView, step: int) -> dict[str, float]:
         with view.use() as model:
             if not k:
                 score = accuracy(
-                    model, world.tokenizer, bench.task, examples,
-                    max_new_tokens=ev.max_new_tokens, greedy=ev.greedy,
+                    model, world.tokenizer, bench.task, examples, ev.scoring,
                     generator=torch.Generator().manual_seed(ev.seed), device=view.device,
                 )  # fmt: skip
             else:
@@ -85,14 +84,13 @@ def pass_at_k(world, model, view: PolicyView, task: Task, examples, k: int, step
     """The share of examples with at least one of k samples right (sampling temperature)."""
     ev = world.evaluation
     batch = sample_rollouts(
-        model, world.tokenizer, examples, group_size=k, temperature=ev.temperature,
-        max_new_tokens=ev.max_new_tokens,
+        model, world.tokenizer, examples, ev.sampled, group_size=k,
         generator=torch.Generator().manual_seed(ev.seed * 1_000_003 + step), device=view.device,
     )  # fmt: skip
     r = [task.reward(ex, t) for ex, t in zip(batch.examples, batch.texts, strict=True)]
     return sum(max(r[i * k : (i + 1) * k]) for i in range(len(examples))) / len(examples)
 
 
-def benchmark_counts(world) -> dict[str, int]:
+def benchmark_counts(benchmarks: dict[str, Benchmark]) -> dict[str, int]:
     """`<name>@bench` -> the number of distinct prompts its score is over."""
-    return {N.bench_key(n): len(b.examples) for n, b in world.benchmarks.items()}
+    return {N.bench_key(n): len(b.examples) for n, b in benchmarks.items()}

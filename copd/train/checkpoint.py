@@ -220,7 +220,7 @@ def _write(world, tmp: Path, extra: dict | None, branch_states: dict | None) -> 
         "step": world.state.step,
         "time": time.time(),
         "branches": list(states),
-        "config": world.cfg.to_dict(),
+        "config": world.config_dict,
         "extra": extra or {},
     }
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")

@@ -27,6 +27,7 @@ from copd.policy.models import PolicyView
 from copd.policy.rollout import RolloutBatch, accuracy, completion_logits, sample_rollouts
 from copd.train import samples
 from copd.train.benchmarks import benchmark_counts, benchmark_scores, distinct
+from copd.train.settings import EvalSettings
 
 
 @torch.inference_mode()
@@ -57,10 +58,10 @@ def evaluate(
     return out
 
 
-def eval_examples(world, task, split: str) -> list:
+def eval_examples(ev: EvalSettings, task, split: str) -> list:
     """The distinct examples of `split` that a score is taken over (up to eval.n_prompts)."""
-    n = world.evaluation.n_prompts
-    draw = world.evaluation.test_draw  # "fresh*" checked by World.build
+    n = ev.n_prompts
+    draw = ev.test_draw  # "fresh*" checked by World.build
     if split == "test" and draw == "fresh":
         return distinct(task.fresh_examples(n))
     if split == "test" and draw == "fresh_or_whole":
@@ -75,10 +76,10 @@ def eval_counts(world) -> dict[str, int]:
     for task in world.tasks.values():
         for split, key in (("test", task.name), ("validation", N.val_bench(task.name))):
             try:
-                out[key] = len(eval_examples(world, task, split))
+                out[key] = len(eval_examples(world.evaluation, task, split))
             except NotImplementedError:  # a task without a validation split
                 continue
-    return {**out, **benchmark_counts(world)}
+    return {**out, **benchmark_counts(world.benchmarks)}
 
 
 def _split_scores(world, view: PolicyView, split: str, step: int) -> dict[str, float]:
@@ -86,7 +87,7 @@ def _split_scores(world, view: PolicyView, split: str, step: int) -> dict[str, f
     name = (lambda b: b) if split == "test" else N.val_bench
     scores = {}
     for task in world.tasks.values():
-        examples = eval_examples(world, task, split)
+        examples = eval_examples(ev, task, split)
         scores[name(task.name)] = _accuracy(world, view, examples)
         if ev.pass_k and split == "test":
             scores[f"{task.name}@pass{ev.pass_k}"] = _pass_at_k(
@@ -106,8 +107,7 @@ def _accuracy(world, view: PolicyView, examples) -> float:
             world.tokenizer,
             world.task_of(examples[0]),
             examples,
-            max_new_tokens=world.evaluation.max_new_tokens,
-            greedy=world.evaluation.greedy,
+            world.evaluation.scoring,
             generator=torch.Generator().manual_seed(world.evaluation.seed),
             device=view.device,
         )
@@ -121,9 +121,8 @@ def _pass_at_k(world, view: PolicyView, examples, k: int, step: int) -> float:
             model,
             world.tokenizer,
             examples,
+            ev.sampled,
             group_size=k,
-            temperature=ev.temperature,
-            max_new_tokens=ev.max_new_tokens,
             generator=gen,
             device=view.device,
         )
@@ -169,9 +168,8 @@ def probe_rollout(world, view: PolicyView, examples, step: int) -> RolloutBatch:
             model,
             world.tokenizer,
             examples,
+            ev.sampled,
             group_size=ev.probe_samples,
-            temperature=ev.temperature,
-            max_new_tokens=ev.max_new_tokens,
             generator=gen,
             device=view.device,
             keep_logits=True,
@@ -230,7 +228,7 @@ def overlap_diagnostics(
     appended to it, scored by the same logits."""
     d = world.evaluation
     ks = sorted({d.top_k, *d.extra_k})
-    temp = d.temperature
+    temp = d.sampled.temperature  # the probes' sampling temperature
     metrics: dict[str, float] = {}
     for student, batch in probes(probe_examples(world), step):
         peers = [t for t in names if t != student] + ([BASE] if d.vs_base else [])
@@ -266,7 +264,7 @@ def measure_overlap(world, cycle: int, phase: str, step: int | None = None) -> d
     def logits_at(student, batch, teachers):
         return (probe_logits(world.base if t == BASE else views[t], batch) for t in teachers)
 
-    rows = [] if samples.due(world.cfg, step) else None
+    rows = [] if world.recording.due(step) else None
     with world.timer("diagnostics"):
         metrics = overlap_diagnostics(world, list(views), probes, logits_at, step, rows)
         if torch.cuda.is_available():

@@ -33,7 +33,7 @@ def check_finite(world) -> None:
 
 def diverged(world, detail: str) -> NonFiniteWeights:
     """The error for a run whose updates diverged at `world.state.step`, with the fix."""
-    g = world.cfg.grpo
+    g = world.loss
     return NonFiniteWeights(
         f"step {world.state.step}: {detail}: the updates diverged. Lower grpo.lr (now {g.lr:g}) "
         f"or grpo.grad_clip (now {g.grad_clip:g}) and start again; the metrics logged up to "

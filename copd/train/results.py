@@ -19,22 +19,22 @@ import torch
 from copd.common import names as N
 from copd.math import merge as M
 from copd.policy.hf_cache import hf_model
-from copd.policy.models import PolicyView, base_state_dict, lora_scaling
+from copd.policy.models import PolicyView, base_state_dict
+from copd.train.settings import MergeSettings
 
 
-def merged_state(world, states: list | None = None) -> dict[str, torch.Tensor]:
-    """The branches merged by `cfg.merge` (LoRA branches exactly, in weight-delta space).
-    `states`: the branches' trainable states when they live in workers (copd/workers)."""
-    mc = world.cfg.merge
+def merged_state(
+    mc: MergeSettings, base: PolicyView, states: list[dict[str, torch.Tensor]]
+) -> dict[str, torch.Tensor]:
+    """The branches' trainable `states` merged into the `base` by `mc` (LoRA branches
+    exactly, in weight-delta space)."""
     weights = list(mc.weights) or None
-    base_sd = base_state_dict(world.base)
-    if states is None:
-        states = [b.trainable_state() for b in world.branches]
-    if world.cfg.model.branch_kind == "lora":
+    base_sd = base_state_dict(base)
+    if mc.lora_scaling is not None:
         return M.merge_lora(
             base_sd,
             states,
-            lora_scaling(world.cfg.model),
+            mc.lora_scaling,
             weights=weights,
             method=mc.method,
             scale=mc.scale,
@@ -46,12 +46,15 @@ def merged_state(world, states: list | None = None) -> dict[str, torch.Tensor]:
 
 
 def merged_model(world, states: list | None = None) -> torch.nn.Module:
-    """A fresh plain (non-peft) model with the merged weights."""
+    """A fresh plain (non-peft) model with the world's branches merged (`world.merge`).
+    `states`: the branches' trainable states when they live in workers (copd/workers)."""
+    if states is None:
+        states = [b.trainable_state() for b in world.branches]
     base = hf_model(world.base.module)
-    full = world.cfg.model.branch_kind == "full"
+    full = world.merge.lora_scaling is None  # full-weight branches
     with torch.no_grad():
         model = copy.deepcopy(base) if full else _fresh_like(base)
-        model.load_state_dict(merged_state(world, states))
+        model.load_state_dict(merged_state(world.merge, world.base, states))
     model.eval().requires_grad_(False)
     return model
 

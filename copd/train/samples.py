@@ -8,7 +8,7 @@ the base's) log-prob of that token and whether it lies in that peer's top-k (k o
 metric). In phase II the first prompts of each cross (OPD) batch are logged too, with the
 teacher's log-prob of every token, i.e. what the OPD advantage saw.
 
-    if samples.due(world.cfg, step):
+    if world.recording.due(step):
         rec = samples.ProbeRecorder(world, student, batch)   # inside overlap_diagnostics
         rec.peer(teacher, s_logits_N_V, t_logits_N_V)       # per peer
         rows += rec.rows(s_logits_N_V)
@@ -42,15 +42,8 @@ import torch
 
 from copd.math.diagnostics import token_agreement
 from copd.policy.batch import RolloutBatch, TeacherScores
-from copd.spec import RunConfig
 
 BASE_PEER = "base"  # the frozen base model, as a peer name in a sample
-
-
-def due(cfg: RunConfig, step: int) -> bool:
-    """Whether samples are recorded at `step` (a diagnostics point or a phase-II update)."""
-    every = cfg.diagnostics.samples_every
-    return bool(every) and step % every == 0
 
 
 def first_rows(batch: RolloutBatch, per_domain: int) -> list[int]:
@@ -135,9 +128,10 @@ class ProbeRecorder:
 
     def __init__(self, world, student: str, batch: RolloutBatch):
         self.student = student
-        self.k = world.cfg.diagnostics.top_k
-        self.temperature = world.cfg.sampling.temperature
-        self.sel = _Rows(world, batch, first_rows(batch, world.cfg.diagnostics.samples_prompts))
+        rec = world.recording
+        self.k = rec.top_k
+        self.temperature = rec.temperature
+        self.sel = _Rows(world, batch, first_rows(batch, rec.prompts))
         self.token_ids = batch.completion_ids_B_T[batch.completion_mask_B_T.bool()]
         self.peers: dict[str, dict[str, list]] = {}
         self.own: list[list[float | None]] | None = None
@@ -205,7 +199,7 @@ def cross_samples(
     prompts, with the student's log-prob of each token (`student_logits_N_V`: its logits at
     the batch's completion tokens) and the teacher's (`teacher_logp_B_T`: what the OPD term
     used). `teacher` may map each domain to its teacher (MOPD's routing)."""
-    sel = _Rows(world, batch, first_rows(batch, world.cfg.diagnostics.samples_prompts))
+    sel = _Rows(world, batch, first_rows(batch, world.recording.prompts))
     ids = batch.completion_ids_B_T[batch.completion_mask_B_T.bool()]
     t = world.loss.temperature  # the temperature the OPD term scored the teacher at
     lp = torch.log_softmax(student_logits_N_V.float() / t, -1)
@@ -237,10 +231,10 @@ def log_opd_batch(
     student distils on, as `cross` samples at the step this update makes, when due.
     `logits_of(batch)`: the student's logits [N, V] at a batch's completion tokens."""
     step = world.state.step + 1
-    if not due(world.cfg, step):
+    if not world.recording.due(step):
         return
     G = batch.group_size
-    n = world.cfg.diagnostics.samples_prompts * len({e.domain for e in batch.examples})
+    n = world.recording.prompts * len({e.domain for e in batch.examples})
     sub = batch.subset(list(range(min(n * G, batch.size))))
     logp = scores.logp
     rows = cross_samples(world, student, teacher, sub, logits_of(sub), logp[: sub.size])

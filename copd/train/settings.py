@@ -1,4 +1,4 @@
-"""The loss and the evaluation settings of a run as frozen values, built once from the config.
+"""What a run's training code reads of its config, as frozen values built once with the world.
 
     loss = LossSettings.from_config(cfg, skip_zero_advantage=True)   # World.build does this
     term = grpo_term(branch, batch, loss, timer)                     # copd/train/terms.py
@@ -8,16 +8,24 @@ The loss terms (copd/train/terms.py) and the update step (copd/train/update.py) 
 these fields and nothing else of the config: the `grpo`, `opd` and `sampling` sections
 that shape a loss or an optimizer step, with the zero-advantage skip already decided for
 the model at hand (`zero_advantage_skippable`). Evaluation and the overlap diagnostics
-read `EvalSettings` (the `eval`, `diagnostics` and decoding fields) the same way.
+read `EvalSettings` (the `eval`, `diagnostics` and decoding fields) the same way. The
+loops read `BatchSettings` (what each update draws, and from whom) and `Cadence` (when
+they measure, evaluate and checkpoint); the recorded samples `SampleSettings`; the final
+merge `MergeSettings`. `World.build` builds each once (`World.reconfigure` again), so a
+function's configuration is the typed field it reads, never the whole config.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from copd.math.schedule import Position, position
+from copd.policy.decoding import Decoding
+from copd.policy.models import lora_scaling
+
 if TYPE_CHECKING:
-    from copd.spec import RunConfig
+    from copd.spec import RunConfig, ScheduleConfig
 
 # Config fields that mark a mixture-of-experts model across Hugging Face families
 # (Qwen-MoE, Mixtral, DeepSeek, OLMoE, ...).
@@ -33,7 +41,9 @@ class LossSettings:
     or "teacher": cross-entropy on the teacher's answers), `beta`, `topk`, and
     the term weights `cross_weight`, `teacher_weighting`. Sampling: `temperature` (of the
     log-probs), `max_new_tokens` (the Dr. GRPO normaliser). The step: `grad_clip`,
-    `clip_per_term`, `micro_batch_rows`, `updates_per_batch`, `minibatches`.
+    `clip_per_term`, `micro_batch_rows`, `updates_per_batch`, `minibatches`; `lr`, the
+    learning rate each branch's AdamW was built with (copd/policy/models.py), which the
+    divergence error names (copd/train/guard.py).
     `skip_zero_advantage`: whether flat prompt groups skip their forward (the decision,
     not the config flag alone; see `zero_advantage_skippable`)."""
 
@@ -55,6 +65,7 @@ class LossSettings:
     micro_batch_rows: int = 0
     updates_per_batch: int = 1
     minibatches: int = 1
+    lr: float = 5e-4
     skip_zero_advantage: bool = False
 
     @property
@@ -84,6 +95,7 @@ class LossSettings:
             micro_batch_rows=g.micro_batch_rows,
             updates_per_batch=g.updates_per_batch,
             minibatches=g.minibatches,
+            lr=g.lr,
             skip_zero_advantage=skip_zero_advantage,
         )
 
@@ -110,22 +122,24 @@ class EvalSettings:
     """What held-out evaluation and the overlap diagnostics read (copd/train/evaluate.py),
     built once from the config as `LossSettings` is (`World.evaluation`).
 
-    Evaluation: `n_prompts` per split, `greedy` (else one sample at T = 1), `pass_k`,
-    `validation` (the final evaluation also scores the validation split) and `during`
-    ("validation": the evaluations before it too). Decoding: `max_new_tokens` and the
-    sampling `temperature` (pass@k and the probes). Diagnostics: `top_k` and `extra_k`
-    (the overlaps), `probe_prompts` per domain x `probe_samples` each, `vs_base`. `seed`:
-    every evaluation and probe stream is seeded from it (and the step)."""
+    Evaluation: `n_prompts` per split, `pass_k`, `validation` (the final evaluation also
+    scores the validation split) and `during` ("validation": the evaluations before it
+    too), `at_start` (also before the first step). Decoding: `scoring`, the held-out scores' (greedy with `eval.greedy`, else one
+    sample at T = 1), and `sampled`, pass@k's and the probes' (the sampling temperature,
+    at which the overlaps compare the logits); neither applies the training rollouts'
+    `sampling.top_p`, and both cap completions at `sampling.max_new_tokens`. Diagnostics: `top_k` and `extra_k` (the overlaps),
+    `probe_prompts` per domain x `probe_samples` each, `vs_base`. `seed`: every
+    evaluation and probe stream is seeded from it (and the step)."""
 
     seed: int = 0
     n_prompts: int = 128
-    greedy: bool = True
     pass_k: int = 0
     validation: bool = True
     during: str = "test"
     test_draw: str = "standard"
-    max_new_tokens: int = 8
-    temperature: float = 1.0
+    at_start: bool = False
+    scoring: Decoding = field(default_factory=lambda: Decoding(greedy=True))
+    sampled: Decoding = field(default_factory=Decoding)
     top_k: int = 10
     extra_k: tuple[int, ...] = (1, 5)
     probe_prompts: int = 16
@@ -138,16 +152,125 @@ class EvalSettings:
         return cls(
             seed=cfg.seed,
             n_prompts=ev.n_prompts,
-            greedy=ev.greedy,
             pass_k=ev.pass_k,
             validation=ev.validation,
             during=ev.during,
             test_draw=ev.test_draw,
-            max_new_tokens=s.max_new_tokens,
-            temperature=s.temperature,
+            at_start=ev.at_start,
+            scoring=Decoding(max_new_tokens=s.max_new_tokens, greedy=ev.greedy),  # T = 1
+            sampled=Decoding(temperature=s.temperature, max_new_tokens=s.max_new_tokens),
             top_k=d.top_k,
             extra_k=tuple(d.extra_k),
             probe_prompts=d.n_prompts,
             probe_samples=d.samples_per_prompt,
             vs_base=d.vs_base,
         )
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """What each update draws, and from whom (the loops of copd/train/algorithms/).
+
+    GRPO: `prompts_per_step` prompts x `group_size` samples; `per_branch_mixed`: mixed
+    GRPO's control that makes T updates of K x `prompts_per_step` prompts. Phase II and
+    the OPD baselines: `cross_prompts_per_step` x `cross_group_size` samples of each
+    teacher's prompts, with the student's native GRPO batch too when `native_rl`; the
+    teachers by `topology` ("pair", "hub" with its `hub`, "full"), `one_way` (only the hub
+    teaches), `teacher` ("live" weights, or a "snapshot" per phase). `static_pair`: static
+    OPD's (teacher, student) branch names; None for the other methods."""
+
+    prompts_per_step: int = 16
+    group_size: int = 8
+    per_branch_mixed: bool = False
+    cross_prompts_per_step: int = 8
+    cross_group_size: int = 4
+    native_rl: bool = True
+    topology: str = "pair"
+    hub: str = ""
+    one_way: bool = False
+    teacher: str = "live"
+    static_pair: tuple[str, str] | None = None
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig, static: bool = False) -> BatchSettings:
+        """`static`: the run is static OPD (its method's reported model is the student)."""
+        g, o = cfg.grpo, cfg.opd
+        return cls(
+            prompts_per_step=g.prompts_per_step,
+            group_size=g.group_size,
+            per_branch_mixed=cfg.mixed_steps == "per_branch",
+            cross_prompts_per_step=o.cross_prompts_per_step,
+            cross_group_size=o.cross_group_size,
+            native_rl=o.native_rl,
+            topology=cfg.topology.kind,
+            hub=cfg.hub,
+            one_way=o.one_way,
+            teacher=o.teacher,
+            static_pair=cfg.static_pair() if static else None,
+        )
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """When a loop measures, evaluates and checkpoints (copd/train/algorithms/loop.py):
+    CoPD's `schedule` (every loop follows its points: diagnostics every `diag_every`
+    steps and at phase ends, evaluation every `eval_every_cycles`-th cycle end), a
+    checkpoint every `checkpoint_every` steps too (0: at cycle ends only), and the signal
+    balance of the updates at the diagnostics steps when `signal_balance`."""
+
+    schedule: ScheduleConfig
+    checkpoint_every: int = 0
+    signal_balance: bool = True
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> Cadence:
+        return cls(cfg.schedule, cfg.checkpoint_every, cfg.diagnostics.signal_balance)
+
+    def position(self, step: int) -> Position:
+        """CoPD's schedule position of `step`, continued past the schedule for longer loops,
+        so baselines measure and evaluate at the same points and count cycles the same way
+        (one cycle per rl_steps + opd_steps block)."""
+        sc = self.schedule
+        p = position(step % sc.total_steps(), sc)
+        return replace(p, step=step, cycle=step // (sc.rl_steps + sc.opd_steps))
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """Which completions are recorded (copd/train/samples.py): at steps that are multiples
+    of `every` (0: none), the first `prompts` prompts per domain; each token's top-`top_k`
+    membership under every peer, and log-probs at the sampling `temperature`."""
+
+    every: int = 10
+    prompts: int = 2
+    top_k: int = 10
+    temperature: float = 1.0
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> SampleSettings:
+        d = cfg.diagnostics
+        return cls(d.samples_every, d.samples_prompts, d.top_k, cfg.sampling.temperature)
+
+    def due(self, step: int) -> bool:
+        """Whether samples are recorded at `step` (a diagnostics point or a phase-II update)."""
+        return bool(self.every) and step % self.every == 0
+
+
+@dataclass(frozen=True)
+class MergeSettings:
+    """The final merge of the branches (copd/train/results.py): whether it runs (`enabled`),
+    its `method`, per-branch `weights` (empty: uniform), `scale` and `density`; for LoRA
+    branches (`lora_scaling`, None for full-weight ones) exact, in weight-delta space."""
+
+    enabled: bool = True
+    method: str = "average"
+    weights: tuple[float, ...] = ()
+    scale: float = 1.0
+    density: float = 0.2
+    lora_scaling: float | None = None
+
+    @classmethod
+    def from_config(cls, cfg: RunConfig) -> MergeSettings:
+        m = cfg.merge
+        lora = lora_scaling(cfg.model) if cfg.model.branch_kind == "lora" else None
+        return cls(m.enabled, m.method, tuple(m.weights), m.scale, m.density, lora)

@@ -30,11 +30,10 @@ from copd.math.losses import (
 )
 from copd.policy.batch import TeacherScores
 from copd.policy.rollout import RolloutBatch, completion_logits, logprobs_from_logits
-from copd.train.settings import LossSettings, zero_advantage_skippable
+from copd.train.settings import LossSettings
 
 if TYPE_CHECKING:
     from copd.policy.models import Branch
-    from copd.train.world import World
 
 # A timer: `with timer("forward"):` accumulates the seconds of a part (World.timer).
 TimerFn = Callable[[str], AbstractContextManager]
@@ -88,12 +87,6 @@ def _old_logp(loss: LossSettings, batch: RolloutBatch, logp_B_T: torch.Tensor) -
         if loss.updates_per_batch > 1:
             batch.old_logp_B_T = old
     return old
-
-
-def skips_zero_advantage(world: World) -> bool:
-    """Whether the world's GRPO terms skip flat prompt groups
-    (`settings.zero_advantage_skippable` for its config, tokenizer and base model)."""
-    return zero_advantage_skippable(world.cfg, world.tokenizer, world.base.module)
 
 
 def _trained_logp(

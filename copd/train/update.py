@@ -34,6 +34,7 @@ from copd.train.terms import LossTerm, grpo_term, logp_and_entropy, opd_term
 
 if TYPE_CHECKING:
     from copd.policy.models import Branch
+    from copd.train.settings import LossSettings
     from copd.train.world import World
 
 
@@ -191,7 +192,7 @@ def _backward(world: World, branch: Branch, spec: TermSpec) -> dict[str, float]:
     norm = normaliser(spec.batch.completion_mask_B_T, loss.loss_agg, loss.max_new_tokens)
     acc: dict[str, float] = {}
     rows = 0
-    for part in slices(world, spec):
+    for part in slices(spec, loss.micro_batch_rows):
         stats = _backward_slice(world, branch, part, norm).stats
         n = part.batch.size
         for k, v in stats.items():
@@ -208,10 +209,9 @@ def _backward_slice(world: World, branch: Branch, spec: TermSpec, norm: float | 
     return term
 
 
-def slices(world: World, spec: TermSpec) -> list[TermSpec]:
-    """The term's rows as the model sees them in one pass: `grpo.micro_batch_rows` at a
-    time (whole prompt groups), or the whole term."""
-    rows = world.loss.micro_batch_rows
+def slices(spec: TermSpec, rows: int) -> list[TermSpec]:
+    """The term's rows as the model sees them in one pass: `rows` at a time
+    (`grpo.micro_batch_rows`, whole prompt groups), or the whole term (0)."""
     if not rows:
         return [spec]
     G = spec.batch.group_size
@@ -245,7 +245,7 @@ def _record_old_logp(world: World, branch: Branch, spec: TermSpec) -> None:
                         logp_and_entropy(branch, p.batch, world.loss.temperature, world.timer)[0],
                         spec.batch,
                     )
-                    for p in slices(world, spec)
+                    for p in slices(spec, world.loss.micro_batch_rows)
                 ]
             )
 
@@ -289,18 +289,15 @@ def grpo_update(world: World, branch: Branch, batch: RolloutBatch) -> tuple[Loss
 def signal_due(world: World) -> bool:
     """Whether the update that makes step `world.state.step + 1` records the signal balance: at
     the diagnostics cadence (`schedule.diag_every`), when `diagnostics.signal_balance`."""
-    every = world.cfg.schedule.diag_every
-    return bool(
-        world.cfg.diagnostics.signal_balance and every and (world.state.step + 1) % every == 0
-    )
+    every = world.cadence.schedule.diag_every
+    return bool(world.cadence.signal_balance and every and (world.state.step + 1) % every == 0)
 
 
-def opd_weights(world: World, n_teachers: int) -> float:
+def opd_weights(loss: LossSettings, n_teachers: int) -> float:
     """The weight of each OPD term in a combined update: `opd.cross_weight` per teacher, or
     divided by the number of teachers (`opd.teacher_weighting="mean"`)."""
-    o = world.loss
     return (
-        o.cross_weight
-        if o.teacher_weighting == "per_teacher"
-        else o.cross_weight / max(1, n_teachers)
+        loss.cross_weight
+        if loss.teacher_weighting == "per_teacher"
+        else loss.cross_weight / max(1, n_teachers)
     )

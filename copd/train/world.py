@@ -9,6 +9,13 @@ steps copd/train/update.py; algorithms (copd/train/algorithms/) are readable loo
 
 Every random draw comes from RNGs held by the world (a `random.Random` per branch for
 prompts, one `torch.Generator` for sampling) so a checkpoint can restore them exactly.
+
+What the training code reads of the config is a typed frozen value built here once
+(`World.build`; copd/train/settings.py, copd/policy/decoding.py): `world.loss`,
+`world.decoding`, `world.batches`, `world.cadence`, ... The engine never reads `world.cfg`
+(the config the world was built from: the studies and benchmarks that `reconfigure` a
+world derive their variants from it), so a function's signature, or the settings field it
+reads, says what configuration it depends on.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -29,6 +37,7 @@ from copd.common import names as N
 from copd.common.errors import TrainingCancelled  # noqa: F401  (re-exported: the loops raise it)
 from copd.errors import ConfigError
 from copd.policy.batch import TeacherScores
+from copd.policy.decoding import Decoding
 from copd.policy.models import (
     Branch,
     PolicyView,
@@ -42,12 +51,22 @@ from copd.policy.rollout import (
     logprobs_from_logits,
     sample_rollout_sets,
 )
-from copd.spec import RunConfig
+from copd.policy.rollout_vllm import VLLMSettings
+from copd.spec import BackendConfig, MethodInfo, RunConfig, method_info
 from copd.tasks import Example, Task, get_task
 from copd.tasks.media import check_task_media
+from copd.train.algorithms.baselines import Budget, budget_for
 from copd.train.benchmarks import build_benchmarks
 from copd.train.logger import Logger, NullLogger
-from copd.train.settings import EvalSettings, LossSettings, zero_advantage_skippable
+from copd.train.settings import (
+    BatchSettings,
+    Cadence,
+    EvalSettings,
+    LossSettings,
+    MergeSettings,
+    SampleSettings,
+    zero_advantage_skippable,
+)
 
 
 class Timer:
@@ -96,9 +115,12 @@ class TrainState:
 
 @dataclass
 class World:
-    """The parts of a run built once (`World.build`), with the train state in `state`."""
+    """The parts of a run built once (`World.build`), with the train state in `state`.
 
-    cfg: RunConfig
+    The settings fields (keyword-only, from `method` on) are every part of the config the
+    training code reads, each built once from `cfg` (`settings_from`)."""
+
+    cfg: RunConfig  # what it was built from; the engine reads the settings below instead
     tokenizer: object
     tasks: dict[str, Task]  # by task spec string
     branches: list[Branch]
@@ -112,14 +134,26 @@ class World:
     # per branch, seeded from (seed, name), so an in-process run and one with a Ray actor
     # per branch draw the same tokens.
     gens: dict[str, torch.Generator] = field(default_factory=dict)
-    loss: LossSettings = field(default_factory=LossSettings)  # what the loss terms read
-    evaluation: EvalSettings | None = None  # what evaluation and diagnostics read (built once)
     benchmarks: dict = field(default_factory=dict)  # name -> Benchmark (copd/train/benchmarks.py)
     state: TrainState = field(default_factory=TrainState)
-
-    def __post_init__(self) -> None:
-        if self.evaluation is None:
-            self.evaluation = EvalSettings.from_config(self.cfg)
+    # ------------------------------------------------ the settings (copd/train/settings.py)
+    method: MethodInfo = field(kw_only=True)  # the method table's row the world is built for
+    # The whole config as a dict, for the two readers that need the config itself rather
+    # than a setting: the checkpoint's meta.json (what the run was) and the Ray actors,
+    # which rebuild their one-branch worlds from it (copd/train/workers/ray_backend.py).
+    config_dict: dict[str, Any] = field(kw_only=True)
+    decoding: Decoding = field(kw_only=True)  # the training rollouts' decoding
+    vllm: VLLMSettings | None = field(kw_only=True)  # the vLLM engines; None: built-in decoder
+    loss: LossSettings = field(kw_only=True)  # what the loss terms and the update step read
+    evaluation: EvalSettings = field(kw_only=True)  # what evaluation and diagnostics read
+    batches: BatchSettings = field(kw_only=True)  # what each update draws, and from whom
+    cadence: Cadence = field(kw_only=True)  # when the loops measure, evaluate, checkpoint
+    recording: SampleSettings = field(kw_only=True)  # which completions are recorded
+    merge: MergeSettings = field(kw_only=True)  # the final merge of the branches
+    budget: Budget | None = field(kw_only=True)  # a baseline's step budget; None for CoPD
+    # Each branch's task by branch name (the driver's copy: with Ray it holds no branch).
+    branch_tasks: dict[str, Task] = field(kw_only=True)
+    backend: BackendConfig = field(kw_only=True)  # where the CoPD branches run
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -152,19 +186,19 @@ class World:
         rngs["mixed"] = random.Random(f"{cfg.seed}:mixed")
         gen = torch.Generator().manual_seed(cfg.seed)
         gens = {b.name: branch_generator(cfg.seed, b.name) for b in branches}
-        loss = LossSettings.from_config(cfg, zero_advantage_skippable(cfg, tok, base_view.module))
         return cls(
             cfg, tok, tasks, branches, base_view, logger, rngs, gen, base_path=path, gens=gens,
-            loss=loss, benchmarks=build_benchmarks(cfg),
+            benchmarks=build_benchmarks(cfg),
+            **settings_from(cfg, tok, base_view.module, path, tasks),
         )  # fmt: skip
 
     def reconfigure(self, cfg: RunConfig) -> None:
         """Swap in another config of the same run (a study varying the temperature, a
-        benchmark toggling a knob) and rebuild the loss and evaluation settings from it."""
+        benchmark toggling a knob) and rebuild every setting from it."""
         self.cfg = cfg
-        skip = zero_advantage_skippable(cfg, self.tokenizer, self.base.module)
-        self.loss = LossSettings.from_config(cfg, skip)
-        self.evaluation = EvalSettings.from_config(cfg)
+        settings = settings_from(cfg, self.tokenizer, self.base.module, self.base_path, self.tasks)
+        for name, value in settings.items():
+            setattr(self, name, value)
 
     def branch(self, name: str) -> Branch:
         return next(b for b in self.branches if b.name == name)
@@ -198,17 +232,14 @@ class World:
     ) -> list[RolloutBatch]:
         """`rollout` for several (examples, group size) requests of one policy, decoded
         together in one loop (`sample_rollout_sets`), each batch scored by the verifiers."""
-        s = self.cfg.sampling
+        decoding = self.decoding.as_greedy() if greedy else self.decoding
         with self.timer("rollout"), view.use() as model:
             batches = sample_rollout_sets(
                 model,
                 self.tokenizer,
                 requests,
-                temperature=s.temperature,
-                max_new_tokens=s.max_new_tokens,
+                decoding,
                 generator=self.gen if generator is None else generator,
-                greedy=greedy,
-                top_p=s.top_p,
                 device=view.device,
             )
         return [self.score_rewards(b) for b in batches]
@@ -264,6 +295,31 @@ class World:
         self.state.teachers = {b.name: b.snapshot() for b in self.branches}
 
 
+def settings_from(
+    cfg: RunConfig, tokenizer: object, base_module: object, model_path: str, tasks: dict
+) -> dict[str, Any]:
+    """Every settings field of a World, built from `cfg` (`tasks`: the world's, by task
+    spec; `model_path`: the resolved base model folder)."""
+    info = method_info(cfg.method)
+    decoding = Decoding.from_config(cfg.sampling)
+    skip = zero_advantage_skippable(cfg, tokenizer, base_module)
+    return dict(
+        method=info,
+        config_dict=cfg.to_dict(),
+        decoding=decoding,
+        vllm=VLLMSettings.from_config(cfg, model_path, decoding),
+        loss=LossSettings.from_config(cfg, skip),
+        evaluation=EvalSettings.from_config(cfg),
+        batches=BatchSettings.from_config(cfg, static=info.reported == "student"),
+        cadence=Cadence.from_config(cfg),
+        recording=SampleSettings.from_config(cfg),
+        merge=MergeSettings.from_config(cfg),
+        budget=None if info.budget == "copd" else budget_for(cfg),
+        branch_tasks={b.name: tasks[b.task] for b in cfg.branches},
+        backend=cfg.backend,
+    )
+
+
 def check_fresh_draw(tasks: dict[str, Task], draw: str, n: int, log: Callable) -> None:
     """`eval.test_draw` "fresh" or "fresh_or_whole": every domain can give `n` fresh test
     prompts (or, under "fresh_or_whole", has its test split scored whole, which `log`
@@ -299,7 +355,7 @@ def log_step(
     with those of its after-step work at the step's end (`loop.log_step_times`).
     Called after `world.state.step += 1`, so it counts the steps done.
     `total`: the loop's step count when it is not `schedule.total_steps()` (baselines)."""
-    total = total or world.cfg.schedule.total_steps() or 1
+    total = total or world.cadence.schedule.total_steps() or 1
     metrics = dict(metrics)
     metrics[N.PROGRESS] = world.state.step / total
     t0 = time.perf_counter()

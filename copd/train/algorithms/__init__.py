@@ -1,14 +1,14 @@
 """Training algorithms: readable loops over the engine's primitives (copd/train/world.py).
 
-`run(world, out_dir)` dispatches on `cfg.method` through the method table
-(copd/spec/methods.py: each method's loop module, policies, budget rule, reported model);
-`cfg.policy_names()` says which policies the method trains (the world builds exactly those).
+`run(world, out_dir)` dispatches on the world's method (`world.method`, its row of the
+method table copd/spec/methods.py: each method's loop module, policies, budget rule,
+reported model); `cfg.policy_names()` says which policies the method trains (the world
+builds exactly those) and `world.budget` is a baseline's step budget.
 
-    copd.py        CoPD (the branches co-evolve, mutual OPD, merge)
-    expert.py      independent single-domain experts (+ their weight average)
-    mixed.py       one policy, GRPO on all domains
-    static_opd.py  experts, then one-way OPD from a frozen teacher
-    mopd.py        experts, then one student distilled from all, routed by domain
+Each method's loop is the module its table row names, with a `train(world, out_dir)`; the
+row's `summary` says in one line what the method does, the module's docstring in full (the
+table is the list, so a new baseline adds no line here). Beside the loops: loop.py, what
+every loop shares (start, after-step cadence, finish), and baselines.py, the budget rules.
 """
 
 from __future__ import annotations
@@ -16,19 +16,13 @@ from __future__ import annotations
 from importlib import import_module
 from pathlib import Path
 
-from copd.spec import method_info
-
 
 def run(world, out_dir: str | Path) -> dict[str, dict[str, float]]:
-    method = world.cfg.method
-    try:
-        info = method_info(method)
-    except ValueError as e:
-        raise NotImplementedError(str(e)) from None
-    if method != "copd" and world.cfg.sampling.engine != "hf":
+    info = world.method
+    if info.name != "copd" and world.vllm is not None:
         world.logger.log_event(
-            f"sampling.engine={world.cfg.sampling.engine!r} applies to the copd method's branch "
-            f"workers; {method} samples with the built-in decoder",
+            f"sampling.engine='vllm' applies to the copd method's branch workers; "
+            f"{info.name} samples with the built-in decoder",
             level="warning",
         )
     return import_module(f"{__name__}.{info.loop}").train(world, out_dir)

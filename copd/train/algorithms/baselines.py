@@ -3,12 +3,14 @@
     copd train expert            # single-domain experts (GRPO on their own domain only)
     copd train weight_average    # the same experts, then averaged parameters
     copd train mixed             # one policy, GRPO on all domains, the experts' budgets summed
+    copd train sequential        # one policy, GRPO on each domain in turn, the same budget
     copd train static_opd        # experts, then one-way OPD from a frozen teacher expert
     copd train mopd              # experts, then one student distilled from all, routed by domain
 
-Each loop is its own module (expert.py, mixed.py, static_opd.py, mopd.py), readable top to
-bottom over the engine's primitives and the shared loop pieces (loop.py); their presets are
-rows of the table in copd/spec/presets.py. This module is plain rules over the config (no torch).
+Each loop is its own module (the method table's `loop`, copd/spec/methods.py), readable top
+to bottom over the engine's primitives and the shared loop pieces (loop.py); their presets
+are rows of the table in copd/spec/presets.py. This module is plain rules over the config
+(no torch).
 
 Budget rules (recorded in results.json under "budget" and logged as an event at start):
   T = schedule.total_steps() (CoPD's updates per branch), S = cycles x opd_steps (CoPD's
@@ -18,6 +20,9 @@ Budget rules (recorded in results.json under "budget" and logged as an event at 
     the paper's Mixed RLVR); with `mixed_steps="per_branch"` T updates of K x
     prompts_per_step prompts (the same rollouts, one CoPD branch's optimizer steps: Adam
     moves weights by about lr per step whatever the batch).
+  - sequential: the one policy makes T GRPO updates on each domain in turn, in the
+    config's branch order (one stage per domain, named after its branch): K x T in all,
+    mixed GRPO's budget, each of `prompts_per_step` prompts.
   - static_opd: experts make T each; then the student makes S OPD updates from the frozen
     teacher (the number of OPD updates CoPD makes per branch); pure OPD as in the paper,
     or with the student's native GRPO batch in each update when `opd.native_rl`.
@@ -111,6 +116,16 @@ def mixed_budget(cfg: RunConfig, T: int, S: int, K: int) -> Budget:
     )
 
 
+def sequential_budget(cfg: RunConfig, T: int, S: int, K: int) -> Budget:
+    order = " -> ".join(cfg.branch_names)
+    return Budget(
+        f"one policy: T = {T} GRPO updates on each domain in turn ({order}), K x T = "
+        f"{K} x {T} = {K * T} in all (mixed GRPO's combined budget)",
+        tuple((name, T) for name in cfg.branch_names),
+        {cfg.method: K * T},
+    )
+
+
 def static_opd_budget(cfg: RunConfig, T: int, S: int, K: int) -> Budget:
     teacher, student = cfg.static_pair()
     return Budget(
@@ -136,14 +151,7 @@ def mopd_budget(cfg: RunConfig, T: int, S: int, K: int) -> Budget:
 BUDGET_RULES = {
     "experts": experts_budget,
     "mixed": mixed_budget,
+    "sequential": sequential_budget,
     "static_opd": static_opd_budget,
     "mopd": mopd_budget,
 }
-
-
-def check_policy_name(cfg: RunConfig, name: str) -> None:
-    """The one-policy baselines add a policy named `name`; no branch may take that name."""
-    if name in cfg.branch_names:
-        raise ConfigError(
-            f"branches: {name!r} is reserved for the {cfg.method} policy; rename that branch"
-        )

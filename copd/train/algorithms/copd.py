@@ -55,8 +55,8 @@ from copd.train.world import World, log_step
 def phase1_step(world: World, group: WorkerGroup | None = None) -> dict[str, float]:
     """Every branch: one GRPO update on its own domain (in parallel on Ray)."""
     group = group or LocalGroup(world)
-    g = world.cfg.grpo
-    tasks = _tasks(world)
+    g = world.batches
+    tasks = world.branch_tasks
     signal = signal_due(world)
     work = {
         n: (world.prompts(tasks[n], g.prompts_per_step, n), g.group_size, signal)
@@ -72,22 +72,21 @@ def phase1_step(world: World, group: WorkerGroup | None = None) -> dict[str, flo
 def phase2_step(world: World, group: WorkerGroup | None = None) -> dict[str, float]:
     """Every branch: one update from its native GRPO batch plus cross-branch OPD batches."""
     group = group or LocalGroup(world)
-    cfg = world.cfg
-    g, o = cfg.grpo, cfg.opd
+    g = world.batches
     names = group.names
-    tasks = _tasks(world)
+    tasks = world.branch_tasks
     # 1. Every branch samples its native batch and its cross batches (peer prompts), in one
     #    call and one decode loop. The driver draws the prompts from each branch's prompt
     #    RNG, in a fixed order.
     requests_of, keys = {}, []
     for n in names:
         requests, mine = [], []
-        if o.native_rl:
+        if g.native_rl:
             requests.append((world.prompts(tasks[n], g.prompts_per_step, n), g.group_size))
             mine.append((n, None))
-        for t in teachers_of(n, names, cfg.topology.kind, cfg.hub, o.one_way):
-            peer_prompts = world.prompts(tasks[t], o.cross_prompts_per_step, n)
-            requests.append((peer_prompts, o.cross_group_size))
+        for t in teachers_of(n, names, g.topology, g.hub, g.one_way):
+            peer_prompts = world.prompts(tasks[t], g.cross_prompts_per_step, n)
+            requests.append((peer_prompts, g.cross_group_size))
             mine.append((n, t))
         requests_of[n] = requests
         keys.append(mine)
@@ -101,7 +100,7 @@ def phase2_step(world: World, group: WorkerGroup | None = None) -> dict[str, flo
     # 2. Every teacher scores every sampled token before anyone updates.
     scored = group.scores([(t, batch) for (s, t), batch in cross.items()])
     teacher_logp = dict(zip(cross, scored, strict=True))
-    if samples.due(cfg, world.state.step + 1):  # what the OPD terms see, for the samples view
+    if world.recording.due(world.state.step + 1):  # what the OPD terms see, for the samples view
         log_cross_samples(world, group, cross, teacher_logp)
     # 3. One combined update per branch.
     work = {
@@ -133,7 +132,7 @@ def log_cross_samples(
     tokens with its own log-prob (its logits, before the update) and the teacher's, as the
     OPD term scored them. Logged at the step this update makes."""
     G = {k: b.group_size for k, b in cross.items()}
-    n = world.cfg.diagnostics.samples_prompts
+    n = world.recording.prompts
     subs = {k: b.subset(list(range(min(n * G[k], b.size)))) for k, b in cross.items()}
     logits = group.call([Call(s, Ops.probe_logits, (sub,)) for (s, _), sub in subs.items()])
     rows = []
@@ -141,18 +140,13 @@ def log_cross_samples(
         lp = teacher_logp[s, t].logp
         rows += samples.cross_samples(world, s, t, sub, s_logits, lp[: sub.size])
     step = world.state.step + 1
-    pos = position(world.state.step, world.cfg.schedule)
+    pos = position(world.state.step, world.cadence.schedule)
     world.logger.log_samples(rows, step=step, cycle=pos.cycle, phase=pos.phase)
-
-
-def _tasks(world: World) -> dict:
-    """Each branch's task, by branch name (the driver's copy: it draws the prompts)."""
-    return {b.name: world.tasks[b.task] for b in world.cfg.branches}
 
 
 def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:
     """Run (or continue, from `world.state.step`) the CoPD schedule; returns the final scores.
-    The branches run in the workers of `cfg.backend` (in-process by default, or Ray)."""
+    The branches run in the workers of `world.backend` (in-process by default, or Ray)."""
     group = make_group(world)
     try:
         return _train(world, group, out_dir)
@@ -161,20 +155,19 @@ def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:
 
 
 def _train(world: World, group: WorkerGroup, out_dir: str | Path) -> dict[str, dict[str, float]]:
-    cfg = world.cfg
-    sc = cfg.schedule
+    sc = world.cadence.schedule
     total = sc.total_steps()
     acts = via_workers(world, group, out_dir)
     announce(
         world,
         f"CoPD: {len(group.names)} branches, {sc.cycles} cycles x ({sc.rl_steps} RL + "
-        f"{sc.opd_steps} OPD) = {total} updates per branch; topology {cfg.topology.kind}; "
-        f"backend {cfg.backend.kind}",
+        f"{sc.opd_steps} OPD) = {total} updates per branch; topology {world.batches.topology}; "
+        f"backend {world.backend.kind}",
     )
     begin(world, acts)
     while world.state.step < total:
         pos = position(world.state.step, sc)
-        if pos.phase == "opd" and pos.phase_start and cfg.opd.teacher == "snapshot":
+        if pos.phase == "opd" and pos.phase_start and world.batches.teacher == "snapshot":
             group.snapshot_teachers()
         step = phase1_step if pos.phase == "rl" else phase2_step
         metrics = step(world, group)

@@ -25,14 +25,13 @@ from pathlib import Path
 
 from copd.common import names as N
 from copd.policy.models import Branch
-from copd.train.algorithms.baselines import Budget, budget_for
+from copd.train.algorithms.baselines import Budget
 from copd.train.algorithms.loop import (
     Actions,
     after_scheduled_step,
     after_step,
     announce,
     begin,
-    cadence,
     finish,
     in_process,
 )
@@ -42,7 +41,7 @@ from copd.train.world import World, log_step
 
 def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:
     """Train every branch as an independent expert; evaluate each (and the average)."""
-    budget = budget_for(world.cfg)
+    budget = world.budget
     views = {b.name: b.view for b in world.branches}
     acts = in_process(world, out_dir, views, budget)
     announce(world, budget=budget)
@@ -56,7 +55,7 @@ def expert_stage(world: World, acts: Actions, budget: Budget, experts: Sequence[
     end = budget.start_of("experts") + dict(budget.stages)["experts"]
     begin(world, acts)
     while world.state.step < end:
-        pos = cadence(world.state.step, world.cfg)
+        pos = world.cadence.position(world.state.step)
         metrics = rl_step(world, experts)
         world.state.step += 1
         log_step(world, metrics, pos.cycle, "rl", total=budget.total)
@@ -76,12 +75,12 @@ def distill_stage(
     checkpoints at CoPD's phase-II ends and at the end; `evaluate(step)` (the student's
     held-out scores) at every `eval_every_cycles`-th phase-II end, so the student's curve
     is drawn as the experts' is; `message` is logged once when the stage starts."""
-    sc = world.cfg.schedule
+    sc = world.cadence.schedule
     start = budget.start_of("distill")
     if world.state.step == start:
         world.logger.log_event(message, step=world.state.step)
     while world.state.step < budget.total:
-        pos = cadence(world.state.step, world.cfg)
+        pos = world.cadence.position(world.state.step)
         metrics = step(world.state.step - start)
         world.state.step += 1
         log_step(world, metrics, pos.cycle, "opd", total=budget.total)
@@ -104,7 +103,7 @@ def distill_stage(
 
 def rl_step(world: World, branches: Sequence[Branch]) -> dict[str, float]:
     """Each of `branches`: one GRPO update on its own domain (CoPD's phase I, on a subset)."""
-    g = world.cfg.grpo
+    g = world.batches
     metrics: dict[str, float] = {}
     for b in branches:
         batch = world.rollout(

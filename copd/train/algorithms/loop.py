@@ -25,13 +25,13 @@ The cadence, the same for CoPD and every baseline, so their curves line up:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from copd.common import names as N
-from copd.math.schedule import Position, position
+from copd.math.schedule import Position
 from copd.policy.models import PolicyView
-from copd.spec import ConfigError, RunConfig, ScheduleConfig
+from copd.spec import ConfigError, ScheduleConfig
 from copd.train import checkpoint
 from copd.train.algorithms.baselines import Budget
 from copd.train.evaluate import eval_counts, evaluate, measure_overlap
@@ -110,7 +110,7 @@ def begin(world: World, acts: Actions) -> None:
     if world.state.step == 0:
         acts.measure(0, "rl")
         world.logger.flush()
-        if world.cfg.eval.at_start:
+        if world.evaluation.at_start:
             acts.evaluate(0)
         log_step_times(world, acts, 0, "rl")
         world.logger.flush()  # the step-0 rows reach the store now: the first chart draws
@@ -140,15 +140,6 @@ def evaluated_cycle_end(pos: Position, sc: ScheduleConfig) -> bool:
     return bool(pos.cycle_end and every and (pos.cycle + 1) % every == 0)
 
 
-def cadence(step: int, cfg: RunConfig) -> Position:
-    """CoPD's schedule position of `step`, continued past the schedule for longer loops, so
-    baselines measure and evaluate at the same points and count cycles the same way (one
-    cycle per rl_steps + opd_steps block)."""
-    sc = cfg.schedule
-    p = position(step % sc.total_steps(), sc)
-    return replace(p, step=step, cycle=step // (sc.rl_steps + sc.opd_steps))
-
-
 def after_step(
     world: World,
     acts: Actions,
@@ -163,7 +154,7 @@ def after_step(
     """After `world.state.step += 1` and `log_step`: diagnostics, evaluation, checkpoint and stop
     request, by the cadence in the module docstring. `measure_due`, `eval_due`, `save_due`:
     whether the loop's own points fall on this step."""
-    sc, every = world.cfg.schedule, world.cfg.checkpoint_every
+    sc, every = world.cadence.schedule, world.cadence.checkpoint_every
     check_finite(world)  # diverged weights: fail here, naming the step and the fix
     if measure_due or (sc.diag_every and world.state.step % sc.diag_every == 0):
         acts.measure(cycle, phase)
@@ -196,7 +187,7 @@ def after_scheduled_step(
         pos.cycle,
         phase or pos.phase,
         measure_due=pos.phase_end,
-        eval_due=evaluated_cycle_end(pos, world.cfg.schedule),
+        eval_due=evaluated_cycle_end(pos, world.cadence.schedule),
         save_due=pos.cycle_end,
     )
 
@@ -216,7 +207,7 @@ def finish(
     views = {} if remote else dict(views)
     scores = group.evaluate(world, step=world.state.step, final=True) if remote else {}
     n_branches = len(group.names) if remote else len(world.branches)
-    if world.cfg.merge.enabled and n_branches > 1:
+    if world.merge.enabled and n_branches > 1:
         states = [s.trainable for s in group.states().values()] if remote else None
         model = merged_model(world, states)
         export_merged(world, Path(out_dir) / "merged", model)
@@ -226,7 +217,7 @@ def finish(
         scores,
         out_dir,
         extra={
-            "method": world.cfg.method,
+            "method": world.method.name,
             "steps": world.state.step,
             "eval_n": eval_counts(world),  # distinct prompts per benchmark
             **(extra or {}),

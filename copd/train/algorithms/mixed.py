@@ -4,7 +4,7 @@
 
 One policy named "mixed" starts from the base and runs GRPO on the union of the branches'
 domains. Each step draws `grpo.prompts_per_step` prompts spread evenly over the domains
-(round-robin per prompt, continuing across steps, from the RNG `world.rngs["mixed"]`), with
+(round-robin per prompt, continuing across steps, from the policy's prompt RNG), with
 the same group size as the experts. Budget: the experts' budgets combined, K x T updates
 (paper: "the combined step budget of both single-domain experts"); the control
 `mixed_steps="per_branch"` makes T updates of K x `prompts_per_step` prompts instead (the
@@ -15,20 +15,13 @@ diagnostics (against the base) at CoPD's cadence; evaluated on every domain.
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 from copd.common import names as N
 from copd.policy.rollout import RolloutBatch
-from copd.tasks import Example
-from copd.train.algorithms.baselines import budget_for, check_policy_name
-from copd.train.algorithms.loop import (
-    after_scheduled_step,
-    announce,
-    begin,
-    cadence,
-    finish,
-    in_process,
-)
+from copd.tasks import Example, Task
+from copd.train.algorithms.loop import after_scheduled_step, announce, begin, finish, in_process
 from copd.train.update import grpo_update
 from copd.train.world import World, log_step
 
@@ -37,19 +30,18 @@ POLICY = "mixed"
 
 def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:
     """K x T GRPO updates of one policy on mixed-domain prompts; evaluate it everywhere."""
-    cfg = world.cfg
-    g = cfg.grpo
-    check_policy_name(cfg, POLICY)
-    budget = budget_for(cfg)
+    g = world.batches
+    budget = world.budget
     policy = world.branch(POLICY)
+    tasks = list(world.tasks.values())
     views = {POLICY: policy.view}
     acts = in_process(world, out_dir, views, budget)
     announce(world, budget=budget)
     begin(world, acts)
     while world.state.step < budget.total:
-        pos = cadence(world.state.step, cfg)
-        n = g.prompts_per_step * (len(world.tasks) if cfg.mixed_steps == "per_branch" else 1)
-        examples = mixed_prompts(world, n, POLICY, world.state.step * n)
+        pos = world.cadence.position(world.state.step)
+        n = g.prompts_per_step * (len(tasks) if g.per_branch_mixed else 1)
+        examples = mixed_prompts(tasks, world.rngs[POLICY], n, world.state.step * n)
         batch = world.rollout(policy.view, examples, g.group_size)
         term, grad_norm = grpo_update(world, policy, batch)
         stats = {**term.stats, N.GRAD_NORM: grad_norm}
@@ -62,11 +54,9 @@ def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:
     return finish(world, out_dir, views, extra={"budget": budget.to_dict()})
 
 
-def mixed_prompts(world: World, n: int, rng_key: str, offset: int) -> list[Example]:
-    """`n` prompts spread evenly over every domain: prompt i comes from domain
-    (offset + i) mod K (round-robin that continues across steps), drawn with `rng_key`."""
-    tasks = list(world.tasks.values())
-    rng = world.rngs[rng_key]
+def mixed_prompts(tasks: list[Task], rng: random.Random, n: int, offset: int) -> list[Example]:
+    """`n` prompts spread evenly over the domains `tasks`: prompt i comes from domain
+    (offset + i) mod K (round-robin that continues across steps), drawn with `rng`."""
     return [tasks[(offset + i) % len(tasks)].sample(rng, 1)[0] for i in range(n)]
 
 

@@ -34,7 +34,6 @@ from copd.policy.batch import TeacherScores
 from copd.policy.models import Branch
 from copd.policy.rollout import RolloutBatch
 from copd.train import samples
-from copd.train.algorithms.baselines import budget_for, check_policy_name
 from copd.train.algorithms.expert import distill_stage, expert_stage
 from copd.train.algorithms.loop import announce, finish, in_process
 from copd.train.algorithms.mixed import mixed_prompts, reward_by_domain
@@ -47,9 +46,7 @@ POLICY = "mopd"
 
 def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:
     """Domain experts, then one student distilled from all of them, routed by domain."""
-    cfg = world.cfg
-    check_policy_name(cfg, POLICY)
-    budget = budget_for(cfg)
+    budget = world.budget
     announce(world, budget=budget)
     student = world.branch(POLICY)
     experts = [b for b in world.branches if b.name != POLICY]
@@ -76,10 +73,11 @@ def mopd_step(
     world: World, student: Branch, teacher_of: Mapping[str, str], offset: int
 ) -> dict[str, float]:
     """One student update on mixed-domain samples, each scored by its domain's expert."""
-    g, o = world.cfg.grpo, world.cfg.opd
+    g, loss = world.batches, world.loss
     n = g.prompts_per_step
-    examples = mixed_prompts(world, n, student.name, offset * n)
-    if o.samples == "teacher":
+    tasks = list(world.tasks.values())
+    examples = mixed_prompts(tasks, world.rngs[student.name], n, offset * n)
+    if loss.opd_samples == "teacher":
         return supervised_step(world, student, teacher_of, examples)
     batch = world.rollout(student.view, examples, g.group_size)
     scores = routed_logp(
@@ -88,8 +86,8 @@ def mopd_step(
     samples.log_opd_batch(
         world, student.name, lambda b: probe_logits(student.view, b), teacher_of, batch, scores
     )
-    specs = [TermSpec(o.cross_weight, batch, "experts", scores)]
-    if o.native_rl:  # optional outcome-reward term on the same samples
+    specs = [TermSpec(loss.cross_weight, batch, "experts", scores)]
+    if g.native_rl:  # optional outcome-reward term on the same samples
         specs.append(TermSpec(1.0, batch))
     res = optimize(world, student, specs, measure_signal=signal_due(world))
     stats = {N.REWARD_MEAN: float(batch.rewards_B.mean())}
@@ -108,7 +106,7 @@ def supervised_step(
     greedy answer from the expert of its domain (supervised distillation, the ceiling
     the on-policy channel is measured against; one answer per prompt, as greedy answers
     repeat). One term per teacher, each weighted `opd.cross_weight` / teachers."""
-    o = world.cfg.opd
+    weight = world.loss.cross_weight
     by_teacher: dict[str, list] = {}
     for ex in examples:
         by_teacher.setdefault(teacher_of[ex.domain], []).append(ex)
@@ -116,9 +114,7 @@ def supervised_step(
     for teacher, exs in by_teacher.items():
         view = world.branch(teacher).view
         batch = world.rollout(view, exs, 1, greedy=True)
-        specs.append(
-            TermSpec(o.cross_weight / len(by_teacher), batch, teacher, world.score(view, batch))
-        )
+        specs.append(TermSpec(weight / len(by_teacher), batch, teacher, world.score(view, batch)))
         rewards[N.reward_on(exs[0].domain)] = float(batch.rewards_B.mean())
     res = optimize(world, student, specs, measure_signal=signal_due(world))
     stats: dict[str, float] = {}

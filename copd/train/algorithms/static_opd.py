@@ -23,7 +23,6 @@ from pathlib import Path
 from copd.common import names as N
 from copd.policy.models import Branch
 from copd.train import samples
-from copd.train.algorithms.baselines import budget_for
 from copd.train.algorithms.expert import distill_stage, expert_stage
 from copd.train.algorithms.loop import announce, finish, in_process
 from copd.train.evaluate import evaluate, probe_logits
@@ -33,10 +32,9 @@ from copd.train.world import World
 
 def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:
     """Experts, then one-way OPD from the frozen teacher into the student."""
-    cfg = world.cfg
-    budget = budget_for(cfg)
+    budget = world.budget
     announce(world, budget=budget)
-    teacher_name, student_name = cfg.static_pair()
+    teacher_name, student_name = world.batches.static_pair
     teacher, student = world.branch(teacher_name), world.branch(student_name)
     acts = in_process(world, out_dir, {b.name: b.view for b in world.branches}, budget)
 
@@ -62,22 +60,22 @@ def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:
 def distill_step(world: World, student: Branch, teacher: Branch) -> dict[str, float]:
     """One combined update of the student: native GRPO batch + OPD on the teacher's prompts,
     scored by the (frozen) teacher. Same order and names as CoPD's phase2_step."""
-    g, o = world.cfg.grpo, world.cfg.opd
+    g = world.batches
     native = None
-    if o.native_rl:
+    if g.native_rl:
         native = world.rollout(
             student.view,
             world.prompts(student.task, g.prompts_per_step, student.name),
             g.group_size,
         )
-    peer_prompts = world.prompts(teacher.task, o.cross_prompts_per_step, student.name)
-    cross = world.rollout(student.view, peer_prompts, o.cross_group_size)
+    peer_prompts = world.prompts(teacher.task, g.cross_prompts_per_step, student.name)
+    cross = world.rollout(student.view, peer_prompts, g.cross_group_size)
     scores = world.score_opd(teacher.view, cross)
     samples.log_opd_batch(
         world, student.name, lambda b: probe_logits(student.view, b), teacher.name, cross, scores
     )
     specs = [] if native is None else [TermSpec(1.0, native)]
-    specs.append(TermSpec(o.cross_weight, cross, teacher.name, scores))
+    specs.append(TermSpec(world.loss.cross_weight, cross, teacher.name, scores))
     res = optimize(world, student, specs, measure_signal=signal_due(world))
     stats = {}
     if native is not None:

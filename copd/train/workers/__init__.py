@@ -25,9 +25,9 @@ __all__ = [
 
 
 def make_group(world) -> WorkerGroup:
-    """The worker group for `world.cfg.backend`. A Ray group built for a restored world
+    """The worker group for `world.backend`. A Ray group built for a restored world
     loads every actor's branch from the checkpoint the world came from."""
-    if world.cfg.backend.kind == "local":
+    if world.backend.kind == "local":
         return LocalGroup(world)
     from copd.train.workers.ray_backend import RayGroup
 

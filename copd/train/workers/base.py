@@ -31,7 +31,6 @@ import torch
 from copd.policy.batch import TeacherScores
 from copd.policy.rollout import RolloutBatch
 from copd.tasks import Example
-from copd.train import samples
 from copd.train.checkpoint import BranchState
 from copd.train.evaluate import BASE, overlap_diagnostics
 
@@ -266,7 +265,7 @@ class WorkerGroup(ABC):
         """Held-out scores of every branch (each in its worker), logged like
         `copd.train.evaluate.evaluate`."""
         out = self.each(Ops.evaluate, {n: (step, final) for n in self.names})
-        n_prompts = world.cfg.eval.n_prompts
+        n_prompts = world.evaluation.n_prompts
         for model_name, scores in out.items():
             for bench, s in scores.items():
                 n = 0 if bench.startswith("overall") else n_prompts
@@ -304,7 +303,7 @@ def measure_overlap_via_workers(
             ]
         )
 
-    rows = [] if samples.due(world.cfg, step) else None
+    rows = [] if world.recording.due(step) else None
     metrics = overlap_diagnostics(world, names, probes, logits_at, step, rows)
     world.logger.log_metrics(metrics, step=step, cycle=cycle, phase=phase)
     if rows:

@@ -44,7 +44,9 @@ class LocalWorker:
         self.name = branch.name
         # A vLLM engine for training rollouts, or None (the built-in decoder); `engine` is
         # "hf", "vllm" or the reason vLLM could not be used.
-        self.vllm, self.engine = rollout_engine(world, branch)
+        self.vllm, self.engine = rollout_engine(
+            world.vllm, world.tokenizer, branch, in_process=len(world.branches) == 1
+        )
 
     # ------------------------------------------------------------------ training
     def rollout(self, examples: list[Example], group_size: int) -> RolloutBatch:
@@ -70,7 +72,7 @@ class LocalWorker:
     ) -> dict[str, float]:
         w, b = self.world, self.branch
         specs = [] if native is None else [TermSpec(1.0, native.to(b.device))]
-        weight = opd_weights(w, len(cross))
+        weight = opd_weights(w.loss, len(cross))
         specs += [
             TermSpec(
                 weight, c.batch.to(b.device), c.teacher, TeacherScores.of(c.scores).to(b.device)
@@ -153,7 +155,8 @@ class LocalGroup(WorkerGroup):
         self.world = world
         self.workers = {b.name: LocalWorker(world, b) for b in world.branches}
         self.names = list(self.workers)
-        report_engines(world, {n: w.engine for n, w in self.workers.items()})
+        notes = {n: w.engine for n, w in self.workers.items()}
+        report_engines(world.logger.log_event, notes, world.state.step)
 
     def call(self, calls: list[Call]) -> list[Any]:
         return [c.op(self.workers[c.worker], *c.args) for c in calls]

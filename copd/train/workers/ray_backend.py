@@ -156,7 +156,7 @@ def actor_config(world) -> dict:
     """The run's config as each actor builds it: in-process inside the actor, the base
     model path already resolved by the driver, devices picked inside the actor (Ray
     sets CUDA_VISIBLE_DEVICES to the actor's GPUs, so `auto` is cuda:0 there)."""
-    d = world.cfg.to_dict()
+    d = dict(world.config_dict)
     d["backend"] = {**d["backend"], "kind": "local"}
     d["model"] = {**d["model"], "path": world.base_path or d["model"]["path"]}
     d["branches"] = [{**b, "device": "auto"} for b in d["branches"]]
@@ -168,9 +168,8 @@ class RayGroup(WorkerGroup):
     `backend.num_cpus_per_branch` CPUs each). Calls to different actors run in parallel."""
 
     def __init__(self, world) -> None:
-        cfg = world.cfg
-        bk = cfg.backend
-        self.names = list(cfg.branch_names)
+        bk = world.backend
+        self.names = list(world.branch_tasks)
         need = math.ceil(len(self.names) * bk.num_cpus_per_branch)
         self._owns_ray = init_ray(bk.ray_address, max(2, need), bk.ray_temp_dir)
         import ray
@@ -194,7 +193,7 @@ class RayGroup(WorkerGroup):
         # one fell back to the built-in decoder.
         from copd.policy.rollout_vllm import report_engines
 
-        report_engines(world, self.sampling_engines())
+        report_engines(world.logger.log_event, self.sampling_engines(), world.state.step)
 
     def call(self, calls: list[Call]) -> list[Any]:
         # A batch sent to several actors (a probe, a cross batch) is stored once.
