@@ -225,7 +225,7 @@ def test_the_fresh_stage_runs_every_method_on_a_fresh_draw_with_unused_seeds(tmp
     builtin = study.jobs_for(study.fresh_arms("builtin"), [200], tmp_path, "g")
     assert {arm for arm, _, _ in builtin} == {
         "expert", "weight_average", "mixed", "mixed-steps", "static_opd", "static_opd-rev",
-        "mopd", "copd", "copd-calibrated",
+        "mopd", "sequential", "copd", "copd-calibrated",
     }  # fmt: skip
     assert all(job.cfg.eval.test_draw == "fresh_or_whole" for _, _, job in builtin)
     assert study.is_report("builtin-fresh") and not study.is_fresh("demo-fresh")
