@@ -484,3 +484,36 @@ def test_a_standby_trainer_takes_the_next_cpu_run_and_a_mismatch_starts_afresh(
         kill_all(store)
         launcher.stop_standby()
     assert launcher._standby is None
+
+
+def test_a_dashboard_beside_a_supervisor_process_wakes_it_instead_of_starting_runs(store, tmp_path):
+    """Under `copd dashboard` the pages' launcher defers (`defer_starts`): `start_now` starts
+    nothing itself but wakes the supervisor, which holds the standby trainer and ticks at
+    once, not at its next interval (an hour here: without the wake the run would wait)."""
+    import threading
+
+    from app.control.supervisor import supervise
+
+    fake = [sys.executable, str(Path(__file__).parent / "fake_trainer.py")]
+    cfg = RunConfig().to_dict()
+    cfg["schedule"]["cycles"] = 1
+    ticks = threading.Semaphore(0)
+    owner = make_launcher(store, tmp_path / "runs", trainer_argv=fake)
+    tick = owner.tick
+    owner.tick = lambda: (tick(), ticks.release())[0]
+    stop = threading.Event()
+    thread = threading.Thread(target=supervise, args=(store, owner.runs_root, 3600.0, stop, owner))
+    thread.start()
+    try:
+        assert ticks.acquire(timeout=HANG_S)  # its first tick is done: now it waits an hour
+        page = make_launcher(store, tmp_path / "runs", trainer_argv=fake, defer_starts=True)
+        run = page.submit(cfg)
+        page.start_now()
+        assert ticks.acquire(timeout=HANG_S), "the supervisor was not woken"
+        assert store.get_run(run.id).status in ("running", "finished")
+        assert not page._children and run.id in owner._children  # started by the supervisor
+    finally:
+        stop.set()
+        thread.join(HANG_S)
+        kill_all(store)
+    assert not thread.is_alive()

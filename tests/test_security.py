@@ -335,6 +335,9 @@ def test_killing_the_dashboard_takes_streamlit_and_the_supervisor_with_it(tmp_pa
         # one supervisor per dashboard: the server starts no supervisor thread of its own
         server = next(c for c in children if "streamlit" in " ".join(c.cmdline()))
         assert server.environ().get("COPD_SUPERVISE") == "0"
+        # ... its pages wake the supervisor process, which keeps the standby trainer
+        assert server.environ().get("COPD_WAKE_SUPERVISOR") == "1"
+        assert any("supervise" in c and "--standby" in c for c in cmds), cmds
         parent.kill()  # SIGKILL: no handler of the parent runs
         parent.wait(10)
         gone, alive = psutil.wait_procs(children, timeout=20)

@@ -96,6 +96,12 @@ def register(subparsers: Any) -> None:
 
     p = subparsers.add_parser("supervise", help="start queued runs and watch running ones")
     p.add_argument("--interval", type=float, default=2.0, help="seconds between ticks")
+    p.add_argument(
+        "--standby",
+        action="store_true",
+        help="keep a warm trainer for the next CPU run while none is going (`copd dashboard` "
+        "asks for it; COPD_STANDBY=0 there turns it off)",
+    )
     add_store_args(p)
     p.set_defaults(func=cmd_supervise)
 
@@ -223,6 +229,7 @@ def cmd_supervise(args: argparse.Namespace) -> int:
     from app.control.supervisor import supervise
 
     launcher = launcher_from_args(args)
+    launcher.standby = args.standby
     print(
         f"supervising runs in {launcher.runs_root} ({launcher.capacity()}); Ctrl-C stops "
         "supervising, not the runs",

@@ -65,6 +65,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     if not args.no_supervisor:
         sup_argv = [sys.executable, "-m", "copd", "supervise"]
         sup_argv += ["--db", args.db] if args.db else []
+        sup_argv += [] if env.get("COPD_STANDBY") == "0" else ["--standby"]
         supervisor = subprocess.Popen(
             sup_argv, env=env, stdin=subprocess.DEVNULL, preexec_fn=preexec
         )
@@ -76,7 +77,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, _stop)
     # One supervisor per dashboard: with the `copd supervise` process beside it, the
     # Streamlit process starts no supervisor thread of its own (app/dashboard/widgets.py).
-    server_env = env if supervisor is None else {**env, "COPD_SUPERVISE": "0"}
+    # The server's pages wake it to start what they queue (it holds the standby trainer).
+    server_env = env if supervisor is None else {**env, "COPD_SUPERVISE": "0", serve.DEFER_ENV: "1"}
     try:
         return subprocess.call(argv, env=server_env, preexec_fn=preexec)
     finally:

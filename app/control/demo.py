@@ -41,8 +41,8 @@ def demo_group_name(groups: list[str]) -> str:
 
 
 def launch_demo(store: RunStore, launcher: Launcher, seed: int = 0, gpus: int = 0) -> list[Run]:
-    """Queue the demo group (CoPD, then the independent experts; same seed) and tick once
-    so the first run starts now. Returns the queued runs, CoPD first."""
+    """Queue the demo group (CoPD, then the independent experts; same seed) and start it
+    now (`Launcher.start_now`). Returns the queued runs, CoPD first."""
     group = demo_group_name(store.list_groups())
     # One thread each, so that on a small CPU machine both runs fit its cores at once and
     # the overlay draws side by side (the launcher counts CPU runs in threads).
@@ -50,5 +50,5 @@ def launch_demo(store: RunStore, launcher: Launcher, seed: int = 0, gpus: int = 
     runs = launch_sweep(
         store, launcher, sweep_configs(list(DEMO_PRESETS), [seed], group, threads), gpus
     )
-    launcher.tick()
+    launcher.start_now()
     return runs

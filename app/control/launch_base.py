@@ -33,6 +33,9 @@ LOG_NAME = "train.log"
 RESUME_MARKER = ".resume"  # present: start the trainer with --resume <run_dir>
 CANCEL_MARKER = ".cancel"  # holds the epoch time after which a cancelled run gets SIGKILL
 LOCK_NAME = ".launcher.lock"
+# touched by a dashboard whose runs a `copd supervise` process starts: that supervisor ticks
+# at once instead of at its next interval (app/control/supervisor.py)
+WAKE_NAME = ".wake"
 CRASH_LOG_LINES = 40
 PREFLIGHT_TIMEOUT_S = 300.0
 
@@ -67,6 +70,7 @@ class LauncherBase:
     host: str
     _children: dict[int, subprocess.Popen]  # run id -> our child (reaping only)
     preflight: bool
+    defer_starts: bool  # start_now() wakes the supervisor process instead of ticking here
     _checked: dict[str, str]  # preflight key -> "" (passed) or the error
 
     def _local(self, run: Run) -> bool:
@@ -90,6 +94,15 @@ class LauncherBase:
             return True
         except ValueError:  # IllegalTransition: the run already left `running`
             return False
+
+    def start_now(self) -> None:
+        """Start what was just queued: tick here, or (`defer_starts`, a dashboard beside a
+        `copd supervise` process) wake that supervisor, which owns the standby trainer."""
+        if not self.defer_starts:
+            self.tick()
+            return
+        self.runs_root.mkdir(parents=True, exist_ok=True)
+        (self.runs_root / WAKE_NAME).write_text(f"{time.time()}\n")
 
     def _run_dir(self, run: Run) -> Path:
         if run.run_dir:

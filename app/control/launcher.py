@@ -97,7 +97,8 @@ class Launcher(Preflight, Scheduler, Spawner, Standby, RunActions):
     heartbeat is older than two intervals. `gpus`: override detection (tests, pinning).
     `trainer_argv`: the command before the config path (default `python -m copd train`).
     `standby`: keep a warm trainer while no CPU run is going and hand it the next one
-    (launch_standby.py; the dashboard's supervisor turns it on).
+    (launch_standby.py; the dashboard's supervisor turns it on). `defer_starts`: `start_now`
+    wakes the `copd supervise` process beside the dashboard instead of ticking here.
     """
 
     def __init__(
@@ -114,6 +115,7 @@ class Launcher(Preflight, Scheduler, Spawner, Standby, RunActions):
         repo_root: Path = REPO,
         preflight: bool = True,
         standby: bool = False,
+        defer_starts: bool = False,
     ):
         self.store = store
         self.runs_root = Path(runs_root).expanduser().resolve()
@@ -136,6 +138,7 @@ class Launcher(Preflight, Scheduler, Spawner, Standby, RunActions):
         self.preflight = preflight  # run `copd check` at submit (off: process-mechanics tests)
         self._checked: dict[str, str] = {}  # preflight key -> "" (passed) or the error
         self.standby = standby  # keep a warm trainer for the next CPU run (launch_standby.py)
+        self.defer_starts = defer_starts  # start_now(): wake the supervisor process instead
         self._standby, self._standby_env = None, {}
 
     # ------------------------------------------------------------------ queue

@@ -23,6 +23,10 @@ import socket
 from collections.abc import Callable
 
 TOKEN_ENV = "COPD_DASHBOARD_TOKEN"  # the shared token app/main.py asks for
+# Set by `copd dashboard` for its server: a `copd supervise` process runs beside it, so the
+# pages wake that supervisor to start what they queue (Launcher.start_now) instead of
+# starting trainers themselves; it holds the standby trainer (launch_standby.py).
+DEFER_ENV = "COPD_WAKE_SUPERVISOR"
 TRUST_ENV = "COPD_TRUST_TASK_CODE"  # "1": the Launch page may run module:factory tasks
 TUNNEL = "ssh -L {port}:127.0.0.1:{port} <this host>"
 PR_SET_PDEATHSIG = 1  # linux/prctl.h

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app.control.launch_base import WAKE_NAME
 from app.control.launcher import Launcher
 
 if TYPE_CHECKING:
@@ -48,7 +50,26 @@ def supervise(
             alerts.tick()
         except Exception as exc:
             print(f"copd supervisor: alerts failed: {exc!r}", file=sys.stderr)
-        stop_event.wait(interval_s)
+        wait_or_wake(stop_event, interval_s, launcher.runs_root / WAKE_NAME)
+
+
+def wait_or_wake(stop_event: threading.Event, interval_s: float, wake: Path) -> None:
+    """Wait `interval_s`, or less: until `stop_event` is set or `wake` is touched (a dashboard
+    queued a run: `Launcher.start_now`), looking at its mtime every 0.1 s (one stat)."""
+    seen = _mtime(wake)
+    deadline = time.monotonic() + interval_s
+    while not stop_event.is_set() and _mtime(wake) == seen:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        stop_event.wait(min(0.1, left))
+
+
+def _mtime(path: Path) -> int | None:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return None
 
 
 @dataclass

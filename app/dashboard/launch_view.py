@@ -119,7 +119,7 @@ def draw_single_launch(form: LaunchForm) -> None:
             launcher = get_launcher()
             try:
                 run = launcher.submit(cfg, gpus=n_gpus, tags=tags, notes=notes)
-                launcher.tick()
+                launcher.start_now()
             except (ConfigError, ValueError) as e:  # the last line of defence: submit's checks
                 st.error(f"{md_escape(e)}\n\nNothing was launched.")
             else:
@@ -192,7 +192,7 @@ def draw_ablation_set(form: LaunchForm) -> None:
                 launcher.store, launcher, runs, gpus=n_gpus, tags=tags, notes=notes
             )
             ids = [r.id for r in queued]
-            launcher.tick()
+            launcher.start_now()
             invalidate()
             st.success(
                 f"Group {md_line(repr(group))}: {len(ids)} runs queued (#{ids[0]}…#{ids[-1]})."

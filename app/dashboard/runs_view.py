@@ -240,7 +240,7 @@ def apply_action(action: str, run_id: int, launcher: Launcher) -> None:
         launcher.request_cancel(run_id)
     elif action == "resume":
         launcher.resume(run_id, trust_task_code=trusts_task_code())
-        launcher.tick()
+        launcher.start_now()
     else:
         launcher.delete(run_id)
         st.session_state.pop("runs:selected", None)

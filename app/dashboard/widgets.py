@@ -80,15 +80,20 @@ def _supervisor(url: str, root: str) -> Supervisor | None:
 
 
 def _launcher_options() -> dict[str, Any]:
-    """$COPD_TRAINER (a command line) replaces the trainer command."""
+    """$COPD_TRAINER (a command line) replaces the trainer command; under `copd dashboard`
+    ($COPD_WAKE_SUPERVISOR) the pages wake its supervisor process to start what they queue."""
+    from app.control.serve import DEFER_ENV
+
     trainer = os.environ.get("COPD_TRAINER")
-    return {"trainer_argv": shlex.split(trainer)} if trainer else {}
+    options: dict[str, Any] = {"trainer_argv": shlex.split(trainer)} if trainer else {}
+    return {**options, "defer_starts": os.environ.get(DEFER_ENV) == "1"}
 
 
 def _supervisor_options() -> dict[str, Any]:
     """The supervisor's launcher keeps a warm trainer for the next CPU run, unless
-    $COPD_STANDBY=0 (app/control/launch_standby.py)."""
-    return {**_launcher_options(), "standby": os.environ.get("COPD_STANDBY", "1") != "0"}
+    $COPD_STANDBY=0 (app/control/launch_standby.py); it ticks itself (it is the supervisor)."""
+    standby = os.environ.get("COPD_STANDBY", "1") != "0"
+    return {**_launcher_options(), "standby": standby, "defer_starts": False}
 
 
 @st.cache_resource(show_spinner=False)
