@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/bench_demo_launch.py [--repeats 2]
 
-A `streamlit run` server of the dashboard with its supervisor, on an empty store, the real
+`copd dashboard` (the README's command: the server and its supervisor process; `--via
+streamlit`: a `streamlit run` server with its supervisor thread), on an empty store, the real
 trainer behind it (the demo preset on the shipped base model); headless Chromium opens
 Home and clicks "Launch the demo". Printed per repeat and as medians:
 - feedback: seconds from the click until the page says something happened (the status
@@ -102,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--via", choices=["copd", "streamlit"], default="copd",
+                    help="copd: the README's `copd dashboard` (a supervisor process beside the "
+                         "server, woken by the click); streamlit: `streamlit run` with the "
+                         "supervisor thread in the server")  # fmt: skip
     ap.add_argument("--settle", type=float, default=0.0,
                     help="seconds between the page being ready and the click (0: at once; the "
                          "dashboard's standby trainer is still importing for the first ~5 s)")  # fmt: skip
@@ -112,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         home = Path(tempfile.mkdtemp(prefix="copd-bench-demo-"))
         url = f"sqlite:///{home / 'copd.db'}"
         try:
-            with dashboard(url, home, supervise=True) as base, sync_playwright() as p:
+            served = dashboard(url, home, supervise=True, copd=a.via == "copd")
+            with served as base, sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM,
                                             args=["--no-sandbox", "--headless=new", "--disable-gpu"])  # fmt: skip
                 page = browser.new_page(viewport={"width": 1400, "height": 2000})

@@ -327,18 +327,23 @@ st.plotly_chart(go.Figure(go.Scatter(y=[1, 2, 3])), key="c")
 
 
 @contextlib.contextmanager
-def dashboard(url: str, home: Path, script: Path | None = None, supervise: bool = False):
+def dashboard(
+    url: str, home: Path, script: Path | None = None, supervise: bool = False, copd: bool = False
+):
     """A `streamlit run` server of the dashboard (or of `script`) on a free port; with
-    `supervise`, its supervisor starts the runs it queues (runs folder under `home`)."""
+    `supervise`, its supervisor starts the runs it queues (runs folder under `home`); with
+    `copd`, the README's `copd dashboard` instead (its own supervisor process beside it)."""
     port = _free_port()
     env = dict(os.environ, COPD_DB_URL=url, COPD_HOME=str(home), COPD_SUPERVISE=str(int(supervise)))
     log = open(home / "streamlit.log", "w")  # noqa: SIM115
+    argv = [sys.executable, "-m", "streamlit", "run", str(script or ROOT / "app" / "main.py"),
+            "--server.headless", "true", "--server.address", "127.0.0.1",
+            "--server.port", str(port), "--browser.gatherUsageStats", "false"]  # fmt: skip
+    if copd:
+        argv = [sys.executable, "-m", "copd", "dashboard", "--db", url, "--port", str(port)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(script or ROOT / "app" / "main.py"),
-         "--server.headless", "true", "--server.address", "127.0.0.1",
-         "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
