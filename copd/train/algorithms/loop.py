@@ -3,6 +3,7 @@
     acts = in_process(world, out_dir, views, budget)   # or via_workers(world, group, out_dir)
     announce(world, "...", budget)                      # at start (+ resume checks)
     begin(world, acts)                                  # step 0: diagnostics, eval.at_start
+    # (one policy, e.g. mixed GRPO: policy, views, acts = start_one_policy(world, out_dir, name))
     while world.state.step < total:
         metrics = ...one update...
         world.state.step += 1
@@ -114,6 +115,18 @@ def begin(world: World, acts: Actions) -> None:
             acts.evaluate(0)
         log_step_times(world, acts, 0, "rl")
         world.logger.flush()  # the step-0 rows reach the store now: the first chart draws
+
+
+def start_one_policy(world: World, out_dir: str | Path, name: str) -> tuple:
+    """The start of a loop that trains one policy `name` (mixed and sequential GRPO): its
+    branch, the views evaluation scores (that policy), the in-process actions under the
+    world's budget; the budget announced and step 0 done. Returns (policy, views, acts)."""
+    policy = world.branch(name)
+    views = {name: policy.view}
+    acts = in_process(world, out_dir, views, world.budget)
+    announce(world, budget=world.budget)
+    begin(world, acts)
+    return policy, views, acts
 
 
 def log_step_times(world: World, acts: Actions, cycle: int, phase: str) -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from copd.common import names as N
 from copd.policy.rollout import RolloutBatch
 from copd.tasks import Example, Task
-from copd.train.algorithms.loop import after_scheduled_step, announce, begin, finish, in_process
+from copd.train.algorithms.loop import after_scheduled_step, finish, start_one_policy
 from copd.train.update import grpo_update
 from copd.train.world import World, log_step
 
@@ -30,14 +30,9 @@ POLICY = "mixed"
 
 def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:
     """K x T GRPO updates of one policy on mixed-domain prompts; evaluate it everywhere."""
-    g = world.batches
-    budget = world.budget
-    policy = world.branch(POLICY)
+    g, budget = world.batches, world.budget
     tasks = list(world.tasks.values())
-    views = {POLICY: policy.view}
-    acts = in_process(world, out_dir, views, budget)
-    announce(world, budget=budget)
-    begin(world, acts)
+    policy, views, acts = start_one_policy(world, out_dir, POLICY)
     while world.state.step < budget.total:
         pos = world.cadence.position(world.state.step)
         n = g.prompts_per_step * (len(tasks) if g.per_branch_mixed else 1)

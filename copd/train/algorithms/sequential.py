@@ -28,7 +28,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from copd.common import names as N
-from copd.train.algorithms.loop import after_scheduled_step, announce, begin, finish, in_process
+from copd.train.algorithms.loop import after_scheduled_step, finish, start_one_policy
 from copd.train.update import grpo_update
 from copd.train.world import World, log_step
 
@@ -39,11 +39,7 @@ def train(world: World, out_dir: str | Path) -> dict[str, dict[str, float]]:
     """T GRPO updates of one policy on each domain in turn; evaluate it everywhere."""
     g = world.batches
     budget = world.budget  # one stage per domain, named after its branch
-    policy = world.branch(POLICY)
-    views = {POLICY: policy.view}
-    acts = in_process(world, out_dir, views, budget)
-    announce(world, budget=budget)
-    begin(world, acts)
+    policy, views, acts = start_one_policy(world, out_dir, POLICY)
     while world.state.step < budget.total:
         pos = world.cadence.position(world.state.step)
         stage = budget.stage_at(world.state.step)
