@@ -421,16 +421,19 @@ def _compare_group(monkeypatch, tmp_path, url: str, group: str) -> AppTest:
 
 
 def _every_method_group(url: str) -> dict[str, int]:
-    """A finished run of every method, each with its models' test and validation scores at
-    its final step (20), plus a cancelled mixed run holding only step-0 scores."""
+    """A finished run of every method of the method table, each with its models' test and
+    validation scores at its final step (20), plus a cancelled mixed run holding only step-0
+    scores."""
+    from copd.spec.methods import METHOD_TABLE
     from storage import Evaluation
 
     store = RunStore.from_url(url)
     models = {
         "copd": ["add", "rev", "merged"], "weight_average": ["add", "rev", "merged"],
         "expert": ["add", "rev"], "mixed": ["mixed"], "mopd": ["add", "rev", "mopd"],
-        "static_opd": ["add", "rev"],
+        "static_opd": ["add", "rev"], "sequential": ["sequential"],
     }  # fmt: skip
+    assert set(models) == set(METHOD_TABLE), "a new method: give it a run here"
     ids = {}
     for method, names in [*models.items(), ("cancelled", ["mixed"])]:
         real = "mixed" if method == "cancelled" else method
@@ -469,7 +472,8 @@ def test_every_method_is_compared_by_its_reported_model_and_unfinished_runs_are_
     by_id = {r.id: r for r in runs}
     assert {m: reported_model(by_id[i]) for m, i in ids.items()} == {
         "copd": "merged", "weight_average": "merged", "expert": "own-domain experts",
-        "mixed": "mixed", "mopd": "mopd", "static_opd": "rev", "cancelled": "mixed",
+        "mixed": "mixed", "mopd": "mopd", "static_opd": "rev", "sequential": "sequential",
+        "cancelled": "mixed",
     }  # fmt: skip
     finished, left = settled(runs, evals)
     assert left == [f"#{ids['cancelled']} mixed: cancelled, last evaluated at step 0"]
@@ -482,7 +486,7 @@ def test_every_method_is_compared_by_its_reported_model_and_unfinished_runs_are_
     from experiments.study_analysis import primary_model, run_scores
 
     for r in finished:
-        scores = {m: {"add": 0.5} for m in ("add", "rev", "merged", "mixed", "mopd")}
+        scores = {m: {"add": 0.5} for m in ("add", "rev", "merged", "mixed", "mopd", "sequential")}
         assert primary_model(run_scores(scores, r.config, r.method)) == reported_model(r)
     html = compare_report(finished, [], results_table(evals, finished), pd.DataFrame(), title="t")
     for r in finished:
