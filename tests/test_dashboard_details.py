@@ -643,6 +643,7 @@ def test_retention_is_each_methods_reported_score_over_the_same_seeds_expert(mon
     expected = {  # method -> its reported model's score on (add, rev)
         "copd": (0.6, 0.6), "weight_average": (0.5, 0.5), "mixed": (0.55, 0.55),
         "mopd": (0.5, 0.5), "static_opd": (0.5, 0.6),  # the student "rev": +0.1 on rev
+        "sequential": (0.5, 0.5),
     }  # fmt: skip
     assert set(summary.index.get_level_values("method")) == set(expected)
     for method, scores in expected.items():
