@@ -237,4 +237,5 @@ def cmd_supervise(args: argparse.Namespace) -> int:
     )
     with contextlib.suppress(KeyboardInterrupt):
         supervise(launcher.store, launcher.runs_root, args.interval, launcher=launcher)
+    launcher.stop_standby()  # a warm trainer holding no run ends with us
     return 0

@@ -76,7 +76,8 @@ class Standby(LauncherBase):
         if child.poll() is not None or fixed(env) != fixed(self._standby_env):
             self.stop_standby(child)
             return None
-        job = {"argv": argv[argv.index("copd") + 1 :], "env": env, "cwd": str(self.repo_root)}
+        copd_args = argv[len(self.trainer_argv) - 1 :]  # `train <config> --out ...`
+        job = {"argv": copd_args, "env": env, "cwd": str(self.repo_root)}
         try:
             child.stdin.write(json.dumps({**job, "log": str(log_path)}) + "\n")
             child.stdin.close()

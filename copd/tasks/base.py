@@ -132,7 +132,6 @@ class SyntheticTask(Task):
         self.holdout_fraction = holdout_fraction
         self.val_fraction = val_fraction
         self._fresh_keys: dict[int, list[Hashable]] = {}  # n -> fresh_examples' inputs
-        self._scored: list[Hashable] | None = None  # scored_keys, drawn once
         self._keys: dict[tuple[str, str, int], list[Hashable]] = {}  # _fixed_keys, drawn once
 
     @abstractmethod
@@ -185,9 +184,7 @@ class SyntheticTask(Task):
     def scored_keys(self) -> list[Hashable]:
         """The standard test stream's first SCORED distinct inputs: every test prompt any
         table before the fresh draw scored (fewer when the test split holds fewer)."""
-        if self._scored is None:
-            self._scored = self._fixed_keys(f"eval|{self.name}|{self.difficulty}", "test", SCORED)
-        return self._scored
+        return self._fixed_keys(f"eval|{self.name}|{self.difficulty}", "test", SCORED)
 
     def test_split_exhausted(self) -> bool:
         """Whether every test input was already scored: the standard stream found fewer
