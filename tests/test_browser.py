@@ -177,6 +177,16 @@ def _settle(page, timeout: float = 60_000) -> None:
     )
 
 
+def _open_list(page, label: str) -> None:
+    """Open the selectbox `label`'s list. Scrolled into view first: when the click itself
+    scrolled the page to reach a box below the fold, the scroll could land after the list
+    opened and close it (Base Web closes it on scroll), leaving the box focused with no
+    option to pick (seen in CI; 5 of 6 first clicks on the Runs page's picker here)."""
+    box = page.get_by_role("combobox", name=label)
+    box.scroll_into_view_if_needed()
+    box.click()
+
+
 def _set_number(page, label: str, value: int) -> None:
     box = page.get_by_label(label, exact=True).filter(visible=True).first
     box.fill(str(value))
@@ -463,7 +473,7 @@ def test_the_run_picker_never_shows_a_stale_status(seeded_server, tmp_path):
         page.goto(f"{base}/runs")
         _settle(page)
         box = page.get_by_role("combobox", name="Run")
-        box.click()
+        _open_list(page, "Run")
         page.get_by_role("option", name=re.compile(f"^#{ids.running} ")).click()
         _settle(page)
         header = page.get_by_test_id("stMetricValue").first
@@ -549,11 +559,11 @@ def test_hostile_names_and_groups_render_as_text_and_fetch_nothing(hostile_serve
         _shoot(page, "hostile-live")
         page.goto(f"{base}/runs")
         _settle(page)
-        page.get_by_role("combobox", name="Run").click()
+        _open_list(page, "Run")
         page.get_by_role("option").filter(has_text=f"#{ids['named']} ").first.click()
         _settle(page)
         assert shows(page, f"#{ids['named']} {NAME}")
-        page.get_by_role("combobox", name="Run").click()
+        _open_list(page, "Run")
         page.get_by_role("option").filter(has_text=f"#{ids['failed']} ").first.click()
         _settle(page)
         assert shows(page, f"failed: {ERROR}")
@@ -638,7 +648,7 @@ def test_details_fit_the_page_links_say_what_is_absent_and_icons_need_no_emoji(d
         page = browser.new_page(viewport={"width": 1440, "height": 900})
         page.goto(f"{base}/runs")
         _settle(page)
-        page.get_by_role("combobox", name="Run").click()
+        _open_list(page, "Run")
         page.get_by_role("option").filter(has_text=f"#{ids.crashed} ").first.click()
         _settle(page)
         assert _wait_text(page, "branch/add/loss/term39=0.039")  # the log line's end
@@ -745,7 +755,7 @@ def test_samples_view_shows_both_branches_shaded_and_payloads_as_text(samples_se
         images = page.eval_on_selector_all("img[src]", "els => els.map(e => e.src)")
         assert not [s for s in images if "198.51.100.7" in s or s.endswith("/x")], images
         # a real prompt: both branches, every token shaded, hover names both log-probs
-        page.get_by_role("combobox", name="Prompt").click()
+        _open_list(page, "Prompt")
         page.get_by_role("option").filter(has_text="#0 ").first.click()
         _settle(page)
         page.wait_for_timeout(1000)
